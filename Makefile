@@ -1,0 +1,14 @@
+# The two commands of the README: `make demo` and `make test`. Each does all set-up first.
+.PHONY: setup demo test bench
+
+setup:
+	bash scripts/setup.sh
+
+demo: setup
+	.venv/bin/cat-aggregator demo
+
+test: setup
+	.venv/bin/python -m pytest -q
+
+bench: setup
+	.venv/bin/python benchmarks/selection.py
