@@ -8,6 +8,7 @@ demo: setup
 	.venv/bin/cat-aggregator demo
 
 test: setup
+	bash firmware_tests/build_mp32.sh
 	.venv/bin/python -m pytest -q
 
 bench: setup

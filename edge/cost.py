@@ -1,0 +1,210 @@
+"""Communication cost C(T) of sending T entries, from a cost profile (edge/profile.py).
+
+Two families (DESIGN.md section 4):
+
+* paper profiles: the paper's idealised payload P(T) in bits (eq. 5) under the payload
+  model C = P, the affine model C = c1 P + c0, or the packet model
+  C = c1 ceil(P / Pmax) + c0 (eq. 6). Constants are the paper's.
+* link profiles: the *exact* frame length L(T) in bytes from the wire encoder
+  (edge.frame.frame_length), plus the transport's per-message overhead, cut into link
+  packets (first and following fragment payloads, per-packet overhead, link ACKs), then
+  turned into bytes, bits, packets, airtime seconds or joules for the named radio.
+
+Every cost is nondecreasing in T, which CAT relies on (frames only grow with T).
+"""
+
+from edge.cat import SCHEME_IDENTITY, SCHEME_SQ
+
+LINK_METRICS = ("bytes", "bits", "packets", "seconds", "joules")
+PAPER_METRICS = ("bits", "bytes", "packets")
+
+
+def index_bits(d):
+    """ceil(log2 d), at least 1 (bits to name one of d entries)."""
+    b = 0
+    v = d - 1
+    while v > 0:
+        b += 1
+        v >>= 1
+    return b if b > 0 else 1
+
+
+def paper_payload_bits(scheme, d, t, fpp_bits):
+    """P(T) of eq. (5): S and SS send T (index, float) pairs; S+Q one float and T indices."""
+    if scheme == SCHEME_IDENTITY:
+        return d * fpp_bits
+    b = index_bits(d)
+    if scheme == SCHEME_SQ:
+        return fpp_bits + t * b
+    return t * (b + fpp_bits)
+
+
+def paper_cost(paper, metric, payload_bits):
+    """Cost of a payload under the paper's payload / affine / packet model (units: bits by default)."""
+    model = paper["model"]
+    if model == "payload":
+        bits = payload_bits
+        packets = 1
+    elif model == "affine":
+        bits = paper["c1"] * payload_bits + 8.0 * paper["c0"]
+        packets = 1
+    elif model == "packet":
+        pmax = 8.0 * paper["pmax_bytes"]
+        packets = int((payload_bits + pmax - 1) // pmax)
+        if packets < 1:
+            packets = 1
+        bits = 8.0 * (paper["c1"] * packets + paper["c0"])
+    else:
+        raise ValueError("unknown paper model %r" % model)
+    if metric == "bits":
+        return float(bits)
+    if metric == "bytes":
+        return bits / 8.0
+    if metric == "packets":
+        return float(packets)
+    raise ValueError("metric %r is not defined for paper profiles (use bits, bytes or packets)" % metric)
+
+
+class LinkCost:
+    """What one message of `frame` bytes costs on a link profile.
+
+    tx_bytes: bytes the node puts on air (payload + every packet's overhead);
+    rx_bytes: bytes it must receive (link ACKs, transport ACK packets);
+    packets: link packets it transmits; seconds: radio-on time (tx + rx + fixed per-packet
+    time: backoff, CCA, turnaround, inter-frame spacing); joules: tx time x tx power +
+    (rx + fixed) time x rx power.
+    """
+
+    def __init__(self, profile, frame):
+        msg = profile["message"]
+        pk = profile["packet"]
+        radio = profile["radio"]
+        m = frame + msg["overhead_bytes"]
+        first = pk["first_payload_bytes"]
+        nxt = pk["next_payload_bytes"]
+        if m <= first:
+            packets = 1
+        else:
+            packets = 1 + int((m - first + nxt - 1) // nxt)
+        tx = m + pk["first_overhead_bytes"] + (packets - 1) * pk["next_overhead_bytes"]
+        rx = packets * pk["ack_bytes"] + msg["extra_packets"] * msg["extra_packet_bytes"]
+        lora = profile.get("lora")
+        rate = radio["bit_rate"]
+        if lora:
+            from edge.lora import lora_airtime
+            tx_s = lora_airtime(lora, m) * packets
+            rx_s = 0.0
+        else:
+            tx_s = tx * 8.0 / rate
+            rx_s = rx * 8.0 / rate
+        fixed_s = packets * pk["fixed_seconds"]
+        self.message_bytes = m
+        self.packets = packets
+        self.tx_bytes = tx
+        self.rx_bytes = rx
+        self.tx_seconds = tx_s
+        self.seconds = tx_s + rx_s + fixed_s
+        self.joules = tx_s * radio["tx_power"] + (rx_s + fixed_s) * radio["rx_power"]
+
+    def metric(self, name):
+        if name == "bytes":
+            return float(self.tx_bytes)
+        if name == "bits":
+            return 8.0 * self.tx_bytes
+        if name == "packets":
+            return float(self.packets)
+        if name == "seconds":
+            return self.seconds
+        if name == "joules":
+            return self.joules
+        raise ValueError("unknown cost metric %r (use %s)" % (name, ", ".join(LINK_METRICS)))
+
+
+def min_interval(profile, frame):
+    """Shortest time between messages the duty-cycle limit allows (0 when there is none)."""
+    dc = profile.get("limits", {}) or {}
+    dc = dc.get("duty_cycle")
+    if not dc:
+        return 0.0
+    lc = LinkCost(profile, frame)
+    return lc.tx_seconds / dc
+
+
+def _uint_size(v):
+    return 1 if v < 24 else 2 if v < 256 else 3 if v < 65536 else 5
+
+
+class CostModel:
+    """C(T) for one (profile, metric, d, scheme, frame options) — what CAT maximises against.
+
+    cost(T) is the metric for T entries; t_max the largest T whose frame fits the link's
+    largest message (d for the paper's models); affine tells CAT whether early stopping
+    is valid (only the paper's payload/affine models are affine in T).
+    """
+
+    def __init__(self, profile, d, scheme, metric=None, fmt=0, telemetry=False, job=0, node=0, rnd=0):
+        self.profile = profile
+        self.d = d
+        self.scheme = scheme
+        self.fmt = fmt
+        self.telemetry = telemetry
+        self.job = job
+        self.node = node
+        self.rnd = rnd
+        self.version = 0  # bumps whenever C(T) may have changed (see set_round)
+        if metric is None:
+            metric = profile["default_metric"]
+        self.metric = metric
+        self.kind = profile["kind"]
+        if self.kind == "paper":
+            if metric not in PAPER_METRICS:
+                raise ValueError("metric %r is not defined for paper profile %s" % (metric, profile["name"]))
+            self.affine = profile["paper"]["model"] in ("payload", "affine")
+            self.t_max = d
+        else:
+            if metric not in LINK_METRICS:
+                raise ValueError("unknown cost metric %r (use %s)" % (metric, ", ".join(LINK_METRICS)))
+            self.affine = False
+            self.t_max = self._largest_fitting_t()
+
+    def set_round(self, rnd):
+        """The round number is in the frame header: its CBOR size (1, 2, 3 or 5 bytes) shifts
+        every frame length, so C(T) changes when it crosses 24, 256, 65536."""
+        if _uint_size(rnd) != _uint_size(self.rnd):
+            self.version += 1
+        self.rnd = rnd
+
+    def frame_bytes(self, t):
+        """Exact bytes of the update frame carrying t entries (the wire encoder's own formula)."""
+        from edge.frame import frame_length
+        return frame_length(self.d, t, self.scheme, self.fmt, self.telemetry, self.job, self.node, self.rnd)
+
+    def link(self, t):
+        return LinkCost(self.profile, self.frame_bytes(t))
+
+    def cost(self, t):
+        if self.kind == "paper":
+            fpp = 8.0 * self.profile["paper"]["fpp_bytes"]
+            return paper_cost(self.profile["paper"], self.metric,
+                              paper_payload_bits(self.scheme, self.d, t, fpp))
+        return LinkCost(self.profile, self.frame_bytes(t)).metric(self.metric)
+
+    def __call__(self, t):
+        return self.cost(t)
+
+    def _largest_fitting_t(self):
+        limit = self.profile["message"]["max_bytes"]
+        d = self.d
+        if self.scheme == SCHEME_IDENTITY:
+            return d if self.frame_bytes(d) <= limit else 0
+        if self.frame_bytes(1) > limit:
+            return 0
+        lo = 1
+        hi = d
+        while lo < hi:  # frame length is nondecreasing in T: bisect the last T that fits
+            mid = (lo + hi + 1) >> 1
+            if self.frame_bytes(mid) <= limit:
+                lo = mid
+            else:
+                hi = mid - 1
+        return lo

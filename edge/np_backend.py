@@ -1,0 +1,239 @@
+"""numpy backend for CPython edges and the simulator: the same decisions as the pure kernel.
+
+Same T, same indices (ties to the lower index), same values as edge.topk / edge.cat /
+edge.compress on CPython: prefix sums and S1, S2 are accumulated sequentially (np.cumsum),
+like the pure loops, so the ratios are bit-identical. Selection uses argpartition, so it is
+O(d) rather than O(d log K), and when the caller allows K = d (no RAM cap) the candidate
+set grows geometrically only until a bound proves no larger T can win: every improvement
+measure is <= 1 (alpha trivially, beta by Cauchy-Schwarz, omega since E||Q||^2 >= ||g||^2),
+and C is nondecreasing, so no T > K beats the best ratio once best >= 1 / C(K + 1).
+
+CPython only (imports numpy); the modules the boards run never import it.
+"""
+
+import numpy as np
+
+from edge.cat import (RATIO_RTOL, RULE_ALISTARH, RULE_CAT, RULE_FIXED, RULE_HYBRID, RULE_IDENTITY,
+                      SCHEME_IDENTITY, SCHEME_S, SCHEME_SQ, SCHEME_SS, Choice)
+
+
+def select(g, k):
+    """Indices of the k largest |g| (ties: lower index first), best first; and S1, S2.
+
+    S1, S2 are sequential sums (bit-identical to edge.topk.select on CPython).
+    """
+    g = np.asarray(g)
+    d = g.shape[0]
+    if not np.all(np.isfinite(g)):
+        j = int(np.flatnonzero(~np.isfinite(g))[0])
+        raise ValueError("gradient entry %d is not finite (%r)" % (j, float(g[j])))
+    a64 = np.abs(g.astype(np.float64))
+    s1 = float(np.cumsum(a64)[-1]) if d else 0.0
+    s2 = float(np.cumsum(a64 * a64)[-1]) if d else 0.0
+    return _top(a64, k), s1, s2
+
+
+def _top(a, k):
+    d = a.shape[0]
+    k = min(k, d)
+    if k >= d:
+        return np.argsort(-a, kind="stable")
+    part = np.argpartition(-a, k - 1)[:k]
+    thr = a[part].min()
+    greater = np.flatnonzero(a > thr)
+    ties = np.flatnonzero(a == thr)[: k - greater.shape[0]]
+    cand = np.sort(np.concatenate([greater, ties]))
+    return cand[np.argsort(-a[cand], kind="stable")]
+
+
+class CostTable:
+    """C(T) for T = 1..n as a float64 array, computed once per cost model and extended lazily.
+
+    The cost depends only on T (not on the gradient), so a simulation pays it once.
+    """
+
+    def __init__(self, cost):
+        self.cost = cost
+        self.values = np.zeros(0)
+        self.version = getattr(cost, "version", 0)
+
+    def upto(self, n):
+        version = getattr(self.cost, "version", 0)
+        if version != self.version:  # e.g. the round number grew a byte in the header
+            self.values = np.zeros(0)
+            self.version = version
+        have = self.values.shape[0]
+        if n > have:
+            new = max(n, 2 * have)
+            cost = self.cost
+            ext = np.fromiter((cost(t) for t in range(have + 1, new + 1)), dtype=np.float64,
+                              count=new - have)
+            self.values = np.concatenate([self.values, ext])
+        return self.values[:n]
+
+
+def improvements(scheme, a, s1, s2):
+    """Improvement(T) for T = 1..len(a), a = candidate magnitudes by decreasing size.
+
+    Returns (imp, ns) where ns[T-1] is the SS water-filling count n_s(T) (zeros otherwise).
+    The arithmetic follows edge.cat.Scan operation by operation.
+    """
+    n = a.shape[0]
+    t = np.arange(1, n + 1, dtype=np.float64)
+    ns = np.zeros(n, dtype=np.int64)
+    if s2 <= 0.0:
+        return np.zeros(n), ns
+    if scheme == SCHEME_S:
+        return np.cumsum(a * a) / s2, ns
+    if scheme == SCHEME_SQ:
+        a1 = np.cumsum(a)
+        return a1 * a1 / (t * s2), ns
+    if scheme == SCHEME_SS:
+        return _omega(a, s1, s2, ns)
+    return np.ones(n), ns
+
+
+def _omega(a, s1, s2, ns_out):
+    n = a.shape[0]
+    a1 = np.concatenate([[0.0], np.cumsum(a)])        # A1(m), m = 0..n
+    a2 = np.concatenate([[0.0], np.cumsum(a * a)])
+    m = np.arange(n, dtype=np.int64)
+    r = np.maximum(s1 - a1[:n], 0.0)                  # R_m = S1 - A1(m), clamped like the pure loop
+    # t_m: smallest T with (T - m) * a[m] > R_m  (entry m+1 saturates from then on).
+    big = np.iinfo(np.int64).max // 4
+    pos = a > 0.0
+    tm = np.full(n, big, dtype=np.int64)
+    guess = np.floor(r[pos] / a[pos]).astype(np.int64) + m[pos] + 1
+    ap, rp, mp = a[pos], r[pos], m[pos]
+    for _ in range(4):  # fix floating-point off-by-ones against the exact float predicate
+        lower = ((guess - 1 - mp) * ap > rp) & (guess - 1 > mp)
+        guess = np.where(lower, guess - 1, guess)
+        higher = ~((guess - mp) * ap > rp)
+        guess = np.where(higher, guess + 1, guess)
+    tm[pos] = guess
+    reach = np.maximum.accumulate(tm)
+    t_int = np.arange(1, n + 1, dtype=np.int64)
+    ns = np.minimum(np.searchsorted(reach, t_int, side="right"), t_int - 1)
+    ns_out[:] = ns
+    rr = np.maximum(s1 - a1[ns], 0.0)
+    e = a2[ns] + rr * rr / (t_int - ns)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        imp = np.where(e <= 0.0, 1.0, s2 / e)
+    return imp, ns_out
+
+
+def _best(imp, costs):
+    """(T*, ratio at T*, max ratio) with edge.cat's tie rule (first T within RATIO_RTOL of the max)."""
+    ratio = imp / costs
+    top = float(ratio.max())
+    t = int(np.argmax(ratio >= top * (1.0 - RATIO_RTOL))) + 1
+    return t, float(ratio[t - 1]), top
+
+
+def cat_choose(scheme, g, table, t_max, cap=None, start_k=1024):
+    """Exact CAT argmax over 1 <= T <= min(cap, t_max); returns (Choice, order, S1, S2).
+
+    order: candidate indices by decreasing |g| (at least the chosen T of them).
+    """
+    g = np.asarray(g)
+    d = g.shape[0]
+    top = min(d, t_max, cap if cap is not None else d)
+    if top < 1:
+        raise ValueError("CAT: no feasible T (the smallest frame exceeds the link's largest message)")
+    a64 = np.abs(g.astype(np.float64))
+    if not np.all(np.isfinite(a64)):
+        select(g, 1)  # raises with the offending index
+    s1 = float(np.cumsum(a64)[-1])
+    s2 = float(np.cumsum(a64 * a64)[-1])
+    k = min(top, start_k)
+    while True:
+        order = _top(a64, k)
+        a = a64[order]
+        imp, ns = improvements(scheme, a, s1, s2)
+        costs = table.upto(k)
+        t, r, best = _best(imp, costs)
+        if k >= top or best >= 1.0 / table.upto(k + 1)[k]:
+            break
+        k = min(top, 4 * k)
+    binding = cap is not None and t == cap and cap < min(d, t_max)
+    return Choice(t, float(imp[t - 1]), r, float(costs[t - 1]), binding, int(ns[t - 1])), order, s1, s2
+
+
+def alistarh_t(a, s2):
+    """Smallest T with A1(T) >= ||g||_2 given sorted magnitudes a (len(a) if never)."""
+    a1 = np.cumsum(a)
+    hit = np.flatnonzero(a1 >= s2 ** 0.5)
+    return int(hit[0]) + 1 if hit.size else a.shape[0]
+
+
+def choose(rule, scheme, g, table, t_max, cap=None):
+    """Mirror of edge.cat.Rule.choose on numpy: returns (Choice, order, S1, S2)."""
+    kind = rule.kind
+    rule.calls += 1
+    g = np.asarray(g)
+    d = g.shape[0]
+    top = min(d, t_max, cap if cap is not None else d)
+    if kind == RULE_IDENTITY:
+        raise ValueError("identity rule sends the full gradient; no T to choose")
+    if kind == RULE_CAT or (kind == RULE_HYBRID and (rule.calls - 1) % rule.param == 0):
+        ch, order, s1, s2 = cat_choose(scheme, g, table, t_max, cap)
+        rule.last_t = ch.t
+        return ch, order, s1, s2
+    if kind == RULE_ALISTARH:
+        k = min(top, 1024)
+        while True:
+            order, s1, s2 = select(g, k)
+            a = np.abs(g[order].astype(np.float64))
+            t = alistarh_t(a, s2)
+            if t < k or k >= top:
+                break
+            k = min(top, 4 * k)
+    else:
+        t = rule.param if kind == RULE_FIXED else rule.last_t
+        t = min(t, top)
+        order, s1, s2 = select(g, t)
+        a = np.abs(g[order].astype(np.float64))
+    t = min(t, top)
+    imp, ns = improvements(scheme, a[:t], s1, s2)
+    c = float(table.upto(t)[t - 1])
+    return Choice(t, float(imp[t - 1]), float(imp[t - 1]) / c, c, False, int(ns[t - 1])), order, s1, s2
+
+
+def _round(vals, fmt):
+    return vals.astype(np.float16 if fmt else np.float32).astype(np.float32)
+
+
+def compress(g, scheme, rule, table, t_max, scale, rng=None, fmt=0, cap=None):
+    """Step-scaled sparse update (indices ascending int64, values float32) and the Choice.
+
+    Same semantics as edge.compress.compress; SS draws with a numpy Generator `rng`.
+    """
+    g = np.asarray(g, dtype=np.float32)
+    if scheme == SCHEME_IDENTITY:
+        return np.arange(g.shape[0]), _round(g.astype(np.float64) * scale, fmt), None
+    ch, order, s1, s2 = choose(rule, scheme, g, table, t_max, cap)
+    t = ch.t
+    if scheme == SCHEME_S:
+        idx = np.sort(order[:t])
+        return idx, _round(g[idx].astype(np.float64) * scale, fmt), ch
+    if scheme == SCHEME_SQ:
+        a1 = float(np.cumsum(np.abs(g[order[:t]].astype(np.float64)))[-1])
+        m = _round(np.array([a1 * scale / t]), fmt)[0]
+        idx = np.sort(order[:t])
+        return idx, np.where(g[idx] >= 0.0, m, -m).astype(np.float32), ch
+    if scheme == SCHEME_SS:
+        if rng is None:
+            raise ValueError("SS needs a random source (numpy Generator)")
+        a64 = np.abs(g.astype(np.float64))
+        ns = ch.ns
+        a1s = float(np.cumsum(a64[order[:ns]])[-1]) if ns else 0.0
+        r = s1 - a1s
+        c = (t - ns) / r if r > 0.0 else 0.0
+        p = np.minimum(1.0, c * a64)
+        if ns and c == 0.0:
+            p = (a64 >= a64[order[ns - 1]]).astype(np.float64)
+        keep = (p >= 1.0) | ((p > 0.0) & (rng.random(p.shape[0]) < p))
+        idx = np.flatnonzero(keep)
+        vals = g[idx].astype(np.float64) / p[idx] * (ch.improvement * scale)
+        return idx, _round(vals, fmt), ch
+    raise ValueError("unknown scheme %r" % scheme)
