@@ -1,0 +1,337 @@
+"""Reader for CATD binary data files, row by row into ONE preallocated buffer.
+
+Format: docs/data-format.md (little-endian, 48-byte header, dense or CSR rows).
+A board has tens of KiB of heap, so a node's data is never loaded at once: every
+row is read with `readinto` straight into the memory of preallocated arrays
+(`values`: array('f'), `index`: array('I') for CSR), sized once from the header
+(d for dense, the header's max nnz per row for CSR). Reading a row allocates
+nothing on MicroPython (its stream `readinto(buf, nbytes)` takes a length).
+
+Integrity is checked early: magic, version, a CRC-32 of the header, and the file
+size against the size the header implies (so a truncated copy fails at open, not
+mid-training). Each row is checked cheaply as it is read (nnz <= max nnz, label <
+classes); `validate()` does a full pass (CRC-32 of the data, indices strictly
+ascending and < d, finite values, total nnz).
+
+Runs unchanged on MicroPython and CPython. Assumes a little-endian host on
+MicroPython (all its ports are); CPython byte-swaps on big-endian hosts.
+"""
+
+import struct
+import sys
+from array import array
+
+MAGIC = b"CATD"
+VERSION = 1
+HEADER_SIZE = 48
+# magic, version, header size, layout, label type, value type, reserved,
+# n, d, classes, max nnz, total nnz (u64), data crc32, reserved, header crc32
+HEADER_FMT = "<4sHHBBBBIIIIQIII"
+HEADER_CRC_SPAN = 44  # the header CRC covers bytes [0, 44)
+
+LAYOUT_DENSE = 0
+LAYOUT_CSR = 1
+LAYOUT_NAMES = ("dense", "csr")
+LABEL_U32 = 1  # uint32 class index in [0, classes)
+VALUE_F32 = 1  # IEEE-754 binary32, little-endian
+
+_MP = sys.implementation.name == "micropython"
+_SWAP = sys.byteorder != "little"
+
+
+class DataFileError(ValueError):
+    """A CATD file is missing, truncated, corrupt or not a CATD file."""
+
+
+def _crc32_table():
+    t = array("I", bytes(1024))
+    for i in range(256):
+        c = i
+        for _ in range(8):
+            if c & 1:
+                c = 0xEDB88320 ^ (c >> 1)
+            else:
+                c >>= 1
+        t[i] = c
+    return t
+
+
+_TABLE = None
+
+
+def crc32_py(buf, crc=0):
+    """CRC-32 (IEEE 802.3, as zlib.crc32) in pure Python: fallback for ports
+    built without binascii.crc32."""
+    global _TABLE
+    if _TABLE is None:
+        _TABLE = _crc32_table()
+    t = _TABLE
+    c = crc ^ 0xFFFFFFFF
+    for b in buf:
+        c = t[(c ^ b) & 0xFF] ^ (c >> 8)
+    return c ^ 0xFFFFFFFF
+
+
+try:
+    import binascii
+
+    _crc = binascii.crc32
+    _crc(b"")
+except (ImportError, AttributeError):  # pragma: no cover - port without crc32
+    _crc = None
+
+
+def crc32(buf, crc=0):
+    """CRC-32 of a bytes-like object, continuing from `crc`."""
+    if _crc is not None:
+        return _crc(buf, crc) & 0xFFFFFFFF
+    return crc32_py(buf, crc)
+
+
+def zeros(typecode, n):
+    """A zero-filled array of n items (MicroPython has no array(tc, int))."""
+    size = 8 if typecode == "d" else (2 if typecode == "H" else (1 if typecode in "bB" else 4))
+    return array(typecode, bytes(size * n))
+
+
+def pack_header(layout, n, d, classes, max_nnz, total_nnz, data_crc):
+    """The 48 header bytes (the writer in aggregator/datasets.py uses this too)."""
+    head = struct.pack(
+        HEADER_FMT, MAGIC, VERSION, HEADER_SIZE, layout, LABEL_U32, VALUE_F32, 0,
+        n, d, classes, max_nnz, total_nnz, data_crc & 0xFFFFFFFF, 0, 0,
+    )
+    hcrc = crc32(head[:HEADER_CRC_SPAN])
+    return head[:HEADER_CRC_SPAN] + struct.pack("<I", hcrc)
+
+
+def parse_header(head, where="datafile"):
+    """Decode and check 48 header bytes; returns a tuple
+    (layout, n, d, classes, max_nnz, total_nnz, data_crc, header_size)."""
+    if len(head) < HEADER_SIZE:
+        raise DataFileError("%s: not a CATD file: %d bytes, header needs %d" % (where, len(head), HEADER_SIZE))
+    f = struct.unpack(HEADER_FMT, head[:HEADER_SIZE])
+    if f[0] != MAGIC:
+        raise DataFileError("%s: not a CATD file (magic %r, expected %r)" % (where, f[0], MAGIC))
+    if f[1] != VERSION:
+        raise DataFileError("%s: unsupported CATD version %d (this reader knows %d)" % (where, f[1], VERSION))
+    if crc32(head[:HEADER_CRC_SPAN]) != f[14]:
+        raise DataFileError("%s: corrupt header (CRC-32 mismatch)" % where)
+    hsize, layout, ltype, vtype = f[2], f[3], f[4], f[5]
+    n, d, classes, max_nnz, total = f[7], f[8], f[9], f[10], f[11]
+    if hsize < HEADER_SIZE:
+        raise DataFileError("%s: header size %d < %d" % (where, hsize, HEADER_SIZE))
+    if layout != LAYOUT_DENSE and layout != LAYOUT_CSR:
+        raise DataFileError("%s: unknown layout code %d (0 dense, 1 csr)" % (where, layout))
+    if ltype != LABEL_U32:
+        raise DataFileError("%s: unsupported label type %d (1 = uint32 class index)" % (where, ltype))
+    if vtype != VALUE_F32:
+        raise DataFileError("%s: unsupported value type %d (1 = float32)" % (where, vtype))
+    if d < 1:
+        raise DataFileError("%s: d must be >= 1, header says %d" % (where, d))
+    if classes < 2:
+        raise DataFileError("%s: classes must be >= 2, header says %d" % (where, classes))
+    if max_nnz > d:
+        raise DataFileError("%s: max nnz %d > d %d" % (where, max_nnz, d))
+    if layout == LAYOUT_DENSE:
+        if max_nnz != d or total != n * d:
+            raise DataFileError("%s: dense header must have max nnz = d and total nnz = n*d" % where)
+    elif total > n * max_nnz:
+        raise DataFileError("%s: total nnz %d > n * max nnz %d" % (where, total, n * max_nnz))
+    return layout, n, d, classes, max_nnz, total, f[12], hsize
+
+
+def expected_size(layout, n, d, total_nnz, header_size=HEADER_SIZE):
+    """File size in bytes that a header implies."""
+    if layout == LAYOUT_DENSE:
+        return header_size + n * (4 + 4 * d)
+    return header_size + 8 * n + 8 * total_nnz
+
+
+class DataFile:
+    """A CATD file opened for streaming.
+
+    Attributes: n, d, classes, layout ("dense"|"csr"), max_nnz, total_nnz.
+    Row buffers (reused for every row): `values` array('f') of d (dense) or
+    max_nnz (csr) items, `index` array('I') of max_nnz items (csr; None for
+    dense). After `read_row()` the current row is values[:nnz] (and index[:nnz]).
+
+        df = DataFile("node-0.catd")
+        df.rewind()
+        while True:
+            y = df.read_row()      # class label, or -1 after the last row
+            if y < 0:
+                break
+            ...  df.nnz, df.values, df.index
+    """
+
+    def __init__(self, path):
+        self.path = path
+        try:
+            f = open(path, "rb")
+        except OSError as e:
+            raise DataFileError("%s: cannot open (%s)" % (path, e))
+        self._f = f
+        try:
+            head = f.read(HEADER_SIZE)
+            h = parse_header(head, path)
+            size = f.seek(0, 2)
+            if size is None:  # pragma: no cover - very old stream API
+                size = f.tell()
+        except Exception:
+            f.close()
+            raise
+        layout, n, d, classes, max_nnz, total, dcrc, hsize = h
+        exp = expected_size(layout, n, d, total, hsize)
+        if size != exp:
+            f.close()
+            if size < exp:
+                raise DataFileError("%s: truncated: header implies %d bytes, file has %d" % (path, exp, size))
+            raise DataFileError("%s: %d trailing bytes after the %d the header implies" % (path, size - exp, exp))
+        self._layout_code = layout
+        self.layout = LAYOUT_NAMES[layout]
+        self.n = n
+        self.d = d
+        self.classes = classes
+        self.max_nnz = max_nnz
+        self.total_nnz = total
+        self.data_crc = dcrc
+        self.header_size = hsize
+        self.size = size
+        self.values = zeros("f", max_nnz if layout == LAYOUT_CSR else d)
+        self.index = zeros("I", max_nnz) if layout == LAYOUT_CSR else None
+        self._hdr = zeros("I", 2)
+        if _MP:
+            self._vv = self._iv = self._hv = None
+        else:  # CPython file readinto takes no length: byte views to slice
+            self._vv = memoryview(self.values).cast("B")
+            self._iv = memoryview(self.index).cast("B") if self.index is not None else None
+            self._hv = memoryview(self._hdr).cast("B")
+        self.nnz = 0
+        self.label = -1
+        self.row = 0
+        self.rewind()
+
+    # -- context manager / lifetime --------------------------------------
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
+
+    def close(self):
+        if self._f is not None:
+            self._f.close()
+            self._f = None
+
+    def rewind(self):
+        """Go back to the first row."""
+        if self._f is None:
+            raise DataFileError("%s: file is closed" % self.path)
+        self._f.seek(self.header_size)
+        self.row = 0
+        self.nnz = 0
+        self.label = -1
+
+    # -- reading -----------------------------------------------------------
+    def _fill(self, buf, view, nbytes):
+        f = self._f
+        if _MP:
+            got = f.readinto(buf, nbytes)
+        else:
+            got = f.readinto(view[:nbytes])
+        if got is None:
+            got = 0
+        # A CPython buffered file may return short reads; finish them. On
+        # MicroPython a file read only comes back short at end of file (its VFS
+        # drivers loop until the count is met), so that is a truncation.
+        while got < nbytes and not _MP:
+            more = f.readinto(view[got:nbytes])
+            if not more:
+                break
+            got += more
+        if got < nbytes:
+            raise DataFileError("%s: truncated in row %d (file changed since open?)" % (self.path, self.row))
+        if _SWAP:  # pragma: no cover - big-endian CPython only
+            buf.byteswap()
+
+    def read_row(self):
+        """Read the next row into the buffers; return its label, or -1 after the
+        last row. Sets self.nnz (number of entries) and self.label."""
+        if self.row >= self.n:
+            return -1
+        hdr = self._hdr
+        if self._layout_code == LAYOUT_DENSE:
+            self._fill(hdr, self._hv, 4)
+            y = hdr[0]
+            nnz = self.d
+            self._fill(self.values, self._vv, 4 * nnz)
+        else:
+            self._fill(hdr, self._hv, 8)
+            y = hdr[0]
+            nnz = hdr[1]
+            if nnz > self.max_nnz:
+                raise DataFileError("%s: row %d has nnz %d > header max %d" % (self.path, self.row, nnz, self.max_nnz))
+            if nnz:
+                self._fill(self.index, self._iv, 4 * nnz)
+                self._fill(self.values, self._vv, 4 * nnz)
+        if y >= self.classes:
+            raise DataFileError("%s: row %d has label %d >= classes %d" % (self.path, self.row, y, self.classes))
+        self.row += 1
+        self.nnz = nnz
+        self.label = y
+        return y
+
+    def rows(self):
+        """Generator over the labels of all rows from the first (rewinds first);
+        the row itself is in self.values / self.index / self.nnz."""
+        self.rewind()
+        while True:
+            y = self.read_row()
+            if y < 0:
+                return
+            yield y
+
+    def validate(self, chunk=512):
+        """Full check: data CRC-32, then every row's labels, indices (strictly
+        ascending, < d), values (finite) and the total nnz. Raises DataFileError.
+        Leaves the file rewound."""
+        f = self._f
+        f.seek(self.header_size)
+        buf = bytearray(chunk)
+        left = self.size - self.header_size
+        c = 0
+        while left > 0:
+            k = chunk if left > chunk else left
+            got = f.readinto(buf)
+            if not got or got < k:
+                raise DataFileError("%s: truncated while checking CRC" % self.path)
+            c = crc32(buf if k == chunk else memoryview(buf)[:k], c)
+            left -= k
+        if c != self.data_crc:
+            raise DataFileError("%s: data CRC-32 mismatch (file corrupt)" % self.path)
+        total = 0
+        d = self.d
+        vals = self.values
+        idx = self.index
+        csr = self._layout_code == LAYOUT_CSR
+        self.rewind()
+        while True:
+            y = self.read_row()
+            if y < 0:
+                break
+            nnz = self.nnz
+            total += nnz
+            prev = -1
+            for k in range(nnz):
+                v = vals[k]
+                if v != v or v - v != 0.0:
+                    raise DataFileError("%s: row %d has a non-finite value" % (self.path, self.row - 1))
+                if csr:
+                    j = idx[k]
+                    if j <= prev or j >= d:
+                        raise DataFileError("%s: row %d has index %d out of order or >= d %d" % (self.path, self.row - 1, j, d))
+                    prev = j
+        if total != self.total_nnz:
+            raise DataFileError("%s: rows hold %d entries, header says %d" % (self.path, total, self.total_nnz))
+        self.rewind()

@@ -1,0 +1,284 @@
+"""Local learner: L2-regularised logistic and softmax regression, streamed from a CATD file.
+
+Objective on a node holding N rows (a_i, y_i):
+
+    f(x) = (1/N) sum_i loss_i(x) + (lam/2) ||x||^2
+
+* "logistic": binary, labels {0,1} in the file, s_i = 2 y_i - 1 in {-1,+1},
+  loss_i = log(1 + exp(-s_i a_i.x)), x has d entries.
+* "softmax": C classes, x is the C x d weight matrix W flattened row-major
+  (W[c][j] = x[c*d + j]), loss_i = logsumexp_c(W_c.a_i) - W_{y_i}.a_i.
+
+Every call makes one pass over the file through the DataFile's single row buffer,
+so memory is O(1) beyond the caller's model and gradient arrays (softmax keeps one
+C-sized scratch array, allocated once and reused). Numerically stable: softplus and
+the sigmoid never exponentiate a positive number, softmax subtracts the max logit,
+and log(1+e) uses Goldberg's log1p trick (MicroPython has no math.log1p), so nothing
+overflows on single-precision boards either (math.exp overflows past ~88 there).
+
+Runs unchanged on MicroPython and CPython.
+"""
+
+import math
+from array import array
+
+KINDS = ("logistic", "softmax")
+
+
+def log1p_small(e):
+    """log(1 + e) for e >= 0, accurate to a few ulps also for tiny e
+    (D. Goldberg, "What every computer scientist should know about
+    floating-point arithmetic", 1991, theorem 4)."""
+    u = 1.0 + e
+    if u == 1.0:
+        return e
+    return math.log(u) * e / (u - 1.0)
+
+
+def softplus(t):
+    """log(1 + exp(t)) without overflow: max(t, 0) + log1p(exp(-|t|))."""
+    if t > 0.0:
+        return t + log1p_small(math.exp(-t))
+    return log1p_small(math.exp(t))
+
+
+def sigmoid(t):
+    """1 / (1 + exp(-t)) without overflow."""
+    if t >= 0.0:
+        return 1.0 / (1.0 + math.exp(-t))
+    e = math.exp(t)
+    return e / (1.0 + e)
+
+
+def model_size(d, classes, kind):
+    """Number of model entries: d for logistic, classes*d for softmax."""
+    if kind == "logistic":
+        return d
+    if kind == "softmax":
+        return classes * d
+    raise ValueError("kind must be 'logistic' or 'softmax', got %r" % (kind,))
+
+
+def new_model(data, kind):
+    """A zero model (array('f')) of the right size for this data file and kind."""
+    n = model_size(data.d, data.classes, kind)
+    return array("f", bytes(4 * n))
+
+
+_scratch = None
+
+
+def _get_scratch(c):
+    # One C-sized buffer for the logits, reused across calls; double where the
+    # port has it so CPython matches numpy, float elsewhere.
+    global _scratch
+    if _scratch is None or len(_scratch) < c:
+        try:
+            _scratch = array("d", bytes(8 * c))
+        except ValueError:  # pragma: no cover - port without 'd'
+            _scratch = array("f", bytes(4 * c))
+    return _scratch
+
+
+def _check(model, data, kind, grad_out=None, lam=0.0):
+    if kind != "logistic" and kind != "softmax":
+        raise ValueError("kind must be 'logistic' or 'softmax', got %r" % (kind,))
+    if kind == "logistic" and data.classes != 2:
+        raise ValueError("logistic needs a binary file (classes=2), this one has classes=%d; use kind='softmax'" % data.classes)
+    m = model_size(data.d, data.classes, kind)
+    if len(model) != m:
+        raise ValueError("model has %d entries, %s on d=%d, classes=%d needs %d" % (len(model), kind, data.d, data.classes, m))
+    if grad_out is not None and len(grad_out) != m:
+        raise ValueError("grad_out has %d entries, model has %d" % (len(grad_out), m))
+    if not (lam >= 0.0):
+        raise ValueError("lam must be >= 0, got %r" % (lam,))
+    if data.n < 1:
+        raise ValueError("data file %s has no rows" % (data.path,))
+
+
+def _logits(model, data, z, c_count):
+    # z[c] = W_c . a for the current row
+    d = data.d
+    vals = data.values
+    nnz = data.nnz
+    if data.index is None:
+        for c in range(c_count):
+            b = c * d
+            s = 0.0
+            for j in range(d):
+                s += model[b + j] * vals[j]
+            z[c] = s
+    else:
+        idx = data.index
+        for c in range(c_count):
+            b = c * d
+            s = 0.0
+            for k in range(nnz):
+                s += model[b + idx[k]] * vals[k]
+            z[c] = s
+
+
+def _dot(model, data):
+    vals = data.values
+    s = 0.0
+    if data.index is None:
+        for j in range(data.d):
+            s += model[j] * vals[j]
+    else:
+        idx = data.index
+        for k in range(data.nnz):
+            s += model[idx[k]] * vals[k]
+    return s
+
+
+def _axpy(coef, data, out, base):
+    # out[base + j] += coef * a_j over the current row
+    vals = data.values
+    if data.index is None:
+        for j in range(data.d):
+            out[base + j] += coef * vals[j]
+    else:
+        idx = data.index
+        for k in range(data.nnz):
+            j = base + idx[k]
+            out[j] += coef * vals[k]
+
+
+def loss_and_grad(model, data, lam, grad_out, kind):
+    """Local objective f(x) (returned) and its gradient (written into grad_out).
+
+    model, grad_out: array('f') of model_size(d, classes, kind) entries.
+    data: an edge.datafile.DataFile (rewound and streamed once).
+    lam: L2 weight, f includes (lam/2)||x||^2.
+    kind: "logistic" or "softmax".
+    """
+    _check(model, data, kind, grad_out, lam)
+    m = len(grad_out)
+    for j in range(m):
+        grad_out[j] = 0.0
+    total = 0.0
+    d = data.d
+    data.rewind()
+    if kind == "logistic":
+        while True:
+            y = data.read_row()
+            if y < 0:
+                break
+            z = _dot(model, data)
+            if y:  # s = +1: loss softplus(-z), dloss/dz = -sigmoid(-z)
+                total += softplus(-z)
+                coef = -sigmoid(-z)
+            else:  # s = -1: loss softplus(z), dloss/dz = sigmoid(z)
+                total += softplus(z)
+                coef = sigmoid(z)
+            if coef != 0.0:
+                _axpy(coef, data, grad_out, 0)
+    else:
+        cc = data.classes
+        z = _get_scratch(cc)
+        while True:
+            y = data.read_row()
+            if y < 0:
+                break
+            _logits(model, data, z, cc)
+            zmax = z[0]
+            for c in range(1, cc):
+                if z[c] > zmax:
+                    zmax = z[c]
+            zy = z[y]
+            ssum = 0.0
+            for c in range(cc):
+                e = math.exp(z[c] - zmax)  # <= 1: cannot overflow
+                z[c] = e
+                ssum += e
+            # loss_i = logsumexp(z) - z_y = zmax + log(ssum) - z_y, ssum in [1, C]
+            total += (zmax - zy) + math.log(ssum)
+            inv = 1.0 / ssum
+            for c in range(cc):
+                coef = z[c] * inv
+                if c == y:
+                    coef -= 1.0
+                if coef != 0.0:
+                    _axpy(coef, data, grad_out, c * d)
+    inv_n = 1.0 / data.n
+    reg = 0.0
+    for j in range(m):
+        w = model[j]
+        reg += w * w
+        grad_out[j] = grad_out[j] * inv_n + lam * w
+    data.rewind()
+    return total * inv_n + 0.5 * lam * reg
+
+
+def accuracy(model, data, kind):
+    """Fraction of rows classified correctly (logistic: predict 1 iff a.x > 0;
+    softmax: argmax of the logits, lowest class on ties)."""
+    _check(model, data, kind)
+    good = 0
+    data.rewind()
+    if kind == "logistic":
+        while True:
+            y = data.read_row()
+            if y < 0:
+                break
+            p = 1 if _dot(model, data) > 0.0 else 0
+            if p == y:
+                good += 1
+    else:
+        cc = data.classes
+        z = _get_scratch(cc)
+        while True:
+            y = data.read_row()
+            if y < 0:
+                break
+            _logits(model, data, z, cc)
+            best = 0
+            for c in range(1, cc):
+                if z[c] > z[best]:
+                    best = c
+            if best == y:
+                good += 1
+    data.rewind()
+    return good / data.n
+
+
+def sq_norm_sum(data):
+    """sum_i ||a_i||^2 over the file (one pass)."""
+    s = 0.0
+    data.rewind()
+    vals = data.values
+    while True:
+        y = data.read_row()
+        if y < 0:
+            break
+        r = 0.0
+        for k in range(data.nnz):
+            v = vals[k]
+            r += v * v
+        s += r
+    data.rewind()
+    return s
+
+
+def smoothness(data, lam, kind):
+    """Smoothness constant L of f: the trace bound on the Hessian's largest eigenvalue.
+
+    logistic: the Hessian is (1/N) sum_i s(1-s) a_i a_i^T + lam I with
+      s(1-s) <= 1/4 (s the sigmoid), so lambda_max <= lambda_max(sum a_i a_i^T)/(4N) + lam
+      <= trace/(4N) + lam = sum ||a_i||^2 / (4N) + lam.
+    softmax: the Hessian is (1/N) sum_i (diag(p) - p p^T) (x) a_i a_i^T + lam I and
+      diag(p) - p p^T has lambda_max <= 1/2 (Gershgorin: row c sums to
+      2 p_c (1 - p_c) <= 1/2; Boehning 1992, Ann. Inst. Statist. Math. 44:197),
+      so L <= sum ||a_i||^2 / (2N) + lam.
+    The bound is cheap (one pass, O(1) memory) but can be loose by up to a factor
+    of min(N, d) against the spectral value; aggregator.datasets.smoothness_np
+    also computes the spectral one on the gateway.
+    """
+    if kind != "logistic" and kind != "softmax":
+        raise ValueError("kind must be 'logistic' or 'softmax', got %r" % (kind,))
+    if not (lam >= 0.0):
+        raise ValueError("lam must be >= 0, got %r" % (lam,))
+    if data.n < 1:
+        raise ValueError("data file %s has no rows" % (data.path,))
+    k = 4.0 if kind == "logistic" else 2.0
+    return sq_norm_sum(data) / (k * data.n) + lam
