@@ -1,0 +1,199 @@
+# Tiny CBOR (RFC 8949) writer and reader: only what the cat-iot wire format needs.
+#
+# Runs unchanged on MicroPython (1.25+) and CPython. Writers put bytes straight into a
+# caller's preallocated bytearray at an offset and return the new offset; the reader walks
+# a bytes-like object with an offset, so nothing builds a tree of the whole message.
+#
+# Deterministic encoding (RFC 8949 §4.2.1): arguments always in the shortest form,
+# definite lengths only. The reader enforces the same rules (a non-shortest head,
+# an indefinite length or a float is refused), because a frame's length must be a function
+# of its meaning (docs/wire-format.md §"Determinism").
+
+# Major types (RFC 8949 §3.1)
+MT_UINT = 0
+MT_NINT = 1
+MT_BSTR = 2
+MT_TSTR = 3
+MT_ARRAY = 4
+MT_MAP = 5
+MT_TAG = 6
+MT_SIMPLE = 7
+
+SIMPLE_FALSE = 20  # RFC 8949 §3.3: simple values 20/21 are false/true
+SIMPLE_TRUE = 21
+
+
+class FrameError(ValueError):
+    """A message was refused. `reason` is a short stable identifier (see docs/wire-format.md)."""
+
+    def __init__(self, reason, detail=''):
+        if detail:
+            super().__init__(reason + ': ' + detail)
+        else:
+            super().__init__(reason)
+        self.reason = reason
+        self.detail = detail
+
+
+def head_len(v):
+    """Bytes taken by a CBOR head whose argument is v (RFC 8949 §3: 1, 2, 3, 5 or 9)."""
+    if v < 24:
+        return 1
+    if v < 0x100:
+        return 2
+    if v < 0x10000:
+        return 3
+    if v < 0x100000000:
+        return 5
+    return 9
+
+
+def put_head(buf, off, major, v):
+    """Write the shortest head for (major, argument v) at buf[off:]; return the new offset."""
+    if v < 0:
+        raise ValueError('CBOR argument must be >= 0')
+    mt = major << 5
+    if v < 24:
+        buf[off] = mt | v
+        return off + 1
+    if v < 0x100:
+        buf[off] = mt | 24
+        buf[off + 1] = v
+        return off + 2
+    if v < 0x10000:
+        buf[off] = mt | 25
+        buf[off + 1] = v >> 8
+        buf[off + 2] = v & 0xFF
+        return off + 3
+    if v < 0x100000000:
+        buf[off] = mt | 26
+        buf[off + 1] = (v >> 24) & 0xFF
+        buf[off + 2] = (v >> 16) & 0xFF
+        buf[off + 3] = (v >> 8) & 0xFF
+        buf[off + 4] = v & 0xFF
+        return off + 5
+    if v < 0x10000000000000000:
+        buf[off] = mt | 27
+        s = 56
+        i = 1
+        while i < 9:
+            buf[off + i] = (v >> s) & 0xFF
+            s -= 8
+            i += 1
+        return off + 9
+    raise ValueError('CBOR argument does not fit 64 bits')
+
+
+def put_uint(buf, off, v):
+    return put_head(buf, off, MT_UINT, v)
+
+
+def put_kv_uint(buf, off, key, v):
+    """Map entry with a small uint key and a uint value."""
+    off = put_head(buf, off, MT_UINT, key)
+    return put_head(buf, off, MT_UINT, v)
+
+
+def put_bytes(buf, off, data):
+    """A whole bstr (head + content)."""
+    n = len(data)
+    off = put_head(buf, off, MT_BSTR, n)
+    buf[off:off + n] = data
+    return off + n
+
+
+def read_head(data, off):
+    """Read one head at data[off]: return (major, argument, new_offset).
+
+    Refuses indefinite lengths, reserved additional information, floats and any argument
+    not in its shortest form (FrameError 'not_cbor' / 'not_deterministic')."""
+    n = len(data)
+    if off >= n:
+        raise FrameError('not_cbor', 'truncated at byte %d' % off)
+    ib = data[off]
+    major = ib >> 5
+    ai = ib & 0x1F
+    off += 1
+    if ai < 24:
+        return major, ai, off
+    if major == MT_SIMPLE and ai >= 25:
+        if ai <= 27:
+            raise FrameError('wrong_type', 'CBOR float at byte %d (floats travel in bstrs)' % (off - 1))
+        raise FrameError('not_cbor', 'break/reserved byte at %d' % (off - 1))
+    if ai > 27:
+        raise FrameError('not_deterministic', 'indefinite or reserved length at byte %d' % (off - 1))
+    w = 1 << (ai - 24)  # 1, 2, 4 or 8 bytes
+    if off + w > n:
+        raise FrameError('not_cbor', 'truncated head at byte %d' % (off - 1))
+    v = 0
+    i = 0
+    while i < w:
+        v = (v << 8) | data[off + i]
+        i += 1
+    # shortest form: a 1-byte argument must be >= 24, a 2-byte one >= 256, ...
+    if (w == 1 and v < 24) or (w > 1 and v < (1 << (4 * w))):
+        raise FrameError('not_deterministic', 'non-shortest head at byte %d' % (off - 1))
+    if major == MT_SIMPLE:
+        raise FrameError('wrong_type', 'two-byte simple value at byte %d' % (off - 1))
+    return major, v, off + w
+
+
+def read_uint(data, off, what):
+    major, v, off = read_head(data, off)
+    if major != MT_UINT:
+        raise FrameError('wrong_type', '%s must be a uint' % what)
+    return v, off
+
+
+def read_bstr(data, off, what):
+    """Return (start, length, new_offset) of a bstr's content; the bytes stay in data."""
+    major, n, off = read_head(data, off)
+    if major != MT_BSTR:
+        raise FrameError('wrong_type', '%s must be a bstr' % what)
+    if off + n > len(data):
+        raise FrameError('not_cbor', '%s runs past the end' % what)
+    return off, n, off + n
+
+
+def read_tstr(data, off, what):
+    major, n, off = read_head(data, off)
+    if major != MT_TSTR:
+        raise FrameError('wrong_type', '%s must be a tstr' % what)
+    if off + n > len(data):
+        raise FrameError('not_cbor', '%s runs past the end' % what)
+    try:
+        s = bytes(data[off:off + n]).decode('utf-8')
+    except Exception:
+        raise FrameError('wrong_type', '%s is not valid UTF-8' % what)
+    return s, off + n
+
+
+def read_bool(data, off, what):
+    major, v, off = read_head(data, off)
+    if major != MT_SIMPLE or (v != SIMPLE_TRUE and v != SIMPLE_FALSE):
+        raise FrameError('wrong_type', '%s must be a bool' % what)
+    return v == SIMPLE_TRUE, off
+
+
+def skip_item(data, off):
+    """Offset just past the data item starting at off (used only to reject it cleanly)."""
+    major, v, off = read_head(data, off)
+    if major == MT_BSTR or major == MT_TSTR:
+        if off + v > len(data):
+            raise FrameError('not_cbor', 'string runs past the end')
+        return off + v
+    if major == MT_ARRAY:
+        i = 0
+        while i < v:
+            off = skip_item(data, off)
+            i += 1
+        return off
+    if major == MT_MAP:
+        i = 0
+        while i < 2 * v:
+            off = skip_item(data, off)
+            i += 1
+        return off
+    if major == MT_TAG:
+        return skip_item(data, off)
+    return off

@@ -1,0 +1,176 @@
+# HMAC-SHA-256 (RFC 2104) on hashlib.sha256, and COSE_Mac0 (RFC 9052 §6.2) with
+# alg 4 = HMAC 256/64 (RFC 9053 §3.1), for MicroPython (which has no `hmac` module) and CPython.
+#
+# Envelope, always exactly (docs/wire-format.md):
+#   D1                      tag 17 (COSE_Mac0, RFC 9052 §2)
+#   84                      array(4)
+#   43 A1 01 04             protected = bstr .cbor {1: 4}   (alg: HMAC 256/64)
+#   A1 04 42 kk kk          unprotected = {4: kid}, kid a 2-byte bstr
+#   <bstr head> <payload>
+#   48 <8 bytes>            tag = first 8 bytes of HMAC-SHA-256 over MAC_structure
+# MAC_structure (RFC 9052 §6.3) = ["MAC0", protected, h'', payload], i.e. the bytes
+#   84 64 4D 41 43 30 43 A1 01 04 40 <bstr head of payload> <payload>
+# which are hashed in two pieces (fixed prefix, then the payload slice through a memoryview)
+# so no copy of the payload is ever made.
+
+import hashlib
+
+from edge.cbor import FrameError, head_len, put_head, read_head, MT_BSTR, MT_MAP, MT_UINT
+
+ALG_HMAC_256_64 = 4          # RFC 9053 §3.1, Table 2
+TAG_LEN = 8                  # 64-bit truncated tag
+HDR_ALG = 1                  # RFC 9052 §3.1 common header labels
+HDR_KID = 4
+COSE_MAC0_TAG = 17           # RFC 9052 §2, CBOR tag for COSE_Mac0
+PROTECTED = b'\xa1\x01\x04'  # bstr content: {1: 4}
+KID_LEN = 2
+KID_GW = b'gw'               # h'6777', downlink (aggregator -> edges)
+# Envelope bytes before the payload's bstr head: D1 84 43 A1 01 04 A1 04 42 kid(2)
+PREFIX_LEN = 11
+SUFFIX_LEN = 1 + TAG_LEN     # 48 + tag
+_MAC0_HEAD = b'\xd1\x84\x43\xa1\x01\x04\xa1\x04\x42'
+# MAC_structure up to (not including) the payload's bstr head
+_MACSTRUCT_HEAD = b'\x84\x64MAC0\x43\xa1\x01\x04\x40'
+_BLOCK = 64                  # SHA-256 block size, RFC 2104 "B"
+
+
+def _pads(key):
+    if len(key) > _BLOCK:
+        key = hashlib.sha256(key).digest()
+    ipad = bytearray(_BLOCK)
+    opad = bytearray(_BLOCK)
+    i = 0
+    n = len(key)
+    while i < _BLOCK:
+        k = key[i] if i < n else 0
+        ipad[i] = k ^ 0x36
+        opad[i] = k ^ 0x5C
+        i += 1
+    return ipad, opad
+
+
+def hmac_sha256(key, data, data2=None):
+    """HMAC-SHA-256 (RFC 2104) of data (+ data2, hashed as if concatenated)."""
+    ipad, opad = _pads(key)
+    h = hashlib.sha256(ipad)
+    h.update(data)
+    if data2 is not None:
+        h.update(data2)
+    inner = h.digest()
+    h = hashlib.sha256(opad)
+    h.update(inner)
+    return h.digest()
+
+
+def overhead(payload_len):
+    """Envelope bytes around a payload of payload_len bytes (20 + bstr head)."""
+    return PREFIX_LEN + head_len(payload_len) + SUFFIX_LEN
+
+
+def check_key(key):
+    if len(key) != 32:
+        raise ValueError('MAC key must be 32 bytes, got %d' % len(key))
+
+
+def mac_tag(key, payload):
+    """The 8-byte tag of COSE_Mac0 for this payload (bytes or memoryview slice)."""
+    n = len(payload)
+    head = bytearray(len(_MACSTRUCT_HEAD) + head_len(n))
+    head[0:len(_MACSTRUCT_HEAD)] = _MACSTRUCT_HEAD
+    put_head(head, len(_MACSTRUCT_HEAD), MT_BSTR, n)
+    return hmac_sha256(key, head, payload)[:TAG_LEN]
+
+
+def write_prefix(buf, off, kid, payload_len):
+    """Write the envelope up to and including the payload's bstr head; return the payload offset."""
+    if len(kid) != KID_LEN:
+        raise ValueError('kid must be 2 bytes')
+    buf[off:off + 9] = _MAC0_HEAD
+    buf[off + 9] = kid[0]
+    buf[off + 10] = kid[1]
+    return put_head(buf, off + PREFIX_LEN, MT_BSTR, payload_len)
+
+
+def write_tag(buf, off, key, payload_off, payload_len):
+    """Write 48 + tag after the payload ending at off; return the end offset."""
+    mv = memoryview(buf)
+    tag = mac_tag(key, mv[payload_off:payload_off + payload_len])
+    buf[off] = 0x48
+    buf[off + 1:off + 1 + TAG_LEN] = tag
+    return off + SUFFIX_LEN
+
+
+def wrap(key, kid, payload):
+    """A complete COSE_Mac0 message around payload bytes (convenience; allocates)."""
+    check_key(key)
+    n = len(payload)
+    buf = bytearray(overhead(n) + n)
+    off = write_prefix(buf, 0, kid, n)
+    buf[off:off + n] = payload
+    end = write_tag(buf, off + n, key, off, n)
+    return bytes(buf[:end])
+
+
+def _ct_equal(a, b):
+    if len(a) != len(b):
+        return False
+    r = 0
+    i = 0
+    while i < len(a):
+        r |= a[i] ^ b[i]
+        i += 1
+    return r == 0
+
+
+def parse(data):
+    """Parse the envelope: return (kid_bytes, payload_off, payload_len). No MAC check."""
+    n = len(data)
+    if n < 1 or data[0] != 0xD1:
+        raise FrameError('not_mac0', 'not CBOR tag 17')
+    if n < 2 or data[1] != 0x84:
+        raise FrameError('structure', 'COSE_Mac0 must be an array of 4')
+    major, plen, off = read_head(data, 2)
+    if major != MT_BSTR:
+        raise FrameError('structure', 'protected header must be a bstr')
+    if bytes(data[off:off + plen]) != PROTECTED:
+        raise FrameError('bad_alg', 'protected header must be exactly {1: 4} (HMAC 256/64)')
+    off += plen
+    major, cnt, off = read_head(data, off)
+    if major != MT_MAP or cnt != 1:
+        raise FrameError('structure', 'unprotected header must be {4: kid}')
+    major, lab, off = read_head(data, off)
+    if major != MT_UINT or lab != HDR_KID:
+        raise FrameError('structure', 'unprotected header must be {4: kid}')
+    major, klen, off = read_head(data, off)
+    if major != MT_BSTR or klen != KID_LEN or off + klen > n:
+        raise FrameError('unknown_kid', 'kid must be a 2-byte bstr')
+    kid = bytes(data[off:off + klen])
+    off += klen
+    major, blen, off = read_head(data, off)
+    if major != MT_BSTR:
+        raise FrameError('structure', 'payload must be a bstr')
+    pay = off
+    off += blen
+    if off + SUFFIX_LEN > n:
+        raise FrameError('structure', 'message truncated')
+    if data[off] != 0x48:
+        raise FrameError('structure', 'tag must be an 8-byte bstr')
+    off += SUFFIX_LEN
+    if off != n:
+        raise FrameError('trailing_bytes', '%d bytes after the message' % (n - off))
+    return kid, pay, blen
+
+
+def verify(data, key, kid=None):
+    """Check envelope and MAC (constant-time compare); return (kid, payload_off, payload_len).
+
+    kid, if given, must match the message's kid ('unknown_kid' otherwise)."""
+    got_kid, pay, plen = parse(data)
+    if kid is not None and got_kid != kid:
+        raise FrameError('unknown_kid', 'kid %02x%02x not accepted' % (got_kid[0], got_kid[1]))
+    mv = memoryview(data)
+    want = mac_tag(key, mv[pay:pay + plen])
+    tag_off = pay + plen + 1
+    if not _ct_equal(want, mv[tag_off:tag_off + TAG_LEN]):
+        raise FrameError('bad_mac', 'MAC does not verify')
+    return got_kid, pay, plen

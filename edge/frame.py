@@ -1,0 +1,684 @@
+# cat-iot wire format, version 1, edge side (docs/wire-format.md is the specification).
+#
+# Runs unchanged on MicroPython (1.25+) and CPython. Uplink update frames are encoded
+# straight into a caller's preallocated bytearray; their exact length is known in O(1)
+# before encoding (frame_length), which is what CAT's cost model uses. Downlink messages
+# (config, model snapshot, model delta) are verified and applied with O(1) extra memory.
+#
+# Every message is a COSE_Mac0 (RFC 9052 §6.2) with HMAC 256/64 (RFC 9053 §3.1) around a
+# deterministically encoded CBOR map (RFC 8949 §4.2.1). No CBOR floats: floats travel in
+# bstrs as little-endian IEEE 754 binary32 ('<f') or binary16 ('<e').
+
+import struct
+
+from edge.cbor import (FrameError, head_len, put_head, put_kv_uint, read_head, read_uint,
+                       read_bstr, read_tstr, read_bool, MT_BSTR, MT_MAP, MT_UINT)
+from edge import cose
+
+VERSION = 1
+
+# kinds (key 1)
+KIND_UPDATE = 0
+KIND_CONFIG = 1
+KIND_SNAPSHOT = 2
+KIND_DELTA = 3
+
+# payload keys (one registry for all kinds)
+K_VERSION = 0
+K_KIND = 1
+K_JOB = 2
+K_NODE = 3
+K_ROUND = 4
+K_SCHEME = 5
+K_D = 6
+K_T = 7
+K_IDX_PACKED = 8
+K_IDX_BITMAP = 9
+K_FMT = 10
+K_VALUES = 11
+K_SIGNS = 13
+K_TELEMETRY = 14
+K_CONFIG = 15
+K_MODEL = 16
+
+# schemes (key 5)
+SCHEME_IDENTITY = 0
+SCHEME_S = 1     # top-T sparsification (paper eq. 2)
+SCHEME_SQ = 2    # sparsification + quantisation (paper eq. 3)
+SCHEME_SS = 3    # stochastic sparsification (paper eq. 4)
+
+# value formats (key 10)
+FMT_F32 = 0      # IEEE 754 binary32, little-endian, 4 bytes
+FMT_F16 = 1      # IEEE 754 binary16, little-endian, 2 bytes
+
+# config map keys (inside key 15)
+CFG_D = 0
+CFG_SCHEME = 1
+CFG_RULE = 2
+CFG_RULE_PARAM = 3
+CFG_K_CAP = 4
+CFG_FMT = 5
+CFG_L = 6
+CFG_STEP = 7
+CFG_ERROR_FEEDBACK = 8
+CFG_MODEL = 9
+CFG_CLASSES = 10
+CFG_LAMBDA = 11
+CFG_PROFILE = 12
+CFG_METRIC = 13
+CFG_ROUNDS = 14
+CFG_SEED = 15
+
+RULE_CAT = 0
+RULE_FIXED = 1
+RULE_ALISTARH = 2
+RULE_HYBRID = 3
+RULE_IDENTITY = 4
+
+MODEL_LOGISTIC = 0
+MODEL_SOFTMAX = 1
+
+D_MAX = 0xFFFFFFFF      # indices travel in at most 32 bits
+NODE_MAX = 0xFFFF       # node id is the 2-byte kid
+TELEMETRY_LEN = 16      # 4 x '<f'
+F16_MAX = 65504.0       # largest finite binary16 (IEEE 754-2008 Table 3.5)
+
+# config field names, in key order (decode_config returns a dict with these names)
+CONFIG_FIELDS = ('d', 'scheme', 'rule', 'rule_param', 'k_cap', 'fmt', 'L', 'step',
+                 'error_feedback', 'model', 'classes', 'lam', 'profile', 'metric',
+                 'rounds', 'seed')
+_CFG_UINT = (0, 1, 2, 3, 4, 5, 9, 10, 14, 15)
+_CFG_F32 = (6, 7, 11)
+_CFG_TSTR = (12, 13)
+_CFG_LIMIT = {CFG_SCHEME: 3, CFG_RULE: 4, CFG_FMT: 1, CFG_MODEL: 1}
+
+
+class VersionMismatch(FrameError):
+    """A delta whose base is not the caller's version (or a snapshot older than it).
+
+    The caller falls back to the retained snapshot (base > version) or ignores a
+    duplicate (base < version)."""
+
+    def __init__(self, base, version):
+        super().__init__('version_mismatch', 'message base %d, local version %d' % (base, version))
+        self.base = base
+        self.version = version
+
+
+_S = bytearray(4)  # scratch for float bit conversions
+
+
+# ---------------------------------------------------------------------------- sizes
+
+def index_bits(d):
+    """b = max(1, ceil(log2 d)) bits per packed index (paper eq. 5's ceil(log2 d))."""
+    n = d - 1
+    b = 0
+    if n >= 0x10000:
+        n >>= 16
+        b = 16
+    if n >= 0x100:
+        n >>= 8
+        b += 8
+    while n:
+        n >>= 1
+        b += 1
+    return b if b > 0 else 1
+
+
+def index_code(d, T):
+    """(key, nbytes) of the index field: packed (8) unless the bitmap (9) is strictly smaller."""
+    packed = (T * index_bits(d) + 7) >> 3
+    bitmap = (d + 7) >> 3
+    if bitmap < packed:
+        return K_IDX_BITMAP, bitmap
+    return K_IDX_PACKED, packed
+
+
+def payload_length(d, T, scheme, fmt, telemetry=False, job=0, node=0, rnd=0):
+    """Exact byte length of an update payload (the CBOR map), O(1)."""
+    w = 2 if fmt == FMT_F16 else 4
+    # map head (<= 13 entries) + {0: 1} + {1: 0} + {5: s} + {10: f}: 1 + 2 + 2 + 2 + 2
+    n = 9 + 1 + head_len(job) + 1 + head_len(node) + 1 + head_len(rnd)
+    n += 1 + head_len(d) + 1 + head_len(T)
+    if scheme == SCHEME_SQ:
+        vb = w
+        sb = (T + 7) >> 3
+        n += 1 + head_len(sb) + sb
+    else:
+        vb = T * w
+    n += 1 + head_len(vb) + vb
+    if scheme != SCHEME_IDENTITY:
+        ib = index_code(d, T)[1]
+        n += 1 + head_len(ib) + ib
+    if telemetry:
+        n += 2 + TELEMETRY_LEN
+    return n
+
+
+def frame_length(d, T, scheme, fmt, telemetry=False, job=0, node=0, rnd=0):
+    """Exact length in bytes of the complete COSE_Mac0 update frame, O(1).
+
+    job, node and rnd change the length (shortest-form uints: 1 byte below 24, 2 below 256,
+    3 below 65536, 5 below 2**32), so pass the real ones; the defaults fit values < 24."""
+    p = payload_length(d, T, scheme, fmt, telemetry, job, node, rnd)
+    return cose.PREFIX_LEN + head_len(p) + p + cose.SUFFIX_LEN
+
+
+def buffer_size(d, K, scheme, fmt):
+    """A bytearray size that holds any update frame with T <= K (telemetry included,
+    job and round < 2**32): frame_length is non-decreasing in every argument."""
+    if scheme == SCHEME_IDENTITY:
+        K = d
+    return frame_length(d, K, scheme, fmt, True, D_MAX, NODE_MAX, D_MAX)
+
+
+# ---------------------------------------------------------------------------- floats
+
+def _f32_halves(x):
+    try:
+        struct.pack_into('<f', _S, 0, x)
+    except OverflowError:  # CPython refuses |x| > FLT_MAX; MicroPython gives inf
+        struct.pack_into('<f', _S, 0, float('inf') if x > 0 else float('-inf'))
+    return (_S[3] << 8) | _S[2], (_S[1] << 8) | _S[0]
+
+
+def f16_bits(x):
+    """binary16 bit pattern of x: x is first rounded to binary32, then to binary16 with
+    round-to-nearest-even (IEEE 754 §4.3.1); overflow gives +-inf."""
+    hi, lo = _f32_halves(x)
+    sign = hi & 0x8000
+    e = (hi >> 7) & 0xFF
+    m = ((hi & 0x7F) << 16) | lo
+    if e == 0xFF:
+        return sign | 0x7C00 | (0x200 if m else 0)
+    e16 = e - 112  # rebias 127 -> 15
+    if e16 >= 31:
+        return sign | 0x7C00
+    if e16 <= 0:
+        if e == 0:
+            return sign
+        shift = 14 - e16
+        if shift > 24:
+            return sign
+        mm = m | 0x800000
+        q = mm >> shift
+        r = mm & ((1 << shift) - 1)
+        half = 1 << (shift - 1)
+        if r > half or (r == half and (q & 1)):
+            q += 1
+        return sign | q
+    q = (e16 << 10) | (m >> 13)
+    r = m & 0x1FFF
+    if r > 0x1000 or (r == 0x1000 and (q & 1)):
+        q += 1
+    return sign | q
+
+
+def f16_value(h):
+    """The float whose binary16 bit pattern is h (exact)."""
+    sign = h & 0x8000
+    e = (h >> 10) & 0x1F
+    m = h & 0x3FF
+    if e == 0:
+        if m == 0:
+            e32 = 0
+        else:
+            e32 = 113
+            while not (m & 0x400):
+                m <<= 1
+                e32 -= 1
+            m &= 0x3FF
+    elif e == 31:
+        e32 = 0xFF
+    else:
+        e32 = e + 112
+    f = m << 13
+    struct.pack_into('<HH', _S, 0, f & 0xFFFF, sign | (e32 << 7) | (f >> 16))
+    return struct.unpack_from('<f', _S, 0)[0]
+
+
+def round_value(x, fmt):
+    """The float the receiver decodes when x is sent in format fmt (FMT_F32 or FMT_F16).
+
+    Compressors use it so that error-feedback residuals are exact. Out of range gives +-inf
+    (which encode_update refuses)."""
+    if fmt == FMT_F16:
+        return f16_value(f16_bits(x))
+    try:
+        struct.pack_into('<f', _S, 0, x)
+    except OverflowError:
+        return float('inf') if x > 0 else float('-inf')
+    return struct.unpack_from('<f', _S, 0)[0]
+
+
+def _put_value(buf, off, v, fmt):
+    """Write one value; raise ValueError if it is not finite in that format."""
+    if fmt == FMT_F16:
+        h = f16_bits(v)
+        if (h & 0x7C00) == 0x7C00:
+            raise ValueError('value %r is not finite in float16 (|v| <= 65504)' % v)
+        buf[off] = h & 0xFF
+        buf[off + 1] = h >> 8
+        return off + 2
+    try:
+        struct.pack_into('<f', buf, off, v)
+    except OverflowError:
+        raise ValueError('value %r is out of float32 range' % v)
+    if (buf[off + 3] & 0x7F) == 0x7F and (buf[off + 2] & 0x80):
+        raise ValueError('value %r is not finite in float32' % v)
+    return off + 4
+
+
+# ---------------------------------------------------------------------------- encoder
+
+def _emit(buf, off, acc, nb):
+    while nb >= 8:
+        nb -= 8
+        buf[off] = (acc >> nb) & 0xFF
+        off += 1
+    return off, acc & ((1 << nb) - 1), nb
+
+
+def _write_indices(buf, off, idx, T, d, code, nbytes, b):
+    prev = -1
+    if code == K_IDX_BITMAP:
+        i = 0
+        while i < nbytes:
+            buf[off + i] = 0
+            i += 1
+        k = 0
+        while k < T:
+            j = idx[k]
+            if j <= prev or j >= d:
+                raise ValueError('idx[%d]=%d not strictly ascending in [0, d)' % (k, j))
+            prev = j
+            buf[off + (j >> 3)] |= 1 << (j & 7)
+            k += 1
+        return off + nbytes
+    # packed, MSB first; chunks of <= 16 bits keep acc a small int on 32-bit boards
+    acc = 0
+    nb = 0
+    k = 0
+    while k < T:
+        j = idx[k]
+        if j <= prev or j >= d:
+            raise ValueError('idx[%d]=%d not strictly ascending in [0, d)' % (k, j))
+        prev = j
+        if b > 16:
+            acc = (acc << (b - 16)) | (j >> 16)
+            nb += b - 16
+            off, acc, nb = _emit(buf, off, acc, nb)
+            acc = (acc << 16) | (j & 0xFFFF)
+            nb += 16
+        else:
+            acc = (acc << b) | j
+            nb += b
+        off, acc, nb = _emit(buf, off, acc, nb)
+        k += 1
+    if nb:
+        buf[off] = (acc << (8 - nb)) & 0xFF
+        off += 1
+    return off
+
+
+def encode_update(buf, key, job, node, rnd, scheme, d, T, idx, vals, fmt, telemetry=None):
+    """Encode a complete update frame into the bytearray buf; return the bytes written.
+
+    idx: array('I'/'H') whose first T entries are strictly ascending indices (ignored for
+    identity); vals: array('f') with the T values in the same order (identity: d values;
+    SQ: vals[k] = +-m, m is sent once plus a sign bitmap); telemetry: None or 4 floats
+    (loss, improvement at T, compute seconds, energy J). Raises ValueError on bad input."""
+    cose.check_key(key)
+    if scheme < 0 or scheme > 3:
+        raise ValueError('scheme must be 0..3, got %r' % scheme)
+    if fmt != FMT_F32 and fmt != FMT_F16:
+        raise ValueError('fmt must be 0 (float32) or 1 (float16), got %r' % fmt)
+    if d < 1 or d > D_MAX:
+        raise ValueError('d must be in 1..2**32-1, got %r' % d)
+    if T < 1 or T > d:
+        raise ValueError('T must be in 1..d, got T=%r d=%r' % (T, d))
+    if scheme == SCHEME_IDENTITY and T != d:
+        raise ValueError('identity needs T == d')
+    if node < 0 or node > NODE_MAX:
+        raise ValueError('node must be in 0..65535, got %r' % node)
+    if job < 0 or rnd < 0:
+        raise ValueError('job and round must be >= 0')
+    if len(vals) < T or (scheme != SCHEME_IDENTITY and len(idx) < T):
+        raise ValueError('idx/vals hold fewer than T entries')
+    if telemetry is not None and len(telemetry) != 4:
+        raise ValueError('telemetry must be None or 4 floats')
+    tel = telemetry is not None
+    plen = payload_length(d, T, scheme, fmt, tel, job, node, rnd)
+    total = cose.PREFIX_LEN + head_len(plen) + plen + cose.SUFFIX_LEN
+    if len(buf) < total:
+        raise ValueError('buffer of %d bytes too small, frame needs %d' % (len(buf), total))
+    kid = bytes((node >> 8, node & 0xFF))
+    p0 = cose.write_prefix(buf, 0, kid, plen)
+    w = 2 if fmt == FMT_F16 else 4
+    nent = 10  # keys 0..7, 10, 11
+    if scheme != SCHEME_IDENTITY:
+        nent += 1
+    if scheme == SCHEME_SQ:
+        nent += 1
+    if tel:
+        nent += 1
+    off = put_head(buf, p0, MT_MAP, nent)
+    off = put_kv_uint(buf, off, K_VERSION, VERSION)
+    off = put_kv_uint(buf, off, K_KIND, KIND_UPDATE)
+    off = put_kv_uint(buf, off, K_JOB, job)
+    off = put_kv_uint(buf, off, K_NODE, node)
+    off = put_kv_uint(buf, off, K_ROUND, rnd)
+    off = put_kv_uint(buf, off, K_SCHEME, scheme)
+    off = put_kv_uint(buf, off, K_D, d)
+    off = put_kv_uint(buf, off, K_T, T)
+    if scheme != SCHEME_IDENTITY:
+        code, nbytes = index_code(d, T)
+        off = put_head(buf, off, MT_UINT, code)
+        off = put_head(buf, off, MT_BSTR, nbytes)
+        off = _write_indices(buf, off, idx, T, d, code, nbytes, index_bits(d))
+    off = put_kv_uint(buf, off, K_FMT, fmt)
+    off = put_head(buf, off, MT_UINT, K_VALUES)
+    if scheme == SCHEME_SQ:
+        m = vals[0]
+        if m < 0:
+            m = -m
+        off = put_head(buf, off, MT_BSTR, w)
+        off = _put_value(buf, off, m, fmt)
+        sb = (T + 7) >> 3
+        off = put_head(buf, off, MT_UINT, K_SIGNS)
+        off = put_head(buf, off, MT_BSTR, sb)
+        i = 0
+        while i < sb:
+            buf[off + i] = 0
+            i += 1
+        k = 0
+        while k < T:
+            v = vals[k]
+            if v < 0:
+                if v != -m:
+                    raise ValueError('SQ values must all be +-m: vals[%d]=%r, m=%r' % (k, v, m))
+                buf[off + (k >> 3)] |= 1 << (k & 7)
+            elif v != m:
+                raise ValueError('SQ values must all be +-m: vals[%d]=%r, m=%r' % (k, v, m))
+            k += 1
+        off += sb
+    else:
+        off = put_head(buf, off, MT_BSTR, T * w)
+        k = 0
+        while k < T:
+            off = _put_value(buf, off, vals[k], fmt)
+            k += 1
+    if tel:
+        off = put_head(buf, off, MT_UINT, K_TELEMETRY)
+        off = put_head(buf, off, MT_BSTR, TELEMETRY_LEN)
+        k = 0
+        while k < 4:
+            off = _put_value(buf, off, telemetry[k], FMT_F32)
+            k += 1
+    if off - p0 != plen:  # would be a bug in payload_length
+        raise ValueError('internal: payload %d bytes, expected %d' % (off - p0, plen))
+    return cose.write_tag(buf, off, key, p0, plen)
+
+
+# ---------------------------------------------------------------------------- decoders
+
+def _f32_finite(data, o):
+    return not ((data[o + 3] & 0x7F) == 0x7F and (data[o + 2] & 0x80))
+
+
+def _read_f32(data, off, what):
+    s, n, off = read_bstr(data, off, what)
+    if n != 4:
+        raise FrameError('wrong_type', '%s must be a 4-byte float32 bstr' % what)
+    if not _f32_finite(data, s):
+        raise FrameError('non_finite', '%s is not finite' % what)
+    return struct.unpack_from('<f', data, s)[0], off
+
+
+def _open(data, key):
+    """Verify the downlink envelope; return (payload_end, map_count, offset after the map head)."""
+    kid, p, n = cose.verify(data, key, cose.KID_GW)
+    major, cnt, off = read_head(data, p)
+    if major != MT_MAP:
+        raise FrameError('structure', 'payload must be a map')
+    return p + n, cnt, off
+
+
+def _next_key(data, off, prev):
+    major, k, off = read_head(data, off)
+    if major != MT_UINT:
+        raise FrameError('unknown_key', 'map keys must be uints')
+    if k <= prev:
+        raise FrameError('not_deterministic', 'map keys not in ascending order')
+    return k, off
+
+
+def _check_head(k, v, kind_ok):
+    if k == K_VERSION and v != VERSION:
+        raise FrameError('bad_version', 'version %d, expected %d' % (v, VERSION))
+    if k == K_KIND and not kind_ok(v):
+        raise FrameError('bad_kind', 'kind %d not expected here' % v)
+
+
+def decode_config(data, key):
+    """Verify a config message (kid 'gw') and return a dict: job, round and CONFIG_FIELDS."""
+    end, cnt, off = _open(data, key)
+    out = {}
+    prev = -1
+    i = 0
+    while i < cnt:
+        k, off = _next_key(data, off, prev)
+        prev = k
+        if k == K_CONFIG:
+            major, n, off = read_head(data, off)
+            if major != MT_MAP:
+                raise FrameError('wrong_type', 'config must be a map')
+            cprev = -1
+            j = 0
+            while j < n:
+                ck, off = _next_key(data, off, cprev)
+                cprev = ck
+                if ck > CFG_SEED:
+                    raise FrameError('unknown_key', 'config key %d' % ck)
+                name = CONFIG_FIELDS[ck]
+                if ck in _CFG_F32:
+                    v, off = _read_f32(data, off, name)
+                elif ck in _CFG_TSTR:
+                    v, off = read_tstr(data, off, name)
+                elif ck == CFG_ERROR_FEEDBACK:
+                    v, off = read_bool(data, off, name)
+                else:
+                    v, off = read_uint(data, off, name)
+                    lim = _CFG_LIMIT.get(ck)
+                    if lim is not None and v > lim:
+                        raise FrameError('bad_value', '%s=%d out of range 0..%d' % (name, v, lim))
+                out[name] = v
+                j += 1
+        elif k in (K_VERSION, K_KIND, K_JOB, K_ROUND):
+            v, off = read_uint(data, off, 'key %d' % k)
+            _check_head(k, v, lambda x: x == KIND_CONFIG)
+            if k == K_JOB:
+                out['job'] = v
+            elif k == K_ROUND:
+                out['round'] = v
+            elif k == K_VERSION:
+                out['_v'] = v
+        else:
+            raise FrameError('unknown_key', 'key %d in a config' % k)
+        i += 1
+    if off != end:
+        raise FrameError('trailing_bytes', 'payload has bytes after the map')
+    if '_v' not in out or 'job' not in out or 'round' not in out or prev != K_CONFIG:
+        raise FrameError('missing_key', 'config needs keys 0, 1, 2, 4, 15')
+    for name in CONFIG_FIELDS:
+        if name not in out:
+            raise FrameError('missing_key', 'config field %s' % name)
+    if out['d'] < 1 or out['d'] > D_MAX:
+        raise FrameError('bad_d', 'd=%d' % out['d'])
+    del out['_v']
+    return out
+
+
+def _iter_packed(data, s, T, b):
+    acc = 0
+    nb = 0
+    o = s
+    k = 0
+    while k < T:
+        j = 0
+        need = b
+        while need:
+            if nb == 0:
+                acc = data[o]
+                o += 1
+                nb = 8
+            take = need if need < nb else nb
+            nb -= take
+            j = (j << take) | ((acc >> nb) & ((1 << take) - 1))
+            need -= take
+        yield j
+        k += 1
+    if nb and (acc & ((1 << nb) - 1)):
+        raise FrameError('padding', 'packed index padding bits not zero')
+
+
+def _iter_bitmap(data, s, nbytes):
+    i = 0
+    while i < nbytes:
+        byte = data[s + i]
+        if byte:
+            bit = 0
+            while bit < 8:
+                if byte & (1 << bit):
+                    yield (i << 3) | bit
+                bit += 1
+        i += 1
+
+
+def _indices(data, code, s, T, d):
+    if code == K_IDX_BITMAP:
+        return _iter_bitmap(data, s, (d + 7) >> 3)
+    return _iter_packed(data, s, T, index_bits(d))
+
+
+def apply_model(data, key, model, version, job=None):
+    """Verify a snapshot or delta (kid 'gw') and apply it to the array('f') model in place.
+
+    Snapshot: overwrites model, returns its version (older than `version` -> VersionMismatch;
+    pass version=-1 when there is no model yet). Delta: applies only if its base == version,
+    x[j] = float32(x[j] + v), and returns base + 1; otherwise raises VersionMismatch so the
+    caller falls back to the snapshot. Everything is validated before model is touched."""
+    end, cnt, off = _open(data, key)
+    f = {}
+    pos = {}
+    prev = -1
+    i = 0
+    while i < cnt:
+        k, off = _next_key(data, off, prev)
+        prev = k
+        if k in (K_VERSION, K_KIND, K_JOB, K_ROUND, K_D, K_T, K_FMT):
+            v, off = read_uint(data, off, 'key %d' % k)
+            _check_head(k, v, lambda x: x == KIND_SNAPSHOT or x == KIND_DELTA)
+            f[k] = v
+        elif k in (K_IDX_PACKED, K_IDX_BITMAP, K_VALUES, K_MODEL):
+            s, n, off = read_bstr(data, off, 'key %d' % k)
+            pos[k] = (s, n)
+        else:
+            raise FrameError('unknown_key', 'key %d in a model message' % k)
+        i += 1
+    if off != end:
+        raise FrameError('trailing_bytes', 'payload has bytes after the map')
+    if K_VERSION not in f or K_KIND not in f:
+        raise FrameError('missing_key', 'version and kind are required')
+    kind = f[K_KIND]
+    if kind == KIND_SNAPSHOT:
+        need = (K_VERSION, K_KIND, K_JOB, K_ROUND, K_D, K_MODEL)
+    else:
+        need = (K_VERSION, K_KIND, K_JOB, K_ROUND, K_D, K_T, K_FMT, K_VALUES)
+    for k in need:
+        if k not in f and k not in pos:
+            raise FrameError('missing_key', 'key %d' % k)
+    allowed = need + ((K_IDX_PACKED, K_IDX_BITMAP) if kind == KIND_DELTA else ())
+    for k in f:
+        if k not in allowed:
+            raise FrameError('unknown_key', 'key %d not allowed in kind %d' % (k, kind))
+    for k in pos:
+        if k not in allowed:
+            raise FrameError('unknown_key', 'key %d not allowed in kind %d' % (k, kind))
+    if job is not None and f[K_JOB] != job:
+        raise FrameError('job_mismatch', 'job %d, expected %d' % (f[K_JOB], job))
+    d = f[K_D]
+    if d < 1 or d > D_MAX:
+        raise FrameError('bad_d', 'd=%d' % d)
+    if d != len(model):
+        raise FrameError('d_mismatch', 'message d=%d, model has %d' % (d, len(model)))
+    rnd = f[K_ROUND]
+    if kind == KIND_SNAPSHOT:
+        s, n = pos[K_MODEL]
+        if n != 4 * d:
+            raise FrameError('values_length', 'snapshot has %d bytes, needs %d' % (n, 4 * d))
+        if version >= 0 and rnd < version:
+            raise VersionMismatch(rnd, version)
+        j = 0
+        while j < d:
+            if not _f32_finite(data, s + 4 * j):
+                raise FrameError('non_finite', 'snapshot value %d' % j)
+            j += 1
+        j = 0
+        while j < d:
+            model[j] = struct.unpack_from('<f', data, s + 4 * j)[0]
+            j += 1
+        return rnd
+    # delta
+    T = f[K_T]
+    fmt = f[K_FMT]
+    if fmt > FMT_F16:
+        raise FrameError('bad_fmt', 'fmt %d' % fmt)
+    if T > d:
+        raise FrameError('t_gt_d', 'T=%d > d=%d' % (T, d))
+    code, nbytes = index_code(d, T)
+    if (K_IDX_PACKED in pos) + (K_IDX_BITMAP in pos) != 1 or code not in pos:
+        raise FrameError('index_code', 'delta must carry key %d for d=%d, T=%d' % (code, d, T))
+    s, n = pos[code]
+    if n != nbytes:
+        raise FrameError('index_length', '%d index bytes, needs %d' % (n, nbytes))
+    w = 2 if fmt == FMT_F16 else 4
+    vs, vn = pos[K_VALUES]
+    if vn != T * w:
+        raise FrameError('values_length', '%d value bytes, needs %d' % (vn, T * w))
+    if rnd != version:
+        raise VersionMismatch(rnd, version)
+    # pass 1: validate indices and values
+    cnt = 0
+    prev = -1
+    for j in _indices(data, code, s, T, d):
+        if j <= prev:
+            raise FrameError('index_order', 'indices not strictly ascending')
+        if j >= d:
+            raise FrameError('index_range', 'index %d >= d=%d' % (j, d))
+        prev = j
+        cnt += 1
+    if cnt != T:
+        raise FrameError('index_length', 'bitmap has %d bits set, T=%d' % (cnt, T))
+    k = 0
+    while k < T:
+        o = vs + w * k
+        if fmt == FMT_F16:
+            ok = (data[o + 1] & 0x7C) != 0x7C
+        else:
+            ok = _f32_finite(data, o)
+        if not ok:
+            raise FrameError('non_finite', 'delta value %d' % k)
+        k += 1
+    # pass 2: apply in float32 (array('f') rounds the sum to binary32)
+    k = 0
+    for j in _indices(data, code, s, T, d):
+        o = vs + w * k
+        if fmt == FMT_F16:
+            v = f16_value(data[o] | (data[o + 1] << 8))
+        else:
+            v = struct.unpack_from('<f', data, o)[0]
+        model[j] = model[j] + v
+        k += 1
+    return rnd + 1
