@@ -13,6 +13,7 @@ import sys
 
 # One line per subcommand module (kept in the order `--help` lists them).
 COMMANDS = [
+    "aggregator.serve_cmd",
 ]
 
 
@@ -36,9 +37,12 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 0
+    from aggregator.config import ConfigError
+    from aggregator.state import CheckpointError
+    from edge.profile import ProfileError
     try:
         return int(args.func(args) or 0)
-    except UserError as exc:
+    except (UserError, ConfigError, ProfileError, CheckpointError) as exc:
         print(f"cat-aggregator: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -1,0 +1,90 @@
+"""MQTT ingress/egress with paho-mqtt 2.x: cat/<job>/up/<node> in, config/model/down out.
+
+The gateway subscribes with QoS 1 on a persistent session and acknowledges a PUBLISH only
+after the pipeline has journaled it (paho's manual_ack), so a crash between receipt and
+journal makes the broker redeliver; redelivered duplicates are idempotent per (node, round).
+paho runs its network loop in its own thread; frames are handed to the asyncio loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import paho.mqtt.client as mqtt
+
+from aggregator.pipeline import Aggregator
+
+
+class MqttFront:
+    def __init__(self, agg: Aggregator, host: str, port: int, loop: asyncio.AbstractEventLoop,
+                 username: str | None = None, password: str | None = None, tls: dict | None = None,
+                 client_id: str | None = None) -> None:
+        self.agg = agg
+        self.loop = loop
+        self.host = host
+        self.port = port
+        self.job = agg.job.job_id
+        self.prefix = f"cat/{self.job}/"
+        self.connected = threading.Event()
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2,
+                                  client_id=client_id or f"cat-aggregator-{self.job}",
+                                  clean_session=False, manual_ack=True)
+        if username is not None:
+            self.client.username_pw_set(username, password)
+        if tls:
+            self.client.tls_set(**tls)
+        self.client.on_connect = self._on_connect
+        self.client.on_disconnect = self._on_disconnect
+        self.client.on_message = self._on_message
+        self.client.reconnect_delay_set(0.2, 5)
+        agg.listeners.append(self._on_close)
+
+    def start(self, timeout: float = 10.0) -> None:
+        self.client.connect_async(self.host, self.port, keepalive=30)
+        self.client.loop_start()
+        if not self.connected.wait(timeout):
+            raise ConnectionError(f"no CONNACK from MQTT broker {self.host}:{self.port} within {timeout:.0f} s")
+
+    def stop(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+    # paho thread ---------------------------------------------------------------
+    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
+        if reason_code.is_failure:
+            return
+        client.subscribe(self.prefix + "up/+", qos=1)
+        self.loop.call_soon_threadsafe(self._publish_state)
+        self.connected.set()
+
+    def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
+        self.connected.clear()
+
+    def _on_message(self, client, userdata, msg: mqtt.MQTTMessage) -> None:
+        self.loop.call_soon_threadsafe(self._handle, msg.topic, bytes(msg.payload), msg.mid, msg.qos)
+
+    # event loop ----------------------------------------------------------------
+    def _handle(self, topic: str, payload: bytes, mid: int, qos: int) -> None:
+        node = None
+        tail = topic[len(self.prefix) + 3:] if topic.startswith(self.prefix + "up/") else ""
+        if tail.isdigit():
+            node = int(tail)
+        try:
+            if node is None:
+                self.agg._reject("topic_mismatch", None, "mqtt", len(payload))
+            else:
+                self.agg.submit(payload, "mqtt", topic_node=node)
+        finally:
+            if qos > 0:
+                self.client.ack(mid, qos)   # only now: the frame is journaled (or rejected)
+
+    def _publish_state(self) -> None:
+        self.client.publish(self.prefix + "config", self.agg.config_message(), qos=1, retain=True)
+        self.client.publish(self.prefix + "model", self.agg.snapshot_message(), qos=1, retain=True)
+
+    def _on_close(self, closed) -> None:
+        delta = self.agg.delta_message(closed.round)
+        if delta is not None:
+            self.client.publish(self.prefix + "down", delta, qos=1)
+        self._publish_state()

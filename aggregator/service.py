@@ -1,0 +1,126 @@
+"""The gateway service: one Aggregator, the transports that feed it, and the round clock.
+
+asyncio runs the pipeline on one thread; paho-mqtt and pyserial have their own reader
+threads that hand frames over with call_soon_threadsafe, and aiocoap lives on the loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from aggregator.config import Job
+from aggregator.metrics import MetricsLog
+from aggregator.pipeline import Aggregator, RoundClose
+from aggregator.state import Store
+
+
+@dataclass
+class Endpoints:
+    """What to serve on; a port of 0 for CoAP means "pick a free one" (tests, the demo)."""
+    coap: tuple[str, int] | None = None
+    mqtt: tuple[str, int] | None = None
+    mqtt_auth: tuple[str, str] | None = None
+    mqtt_tls: dict | None = None
+    serial: list[tuple[str, int]] = field(default_factory=list)
+
+
+def endpoints_from_job(job: Job) -> Endpoints:
+    ep = Endpoints()
+    for name, t in job.transports.items():
+        if name == "coap":
+            ep.coap = (t.host, t.port)
+        elif name == "mqtt":
+            ep.mqtt = (t.host, t.port)
+            if t.username is not None:
+                ep.mqtt_auth = (t.username, t.password or "")
+        elif name == "serial":
+            ep.serial = [(p, t.baud) for p in t.ports]
+    return ep
+
+
+class Service:
+    def __init__(self, job: Job, endpoints: Endpoints, log_path: Path | None = None,
+                 stop_when_finished: bool = True) -> None:
+        self.job = job
+        self.endpoints = endpoints
+        self.store = Store(job.state_dir)
+        self.log = MetricsLog(log_path or job.state_dir / "metrics.jsonl")
+        self.agg = Aggregator(job, self.store, self.log)
+        self.stop_when_finished = stop_when_finished
+        self.stopped = asyncio.Event()
+        self.fronts: list = []
+        self.coap = None
+        self.round_events: asyncio.Queue[RoundClose] = asyncio.Queue()
+        self.agg.listeners.append(self.round_events.put_nowait)
+        self.coap_port: int | None = None
+
+    async def start(self) -> None:
+        replayed = self.agg.recover()
+        if replayed:
+            self.log.write({"event": "recovered", "round": self.agg.state.round, "frames": replayed})
+        loop = asyncio.get_running_loop()
+        ep = self.endpoints
+        if ep.coap is not None:
+            from aggregator.coap_front import CoapFront
+            self.coap = CoapFront(self.agg, *ep.coap)
+            await self.coap.start()
+            self.coap_port = ep.coap[1]
+        if ep.mqtt is not None:
+            from aggregator.mqtt_front import MqttFront
+            user, pw = ep.mqtt_auth or (None, None)
+            m = MqttFront(self.agg, ep.mqtt[0], ep.mqtt[1], loop, user, pw, ep.mqtt_tls)
+            await loop.run_in_executor(None, m.start)
+            self.fronts.append(m)
+        for port, baud in ep.serial:
+            from aggregator.serial_front import SerialFront
+            s = SerialFront(self.agg, port, baud, loop)
+            s.start()
+            self.fronts.append(s)
+        self.log.write({"event": "start", "round": self.agg.state.round, "job": self.job.job_id})
+
+    async def run(self, tick: float = 0.05) -> None:
+        """Serve until stop() or, by default, until the job's last round closed."""
+        await self.start()
+        try:
+            while not self.stopped.is_set():
+                self.agg.tick()
+                if self.stop_when_finished and self.agg.finished:
+                    await asyncio.sleep(0.5)   # let edges fetch the final config/model
+                    break
+                try:
+                    await asyncio.wait_for(self.stopped.wait(), tick)
+                except asyncio.TimeoutError:
+                    pass
+        finally:
+            await self.shutdown()
+
+    def stop(self) -> None:
+        self.stopped.set()
+
+    async def shutdown(self) -> None:
+        for f in self.fronts:
+            f.stop()
+        self.fronts = []
+        if self.coap is not None:
+            await self.coap.stop()
+            self.coap = None
+        self.store.close_journal()
+        self.log.write({"event": "stop", "round": self.agg.state.round})
+        self.log.close()
+
+
+def serve(job: Job, endpoints: Endpoints, log_path: Path | None = None) -> Aggregator:
+    """Blocking entry point for `cat-aggregator serve`: SIGINT/SIGTERM stop cleanly."""
+
+    async def main() -> Aggregator:
+        svc = Service(job, endpoints, log_path)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, svc.stop)
+        await svc.run()
+        return svc.agg
+
+    return asyncio.run(main())

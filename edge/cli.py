@@ -1,0 +1,158 @@
+"""`cat-edge`: run a CPython edge (e.g. a Raspberry Pi) against a gateway.
+
+    cat-edge --node 3 --key-file node3.key --downlink-key-file gw.key --job 1 \
+             --data node-3.catd --profile ieee802154-6lowpan-coap --transport coap --host 192.0.2.1
+
+or `cat-edge --config node.toml` with the same names as keys (key and downlink_key as hex).
+Prints one JSON line per round with --json (the demo reads them for its progress bar).
+"""
+
+import argparse
+import json
+import sys
+
+
+class CliError(Exception):
+    pass
+
+
+FIELDS = ("node", "key", "key_file", "downlink_key", "downlink_key_file", "job", "data", "profile",
+          "transport", "host", "port", "serial_port", "baud", "k_cap", "rounds", "timeout",
+          "username", "password")
+
+
+def _read_key(args, name):
+    hexkey = getattr(args, name)
+    path = getattr(args, name + "_file")
+    if hexkey is None and path is not None:
+        try:
+            with open(path) as fh:
+                hexkey = fh.read().strip()
+        except OSError as exc:
+            raise CliError("--%s-file: %s" % (name.replace("_", "-"), exc))
+    if hexkey is None:
+        raise CliError("--%s or --%s-file is required" % (name.replace("_", "-"), name.replace("_", "-")))
+    try:
+        key = bytes.fromhex(hexkey)
+    except ValueError:
+        raise CliError("--%s: not hex" % name.replace("_", "-"))
+    if len(key) != 32:
+        raise CliError("--%s: must be 32 bytes (64 hex digits), got %d" % (name.replace("_", "-"), len(key)))
+    return key
+
+
+def build_parser():
+    p = argparse.ArgumentParser(prog="cat-edge", description="Run a CPython CAT edge against a gateway.")
+    p.add_argument("--config", help="TOML file with any of the options below (command line wins)")
+    p.add_argument("--node", type=int, help="node id (0..65535)")
+    p.add_argument("--key", help="this node's 32-byte key, hex")
+    p.add_argument("--key-file", dest="key_file")
+    p.add_argument("--downlink-key", dest="downlink_key", help="the gateway's downlink key, hex")
+    p.add_argument("--downlink-key-file", dest="downlink_key_file")
+    p.add_argument("--job", type=int, help="job id")
+    p.add_argument("--data", help="this node's CATD data file")
+    p.add_argument("--profile", help="cost profile name or .toml path")
+    p.add_argument("--transport", choices=("coap", "mqtt", "serial"))
+    p.add_argument("--host")
+    p.add_argument("--port", type=int)
+    p.add_argument("--serial-port", dest="serial_port")
+    p.add_argument("--baud", type=int)
+    p.add_argument("--k-cap", dest="k_cap", type=int, help="local cap on the candidate count K")
+    p.add_argument("--rounds", type=int, help="stop after sending this many updates")
+    p.add_argument("--timeout", type=float, help="give up after this many seconds without a new round")
+    p.add_argument("--username")
+    p.add_argument("--password")
+    p.add_argument("--json", action="store_true", help="print one JSON line per round")
+    return p
+
+
+def _merge_config(args):
+    if not args.config:
+        return
+    import tomllib
+    try:
+        with open(args.config, "rb") as fh:
+            raw = tomllib.load(fh)
+    except OSError as exc:
+        raise CliError("--config: %s" % exc)
+    except tomllib.TOMLDecodeError as exc:
+        raise CliError("%s: not valid TOML: %s" % (args.config, exc))
+    for k, v in raw.items():
+        if k not in FIELDS:
+            raise CliError("%s: unknown key %r" % (args.config, k))
+        if getattr(args, k, None) is None:
+            setattr(args, k, v)
+
+
+def make_link(args):
+    from edge import pi
+    t = args.transport or "coap"
+    if t == "coap":
+        return pi.AiocoapLink(args.host or "127.0.0.1", args.port or 5683, args.job)
+    if t == "mqtt":
+        return pi.PahoLink(args.host or "127.0.0.1", args.port or 1883, args.job, args.node,
+                           args.username, args.password)
+    if not args.serial_port:
+        raise CliError("--serial-port is required with --transport serial")
+    return pi.SerialLink(args.serial_port, args.baud or 115200)
+
+
+def run(args):
+    from edge import datafile, profile
+    from edge.node import EdgeNode
+    _merge_config(args)
+    for name in ("node", "job", "data", "profile"):
+        if getattr(args, name) is None:
+            raise CliError("--%s is required" % name.replace("_", "-"))
+    key = _read_key(args, "key")
+    dkey = _read_key(args, "downlink_key")
+    try:
+        prof = profile.load_profile(args.profile)
+    except (ValueError, OSError) as exc:
+        raise CliError("--profile: %s" % exc)
+    try:
+        data = datafile.DataFile(args.data)
+    except ValueError as exc:
+        raise CliError("--data: %s" % exc)
+    try:
+        link = make_link(args)
+    except OSError as exc:
+        raise CliError("cannot reach the gateway: %s" % exc)
+    node = EdgeNode(args.node, key, dkey, args.job, data, prof, k_cap=args.k_cap)
+
+    def report(last):
+        if args.json:
+            print(json.dumps(dict(last, node=args.node)), flush=True)
+
+    try:
+        sent = node.run(link, max_rounds=args.rounds, on_round=report, timeout=args.timeout)
+    finally:
+        close = getattr(link, "close", None)
+        if close:
+            close()
+    if not args.json:
+        print("node %d: sent %d updates, model version %d (%d deltas, %d snapshots)"
+              % (args.node, sent, node.version, node.deltas, node.snapshots))
+    return 0
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    try:
+        return run(args)
+    except CliError as exc:
+        print("cat-edge: %s" % exc, file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # EdgeError, FrameError, transport errors: one line, not a traceback
+        name = type(exc).__name__
+        if name in ("EdgeError", "FrameError", "VersionMismatch", "CoapError", "CoapTimeout",
+                    "ConnectionError", "DataFileError", "ProfileError"):
+            print("cat-edge: %s: %s" % (name, exc), file=sys.stderr)
+            return 1
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

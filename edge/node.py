@@ -1,0 +1,215 @@
+"""The edge loop: take the model, compute the gradient, let CAT choose T, send one frame.
+
+Runs unchanged on MicroPython (boards) and CPython (Raspberry Pi). A transport is any
+object with these methods (edge/links.py has CoAP, MQTT and serial ones):
+
+    get_config()     -> bytes of the latest config message, or None
+    get_snapshot()   -> bytes of the model snapshot, or None
+    get_delta(base)  -> bytes of the delta base -> base+1, or None when not kept
+    send_update(mv)  -> True when the gateway accepted (or already had) the frame
+    wait(seconds)    -> block until downlink traffic may have arrived (or time passed)
+
+Every buffer is allocated once, when the first config tells d, K and the scheme:
+model and gradient array('f', d), candidate indices and values O(K), the frame bytearray,
+and (only with error feedback) the residual array('f', d).
+"""
+
+try:
+    from time import ticks_ms, ticks_diff
+
+    def _now():
+        return ticks_ms() / 1000.0
+
+    def _elapsed(t0):
+        return ticks_diff(ticks_ms(), int(t0 * 1000)) / 1000.0
+except ImportError:
+    from time import perf_counter as _now
+
+    def _elapsed(t0):
+        return _now() - t0
+
+from array import array
+
+from edge import frame, learner
+from edge.cat import SCHEME_IDENTITY, Rule
+from edge.compress import Feedback, Workspace, XorShift32, compress
+from edge.cost import CostModel
+
+MODEL_KINDS = ("logistic", "softmax")
+
+
+class EdgeError(Exception):
+    """A problem the edge cannot train through (wrong job, profile mismatch, bad data)."""
+
+
+class EdgeNode:
+    """One node's state across rounds.
+
+    node: node id (0..65535); key: its 32-byte key; downlink_key: the gateway's key;
+    job: job id; data: an edge.datafile.DataFile; profile: the normalised cost profile
+    (edge.profile) of this node's link; k_cap: a local RAM cap on K (None = the job's).
+    """
+
+    def __init__(self, node, key, downlink_key, job, data, profile, k_cap=None, telemetry=True):
+        self.node = node
+        self.key = key
+        self.downlink_key = downlink_key
+        self.job = job
+        self.data = data
+        self.profile = profile
+        self.local_cap = k_cap
+        self.telemetry = telemetry
+        self.cfg = None
+        self.model = None
+        self.version = -1
+        self.last_sent = -1
+        self.last = None           # telemetry dict of the last round
+        self.snapshots = 0         # times the edge fell back to a full snapshot
+        self.deltas = 0
+
+    # ------------------------------------------------------------------ set-up
+    def _setup(self, cfg):
+        if cfg["job"] != self.job:
+            raise EdgeError("config is for job %d, this node runs job %d" % (cfg["job"], self.job))
+        if cfg["profile"] != self.profile["name"]:
+            raise EdgeError("job uses cost profile %s, this node has %s" % (cfg["profile"], self.profile["name"]))
+        kind = MODEL_KINDS[cfg["model"]]
+        d = cfg["d"]
+        if learner.model_size(self.data.d, cfg["classes"], kind) != d:
+            raise EdgeError("job model has d=%d, local data gives %d" %
+                            (d, learner.model_size(self.data.d, cfg["classes"], kind)))
+        if self.cfg is not None and self.cfg["d"] == d and self.cfg["scheme"] == cfg["scheme"] \
+                and self.cfg["k_cap"] == cfg["k_cap"] and self.cfg["fmt"] == cfg["fmt"]:
+            self.cfg = cfg
+            return
+        self.cfg = cfg
+        self.kind = kind
+        self.scheme = cfg["scheme"]
+        self.model = array("f", bytes(4 * d))
+        self.grad = array("f", bytes(4 * d))
+        self.version = -1
+        k = cfg["k_cap"]
+        if self.local_cap is not None and self.local_cap < k:
+            k = self.local_cap
+        if self.scheme == SCHEME_IDENTITY:
+            self.ws = None
+            size = frame.buffer_size(d, d, self.scheme, cfg["fmt"])
+        else:
+            self.ws = Workspace(d, k, cfg["fmt"])
+            size = frame.buffer_size(d, self.ws.cap, self.scheme, cfg["fmt"])
+        self.buf = bytearray(size)
+        self.rule = Rule(cfg["rule"], cfg["rule_param"]) if self.scheme != SCHEME_IDENTITY else None
+        self.cost = CostModel(self.profile, d, self.scheme, cfg["metric"], cfg["fmt"],
+                              self.telemetry, self.job, self.node, 0)
+        self.feedback = Feedback(d) if cfg["error_feedback"] and self.scheme != SCHEME_IDENTITY else None
+        self.rng = XorShift32((cfg["seed"] * 2654435761 + self.node * 40503 + 1) & 0xFFFFFFFF)
+
+    # ------------------------------------------------------------------ model sync
+    def sync(self, link, rnd):
+        """Bring the local model to version rnd: deltas while they chain, else the snapshot."""
+        while self.version < rnd:
+            msg = link.get_delta(self.version) if self.version >= 0 else None
+            if msg is not None:
+                try:
+                    self.version = frame.apply_model(msg, self.downlink_key, self.model, self.version, self.job)
+                    self.deltas += 1
+                    continue
+                except frame.FrameError:
+                    pass  # stale or mismatched delta (VersionMismatch is one): take the snapshot
+            msg = link.get_snapshot()
+            if msg is None:
+                return False
+            v = frame.apply_model(msg, self.downlink_key, self.model, -1, self.job)
+            self.snapshots += 1
+            if v < rnd and v <= self.version:
+                return False  # the gateway has not published round rnd's model yet
+            self.version = v
+        return self.version == rnd
+
+    # ------------------------------------------------------------------ one round
+    def step(self, link):
+        """Do this round's work if there is any. Returns 'sent', 'idle', or 'done'."""
+        raw = link.get_config()
+        if raw is None:
+            return "idle"
+        cfg = frame.decode_config(raw, self.downlink_key)
+        self._setup(cfg)
+        rnd = cfg["round"]
+        if rnd >= cfg["rounds"]:
+            if self.version < rnd:
+                self.sync(link, rnd)
+            return "done"
+        if rnd <= self.last_sent:
+            return "idle"
+        if not self.sync(link, rnd):
+            return "idle"
+        n = self.compute(rnd)
+        ok = link.send_update(memoryview(self.buf)[:n])
+        if ok:
+            self.last_sent = rnd
+        self.last["accepted"] = bool(ok)
+        return "sent" if ok else "idle"
+
+    def compute(self, rnd):
+        """Gradient at the current model, compression, frame; returns the frame length."""
+        cfg = self.cfg
+        t0 = _now()
+        loss = learner.loss_and_grad(self.model, self.data, cfg["lam"], self.grad, self.kind)
+        scale = cfg["step"] / cfg["L"]
+        d = cfg["d"]
+        self.cost.set_round(rnd)
+        g = self.grad
+        if self.scheme == SCHEME_IDENTITY:
+            for j in range(d):
+                g[j] = g[j] * scale
+            t = d
+            imp = 1.0
+            idx = None
+            vals = g
+            if cfg["fmt"]:
+                for j in range(d):
+                    g[j] = frame.round_value(g[j], 1)
+        else:
+            if self.feedback is not None:
+                self.feedback.load(g, scale)
+                scale = 1.0
+            res = compress(self.ws, g, self.scheme, self.rule, self.cost, self.cost.t_max, scale, self.rng)
+            if self.feedback is not None:
+                self.feedback.store(g, self.ws, res)
+            t = res.n
+            imp = res.choice.improvement
+            idx = self.ws.idx
+            vals = self.ws.vals
+        compute_s = _elapsed(t0)
+        energy = 0.0
+        packets = 1
+        if self.profile["kind"] == "link":
+            lc = self.cost.link(t)
+            energy = lc.joules
+            packets = lc.packets
+        tel = (loss, imp, compute_s, energy) if self.telemetry else None
+        n = frame.encode_update(self.buf, self.key, self.job, self.node, rnd, self.scheme, d, t,
+                                idx, vals, cfg["fmt"], tel)
+        self.last = {"round": rnd, "loss": loss, "T": t, "improvement": imp, "bytes": n,
+                     "packets": packets, "energy_j": energy, "compute_s": compute_s}
+        return n
+
+    def run(self, link, max_rounds=None, idle_wait=0.05, on_round=None, timeout=None):
+        """Loop until the job's last round (or max_rounds sent, or timeout seconds idle)."""
+        sent = 0
+        idle_since = _now()
+        while True:
+            st = self.step(link)
+            if st == "done":
+                return sent
+            if st == "sent":
+                sent += 1
+                idle_since = _now()
+                if on_round is not None:
+                    on_round(self.last)
+                if max_rounds is not None and sent >= max_rounds:
+                    return sent
+            else:
+                if timeout is not None and _elapsed(idle_since) > timeout:
+                    raise EdgeError("no new round for %.1f s" % timeout)
+                link.wait(idle_wait)

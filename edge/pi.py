@@ -1,0 +1,175 @@
+"""Raspberry Pi (CPython) transports for the edge loop: paho-mqtt 2.x, aiocoap, pyserial.
+
+Same interface as edge/links.py (get_config, get_snapshot, get_delta, send_update, wait),
+built on the libraries a Linux edge has. CPython only; boards use edge/links.py.
+"""
+
+import asyncio
+import threading
+
+from edge.links import HELLO, Inbox
+
+
+class PahoLink:
+    """MQTT through a broker with paho-mqtt 2.x: QoS 1 uplink, retained config/model, deltas on down."""
+
+    def __init__(self, host, port, job, node, username=None, password=None, tls=None, client_id=None,
+                 connect_timeout=10.0):
+        import paho.mqtt.client as mqtt
+        self.mqtt = mqtt
+        self.inbox = Inbox()
+        self.cond = threading.Condition()
+        self.job = job
+        self.node = node
+        self.up = "cat/%d/up/%d" % (job, node)
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2,
+                                  client_id=client_id or "cat-edge-%d-%d" % (job, node),
+                                  clean_session=False)
+        if username is not None:
+            self.client.username_pw_set(username, password)
+        if tls is not None:
+            self.client.tls_set(**tls)
+        self.client.on_message = self._on_message
+        self.client.on_connect = self._on_connect
+        self.connected = threading.Event()
+        self.client.connect(host, port, keepalive=30)
+        self.client.loop_start()
+        if not self.connected.wait(connect_timeout):
+            self.close()
+            raise ConnectionError("no MQTT CONNACK from %s:%d within %.0f s" % (host, port, connect_timeout))
+
+    def _on_connect(self, client, userdata, flags, reason_code, properties):
+        if reason_code.is_failure:
+            return
+        t = "cat/%d/" % self.job
+        client.subscribe([(t + "config", 1), (t + "model", 1), (t + "down", 1)])
+        self.connected.set()
+
+    def _on_message(self, client, userdata, msg):
+        with self.cond:
+            self.inbox.put(msg.payload)
+            self.cond.notify_all()
+
+    def get_config(self):
+        with self.cond:
+            return self.inbox.config
+
+    def get_snapshot(self):
+        with self.cond:
+            return self.inbox.snapshot
+
+    def get_delta(self, base):
+        with self.cond:
+            return self.inbox.get_delta(base)
+
+    def send_update(self, frame):
+        info = self.client.publish(self.up, bytes(frame), qos=1)
+        info.wait_for_publish(timeout=30)
+        return info.is_published()
+
+    def wait(self, seconds):
+        with self.cond:
+            self.inbox.fresh = False
+            self.cond.wait_for(lambda: self.inbox.fresh, timeout=seconds)
+
+    def close(self):
+        self.client.loop_stop()
+        self.client.disconnect()
+
+
+class AiocoapLink:
+    """CoAP with aiocoap as the client (its own event loop in this thread)."""
+
+    def __init__(self, host, port, job, poll=0.05):
+        import aiocoap
+        self.aiocoap = aiocoap
+        self.loop = asyncio.new_event_loop()
+        self.ctx = self.loop.run_until_complete(aiocoap.Context.create_client_context())
+        self.base = "coap://%s:%d/cat/%d/" % (host if ":" not in host else "[%s]" % host, port, job)
+        self.poll = poll
+        self.last_code = None
+        self.last_reason = b""
+
+    def _request(self, code, path, payload=b""):
+        msg = self.aiocoap.Message(code=code, uri=self.base + path, payload=payload)
+        if code == self.aiocoap.POST:
+            msg.opt.content_format = 60
+        resp = self.loop.run_until_complete(self.ctx.request(msg).response)
+        self.last_code = resp.code
+        return resp
+
+    def _get(self, path):
+        resp = self._request(self.aiocoap.GET, path)
+        return bytes(resp.payload) if resp.code == self.aiocoap.CONTENT else None
+
+    def get_config(self):
+        return self._get("config")
+
+    def get_snapshot(self):
+        return self._get("model")
+
+    def get_delta(self, base):
+        return self._get("delta?r=%d" % base)
+
+    def send_update(self, frame):
+        resp = self._request(self.aiocoap.POST, "up", bytes(frame))
+        self.last_reason = bytes(resp.payload)
+        return resp.code == self.aiocoap.CHANGED
+
+    def wait(self, seconds):
+        self.loop.run_until_complete(asyncio.sleep(seconds))
+
+    def close(self):
+        self.loop.run_until_complete(self.ctx.shutdown())
+        self.loop.close()
+
+
+class SerialLink:
+    """A serial line (USB/UART) to the gateway's bridge, through pyserial; SLIP framing."""
+
+    def __init__(self, port, baud=115200, max_frame=1 << 20):
+        import serial
+        from edge import slip
+        self.slip = slip
+        self.ser = serial.serial_for_url(port, baudrate=baud, timeout=0.01)
+        self.decoder = slip.SlipDecoder(max_frame)
+        self.rbuf = bytearray(4096)
+        self.inbox = Inbox()
+        self.said_hello = False
+
+    def _pump(self):
+        while True:
+            n = self.ser.readinto(self.rbuf)
+            if not n:
+                return
+            self.decoder.feed(memoryview(self.rbuf)[:n], self.inbox.put)
+
+    def get_config(self):
+        if not self.said_hello:
+            self.ser.write(self.slip.encode(HELLO))
+            self.said_hello = True
+        self._pump()
+        return self.inbox.config
+
+    def get_snapshot(self):
+        self._pump()
+        return self.inbox.snapshot
+
+    def get_delta(self, base):
+        return self.inbox.get_delta(base)
+
+    def send_update(self, frame):
+        self.ser.write(self.slip.encode(bytes(frame)))
+        self.ser.flush()
+        return True
+
+    def wait(self, seconds):
+        import time
+        self.inbox.fresh = False
+        end = time.monotonic() + seconds
+        while time.monotonic() < end and not self.inbox.fresh:
+            self._pump()
+            time.sleep(0.005)
+
+    def close(self):
+        self.ser.close()
