@@ -1,0 +1,673 @@
+"""Small CoAP client (RFC 7252) with block-wise transfer (RFC 7959).
+
+Runs unchanged on MicroPython (1.25+) and CPython: it needs only ``socket``
+(UDP: getaddrinfo, settimeout, sendto, recvfrom), ``os.urandom`` (or
+``random.getrandbits``) for message ids and tokens, and a millisecond clock.
+
+What it does, with the RFC sections it follows:
+
+* confirmable requests with the retransmission rule of RFC 7252 §4.2: the first
+  timeout is drawn from [ACK_TIMEOUT, ACK_TIMEOUT * ACK_RANDOM_FACTOR] and doubles
+  on each of at most MAX_RETRANSMIT retransmissions (defaults from §4.8);
+* the ACK is matched by message id (§4.2), the response by token (§5.3.2);
+  piggy-backed (§5.2.1) and separate responses (§5.2.2) are both handled, a
+  confirmable separate response is acknowledged, and so is each duplicate copy of
+  it (§4.5); stale or duplicated ACKs/responses of earlier exchanges are ignored;
+* Block1 (RFC 7959 §2.5) when the request payload is larger than one block, with
+  2.31 Continue, the server's preferred (smaller) block size (§2.3) and a restart
+  at the size a 4.13 response proposes (§2.9.3); Size1 on the first block (§4);
+* Block2 (RFC 7959 §2.4) to fetch a response larger than one block, with the
+  desired block size announced in the first request and an ETag consistency
+  check across blocks (RFC 7252 §5.10.6);
+* Uri-Path / Uri-Query options from a path string (RFC 7252 §6.4 steps 8-9) and
+  Content-Format (§5.10.3; 60 = application/cbor, RFC 8949 §9.5 / RFC 7049 §7.4).
+
+Outgoing messages are composed in one preallocated ``bytearray``. Counters
+(``datagrams_sent``, ``bytes_sent``, ``retransmissions``, ``datagrams_received``,
+``bytes_received``, ``exchanges``) let the edge report what the radio carried.
+"""
+
+import socket
+import random
+
+try:
+    import os
+
+    _urandom = os.urandom
+except (ImportError, AttributeError):  # ports without os.urandom
+    _urandom = None
+
+try:
+    from time import ticks_ms, ticks_diff  # MicroPython
+except ImportError:
+    from time import monotonic as _monotonic
+
+    def ticks_ms():
+        return int(_monotonic() * 1000)
+
+    def ticks_diff(a, b):
+        return a - b
+
+
+# Message types, RFC 7252 §3
+CON = 0
+NON = 1
+ACK = 2
+RST = 3
+
+# Method codes, RFC 7252 §12.1.1
+GET = 1
+POST = 2
+PUT = 3
+DELETE = 4
+
+# Response codes (class << 5 | detail), RFC 7252 §12.1.2 and RFC 7959 §2.9
+CREATED = 0x41  # 2.01
+DELETED = 0x42  # 2.02
+VALID = 0x43  # 2.03
+CHANGED = 0x44  # 2.04
+CONTENT = 0x45  # 2.05
+CONTINUE = 0x5F  # 2.31
+REQUEST_ENTITY_INCOMPLETE = 0x88  # 4.08
+REQUEST_ENTITY_TOO_LARGE = 0x8D  # 4.13
+
+# Option numbers, RFC 7252 §12.2, RFC 7959 §6
+OPT_ETAG = 4
+OPT_URI_PATH = 11
+OPT_CONTENT_FORMAT = 12
+OPT_URI_QUERY = 15
+OPT_BLOCK2 = 23
+OPT_BLOCK1 = 27
+OPT_SIZE2 = 28
+OPT_SIZE1 = 60
+
+# Content-Format registry, RFC 7252 §12.3; application/cbor = 60 (RFC 7049 §7.4)
+CF_CBOR = 60
+
+# Transmission parameters, RFC 7252 §4.8
+ACK_TIMEOUT = 2.0
+ACK_RANDOM_FACTOR = 1.5
+MAX_RETRANSMIT = 4
+
+# RFC 7252 §4.6: without knowledge of the path MTU, messages should fit 1152 bytes;
+# 1280 (the IPv6 minimum MTU) bounds what we accept in one datagram.
+RX_SIZE = 1280
+
+# Header room in the send buffer beyond the block payload: 4 header + 8 token +
+# Content-Format (3) + Block1/Block2 (4 each) + Size1 (5) + marker (1), rounded up;
+# Uri-Path/Uri-Query bytes are added per request.
+_HDR_ROOM = 48
+
+# errnos that mean "nothing arrived in time": EAGAIN (11, unix MicroPython),
+# ETIMEDOUT (110 Linux, 116 ESP-IDF/newlib), ECONNREFUSED (111: an ICMP
+# port-unreachable, i.e. the datagram was lost; retransmission covers it).
+_TIMEOUT_ERRNOS = (11, 110, 111, 116)
+
+
+class CoapError(Exception):
+    """A CoAP exchange failed (bad reply, reset, protocol violation)."""
+
+
+class CoapTimeout(CoapError):
+    """No acknowledgement or response arrived within the retransmission window."""
+
+
+def code_str(code):
+    """Format a CoAP code byte as "c.dd" (RFC 7252 §3), e.g. 0x44 -> "2.04"."""
+    return "%d.%02d" % (code >> 5, code & 0x1F)
+
+
+def szx_for(block_size):
+    """SZX for a block size 2**(SZX+4), 16..1024 bytes (RFC 7959 §2.2)."""
+    szx = 0
+    while szx < 7:
+        if (16 << szx) == block_size:
+            return szx
+        szx += 1
+    raise ValueError("block_size must be a power of two from 16 to 1024, got %r" % (block_size,))
+
+
+def _uint_len(v):
+    # minimal big-endian length of a uint option value (RFC 7252 §3.2)
+    n = 0
+    while v:
+        n += 1
+        v >>= 8
+    return n
+
+
+def _opt_head(buf, pos, delta, length):
+    # Option header with extended delta/length, RFC 7252 §3.1
+    if delta < 13:
+        dn = delta
+    elif delta < 269:
+        dn = 13
+    else:
+        dn = 14
+    if length < 13:
+        ln = length
+    elif length < 269:
+        ln = 13
+    else:
+        ln = 14
+    buf[pos] = (dn << 4) | ln
+    pos += 1
+    if dn == 13:
+        buf[pos] = delta - 13
+        pos += 1
+    elif dn == 14:
+        v = delta - 269
+        buf[pos] = v >> 8
+        buf[pos + 1] = v & 0xFF
+        pos += 2
+    if ln == 13:
+        buf[pos] = length - 13
+        pos += 1
+    elif ln == 14:
+        v = length - 269
+        buf[pos] = v >> 8
+        buf[pos + 1] = v & 0xFF
+        pos += 2
+    return pos
+
+
+def _put_uint_opt(buf, pos, delta, value):
+    n = _uint_len(value)
+    pos = _opt_head(buf, pos, delta, n)
+    while n:
+        n -= 1
+        buf[pos] = (value >> (8 * n)) & 0xFF
+        pos += 1
+    return pos
+
+
+def _uint(data, pos, n):
+    v = 0
+    end = pos + n
+    while pos < end:
+        v = (v << 8) | data[pos]
+        pos += 1
+    return v
+
+
+def _split_path(path):
+    """Split "/a/b?x=1&y" into Uri-Path and Uri-Query segments (UTF-8 bytes)."""
+    if not isinstance(path, str):
+        raise ValueError("path must be a str, got %r" % (path,))
+    query = ""
+    q = path.find("?")
+    if q >= 0:
+        query = path[q + 1:]
+        path = path[:q]
+    segs = []
+    for s in path.split("/"):
+        if s:
+            b = s.encode()
+            if len(b) > 255:  # Uri-Path length 0-255, RFC 7252 §5.10
+                raise ValueError("Uri-Path segment longer than 255 bytes: %r" % (s[:20],))
+            segs.append(b)
+    qs = []
+    if query:
+        for s in query.split("&"):
+            if s:
+                b = s.encode()
+                if len(b) > 255:
+                    raise ValueError("Uri-Query segment longer than 255 bytes")
+                qs.append(b)
+    return segs, qs
+
+
+def _same_endpoint(a, b):
+    # CPython and board ports give address tuples; the unix port gives raw sockaddr
+    # bytes from recvfrom but a bytearray from getaddrinfo
+    if a == b:
+        return True
+    try:
+        return tuple(a) == tuple(b)
+    except TypeError:
+        return False
+
+
+def _opts_len(segs):
+    n = 0
+    for s in segs:
+        n += len(s) + 3  # header up to 1 + 2 extended length bytes
+    return n
+
+
+class CoapClient:
+    """Confirmable CoAP client for one server endpoint.
+
+    CoapClient(host, port, ack_timeout=2.0, max_retransmit=4, block_size=64)
+    .post(path, payload, content_format=60) -> (code, payload)
+    .put(path, payload, content_format=None) -> (code, payload)
+    .get(path) -> (code, payload)
+    .close()
+    """
+
+    def __init__(self, host, port=5683, ack_timeout=ACK_TIMEOUT, max_retransmit=MAX_RETRANSMIT,
+                 block_size=64, random_factor=ACK_RANDOM_FACTOR, response_timeout=None,
+                 max_body=65536, token_len=4):
+        if ack_timeout <= 0:
+            raise ValueError("ack_timeout must be > 0, got %r" % (ack_timeout,))
+        if max_retransmit < 0:
+            raise ValueError("max_retransmit must be >= 0, got %r" % (max_retransmit,))
+        if random_factor < 1.0:
+            raise ValueError("random_factor must be >= 1, got %r" % (random_factor,))
+        if token_len < 1 or token_len > 8:  # TKL 0-8, RFC 7252 §3
+            raise ValueError("token_len must be 1..8, got %r" % (token_len,))
+        self.szx = szx_for(block_size)
+        self.block_size = block_size
+        self.ack_timeout = ack_timeout
+        self.max_retransmit = max_retransmit
+        self.random_factor = random_factor
+        if response_timeout is None:
+            # MAX_TRANSMIT_WAIT = ACK_TIMEOUT * (2**(MAX_RETRANSMIT+1) - 1) * ACK_RANDOM_FACTOR
+            # (RFC 7252 §4.8.2): how long to wait for a separate response after an empty ACK.
+            response_timeout = ack_timeout * ((2 << max_retransmit) - 1) * random_factor
+        self.response_timeout = response_timeout
+        self.max_body = max_body
+        self.token_len = token_len
+        ai = socket.getaddrinfo(host, port, 0, socket.SOCK_DGRAM)
+        if not ai:
+            raise CoapError("cannot resolve %r" % (host,))
+        ai = ai[0]
+        self._addr = ai[-1]
+        self._sock = socket.socket(ai[0], socket.SOCK_DGRAM)
+        self._buf = bytearray(_HDR_ROOM + block_size + 64)
+        self._mv = memoryview(self._buf)
+        self._empty = bytearray(4)  # empty ACK/RST, RFC 7252 §4.1
+        self._token = bytearray(token_len)
+        r = self._rand(2)
+        self._mid = (r[0] << 8) | r[1]  # random initial Message ID, RFC 7252 §4.4
+        self._last_sep_mid = -1
+        # fields of the last parsed message
+        self._r_type = 0
+        self._r_code = 0
+        self._r_mid = 0
+        self._r_tkl = 0
+        self._r_pay = 0
+        self._r_block1 = -1
+        self._r_block2 = -1
+        self._r_etag = None
+        self._r_crit = 0
+        self.reset_counters()
+
+    # ---------------------------------------------------------------- counters
+    def reset_counters(self):
+        """Zero the radio-cost counters."""
+        self.datagrams_sent = 0
+        self.bytes_sent = 0
+        self.retransmissions = 0
+        self.datagrams_received = 0
+        self.bytes_received = 0
+        self.exchanges = 0
+
+    def close(self):
+        """Close the UDP socket."""
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # ------------------------------------------------------------- public API
+    def get(self, path):
+        """GET path; a response larger than one block is fetched with Block2.
+
+        Returns (code, payload bytes)."""
+        return self.request(GET, path)
+
+    def post(self, path, payload, content_format=CF_CBOR):
+        """POST payload (Block1 when larger than one block). Returns (code, payload)."""
+        return self.request(POST, path, payload, content_format)
+
+    def put(self, path, payload, content_format=None):
+        """PUT payload (Block1 when larger than one block). Returns (code, payload)."""
+        return self.request(PUT, path, payload, content_format)
+
+    def request(self, method, path, payload=None, content_format=None):
+        """Run one request to completion, block-wise in both directions as needed."""
+        if self._sock is None:
+            raise CoapError("client is closed")
+        if method not in (GET, POST, PUT, DELETE):
+            raise ValueError("unsupported method code %r" % (method,))
+        if content_format is not None and (content_format < 0 or content_format > 0xFFFF):
+            raise ValueError("content_format must be 0..65535, got %r" % (content_format,))
+        segs, qs = _split_path(path)
+        if payload is None:
+            payload = b""
+        mv = memoryview(payload)
+        total = len(mv)
+        # Block2 in the first GET announces the size we want (RFC 7959 §2.4, early negotiation)
+        first_b2 = self.szx if method == GET else -1
+        if total <= self.block_size:
+            data = self._do(method, segs, qs, content_format, first_b2, -1, -1, mv, 0, total)
+        else:
+            data = self._block1(method, segs, qs, content_format, mv, total)
+        return self._finish(method, segs, qs, data)
+
+    # --------------------------------------------------------------- block-wise
+    def _block1(self, method, segs, qs, cf, mv, total):
+        # RFC 7959 §2.5: send the request body block by block; the server answers 2.31
+        # Continue to each block but the last, and the final response to the last.
+        szx = self.szx
+        off = 0
+        restarted = False
+        while True:
+            bsize = 16 << szx
+            n = total - off
+            if n > bsize:
+                n = bsize
+            more = off + n < total
+            num = off >> (szx + 4)
+            blk = (num << 4) | (8 if more else 0) | szx
+            data = self._do(method, segs, qs, cf, -1, blk, total if off == 0 else -1, mv, off, n)
+            code = self._r_code
+            rb = self._r_block1
+            if (code == REQUEST_ENTITY_TOO_LARGE and rb >= 0 and (rb & 7) < szx
+                    and not restarted):
+                # §2.9.3: 4.13 with a Block1 option proposes a block size; start over with it
+                szx = rb & 7
+                off = 0
+                restarted = True
+                continue
+            if not more:
+                if code == CONTINUE:
+                    raise CoapError("server answered 2.31 Continue to the last Block1 block")
+                return data  # the final response
+            if code >> 5 != 2:
+                return data  # an error response (4.xx/5.xx) the caller gets to see
+            if rb < 0:
+                # a 2.xx without Block1 to a non-final block: the server ignored Block1 and
+                # did not get the whole body; do not report that as success
+                raise CoapError("server answered %s without Block1 to block %d of %d bytes"
+                                % (code_str(code), num, total))
+            rszx = rb & 7
+            if rszx == 7 or rszx > szx:
+                raise CoapError("server asked for a larger Block1 size (SZX %d > %d)" % (rszx, szx))
+            # the server echoes our NUM (RFC 7959 §2.3 figure 6 / aiocoap) or the NUM of the
+            # same offset in its smaller size
+            if (rb >> 4) != num and (rb >> 4) << (rszx + 4) != off:
+                raise CoapError("server acknowledged Block1 NUM %d, expected %d" % (rb >> 4, num))
+            off += n
+            # §2.3: continue at the next offset with the server's preferred (smaller) size
+            szx = rszx
+
+    def _finish(self, method, segs, qs, data):
+        """Return (code, payload); follow Block2 when the response has more blocks."""
+        code = self._r_code
+        pay = data[self._r_pay:]
+        b2 = self._r_block2
+        if b2 < 0 or not (b2 & 8):
+            if b2 >= 0 and (b2 >> 4) != 0:
+                raise CoapError("response starts with Block2 NUM %d, expected 0" % (b2 >> 4))
+            return code, bytes(pay)
+        if (b2 >> 4) != 0:
+            raise CoapError("response starts with Block2 NUM %d, expected 0" % (b2 >> 4))
+        etag = self._r_etag
+        body = bytearray(pay)
+        while b2 >= 0 and (b2 & 8):
+            bszx = b2 & 7
+            if bszx == 7:
+                raise CoapError("Block2 SZX 7 is reserved (RFC 7959 §2.2)")
+            off = len(body)
+            if off & ((16 << bszx) - 1):
+                raise CoapError("Block2 block with M=1 is not a multiple of the block size")
+            # RFC 7959 §2.4 / §3.3: ask for the next block, same method, no payload
+            nxt = ((off >> (bszx + 4)) << 4) | bszx
+            data = self._do(method, segs, qs, None, nxt, -1, -1, None, 0, 0)
+            if self._r_code >> 5 != 2:
+                raise CoapError("Block2 transfer failed at offset %d with %s"
+                                % (off, code_str(self._r_code)))
+            b2 = self._r_block2
+            if b2 < 0:
+                raise CoapError("Block2 response without a Block2 option")
+            if (b2 >> 4) << ((b2 & 7) + 4) != off:
+                raise CoapError("Block2 response for offset %d, expected %d"
+                                % ((b2 >> 4) << ((b2 & 7) + 4), off))
+            if self._r_etag != etag:  # RFC 7959 §2.4: the representation changed
+                raise CoapError("resource changed during Block2 transfer (ETag differs)")
+            if off + len(data) - self._r_pay > self.max_body:
+                raise CoapError("response body exceeds max_body=%d" % self.max_body)
+            body.extend(memoryview(data)[self._r_pay:])
+            code = self._r_code
+        return code, bytes(body)
+
+    # ------------------------------------------------------------ one exchange
+    def _rand(self, n):
+        if _urandom is not None:
+            return _urandom(n)
+        b = bytearray(n)
+        for i in range(n):
+            b[i] = random.getrandbits(8)
+        return b
+
+    def _do(self, method, segs, qs, cf, block2, block1, size1, mv, off, n):
+        """Compose one CON request into the send buffer and run the exchange."""
+        need = _HDR_ROOM + _opts_len(segs) + _opts_len(qs) + n
+        if need > len(self._buf):
+            self._buf = bytearray(need)
+            self._mv = memoryview(self._buf)
+        buf = self._buf
+        self._mid = (self._mid + 1) & 0xFFFF
+        tok = self._rand(self.token_len)  # fresh random token per exchange, RFC 7252 §5.3.1
+        tkl = self.token_len
+        buf[0] = 0x40 | (CON << 4) | tkl  # Ver 1, RFC 7252 §3
+        buf[1] = method
+        buf[2] = self._mid >> 8
+        buf[3] = self._mid & 0xFF
+        pos = 4
+        for i in range(tkl):
+            buf[pos] = tok[i]
+            self._token[i] = tok[i]
+            pos += 1
+        last = 0
+        for s in segs:
+            pos = _opt_head(buf, pos, OPT_URI_PATH - last, len(s))
+            last = OPT_URI_PATH
+            buf[pos:pos + len(s)] = s
+            pos += len(s)
+        if cf is not None:
+            pos = _put_uint_opt(buf, pos, OPT_CONTENT_FORMAT - last, cf)
+            last = OPT_CONTENT_FORMAT
+        for s in qs:
+            pos = _opt_head(buf, pos, OPT_URI_QUERY - last, len(s))
+            last = OPT_URI_QUERY
+            buf[pos:pos + len(s)] = s
+            pos += len(s)
+        if block2 >= 0:
+            pos = _put_uint_opt(buf, pos, OPT_BLOCK2 - last, block2)
+            last = OPT_BLOCK2
+        if block1 >= 0:
+            pos = _put_uint_opt(buf, pos, OPT_BLOCK1 - last, block1)
+            last = OPT_BLOCK1
+        if size1 >= 0:
+            pos = _put_uint_opt(buf, pos, OPT_SIZE1 - last, size1)
+            last = OPT_SIZE1
+        if n > 0:
+            buf[pos] = 0xFF  # payload marker, RFC 7252 §3
+            pos += 1
+            buf[pos:pos + n] = mv[off:off + n]
+            pos += n
+        return self._exchange(pos)
+
+    def _send(self, msg):
+        self._sock.sendto(msg, self._addr)
+        self.datagrams_sent += 1
+        self.bytes_sent += len(msg)
+
+    def _send_empty(self, mtype, mid):
+        e = self._empty
+        e[0] = 0x40 | (mtype << 4)
+        e[1] = 0
+        e[2] = mid >> 8
+        e[3] = mid & 0xFF
+        self._send(e)
+
+    def _recv(self, wait_ms):
+        if wait_ms < 1:
+            wait_ms = 1
+        self._sock.settimeout(wait_ms / 1000)
+        try:
+            data, addr = self._sock.recvfrom(RX_SIZE)
+        except OSError as e:
+            code = e.args[0] if e.args else None
+            if not isinstance(code, int) or code in _TIMEOUT_ERRNOS:
+                return None  # CPython's socket.timeout carries a str, not an errno
+            raise CoapError("socket error %r" % (e,))
+        if not _same_endpoint(addr, self._addr):
+            return None  # not from our server endpoint (RFC 7252 §5.3.2)
+        self.datagrams_received += 1
+        self.bytes_received += len(data)
+        return data
+
+    def _parse(self, data):
+        """Parse header and the options we use; False for a malformed message."""
+        n = len(data)
+        if n < 4:
+            return False
+        b0 = data[0]
+        if b0 >> 6 != 1:  # version 1
+            return False
+        tkl = b0 & 0x0F
+        if tkl > 8 or 4 + tkl > n:  # TKL 9-15 reserved, RFC 7252 §3
+            return False
+        self._r_type = (b0 >> 4) & 3
+        self._r_code = data[1]
+        self._r_mid = (data[2] << 8) | data[3]
+        self._r_tkl = tkl
+        self._r_block1 = -1
+        self._r_block2 = -1
+        self._r_etag = None
+        self._r_crit = 0
+        self._r_pay = n
+        pos = 4 + tkl
+        num = 0
+        try:
+            while pos < n:
+                b = data[pos]
+                pos += 1
+                if b == 0xFF:
+                    if pos == n:  # marker with empty payload is a format error (§3)
+                        return False
+                    self._r_pay = pos
+                    break
+                d = b >> 4
+                ln = b & 0x0F
+                if d == 15 or ln == 15:
+                    return False
+                if d == 13:
+                    d = data[pos] + 13
+                    pos += 1
+                elif d == 14:
+                    d = ((data[pos] << 8) | data[pos + 1]) + 269
+                    pos += 2
+                if ln == 13:
+                    ln = data[pos] + 13
+                    pos += 1
+                elif ln == 14:
+                    ln = ((data[pos] << 8) | data[pos + 1]) + 269
+                    pos += 2
+                if pos + ln > n:
+                    return False
+                num += d
+                if num == OPT_BLOCK1:
+                    self._r_block1 = _uint(data, pos, ln)
+                elif num == OPT_BLOCK2:
+                    self._r_block2 = _uint(data, pos, ln)
+                elif num == OPT_ETAG:
+                    self._r_etag = bytes(data[pos:pos + ln])
+                elif num & 1 and not self._r_crit:
+                    self._r_crit = num  # unrecognised critical option (§5.4.1)
+                pos += ln
+        except IndexError:
+            return False
+        return True
+
+    def _token_ok(self, data):
+        tkl = self.token_len
+        if self._r_tkl != tkl:
+            return False
+        t = self._token
+        for i in range(tkl):
+            if data[4 + i] != t[i]:
+                return False
+        return True
+
+    def _exchange(self, mlen):
+        """Send the CON message in the buffer until ACKed; return the matching response."""
+        msg = self._mv[:mlen]
+        mid = self._mid
+        self.exchanges += 1
+        # RFC 7252 §4.2: initial timeout random in [ACK_TIMEOUT, ACK_TIMEOUT*ACK_RANDOM_FACTOR]
+        r = self._rand(2)
+        frac = ((r[0] << 8) | r[1]) / 65536
+        timeout = int(self.ack_timeout * 1000 * (1 + (self.random_factor - 1) * frac))
+        if timeout < 1:
+            timeout = 1
+        attempt = 0
+        acked = False
+        self._send(msg)
+        start = ticks_ms()
+        limit = timeout
+        while True:
+            remaining = limit - ticks_diff(ticks_ms(), start)
+            if remaining <= 0:
+                if acked:
+                    raise CoapTimeout("no separate response within %.1f s after the empty ACK"
+                                      % self.response_timeout)
+                if attempt >= self.max_retransmit:
+                    raise CoapTimeout("no ACK from %s after %d retransmissions"
+                                      % (self._addr, attempt))
+                attempt += 1
+                timeout *= 2  # §4.2: double the timeout on each retransmission
+                self.retransmissions += 1
+                self._send(msg)
+                start = ticks_ms()
+                limit = timeout
+                continue
+            data = self._recv(remaining)
+            if data is None or not self._parse(data):
+                continue  # timeout slice, foreign or malformed datagram: ignore (§4.2)
+            t = self._r_type
+            if t == ACK or t == RST:
+                if self._r_mid != mid:
+                    continue  # duplicate/stale ACK of an earlier exchange
+                if t == RST:
+                    raise CoapError("server reset the request (RST, mid %d)" % mid)
+                if self._r_code == 0:  # empty ACK: a separate response follows (§5.2.2)
+                    if not acked:
+                        acked = True
+                        start = ticks_ms()
+                        limit = int(self.response_timeout * 1000)
+                    continue
+                if not self._token_ok(data):
+                    continue  # piggy-backed response must echo our token (§5.3.2)
+                self._check_crit()
+                return data
+            # CON or NON sent by the server
+            if self._r_code == 0:
+                if t == CON:  # CoAP ping: answer with RST (§4.3)
+                    self._send_empty(RST, self._r_mid)
+                continue
+            if self._r_code >> 5 >= 2 and self._token_ok(data):
+                if t == CON:  # acknowledge a confirmable separate response (§5.2.2)
+                    self._send_empty(ACK, self._r_mid)
+                    self._last_sep_mid = self._r_mid
+                self._check_crit()
+                return data
+            if t == CON:
+                if self._r_mid == self._last_sep_mid:
+                    self._send_empty(ACK, self._r_mid)  # duplicate: ACK each copy (§4.5)
+                else:
+                    self._send_empty(RST, self._r_mid)  # unexpected CON: reject (§4.2)
+            # an unexpected NON is silently ignored (§4.3)
+
+    def _check_crit(self):
+        if self._r_crit:
+            raise CoapError("response carries unrecognised critical option %d" % self._r_crit)
