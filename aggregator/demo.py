@@ -1,0 +1,277 @@
+"""`cat-aggregator demo`: the whole system on one machine, no broker or board needed.
+
+It partitions a dataset that ships with scikit-learn over N edges, starts the gateway with
+its CoAP endpoint on loopback (or connects it to an MQTT broker with --transport mqtt),
+starts N real `cat-edge` processes running the real edge code, trains with CAT, then runs
+full-gradient descent for the same rounds, and ends with a table (loss, accuracy, bytes,
+packets, energy per node under the chosen cost profile) and a plot of loss against bytes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import queue
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from aggregator.cli import UserError
+
+
+def free_udp_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+class ServiceThread:
+    """The gateway service on its own event loop in a background thread."""
+
+    def __init__(self, job, endpoints, on_close=None) -> None:
+        from aggregator.service import Service
+        self.job = job
+        self.endpoints = endpoints
+        self.on_close = on_close
+        self.ready = threading.Event()
+        self.error: BaseException | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.service: Service | None = None
+        self.thread = threading.Thread(target=self._run, name="cat-gateway", daemon=True)
+
+    def _run(self) -> None:
+        from aggregator.service import Service
+
+        async def main() -> None:
+            self.loop = asyncio.get_running_loop()
+            self.service = Service(self.job, self.endpoints, stop_when_finished=False)
+            if self.on_close:
+                self.service.agg.listeners.append(self.on_close)
+            task = asyncio.create_task(self.service.run())
+            while not (self.service.coap or self.service.fronts) and not task.done():
+                await asyncio.sleep(0.01)
+            self.ready.set()
+            await task
+
+        try:
+            asyncio.run(main())
+        except BaseException as exc:  # surfaced by start()/stop()
+            self.error = exc
+        finally:
+            self.ready.set()
+
+    def start(self, timeout: float = 20.0) -> None:
+        self.thread.start()
+        if not self.ready.wait(timeout) or self.error:
+            raise UserError(f"gateway did not start: {self.error or 'timeout'}")
+
+    def stop(self) -> None:
+        if self.loop and self.service:
+            self.loop.call_soon_threadsafe(self.service.stop)
+        self.thread.join(15)
+        if self.error:
+            raise self.error
+
+
+@dataclass
+class Session:
+    label: str
+    rounds: list[int] = field(default_factory=list)
+    loss: list[float] = field(default_factory=list)
+    accuracy: list[float] = field(default_factory=list)
+    cum_bytes: list[int] = field(default_factory=list)
+    summary: dict = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+def edge_command(cfg: Path, transport: str, host: str, port: int) -> list[str]:
+    return [sys.executable, "-m", "edge.cli", "--config", str(cfg), "--transport", transport,
+            "--host", host, "--port", str(port), "--json", "--timeout", "120"]
+
+
+def run_session(layout, label: str, scheme: str, rule: str, transport: str, broker: tuple[str, int] | None,
+                progress: bool = True) -> Session:
+    """Train once with real edge processes; returns the per-round curve and the gateway's counters."""
+    from tqdm import tqdm
+
+    from aggregator import datasets
+    from aggregator.config import load_job
+    from aggregator.service import Endpoints
+    from edge import cat
+
+    job = load_job(layout.job_path)
+    job.scheme = cat.scheme_id(scheme)
+    job.rule = cat.rule_id(rule)
+    job.state_dir = layout.root / f"state-{label}"
+    ds = layout.dataset
+    kind = job.model_kind
+    sess = Session(label)
+    events: queue.Queue = queue.Queue()
+    bytes_so_far = [0]
+
+    def on_close(closed) -> None:
+        # Runs on the gateway's thread: copy what the main thread needs.
+        svc = thread.service
+        total = sum(ns.bytes for ns in svc.agg.state.nodes.values())
+        events.put((closed.round, svc.agg.state.model.copy(), total))
+
+    if transport == "coap":
+        host, port = "127.0.0.1", free_udp_port()
+        ep = Endpoints(coap=(host, port))
+    else:
+        if broker is None:
+            raise UserError("--transport mqtt needs --broker HOST:PORT")
+        host, port = broker
+        ep = Endpoints(mqtt=broker)
+    thread = ServiceThread(job, ep, on_close)
+    t0 = time.perf_counter()
+    thread.start()
+    procs = []
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    for nid in sorted(layout.node_configs):
+        procs.append(subprocess.Popen(edge_command(layout.node_configs[nid], transport, host, port),
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env))
+    bar = tqdm(total=job.rounds, desc=f"{label:>4}", unit="round", disable=not progress, leave=True)
+    try:
+        done = 0
+        while done < job.rounds:
+            try:
+                rnd, model, total = events.get(timeout=1.0)
+            except queue.Empty:
+                dead = [p for p in procs if p.poll() not in (None, 0)]
+                if dead:
+                    err = dead[0].stderr.read().decode(errors="replace").strip().splitlines()
+                    raise UserError(f"an edge exited early: {err[-1] if err else dead[0].returncode}")
+                if time.perf_counter() - t0 > 600:
+                    raise UserError("demo timed out after 600 s")
+                continue
+            w = model.astype(np.float64)
+            loss, _ = datasets.loss_grad_np(ds.X, ds.y, w, job.lam, kind)
+            acc = datasets.accuracy_np(ds.X, ds.y, w, kind)
+            sess.rounds.append(rnd + 1)
+            sess.loss.append(float(loss))
+            sess.accuracy.append(float(acc))
+            sess.cum_bytes.append(int(total))
+            bytes_so_far[0] = int(total)
+            done = rnd + 1
+            bar.set_postfix(loss=f"{loss:.4f}", bytes=total)
+            bar.update(1)
+        for p in procs:
+            try:
+                p.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+    finally:
+        bar.close()
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        thread.stop()
+    sess.seconds = time.perf_counter() - t0
+    sess.summary = thread.service.agg.summary()
+    return sess
+
+
+def initial_loss(layout, lam: float, kind: str) -> float:
+    from aggregator import datasets
+    d = layout.dataset.X.shape[1] * (1 if kind == "logistic" else layout.dataset.classes)
+    loss, _ = datasets.loss_grad_np(layout.dataset.X, layout.dataset.y, np.zeros(d), lam, kind)
+    return float(loss)
+
+
+def table(sessions: list[Session], profile: str) -> str:
+    lines = [f"cost profile: {profile}",
+             f"{'method':<8} {'loss':>8} {'acc':>6} {'node':>4} {'bytes':>8} {'packets':>8} {'energy_mJ':>10} {'airtime_s':>10}"]
+    for s in sessions:
+        for i, (nid, ns) in enumerate(sorted(s.summary["nodes"].items())):
+            head = f"{s.label:<8} {s.loss[-1]:>8.4f} {s.accuracy[-1]:>6.3f}" if i == 0 else " " * 24
+            lines.append(f"{head} {nid:>4} {ns['bytes']:>8} {ns['packets']:>8} {ns['energy_j'] * 1e3:>10.3f} {ns['airtime_s']:>10.4f}")
+        tot = {k: sum(ns[k] for ns in s.summary["nodes"].values()) for k in ("bytes", "packets", "energy_j", "airtime_s")}
+        lines.append(f"{'':<24} {'all':>4} {tot['bytes']:>8} {tot['packets']:>8} {tot['energy_j'] * 1e3:>10.3f} {tot['airtime_s']:>10.4f}")
+    if len(sessions) == 2:
+        a, b = sessions
+        ba = sum(ns["bytes"] for ns in a.summary["nodes"].values())
+        bb = sum(ns["bytes"] for ns in b.summary["nodes"].values())
+        ea = sum(ns["energy_j"] for ns in a.summary["nodes"].values())
+        eb = sum(ns["energy_j"] for ns in b.summary["nodes"].values())
+        lines.append(f"{b.label} / {a.label}: bytes {bb / max(ba, 1):.2f}x, energy {eb / max(ea, 1e-30):.2f}x, "
+                     f"final loss {a.loss[-1]:.4f} vs {b.loss[-1]:.4f}")
+    return "\n".join(lines)
+
+
+def plot(sessions: list[Session], f0: float, out: Path) -> list[Path]:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for s in sessions:
+        ax.plot([0] + s.cum_bytes, [f0] + s.loss, marker=".", label=s.label)
+    ax.set_xscale("symlog", linthresh=100)
+    ax.set_xlabel("bytes sent by all edges (frames on the wire)")
+    ax.set_ylabel("training loss F(x)")
+    ax.set_title("loss against bytes")
+    ax.grid(True, alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    paths = [out / "loss_vs_bytes.png", out / "loss_vs_bytes.svg"]
+    for p in paths:
+        fig.savefig(p)
+    plt.close(fig)
+    return paths
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("demo", help="train on one machine with real edge processes (CAT vs full gradient)")
+    p.add_argument("--dataset", default="breast_cancer", help="breast_cancer, digits-binary, digits, iris, wine or a LIBSVM file")
+    p.add_argument("--nodes", type=int, default=4)
+    p.add_argument("--rounds", type=int, default=30)
+    p.add_argument("--scheme", default="sq", help="s, sq or ss")
+    p.add_argument("--rule", default="cat", help="cat, fixed, alistarh or hybrid")
+    p.add_argument("--rule-param", type=int, default=0)
+    p.add_argument("--k-cap", type=int, default=16)
+    p.add_argument("--profile", default="ieee802154-6lowpan-coap")
+    p.add_argument("--no-error-feedback", action="store_true")
+    p.add_argument("--transport", choices=("coap", "mqtt"), default="coap")
+    p.add_argument("--broker", metavar="HOST:PORT")
+    p.add_argument("--out", help="output directory (default out/demo-<time>)")
+    p.add_argument("--no-baseline", action="store_true", help="skip the full-gradient run")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from aggregator import jobs
+    from aggregator.serve_cmd import host_port
+    if args.nodes < 1 or args.rounds < 1:
+        raise UserError("--nodes and --rounds must be >= 1")
+    broker = host_port(args.broker, "--broker") if args.broker else None
+    out = Path(args.out or f"out/demo-{time.strftime('%Y%m%d-%H%M%S')}")
+    try:
+        layout = jobs.prepare(out, args.dataset, args.nodes, args.rounds, args.scheme, args.rule,
+                              args.rule_param, args.k_cap, args.profile,
+                              error_feedback=not args.no_error_feedback)
+    except (KeyError, ValueError, OSError) as exc:
+        raise UserError(f"cannot prepare the job: {exc}") from None
+    kind = "logistic" if layout.dataset.classes == 2 else "softmax"
+    print(f"dataset {args.dataset}: {layout.dataset.X.shape[0]} rows, d={layout.dataset.X.shape[1]}, "
+          f"{args.nodes} edges, {args.rounds} rounds, {args.transport}, profile {args.profile}; files in {out}")
+    sessions = [run_session(layout, "cat", args.scheme, args.rule, args.transport, broker, not args.quiet)]
+    if not args.no_baseline:
+        sessions.append(run_session(layout, "gd", "identity", "identity", args.transport, broker, not args.quiet))
+    text = table(sessions, args.profile)
+    print(text)
+    f0 = initial_loss(layout, 1e-3, kind)
+    paths = plot(sessions, f0, out)
+    (out / "summary.txt").write_text(text + "\n")
+    (out / "curves.json").write_text(json.dumps([s.__dict__ for s in sessions], default=str))
+    print(f"plot: {paths[0]}")
+    return 0
