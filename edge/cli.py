@@ -63,6 +63,7 @@ def build_parser():
     p.add_argument("--username")
     p.add_argument("--password")
     p.add_argument("--json", action="store_true", help="print one JSON line per round")
+    p.add_argument("--record", metavar="DIR", help="keep a copy of every frame computed (node-<id>-round-<r>.cbor)")
     return p
 
 
@@ -119,6 +120,15 @@ def run(args):
     except OSError as exc:
         raise CliError("cannot reach the gateway: %s" % exc)
     node = EdgeNode(args.node, key, dkey, args.job, data, prof, k_cap=args.k_cap)
+    if args.record:
+        import os
+        os.makedirs(args.record, exist_ok=True)
+
+        def record(rnd, frame):
+            with open(os.path.join(args.record, "node-%d-round-%d.cbor" % (args.node, rnd)), "wb") as fh:
+                fh.write(frame)
+
+        node.record = record
 
     def report(last):
         if args.json:
@@ -148,7 +158,7 @@ def main(argv=None):
     except Exception as exc:  # EdgeError, FrameError, transport errors: one line, not a traceback
         name = type(exc).__name__
         if name in ("EdgeError", "FrameError", "VersionMismatch", "CoapError", "CoapTimeout",
-                    "ConnectionError", "DataFileError", "ProfileError"):
+                    "ConnectionError", "DataFileError", "ProfileError", "LinkError"):
             print("cat-edge: %s: %s" % (name, exc), file=sys.stderr)
             return 1
         raise

@@ -9,6 +9,10 @@ import time
 from edge import cose
 from edge.cbor import read_head, read_uint, MT_MAP
 
+class LinkError(Exception):
+    """The gateway could not be reached this time (timeout, refused, broker down): retry later."""
+
+
 HELLO = b"\xf6"   # CBOR null: a board's "send me config and model" on a serial link
 
 
@@ -81,8 +85,17 @@ class CoapLink:
         self.last_code = 0
         self.last_reason = b""
 
+    def _call(self, method, path, payload=None):
+        from edge.coap import CoapError
+        try:
+            if payload is None:
+                return method(path)
+            return method(path, payload)
+        except (CoapError, OSError) as exc:
+            raise LinkError("CoAP %s: %s" % (path, exc))
+
     def _get(self, what):
-        code, payload = self.client.get(self.base + what)
+        code, payload = self._call(self.client.get, self.base + what)
         self.last_code = code
         return payload if code == 0x45 else None   # 2.05 Content
 
@@ -96,7 +109,7 @@ class CoapLink:
         return self._get("delta?r=%d" % base)
 
     def send_update(self, frame):
-        code, payload = self.client.post(self.base + "up", frame)
+        code, payload = self._call(self.client.post, self.base + "up", frame)
         self.last_code = code
         self.last_reason = payload
         return code == 0x44                         # 2.04 Changed
@@ -132,7 +145,10 @@ class UmqttLink:
         return self.inbox.get_delta(base)
 
     def send_update(self, frame):
-        self.client.publish(self.up, bytes(frame), False, 1)
+        try:
+            self.client.publish(self.up, bytes(frame), False, 1)
+        except OSError as exc:
+            raise LinkError("MQTT publish: %s" % exc)
         return True
 
     def wait(self, seconds):

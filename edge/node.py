@@ -34,6 +34,7 @@ from edge import frame, learner
 from edge.cat import SCHEME_IDENTITY, Rule
 from edge.compress import Feedback, Workspace, XorShift32, compress
 from edge.cost import CostModel
+from edge.links import LinkError
 
 MODEL_KINDS = ("logistic", "softmax")
 
@@ -66,6 +67,10 @@ class EdgeNode:
         self.last = None           # telemetry dict of the last round
         self.snapshots = 0         # times the edge fell back to a full snapshot
         self.deltas = 0
+        self.link_errors = 0
+        self.frame_round = -1      # round of the frame in self.buf (resent as is on retries)
+        self.frame_len = 0
+        self.record = None         # optional callback(round, frame) for every frame computed
 
     # ------------------------------------------------------------------ set-up
     def _setup(self, cfg):
@@ -141,9 +146,16 @@ class EdgeNode:
             return "done"
         if rnd <= self.last_sent:
             return "idle"
-        if not self.sync(link, rnd):
-            return "idle"
-        n = self.compute(rnd)
+        if self.frame_round != rnd:
+            if not self.sync(link, rnd):
+                return "idle"
+            # Computed once per round: a resend after a link error must not feed the
+            # error-feedback residual (or the SS sampler) twice.
+            self.frame_len = self.compute(rnd)
+            self.frame_round = rnd
+            if self.record is not None:
+                self.record(rnd, memoryview(self.buf)[:self.frame_len])
+        n = self.frame_len
         ok = link.send_update(memoryview(self.buf)[:n])
         if ok:
             self.last_sent = rnd
@@ -199,7 +211,15 @@ class EdgeNode:
         sent = 0
         idle_since = _now()
         while True:
-            st = self.step(link)
+            try:
+                st = self.step(link)
+            except LinkError:
+                # The gateway or the radio is away (restart, outage): back off and retry.
+                self.link_errors += 1
+                if timeout is not None and _elapsed(idle_since) > timeout:
+                    raise EdgeError("gateway unreachable for %.1f s" % timeout)
+                link.wait(idle_wait * 4)
+                continue
             if st == "done":
                 return sent
             if st == "sent":

@@ -7,7 +7,7 @@ built on the libraries a Linux edge has. CPython only; boards use edge/links.py.
 import asyncio
 import threading
 
-from edge.links import HELLO, Inbox
+from edge.links import HELLO, Inbox, LinkError
 
 
 class PahoLink:
@@ -64,8 +64,13 @@ class PahoLink:
 
     def send_update(self, frame):
         info = self.client.publish(self.up, bytes(frame), qos=1)
-        info.wait_for_publish(timeout=30)
-        return info.is_published()
+        try:
+            info.wait_for_publish(timeout=30)
+        except (RuntimeError, ValueError) as exc:  # paho: not connected / queue full
+            raise LinkError("MQTT publish: %s" % exc)
+        if not info.is_published():
+            raise LinkError("MQTT publish not acknowledged within 30 s")
+        return True
 
     def wait(self, seconds):
         with self.cond:
@@ -94,7 +99,10 @@ class AiocoapLink:
         msg = self.aiocoap.Message(code=code, uri=self.base + path, payload=payload)
         if code == self.aiocoap.POST:
             msg.opt.content_format = 60
-        resp = self.loop.run_until_complete(self.ctx.request(msg).response)
+        try:
+            resp = self.loop.run_until_complete(self.ctx.request(msg).response)
+        except self.aiocoap.error.Error as exc:
+            raise LinkError("CoAP %s: %s" % (path, exc))
         self.last_code = resp.code
         return resp
 

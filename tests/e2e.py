@@ -1,0 +1,116 @@
+"""End-to-end helpers: real gateway processes, real edge processes, replay of recorded frames.
+
+Used by the gateway tests and the fault-injection tests. Everything binds to 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from aggregator import jobs
+from aggregator.config import Job, load_job
+from aggregator.pipeline import Aggregator
+from aggregator.state import Store
+
+PY = sys.executable
+
+
+def make_job(root: Path, nodes: int = 4, rounds: int = 30, transports: dict | None = None, **kw) -> jobs.Layout:
+    """A small breast-cancer job (d = 30): fast enough for many rounds in a test."""
+    kw.setdefault("scheme", "sq")
+    kw.setdefault("k_cap", 8)
+    kw.setdefault("deadline_s", 60.0)
+    return jobs.prepare(root, "breast_cancer", nodes, rounds, transports=transports, **kw)
+
+
+def serve(layout: jobs.Layout, *extra: str, log: Path | None = None) -> subprocess.Popen:
+    """`cat-aggregator serve` as a real process (so it can be SIGKILLed)."""
+    cmd = [PY, "-m", "aggregator.cli", "serve", str(layout.job_path), *extra]
+    out = open(log or layout.root / "serve.log", "ab")
+    return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=dict(os.environ, PYTHONUNBUFFERED="1"))
+
+
+def edge(layout: jobs.Layout, node: int, transport: str, host: str, port: int, *extra: str) -> subprocess.Popen:
+    cmd = [PY, "-m", "edge.cli", "--config", str(layout.node_configs[node]), "--transport", transport,
+           "--host", host, "--port", str(port), "--timeout", "60", "--record", str(layout.root / "frames"), *extra]
+    err = open(layout.root / f"edge-{node}.log", "ab")
+    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err)
+
+
+def events(layout: jobs.Layout, state: str = "state") -> list[dict]:
+    path = layout.root / state / "metrics.jsonl"
+    if not path.exists():
+        return []
+    out = []
+    for line in path.read_text().splitlines():
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            pass
+    return out
+
+
+def closed_rounds(layout: jobs.Layout, state: str = "state") -> int:
+    return sum(1 for e in events(layout, state) if e.get("event") == "round")
+
+
+def wait_for(cond, timeout: float, what: str, procs: list[subprocess.Popen] | None = None) -> None:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if cond():
+            return
+        for p in procs or []:
+            if p.poll() not in (None, 0):
+                raise AssertionError(f"{what}: process {p.args[:4]} exited with {p.returncode}")
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def stop(procs: list[subprocess.Popen], sig: int = signal.SIGTERM, timeout: float = 10.0) -> None:
+    for p in procs:
+        if p.poll() is None:
+            p.send_signal(sig)
+    for p in procs:
+        try:
+            p.wait(timeout)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+
+
+def recorded_frames(layout: jobs.Layout) -> dict[int, dict[int, bytes]]:
+    """{round: {node: frame}} from the edges' --record directory."""
+    out: dict[int, dict[int, bytes]] = {}
+    for p in sorted((layout.root / "frames").glob("node-*-round-*.cbor")):
+        parts = p.stem.split("-")
+        node, rnd = int(parts[1]), int(parts[3])
+        out.setdefault(rnd, {})[node] = p.read_bytes()
+    return out
+
+
+def replay(job: Job, frames: dict[int, dict[int, bytes]], order_seed: int = 0) -> np.ndarray:
+    """An uninterrupted in-process gateway fed the same frames (in a shuffled arrival order)."""
+    agg = Aggregator(job)
+    rng = np.random.default_rng(order_seed)
+    for rnd in sorted(frames):
+        nodes = list(frames[rnd])
+        rng.shuffle(nodes)
+        for nid in nodes:
+            out = agg.submit(frames[rnd][nid], "replay")
+            assert out.ok, (rnd, nid, out.reason)
+    return agg.state.model.copy()
+
+
+def final_model(layout: jobs.Layout) -> np.ndarray:
+    job = load_job(layout.job_path)
+    st = Store(job.state_dir).load()
+    assert st is not None
+    return st.model
