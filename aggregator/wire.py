@@ -239,6 +239,9 @@ def _pack_indices(indices: np.ndarray, d: int) -> tuple[int, bytes]:
     return code, np.packbits(bits.ravel(), bitorder="big").tobytes()
 
 
+_BYTE_RANGE = np.arange(8, dtype=np.int64)
+
+
 def _unpack_indices(code: int, raw: bytes, d: int, T: int) -> np.ndarray:
     """Indices as int64; validates length, padding, order and range."""
     want = index_code(d, T)
@@ -256,14 +259,19 @@ def _unpack_indices(code: int, raw: bytes, d: int, T: int) -> np.ndarray:
             raise FrameError("index_length", f"bitmap has {len(idx)} bits set, T={T}")
         return idx
     b = index_bits(d)
-    bits = np.unpackbits(buf, bitorder="big")
-    if bits[T * b:].any():
+    pad = len(raw) * 8 - T * b
+    if pad and raw[-1] & ((1 << pad) - 1):
         raise FrameError("padding", "packed index padding bits not zero")
     if T == 0:
         return np.zeros(0, dtype=np.int64)
-    weights = np.uint64(1) << np.arange(b - 1, -1, -1, dtype=np.uint64)
-    idx = (bits[: T * b].reshape(T, b).astype(np.uint64) * weights).sum(axis=1).astype(np.int64)
-    if T > 1 and not bool(np.all(idx[1:] > idx[:-1])):
+    # Gather the 8 bytes that hold each b-bit field (b <= 32) as one big-endian word, then
+    # shift and mask: a handful of vector operations instead of one bit per byte.
+    off = np.arange(T, dtype=np.int64) * b
+    padded = np.concatenate([buf, np.zeros(8, dtype=np.uint8)])
+    words = padded[(off >> 3)[:, None] + _BYTE_RANGE].view(">u8").ravel()
+    shift = (64 - b - (off & 7)).astype(np.uint64)
+    idx = ((words >> shift) & np.uint64((1 << b) - 1)).astype(np.int64)
+    if T > 1 and not (idx[1:] > idx[:-1]).all():
         raise FrameError("index_order", "indices not strictly ascending")
     if idx[-1] >= d:
         raise FrameError("index_range", f"index {int(idx[-1])} >= d={d}")
@@ -275,7 +283,7 @@ def _values(raw: bytes, fmt: int, count: int, what: str) -> np.ndarray:
     if len(raw) != count * w:
         raise FrameError("values_length", f"{what}: {len(raw)} bytes, needs {count * w}")
     v = np.frombuffer(raw, dtype="<f2" if fmt == FMT_F16 else "<f4").astype(np.float32)
-    if not bool(np.all(np.isfinite(v))):
+    if not np.isfinite(v).all():
         raise FrameError("non_finite", f"{what} has a non-finite value")
     return v
 
