@@ -217,7 +217,10 @@ class FdStream:
         return self._os.read(self.fd, n)
 
     def readinto(self, buf):
-        data = self._os.read(self.fd, len(buf))
+        try:
+            data = self._os.read(self.fd, len(buf))
+        except BlockingIOError:  # a non-blocking fd with nothing to read: like a UART timeout
+            return 0
         n = len(data)
         buf[:n] = data
         return n

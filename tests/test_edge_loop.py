@@ -1,0 +1,117 @@
+"""The edge loop against a real gateway (issue 3): model sync by deltas and by snapshot, the
+serial link through the gateway's pyserial bridge on a real pty, and the cat-edge CLI."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import subprocess
+import sys
+import threading
+import time
+import tty
+
+import numpy as np
+import pytest
+
+from aggregator.config import load_job
+from aggregator.demo import ServiceThread, free_udp_port
+from aggregator.service import Endpoints
+from edge import datafile, profile, slip
+from edge.coap import CoapClient
+from edge.links import CoapLink, SlipLink
+from edge.node import EdgeError, EdgeNode
+
+import e2e
+
+
+def node_for(layout, k: int, prof=None) -> EdgeNode:
+    import tomllib
+    c = tomllib.loads(layout.node_configs[k].read_text())
+    return EdgeNode(k, bytes.fromhex(c["key"]), bytes.fromhex(c["downlink_key"]), c["job"],
+                    datafile.DataFile(c["data"]), prof or profile.load_profile(c["profile"]))
+
+
+def test_edges_catch_up_by_delta_and_fall_back_to_snapshot(tmp_path):
+    layout = e2e.make_job(tmp_path / "job", nodes=3, rounds=12, quorum=2.0)
+    job = load_job(layout.job_path)
+    job.history = 2
+    port = free_udp_port()
+    svc = ServiceThread(job, Endpoints(coap=("127.0.0.1", port)))
+    svc.start()
+    try:
+        fast = [node_for(layout, k) for k in (0, 1)]
+        links = [CoapLink(CoapClient("127.0.0.1", port, ack_timeout=0.5), job.job_id) for _ in range(3)]
+        slow = node_for(layout, 2)
+        agg = svc.service.agg
+        assert slow.step(links[2]) == "sent"                 # round 0, model from the snapshot
+        assert fast[0].step(links[0]) == "sent"              # quorum 2: round 0 closes
+        assert agg.state.round == 1
+        for r in range(1, 6):                                # the fast nodes go on, the slow one sleeps
+            for k in (0, 1):
+                while fast[k].step(links[k]) != "sent":
+                    time.sleep(0.01)
+            assert agg.state.round == r + 1
+        assert (fast[0].snapshots, fast[0].deltas) == (1, 5)   # version 0 -> 5 by deltas
+        assert (fast[1].snapshots, fast[1].deltas) == (1, 4)   # joined at version 1
+        # Six versions behind with two deltas kept: the slow node loads the snapshot.
+        assert slow.step(links[2]) == "sent"
+        assert (slow.snapshots, slow.deltas, slow.version) == (2, 0, 6)
+        assert np.array(slow.model, dtype=np.float32).tobytes() == agg.state.model.tobytes()
+        # One version behind: the delta.
+        assert fast[0].step(links[0]) == "sent"
+        assert (fast[0].deltas, fast[0].version) == (6, 6) and agg.state.round == 7
+    finally:
+        svc.stop()
+
+
+def test_edge_refuses_a_job_for_another_profile(tmp_path):
+    layout = e2e.make_job(tmp_path / "job", nodes=1, rounds=3)
+    job = load_job(layout.job_path)
+    port = free_udp_port()
+    svc = ServiceThread(job, Endpoints(coap=("127.0.0.1", port)))
+    svc.start()
+    try:
+        n = node_for(layout, 0, profile.load_profile("lorawan-eu868-sf12"))
+        with pytest.raises(EdgeError, match="cost profile ieee802154-6lowpan-coap"):
+            n.step(CoapLink(CoapClient("127.0.0.1", port, ack_timeout=0.5), job.job_id))
+    finally:
+        svc.stop()
+
+
+def test_one_round_over_serial_through_the_pyserial_bridge(tmp_path):
+    """Edge SLIP link on one end of a real pty, the gateway's pyserial bridge on the other."""
+    layout = e2e.make_job(tmp_path / "job", nodes=1, rounds=2)
+    job = load_job(layout.job_path)
+    master, slave = os.openpty()
+    tty.setraw(master)
+    os.set_blocking(master, False)
+    svc = ServiceThread(job, Endpoints(serial=[(os.ttyname(slave), 115200)]))
+    svc.start()
+    try:
+        n = node_for(layout, 0)
+        link = SlipLink(slip.FdStream(master), max_frame=8192)
+        sent = n.run(link, timeout=20)
+        assert sent == 2
+        agg = svc.service.agg
+        e2e.wait_for(lambda: agg.state.round == 2, 10, "two rounds over serial")
+        assert agg.state.nodes[0].frames == 2 and not agg.state.rejected
+        assert np.array(n.model, dtype=np.float32).tobytes() == agg.state.model.tobytes()
+    finally:
+        svc.stop()
+        os.close(master)
+        os.close(slave)
+
+
+def test_cat_edge_cli_reports_bad_arguments_in_one_line(tmp_path):
+    base = [sys.executable, "-m", "edge.cli", "--node", "1", "--job", "1", "--data", str(tmp_path / "none.catd"),
+            "--profile", "ieee802154-raw", "--downlink-key", "00" * 32]
+    r = subprocess.run(base + ["--key", "zz"], capture_output=True, text=True)
+    assert r.returncode == 2 and r.stderr.strip() == "cat-edge: --key: not hex"
+    r = subprocess.run(base + ["--key", "00" * 31], capture_output=True, text=True)
+    assert r.returncode == 2 and "must be 32 bytes" in r.stderr and "Traceback" not in r.stderr
+    r = subprocess.run(base + ["--key", "00" * 32], capture_output=True, text=True)
+    assert r.returncode == 2 and r.stderr.startswith("cat-edge: --data:") and len(r.stderr.strip().splitlines()) == 1
+    r = subprocess.run(base[:-4] + ["--profile", "no-such-link", "--downlink-key", "00" * 32, "--key", "00" * 32],
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and r.stderr.startswith("cat-edge: --profile:")
