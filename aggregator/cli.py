@@ -51,4 +51,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run through the package module so `UserError` is the class subcommands import.
+    from aggregator.cli import main as _main
+    sys.exit(_main())

@@ -1,0 +1,88 @@
+"""The gateway's command line and job files: one-line errors naming the field, and the demo."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from aggregator import jobs
+from aggregator.config import ConfigError, load_job, parse_job
+
+CLI = [sys.executable, "-m", "aggregator.cli"]
+
+
+def good_tree(tmp_path: Path) -> dict:
+    return {"job": {"id": 1}, "model": {"kind": "logistic", "features": 4, "L": 0.3},
+            "nodes": {"1": "11" * 32}, "downlink": {"key": "22" * 32}, "state": {"dir": str(tmp_path)}}
+
+
+@pytest.mark.parametrize("path, value, message", [
+    (("training", "scheme"), "zz", "job.toml: training.scheme: unknown scheme 'zz'"),
+    (("training", "rule"), "identity", "job.toml: training.rule: rule 'identity' goes with scheme 'identity'"),
+    (("training", "k_cap"), 0, "job.toml: training.k_cap: must be >= 1"),
+    (("model", "L"), -1.0, "job.toml: model.L: must be finite and > 0"),
+    (("model", "kind"), "svm", "job.toml: model.kind: unknown model 'svm'"),
+    (("cost", "profile"), "no-such-radio", "job.toml: cost.profile:"),
+    (("cost", "metric"), "joules", None),
+    (("nodes", "1"), "abcd", "job.toml: nodes.1: must be 32 bytes"),
+    (("rounds", "quorum"), 0.0, "job.toml: rounds.quorum: must be > 0"),
+    (("training", "k_capp"), 3, "job.toml: training.k_capp: unknown key"),
+    (("model", "features"), "4", "job.toml: model.features: must be int"),
+])
+def test_job_errors_name_the_field(tmp_path, path, value, message):
+    tree = good_tree(tmp_path)
+    tree.setdefault(path[0], {})[path[1]] = value
+    if message is None:
+        parse_job(tree)        # accepted
+        return
+    with pytest.raises(ConfigError) as exc:
+        parse_job(tree)
+    assert str(exc.value).startswith(message)
+    assert "\n" not in str(exc.value)
+
+
+def test_metric_must_exist_for_the_profile(tmp_path):
+    tree = good_tree(tmp_path)
+    tree["cost"] = {"profile": "paper-packet-128-64-128", "metric": "joules"}
+    with pytest.raises(ConfigError, match="cost.metric: 'joules' is not defined for paper-packet-128-64-128"):
+        parse_job(tree)
+
+
+def test_serve_prints_one_line_for_a_bad_job(tmp_path):
+    bad = tmp_path / "job.toml"
+    bad.write_text('[job]\nid = 1\n[model]\nkind = "logistic"\nfeatures = 3\nL = 1.0\n[training]\nscheme = "q"\n')
+    r = subprocess.run(CLI + ["serve", str(bad)], capture_output=True, text=True)
+    assert r.returncode == 2
+    assert r.stderr.strip() == "cat-aggregator: job.toml: training.scheme: unknown scheme 'q' (use identity, S, SQ or SS)"
+    bad.write_text("not = [toml")
+    r = subprocess.run(CLI + ["serve", str(bad)], capture_output=True, text=True)
+    assert r.returncode == 2 and r.stderr.startswith("cat-aggregator: job.toml: not valid TOML")
+    r = subprocess.run(CLI + ["demo", "--broker", "nope"], capture_output=True, text=True)
+    assert r.returncode == 2 and r.stderr.strip() == "cat-aggregator: --broker: expected HOST:PORT, got 'nope'"
+
+
+def test_prepared_job_loads(tmp_path):
+    layout = jobs.prepare(tmp_path, "digits", nodes=3, rounds=5, scheme="ss", k_cap=32)
+    job = load_job(layout.job_path)
+    assert job.model_kind == "softmax" and job.d == 10 * 64 and job.nodes == [0, 1, 2]
+    assert job.state_dir == tmp_path / "state"
+    assert all(p.exists() for p in layout.data_files.values())
+
+
+@pytest.mark.parametrize("transport", ["coap", "mqtt"])
+def test_demo_runs_and_writes_table_and_plot(tmp_path, transport, request):
+    args = CLI + ["demo", "--nodes", "2", "--rounds", "4", "--quiet", "--out", str(tmp_path / "out")]
+    if transport == "mqtt":
+        broker = request.getfixturevalue("mosquitto_broker")
+        args += ["--transport", "mqtt", "--broker", f"{broker.host}:{broker.port}"]
+    r = subprocess.run(args, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "gd / cat: bytes" in r.stdout
+    lines = [l for l in r.stdout.splitlines() if re.match(r"(cat|gd)\s+\d", l)]
+    assert len(lines) == 2
+    assert (tmp_path / "out" / "loss_vs_bytes.png").stat().st_size > 1000
+    assert (tmp_path / "out" / "loss_vs_bytes.svg").exists()
