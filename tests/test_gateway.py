@@ -256,3 +256,46 @@ def test_corrupt_checkpoint_falls_back_to_previous(tmp_path):
     again = Aggregator(job, Store(job.state_dir), clock=Clock())
     assert again.recover() == 3 and again.state.round == 2   # journal of round 1 replays the lost close
     assert again.state.model.tobytes() == agg.state.model.tobytes()
+
+
+def test_coap_observe_notifies_config_and_model_on_round_close(tmp_path):
+    """An observer of /config and /model (RFC 7641) learns of every round without polling."""
+    import asyncio
+
+    import aiocoap
+
+    job, keys = small_job(tmp_path, quorum=1.0)
+    port = free_udp_port()
+    svc = ServiceThread(job, Endpoints(coap=("127.0.0.1", port)))
+    svc.start()
+
+    async def observe() -> tuple[list[int], list[int]]:
+        ctx = await aiocoap.Context.create_client_context()
+        rounds: list[int] = []
+        versions: list[int] = []
+        try:
+            base = f"coap://127.0.0.1:{port}/cat/{job.job_id}/"
+            req_c = ctx.request(aiocoap.Message(code=aiocoap.GET, uri=base + "config", observe=0))
+            req_m = ctx.request(aiocoap.Message(code=aiocoap.GET, uri=base + "model", observe=0))
+            first = await req_c.response
+            rounds.append(wire.decode_downlink(first.payload, job.downlink_key, 1 << 20).round)
+            versions.append(wire.decode_downlink((await req_m.response).payload, job.downlink_key, 1 << 20).version)
+            it_c = req_c.observation.__aiter__()
+            it_m = req_m.observation.__aiter__()
+            for r in range(3):
+                loop = asyncio.get_running_loop()
+                await loop.run_in_executor(None, lambda: [svc.loop.call_soon_threadsafe(
+                    svc.service.agg.submit, update(job, keys, n, r), "test") for n in range(3)])
+                note = await asyncio.wait_for(it_c.__anext__(), 10)
+                rounds.append(wire.decode_downlink(note.payload, job.downlink_key, 1 << 20).round)
+                note = await asyncio.wait_for(it_m.__anext__(), 10)
+                versions.append(wire.decode_downlink(note.payload, job.downlink_key, 1 << 20).version)
+        finally:
+            await ctx.shutdown()
+        return rounds, versions
+
+    try:
+        rounds, versions = asyncio.run(observe())
+    finally:
+        svc.stop()
+    assert rounds == [0, 1, 2, 3] and versions == [0, 1, 2, 3]
