@@ -74,6 +74,17 @@ class Inbox:
     def get_delta(self, base):
         return self.deltas.get(base)
 
+    def wait(self, seconds, pump, step=0.01):
+        """Call pump() until a message arrives or `seconds` pass (no threads on a board)."""
+        self.fresh = False
+        waited = 0.0
+        while waited < seconds:
+            pump()
+            if self.fresh:
+                return
+            _sleep(step)
+            waited += step
+
 
 class CoapLink:
     """CoAP to the gateway with edge.coap.CoapClient (confirmable, Block1/Block2)."""
@@ -152,13 +163,7 @@ class UmqttLink:
         return True
 
     def wait(self, seconds):
-        self.inbox.fresh = False
-        step = 0.01
-        waited = 0.0
-        while waited < seconds and not self.inbox.fresh:
-            self.client.check_msg()
-            _sleep(step)
-            waited += step
+        self.inbox.wait(seconds, self.client.check_msg)
 
 
 class SlipLink:
@@ -177,7 +182,9 @@ class SlipLink:
         self.said_hello = False
 
     def _pump(self):
-        self.slip.read_frames(self.stream, self.decoder, self.rbuf, self.inbox.put)
+        # Read while reads complete frames; a read with none (or the port's timeout) ends it.
+        while self.slip.read_frames(self.stream, self.decoder, self.rbuf, self.inbox.put):
+            pass
 
     def _hello(self):
         if not self.said_hello:
@@ -204,11 +211,4 @@ class SlipLink:
         return True
 
     def wait(self, seconds):
-        self.inbox.fresh = False
-        step = 0.01
-        waited = 0.0
-        while waited < seconds and not self.inbox.fresh:
-            self._pump()
-            if not self.inbox.fresh:
-                _sleep(step)
-                waited += step
+        self.inbox.wait(seconds, self._pump)

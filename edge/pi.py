@@ -7,7 +7,7 @@ built on the libraries a Linux edge has. CPython only; boards use edge/links.py.
 import asyncio
 import threading
 
-from edge.links import HELLO, Inbox, LinkError
+from edge.links import Inbox, LinkError, SlipLink
 
 
 class PahoLink:
@@ -132,52 +132,14 @@ class AiocoapLink:
         self.loop.close()
 
 
-class SerialLink:
-    """A serial line (USB/UART) to the gateway's bridge, through pyserial; SLIP framing."""
+class SerialLink(SlipLink):
+    """A serial line (USB/UART) to the gateway's bridge through pyserial: the board's SLIP link
+    (edge/links.py) over a pyserial port, whose short read timeout plays the UART's role."""
 
     def __init__(self, port, baud=115200, max_frame=1 << 20):
         import serial
-        from edge import slip
-        self.slip = slip
         self.ser = serial.serial_for_url(port, baudrate=baud, timeout=0.01)
-        self.decoder = slip.SlipDecoder(max_frame)
-        self.rbuf = bytearray(4096)
-        self.inbox = Inbox()
-        self.said_hello = False
-
-    def _pump(self):
-        while True:
-            n = self.ser.readinto(self.rbuf)
-            if not n:
-                return
-            self.decoder.feed(memoryview(self.rbuf)[:n], self.inbox.put)
-
-    def get_config(self):
-        if not self.said_hello:
-            self.ser.write(self.slip.encode(HELLO))
-            self.said_hello = True
-        self._pump()
-        return self.inbox.config
-
-    def get_snapshot(self):
-        self._pump()
-        return self.inbox.snapshot
-
-    def get_delta(self, base):
-        return self.inbox.get_delta(base)
-
-    def send_update(self, frame):
-        self.ser.write(self.slip.encode(bytes(frame)))
-        self.ser.flush()
-        return True
-
-    def wait(self, seconds):
-        import time
-        self.inbox.fresh = False
-        end = time.monotonic() + seconds
-        while time.monotonic() < end and not self.inbox.fresh:
-            self._pump()
-            time.sleep(0.005)
+        SlipLink.__init__(self, self.ser, max_frame, 4096)
 
     def close(self):
         self.ser.close()
