@@ -14,6 +14,7 @@ import sys
 # One line per subcommand module (kept in the order `--help` lists them).
 COMMANDS = [
     "aggregator.serve_cmd",
+    "aggregator.admin",
     "aggregator.demo",
 ]
 

@@ -37,6 +37,16 @@ Example (every key but [job].id, [model] and [nodes] has a default):
     [transports.serial] ports = ["/dev/ttyUSB0"]  baud = 115200
     [state]
     dir = "state"
+    [security]               # hostile-input handling (docs/security.md)
+    window_s = 60.0          # sliding window for a node's rejected frames
+    rate_limit_after = 3     # distinct bad frames in the window before the node is rate-limited
+    rate_limit_per_s = 0.5   # frames/s a rate-limited node may still send (burst 2)
+    quarantine_after = 10    # distinct bad frames in the window -> quarantined (0: never)
+    control_poll_s = 0.5     # how often a running gateway reads <state>/control/
+    [aggregation]
+    rule = "mean"            # mean | trimmed_mean | median (coordinate-wise, untrusted fleets)
+    trim = 0.2               # trimmed_mean: fraction cut from each end per coordinate
+    max_abs = 0.0            # reject updates with |value| above this (0: no bound)
 
 Errors name the file and the field: `job.toml: training.scheme: unknown scheme 'x'`.
 """
@@ -69,6 +79,28 @@ class Transport:
 
 
 @dataclass
+class Security:
+    """Thresholds for rate-limiting and quarantining nodes that send bad frames (docs/security.md)."""
+    window_s: float = 60.0
+    rate_limit_after: int = 3
+    rate_limit_per_s: float = 0.5
+    rate_limit_burst: int = 2
+    quarantine_after: int = 10
+    control_poll_s: float = 0.5
+
+
+AGGREGATION_RULES = ("mean", "trimmed_mean", "median")
+
+
+@dataclass
+class Aggregation:
+    """How a round's updates are combined: the paper's mean, or a robust coordinate-wise rule."""
+    rule: str = "mean"
+    trim: float = 0.2
+    max_abs: float = 0.0
+
+
+@dataclass
 class Job:
     """A validated job: what the service, the demo and the edges' config message need."""
     path: str
@@ -98,6 +130,8 @@ class Job:
     transports: dict[str, Transport]
     state_dir: Path
     profile: dict[str, Any] = field(repr=False, default_factory=dict)
+    security: Security = field(default_factory=Security)
+    aggregation: Aggregation = field(default_factory=Aggregation)
 
     @property
     def d(self) -> int:
@@ -168,6 +202,9 @@ KNOWN = {
     "rounds": {"quorum", "deadline_s", "history", "max_frame_bytes"},
     "downlink": {"key"},
     "state": {"dir"},
+    "security": {"window_s", "rate_limit_after", "rate_limit_per_s", "rate_limit_burst",
+                 "quarantine_after", "control_poll_s"},
+    "aggregation": {"rule", "trim", "max_abs"},
 }
 
 
@@ -298,7 +335,46 @@ def parse_job(raw: dict[str, Any], name: str = "job.toml", base_dir: Path | None
         state_dir = base_dir / state_dir
     return Job(name, job_id, rounds, seed, kind, features, classes, lam, lip, scheme, rule, rule_param,
                k_cap, 1 if fmt_name == "f16" else 0, step, ef, prof["name"], metric, quorum, deadline,
-               history, max_frame, node_keys, downlink_key, transports, state_dir, prof)
+               history, max_frame, node_keys, downlink_key, transports, state_dir, prof,
+               _security(r), _aggregation(r))
+
+
+def _security(r: _Reader) -> Security:
+    """[security]: all optional; the defaults suit a fleet reporting every few seconds."""
+    d = Security()
+    window = r.get("security", "window_s", float, d.window_s)
+    if not (window > 0 and math.isfinite(window)):
+        raise r.fail("security.window_s", "must be finite and > 0")
+    after = r.get("security", "rate_limit_after", int, d.rate_limit_after)
+    if after < 0:
+        raise r.fail("security.rate_limit_after", "must be >= 0 (0: never rate-limit)")
+    rate = r.get("security", "rate_limit_per_s", float, d.rate_limit_per_s)
+    if not (rate > 0 and math.isfinite(rate)):
+        raise r.fail("security.rate_limit_per_s", "must be finite and > 0")
+    burst = r.get("security", "rate_limit_burst", int, d.rate_limit_burst)
+    if burst < 1:
+        raise r.fail("security.rate_limit_burst", "must be >= 1")
+    quar = r.get("security", "quarantine_after", int, d.quarantine_after)
+    if quar < 0:
+        raise r.fail("security.quarantine_after", "must be >= 0 (0: never quarantine)")
+    poll = r.get("security", "control_poll_s", float, d.control_poll_s)
+    if not (poll > 0 and math.isfinite(poll)):
+        raise r.fail("security.control_poll_s", "must be finite and > 0")
+    return Security(window, after, rate, burst, quar, poll)
+
+
+def _aggregation(r: _Reader) -> Aggregation:
+    """[aggregation]: the combining rule; robust rules need no change on the edges."""
+    rule = r.get("aggregation", "rule", str, "mean")
+    if rule not in AGGREGATION_RULES:
+        raise r.fail("aggregation.rule", f"unknown rule {rule!r} (use {', '.join(AGGREGATION_RULES)})")
+    trim = r.get("aggregation", "trim", float, 0.2)
+    if not 0.0 <= trim < 0.5:
+        raise r.fail("aggregation.trim", "must be in [0, 0.5)")
+    max_abs = r.get("aggregation", "max_abs", float, 0.0)
+    if not (max_abs >= 0 and math.isfinite(max_abs)):
+        raise r.fail("aggregation.max_abs", "must be finite and >= 0 (0: no bound)")
+    return Aggregation(rule, trim, max_abs)
 
 
 def load_job(path: str | Path) -> Job:

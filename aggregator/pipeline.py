@@ -1,26 +1,42 @@
 """The one ingress pipeline every transport feeds: verify, decode, validate, accumulate, close.
 
 Transports (MQTT, CoAP, serial) hand raw bytes to `Aggregator.submit`. A frame is accepted
-only if its MAC verifies under its node's key, it decodes (aggregator.wire), and it is an
-update of this job, for the current round, with the job's scheme and d, T within the cap,
-from a node that is not quarantined. Accepted frames are journaled (fsync) *before* the
+only if its MAC verifies under a key of its node that is valid now (aggregator.keys: key
+rotation with a grace period), it decodes (aggregator.wire), and it is an update of this job,
+for the current round, with the job's scheme and d, T within the cap, from a node that is
+neither quarantined nor rate-limited. Accepted frames are journaled (fsync) *before* the
 caller acknowledges them; duplicates (QoS 1 redelivery, CoAP retransmission) are
 acknowledged and counted but applied once; everything else is counted under a named reason
-and changes nothing. The round closes at quorum or deadline: the averaged update of the
-nodes that reported, summed in node-id order (so the result does not depend on arrival
-order), is applied to the float32 model exactly as the edges will apply the delta.
+and changes nothing. The round closes at quorum or deadline: the nodes' updates, taken in
+node-id order (so the result does not depend on arrival order), are combined by the job's
+rule (mean, or a robust coordinate-wise rule: aggregator.robust) and applied to the float32
+model exactly as the edges will apply the delta; a coordinate that would leave float32 range
+is left unchanged, so no update can make the model (and every later message) non-finite.
+
+Hostile input (docs/security.md). Nothing is attributed to a node before its MAC verifies:
+an attacker who only knows a node id cannot get that node counted, rate-limited or
+quarantined. A node whose *authenticated* frames keep failing content checks is first
+rate-limited, then quarantined until an operator clears it; replayable refusals (stale,
+future, duplicate, wrong topic or job) never count against a node, because anyone in radio
+range can replay a node's old frames. Operators act through request files in
+`<state>/control/` that the running gateway polls (aggregator.keys, `cat-aggregator
+quarantine` / `keys`).
 """
 
 from __future__ import annotations
 
 import math
+import os
 import time
+from collections import deque
 from dataclasses import dataclass
 from typing import Callable
 
+import cbor2
 import numpy as np
 
-from aggregator import wire
+from aggregator import keys as keymod
+from aggregator import robust, wire
 from aggregator.config import Job
 from aggregator.metrics import MetricsLog
 from aggregator.state import DeltaRecord, State, Store
@@ -33,7 +49,24 @@ REJECTED = "rejected"
 
 # Reasons the pipeline adds to aggregator.wire.REASONS.
 PIPELINE_REASONS = ("wrong_job", "topic_mismatch", "stale_round", "future_round", "wrong_scheme",
-                    "wrong_d", "t_over_cap", "quarantined", "job_finished")
+                    "wrong_d", "t_over_cap", "quarantined", "job_finished", "key_expired",
+                    "rate_limited", "value_bound", "internal_error")
+
+#: Every reason a rejected frame can be counted under.
+ALL_REASONS = tuple(wire.REASONS) + PIPELINE_REASONS
+
+#: Refusals an honest node's frame can get, or that anyone can cause by replaying a node's
+#: old frames: they never count towards rate-limiting or quarantine. Every other refusal of
+#: an authenticated frame (malformed payload, wrong scheme/d, T over the cap, values out of
+#: bound) is a strike against the node.
+NO_STRIKE = frozenset({"stale_round", "future_round", "wrong_job", "job_finished", "topic_mismatch",
+                       "key_expired", "rate_limited", "quarantined", "internal_error"})
+
+# Reject lines in the metrics log: at most this many per second (burst LOG_BURST), so a
+# flood of garbage cannot fill the disk; the counters stay exact, and the next line written
+# says how many were left out.
+LOG_RATE = 50.0
+LOG_BURST = 200
 
 
 @dataclass
@@ -84,6 +117,19 @@ class Aggregator:
         self.replaying = False
         self.state = self._initial_state()
         self._messages: dict[str, bytes] = {}
+        self.sec = job.security
+        self.keyring = keymod.Keyring(job.node_keys, store.dir if store else None)
+        for note in self.keyring.load_notes:
+            self._event({"event": "keyring", "note": note})
+        self._windows: dict[int, deque] = {}          # node -> (time, tag, reason) of recent strikes
+        self._buckets: dict[int, list[float]] = {}    # node -> [tokens, last refill] while rate-limited
+        self._log_tokens = float(LOG_BURST)
+        self._log_last = clock()
+        self._log_suppressed = 0
+        self._next_poll = 0.0
+        self._skip_count = 0                          # replayed frames already in the checkpoint's counters
+        self.internal_errors = 0
+        self.poll_control(force=True)
 
     # ------------------------------------------------------------------ start-up
     def _initial_state(self) -> State:
@@ -95,17 +141,34 @@ class Aggregator:
         return st
 
     def recover(self) -> int:
-        """Replay the journal of the open round (frames acknowledged before a crash)."""
+        """Replay the journals of the open round (frames acknowledged before a crash).
+
+        After a fallback to checkpoint.prev (round r-1) the journal of r-1 closes that round
+        again and the journal of r holds acknowledged frames too: replay continues while the
+        round advances. A journal for round r+1 proves round r closed (at its deadline) with
+        exactly the frames journaled for it, so that close is repeated as well."""
         if not self.store:
             return 0
         n = 0
+        jc = self.state.extra.get("journal_counted") or {}
+        self._skip_count = int(jc.get("n", 0)) if jc.get("round") == self.state.round else 0
         self.replaying = True
         try:
-            for frame in list(self.store.replay(self.state.round)):
-                self.submit(frame, "journal")
-                n += 1
+            while not self.finished:
+                rnd = self.state.round
+                for frame in list(self.store.replay(rnd)):
+                    self.submit(frame, "journal")
+                    n += 1
+                self._skip_count = 0
+                if self.state.round != rnd:
+                    continue
+                if self.pending and self.store.journal_path(rnd + 1).exists():
+                    self.close_round()
+                    continue
+                break
         finally:
             self.replaying = False
+            self._skip_count = 0
         return n
 
     @property
@@ -113,6 +176,10 @@ class Aggregator:
         return self.state.round >= self.job.rounds
 
     # ------------------------------------------------------------------ ingress
+    def _event(self, event: dict) -> None:
+        if self.log:
+            self.log.write(event)
+
     def _reject(self, reason: str, node: int | None, source: str, size: int) -> Outcome:
         st = self.state
         st.rejected[reason] = st.rejected.get(reason, 0) + 1
@@ -120,52 +187,243 @@ class Aggregator:
             ns = st.node(node)
             ns.rejected[reason] = ns.rejected.get(reason, 0) + 1
         if self.log:
-            self.log.write({"event": "reject", "reason": reason, "node": node, "source": source,
-                            "bytes": size, "round": st.round})
+            now = self.clock()
+            self._log_tokens = min(float(LOG_BURST), self._log_tokens + (now - self._log_last) * LOG_RATE)
+            self._log_last = now
+            if self._log_tokens >= 1.0:
+                self._log_tokens -= 1.0
+                ev = {"event": "reject", "reason": reason, "node": node, "source": source,
+                      "bytes": size, "round": st.round}
+                if self._log_suppressed:
+                    ev["suppressed"] = self._log_suppressed
+                    self._log_suppressed = 0
+                self.log.write(ev)
+            else:
+                self._log_suppressed += 1
         return Outcome(REJECTED, reason, node, st.round)
+
+    def _strike(self, reason: str, node: int, tag: bytes, source: str, size: int) -> Outcome:
+        """Reject an authenticated frame for its content, and count it against its node."""
+        out = self._reject(reason, node, source, size)
+        sec = self.sec
+        if self.replaying or reason in NO_STRIKE or (not sec.quarantine_after and not sec.rate_limit_after):
+            return out
+        w = self._window(node)
+        if all(t != tag for _, t, _ in w):     # a replayed bad frame counts once
+            w.append((self.clock(), tag, reason))
+        if sec.quarantine_after and len(w) >= sec.quarantine_after and node not in self.state.quarantined:
+            kinds: dict[str, int] = {}
+            for _, _, r in w:
+                kinds[r] = kinds.get(r, 0) + 1
+            why = ", ".join(f"{r} x{c}" for r, c in sorted(kinds.items(), key=lambda kv: (-kv[1], kv[0])))
+            self.quarantine(node, f"{len(w)} bad frames within {sec.window_s:g} s: {why}")
+        return out
+
+    def _window(self, node: int) -> deque:
+        """The node's strikes within the last window_s seconds (at most max(thresholds) kept)."""
+        w = self._windows.get(node)
+        if w is None:
+            w = self._windows[node] = deque(maxlen=max(self.sec.quarantine_after, self.sec.rate_limit_after, 1))
+        horizon = self.clock() - self.sec.window_s
+        while w and w[0][0] < horizon:
+            w.popleft()
+        return w
+
+    def _rate_limited(self, node: int) -> bool:
+        """Token bucket for a node with rate_limit_after or more strikes in the window."""
+        sec = self.sec
+        if not sec.rate_limit_after or node not in self._windows:
+            return False
+        if len(self._window(node)) < sec.rate_limit_after:
+            self._buckets.pop(node, None)
+            if not self._windows[node]:
+                del self._windows[node]
+            return False
+        now = self.clock()
+        b = self._buckets.get(node)
+        if b is None:
+            b = self._buckets[node] = [float(sec.rate_limit_burst), now]
+            self._event({"event": "rate_limit", "node": node, "round": self.state.round,
+                         "strikes": len(self._windows[node])})
+        b[0] = min(float(sec.rate_limit_burst), b[0] + (now - b[1]) * sec.rate_limit_per_s)
+        b[1] = now
+        if b[0] >= 1.0:
+            b[0] -= 1.0
+            return False
+        return True
+
+    def _declared(self, payload: bytes) -> tuple[object, object]:
+        """(job, d) as the payload declares them, read before the full decode so that a signed
+        frame declaring a huge d is refused before anything is sized from it (an identity
+        update with d = 2**32 - 1 would otherwise have the decoder build a d-entry array)."""
+        try:
+            p = cbor2.loads(payload)
+        except Exception:  # malformed: the full decode names the reason
+            return None, None
+        if not isinstance(p, dict):
+            return None, None
+        return p.get(wire.K_JOB), p.get(wire.K_D)
 
     def submit(self, frame: bytes, source: str = "", topic_node: int | None = None) -> Outcome:
         """Run one frame through the pipeline; never raises for bad input."""
-        job = self.job
-        st = self.state
-        size = len(frame)
+        data = bytes(frame)
         try:
-            up = wire.decode_frame(bytes(frame), job.node_keys, job.max_frame_bytes)
-        except wire.FrameError as exc:
-            return self._reject(exc.reason, None, source, size)
+            out, up, key = self._admit(data, source, topic_node)
+        except Exception as exc:  # a bug must not take the gateway down; counted and logged
+            self.internal_errors += 1
+            self._event({"event": "internal_error", "error": repr(exc)[:300], "source": source})
+            return self._reject("internal_error", None, source, len(data))
+        if up is None:
+            return out
+        st = self.state
         node = up.node
-        if topic_node is not None and topic_node != node:
-            return self._reject("topic_mismatch", node, source, size)
-        if node in st.quarantined:
-            return self._reject("quarantined", node, source, size)
-        if up.job != job.job_id:
-            return self._reject("wrong_job", node, source, size)
-        if self.finished:
-            return self._reject("job_finished", node, source, size)
-        if up.round < st.round:
-            return self._reject("stale_round", node, source, size)
-        if up.round > st.round:
-            return self._reject("future_round", node, source, size)
-        if up.scheme != job.scheme:
-            return self._reject("wrong_scheme", node, source, size)
-        if up.d != job.d:
-            return self._reject("wrong_d", node, source, size)
-        if up.T > self.cap:
-            return self._reject("t_over_cap", node, source, size)
         ns = st.node(node)
         if node in self.pending:
             ns.duplicates += 1
-            if self.log:
-                self.log.write({"event": "duplicate", "node": node, "round": st.round, "source": source})
+            self._event({"event": "duplicate", "node": node, "round": st.round, "source": source})
             return Outcome(DUPLICATE, None, node, st.round)
         if self.store and not self.replaying:
-            self.store.append(st.round, bytes(frame))
+            self.store.append(st.round, data)
         self.pending[node] = up
-        self._count(ns, up, source)
+        if self._skip_count:
+            self._skip_count -= 1          # already in the checkpoint's counters
+        else:
+            self._count(ns, up, source)
         out = Outcome(ACCEPTED, None, node, st.round)
-        if len(self.pending) >= job.quorum_count():
+        if len(self.pending) >= self.job.quorum_count():
             out.closed = self.close_round()
         return out
+
+    def _admit(self, data: bytes, source: str, topic_node: int | None
+               ) -> tuple[Outcome | None, wire.Update | None, bytes | None]:
+        """All checks, in an order that parses nothing unauthenticated beyond the envelope and
+        attributes nothing to a node before its MAC verifies. Side effects: counters only."""
+        job = self.job
+        st = self.state
+        size = len(data)
+        try:
+            kid, payload, tag = wire._open(data, job.max_frame_bytes)
+        except wire.FrameError as exc:
+            return self._reject(exc.reason, None, source, size), None, None
+        node = int.from_bytes(kid, "big") if len(kid) == 2 else -1
+        if node not in self.keyring.entries:
+            return self._reject("unknown_kid", None, source, size), None, None
+        verdict, key = self.keyring.verify(node, payload, tag, st.round, any_kept=self.replaying)
+        if verdict == keymod.BAD:
+            return self._reject("bad_mac", None, source, size), None, None   # kid not authenticated
+        if verdict == keymod.EXPIRED:
+            return self._reject("key_expired", node, source, size), None, None
+        # -- authenticated as `node` from here on
+        if topic_node is not None and topic_node != node:
+            return self._reject("topic_mismatch", node, source, size), None, None
+        if not self.replaying:
+            if node in st.quarantined:
+                return self._reject("quarantined", node, source, size), None, None
+            if self._rate_limited(node):
+                return self._reject("rate_limited", node, source, size), None, None
+        pjob, d = self._declared(payload)
+        if type(d) is int and d != job.d:
+            if pjob != job.job_id:   # another job's frame (a key shared across jobs): no strike
+                return self._reject("wrong_job", node, source, size), None, None
+            return self._strike("wrong_d", node, tag, source, size), None, None
+        try:
+            up = wire.decode_frame(data, {node: key}, job.max_frame_bytes)
+        except wire.FrameError as exc:
+            return self._strike(exc.reason, node, tag, source, size), None, None
+        if up.job != job.job_id:
+            return self._reject("wrong_job", node, source, size), None, None
+        if self.finished:
+            return self._reject("job_finished", node, source, size), None, None
+        if up.round < st.round:
+            return self._reject("stale_round", node, source, size), None, None
+        if up.round > st.round:
+            return self._reject("future_round", node, source, size), None, None
+        if up.scheme != job.scheme:
+            return self._strike("wrong_scheme", node, tag, source, size), None, None
+        if up.d != job.d:
+            return self._strike("wrong_d", node, tag, source, size), None, None
+        if up.T > self.cap:
+            return self._strike("t_over_cap", node, tag, source, size), None, None
+        bound = job.aggregation.max_abs
+        if bound > 0 and up.values.shape[0] and float(np.max(np.abs(up.values))) > bound:
+            return self._strike("value_bound", node, tag, source, size), None, None
+        return None, up, key
+
+    # ------------------------------------------------------------------ operator actions
+    def quarantine(self, node: int, reason: str, by: str = "gateway") -> None:
+        """Refuse every frame of node until an operator clears it; persisted at once."""
+        self.state.quarantined[node] = reason
+        self._buckets.pop(node, None)
+        self._event({"event": "quarantine", "node": node, "reason": reason, "by": by,
+                     "round": self.state.round})
+        self._persist()
+
+    def clear_quarantine(self, node: int, by: str = "operator") -> bool:
+        """Lift a quarantine (and forget the node's strikes); False if it was not quarantined."""
+        was = self.state.quarantined.pop(node, None)
+        self._windows.pop(node, None)
+        self._buckets.pop(node, None)
+        if was is None:
+            return False
+        self._event({"event": "quarantine_clear", "node": node, "was": was, "by": by,
+                     "round": self.state.round})
+        self._persist()
+        return True
+
+    def rotate_key(self, node: int, key: bytes, grace_rounds: int, rid: str = "", by: str = "operator") -> None:
+        """New key for node from now on; the old one is accepted for grace_rounds more round closes."""
+        if rid and self.keyring.has_rotation(rid):
+            return
+        rnd = self.state.round
+        self.keyring.rotate(node, key, rnd, grace_rounds, rid)
+        self.keyring.save()
+        self._event({"event": "key_rotated", "node": node, "fingerprint": keymod.fingerprint(key),
+                     "round": rnd, "old_key_until_round": rnd + grace_rounds, "by": by})
+
+    def _persist(self) -> None:
+        """Checkpoint now (mid-round): the journal's frames already counted are noted so that a
+        replay after a crash does not count them twice."""
+        if self.store and not self.replaying:
+            self.state.extra["journal_counted"] = {"round": self.state.round, "n": len(self.pending)}
+            self.store.save(self.state)
+
+    def poll_control(self, force: bool = False) -> int:
+        """Apply the operator's queued requests (<state>/control/); return how many."""
+        if self.store is None:
+            return 0
+        now = self.clock()
+        if not force and now < self._next_poll:
+            return 0
+        self._next_poll = now + self.sec.control_poll_s
+        applied = 0
+        for path, req in keymod.pending_requests(self.store.dir):
+            if req is None:
+                self._event({"event": "control_error", "file": path.name, "error": "not a valid request"})
+                os.replace(path, path.with_name(path.name + ".bad"))
+                continue
+            try:
+                self._apply(req)
+            except (KeyError, ValueError, TypeError) as exc:
+                self._event({"event": "control_error", "file": path.name, "error": str(exc)[:200]})
+                os.replace(path, path.with_name(path.name + ".bad"))
+                continue
+            path.unlink(missing_ok=True)
+            applied += 1
+        return applied
+
+    def _apply(self, req: dict) -> None:
+        node, op, by = req["node"], req["op"], str(req.get("by") or "operator")
+        if node not in self.job.node_keys:
+            raise KeyError(f"node {node} is not in the job")
+        if op == "clear":
+            self.clear_quarantine(node, by)
+        elif op == "quarantine":
+            self.quarantine(node, f"operator: {req.get('reason') or 'no reason given'}", by)
+        elif op == "rotate":
+            grace = req.get("grace_rounds")
+            if type(grace) is not int or grace < 0:
+                raise ValueError("grace_rounds must be an int >= 0")
+            self.rotate_key(node, bytes.fromhex(str(req["key"])), grace, req["id"], by)
 
     def _count(self, ns, up: wire.Update, source: str) -> None:
         prof = self.job.profile
@@ -193,7 +451,8 @@ class Aggregator:
 
     # ------------------------------------------------------------------ rounds
     def tick(self) -> RoundClose | None:
-        """Close the round at its deadline if at least one node reported."""
+        """Poll the operator's control queue; close the round at its deadline if a node reported."""
+        self.poll_control()
         if self.pending and self.clock() - self.opened_at >= self.job.deadline_s:
             return self.close_round()
         return None
@@ -202,15 +461,24 @@ class Aggregator:
         st = self.state
         d = self.job.d
         nodes = sorted(self.pending)
-        acc = np.zeros(d, dtype=np.float64)
-        touched = np.zeros(d, dtype=bool)
-        for nid in nodes:
-            up = self.pending[nid]
-            acc[up.indices] += up.values.astype(np.float64)
-            touched[up.indices] = True
-        idx = np.flatnonzero(touched)
-        delta = (-acc[idx] / len(nodes)).astype(np.float32)
-        st.model[idx] = st.model[idx] + delta          # float32 + float32, as on the edges
+        rule = self.job.aggregation.rule
+        idx, agg = robust.combine(rule, d, [(self.pending[n].indices, self.pending[n].values) for n in nodes],
+                                  self.job.aggregation.trim)
+        with np.errstate(over="ignore", invalid="ignore"):
+            delta = (-agg).astype(np.float32)
+            new = st.model[idx] + delta                # float32 + float32, as on the edges
+        bad = ~np.isfinite(new)
+        if bad.any():
+            # Only validly signed updates get here, but a leaked key or a broken board can
+            # still send finite values whose sum leaves float32 range: keep those coordinates.
+            delta[bad] = 0.0
+            new[bad] = st.model[idx][bad]
+            self._event({"event": "non_finite_delta", "round": st.round, "entries": int(bad.sum()),
+                         "nodes": nodes})
+        if rule != "mean":
+            keep = delta != 0                          # robust rules often give exact zeros
+            idx, delta, new = idx[keep], delta[keep], new[keep]
+        st.model[idx] = new
         rec = DeltaRecord(st.round, idx.astype(np.int64), delta)
         st.history.append(rec)
         del st.history[:-self.job.history]
@@ -220,6 +488,7 @@ class Aggregator:
         self.pending = {}
         self.opened_at = self.clock()
         self._messages = {}
+        st.extra.pop("journal_counted", None)
         if self.store:
             self.store.close_journal()
             self.store.save(st)
@@ -260,4 +529,5 @@ class Aggregator:
     def summary(self) -> dict:
         st = self.state
         return {"round": st.round, "rejected": dict(st.rejected),
-                "nodes": {k: v.to_json() for k, v in sorted(st.nodes.items())}}
+                "nodes": {k: v.to_json() for k, v in sorted(st.nodes.items())},
+                "quarantined": dict(sorted(st.quarantined.items()))}
