@@ -504,8 +504,8 @@ def decode_frame(data: bytes, keys: Mapping[int, bytes], max_bytes: int) -> Upda
             raise FrameError("bad_t", "identity needs T == d")
         if K_IDX_PACKED in p or K_IDX_BITMAP in p or K_SIGNS in p:
             raise FrameError("unknown_key", "identity carries no indices or signs")
+        vals = _values(raw, fmt, d, "values")      # length first: d alone must not size an allocation
         idx = np.arange(d, dtype=np.int64)
-        vals = _values(raw, fmt, d, "values")
     else:
         idx = _sparse(p, d, T)
         if scheme == SCHEME_SQ:

@@ -27,3 +27,8 @@ if ! .venv/bin/python -c "import edge, aggregator, cbor2, aiocoap, pycose, pycdd
   .venv/bin/pip install -q --upgrade pip
   .venv/bin/pip install -q -e ".[test]"
 fi
+# Coverage-guided fuzzing of the ingress pipeline (a prebuilt cp311 wheel on x86-64); the
+# fuzz suite runs its atheris pass only where this installs.
+if ! .venv/bin/python -c "import atheris" >/dev/null 2>&1; then
+  .venv/bin/pip install -q "atheris>=3.0" >/dev/null 2>&1 || echo "setup: atheris unavailable; coverage-guided fuzz skipped" >&2
+fi
