@@ -16,6 +16,7 @@ COMMANDS = [
     "aggregator.serve_cmd",
     "aggregator.admin",
     "aggregator.demo",
+    "aggregator.flash",
 ]
 
 

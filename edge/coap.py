@@ -316,11 +316,13 @@ class CoapClient:
         self.close()
 
     # ------------------------------------------------------------- public API
-    def get(self, path):
+    def get(self, path, sink=None):
         """GET path; a response larger than one block is fetched with Block2.
 
-        Returns (code, payload bytes)."""
-        return self.request(GET, path)
+        Returns (code, payload bytes). With sink, a successful (2.xx) response's payload is
+        passed to sink(memoryview) piece by piece instead (valid during the call only) and
+        the returned payload is b"": a board never holds a large body whole."""
+        return self.request(GET, path, sink=sink)
 
     def post(self, path, payload, content_format=CF_CBOR):
         """POST payload (Block1 when larger than one block). Returns (code, payload)."""
@@ -330,7 +332,7 @@ class CoapClient:
         """PUT payload (Block1 when larger than one block). Returns (code, payload)."""
         return self.request(PUT, path, payload, content_format)
 
-    def request(self, method, path, payload=None, content_format=None):
+    def request(self, method, path, payload=None, content_format=None, sink=None):
         """Run one request to completion, block-wise in both directions as needed."""
         if self._sock is None:
             raise CoapError("client is closed")
@@ -349,7 +351,7 @@ class CoapClient:
             data = self._do(method, segs, qs, content_format, first_b2, -1, -1, mv, 0, total)
         else:
             data = self._block1(method, segs, qs, content_format, mv, total)
-        return self._finish(method, segs, qs, data)
+        return self._finish(method, segs, qs, data, sink)
 
     # --------------------------------------------------------------- block-wise
     def _block1(self, method, segs, qs, cf, mv, total):
@@ -398,24 +400,35 @@ class CoapClient:
             # §2.3: continue at the next offset with the server's preferred (smaller) size
             szx = rszx
 
-    def _finish(self, method, segs, qs, data):
+    def _finish(self, method, segs, qs, data, sink=None):
         """Return (code, payload); follow Block2 when the response has more blocks."""
         code = self._r_code
+        if code >> 5 != 2:
+            sink = None  # an error response's text is returned, not streamed
         pay = data[self._r_pay:]
         b2 = self._r_block2
         if b2 < 0 or not (b2 & 8):
             if b2 >= 0 and (b2 >> 4) != 0:
                 raise CoapError("response starts with Block2 NUM %d, expected 0" % (b2 >> 4))
+            if sink is not None:
+                sink(memoryview(pay))
+                return code, b""
             return code, bytes(pay)
         if (b2 >> 4) != 0:
             raise CoapError("response starts with Block2 NUM %d, expected 0" % (b2 >> 4))
         etag = self._r_etag
-        body = bytearray(pay)
+        if sink is None:
+            body = bytearray(pay)
+            got = len(body)
+        else:
+            body = None
+            got = len(pay)
+            sink(memoryview(pay))
         while b2 >= 0 and (b2 & 8):
             bszx = b2 & 7
             if bszx == 7:
                 raise CoapError("Block2 SZX 7 is reserved (RFC 7959 §2.2)")
-            off = len(body)
+            off = got
             if off & ((16 << bszx) - 1):
                 raise CoapError("Block2 block with M=1 is not a multiple of the block size")
             # RFC 7959 §2.4 / §3.3: ask for the next block, same method, no payload
@@ -434,8 +447,14 @@ class CoapClient:
                 raise CoapError("resource changed during Block2 transfer (ETag differs)")
             if off + len(data) - self._r_pay > self.max_body:
                 raise CoapError("response body exceeds max_body=%d" % self.max_body)
-            body.extend(memoryview(data)[self._r_pay:])
+            if body is None:
+                sink(memoryview(data)[self._r_pay:])
+            else:
+                body.extend(memoryview(data)[self._r_pay:])
+            got += len(data) - self._r_pay
             code = self._r_code
+        if body is None:
+            return code, b""
         return code, bytes(body)
 
     # ------------------------------------------------------------ one exchange

@@ -178,7 +178,8 @@ class Feedback:
     """Error-feedback memory: an array('f') of d on the edge (4*d bytes of RAM)."""
 
     def __init__(self, d):
-        self.e = array('f', bytes(4 * d))
+        from edge.learner import zeros
+        self.e = zeros(d)  # no 4 d-byte temporary
 
     def load(self, g, scale):
         """Turn g into v = scale*g + e in place; compress v with scale 1.0 afterwards."""

@@ -81,6 +81,25 @@ def mac_tag(key, payload):
     return hmac_sha256(key, head, payload)[:TAG_LEN]
 
 
+def mac_begin(key, payload_len):
+    """mac_tag in pieces, for a payload that is never held whole (a snapshot arriving block
+    by block): feed the payload to the returned hash's update(), then call mac_end."""
+    ipad, opad = _pads(key)
+    head = bytearray(len(_MACSTRUCT_HEAD) + head_len(payload_len))
+    head[0:len(_MACSTRUCT_HEAD)] = _MACSTRUCT_HEAD
+    put_head(head, len(_MACSTRUCT_HEAD), MT_BSTR, payload_len)
+    h = hashlib.sha256(ipad)
+    h.update(head)
+    return h, opad
+
+
+def mac_end(h, opad):
+    """The 8-byte tag from mac_begin's hash after the whole payload went through it."""
+    o = hashlib.sha256(opad)
+    o.update(h.digest())
+    return o.digest()[:TAG_LEN]
+
+
 def write_prefix(buf, off, kid, payload_len):
     """Write the envelope up to and including the payload's bstr head; return the payload offset."""
     if len(kid) != KID_LEN:

@@ -89,9 +89,14 @@ def crc32(buf, crc=0):
 
 
 def zeros(typecode, n):
-    """A zero-filled array of n items (MicroPython has no array(tc, int))."""
-    size = 8 if typecode == "d" else (2 if typecode == "H" else (1 if typecode in "bB" else 4))
-    return array(typecode, bytes(size * n))
+    """A zero-filled array of n items (MicroPython has no array(tc, int)); sized from
+    len(range(n)), so no n-item temporary doubles the peak on a board."""
+    if typecode in "bBhH":  # range(n) would overflow these; they are never d-sized here
+        return array(typecode, bytes((1 if typecode in "bB" else 2) * n))
+    a = array(typecode, range(n))
+    for i in range(n):
+        a[i] = 0
+    return a
 
 
 def pack_header(layout, n, d, classes, max_nnz, total_nnz, data_crc):

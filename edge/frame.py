@@ -682,3 +682,246 @@ def apply_model(data, key, model, version, job=None):
         model[j] = model[j] + v
         k += 1
     return rnd + 1
+
+
+SUFFIX = cose.SUFFIX_LEN  # 48 + the 8-byte tag
+
+
+class SnapshotSink:
+    """A snapshot (kind 2) received in pieces, e.g. CoAP Block2 blocks, and applied without
+    ever holding the whole message: on a board the message (4 d bytes) and its copies are the
+    largest allocation of a round, next to the model and gradient themselves.
+
+    feed(piece) for every piece, in order; finish() returns the snapshot's version. The
+    model's floats go to `stage`, an array('f') of at least d entries (the edge's gradient
+    buffer, idle while it syncs); the MAC is computed as the bytes pass, and `model` is
+    written only after the MAC and the checks apply_model(data, key, model, -1, job) makes,
+    with the same reasons. Envelope errors raise from feed, everything else from finish.
+    """
+
+    HEAD = 64  # envelope + payload map up to the model bstr's content: <= 51 bytes
+
+    def __init__(self, key, model, stage, job=None):
+        if len(stage) < len(model):
+            raise ValueError('stage holds %d floats, the model has %d' % (len(stage), len(model)))
+        self.key = key
+        self.model = model
+        self.stage = stage
+        self.job = job
+        self.head = bytearray(self.HEAD)
+        self.hlen = 0
+        self.n = 0              # message bytes seen
+        self.parsed = False
+        self.h = None
+        self.opad = None
+        self.suffix = bytearray(SUFFIX)
+        self.carry = bytearray(4)
+        self.nc = 0
+        self.j = 0              # floats staged
+        self.bad_float = -1     # first non-finite float
+        self.err = None         # first payload error (raised after the MAC checks out)
+
+    def feed(self, piece):
+        mv = memoryview(piece)
+        if not self.parsed:
+            k = len(mv)
+            room = self.HEAD - self.hlen
+            if k > room:
+                k = room
+            self.head[self.hlen:self.hlen + k] = mv[:k]
+            self.hlen += k
+            self.n += k
+            if self.hlen < self.HEAD:
+                return
+            self._parse(False)
+            self._body(memoryview(self.head)[self.fs:], self.fs)
+            mv = mv[k:]
+        if len(mv):
+            pos = self.n
+            self.n += len(mv)
+            self._body(mv, pos)
+
+    def _parse(self, final):
+        """Envelope (errors raise now, as cose.verify's parse does) and the payload map up
+        to the model bstr (errors kept for after the MAC)."""
+        data = memoryview(self.head)[:self.hlen]
+        n = self.hlen
+        if n < 1 or data[0] != 0xD1:
+            raise FrameError('not_mac0', 'not CBOR tag 17')
+        try:
+            if data[1] != 0x84:
+                raise FrameError('structure', 'COSE_Mac0 must be an array of 4')
+            major, plen, off = read_head(data, 2)
+            if major != MT_BSTR:
+                raise FrameError('structure', 'protected header must be a bstr')
+            if bytes(data[off:off + plen]) != cose.PROTECTED:
+                raise FrameError('bad_alg', 'protected header must be exactly {1: 4} (HMAC 256/64)')
+            off += plen
+            major, cnt, off = read_head(data, off)
+            if major != MT_MAP or cnt != 1:
+                raise FrameError('structure', 'unprotected header must be {4: kid}')
+            major, lab, off = read_head(data, off)
+            if major != MT_UINT or lab != cose.HDR_KID:
+                raise FrameError('structure', 'unprotected header must be {4: kid}')
+            major, klen, off = read_head(data, off)
+            if major != MT_BSTR or klen != cose.KID_LEN or off + klen > n:
+                raise FrameError('unknown_kid', 'kid must be a 2-byte bstr')
+            kid = bytes(data[off:off + klen])
+            off += klen
+            major, blen, off = read_head(data, off)
+            if major != MT_BSTR:
+                raise FrameError('structure', 'payload must be a bstr')
+        except (FrameError, IndexError) as e:
+            if isinstance(e, FrameError) and (e.reason != 'not_cbor' or final):
+                raise
+            raise FrameError('structure', 'message truncated')
+        if kid != cose.KID_GW:
+            raise FrameError('unknown_kid', 'kid %02x%02x not accepted' % (kid[0], kid[1]))
+        self.pay = off
+        self.pend = off + blen
+        self.h, self.opad = cose.mac_begin(self.key, blen)
+        self.parsed = True
+        # walk the map like apply_model; the model bstr is the last key a snapshot may have
+        self.f = {}
+        self.mlen = -1
+        self.fs = self.fe = self.pend   # no model bytes unless key 16 is found
+        try:
+            major, cnt, off = read_head(data, off)
+            if major != MT_MAP:
+                raise FrameError('structure', 'payload must be a map')
+            prev = -1
+            i = 0
+            while i < cnt:
+                k, off = _next_key(data, off, prev)
+                prev = k
+                if k in (K_VERSION, K_KIND, K_JOB, K_ROUND, K_D, K_T, K_FMT):
+                    v, off = read_uint(data, off, 'key %d' % k)
+                    _check_head(k, v, lambda x: x == KIND_SNAPSHOT or x == KIND_DELTA)
+                    self.f[k] = v
+                elif k == K_MODEL:
+                    major, m, off = read_head(data, off)
+                    if major != MT_BSTR:
+                        raise FrameError('wrong_type', 'key 16 must be a bstr')
+                    self.mlen = m
+                    self.fs = off
+                    self.fe = off + m
+                    if i + 1 < cnt:
+                        raise FrameError('unknown_key', 'key after the model in a snapshot')
+                    if self.fe != self.pend:
+                        raise FrameError('trailing_bytes', 'payload has bytes after the map')
+                    break
+                elif k in (K_IDX_PACKED, K_IDX_BITMAP, K_VALUES):
+                    raise FrameError('unknown_key', 'key %d not allowed in kind %d' % (k, KIND_SNAPSHOT))
+                else:
+                    raise FrameError('unknown_key', 'key %d in a model message' % k)
+                i += 1
+            if self.mlen < 0 and off != self.pend:
+                raise FrameError('trailing_bytes', 'payload has bytes after the map')
+        except (FrameError, IndexError) as e:
+            if not isinstance(e, FrameError) or e.reason == 'not_cbor':
+                e = FrameError('structure', 'snapshot header truncated or longer than %d bytes' % self.HEAD)
+            self.err = e
+            self.fs = self.fe = self.pend
+        if self.err is None and self.mlen != 4 * len(self.model):
+            self.fs = self.fe = self.pend  # values_length later: stage nothing
+        # the payload bytes already in head go through the MAC now
+        end = self.hlen if self.hlen < self.pend else self.pend
+        if end > self.pay:
+            self.h.update(data[self.pay:end])
+        self._hashed = end
+
+    def _body(self, mv, pos):
+        """Bytes at message offset pos: MAC, floats to stage, tag."""
+        end = pos + len(mv)
+        pend = self.pend
+        a = self._hashed if self._hashed > pos else pos
+        b = end if end < pend else pend
+        if b > a:
+            self.h.update(mv[a - pos:b - pos])
+            self._hashed = b
+        a = self.fs if self.fs > pos else pos
+        b = end if end < self.fe else self.fe
+        if b > a:
+            self._floats(mv[a - pos:b - pos])
+        if end > pend:
+            a = pend if pend > pos else pos
+            while a < end:
+                k = a - pend
+                if k < SUFFIX:
+                    self.suffix[k] = mv[a - pos]
+                a += 1
+
+    def _floats(self, mv):
+        c = self.carry
+        nc = self.nc
+        i = 0
+        m = len(mv)
+        while i < m:
+            if nc or m - i < 4:
+                c[nc] = mv[i]
+                nc += 1
+                i += 1
+                if nc == 4:
+                    self._put(c, 0)
+                    nc = 0
+            else:
+                self._put(mv, i)
+                i += 4
+        self.nc = nc
+
+    def _put(self, buf, off):
+        if self.bad_float < 0 and not _f32_finite(buf, off):
+            self.bad_float = self.j
+        self.stage[self.j] = struct.unpack_from('<f', buf, off)[0]
+        self.j += 1
+
+    def finish(self):
+        """Check everything, copy the staged model in; return the snapshot's version."""
+        if not self.parsed:
+            self._parse(True)
+            self._body(memoryview(self.head)[self.fs:self.hlen], self.fs)
+        total = self.pend + SUFFIX
+        if self.n < total:
+            raise FrameError('structure', 'message truncated')
+        if self.suffix[0] != 0x48:
+            raise FrameError('structure', 'tag must be an 8-byte bstr')
+        if self.n > total:
+            raise FrameError('trailing_bytes', '%d bytes after the message' % (self.n - total))
+        if not cose._ct_equal(cose.mac_end(self.h, self.opad), memoryview(self.suffix)[1:]):
+            raise FrameError('bad_mac', 'MAC does not verify')
+        if self.err is not None:
+            raise self.err
+        f = self.f
+        if K_VERSION not in f or K_KIND not in f:
+            raise FrameError('missing_key', 'version and kind are required')
+        if f[K_KIND] != KIND_SNAPSHOT:
+            for k in (K_VERSION, K_KIND, K_JOB, K_ROUND, K_D, K_T, K_FMT):
+                if k not in f:  # what apply_model says about such a delta
+                    raise FrameError('missing_key', 'key %d' % k)
+            raise FrameError('bad_kind', 'a delta where a snapshot was expected')
+        for k in (K_VERSION, K_KIND, K_JOB, K_ROUND, K_D):
+            if k not in f:
+                raise FrameError('missing_key', 'key %d' % k)
+        if self.mlen < 0:
+            raise FrameError('missing_key', 'key %d' % K_MODEL)
+        for k in (K_T, K_FMT):
+            if k in f:
+                raise FrameError('unknown_key', 'key %d not allowed in kind %d' % (k, KIND_SNAPSHOT))
+        if self.job is not None and f[K_JOB] != self.job:
+            raise FrameError('job_mismatch', 'job %d, expected %d' % (f[K_JOB], self.job))
+        d = f[K_D]
+        if d < 1 or d > D_MAX:
+            raise FrameError('bad_d', 'd=%d' % d)
+        model = self.model
+        if d != len(model):
+            raise FrameError('d_mismatch', 'message d=%d, model has %d' % (d, len(model)))
+        if self.mlen != 4 * d:
+            raise FrameError('values_length', 'snapshot has %d bytes, needs %d' % (self.mlen, 4 * d))
+        if self.bad_float >= 0:
+            raise FrameError('non_finite', 'snapshot value %d' % self.bad_float)
+        stage = self.stage
+        j = 0
+        while j < d:
+            model[j] = stage[j]
+            j += 1
+        return f[K_ROUND]

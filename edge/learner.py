@@ -59,10 +59,18 @@ def model_size(d, classes, kind):
     raise ValueError("kind must be 'logistic' or 'softmax', got %r" % (kind,))
 
 
+def zeros(n):
+    """array('f') of n zeros without a temporary: array('f', bytes(4 n)) holds the 4 n-byte
+    bytes object too, doubling the peak on a board (array() sizes itself from len(range))."""
+    a = array("f", range(n))
+    for j in range(n):
+        a[j] = 0.0
+    return a
+
+
 def new_model(data, kind):
     """A zero model (array('f')) of the right size for this data file and kind."""
-    n = model_size(data.d, data.classes, kind)
-    return array("f", bytes(4 * n))
+    return zeros(model_size(data.d, data.classes, kind))
 
 
 _scratch = None

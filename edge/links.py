@@ -119,6 +119,15 @@ class CoapLink:
     def get_delta(self, base):
         return self._get("delta?r=%d" % base)
 
+    def stream_snapshot(self, sink):
+        """GET the snapshot block by block into sink (edge.frame.SnapshotSink), never holding
+        the message whole; returns the snapshot's version, or None when there is none."""
+        code, _ = self._call(self.client.get, self.base + "model", sink.feed)
+        self.last_code = code
+        if code != 0x45:
+            return None
+        return sink.finish()
+
     def send_update(self, frame):
         code, payload = self._call(self.client.post, self.base + "up", frame)
         self.last_code = code

