@@ -13,6 +13,10 @@ import sys
 
 # One line per subcommand module (kept in the order `--help` lists them).
 COMMANDS = [
+    "aggregator.simulate",
+    "aggregator.experiments",
+    "aggregator.energy",
+    "aggregator.costfit",
     "aggregator.serve_cmd",
     "aggregator.admin",
     "aggregator.demo",

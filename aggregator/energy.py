@@ -1,0 +1,429 @@
+"""Energy budgets per node: radio energy per round and in total, LoRa duty cycle, battery life.
+
+Input is either a run log (a `simulate` output directory, or the gateway's JSON-lines
+metrics log from `serve`) or a planned job (d, rounds, scheme, T). Every frame is priced
+under a link cost profile by `edge.cost.LinkCost`, the same model the edges' CAT uses:
+
+* uplink (the node's update frame): transmit time x tx power, plus receiving the link
+  ACKs and transport ACKs (and the per-packet fixed time: backoff, CCA, turnaround) at rx power;
+* downlink (the model delta, or snapshot, the node must receive each round): the same
+  link model with the roles swapped: the data packets' airtime and per-packet fixed time at
+  rx power, and the node's link ACKs at tx power.
+
+Why the downlink counts: a node that sends 20 bytes but must receive a 2 kB delta each
+round spends most of its radio energy listening. Only the radio is counted (not the MCU),
+plus an optional sleep current between rounds.
+
+`cat-aggregator profile` prints the budget and writes a table, a plot of cumulative
+energy against loss, and report.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edge.cat import SCHEME_IDENTITY, scheme_id
+from edge.cost import LinkCost
+from edge.frame import frame_length
+
+
+def _hl(n: int) -> int:
+    """Bytes of a shortest CBOR head with argument n (RFC 8949 section 3)."""
+    return 1 if n < 24 else 2 if n < 0x100 else 3 if n < 0x10000 else 5 if n < 2**32 else 9
+
+
+def _index_bytes(d: int, t: int) -> int:
+    """Index field bytes: bit-packed at ceil(log2 d) bits, or the d-bit bitmap when smaller."""
+    b = max(1, (d - 1).bit_length())
+    return min((t * b + 7) // 8, (d + 7) // 8)
+
+
+ENVELOPE_FIXED = 20  # COSE_Mac0 bytes besides the payload's bstr head (aggregator/wire.py)
+
+
+def delta_frame_length(d: int, entries: int, fmt: int = 0, job: int = 0, rnd: int = 0) -> int:
+    """Exact bytes of the downlink model delta (wire.encode_delta) carrying `entries` values."""
+    w = 2 if fmt == 1 else 4
+    ib = _index_bytes(d, entries)
+    vb = entries * w
+    p = 1 + 9 + 1 + 1 + _hl(job) + _hl(rnd) + _hl(d) + _hl(entries) + _hl(ib) + ib + 1 + _hl(vb) + vb
+    return ENVELOPE_FIXED + _hl(p) + p
+
+
+def snapshot_frame_length(d: int, job: int = 0, rnd: int = 0) -> int:
+    """Exact bytes of the downlink full model snapshot (wire.encode_snapshot): d float32."""
+    vb = 4 * d
+    p = 1 + 6 + 1 + 1 + _hl(job) + _hl(rnd) + _hl(d) + _hl(vb) + vb
+    return ENVELOPE_FIXED + _hl(p) + p
+
+
+# ------------------------------------------------------------------------------ run logs
+
+
+@dataclass
+class RunLog:
+    """What a budget needs from a run: per (round, node) uplink frame bytes (0 = none sent),
+    per round downlink bytes, and the loss at each round's model (NaN if unknown)."""
+
+    frame_bytes: np.ndarray          # R x n, int
+    T: np.ndarray                    # R x n, int
+    down_bytes: np.ndarray           # R, int (0 = no downlink counted)
+    loss: np.ndarray                 # R + 1 (model before round r; last = final), NaN if unknown
+    d: int | None
+    source: str
+    nodes: list = field(default_factory=list)
+    f_star: float | None = None
+    notes: list = field(default_factory=list)
+
+    @property
+    def rounds(self) -> int:
+        return int(self.frame_bytes.shape[0])
+
+
+def log_from_sim(path: Path, downlink: str = "delta") -> RunLog:
+    """A `simulate` output directory: run.json, rounds.csv, nodes.csv."""
+    path = Path(path)
+    meta = json.loads((path / "run.json").read_text())
+    d = int(meta["problem"]["dim"])
+    fmt = int(meta["config"].get("fmt", 0))
+    n = int(meta["problem"]["nodes"])
+    with open(path / "nodes.csv") as f:
+        rows = list(csv.DictReader(f))
+    R = 1 + max((int(r["round"]) for r in rows), default=-1)
+    fb = np.zeros((R, n), dtype=np.int64)
+    T = np.zeros((R, n), dtype=np.int64)
+    for r in rows:
+        fb[int(r["round"]), int(r["node"])] = int(float(r["frame_bytes"]))
+        T[int(r["round"]), int(r["node"])] = int(float(r["T"]))
+    loss = np.full(R + 1, np.nan)
+    down = np.zeros(R, dtype=np.int64)
+    with open(path / "rounds.csv") as f:
+        for r in csv.DictReader(f):
+            i = int(r["round"])
+            if r["loss"] != "":
+                loss[i] = float(r["loss"])
+            if i < R and r.get("down_entries", "") != "":
+                down[i] = _down(downlink, d, int(r["down_entries"]), fmt, i)
+    return RunLog(fb, T, down, loss, d, str(path), list(range(n)), meta.get("f_star"))
+
+
+def _down(downlink: str, d: int | None, entries: int, fmt: int, rnd: int) -> int:
+    if downlink == "none" or d is None:
+        return 0
+    if downlink == "snapshot":
+        return snapshot_frame_length(d, 0, rnd + 1)
+    return delta_frame_length(d, entries, fmt, 0, rnd)
+
+
+def log_from_metrics(path: Path, d: int | None = None, fmt: int = 0, downlink: str = "delta") -> RunLog:
+    """The gateway's JSON-lines metrics log (aggregator/metrics.py): `update` events give each
+    node's wire bytes and T per round, `round` events the delta entries and the mean loss."""
+    from aggregator.metrics import read_log
+
+    ups: list[dict] = []
+    rounds: dict[int, dict] = {}
+    for ev in read_log(path):
+        if ev.get("event") == "update":
+            ups.append(ev)
+        elif ev.get("event") == "round":
+            rounds[int(ev["round"])] = ev
+    if not ups:
+        raise ValueError(f"{path}: no 'update' events")
+    nodes = sorted({int(e["node"]) for e in ups})
+    col = {nd: i for i, nd in enumerate(nodes)}
+    r0 = min(int(e["round"]) for e in ups)
+    R = max(int(e["round"]) for e in ups) - r0 + 1
+    fb = np.zeros((R, len(nodes)), dtype=np.int64)
+    T = np.zeros((R, len(nodes)), dtype=np.int64)
+    for e in ups:
+        fb[int(e["round"]) - r0, col[int(e["node"])]] = int(e["bytes"])
+        T[int(e["round"]) - r0, col[int(e["node"])]] = int(e.get("T") or 0)
+    loss = np.full(R + 1, np.nan)
+    down = np.zeros(R, dtype=np.int64)
+    notes = []
+    for rnd, ev in rounds.items():
+        i = rnd - r0
+        if 0 <= i < R:
+            if ev.get("loss") is not None:
+                loss[i] = float(ev["loss"])  # mean of the nodes' telemetry losses at that round's model
+            down[i] = _down(downlink, d, int(ev.get("delta_entries", 0)), fmt, rnd)
+    if d is None and downlink != "none":
+        notes.append("downlink not counted: pass --d to price the model deltas")
+    return RunLog(fb, T, down, loss, d, str(path), nodes, None, notes)
+
+
+def log_planned(d: int, rounds: int, scheme: str, T: int, nodes: int = 1, fmt: int = 0,
+                downlink: str = "delta", telemetry: bool = False, job: int = 0) -> RunLog:
+    """A planned job: every node sends T entries every round (identity: T = d). The downlink
+    delta is priced at its worst case, min(d, nodes x T) entries (no overlap between nodes)."""
+    sch = scheme_id(scheme)
+    if sch == SCHEME_IDENTITY:
+        T = d
+    if not 1 <= T <= d:
+        raise ValueError(f"T must be in 1..d={d}, got {T}")
+    fb = np.zeros((rounds, nodes), dtype=np.int64)
+    for r in range(rounds):
+        for k in range(nodes):
+            fb[r, k] = frame_length(d, T, sch, fmt, telemetry, job, k, r)
+    ent = min(d, nodes * T)
+    down = np.array([_down(downlink, d, ent, fmt, r) for r in range(rounds)], dtype=np.int64)
+    return RunLog(fb, np.full((rounds, nodes), T, dtype=np.int64), down, np.full(rounds + 1, np.nan),
+                  d, f"planned: d={d}, {rounds} rounds, scheme {scheme}, T={T}, {nodes} node(s)",
+                  list(range(nodes)))
+
+
+# ------------------------------------------------------------------------------ budget
+
+
+def battery_joules(capacity_mah: float, voltage: float) -> float:
+    """Energy of a battery: mAh x 3.6 (C per mAh) x V."""
+    return capacity_mah * 3.6 * voltage
+
+
+@dataclass
+class FrameEnergy:
+    """Radio energy and time of one message, split by who transmits."""
+
+    tx_j: float
+    rx_j: float
+    airtime_s: float      # the node's own transmit time (what the duty cycle limits)
+    radio_s: float        # time the radio is on for this message (tx + rx + fixed)
+
+
+def _messages(profile: dict, frame: int) -> list[int]:
+    """A frame over the link's largest message travels as several messages (LoRaWAN has no
+    fragmentation: a big downlink delta needs several downlinks)."""
+    mx = int(profile["message"]["max_bytes"])
+    if frame <= mx:
+        return [frame]
+    k, rest = divmod(frame, mx)
+    return [mx] * k + ([rest] if rest else [])
+
+
+def uplink_energy(profile: dict, frame: int) -> FrameEnergy:
+    """The node sends `frame` bytes: its packets at tx power, ACKs and fixed time at rx power."""
+    out = FrameEnergy(0.0, 0.0, 0.0, 0.0)
+    if frame <= 0:
+        return out
+    for m in _messages(profile, frame):
+        lc = LinkCost(profile, m)
+        tx = lc.tx_seconds * profile["radio"]["tx_power"]
+        out.tx_j += tx
+        out.rx_j += lc.joules - tx
+        out.airtime_s += lc.tx_seconds
+        out.radio_s += lc.seconds
+    return out
+
+
+def downlink_energy(profile: dict, frame: int) -> FrameEnergy:
+    """The node receives `frame` bytes: the packets' airtime and fixed time at rx power, its
+    ACKs (the uplink model's rx part, reversed) at tx power."""
+    out = FrameEnergy(0.0, 0.0, 0.0, 0.0)
+    if frame <= 0:
+        return out
+    radio = profile["radio"]
+    for m in _messages(profile, frame):
+        lc = LinkCost(profile, m)
+        fixed_s = lc.packets * profile["packet"]["fixed_seconds"]
+        ack_s = lc.seconds - lc.tx_seconds - fixed_s
+        out.rx_j += (lc.tx_seconds + fixed_s) * radio["rx_power"]
+        out.tx_j += ack_s * radio["tx_power"]
+        out.airtime_s += ack_s
+        out.radio_s += lc.seconds
+    return out
+
+
+def budget(log: RunLog, profile: dict, interval_s: float, capacity_mah: float, voltage: float,
+           sleep_ua: float = 0.0) -> dict[str, Any]:
+    """Per node: uplink/downlink tx/rx energy per round and total, airtime, duty-cycle
+    headroom (profiles with a duty-cycle limit), battery life at one round per interval_s.
+
+    Battery life = E_battery / (E_round / interval + P_sleep), E_round the node's mean
+    radio energy per round it took part in (P_sleep = sleep current x voltage).
+    """
+    if profile["kind"] != "link":
+        raise ValueError(f"{profile['name']} is a paper model (bits/packets only): energy needs a link "
+                         "profile with a radio")
+    if profile["radio"]["tx_power"] <= 0:
+        raise ValueError(f"{profile['name']}: radio 'none' has no energy figures")
+    dc = (profile.get("limits") or {}).get("duty_cycle")
+    max_msg = profile["message"]["max_bytes"]
+    R, n = log.frame_bytes.shape
+    e_batt = battery_joules(capacity_mah, voltage)
+    p_sleep = sleep_ua * 1e-6 * voltage
+    down = [downlink_energy(profile, int(b)) for b in log.down_bytes]
+    cache: dict[int, FrameEnergy] = {}
+    nodes = []
+    per_round_total = np.zeros((R, n))
+    for k in range(n):
+        up_tx = np.zeros(R)
+        up_rx = np.zeros(R)
+        air = np.zeros(R)
+        radio_s = np.zeros(R)
+        dn_tx = np.zeros(R)
+        dn_rx = np.zeros(R)
+        active = log.frame_bytes[:, k] > 0
+        for r in range(R):
+            fb = int(log.frame_bytes[r, k])
+            if fb <= 0:
+                continue
+            fe = cache.get(fb)
+            if fe is None:
+                fe = cache[fb] = uplink_energy(profile, fb)
+            up_tx[r], up_rx[r], air[r], radio_s[r] = fe.tx_j, fe.rx_j, fe.airtime_s, fe.radio_s
+            dn_tx[r], dn_rx[r] = down[r].tx_j, down[r].rx_j
+            radio_s[r] += down[r].radio_s
+        tot = up_tx + up_rx + dn_tx + dn_rx
+        per_round_total[:, k] = tot
+        m = max(1, int(active.sum()))
+        e_round = float(tot.sum()) / m
+        p_avg = e_round / interval_s + p_sleep
+        life_s = e_batt / p_avg if p_avg > 0 else math.inf
+        node = {
+            "node": log.nodes[k] if k < len(log.nodes) else k,
+            "rounds": int(active.sum()),
+            "frame_bytes_mean": float(log.frame_bytes[active, k].mean()) if active.any() else 0.0,
+            "frame_bytes_max": int(log.frame_bytes[:, k].max()) if R else 0,
+            "oversize_frames": int((log.frame_bytes[:, k] > max_msg).sum()),
+            "uplink_tx_j_per_round": float(up_tx.sum()) / m,
+            "uplink_rx_j_per_round": float(up_rx.sum()) / m,
+            "downlink_rx_j_per_round": float(dn_rx[active].sum()) / m,
+            "downlink_tx_j_per_round": float(dn_tx[active].sum()) / m,
+            "energy_j_per_round": e_round,
+            "energy_j_total": float(tot.sum()),
+            "tx_j_total": float((up_tx + dn_tx).sum()),
+            "rx_j_total": float((up_rx + dn_rx).sum()),
+            "airtime_s_per_round": float(air.sum()) / m,
+            "airtime_s_max": float(air.max()) if R else 0.0,
+            "airtime_s_total": float(air.sum()),
+            "radio_on_s_total": float(radio_s.sum()),
+            "battery_life_days": life_s / 86400.0,
+            "battery_rounds": e_batt / (e_round + p_sleep * interval_s) if e_round + p_sleep * interval_s > 0
+            else math.inf,
+        }
+        if dc:
+            a = node["airtime_s_max"]
+            node["duty_cycle"] = dc
+            node["duty_cycle_used"] = a / interval_s           # of the band's time, worst round
+            node["duty_cycle_headroom"] = dc - a / interval_s  # > 0: the interval is allowed
+            node["min_interval_s"] = a / dc
+            node["headroom_factor"] = (dc * interval_s / a) if a > 0 else math.inf
+        nodes.append(node)
+    down_over = int((log.down_bytes > max_msg).sum())
+    return {"profile": profile["name"], "interval_s": interval_s, "battery_j": e_batt,
+            "battery_mah": capacity_mah, "voltage": voltage, "sleep_w": p_sleep, "duty_cycle": dc,
+            "nodes": nodes, "per_round_j": per_round_total,
+            "down_bytes_mean": float(log.down_bytes.mean()) if R else 0.0,
+            "down_oversize_rounds": down_over, "max_message_bytes": max_msg}
+
+
+# ------------------------------------------------------------------------------ CLI
+
+
+def _cmd_profile(args: argparse.Namespace) -> int:
+    from aggregator import reports
+    from aggregator.cli import UserError
+    from aggregator.simulate import profile_dict
+
+    prof = profile_dict(args.profile)
+    fmt = 1 if args.fmt == "f16" else 0
+    try:
+        if args.log:
+            p = Path(args.log)
+            if p.is_dir():
+                if not (p / "run.json").exists():
+                    raise UserError(f"{p}: not a simulate output directory (no run.json)")
+                log = log_from_sim(p, args.downlink)
+            elif p.exists():
+                log = log_from_metrics(p, args.d, fmt, args.downlink)
+            else:
+                raise UserError(f"{p}: no such run log")
+        else:
+            if not (args.d and args.rounds and args.scheme):
+                raise UserError("give --log RUN, or a planned job: --d, --rounds, --scheme (and --T)")
+            if scheme_id(args.scheme) != SCHEME_IDENTITY and not args.T:
+                raise UserError("a planned sparse job needs --T (entries per update)")
+            log = log_planned(args.d, args.rounds, args.scheme, args.T or args.d, args.nodes, fmt,
+                              args.downlink)
+        b = budget(log, prof, args.interval, args.battery_mah, args.voltage, args.sleep_ua)
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    out = Path(args.out or reports.default_out("profile"))
+    lines = [f"{log.source} under {prof['name']}: one round every {args.interval:g} s, "
+             f"battery {args.battery_mah:g} mAh at {args.voltage:g} V = {b['battery_j']:.4g} J"
+             + (f", sleep {args.sleep_ua:g} uA" if args.sleep_ua else "")]
+    if log.down_bytes.any():
+        lines.append(f"downlink ({args.downlink}): {b['down_bytes_mean']:.0f} B per round on average"
+                     + (f"; {b['down_oversize_rounds']} round(s) over the link's {b['max_message_bytes']:.0f} B "
+                        "message limit (costed as several packets)" if b["down_oversize_rounds"] else ""))
+    for nd in b["nodes"]:
+        s = (f"node {nd['node']}: {nd['rounds']} rounds, frame {nd['frame_bytes_mean']:.0f} B; per round "
+             f"uplink tx {1e3 * nd['uplink_tx_j_per_round']:.4g} mJ + ack rx {1e3 * nd['uplink_rx_j_per_round']:.4g} mJ, "
+             f"downlink rx {1e3 * nd['downlink_rx_j_per_round']:.4g} mJ + tx {1e3 * nd['downlink_tx_j_per_round']:.4g} mJ "
+             f"= {1e3 * nd['energy_j_per_round']:.4g} mJ; total {nd['energy_j_total']:.4g} J; airtime "
+             f"{1e3 * nd['airtime_s_per_round']:.4g} ms/round ({nd['airtime_s_total']:.4g} s total); "
+             f"battery life {nd['battery_life_days']:.4g} days ({nd['battery_rounds']:.4g} rounds)")
+        if "duty_cycle" in nd:
+            ok = "OK" if nd["duty_cycle_headroom"] >= 0 else "VIOLATES the duty cycle"
+            s += (f"; duty cycle: worst round uses {100 * nd['duty_cycle_used']:.4g} % of the band's time "
+                  f"against {100 * nd['duty_cycle']:.4g} % allowed ({ok}, headroom x{nd['headroom_factor']:.3g}; "
+                  f"shortest interval {nd['min_interval_s']:.4g} s)")
+        if nd["oversize_frames"]:
+            s += f"; {nd['oversize_frames']} frame(s) exceed the link's largest message"
+        lines.append(s)
+    for t in lines + log.notes:
+        print(t)
+    cols = ["node", "rounds", "frame_bytes_mean", "uplink_tx_j_per_round", "uplink_rx_j_per_round",
+            "downlink_rx_j_per_round", "downlink_tx_j_per_round", "energy_j_per_round", "energy_j_total",
+            "airtime_s_per_round", "airtime_s_total", "battery_life_days", "battery_rounds"]
+    if b["duty_cycle"]:
+        cols += ["duty_cycle_used", "duty_cycle_headroom", "min_interval_s", "headroom_factor"]
+    md = reports.write_table(b["nodes"], out, "budget", cols)
+    cum = np.concatenate([[0.0], np.cumsum(b["per_round_j"].sum(axis=1))])
+    per_node = np.vstack([np.zeros(b["per_round_j"].shape[1]), np.cumsum(b["per_round_j"], axis=0)])
+    loss = log.loss
+    ylab = "F(x)"
+    if log.f_star is not None:
+        loss = loss - log.f_star
+        ylab = "F(x) - f*"
+    if not np.isfinite(loss).any():
+        loss = np.arange(log.rounds + 1, dtype=float)
+        ylab = "round"
+    plots = reports.plot_energy(cum, loss, out, "energy", label="all nodes", ylabel=ylab,
+                                per_node=per_node if per_node.shape[1] > 1 else None)
+    reports.write_report(out, f"energy budget: {prof['name']}", reports.command_line(args), lines + log.notes,
+                         {"Per node": md}, plots,
+                         notes=["Radio energy only (no MCU), LinkCost model of the profile; downlink priced "
+                                "with the link model reversed (data at rx power, the node's ACKs at tx power).",
+                                "Battery life = battery energy / (energy per round / interval + sleep power)."])
+    print(f"wrote {out}")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("profile", help="energy budget per node from a run log or a planned job",
+                       description=__doc__.split("\n\n")[0])
+    p.add_argument("--profile", required=True, help="link cost profile (name or .toml)")
+    p.add_argument("--log", default=None, help="simulate output directory, or the gateway's metrics .jsonl")
+    p.add_argument("--d", type=int, default=None, help="model size (planned job; JSON-lines log: for the downlink)")
+    p.add_argument("--rounds", type=int, default=None, help="planned job: rounds")
+    p.add_argument("--scheme", default=None, help="planned job: identity, s, sq or ss")
+    p.add_argument("--T", type=int, default=None, help="planned job: entries per update")
+    p.add_argument("--nodes", type=int, default=1, help="planned job: nodes (sizes the downlink delta)")
+    p.add_argument("--fmt", choices=("f32", "f16"), default="f32")
+    p.add_argument("--downlink", choices=("delta", "snapshot", "none"), default="delta",
+                   help="what a node receives each round (default: the sparse model delta)")
+    p.add_argument("--interval", type=float, default=600.0, help="seconds between rounds (default 600)")
+    p.add_argument("--battery-mah", type=float, default=2400.0, help="battery capacity, mAh (default 2400)")
+    p.add_argument("--voltage", type=float, default=3.0, help="battery voltage, V (default 3.0)")
+    p.add_argument("--sleep-ua", type=float, default=0.0, help="sleep current between rounds, uA")
+    p.add_argument("--out", default=None)
+    p.set_defaults(func=_cmd_profile, _parser=p, _words=["profile"])

@@ -1,0 +1,85 @@
+"""Every experiment at a tiny size: it runs, writes its table, plots and report, prints its ratios."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from aggregator.cli import main
+
+TINY = ["--rows", "2000", "--features", "200", "--nnz", "10", "--quiet"]
+
+
+def _files(out, *names):
+    for n in names:
+        assert (out / n).exists(), n
+    text = (out / "report.md").read_text()
+    assert "cat-aggregator experiment" in text
+    return text
+
+
+def test_alpha(tmp_path, capsys) -> None:
+    out = tmp_path / "alpha"
+    assert main(["experiment", "alpha", *TINY, "--rounds", "30", "--points", "10", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    m = re.search(r"SpeedUp\(T = 1\) = alpha-bar / \(T/d\) = ([0-9.e+]+)", text)
+    assert m and 1.0 <= float(m.group(1)) <= 250.0  # alpha(1) >= 1/d, so speed-up >= 1
+    _files(out, "alpha.csv", "alpha.md", "alpha.png", "alpha.svg", "alpha-rounds.png", "report.md")
+    rows = (out / "alpha.csv").read_text().splitlines()
+    last = rows[-1].split(",")
+    assert last[0] == "200" and float(last[4]) == pytest.approx(1.0)  # alpha-bar(d) = 1
+
+
+def test_bits_vs_t(tmp_path, capsys) -> None:
+    out = tmp_path / "bvt"
+    assert main(["experiment", "bits-vs-T", *TINY, "--rounds", "1000", "--points", "6", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    ratios = re.findall(r"CAT/best = ([0-9.]+) \(within 10 %: (yes|NO)\)", text)
+    assert len(ratios) == 2
+    for r, ok in ratios:
+        assert ok == "yes" and float(r) <= 1.10
+    _files(out, "bits-vs-T.csv", "bits-vs-T.md", "cat-vs-best.csv", "bits-vs-T.png", "bits-vs-T.svg",
+           "loss-packet.png", "loss-payload.svg")
+
+
+def test_paper_packet(tmp_path, capsys) -> None:
+    out = tmp_path / "pp"
+    assert main(["experiment", "paper-packet", *TINY, "--rounds", "150", "--out", str(out)]) == 0
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.strip()]
+    assert re.fullmatch(r"bits ratio alistarh/cat S\+Q \(4 nodes, packet 128/64/128\): [0-9.]+( \(.*\))?",
+                        lines[-2]), lines[-2]  # the last line is "wrote <dir>"
+    assert lines[-1].startswith("wrote ")
+    assert any(ln.startswith("bits ratio alistarh/cat S+Q (1 node, packet 576/64/512)") for ln in lines)
+    text = _files(out, "paper-packet.csv", "paper-packet.md", "loss-4node-128-64-128.png",
+                  "loss-1node-576-64-512.svg")
+    assert "paper: about 6x" in text
+    table = (out / "paper-packet.md").read_text()
+    for m in ("GD", "Alistarh S+Q", "CAT S", "CAT S+Q", "CAT SS", "fixed T="):
+        assert m in table
+
+
+def test_radios(tmp_path, capsys) -> None:
+    out = tmp_path / "radios"
+    assert main(["experiment", "radios", *TINY, "--nodes", "2", "--rounds", "300", "--grid", "2,4,8,16,64",
+                 "--profiles", "ieee802154-raw,wifi-tcp-mqtt-esp32,lorawan-eu868-sf7,ethernet-udp",
+                 "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert re.search(r"ieee802154-raw: CAT picks T [0-9]+\.\.[0-9]+", text)
+    assert "CAT/best fixed T over" in text
+    assert "duty cycle" in text  # LoRa: wall-clock at 1 %
+    _files(out, "radios.csv", "radios.md", "cross.md", "fixed-T.csv", "fixed-T-per-link.png",
+           "loss-wifi-tcp-mqtt-esp32.png")
+    fx = (out / "fixed-T.csv").read_text()
+    assert "infeasible" in fx  # T = 64 does not fit an 802.15.4 frame
+
+
+def test_memory(tmp_path, capsys) -> None:
+    out = tmp_path / "mem"
+    assert main(["experiment", "memory", *TINY, "--rounds", "150", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    for s in ("S", "S+Q", "SS"):
+        for n in (1, 4):
+            assert re.search(rf"^{re.escape(s)}, {n} node\(s\): without EF .*; with EF ", text, re.M)
+    _files(out, "memory.csv", "memory.md", "loss-1node.png", "loss-4node.svg")
+    assert (out / "memory.csv").read_text().count("\n") == 1 + 12
