@@ -18,6 +18,7 @@ COMMANDS = [
     "aggregator.energy",
     "aggregator.costfit",
     "aggregator.serve_cmd",
+    "aggregator.broker",
     "aggregator.admin",
     "aggregator.demo",
     "aggregator.flash",

@@ -13,6 +13,7 @@ import threading
 
 import paho.mqtt.client as mqtt
 
+from aggregator import faults
 from aggregator.pipeline import Aggregator
 
 
@@ -70,12 +71,14 @@ class MqttFront:
         tail = topic[len(self.prefix) + 3:] if topic.startswith(self.prefix + "up/") else ""
         if tail.isdigit():
             node = int(tail)
+        faults.point("mqtt_received")
         try:
             if node is None:
                 self.agg._reject("topic_mismatch", None, "mqtt", len(payload))
             else:
                 self.agg.submit(payload, "mqtt", topic_node=node)
         finally:
+            faults.point("mqtt_before_ack")
             if qos > 0:
                 self.client.ack(mid, qos)   # only now: the frame is journaled (or rejected)
 

@@ -16,6 +16,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--serial", metavar="PORT", action="append", default=[], help="serial port of a board (repeatable)")
     p.add_argument("--state", metavar="DIR", help="state directory (overrides the job file)")
     p.add_argument("--log", metavar="FILE", help="metrics JSON-lines file (default: <state>/metrics.jsonl)")
+    p.add_argument("--mqtt-username", metavar="USER", help="MQTT username (overrides the job file)")
+    p.add_argument("--mqtt-password-file", metavar="FILE",
+                   help="file holding the MQTT password (a file, not an argument, so `ps` does not show it)")
+    p.add_argument("--mqtt-cafile", metavar="FILE", help="connect with TLS and verify the broker against this CA")
+    p.add_argument("--mqtt-certfile", metavar="FILE", help="TLS client certificate (brokers that require one)")
+    p.add_argument("--mqtt-keyfile", metavar="FILE", help="key of the TLS client certificate")
     p.set_defaults(func=run)
 
 
@@ -24,6 +30,32 @@ def host_port(text: str, what: str) -> tuple[str, int]:
     if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
         raise UserError(f"{what}: expected HOST:PORT, got {text!r}")
     return host or "127.0.0.1", int(port)
+
+
+def mqtt_security(args: argparse.Namespace, ep) -> None:
+    """Credentials and TLS for the gateway's MQTT client (docs/deployment.md)."""
+    if args.mqtt_password_file and not args.mqtt_username and ep.mqtt_auth is None:
+        raise UserError("--mqtt-password-file needs --mqtt-username (or [transports.mqtt] username)")
+    if args.mqtt_username or args.mqtt_password_file:
+        user = args.mqtt_username or ep.mqtt_auth[0]
+        password = ep.mqtt_auth[1] if ep.mqtt_auth else ""
+        if args.mqtt_password_file:
+            try:
+                password = Path(args.mqtt_password_file).read_text().strip()
+            except OSError as exc:
+                raise UserError(f"--mqtt-password-file: {exc}") from None
+        ep.mqtt_auth = (user, password)
+    if args.mqtt_certfile and not args.mqtt_cafile:
+        raise UserError("--mqtt-certfile needs --mqtt-cafile (TLS)")
+    if args.mqtt_cafile:
+        tls = {"ca_certs": args.mqtt_cafile}
+        if args.mqtt_certfile:
+            tls.update(certfile=args.mqtt_certfile, keyfile=args.mqtt_keyfile)
+        flags = {"ca_certs": "--mqtt-cafile", "certfile": "--mqtt-certfile", "keyfile": "--mqtt-keyfile"}
+        for what, path in tls.items():
+            if path and not Path(path).is_file():
+                raise UserError(f"{flags[what]}: {path}: no such file")
+        ep.mqtt_tls = tls
 
 
 def run(args: argparse.Namespace) -> int:
@@ -41,6 +73,7 @@ def run(args: argparse.Namespace) -> int:
         ep.mqtt = host_port(args.mqtt, "--mqtt")
     if args.serial:
         ep.serial = [(p, 115200) for p in args.serial]
+    mqtt_security(args, ep)
     if ep.coap is None and ep.mqtt is None and not ep.serial:
         raise UserError(f"{args.job}: no transport: add [transports.coap], [transports.mqtt] or use --coap/--mqtt/--serial")
     agg = serve(job, ep, Path(args.log) if args.log else None)

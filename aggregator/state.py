@@ -20,6 +20,8 @@ from typing import Iterator
 
 import numpy as np
 
+from aggregator import faults
+
 MAGIC = b"CATCKPT1"
 JOURNAL_MAGIC = b"CATJRNL1"
 
@@ -145,13 +147,20 @@ class Store:
         data = encode_state(st)
         tmp = self.dir / "checkpoint.tmp"
         with open(tmp, "wb") as fh:
+            if faults.ENABLED:                     # a crash with the new checkpoint half written
+                fh.write(data[:len(data) // 2])
+                fh.flush()
+                faults.point("checkpoint_torn")
+                data = data[len(data) // 2:]
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
         if self.current.exists():
             os.replace(self.current, self.previous)
+            faults.point("checkpoint_rotated")
         os.replace(tmp, self.current)
         _fsync_dir(self.dir)
+        faults.point("checkpoint_saved")
         # The previous checkpoint (round r-1) may still need journal r-1; older ones never.
         keep = st.round - 1
         for p in self.dir.glob("journal-*.log"):
@@ -193,6 +202,7 @@ class Store:
         fh.write(struct.pack("<I", len(frame)) + frame + hashlib.sha256(frame).digest()[:4])
         fh.flush()
         os.fsync(fh.fileno())
+        faults.point("journaled")
 
     def close_journal(self) -> None:
         if self._journal is not None:

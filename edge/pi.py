@@ -31,6 +31,7 @@ class PahoLink:
             self.client.tls_set(**tls)
         self.client.on_message = self._on_message
         self.client.on_connect = self._on_connect
+        self.client.on_disconnect = self._on_disconnect
         self.connected = threading.Event()
         self.client.connect(host, port, keepalive=30)
         self.client.loop_start()
@@ -44,6 +45,9 @@ class PahoLink:
         t = "cat/%d/" % self.job
         client.subscribe([(t + "config", 1), (t + "model", 1), (t + "down", 1)])
         self.connected.set()
+
+    def _on_disconnect(self, client, userdata, flags, reason_code, properties):
+        self.connected.clear()    # paho's loop reconnects; _on_connect sets it again
 
     def _on_message(self, client, userdata, msg):
         with self.cond:
@@ -63,6 +67,10 @@ class PahoLink:
             return self.inbox.get_delta(base)
 
     def send_update(self, frame):
+        if not self.connected.is_set():
+            # paho would queue this QoS 1 message and send it on reconnect, one more copy for
+            # every retry of the edge loop while the broker is away: refuse instead.
+            raise LinkError("MQTT: not connected to the broker")
         info = self.client.publish(self.up, bytes(frame), qos=1)
         try:
             info.wait_for_publish(timeout=30)
