@@ -84,6 +84,8 @@ def compress(ws, g, scheme, rule, cost, t_max, scale, rng=None, early_stop=False
     d = len(g)
     if scheme == SCHEME_IDENTITY:
         raise ValueError("identity is not sparse: send g * scale as a full update")
+    if scheme == SCHEME_SS:
+        t_max = ss_budget(t_max)
     need = rule.needs(d, t_max)
     k = ws.k if ws.k < need else need
     n, s1, s2 = topk.select(g, k, ws.idx)
@@ -117,8 +119,19 @@ def compress(ws, g, scheme, rule, cost, t_max, scale, rng=None, early_stop=False
             vals[i] = m if g[idx[i]] >= 0.0 else -m
         return Result(scheme, t, choice, d)
     if scheme == SCHEME_SS:
-        return _sample_ss(ws, g, choice, s1, scale, rng, d)
+        # The drawn count varies around T: never more than the buffer or the link takes.
+        limit = ws.cap if ws.cap < t_max else t_max
+        return _sample_ss(ws, g, choice, s1, scale, rng, d, limit)
     raise ValueError("unknown scheme %r" % scheme)
+
+
+def ss_budget(limit):
+    """Largest expected count T whose draws stay within `limit` entries with 3 standard
+    deviations to spare (the count is a sum of Bernoullis: variance <= T)."""
+    t = limit
+    while t > 1 and t + 3.0 * t ** 0.5 + 2.0 > limit:
+        t -= 1 + int(0.01 * t)
+    return t if t > 0 else 1
 
 
 def ss_level(g, idx, ns, s1, t):
@@ -131,7 +144,7 @@ def ss_level(g, idx, ns, s1, t):
     return (t - ns) / r if r > 0.0 else 0.0
 
 
-def _sample_ss(ws, g, choice, s1, scale, rng, d):
+def _sample_ss(ws, g, choice, s1, scale, rng, d, limit):
     """Draw the SS sparsifier: p_j = min(1, c |g_j|), value (omega * scale) g_j / p_j."""
     if rng is None:
         raise ValueError("SS needs a random source (XorShift32)")
@@ -141,7 +154,7 @@ def _sample_ss(ws, g, choice, s1, scale, rng, d):
     c = ss_level(g, idx, ns, s1, t)
     step = choice.improvement * scale
     vals = ws.vals
-    cap = ws.cap
+    cap = limit
     fmt = ws.fmt
     for attempt in range(8):
         n = 0
@@ -171,7 +184,9 @@ def _sample_ss(ws, g, choice, s1, scale, rng, d):
                 for i in range(n):
                     vals[i] = _round_f16(vals[i])
             return Result(SCHEME_SS, n, choice, d)
-    raise ValueError("SS drew more than %d entries 8 times; raise the candidate cap" % cap)
+    # Redrawing conditions on the count, a bias that is negligible while T sits a few
+    # standard deviations (sqrt(T)) below the limit; CAT's t_max keeps it there in practice.
+    raise ValueError("SS drew more than %d entries 8 times; lower K or use a link with larger frames" % cap)
 
 
 class Feedback:

@@ -170,9 +170,12 @@ class CostModel:
     def set_round(self, rnd):
         """The round number is in the frame header: its CBOR size (1, 2, 3 or 5 bytes) shifts
         every frame length, so C(T) changes when it crosses 24, 256, 65536."""
-        if _uint_size(rnd) != _uint_size(self.rnd):
-            self.version += 1
+        grew = _uint_size(rnd) != _uint_size(self.rnd)
         self.rnd = rnd
+        if grew:
+            self.version += 1
+            if self.kind != "paper":
+                self.t_max = self._largest_fitting_t()  # a longer header fits fewer entries
 
     def frame_bytes(self, t):
         """Exact bytes of the update frame carrying t entries (the wire encoder's own formula)."""

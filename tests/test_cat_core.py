@@ -343,3 +343,28 @@ def test_numpy_backend_exact_without_cap_on_large_d():
         imp, _ = nb.improvements(scheme, a, s1, s2)
         full = int(np.argmax(imp / table.upto(d))) + 1
         assert ch.t == full
+
+
+def test_t_max_follows_the_round_number_in_the_header():
+    """Round 24 grows the header by a byte: a frame at the old t_max would no longer fit."""
+    from edge import profile
+    prof = profile.load_profile("lorawan-eu868-sf7")
+    cm = CostModel(prof, 5000, SCHEME_S, rnd=0)
+    t0 = cm.t_max
+    assert cm.frame_bytes(t0) <= prof["message"]["max_bytes"] < cm.frame_bytes(t0 + 1)
+    cm.set_round(24)
+    assert cm.frame_bytes(cm.t_max) <= prof["message"]["max_bytes"]
+    assert cm.t_max <= t0
+
+
+def test_ss_never_draws_more_than_the_link_takes():
+    from edge import profile
+    prof = profile.load_profile("ieee802154-6lowpan-coap")
+    d = 2000
+    g = gradient("flat", d, np.random.default_rng(20))
+    cm = CostModel(prof, d, SCHEME_SS)
+    ws = compress.Workspace(d, d)
+    prng = compress.XorShift32(5)
+    for _ in range(50):
+        res = compress.compress(ws, as_array(g), SCHEME_SS, cat.Rule("cat"), cm, cm.t_max, 1.0, rng=prng)
+        assert res.n <= cm.t_max
