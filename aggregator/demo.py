@@ -1,7 +1,8 @@
 """`cat-aggregator demo`: the whole system on one machine, no broker or board needed.
 
 It partitions a dataset that ships with scikit-learn over N edges, starts the gateway with
-its CoAP endpoint on loopback (or connects it to an MQTT broker with --transport mqtt),
+its CoAP endpoint on loopback (or, with --transport mqtt, through its own Mosquitto with TLS,
+passwords and a per-node ACL, or a broker given with --broker),
 starts N real `cat-edge` processes running the real edge code, trains with CAT, then runs
 full-gradient descent for the same rounds, and ends with a table (loss, accuracy, bytes,
 packets, energy per node under the chosen cost profile) and a plot of loss against bytes.
@@ -56,8 +57,11 @@ class ServiceThread:
             if self.on_close:
                 self.service.agg.listeners.append(self.on_close)
             task = asyncio.create_task(self.service.run())
-            while not (self.service.coap or self.service.fronts) and not task.done():
-                await asyncio.sleep(0.01)
+            started = asyncio.create_task(self.service.started.wait())
+            await asyncio.wait({task, started}, return_when=asyncio.FIRST_COMPLETED)
+            started.cancel()
+            if task.done():
+                task.result()  # raises what stopped the service during start-up
             self.ready.set()
             await task
 
@@ -92,13 +96,68 @@ class Session:
     seconds: float = 0.0
 
 
-def edge_command(cfg: Path, transport: str, host: str, port: int) -> list[str]:
-    return [sys.executable, "-m", "edge.cli", "--config", str(cfg), "--transport", transport,
-            "--host", host, "--port", str(port), "--json", "--timeout", "120"]
+def edge_command(cfg: Path, transport: str, host: str, port: int, ca: Path | None = None) -> list[str]:
+    cmd = [sys.executable, "-m", "edge.cli", "--config", str(cfg), "--transport", transport,
+           "--host", host, "--port", str(port), "--json", "--timeout", "120"]
+    return cmd + (["--ca-file", str(ca)] if ca else [])
+
+
+class SecureBroker:
+    """The demo's own Mosquitto: passwords, a per-node ACL and TLS, from `broker-config`.
+
+    Used for `--transport mqtt` without `--broker`, so the demo shows the deployment the
+    docs recommend (docs/deployment.md) rather than an anonymous plain-text broker.
+    """
+
+    def __init__(self, layout) -> None:
+        from aggregator.broker import write_broker_config
+        from aggregator.config import load_job
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        self.files = write_broker_config(load_job(layout.job_path), layout.root / "broker", ("127.0.0.1", port),
+                                         tls=True, sans=["localhost", "127.0.0.1"],
+                                         node_configs=layout.node_configs)
+        self.address = ("127.0.0.1", port)
+        if os.geteuid() == 0:
+            # As root Mosquitto drops to user "mosquitto", who may not read the 0600 secrets
+            # the demo just wrote as root; the demo's broker stays the invoking user.
+            import getpass
+            with open(self.files.conf, "a") as fh:
+                fh.write(f"user {getpass.getuser()}\n")
+        exe = "/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else "mosquitto"
+        log = open(layout.root / "broker" / "mosquitto.log", "ab")
+        try:
+            self.proc = subprocess.Popen([exe, "-c", str(self.files.conf)], stdout=log, stderr=subprocess.STDOUT)
+        except OSError as exc:
+            raise UserError(f"cannot start Mosquitto ({exc}): install it (scripts/setup.sh) or pass --broker") from None
+        end = time.monotonic() + 10
+        while time.monotonic() < end:
+            if self.proc.poll() is not None:
+                raise UserError(f"Mosquitto exited at start; see {layout.root / 'broker' / 'mosquitto.log'}")
+            try:
+                socket.create_connection(self.address, 0.2).close()
+                return
+            except OSError:
+                time.sleep(0.05)
+        self.stop()
+        raise UserError("Mosquitto did not open its port within 10 s")
+
+    def endpoints(self):
+        from aggregator.service import Endpoints
+        return Endpoints(mqtt=self.address, mqtt_auth=self.files.gateway, mqtt_tls=self.files.gateway_tls())
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
 
 
 def run_session(layout, label: str, scheme: str, rule: str, transport: str, broker: tuple[str, int] | None,
-                progress: bool = True) -> Session:
+                progress: bool = True, secure: SecureBroker | None = None) -> Session:
     """Train once with real edge processes; returns the per-round curve and the gateway's counters."""
     from tqdm import tqdm
 
@@ -127,17 +186,22 @@ def run_session(layout, label: str, scheme: str, rule: str, transport: str, brok
         host, port = "127.0.0.1", free_udp_port()
         ep = Endpoints(coap=(host, port))
     else:
-        if broker is None:
-            raise UserError("--transport mqtt needs --broker HOST:PORT")
-        host, port = broker
-        ep = Endpoints(mqtt=broker)
+        if secure is not None:
+            host, port = secure.address
+            ep = secure.endpoints()
+        elif broker is not None:
+            host, port = broker
+            ep = Endpoints(mqtt=broker)
+        else:
+            raise UserError("--transport mqtt needs a broker")
     thread = ServiceThread(job, ep, on_close)
     t0 = time.perf_counter()
     thread.start()
     procs = []
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     for nid in sorted(layout.node_configs):
-        procs.append(subprocess.Popen(edge_command(layout.node_configs[nid], transport, host, port),
+        ca = secure.files.ca if secure is not None else None
+        procs.append(subprocess.Popen(edge_command(layout.node_configs[nid], transport, host, port, ca),
                                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env))
     bar = tqdm(total=job.rounds, desc=f"{label:>4}", unit="round", disable=not progress, leave=True)
     try:
@@ -241,7 +305,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--profile", default="ieee802154-6lowpan-coap")
     p.add_argument("--no-error-feedback", action="store_true")
     p.add_argument("--transport", choices=("coap", "mqtt"), default="coap")
-    p.add_argument("--broker", metavar="HOST:PORT")
+    p.add_argument("--broker", metavar="HOST:PORT",
+                   help="with --transport mqtt: use this broker (anonymous) instead of the demo's own "
+                        "Mosquitto with TLS, passwords and a per-node ACL")
     p.add_argument("--out", help="output directory (default out/demo-<time>)")
     p.add_argument("--no-baseline", action="store_true", help="skip the full-gradient run")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -264,9 +330,18 @@ def run(args: argparse.Namespace) -> int:
     kind = "logistic" if layout.dataset.classes == 2 else "softmax"
     print(f"dataset {args.dataset}: {layout.dataset.X.shape[0]} rows, d={layout.dataset.X.shape[1]}, "
           f"{args.nodes} edges, {args.rounds} rounds, {args.transport}, profile {args.profile}; files in {out}")
-    sessions = [run_session(layout, "cat", args.scheme, args.rule, args.transport, broker, not args.quiet)]
-    if not args.no_baseline:
-        sessions.append(run_session(layout, "gd", "identity", "identity", args.transport, broker, not args.quiet))
+    secure = SecureBroker(layout) if args.transport == "mqtt" and broker is None else None
+    if secure is not None:
+        print(f"MQTT: the demo's own Mosquitto on {secure.address[0]}:{secure.address[1]} with TLS, "
+              f"passwords and a per-node ACL ({secure.files.out})")
+    try:
+        sessions = [run_session(layout, "cat", args.scheme, args.rule, args.transport, broker, not args.quiet, secure)]
+        if not args.no_baseline:
+            sessions.append(run_session(layout, "gd", "identity", "identity", args.transport, broker,
+                                        not args.quiet, secure))
+    finally:
+        if secure is not None:
+            secure.stop()
     text = table(sessions, args.profile)
     print(text)
     f0 = initial_loss(layout, 1e-3, kind)

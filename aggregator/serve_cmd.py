@@ -22,6 +22,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--mqtt-cafile", metavar="FILE", help="connect with TLS and verify the broker against this CA")
     p.add_argument("--mqtt-certfile", metavar="FILE", help="TLS client certificate (brokers that require one)")
     p.add_argument("--mqtt-keyfile", metavar="FILE", help="key of the TLS client certificate")
+    p.add_argument("--linger", metavar="S", type=float,
+                   help="keep serving S seconds after the last round (default 10 with CoAP, else 0.5)")
     p.set_defaults(func=run)
 
 
@@ -76,6 +78,6 @@ def run(args: argparse.Namespace) -> int:
     mqtt_security(args, ep)
     if ep.coap is None and ep.mqtt is None and not ep.serial:
         raise UserError(f"{args.job}: no transport: add [transports.coap], [transports.mqtt] or use --coap/--mqtt/--serial")
-    agg = serve(job, ep, Path(args.log) if args.log else None)
+    agg = serve(job, ep, Path(args.log) if args.log else None, args.linger)
     print(format_summary(agg.summary()))
     return 0

@@ -43,13 +43,17 @@ def endpoints_from_job(job: Job) -> Endpoints:
 
 class Service:
     def __init__(self, job: Job, endpoints: Endpoints, log_path: Path | None = None,
-                 stop_when_finished: bool = True) -> None:
+                 stop_when_finished: bool = True, linger_s: float | None = None) -> None:
         self.job = job
         self.endpoints = endpoints
         self.store = Store(job.state_dir)
         self.log = MetricsLog(log_path or job.state_dir / "metrics.jsonl")
         self.agg = Aggregator(job, self.store, self.log)
         self.stop_when_finished = stop_when_finished
+        # After the last round, keep answering for a while: a CoAP edge whose request for the
+        # final config was lost retransmits after ACK_TIMEOUT (2 s) and again after 4 s.
+        self.linger_s = linger_s if linger_s is not None else (10.0 if endpoints.coap else 0.5)
+        self.started = asyncio.Event()     # set once every endpoint is bound
         self.stopped = asyncio.Event()
         self.fronts: list = []
         self.coap = None
@@ -80,6 +84,7 @@ class Service:
             s.start()
             self.fronts.append(s)
         self.log.write({"event": "start", "round": self.agg.state.round, "job": self.job.job_id})
+        self.started.set()
 
     async def run(self, tick: float = 0.05) -> None:
         """Serve until stop() or, by default, until the job's last round closed."""
@@ -88,7 +93,7 @@ class Service:
             while not self.stopped.is_set():
                 self.agg.tick()
                 if self.stop_when_finished and self.agg.finished:
-                    await asyncio.sleep(0.5)   # let edges fetch the final config/model
+                    await asyncio.sleep(self.linger_s)   # let edges fetch the final config/model
                     break
                 try:
                     await asyncio.wait_for(self.stopped.wait(), tick)
@@ -112,11 +117,11 @@ class Service:
         self.log.close()
 
 
-def serve(job: Job, endpoints: Endpoints, log_path: Path | None = None) -> Aggregator:
+def serve(job: Job, endpoints: Endpoints, log_path: Path | None = None, linger_s: float | None = None) -> Aggregator:
     """Blocking entry point for `cat-aggregator serve`: SIGINT/SIGTERM stop cleanly."""
 
     async def main() -> Aggregator:
-        svc = Service(job, endpoints, log_path)
+        svc = Service(job, endpoints, log_path, linger_s=linger_s)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, svc.stop)

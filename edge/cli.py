@@ -18,7 +18,7 @@ class CliError(Exception):
 
 FIELDS = ("node", "key", "key_file", "downlink_key", "downlink_key_file", "job", "data", "profile",
           "transport", "host", "port", "serial_port", "baud", "k_cap", "rounds", "timeout",
-          "username", "password")
+          "username", "password", "ca_file")
 
 
 def _read_key(args, name):
@@ -62,6 +62,7 @@ def build_parser():
     p.add_argument("--timeout", type=float, help="give up after this many seconds without a new round")
     p.add_argument("--username")
     p.add_argument("--password")
+    p.add_argument("--ca-file", dest="ca_file", help="MQTT over TLS: verify the broker against this CA")
     p.add_argument("--json", action="store_true", help="print one JSON line per round")
     p.add_argument("--record", metavar="DIR", help="keep a copy of every frame computed (node-<id>-round-<r>.cbor)")
     return p
@@ -91,8 +92,9 @@ def make_link(args):
     if t == "coap":
         return pi.AiocoapLink(args.host or "127.0.0.1", args.port or 5683, args.job)
     if t == "mqtt":
+        tls = {"ca_certs": args.ca_file} if args.ca_file else None
         return pi.PahoLink(args.host or "127.0.0.1", args.port or 1883, args.job, args.node,
-                           args.username, args.password)
+                           args.username, args.password, tls)
     if not args.serial_port:
         raise CliError("--serial-port is required with --transport serial")
     return pi.SerialLink(args.serial_port, args.baud or 115200)

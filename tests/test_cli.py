@@ -73,12 +73,14 @@ def test_prepared_job_loads(tmp_path):
     assert all(p.exists() for p in layout.data_files.values())
 
 
-@pytest.mark.parametrize("transport", ["coap", "mqtt"])
+@pytest.mark.parametrize("transport", ["coap", "mqtt-own-tls-broker", "mqtt-given-broker"])
 def test_demo_runs_and_writes_table_and_plot(tmp_path, transport, request):
     args = CLI + ["demo", "--nodes", "2", "--rounds", "4", "--quiet", "--out", str(tmp_path / "out")]
-    if transport == "mqtt":
+    if transport == "mqtt-given-broker":
         broker = request.getfixturevalue("mosquitto_broker")
         args += ["--transport", "mqtt", "--broker", f"{broker.host}:{broker.port}"]
+    elif transport == "mqtt-own-tls-broker":
+        args += ["--transport", "mqtt"]
     r = subprocess.run(args, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     assert "gd / cat: bytes" in r.stdout
@@ -86,3 +88,6 @@ def test_demo_runs_and_writes_table_and_plot(tmp_path, transport, request):
     assert len(lines) == 2
     assert (tmp_path / "out" / "loss_vs_bytes.png").stat().st_size > 1000
     assert (tmp_path / "out" / "loss_vs_bytes.svg").exists()
+    if transport == "mqtt-own-tls-broker":
+        conf = (tmp_path / "out" / "broker" / "mosquitto.conf").read_text()
+        assert "allow_anonymous false" in conf and "certfile" in conf and "acl_file" in conf

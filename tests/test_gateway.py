@@ -143,9 +143,14 @@ def test_sigkill_mid_run_resumes_and_matches_an_uninterrupted_run(tmp_path):
         e2e.stop(procs)
     ev = e2e.events(layout)
     starts = [e for e in ev if e.get("event") == "start"]
-    assert len(starts) == 2 and starts[1]["round"] == killed_at   # resumed at the last closed round
-    rounds = sorted({e["round"] for e in ev if e.get("event") == "round"})
-    assert rounds == list(range(20))                               # no round lost or skipped
+    # Resumed at the last closed round; if the kill hit a round whose frames were all
+    # journaled but not yet closed, the journal replay closes it before serving.
+    assert len(starts) == 2 and starts[1]["round"] in (killed_at, killed_at + 1)
+    # The metrics log is not transactional: a kill between checkpoint and log line can drop
+    # that one round's line. Every other round is logged, and the checkpoint says 20 closed.
+    logged = {e["round"] for e in ev if e.get("event") == "round"}
+    assert logged <= set(range(20)) and len(set(range(20)) - logged) <= 1
+    assert Store(load_job(layout.job_path).state_dir).load().round == 20
     model = e2e.final_model(layout)
     replayed = e2e.replay(load_job(layout.job_path), e2e.recorded_frames(layout), order_seed=7)
     assert replayed.tobytes() == model.tobytes()
