@@ -32,7 +32,6 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Callable
 
-import cbor2
 import numpy as np
 
 from aggregator import keys as keymod
@@ -252,18 +251,6 @@ class Aggregator:
             return False
         return True
 
-    def _declared(self, payload: bytes) -> tuple[object, object]:
-        """(job, d) as the payload declares them, read before the full decode so that a signed
-        frame declaring a huge d is refused before anything is sized from it (an identity
-        update with d = 2**32 - 1 would otherwise have the decoder build a d-entry array)."""
-        try:
-            p = cbor2.loads(payload)
-        except Exception:  # malformed: the full decode names the reason
-            return None, None
-        if not isinstance(p, dict):
-            return None, None
-        return p.get(wire.K_JOB), p.get(wire.K_D)
-
     def submit(self, frame: bytes, source: str = "", topic_node: int | None = None) -> Outcome:
         """Run one frame through the pipeline; never raises for bad input."""
         data = bytes(frame)
@@ -321,17 +308,14 @@ class Aggregator:
                 return self._reject("quarantined", node, source, size), None, None
             if self._rate_limited(node):
                 return self._reject("rate_limited", node, source, size), None, None
-        pjob, d = self._declared(payload)
-        if type(d) is int and d != job.d:
-            if pjob != job.job_id:   # another job's frame (a key shared across jobs): no strike
-                return self._reject("wrong_job", node, source, size), None, None
-            return self._strike("wrong_d", node, tag, source, size), None, None
         try:
-            up = wire.decode_frame(data, {node: key}, job.max_frame_bytes)
+            # Envelope and MAC are done: decode the payload once. Job and d are checked as soon
+            # as the header is read, before anything is sized from the declared d.
+            up = wire.decode_update_payload(node, payload, size, expect=(job.job_id, job.d))
         except wire.FrameError as exc:
+            if exc.reason == "wrong_job":   # another job's frame (a key shared across jobs): no strike
+                return self._reject("wrong_job", node, source, size), None, None
             return self._strike(exc.reason, node, tag, source, size), None, None
-        if up.job != job.job_id:
-            return self._reject("wrong_job", node, source, size), None, None
         if self.finished:
             return self._reject("job_finished", node, source, size), None, None
         if up.round < st.round:

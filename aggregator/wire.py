@@ -481,8 +481,22 @@ def decode_frame(data: bytes, keys: Mapping[int, bytes], max_bytes: int) -> Upda
     if key is None:
         raise FrameError("unknown_kid", f"node {node} has no key")
     _check_mac(key, payload, tag)
+    return decode_update_payload(node, payload, len(data))
+
+
+def decode_update_payload(node: int, payload: bytes, wire_bytes: int, expect: tuple[int, int] | None = None) -> Update:
+    """The payload checks of decode_frame, for a caller that already opened the envelope and
+    verified the MAC as `node` (the gateway's pipeline does, against its keyring).
+
+    expect = (job, d): refuse another job ("wrong_job") or another d ("wrong_d") right after
+    the header is read, before anything is sized from the declared d."""
     p = _load_payload(payload)
     _head(p, _UPDATE_KEYS, (KIND_UPDATE,))
+    if expect is not None:
+        if _uint(p, K_JOB, "job") != expect[0]:
+            raise FrameError("wrong_job", f"job {p[K_JOB]}, expected {expect[0]}")
+        if _d(p) != expect[1]:
+            raise FrameError("wrong_d", f"d={p[K_D]}, expected {expect[1]}")
     job = _uint(p, K_JOB, "job")
     pnode = _uint(p, K_NODE, "node")
     if pnode != node:
@@ -535,7 +549,7 @@ def decode_frame(data: bytes, keys: Mapping[int, bytes], max_bytes: int) -> Upda
             raise FrameError("non_finite", "telemetry has a non-finite value")
         telemetry = tv
     return Update(node=node, job=job, round=rnd, scheme=scheme, d=d, T=T, indices=idx,
-                  values=vals, fmt=fmt, telemetry=telemetry, wire_bytes=len(data))
+                  values=vals, fmt=fmt, telemetry=telemetry, wire_bytes=wire_bytes)
 
 
 # ----------------------------------------------------------------------------- downlink

@@ -294,7 +294,7 @@ def test_an_internal_error_is_counted_not_raised(tmp_path, monkeypatch):
     def boom(*a, **kw):
         raise RuntimeError("bug")
 
-    monkeypatch.setattr(wire, "decode_frame", boom)
+    monkeypatch.setattr(wire, "decode_update_payload", boom)
     out = agg.submit(update(k[0], 0, 0), "t")
     assert out.status == REJECTED and out.reason == "internal_error" and agg.internal_errors == 1
 
