@@ -406,17 +406,14 @@ def profile_dict(profile: str | dict) -> dict:
 
 def link_models(prof: dict, dim: int, scheme: int, metric: str, fmt: int, telemetry: bool, nodes: int,
                 rounds: int) -> list[CostModel]:
-    """One CostModel per node, with t_max safe for every round of the run.
-
-    Why: the round number is in the frame header, so a frame grows by a byte at rounds 24,
-    256 and 65536; CostModel.t_max is fixed when the model is built (set_round does not
-    update it), so a model built at round 0 would let a frame at t_max exceed the link's
-    largest message later (a LoRa frame of 243 B at round 24). Building each model at the
-    run's last round gives the T that fits all rounds; set_round(0) then prices round 0.
-    """
+    """One CostModel per node, and (by building it at the run's last round first) the check
+    that updates fit the link in every round: the round number is in the frame header, so
+    a frame grows by a byte at rounds 24, 256 and 65536. set_round(r) keeps t_max right for
+    each round as the run goes (compress is called with models[k].t_max)."""
     models = []
     for k in range(nodes):
         m = CostModel(prof, dim, scheme, metric, fmt, telemetry, 0, k, max(0, rounds - 1))
+        m.t_max_all_rounds = m.t_max     # the longest header of the run: fits every round
         m.set_round(0)
         models.append(m)
     return models
@@ -446,8 +443,7 @@ def simulate(problem: Problem, cfg: SimConfig, progress: bool = True,
     models = link_models(prof, dim, scheme, metric, cfg.fmt, cfg.telemetry, n, R)
     tables = [np_backend.CostTable(m) for m in models]
     costs = [NodeCost(prof, m) for m in models]
-    t_maxes = [m.t_max for m in models]
-    t_max = min(t_maxes)
+    t_max = min(m.t_max_all_rounds for m in models)
     if t_max < 1:
         raise Infeasible(f"{prof['name']}: the smallest {SCHEME_NAMES[scheme]} frame "
                          f"({frame_length(dim, dim if scheme == SCHEME_IDENTITY else 1, scheme, cfg.fmt)} B) "
@@ -530,7 +526,7 @@ def simulate(problem: Problem, cfg: SimConfig, progress: bool = True,
                 v = g
                 s = scale
             ts = time.perf_counter()
-            idx, vals, ch = np_backend.compress(v, scheme, rules[k], tables[k], t_maxes[k], s,
+            idx, vals, ch = np_backend.compress(v, scheme, rules[k], tables[k], models[k].t_max, s,
                                                 rng_ss[k], cfg.fmt, cfg.cap)
             sel[r, k] = time.perf_counter() - ts
             m = int(idx.shape[0])
@@ -596,7 +592,7 @@ def recost(res: SimResult, profile: str | dict, metric: str | None = None) -> di
     out = {m: np.zeros(res.T.shape) for m in METRICS + ("cost",)}
     models = link_models(prof, dim, scheme, metric, cfg["fmt"], cfg["telemetry"], n, res.rounds)
     nc = [NodeCost(prof, m) for m in models]
-    t_max = min(m.t_max for m in models)
+    t_max = min(m.t_max_all_rounds for m in models)
     biggest = int(res.entries.max()) if res.entries.size else 0
     if prof["kind"] == "link" and (t_max < 1 or biggest > t_max):
         out["feasible"] = False  # type: ignore[assignment]
