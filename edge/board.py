@@ -83,66 +83,21 @@ def connect_wifi(wifi, timeout_s=20):
     return True
 
 
-class PollStream:
-    """A tty opened by path, read without blocking: what a UART with timeout=0 gives.
-
-    The unix port's FileIO.readinto waits until the whole buffer is filled, so this
-    reads byte by byte while select.poll says data is waiting (unix port and tests)."""
-
-    def __init__(self, path):
-        import select
-        self.f = open(path, "r+b")
-        self.poll = select.poll()
-        self.poll.register(self.f, select.POLLIN)
-        self.one = bytearray(1)
-
-    def readinto(self, buf):
-        n = 0
-        size = len(buf)
-        f = self.f
-        one = self.one
-        while n < size and self.poll.poll(0):
-            if not f.readinto(one):
-                break
-            buf[n] = one[0]
-            n += 1
-        return n
-
-    def write(self, data):
-        n = self.f.write(data)
-        try:
-            self.f.flush()
-        except (AttributeError, OSError):
-            pass
-        return n
-
-
-def open_serial(s):
-    """machine.UART from {"uart", "baud", "tx", "rx"}, or a PollStream on {"path"}."""
-    if "path" in s:
-        return PollStream(s["path"])
-    import machine
-    uart = machine.UART(s.get("uart", 1), s.get("baud", 115200))
-    if "tx" in s and "rx" in s:
-        uart.init(s.get("baud", 115200), tx=machine.Pin(s["tx"]), rx=machine.Pin(s["rx"]), timeout=0)
-    else:
-        uart.init(s.get("baud", 115200), timeout=0)
-    return uart
-
-
 def make_link(cfg):
-    """The edge link for cfg['transport'] (edge/links.py)."""
+    """The edge link for cfg['transport'] (edge/links.py: CoAP; edge/pushlinks.py: MQTT, serial)."""
     t = cfg["transport"]
     job = cfg["job"]
     if t == "coap":
-        from edge.coap import CoapClient
+        from edge.coap import CoapClient, RX_HEADROOM
         from edge.links import CoapLink
+        bs = cfg.get("block_size", 64)
+        # recvfrom(n) allocates n bytes per datagram: ask for what a block can be, not 1280
         client = CoapClient(cfg["host"], cfg.get("port", 5683), ack_timeout=cfg.get("ack_timeout", 2.0),
-                            block_size=cfg.get("block_size", 64))
+                            block_size=bs, rx_size=cfg.get("rx_size", bs + RX_HEADROOM))
         return CoapLink(client, job)
     if t == "mqtt":
         from umqtt.simple import MQTTClient
-        from edge.links import UmqttLink
+        from edge.pushlinks import UmqttLink
         cid = "cat-%d-%d" % (job, cfg["node"])
         # keepalive 0 by default: umqtt.simple never pings by itself, so a broker would drop a
         # node that waits longer than 1.5 keepalives for the next round
@@ -150,7 +105,7 @@ def make_link(cfg):
                        keepalive=cfg.get("keepalive", 0))
         c.connect()
         return UmqttLink(c, job, cfg["node"])
-    from edge.links import SlipLink
+    from edge.pushlinks import SlipLink, open_serial
     # max_frame must hold the largest downlink message, the snapshot: flash writes 4 d + 256
     return SlipLink(open_serial(cfg["serial"]), cfg.get("max_frame", 4352), cfg.get("rbuf", 64))
 
@@ -163,6 +118,13 @@ def make_node(cfg):
                     cfg["profile"], cfg.get("k_cap"), cfg.get("telemetry", True))
 
 
+def make(cfg):
+    """(node, link) for the flashed config. The node first: its model and gradient arrays,
+    the largest blocks a board allocates, go into the heap before the link's small objects."""
+    node = make_node(cfg)
+    return node, make_link(cfg)
+
+
 def report(last):
     """One JSON line per round on the console (what a serial monitor shows)."""
     print("cat-round", json.dumps(last))
@@ -173,8 +135,7 @@ def main(path=CONFIG, max_rounds=None, quiet=False):
     cfg = load_config(path)
     if cfg.get("wifi"):
         connect_wifi(cfg["wifi"])
-    link = make_link(cfg)
-    node = make_node(cfg)
+    node, link = make(cfg)
     if max_rounds is None:
         max_rounds = cfg.get("rounds")
     sent = node.run(link, max_rounds=max_rounds, on_round=None if quiet else report,

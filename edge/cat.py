@@ -19,14 +19,16 @@ Proposition 1) with an affine cost. omega is increasing (Lemma 5) but not proven
 and beta is not even monotone, so they are always scanned in full.
 """
 
+from edge.cbor import const
+
 RATIO_RTOL = 1e-6  # above float32 rounding of the prefix sums; far below any real gain
 
-SCHEME_IDENTITY = 0
-SCHEME_S = 1
-SCHEME_SQ = 2
-SCHEME_SS = 3
-SCHEMES = {"identity": 0, "s": 1, "sq": 2, "ss": 3}
-SCHEME_NAMES = ("identity", "s", "sq", "ss")
+# private int constants: no dict entry on a board, public names on CPython (edge.cbor.publish)
+_SCHEME_IDENTITY = const(0)
+_SCHEME_S = const(1)
+_SCHEME_SQ = const(2)
+_SCHEME_SS = const(3)
+SCHEME_NAMES = ("identity", "s", "sq", "ss")  # index = scheme number
 
 
 def scheme_id(name):
@@ -36,8 +38,8 @@ def scheme_id(name):
             return name
         raise ValueError("unknown scheme %r" % name)
     key = name.lower().replace("+", "")
-    if key in SCHEMES:
-        return SCHEMES[key]
+    if key in SCHEME_NAMES:
+        return SCHEME_NAMES.index(key)
     raise ValueError("unknown scheme %r (use identity, S, SQ or SS)" % name)
 
 
@@ -70,11 +72,11 @@ class Scan:
         if s2 <= 0.0:
             return 0.0
         sch = self.scheme
-        if sch == SCHEME_S:
+        if sch == _SCHEME_S:
             return self.a2 / s2
-        if sch == SCHEME_SQ:
+        if sch == _SCHEME_SQ:
             return self.a1 * self.a1 / (t * s2)
-        if sch == SCHEME_SS:
+        if sch == _SCHEME_SS:
             return self._omega(t)
         return 1.0
 
@@ -138,7 +140,7 @@ def cat_choose(scheme, g, idx, n, s1, s2, cost, t_max, early_stop=False, cap=Non
 
     # Pass 1: the maximum ratio. Pass 2: the first T within RATIO_RTOL of it.
     # Two O(K) scans instead of storing K ratios: RAM is the scarce thing on a board.
-    stop = early_stop and scheme == SCHEME_S
+    stop = early_stop and scheme == _SCHEME_S
     sc = Scan(scheme, s1, s2, mag)
     best_r = -1.0
     for t in range(1, top + 1):
@@ -189,13 +191,12 @@ def alistarh_t(g, idx, n, s2):
     return n
 
 
-RULE_CAT = 0
-RULE_FIXED = 1
-RULE_ALISTARH = 2
-RULE_HYBRID = 3
-RULE_IDENTITY = 4
-RULES = {"cat": 0, "fixed": 1, "alistarh": 2, "hybrid": 3, "identity": 4}
-RULE_NAMES = ("cat", "fixed", "alistarh", "hybrid", "identity")
+_RULE_CAT = const(0)
+_RULE_FIXED = const(1)
+_RULE_ALISTARH = const(2)
+_RULE_HYBRID = const(3)
+_RULE_IDENTITY = const(4)
+RULE_NAMES = ("cat", "fixed", "alistarh", "hybrid", "identity")  # index = rule number
 
 
 def rule_id(name):
@@ -204,8 +205,8 @@ def rule_id(name):
             return name
         raise ValueError("unknown rule %r" % name)
     key = name.lower()
-    if key in RULES:
-        return RULES[key]
+    if key in RULE_NAMES:
+        return RULE_NAMES.index(key)
     raise ValueError("unknown rule %r (use cat, fixed, alistarh, hybrid or identity)" % name)
 
 
@@ -219,14 +220,14 @@ class Rule:
     def __init__(self, kind, param=0):
         self.kind = rule_id(kind)
         self.param = int(param)
-        if self.kind in (RULE_FIXED, RULE_HYBRID) and self.param < 1:
+        if self.kind in (_RULE_FIXED, _RULE_HYBRID) and self.param < 1:
             raise ValueError("rule %s needs a parameter >= 1" % RULE_NAMES[self.kind])
         self.calls = 0
         self.last_t = 0
 
     def needs(self, d, t_max):
         """How many candidates the selection kernel must produce for this rule."""
-        if self.kind == RULE_FIXED:
+        if self.kind == _RULE_FIXED:
             return min(self.param, d, t_max)
         return min(d, t_max)
 
@@ -234,15 +235,15 @@ class Rule:
         kind = self.kind
         self.calls += 1
         top = n if n < t_max else t_max
-        if kind == RULE_CAT or (kind == RULE_HYBRID and (self.calls - 1) % self.param == 0):
+        if kind == _RULE_CAT or (kind == _RULE_HYBRID and (self.calls - 1) % self.param == 0):
             ch = cat_choose(scheme, g, idx, n, s1, s2, cost, t_max, early_stop, cap)
             self.last_t = ch.t
             return ch
-        if kind == RULE_FIXED:
+        if kind == _RULE_FIXED:
             t = self.param
-        elif kind == RULE_HYBRID:
+        elif kind == _RULE_HYBRID:
             t = self.last_t
-        elif kind == RULE_ALISTARH:
+        elif kind == _RULE_ALISTARH:
             t = alistarh_t(g, idx, top, s2)
         else:
             raise ValueError("identity rule sends the full gradient; no T to choose")
@@ -251,3 +252,9 @@ class Rule:
         imp, ns = improvement_at(scheme, g, idx, t, s1, s2)
         c = cost(t)
         return Choice(t, imp, imp / c, c, False, ns)
+
+
+if "_SCHEME_SQ" in globals():  # CPython: the constants by their public names
+    from edge.cbor import publish
+    publish(globals())
+    del publish

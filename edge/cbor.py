@@ -9,18 +9,35 @@
 # an indefinite length or a float is refused), because a frame's length must be a function
 # of its meaning (docs/wire-format.md §"Determinism").
 
-# Major types (RFC 8949 §3.1)
-MT_UINT = 0
-MT_NINT = 1
-MT_BSTR = 2
-MT_TSTR = 3
-MT_ARRAY = 4
-MT_MAP = 5
-MT_TAG = 6
-MT_SIMPLE = 7
+try:
+    from micropython import const
+except ImportError:  # CPython
+    def const(x):
+        return x
 
-SIMPLE_FALSE = 20  # RFC 8949 §3.3: simple values 20/21 are false/true
-SIMPLE_TRUE = 21
+# Integer constants are `_NAME = const(v)` in the edge modules: MicroPython folds them into
+# the bytecode, so they take no entry in the module's dict (RAM on a board); publish() gives
+# them their public names on CPython, where the gateway, tools and tests read them.
+
+# Major types (RFC 8949 §3.1)
+_MT_UINT = const(0)
+_MT_NINT = const(1)
+_MT_BSTR = const(2)
+_MT_TSTR = const(3)
+_MT_ARRAY = const(4)
+_MT_MAP = const(5)
+_MT_TAG = const(6)
+_MT_SIMPLE = const(7)
+
+_SIMPLE_FALSE = const(20)  # RFC 8949 §3.3: simple values 20/21 are false/true
+_SIMPLE_TRUE = const(21)
+
+
+def publish(g):
+    """CPython: every private int constant `_NAME` in the module globals g also as NAME."""
+    for n in list(g):
+        if n[:1] == "_" and n[1:2] != "_" and n[1:].isupper() and type(g[n]) is int:
+            g[n[1:]] = g[n]
 
 
 class FrameError(ValueError):
@@ -85,19 +102,19 @@ def put_head(buf, off, major, v):
 
 
 def put_uint(buf, off, v):
-    return put_head(buf, off, MT_UINT, v)
+    return put_head(buf, off, _MT_UINT, v)
 
 
 def put_kv_uint(buf, off, key, v):
     """Map entry with a small uint key and a uint value."""
-    off = put_head(buf, off, MT_UINT, key)
-    return put_head(buf, off, MT_UINT, v)
+    off = put_head(buf, off, _MT_UINT, key)
+    return put_head(buf, off, _MT_UINT, v)
 
 
 def put_bytes(buf, off, data):
     """A whole bstr (head + content)."""
     n = len(data)
-    off = put_head(buf, off, MT_BSTR, n)
+    off = put_head(buf, off, _MT_BSTR, n)
     buf[off:off + n] = data
     return off + n
 
@@ -116,7 +133,7 @@ def read_head(data, off):
     off += 1
     if ai < 24:
         return major, ai, off
-    if major == MT_SIMPLE and ai >= 25:
+    if major == _MT_SIMPLE and ai >= 25:
         if ai <= 27:
             raise FrameError('wrong_type', 'CBOR float at byte %d (floats travel in bstrs)' % (off - 1))
         raise FrameError('not_cbor', 'break/reserved byte at %d' % (off - 1))
@@ -133,14 +150,14 @@ def read_head(data, off):
     # shortest form: a 1-byte argument must be >= 24, a 2-byte one >= 256, ...
     if (w == 1 and v < 24) or (w > 1 and v < (1 << (4 * w))):
         raise FrameError('not_deterministic', 'non-shortest head at byte %d' % (off - 1))
-    if major == MT_SIMPLE:
+    if major == _MT_SIMPLE:
         raise FrameError('wrong_type', 'two-byte simple value at byte %d' % (off - 1))
     return major, v, off + w
 
 
 def read_uint(data, off, what):
     major, v, off = read_head(data, off)
-    if major != MT_UINT:
+    if major != _MT_UINT:
         raise FrameError('wrong_type', '%s must be a uint' % what)
     return v, off
 
@@ -148,7 +165,7 @@ def read_uint(data, off, what):
 def read_bstr(data, off, what):
     """Return (start, length, new_offset) of a bstr's content; the bytes stay in data."""
     major, n, off = read_head(data, off)
-    if major != MT_BSTR:
+    if major != _MT_BSTR:
         raise FrameError('wrong_type', '%s must be a bstr' % what)
     if off + n > len(data):
         raise FrameError('not_cbor', '%s runs past the end' % what)
@@ -157,7 +174,7 @@ def read_bstr(data, off, what):
 
 def read_tstr(data, off, what):
     major, n, off = read_head(data, off)
-    if major != MT_TSTR:
+    if major != _MT_TSTR:
         raise FrameError('wrong_type', '%s must be a tstr' % what)
     if off + n > len(data):
         raise FrameError('not_cbor', '%s runs past the end' % what)
@@ -170,30 +187,34 @@ def read_tstr(data, off, what):
 
 def read_bool(data, off, what):
     major, v, off = read_head(data, off)
-    if major != MT_SIMPLE or (v != SIMPLE_TRUE and v != SIMPLE_FALSE):
+    if major != _MT_SIMPLE or (v != _SIMPLE_TRUE and v != _SIMPLE_FALSE):
         raise FrameError('wrong_type', '%s must be a bool' % what)
-    return v == SIMPLE_TRUE, off
+    return v == _SIMPLE_TRUE, off
 
 
 def skip_item(data, off):
     """Offset just past the data item starting at off (used only to reject it cleanly)."""
     major, v, off = read_head(data, off)
-    if major == MT_BSTR or major == MT_TSTR:
+    if major == _MT_BSTR or major == _MT_TSTR:
         if off + v > len(data):
             raise FrameError('not_cbor', 'string runs past the end')
         return off + v
-    if major == MT_ARRAY:
+    if major == _MT_ARRAY:
         i = 0
         while i < v:
             off = skip_item(data, off)
             i += 1
         return off
-    if major == MT_MAP:
+    if major == _MT_MAP:
         i = 0
         while i < 2 * v:
             off = skip_item(data, off)
             i += 1
         return off
-    if major == MT_TAG:
+    if major == _MT_TAG:
         return skip_item(data, off)
     return off
+
+
+if "_MT_MAP" in globals():  # CPython (on MicroPython the constants are folded away)
+    publish(globals())

@@ -28,14 +28,17 @@ Outgoing messages are composed in one preallocated ``bytearray``. Counters
 """
 
 import socket
-import random
 
 try:
-    import os
-
-    _urandom = os.urandom
-except (ImportError, AttributeError):  # ports without os.urandom
+    from os import urandom as _urandom
+except ImportError:  # ports without os.urandom: random.getrandbits (see _rand)
     _urandom = None
+
+try:
+    from micropython import const
+except ImportError:  # CPython
+    def const(x):
+        return x
 
 try:
     from time import ticks_ms, ticks_diff  # MicroPython
@@ -49,59 +52,61 @@ except ImportError:
         return a - b
 
 
+# Integer constants are private `_NAME = const(v)`: MicroPython folds them into the bytecode
+# and keeps no module-dict entry (RAM on a board); CPython gets the public names at the end.
+
 # Message types, RFC 7252 §3
-CON = 0
-NON = 1
-ACK = 2
-RST = 3
+_CON = const(0)
+_NON = const(1)
+_ACK = const(2)
+_RST = const(3)
 
 # Method codes, RFC 7252 §12.1.1
-GET = 1
-POST = 2
-PUT = 3
-DELETE = 4
+_GET = const(1)
+_POST = const(2)
+_PUT = const(3)
+_DELETE = const(4)
 
 # Response codes (class << 5 | detail), RFC 7252 §12.1.2 and RFC 7959 §2.9
-CREATED = 0x41  # 2.01
-DELETED = 0x42  # 2.02
-VALID = 0x43  # 2.03
-CHANGED = 0x44  # 2.04
-CONTENT = 0x45  # 2.05
-CONTINUE = 0x5F  # 2.31
-REQUEST_ENTITY_INCOMPLETE = 0x88  # 4.08
-REQUEST_ENTITY_TOO_LARGE = 0x8D  # 4.13
+_CREATED = const(0x41)  # 2.01
+_DELETED = const(0x42)  # 2.02
+_VALID = const(0x43)  # 2.03
+_CHANGED = const(0x44)  # 2.04
+_CONTENT = const(0x45)  # 2.05
+_CONTINUE = const(0x5F)  # 2.31
+_REQUEST_ENTITY_INCOMPLETE = const(0x88)  # 4.08
+_REQUEST_ENTITY_TOO_LARGE = const(0x8D)  # 4.13
 
 # Option numbers, RFC 7252 §12.2, RFC 7959 §6
-OPT_ETAG = 4
-OPT_URI_PATH = 11
-OPT_CONTENT_FORMAT = 12
-OPT_URI_QUERY = 15
-OPT_BLOCK2 = 23
-OPT_BLOCK1 = 27
-OPT_SIZE2 = 28
-OPT_SIZE1 = 60
+_OPT_ETAG = const(4)
+_OPT_URI_PATH = const(11)
+_OPT_CONTENT_FORMAT = const(12)
+_OPT_URI_QUERY = const(15)
+_OPT_BLOCK2 = const(23)
+_OPT_BLOCK1 = const(27)
+_OPT_SIZE2 = const(28)
+_OPT_SIZE1 = const(60)
 
 # Content-Format registry, RFC 7252 §12.3; application/cbor = 60 (RFC 7049 §7.4)
-CF_CBOR = 60
+_CF_CBOR = const(60)
 
 # Transmission parameters, RFC 7252 §4.8
 ACK_TIMEOUT = 2.0
 ACK_RANDOM_FACTOR = 1.5
-MAX_RETRANSMIT = 4
+_MAX_RETRANSMIT = const(4)
 
 # RFC 7252 §4.6: without knowledge of the path MTU, messages should fit 1152 bytes;
-# 1280 (the IPv6 minimum MTU) bounds what we accept in one datagram.
-RX_SIZE = 1280
+# 1280 (the IPv6 minimum MTU) bounds what we accept in one datagram by default.
+# recvfrom(n) allocates n bytes (then a copy of what arrived) for every datagram: on a
+# board that is a transient contiguous block per block-wise step, so edge/board.py asks
+# for block_size + RX_HEADROOM instead (a server honouring our Block2 size never sends more).
+_RX_SIZE = const(1280)
+RX_HEADROOM = 64  # header, token and options of a response: < 48 bytes in practice
 
 # Header room in the send buffer beyond the block payload: 4 header + 8 token +
 # Content-Format (3) + Block1/Block2 (4 each) + Size1 (5) + marker (1), rounded up;
 # Uri-Path/Uri-Query bytes are added per request.
-_HDR_ROOM = 48
-
-# errnos that mean "nothing arrived in time": EAGAIN (11, unix MicroPython),
-# ETIMEDOUT (110 Linux, 116 ESP-IDF/newlib), ECONNREFUSED (111: an ICMP
-# port-unreachable, i.e. the datagram was lost; retransmission covers it).
-_TIMEOUT_ERRNOS = (11, 110, 111, 116)
+_HDR_ROOM = const(48)
 
 
 class CoapError(Exception):
@@ -238,16 +243,16 @@ def _opts_len(segs):
 class CoapClient:
     """Confirmable CoAP client for one server endpoint.
 
-    CoapClient(host, port, ack_timeout=2.0, max_retransmit=4, block_size=64)
+    CoapClient(host, port, ack_timeout=2.0, max_retransmit=4, block_size=64, rx_size=1280)
     .post(path, payload, content_format=60) -> (code, payload)
     .put(path, payload, content_format=None) -> (code, payload)
     .get(path) -> (code, payload)
     .close()
     """
 
-    def __init__(self, host, port=5683, ack_timeout=ACK_TIMEOUT, max_retransmit=MAX_RETRANSMIT,
+    def __init__(self, host, port=5683, ack_timeout=ACK_TIMEOUT, max_retransmit=_MAX_RETRANSMIT,
                  block_size=64, random_factor=ACK_RANDOM_FACTOR, response_timeout=None,
-                 max_body=65536, token_len=4):
+                 max_body=65536, token_len=4, rx_size=_RX_SIZE):
         if ack_timeout <= 0:
             raise ValueError("ack_timeout must be > 0, got %r" % (ack_timeout,))
         if max_retransmit < 0:
@@ -256,6 +261,8 @@ class CoapClient:
             raise ValueError("random_factor must be >= 1, got %r" % (random_factor,))
         if token_len < 1 or token_len > 8:  # TKL 0-8, RFC 7252 §3
             raise ValueError("token_len must be 1..8, got %r" % (token_len,))
+        if rx_size < 32:
+            raise ValueError("rx_size must be >= 32, got %r" % (rx_size,))
         self.szx = szx_for(block_size)
         self.block_size = block_size
         self.ack_timeout = ack_timeout
@@ -268,6 +275,7 @@ class CoapClient:
         self.response_timeout = response_timeout
         self.max_body = max_body
         self.token_len = token_len
+        self.rx_size = rx_size
         ai = socket.getaddrinfo(host, port, 0, socket.SOCK_DGRAM)
         if not ai:
             raise CoapError("cannot resolve %r" % (host,))
@@ -322,21 +330,21 @@ class CoapClient:
         Returns (code, payload bytes). With sink, a successful (2.xx) response's payload is
         passed to sink(memoryview) piece by piece instead (valid during the call only) and
         the returned payload is b"": a board never holds a large body whole."""
-        return self.request(GET, path, sink=sink)
+        return self.request(_GET, path, sink=sink)
 
-    def post(self, path, payload, content_format=CF_CBOR):
+    def post(self, path, payload, content_format=_CF_CBOR):
         """POST payload (Block1 when larger than one block). Returns (code, payload)."""
-        return self.request(POST, path, payload, content_format)
+        return self.request(_POST, path, payload, content_format)
 
     def put(self, path, payload, content_format=None):
         """PUT payload (Block1 when larger than one block). Returns (code, payload)."""
-        return self.request(PUT, path, payload, content_format)
+        return self.request(_PUT, path, payload, content_format)
 
     def request(self, method, path, payload=None, content_format=None, sink=None):
         """Run one request to completion, block-wise in both directions as needed."""
         if self._sock is None:
             raise CoapError("client is closed")
-        if method not in (GET, POST, PUT, DELETE):
+        if method not in (_GET, _POST, _PUT, _DELETE):
             raise ValueError("unsupported method code %r" % (method,))
         if content_format is not None and (content_format < 0 or content_format > 0xFFFF):
             raise ValueError("content_format must be 0..65535, got %r" % (content_format,))
@@ -346,7 +354,7 @@ class CoapClient:
         mv = memoryview(payload)
         total = len(mv)
         # Block2 in the first GET announces the size we want (RFC 7959 §2.4, early negotiation)
-        first_b2 = self.szx if method == GET else -1
+        first_b2 = self.szx if method == _GET else -1
         if total <= self.block_size:
             data = self._do(method, segs, qs, content_format, first_b2, -1, -1, mv, 0, total)
         else:
@@ -371,7 +379,7 @@ class CoapClient:
             data = self._do(method, segs, qs, cf, -1, blk, total if off == 0 else -1, mv, off, n)
             code = self._r_code
             rb = self._r_block1
-            if (code == REQUEST_ENTITY_TOO_LARGE and rb >= 0 and (rb & 7) < szx
+            if (code == _REQUEST_ENTITY_TOO_LARGE and rb >= 0 and (rb & 7) < szx
                     and not restarted):
                 # §2.9.3: 4.13 with a Block1 option proposes a block size; start over with it
                 szx = rb & 7
@@ -379,7 +387,7 @@ class CoapClient:
                 restarted = True
                 continue
             if not more:
-                if code == CONTINUE:
+                if code == _CONTINUE:
                     raise CoapError("server answered 2.31 Continue to the last Block1 block")
                 return data  # the final response
             if code >> 5 != 2:
@@ -405,13 +413,13 @@ class CoapClient:
         code = self._r_code
         if code >> 5 != 2:
             sink = None  # an error response's text is returned, not streamed
-        pay = data[self._r_pay:]
+        pay = memoryview(data)[self._r_pay:]  # no copy until the caller's bytes
         b2 = self._r_block2
         if b2 < 0 or not (b2 & 8):
             if b2 >= 0 and (b2 >> 4) != 0:
                 raise CoapError("response starts with Block2 NUM %d, expected 0" % (b2 >> 4))
             if sink is not None:
-                sink(memoryview(pay))
+                sink(pay)
                 return code, b""
             return code, bytes(pay)
         if (b2 >> 4) != 0:
@@ -423,7 +431,7 @@ class CoapClient:
         else:
             body = None
             got = len(pay)
-            sink(memoryview(pay))
+            sink(pay)
         while b2 >= 0 and (b2 & 8):
             bszx = b2 & 7
             if bszx == 7:
@@ -461,6 +469,7 @@ class CoapClient:
     def _rand(self, n):
         if _urandom is not None:
             return _urandom(n)
+        import random
         b = bytearray(n)
         for i in range(n):
             b[i] = random.getrandbits(8)
@@ -476,7 +485,7 @@ class CoapClient:
         self._mid = (self._mid + 1) & 0xFFFF
         tok = self._rand(self.token_len)  # fresh random token per exchange, RFC 7252 §5.3.1
         tkl = self.token_len
-        buf[0] = 0x40 | (CON << 4) | tkl  # Ver 1, RFC 7252 §3
+        buf[0] = 0x40 | (_CON << 4) | tkl  # Ver 1, RFC 7252 §3
         buf[1] = method
         buf[2] = self._mid >> 8
         buf[3] = self._mid & 0xFF
@@ -487,27 +496,27 @@ class CoapClient:
             pos += 1
         last = 0
         for s in segs:
-            pos = _opt_head(buf, pos, OPT_URI_PATH - last, len(s))
-            last = OPT_URI_PATH
+            pos = _opt_head(buf, pos, _OPT_URI_PATH - last, len(s))
+            last = _OPT_URI_PATH
             buf[pos:pos + len(s)] = s
             pos += len(s)
         if cf is not None:
-            pos = _put_uint_opt(buf, pos, OPT_CONTENT_FORMAT - last, cf)
-            last = OPT_CONTENT_FORMAT
+            pos = _put_uint_opt(buf, pos, _OPT_CONTENT_FORMAT - last, cf)
+            last = _OPT_CONTENT_FORMAT
         for s in qs:
-            pos = _opt_head(buf, pos, OPT_URI_QUERY - last, len(s))
-            last = OPT_URI_QUERY
+            pos = _opt_head(buf, pos, _OPT_URI_QUERY - last, len(s))
+            last = _OPT_URI_QUERY
             buf[pos:pos + len(s)] = s
             pos += len(s)
         if block2 >= 0:
-            pos = _put_uint_opt(buf, pos, OPT_BLOCK2 - last, block2)
-            last = OPT_BLOCK2
+            pos = _put_uint_opt(buf, pos, _OPT_BLOCK2 - last, block2)
+            last = _OPT_BLOCK2
         if block1 >= 0:
-            pos = _put_uint_opt(buf, pos, OPT_BLOCK1 - last, block1)
-            last = OPT_BLOCK1
+            pos = _put_uint_opt(buf, pos, _OPT_BLOCK1 - last, block1)
+            last = _OPT_BLOCK1
         if size1 >= 0:
-            pos = _put_uint_opt(buf, pos, OPT_SIZE1 - last, size1)
-            last = OPT_SIZE1
+            pos = _put_uint_opt(buf, pos, _OPT_SIZE1 - last, size1)
+            last = _OPT_SIZE1
         if n > 0:
             buf[pos] = 0xFF  # payload marker, RFC 7252 §3
             pos += 1
@@ -533,14 +542,21 @@ class CoapClient:
             wait_ms = 1
         self._sock.settimeout(wait_ms / 1000)
         try:
-            data, addr = self._sock.recvfrom(RX_SIZE)
+            # one byte more than accepted: a datagram that fills it was cut by the kernel
+            data, addr = self._sock.recvfrom(self.rx_size + 1)
         except OSError as e:
             code = e.args[0] if e.args else None
-            if not isinstance(code, int) or code in _TIMEOUT_ERRNOS:
+            # errnos that mean "nothing arrived in time": EAGAIN (11, unix MicroPython),
+            # ETIMEDOUT (110 Linux, 116 ESP-IDF/newlib), ECONNREFUSED (111: an ICMP
+            # port-unreachable, i.e. the datagram was lost; retransmission covers it)
+            if not isinstance(code, int) or code in (11, 110, 111, 116):
                 return None  # CPython's socket.timeout carries a str, not an errno
             raise CoapError("socket error %r" % (e,))
         if not _same_endpoint(addr, self._addr):
             return None  # not from our server endpoint (RFC 7252 §5.3.2)
+        if len(data) > self.rx_size:
+            raise CoapError("a datagram of more than rx_size=%d bytes arrived (does the server "
+                            "ignore the Block2 size?)" % self.rx_size)
         self.datagrams_received += 1
         self.bytes_received += len(data)
         return data
@@ -595,11 +611,11 @@ class CoapClient:
                 if pos + ln > n:
                     return False
                 num += d
-                if num == OPT_BLOCK1:
+                if num == _OPT_BLOCK1:
                     self._r_block1 = _uint(data, pos, ln)
-                elif num == OPT_BLOCK2:
+                elif num == _OPT_BLOCK2:
                     self._r_block2 = _uint(data, pos, ln)
-                elif num == OPT_ETAG:
+                elif num == _OPT_ETAG:
                     self._r_etag = bytes(data[pos:pos + ln])
                 elif num & 1 and not self._r_crit:
                     self._r_crit = num  # unrecognised critical option (§5.4.1)
@@ -654,10 +670,10 @@ class CoapClient:
             if data is None or not self._parse(data):
                 continue  # timeout slice, foreign or malformed datagram: ignore (§4.2)
             t = self._r_type
-            if t == ACK or t == RST:
+            if t == _ACK or t == _RST:
                 if self._r_mid != mid:
                     continue  # duplicate/stale ACK of an earlier exchange
-                if t == RST:
+                if t == _RST:
                     raise CoapError("server reset the request (RST, mid %d)" % mid)
                 if self._r_code == 0:  # empty ACK: a separate response follows (§5.2.2)
                     if not acked:
@@ -671,22 +687,28 @@ class CoapClient:
                 return data
             # CON or NON sent by the server
             if self._r_code == 0:
-                if t == CON:  # CoAP ping: answer with RST (§4.3)
-                    self._send_empty(RST, self._r_mid)
+                if t == _CON:  # CoAP ping: answer with RST (§4.3)
+                    self._send_empty(_RST, self._r_mid)
                 continue
             if self._r_code >> 5 >= 2 and self._token_ok(data):
-                if t == CON:  # acknowledge a confirmable separate response (§5.2.2)
-                    self._send_empty(ACK, self._r_mid)
+                if t == _CON:  # acknowledge a confirmable separate response (§5.2.2)
+                    self._send_empty(_ACK, self._r_mid)
                     self._last_sep_mid = self._r_mid
                 self._check_crit()
                 return data
-            if t == CON:
+            if t == _CON:
                 if self._r_mid == self._last_sep_mid:
-                    self._send_empty(ACK, self._r_mid)  # duplicate: ACK each copy (§4.5)
+                    self._send_empty(_ACK, self._r_mid)  # duplicate: ACK each copy (§4.5)
                 else:
-                    self._send_empty(RST, self._r_mid)  # unexpected CON: reject (§4.2)
+                    self._send_empty(_RST, self._r_mid)  # unexpected CON: reject (§4.2)
             # an unexpected NON is silently ignored (§4.3)
 
     def _check_crit(self):
         if self._r_crit:
             raise CoapError("response carries unrecognised critical option %d" % self._r_crit)
+
+
+if "_CONTENT" in globals():  # CPython: the constants by their public names
+    from edge.cbor import publish
+    publish(globals())
+    del publish

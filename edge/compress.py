@@ -11,12 +11,20 @@ aggregator only averages x <- x - (1/n) sum u:
 Error feedback (Stich et al. 2018): compress v = g/L + e, send q, keep e <- v - q. The
 improvement measures are scale-invariant, so the same code compresses v with scale 1.
 Values are rounded to the wire format here so the residual matches what the gateway decodes.
+
+SS sampling (edge/ss.py) and the error-feedback memory (edge/feedback.py) are modules of their
+own, imported when a round uses them: a board running S or S+Q never holds their code or
+objects. Their names are still importable from here (ss_budget, ss_level, Feedback).
 """
 
-from array import array
-
 from edge import topk
-from edge.cat import (SCHEME_IDENTITY, SCHEME_S, SCHEME_SQ, SCHEME_SS, Rule)
+from edge.learner import zeros
+from edge.cbor import const
+
+_SCHEME_IDENTITY = const(0)  # edge.cat's scheme numbers (folded: no dict entries on a board)
+_SCHEME_S = const(1)
+_SCHEME_SQ = const(2)
+_SCHEME_SS = const(3)
 
 
 class XorShift32:
@@ -57,7 +65,7 @@ class Workspace:
             extra = 8 + 4 * int(k ** 0.5)
         self.cap = k + extra
         self.idx = topk.alloc_index(self.cap, d)
-        self.vals = array('f', bytes(4 * self.cap))
+        self.vals = zeros(self.cap)  # no 4 cap-byte temporary
         self.n = 0       # entries in the last update
         self.s1 = 0.0
         self.s2 = 0.0
@@ -82,9 +90,10 @@ def compress(ws, g, scheme, rule, cost, t_max, scale, rng=None, early_stop=False
     Returns a Result; the entries are ws.idx[0:n] (ascending) and ws.vals[0:n].
     """
     d = len(g)
-    if scheme == SCHEME_IDENTITY:
+    if scheme == _SCHEME_IDENTITY:
         raise ValueError("identity is not sparse: send g * scale as a full update")
-    if scheme == SCHEME_SS:
+    if scheme == _SCHEME_SS:
+        from edge.ss import ss_budget
         t_max = ss_budget(t_max)
     need = rule.needs(d, t_max)
     k = ws.k if ws.k < need else need
@@ -96,7 +105,7 @@ def compress(ws, g, scheme, rule, cost, t_max, scale, rng=None, early_stop=False
     idx = ws.idx
     vals = ws.vals
     fmt = ws.fmt
-    if scheme == SCHEME_S:
+    if scheme == _SCHEME_S:
         topk.sort_ascending(idx, t)
         for i in range(t):
             vals[i] = g[idx[i]] * scale
@@ -104,7 +113,7 @@ def compress(ws, g, scheme, rule, cost, t_max, scale, rng=None, early_stop=False
             for i in range(t):
                 vals[i] = _round_f16(vals[i])
         return Result(scheme, t, choice, d)
-    if scheme == SCHEME_SQ:
+    if scheme == _SCHEME_SQ:
         a1 = 0.0
         for i in range(t):
             a1 += abs(g[idx[i]])
@@ -118,97 +127,21 @@ def compress(ws, g, scheme, rule, cost, t_max, scale, rng=None, early_stop=False
         for i in range(t):
             vals[i] = m if g[idx[i]] >= 0.0 else -m
         return Result(scheme, t, choice, d)
-    if scheme == SCHEME_SS:
+    if scheme == _SCHEME_SS:
+        from edge.ss import sample
         # The drawn count varies around T: never more than the buffer or the link takes.
         limit = ws.cap if ws.cap < t_max else t_max
-        return _sample_ss(ws, g, choice, s1, scale, rng, d, limit)
+        return sample(ws, g, choice, s1, scale, rng, d, limit)
     raise ValueError("unknown scheme %r" % scheme)
 
 
-def ss_budget(limit):
-    """Largest expected count T whose draws stay within `limit` entries with 3 standard
-    deviations to spare (the count is a sum of Bernoullis: variance <= T)."""
-    t = limit
-    while t > 1 and t + 3.0 * t ** 0.5 + 2.0 > limit:
-        t -= 1 + int(0.01 * t)
-    return t if t > 0 else 1
-
-
-def ss_level(g, idx, ns, s1, t):
-    """Water level c with p_j = min(1, c |g_j|) and sum p_j = T, given the n_s saturated
-    candidates idx[0:ns] (cat.Scan found n_s). 0.0 when the saturated entries hold all mass."""
-    a1s = 0.0
-    for i in range(ns):
-        a1s += abs(g[idx[i]])
-    r = s1 - a1s
-    return (t - ns) / r if r > 0.0 else 0.0
-
-
-def _sample_ss(ws, g, choice, s1, scale, rng, d, limit):
-    """Draw the SS sparsifier: p_j = min(1, c |g_j|), value (omega * scale) g_j / p_j."""
-    if rng is None:
-        raise ValueError("SS needs a random source (XorShift32)")
-    t = choice.t
-    ns = choice.ns
-    idx = ws.idx
-    c = ss_level(g, idx, ns, s1, t)
-    step = choice.improvement * scale
-    vals = ws.vals
-    cap = limit
-    fmt = ws.fmt
-    for attempt in range(8):
-        n = 0
-        for j in range(d):
-            v = g[j]
-            if v == 0.0:
-                continue
-            a = v if v > 0.0 else -v
-            if ns > 0 and c == 0.0:
-                p = 1.0 if a >= abs(g[idx[ns - 1]]) else 0.0
-            else:
-                p = c * a
-            if p >= 1.0:
-                q = v
-            elif p > 0.0 and rng.random() < p:
-                q = v / p
-            else:
-                continue
-            if n >= cap:
-                n = -1
-                break
-            idx[n] = j
-            vals[n] = q * step
-            n += 1
-        if n >= 0:
-            if fmt:
-                for i in range(n):
-                    vals[i] = _round_f16(vals[i])
-            return Result(SCHEME_SS, n, choice, d)
-    # Redrawing conditions on the count, a bias that is negligible while T sits a few
-    # standard deviations (sqrt(T)) below the limit; CAT's t_max keeps it there in practice.
-    raise ValueError("SS drew more than %d entries 8 times; lower K or use a link with larger frames" % cap)
-
-
-class Feedback:
-    """Error-feedback memory: an array('f') of d on the edge (4*d bytes of RAM)."""
-
-    def __init__(self, d):
-        from edge.learner import zeros
-        self.e = zeros(d)  # no 4 d-byte temporary
-
-    def load(self, g, scale):
-        """Turn g into v = scale*g + e in place; compress v with scale 1.0 afterwards."""
-        e = self.e
-        for j in range(len(g)):
-            g[j] = g[j] * scale + e[j]
-
-    def store(self, v, ws, res):
-        """e <- v - q, where q is the sparse update just compressed from v."""
-        e = self.e
-        for j in range(len(v)):
-            e[j] = v[j]
-        idx = ws.idx
-        vals = ws.vals
-        for i in range(res.n):
-            j = idx[i]
-            e[j] = e[j] - vals[i]
+def __getattr__(name):
+    # SS and error feedback live in their own modules (loaded on use); the old names still
+    # resolve here (PEP 562, and MicroPython calls a module's __getattr__ too)
+    if name in ("ss_budget", "ss_level"):
+        from edge import ss
+        return getattr(ss, name)
+    if name == "Feedback":
+        from edge.feedback import Feedback
+        return Feedback
+    raise AttributeError(name)

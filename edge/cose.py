@@ -15,23 +15,28 @@
 
 import hashlib
 
-from edge.cbor import FrameError, head_len, put_head, read_head, MT_BSTR, MT_MAP, MT_UINT
+from edge.cbor import FrameError, const, head_len, put_head, read_head
 
-ALG_HMAC_256_64 = 4          # RFC 9053 §3.1, Table 2
-TAG_LEN = 8                  # 64-bit truncated tag
-HDR_ALG = 1                  # RFC 9052 §3.1 common header labels
-HDR_KID = 4
-COSE_MAC0_TAG = 17           # RFC 9052 §2, CBOR tag for COSE_Mac0
+_MT_UINT = const(0)          # CBOR major types (edge.cbor)
+_MT_BSTR = const(2)
+_MT_MAP = const(5)
+
+# private int constants: no dict entry on a board, public names on CPython (edge.cbor.publish)
+_ALG_HMAC_256_64 = const(4)  # RFC 9053 §3.1, Table 2
+_TAG_LEN = const(8)          # 64-bit truncated tag
+_HDR_ALG = const(1)          # RFC 9052 §3.1 common header labels
+_HDR_KID = const(4)
+_COSE_MAC0_TAG = const(17)   # RFC 9052 §2, CBOR tag for COSE_Mac0
 PROTECTED = b'\xa1\x01\x04'  # bstr content: {1: 4}
-KID_LEN = 2
+_KID_LEN = const(2)
 KID_GW = b'gw'               # h'6777', downlink (aggregator -> edges)
 # Envelope bytes before the payload's bstr head: D1 84 43 A1 01 04 A1 04 42 kid(2)
-PREFIX_LEN = 11
-SUFFIX_LEN = 1 + TAG_LEN     # 48 + tag
+_PREFIX_LEN = const(11)
+_SUFFIX_LEN = const(9)       # 48 + the 8-byte tag
 _MAC0_HEAD = b'\xd1\x84\x43\xa1\x01\x04\xa1\x04\x42'
 # MAC_structure up to (not including) the payload's bstr head
 _MACSTRUCT_HEAD = b'\x84\x64MAC0\x43\xa1\x01\x04\x40'
-_BLOCK = 64                  # SHA-256 block size, RFC 2104 "B"
+_BLOCK = const(64)           # SHA-256 block size, RFC 2104 "B"
 
 
 def _pads(key):
@@ -64,7 +69,7 @@ def hmac_sha256(key, data, data2=None):
 
 def overhead(payload_len):
     """Envelope bytes around a payload of payload_len bytes (20 + bstr head)."""
-    return PREFIX_LEN + head_len(payload_len) + SUFFIX_LEN
+    return _PREFIX_LEN + head_len(payload_len) + _SUFFIX_LEN
 
 
 def check_key(key):
@@ -77,8 +82,8 @@ def mac_tag(key, payload):
     n = len(payload)
     head = bytearray(len(_MACSTRUCT_HEAD) + head_len(n))
     head[0:len(_MACSTRUCT_HEAD)] = _MACSTRUCT_HEAD
-    put_head(head, len(_MACSTRUCT_HEAD), MT_BSTR, n)
-    return hmac_sha256(key, head, payload)[:TAG_LEN]
+    put_head(head, len(_MACSTRUCT_HEAD), _MT_BSTR, n)
+    return hmac_sha256(key, head, payload)[:_TAG_LEN]
 
 
 def mac_begin(key, payload_len):
@@ -87,7 +92,7 @@ def mac_begin(key, payload_len):
     ipad, opad = _pads(key)
     head = bytearray(len(_MACSTRUCT_HEAD) + head_len(payload_len))
     head[0:len(_MACSTRUCT_HEAD)] = _MACSTRUCT_HEAD
-    put_head(head, len(_MACSTRUCT_HEAD), MT_BSTR, payload_len)
+    put_head(head, len(_MACSTRUCT_HEAD), _MT_BSTR, payload_len)
     h = hashlib.sha256(ipad)
     h.update(head)
     return h, opad
@@ -97,17 +102,17 @@ def mac_end(h, opad):
     """The 8-byte tag from mac_begin's hash after the whole payload went through it."""
     o = hashlib.sha256(opad)
     o.update(h.digest())
-    return o.digest()[:TAG_LEN]
+    return o.digest()[:_TAG_LEN]
 
 
 def write_prefix(buf, off, kid, payload_len):
     """Write the envelope up to and including the payload's bstr head; return the payload offset."""
-    if len(kid) != KID_LEN:
+    if len(kid) != _KID_LEN:
         raise ValueError('kid must be 2 bytes')
     buf[off:off + 9] = _MAC0_HEAD
     buf[off + 9] = kid[0]
     buf[off + 10] = kid[1]
-    return put_head(buf, off + PREFIX_LEN, MT_BSTR, payload_len)
+    return put_head(buf, off + _PREFIX_LEN, _MT_BSTR, payload_len)
 
 
 def write_tag(buf, off, key, payload_off, payload_len):
@@ -115,8 +120,8 @@ def write_tag(buf, off, key, payload_off, payload_len):
     mv = memoryview(buf)
     tag = mac_tag(key, mv[payload_off:payload_off + payload_len])
     buf[off] = 0x48
-    buf[off + 1:off + 1 + TAG_LEN] = tag
-    return off + SUFFIX_LEN
+    buf[off + 1:off + 1 + _TAG_LEN] = tag
+    return off + _SUFFIX_LEN
 
 
 def wrap(key, kid, payload):
@@ -149,32 +154,32 @@ def parse(data):
     if n < 2 or data[1] != 0x84:
         raise FrameError('structure', 'COSE_Mac0 must be an array of 4')
     major, plen, off = read_head(data, 2)
-    if major != MT_BSTR:
+    if major != _MT_BSTR:
         raise FrameError('structure', 'protected header must be a bstr')
     if bytes(data[off:off + plen]) != PROTECTED:
         raise FrameError('bad_alg', 'protected header must be exactly {1: 4} (HMAC 256/64)')
     off += plen
     major, cnt, off = read_head(data, off)
-    if major != MT_MAP or cnt != 1:
+    if major != _MT_MAP or cnt != 1:
         raise FrameError('structure', 'unprotected header must be {4: kid}')
     major, lab, off = read_head(data, off)
-    if major != MT_UINT or lab != HDR_KID:
+    if major != _MT_UINT or lab != _HDR_KID:
         raise FrameError('structure', 'unprotected header must be {4: kid}')
     major, klen, off = read_head(data, off)
-    if major != MT_BSTR or klen != KID_LEN or off + klen > n:
+    if major != _MT_BSTR or klen != _KID_LEN or off + klen > n:
         raise FrameError('unknown_kid', 'kid must be a 2-byte bstr')
     kid = bytes(data[off:off + klen])
     off += klen
     major, blen, off = read_head(data, off)
-    if major != MT_BSTR:
+    if major != _MT_BSTR:
         raise FrameError('structure', 'payload must be a bstr')
     pay = off
     off += blen
-    if off + SUFFIX_LEN > n:
+    if off + _SUFFIX_LEN > n:
         raise FrameError('structure', 'message truncated')
     if data[off] != 0x48:
         raise FrameError('structure', 'tag must be an 8-byte bstr')
-    off += SUFFIX_LEN
+    off += _SUFFIX_LEN
     if off != n:
         raise FrameError('trailing_bytes', '%d bytes after the message' % (n - off))
     return kid, pay, blen
@@ -190,6 +195,12 @@ def verify(data, key, kid=None):
     mv = memoryview(data)
     want = mac_tag(key, mv[pay:pay + plen])
     tag_off = pay + plen + 1
-    if not _ct_equal(want, mv[tag_off:tag_off + TAG_LEN]):
+    if not _ct_equal(want, mv[tag_off:tag_off + _TAG_LEN]):
         raise FrameError('bad_mac', 'MAC does not verify')
     return got_kid, pay, plen
+
+
+if "_TAG_LEN" in globals():  # CPython: the constants by their public names
+    from edge.cbor import publish
+    publish(globals())
+    del publish

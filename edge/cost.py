@@ -13,7 +13,10 @@ Two families (DESIGN.md section 4):
 Every cost is nondecreasing in T, which CAT relies on (frames only grow with T).
 """
 
-from edge.cat import SCHEME_IDENTITY, SCHEME_SQ
+from edge.cbor import const
+
+_SCHEME_IDENTITY = const(0)  # edge.cat's scheme numbers (folded: no dict entries on a board)
+_SCHEME_SQ = const(2)
 
 LINK_METRICS = ("bytes", "bits", "packets", "seconds", "joules")
 PAPER_METRICS = ("bits", "bytes", "packets")
@@ -31,10 +34,10 @@ def index_bits(d):
 
 def paper_payload_bits(scheme, d, t, fpp_bits):
     """P(T) of eq. (5): S and SS send T (index, float) pairs; S+Q one float and T indices."""
-    if scheme == SCHEME_IDENTITY:
+    if scheme == _SCHEME_IDENTITY:
         return d * fpp_bits
     b = index_bits(d)
-    if scheme == SCHEME_SQ:
+    if scheme == _SCHEME_SQ:
         return fpp_bits + t * b
     return t * (b + fpp_bits)
 
@@ -198,7 +201,7 @@ class CostModel:
     def _largest_fitting_t(self):
         limit = self.profile["message"]["max_bytes"]
         d = self.d
-        if self.scheme == SCHEME_IDENTITY:
+        if self.scheme == _SCHEME_IDENTITY:
             return d if self.frame_bytes(d) <= limit else 0
         if self.frame_bytes(1) > limit:
             return 0

@@ -11,86 +11,93 @@
 
 import struct
 
-from edge.cbor import (FrameError, head_len, put_head, put_kv_uint, read_head, read_uint,
-                       read_bstr, read_tstr, read_bool, MT_BSTR, MT_MAP, MT_UINT)
+from edge.cbor import (FrameError, const, head_len, put_head, put_kv_uint, read_head, read_uint,
+                       read_bstr, read_tstr, read_bool)
 from edge import cose
 
-VERSION = 1
+# Integer constants are private `_NAME = const(v)`: folded into the bytecode on MicroPython
+# (no dict entry, RAM on a board); on CPython edge.cbor.publish adds them as NAME at the end.
+
+_MT_UINT = const(0)     # CBOR major types (edge.cbor)
+_MT_BSTR = const(2)
+_MT_MAP = const(5)
+_PREFIX_LEN = const(11)  # edge.cose: envelope bytes before the payload's bstr head
+_SUFFIX = const(9)       # edge.cose: 48 + the 8-byte tag
+_HDR_KID = const(4)
+_KID_LEN = const(2)
+
+_VERSION = const(1)
 
 # kinds (key 1)
-KIND_UPDATE = 0
-KIND_CONFIG = 1
-KIND_SNAPSHOT = 2
-KIND_DELTA = 3
+_KIND_UPDATE = const(0)
+_KIND_CONFIG = const(1)
+_KIND_SNAPSHOT = const(2)
+_KIND_DELTA = const(3)
 
 # payload keys (one registry for all kinds)
-K_VERSION = 0
-K_KIND = 1
-K_JOB = 2
-K_NODE = 3
-K_ROUND = 4
-K_SCHEME = 5
-K_D = 6
-K_T = 7
-K_IDX_PACKED = 8
-K_IDX_BITMAP = 9
-K_FMT = 10
-K_VALUES = 11
-K_SIGNS = 13
-K_TELEMETRY = 14
-K_CONFIG = 15
-K_MODEL = 16
+_K_VERSION = const(0)
+_K_KIND = const(1)
+_K_JOB = const(2)
+_K_NODE = const(3)
+_K_ROUND = const(4)
+_K_SCHEME = const(5)
+_K_D = const(6)
+_K_T = const(7)
+_K_IDX_PACKED = const(8)
+_K_IDX_BITMAP = const(9)
+_K_FMT = const(10)
+_K_VALUES = const(11)
+_K_SIGNS = const(13)
+_K_TELEMETRY = const(14)
+_K_CONFIG = const(15)
+_K_MODEL = const(16)
 
 # schemes (key 5)
-SCHEME_IDENTITY = 0
-SCHEME_S = 1     # top-T sparsification (paper eq. 2)
-SCHEME_SQ = 2    # sparsification + quantisation (paper eq. 3)
-SCHEME_SS = 3    # stochastic sparsification (paper eq. 4)
+_SCHEME_IDENTITY = const(0)
+_SCHEME_S = const(1)     # top-T sparsification (paper eq. 2)
+_SCHEME_SQ = const(2)    # sparsification + quantisation (paper eq. 3)
+_SCHEME_SS = const(3)    # stochastic sparsification (paper eq. 4)
 
 # value formats (key 10)
-FMT_F32 = 0      # IEEE 754 binary32, little-endian, 4 bytes
-FMT_F16 = 1      # IEEE 754 binary16, little-endian, 2 bytes
+_FMT_F32 = const(0)      # IEEE 754 binary32, little-endian, 4 bytes
+_FMT_F16 = const(1)      # IEEE 754 binary16, little-endian, 2 bytes
 
 # config map keys (inside key 15)
-CFG_D = 0
-CFG_SCHEME = 1
-CFG_RULE = 2
-CFG_RULE_PARAM = 3
-CFG_K_CAP = 4
-CFG_FMT = 5
-CFG_L = 6
-CFG_STEP = 7
-CFG_ERROR_FEEDBACK = 8
-CFG_MODEL = 9
-CFG_CLASSES = 10
-CFG_LAMBDA = 11
-CFG_PROFILE = 12
-CFG_METRIC = 13
-CFG_ROUNDS = 14
-CFG_SEED = 15
+_CFG_D = const(0)
+_CFG_SCHEME = const(1)
+_CFG_RULE = const(2)
+_CFG_RULE_PARAM = const(3)
+_CFG_K_CAP = const(4)
+_CFG_FMT = const(5)
+_CFG_L = const(6)
+_CFG_STEP = const(7)
+_CFG_ERROR_FEEDBACK = const(8)
+_CFG_MODEL = const(9)
+_CFG_CLASSES = const(10)
+_CFG_LAMBDA = const(11)
+_CFG_PROFILE = const(12)
+_CFG_METRIC = const(13)
+_CFG_ROUNDS = const(14)
+_CFG_SEED = const(15)
 
-RULE_CAT = 0
-RULE_FIXED = 1
-RULE_ALISTARH = 2
-RULE_HYBRID = 3
-RULE_IDENTITY = 4
+_RULE_CAT = const(0)
+_RULE_FIXED = const(1)
+_RULE_ALISTARH = const(2)
+_RULE_HYBRID = const(3)
+_RULE_IDENTITY = const(4)
 
-MODEL_LOGISTIC = 0
-MODEL_SOFTMAX = 1
+_MODEL_LOGISTIC = const(0)
+_MODEL_SOFTMAX = const(1)
 
-D_MAX = 0xFFFFFFFF      # indices travel in at most 32 bits
-NODE_MAX = 0xFFFF       # node id is the 2-byte kid
-TELEMETRY_LEN = 16      # 4 x '<f'
-F16_MAX = 65504.0       # largest finite binary16 (IEEE 754-2008 Table 3.5)
+_D_MAX = const(0xFFFFFFFF)      # indices travel in at most 32 bits
+_NODE_MAX = const(0xFFFF)       # node id is the 2-byte kid
+_TELEMETRY_LEN = const(16)      # 4 x '<f'
+# (65504.0 is the largest finite binary16, IEEE 754-2008 Table 3.5: beyond it f16_bits gives inf)
 
 # config field names, in key order (decode_config returns a dict with these names)
 CONFIG_FIELDS = ('d', 'scheme', 'rule', 'rule_param', 'k_cap', 'fmt', 'L', 'step',
                  'error_feedback', 'model', 'classes', 'lam', 'profile', 'metric',
                  'rounds', 'seed')
-_CFG_UINT = (0, 1, 2, 3, 4, 5, 9, 10, 14, 15)
-_CFG_F32 = (6, 7, 11)
-_CFG_TSTR = (12, 13)
-_CFG_LIMIT = {CFG_SCHEME: 3, CFG_RULE: 4, CFG_FMT: 1, CFG_MODEL: 1}
 
 
 class VersionMismatch(FrameError):
@@ -131,28 +138,28 @@ def index_code(d, T):
     packed = (T * index_bits(d) + 7) >> 3
     bitmap = (d + 7) >> 3
     if bitmap < packed:
-        return K_IDX_BITMAP, bitmap
-    return K_IDX_PACKED, packed
+        return _K_IDX_BITMAP, bitmap
+    return _K_IDX_PACKED, packed
 
 
 def payload_length(d, T, scheme, fmt, telemetry=False, job=0, node=0, rnd=0):
     """Exact byte length of an update payload (the CBOR map), O(1)."""
-    w = 2 if fmt == FMT_F16 else 4
+    w = 2 if fmt == _FMT_F16 else 4
     # map head (<= 13 entries) + {0: 1} + {1: 0} + {5: s} + {10: f}: 1 + 2 + 2 + 2 + 2
     n = 9 + 1 + head_len(job) + 1 + head_len(node) + 1 + head_len(rnd)
     n += 1 + head_len(d) + 1 + head_len(T)
-    if scheme == SCHEME_SQ:
+    if scheme == _SCHEME_SQ:
         vb = w
         sb = (T + 7) >> 3
         n += 1 + head_len(sb) + sb
     else:
         vb = T * w
     n += 1 + head_len(vb) + vb
-    if scheme != SCHEME_IDENTITY:
+    if scheme != _SCHEME_IDENTITY:
         ib = index_code(d, T)[1]
         n += 1 + head_len(ib) + ib
     if telemetry:
-        n += 2 + TELEMETRY_LEN
+        n += 2 + _TELEMETRY_LEN
     return n
 
 
@@ -162,15 +169,15 @@ def frame_length(d, T, scheme, fmt, telemetry=False, job=0, node=0, rnd=0):
     job, node and rnd change the length (shortest-form uints: 1 byte below 24, 2 below 256,
     3 below 65536, 5 below 2**32), so pass the real ones; the defaults fit values < 24."""
     p = payload_length(d, T, scheme, fmt, telemetry, job, node, rnd)
-    return cose.PREFIX_LEN + head_len(p) + p + cose.SUFFIX_LEN
+    return _PREFIX_LEN + head_len(p) + p + _SUFFIX
 
 
 def buffer_size(d, K, scheme, fmt):
     """A bytearray size that holds any update frame with T <= K (telemetry included,
     job and round < 2**32): frame_length is non-decreasing in every argument."""
-    if scheme == SCHEME_IDENTITY:
+    if scheme == _SCHEME_IDENTITY:
         K = d
-    return frame_length(d, K, scheme, fmt, True, D_MAX, NODE_MAX, D_MAX)
+    return frame_length(d, K, scheme, fmt, True, _D_MAX, _NODE_MAX, _D_MAX)
 
 
 # ---------------------------------------------------------------------------- floats
@@ -243,7 +250,7 @@ def round_value(x, fmt):
 
     Compressors use it so that error-feedback residuals are exact. Out of range gives +-inf
     (which encode_update refuses)."""
-    if fmt == FMT_F16:
+    if fmt == _FMT_F16:
         return f16_value(f16_bits(x))
     try:
         struct.pack_into('<f', _S, 0, x)
@@ -254,7 +261,7 @@ def round_value(x, fmt):
 
 def _put_value(buf, off, v, fmt):
     """Write one value; raise ValueError if it is not finite in that format."""
-    if fmt == FMT_F16:
+    if fmt == _FMT_F16:
         h = f16_bits(v)
         if (h & 0x7C00) == 0x7C00:
             raise ValueError('value %r is not finite in float16 (|v| <= 65504)' % v)
@@ -282,7 +289,7 @@ def _emit(buf, off, acc, nb):
 
 def _write_indices(buf, off, idx, T, d, code, nbytes, b):
     prev = -1
-    if code == K_IDX_BITMAP:
+    if code == _K_IDX_BITMAP:
         i = 0
         while i < nbytes:
             buf[off + i] = 0
@@ -332,62 +339,62 @@ def encode_update(buf, key, job, node, rnd, scheme, d, T, idx, vals, fmt, teleme
     cose.check_key(key)
     if scheme < 0 or scheme > 3:
         raise ValueError('scheme must be 0..3, got %r' % scheme)
-    if fmt != FMT_F32 and fmt != FMT_F16:
+    if fmt != _FMT_F32 and fmt != _FMT_F16:
         raise ValueError('fmt must be 0 (float32) or 1 (float16), got %r' % fmt)
-    if d < 1 or d > D_MAX:
+    if d < 1 or d > _D_MAX:
         raise ValueError('d must be in 1..2**32-1, got %r' % d)
     if T < 1 or T > d:
         raise ValueError('T must be in 1..d, got T=%r d=%r' % (T, d))
-    if scheme == SCHEME_IDENTITY and T != d:
+    if scheme == _SCHEME_IDENTITY and T != d:
         raise ValueError('identity needs T == d')
-    if node < 0 or node > NODE_MAX:
+    if node < 0 or node > _NODE_MAX:
         raise ValueError('node must be in 0..65535, got %r' % node)
     if job < 0 or rnd < 0:
         raise ValueError('job and round must be >= 0')
-    if len(vals) < T or (scheme != SCHEME_IDENTITY and len(idx) < T):
+    if len(vals) < T or (scheme != _SCHEME_IDENTITY and len(idx) < T):
         raise ValueError('idx/vals hold fewer than T entries')
     if telemetry is not None and len(telemetry) != 4:
         raise ValueError('telemetry must be None or 4 floats')
     tel = telemetry is not None
     plen = payload_length(d, T, scheme, fmt, tel, job, node, rnd)
-    total = cose.PREFIX_LEN + head_len(plen) + plen + cose.SUFFIX_LEN
+    total = _PREFIX_LEN + head_len(plen) + plen + _SUFFIX
     if len(buf) < total:
         raise ValueError('buffer of %d bytes too small, frame needs %d' % (len(buf), total))
     kid = bytes((node >> 8, node & 0xFF))
     p0 = cose.write_prefix(buf, 0, kid, plen)
-    w = 2 if fmt == FMT_F16 else 4
+    w = 2 if fmt == _FMT_F16 else 4
     nent = 10  # keys 0..7, 10, 11
-    if scheme != SCHEME_IDENTITY:
+    if scheme != _SCHEME_IDENTITY:
         nent += 1
-    if scheme == SCHEME_SQ:
+    if scheme == _SCHEME_SQ:
         nent += 1
     if tel:
         nent += 1
-    off = put_head(buf, p0, MT_MAP, nent)
-    off = put_kv_uint(buf, off, K_VERSION, VERSION)
-    off = put_kv_uint(buf, off, K_KIND, KIND_UPDATE)
-    off = put_kv_uint(buf, off, K_JOB, job)
-    off = put_kv_uint(buf, off, K_NODE, node)
-    off = put_kv_uint(buf, off, K_ROUND, rnd)
-    off = put_kv_uint(buf, off, K_SCHEME, scheme)
-    off = put_kv_uint(buf, off, K_D, d)
-    off = put_kv_uint(buf, off, K_T, T)
-    if scheme != SCHEME_IDENTITY:
+    off = put_head(buf, p0, _MT_MAP, nent)
+    off = put_kv_uint(buf, off, _K_VERSION, _VERSION)
+    off = put_kv_uint(buf, off, _K_KIND, _KIND_UPDATE)
+    off = put_kv_uint(buf, off, _K_JOB, job)
+    off = put_kv_uint(buf, off, _K_NODE, node)
+    off = put_kv_uint(buf, off, _K_ROUND, rnd)
+    off = put_kv_uint(buf, off, _K_SCHEME, scheme)
+    off = put_kv_uint(buf, off, _K_D, d)
+    off = put_kv_uint(buf, off, _K_T, T)
+    if scheme != _SCHEME_IDENTITY:
         code, nbytes = index_code(d, T)
-        off = put_head(buf, off, MT_UINT, code)
-        off = put_head(buf, off, MT_BSTR, nbytes)
+        off = put_head(buf, off, _MT_UINT, code)
+        off = put_head(buf, off, _MT_BSTR, nbytes)
         off = _write_indices(buf, off, idx, T, d, code, nbytes, index_bits(d))
-    off = put_kv_uint(buf, off, K_FMT, fmt)
-    off = put_head(buf, off, MT_UINT, K_VALUES)
-    if scheme == SCHEME_SQ:
+    off = put_kv_uint(buf, off, _K_FMT, fmt)
+    off = put_head(buf, off, _MT_UINT, _K_VALUES)
+    if scheme == _SCHEME_SQ:
         m = vals[0]
         if m < 0:
             m = -m
-        off = put_head(buf, off, MT_BSTR, w)
+        off = put_head(buf, off, _MT_BSTR, w)
         off = _put_value(buf, off, m, fmt)
         sb = (T + 7) >> 3
-        off = put_head(buf, off, MT_UINT, K_SIGNS)
-        off = put_head(buf, off, MT_BSTR, sb)
+        off = put_head(buf, off, _MT_UINT, _K_SIGNS)
+        off = put_head(buf, off, _MT_BSTR, sb)
         i = 0
         while i < sb:
             buf[off + i] = 0
@@ -404,17 +411,17 @@ def encode_update(buf, key, job, node, rnd, scheme, d, T, idx, vals, fmt, teleme
             k += 1
         off += sb
     else:
-        off = put_head(buf, off, MT_BSTR, T * w)
+        off = put_head(buf, off, _MT_BSTR, T * w)
         k = 0
         while k < T:
             off = _put_value(buf, off, vals[k], fmt)
             k += 1
     if tel:
-        off = put_head(buf, off, MT_UINT, K_TELEMETRY)
-        off = put_head(buf, off, MT_BSTR, TELEMETRY_LEN)
+        off = put_head(buf, off, _MT_UINT, _K_TELEMETRY)
+        off = put_head(buf, off, _MT_BSTR, _TELEMETRY_LEN)
         k = 0
         while k < 4:
-            off = _put_value(buf, off, telemetry[k], FMT_F32)
+            off = _put_value(buf, off, telemetry[k], _FMT_F32)
             k += 1
     if off - p0 != plen:  # would be a bug in payload_length
         raise ValueError('internal: payload %d bytes, expected %d' % (off - p0, plen))
@@ -440,14 +447,14 @@ def _open(data, key):
     """Verify the downlink envelope; return (payload_end, map_count, offset after the map head)."""
     kid, p, n = cose.verify(data, key, cose.KID_GW)
     major, cnt, off = read_head(data, p)
-    if major != MT_MAP:
+    if major != _MT_MAP:
         raise FrameError('structure', 'payload must be a map')
     return p + n, cnt, off
 
 
 def _next_key(data, off, prev):
     major, k, off = read_head(data, off)
-    if major != MT_UINT:
+    if major != _MT_UINT:
         raise FrameError('unknown_key', 'map keys must be uints')
     if k <= prev:
         raise FrameError('not_deterministic', 'map keys not in ascending order')
@@ -455,9 +462,9 @@ def _next_key(data, off, prev):
 
 
 def _check_head(k, v, kind_ok):
-    if k == K_VERSION and v != VERSION:
-        raise FrameError('bad_version', 'version %d, expected %d' % (v, VERSION))
-    if k == K_KIND and not kind_ok(v):
+    if k == _K_VERSION and v != _VERSION:
+        raise FrameError('bad_version', 'version %d, expected %d' % (v, _VERSION))
+    if k == _K_KIND and not kind_ok(v):
         raise FrameError('bad_kind', 'kind %d not expected here' % v)
 
 
@@ -470,51 +477,58 @@ def decode_config(data, key):
     while i < cnt:
         k, off = _next_key(data, off, prev)
         prev = k
-        if k == K_CONFIG:
+        if k == _K_CONFIG:
             major, n, off = read_head(data, off)
-            if major != MT_MAP:
+            if major != _MT_MAP:
                 raise FrameError('wrong_type', 'config must be a map')
             cprev = -1
             j = 0
             while j < n:
                 ck, off = _next_key(data, off, cprev)
                 cprev = ck
-                if ck > CFG_SEED:
+                if ck > _CFG_SEED:
                     raise FrameError('unknown_key', 'config key %d' % ck)
                 name = CONFIG_FIELDS[ck]
-                if ck in _CFG_F32:
+                if ck == _CFG_L or ck == _CFG_STEP or ck == _CFG_LAMBDA:
                     v, off = _read_f32(data, off, name)
-                elif ck in _CFG_TSTR:
+                elif ck == _CFG_PROFILE or ck == _CFG_METRIC:
                     v, off = read_tstr(data, off, name)
-                elif ck == CFG_ERROR_FEEDBACK:
+                elif ck == _CFG_ERROR_FEEDBACK:
                     v, off = read_bool(data, off, name)
                 else:
                     v, off = read_uint(data, off, name)
-                    lim = _CFG_LIMIT.get(ck)
-                    if lim is not None and v > lim:
+                    if ck == _CFG_SCHEME:
+                        lim = 3
+                    elif ck == _CFG_RULE:
+                        lim = 4
+                    elif ck == _CFG_FMT or ck == _CFG_MODEL:
+                        lim = 1
+                    else:
+                        lim = -1
+                    if lim >= 0 and v > lim:
                         raise FrameError('bad_value', '%s=%d out of range 0..%d' % (name, v, lim))
                 out[name] = v
                 j += 1
-        elif k in (K_VERSION, K_KIND, K_JOB, K_ROUND):
+        elif k in (_K_VERSION, _K_KIND, _K_JOB, _K_ROUND):
             v, off = read_uint(data, off, 'key %d' % k)
-            _check_head(k, v, lambda x: x == KIND_CONFIG)
-            if k == K_JOB:
+            _check_head(k, v, lambda x: x == _KIND_CONFIG)
+            if k == _K_JOB:
                 out['job'] = v
-            elif k == K_ROUND:
+            elif k == _K_ROUND:
                 out['round'] = v
-            elif k == K_VERSION:
+            elif k == _K_VERSION:
                 out['_v'] = v
         else:
             raise FrameError('unknown_key', 'key %d in a config' % k)
         i += 1
     if off != end:
         raise FrameError('trailing_bytes', 'payload has bytes after the map')
-    if '_v' not in out or 'job' not in out or 'round' not in out or prev != K_CONFIG:
+    if '_v' not in out or 'job' not in out or 'round' not in out or prev != _K_CONFIG:
         raise FrameError('missing_key', 'config needs keys 0, 1, 2, 4, 15')
     for name in CONFIG_FIELDS:
         if name not in out:
             raise FrameError('missing_key', 'config field %s' % name)
-    if out['d'] < 1 or out['d'] > D_MAX:
+    if out['d'] < 1 or out['d'] > _D_MAX:
         raise FrameError('bad_d', 'd=%d' % out['d'])
     del out['_v']
     return out
@@ -557,7 +571,7 @@ def _iter_bitmap(data, s, nbytes):
 
 
 def _indices(data, code, s, T, d):
-    if code == K_IDX_BITMAP:
+    if code == _K_IDX_BITMAP:
         return _iter_bitmap(data, s, (d + 7) >> 3)
     return _iter_packed(data, s, T, index_bits(d))
 
@@ -577,11 +591,11 @@ def apply_model(data, key, model, version, job=None):
     while i < cnt:
         k, off = _next_key(data, off, prev)
         prev = k
-        if k in (K_VERSION, K_KIND, K_JOB, K_ROUND, K_D, K_T, K_FMT):
+        if k in (_K_VERSION, _K_KIND, _K_JOB, _K_ROUND, _K_D, _K_T, _K_FMT):
             v, off = read_uint(data, off, 'key %d' % k)
-            _check_head(k, v, lambda x: x == KIND_SNAPSHOT or x == KIND_DELTA)
+            _check_head(k, v, lambda x: x == _KIND_SNAPSHOT or x == _KIND_DELTA)
             f[k] = v
-        elif k in (K_IDX_PACKED, K_IDX_BITMAP, K_VALUES, K_MODEL):
+        elif k in (_K_IDX_PACKED, _K_IDX_BITMAP, _K_VALUES, _K_MODEL):
             s, n, off = read_bstr(data, off, 'key %d' % k)
             pos[k] = (s, n)
         else:
@@ -589,33 +603,33 @@ def apply_model(data, key, model, version, job=None):
         i += 1
     if off != end:
         raise FrameError('trailing_bytes', 'payload has bytes after the map')
-    if K_VERSION not in f or K_KIND not in f:
+    if _K_VERSION not in f or _K_KIND not in f:
         raise FrameError('missing_key', 'version and kind are required')
-    kind = f[K_KIND]
-    if kind == KIND_SNAPSHOT:
-        need = (K_VERSION, K_KIND, K_JOB, K_ROUND, K_D, K_MODEL)
+    kind = f[_K_KIND]
+    if kind == _KIND_SNAPSHOT:
+        need = (_K_VERSION, _K_KIND, _K_JOB, _K_ROUND, _K_D, _K_MODEL)
     else:
-        need = (K_VERSION, K_KIND, K_JOB, K_ROUND, K_D, K_T, K_FMT, K_VALUES)
+        need = (_K_VERSION, _K_KIND, _K_JOB, _K_ROUND, _K_D, _K_T, _K_FMT, _K_VALUES)
     for k in need:
         if k not in f and k not in pos:
             raise FrameError('missing_key', 'key %d' % k)
-    allowed = need + ((K_IDX_PACKED, K_IDX_BITMAP) if kind == KIND_DELTA else ())
+    allowed = need + ((_K_IDX_PACKED, _K_IDX_BITMAP) if kind == _KIND_DELTA else ())
     for k in f:
         if k not in allowed:
             raise FrameError('unknown_key', 'key %d not allowed in kind %d' % (k, kind))
     for k in pos:
         if k not in allowed:
             raise FrameError('unknown_key', 'key %d not allowed in kind %d' % (k, kind))
-    if job is not None and f[K_JOB] != job:
-        raise FrameError('job_mismatch', 'job %d, expected %d' % (f[K_JOB], job))
-    d = f[K_D]
-    if d < 1 or d > D_MAX:
+    if job is not None and f[_K_JOB] != job:
+        raise FrameError('job_mismatch', 'job %d, expected %d' % (f[_K_JOB], job))
+    d = f[_K_D]
+    if d < 1 or d > _D_MAX:
         raise FrameError('bad_d', 'd=%d' % d)
     if d != len(model):
         raise FrameError('d_mismatch', 'message d=%d, model has %d' % (d, len(model)))
-    rnd = f[K_ROUND]
-    if kind == KIND_SNAPSHOT:
-        s, n = pos[K_MODEL]
+    rnd = f[_K_ROUND]
+    if kind == _KIND_SNAPSHOT:
+        s, n = pos[_K_MODEL]
         if n != 4 * d:
             raise FrameError('values_length', 'snapshot has %d bytes, needs %d' % (n, 4 * d))
         if version >= 0 and rnd < version:
@@ -631,20 +645,20 @@ def apply_model(data, key, model, version, job=None):
             j += 1
         return rnd
     # delta
-    T = f[K_T]
-    fmt = f[K_FMT]
-    if fmt > FMT_F16:
+    T = f[_K_T]
+    fmt = f[_K_FMT]
+    if fmt > _FMT_F16:
         raise FrameError('bad_fmt', 'fmt %d' % fmt)
     if T > d:
         raise FrameError('t_gt_d', 'T=%d > d=%d' % (T, d))
     code, nbytes = index_code(d, T)
-    if (K_IDX_PACKED in pos) + (K_IDX_BITMAP in pos) != 1 or code not in pos:
+    if (_K_IDX_PACKED in pos) + (_K_IDX_BITMAP in pos) != 1 or code not in pos:
         raise FrameError('index_code', 'delta must carry key %d for d=%d, T=%d' % (code, d, T))
     s, n = pos[code]
     if n != nbytes:
         raise FrameError('index_length', '%d index bytes, needs %d' % (n, nbytes))
-    w = 2 if fmt == FMT_F16 else 4
-    vs, vn = pos[K_VALUES]
+    w = 2 if fmt == _FMT_F16 else 4
+    vs, vn = pos[_K_VALUES]
     if vn != T * w:
         raise FrameError('values_length', '%d value bytes, needs %d' % (vn, T * w))
     if rnd != version:
@@ -664,7 +678,7 @@ def apply_model(data, key, model, version, job=None):
     k = 0
     while k < T:
         o = vs + w * k
-        if fmt == FMT_F16:
+        if fmt == _FMT_F16:
             ok = (data[o + 1] & 0x7C) != 0x7C
         else:
             ok = _f32_finite(data, o)
@@ -675,7 +689,7 @@ def apply_model(data, key, model, version, job=None):
     k = 0
     for j in _indices(data, code, s, T, d):
         o = vs + w * k
-        if fmt == FMT_F16:
+        if fmt == _FMT_F16:
             v = f16_value(data[o] | (data[o + 1] << 8))
         else:
             v = struct.unpack_from('<f', data, o)[0]
@@ -684,7 +698,6 @@ def apply_model(data, key, model, version, job=None):
     return rnd + 1
 
 
-SUFFIX = cose.SUFFIX_LEN  # 48 + the 8-byte tag
 
 
 class SnapshotSink:
@@ -714,7 +727,7 @@ class SnapshotSink:
         self.parsed = False
         self.h = None
         self.opad = None
-        self.suffix = bytearray(SUFFIX)
+        self.suffix = bytearray(_SUFFIX)
         self.carry = bytearray(4)
         self.nc = 0
         self.j = 0              # floats staged
@@ -752,24 +765,24 @@ class SnapshotSink:
             if data[1] != 0x84:
                 raise FrameError('structure', 'COSE_Mac0 must be an array of 4')
             major, plen, off = read_head(data, 2)
-            if major != MT_BSTR:
+            if major != _MT_BSTR:
                 raise FrameError('structure', 'protected header must be a bstr')
             if bytes(data[off:off + plen]) != cose.PROTECTED:
                 raise FrameError('bad_alg', 'protected header must be exactly {1: 4} (HMAC 256/64)')
             off += plen
             major, cnt, off = read_head(data, off)
-            if major != MT_MAP or cnt != 1:
+            if major != _MT_MAP or cnt != 1:
                 raise FrameError('structure', 'unprotected header must be {4: kid}')
             major, lab, off = read_head(data, off)
-            if major != MT_UINT or lab != cose.HDR_KID:
+            if major != _MT_UINT or lab != _HDR_KID:
                 raise FrameError('structure', 'unprotected header must be {4: kid}')
             major, klen, off = read_head(data, off)
-            if major != MT_BSTR or klen != cose.KID_LEN or off + klen > n:
+            if major != _MT_BSTR or klen != _KID_LEN or off + klen > n:
                 raise FrameError('unknown_kid', 'kid must be a 2-byte bstr')
             kid = bytes(data[off:off + klen])
             off += klen
             major, blen, off = read_head(data, off)
-            if major != MT_BSTR:
+            if major != _MT_BSTR:
                 raise FrameError('structure', 'payload must be a bstr')
         except (FrameError, IndexError) as e:
             if isinstance(e, FrameError) and (e.reason != 'not_cbor' or final):
@@ -787,20 +800,20 @@ class SnapshotSink:
         self.fs = self.fe = self.pend   # no model bytes unless key 16 is found
         try:
             major, cnt, off = read_head(data, off)
-            if major != MT_MAP:
+            if major != _MT_MAP:
                 raise FrameError('structure', 'payload must be a map')
             prev = -1
             i = 0
             while i < cnt:
                 k, off = _next_key(data, off, prev)
                 prev = k
-                if k in (K_VERSION, K_KIND, K_JOB, K_ROUND, K_D, K_T, K_FMT):
+                if k in (_K_VERSION, _K_KIND, _K_JOB, _K_ROUND, _K_D, _K_T, _K_FMT):
                     v, off = read_uint(data, off, 'key %d' % k)
-                    _check_head(k, v, lambda x: x == KIND_SNAPSHOT or x == KIND_DELTA)
+                    _check_head(k, v, lambda x: x == _KIND_SNAPSHOT or x == _KIND_DELTA)
                     self.f[k] = v
-                elif k == K_MODEL:
+                elif k == _K_MODEL:
                     major, m, off = read_head(data, off)
-                    if major != MT_BSTR:
+                    if major != _MT_BSTR:
                         raise FrameError('wrong_type', 'key 16 must be a bstr')
                     self.mlen = m
                     self.fs = off
@@ -810,8 +823,8 @@ class SnapshotSink:
                     if self.fe != self.pend:
                         raise FrameError('trailing_bytes', 'payload has bytes after the map')
                     break
-                elif k in (K_IDX_PACKED, K_IDX_BITMAP, K_VALUES):
-                    raise FrameError('unknown_key', 'key %d not allowed in kind %d' % (k, KIND_SNAPSHOT))
+                elif k in (_K_IDX_PACKED, _K_IDX_BITMAP, _K_VALUES):
+                    raise FrameError('unknown_key', 'key %d not allowed in kind %d' % (k, _KIND_SNAPSHOT))
                 else:
                     raise FrameError('unknown_key', 'key %d in a model message' % k)
                 i += 1
@@ -847,7 +860,7 @@ class SnapshotSink:
             a = pend if pend > pos else pos
             while a < end:
                 k = a - pend
-                if k < SUFFIX:
+                if k < _SUFFIX:
                     self.suffix[k] = mv[a - pos]
                 a += 1
 
@@ -880,7 +893,7 @@ class SnapshotSink:
         if not self.parsed:
             self._parse(True)
             self._body(memoryview(self.head)[self.fs:self.hlen], self.fs)
-        total = self.pend + SUFFIX
+        total = self.pend + _SUFFIX
         if self.n < total:
             raise FrameError('structure', 'message truncated')
         if self.suffix[0] != 0x48:
@@ -892,25 +905,25 @@ class SnapshotSink:
         if self.err is not None:
             raise self.err
         f = self.f
-        if K_VERSION not in f or K_KIND not in f:
+        if _K_VERSION not in f or _K_KIND not in f:
             raise FrameError('missing_key', 'version and kind are required')
-        if f[K_KIND] != KIND_SNAPSHOT:
-            for k in (K_VERSION, K_KIND, K_JOB, K_ROUND, K_D, K_T, K_FMT):
+        if f[_K_KIND] != _KIND_SNAPSHOT:
+            for k in (_K_VERSION, _K_KIND, _K_JOB, _K_ROUND, _K_D, _K_T, _K_FMT):
                 if k not in f:  # what apply_model says about such a delta
                     raise FrameError('missing_key', 'key %d' % k)
             raise FrameError('bad_kind', 'a delta where a snapshot was expected')
-        for k in (K_VERSION, K_KIND, K_JOB, K_ROUND, K_D):
+        for k in (_K_VERSION, _K_KIND, _K_JOB, _K_ROUND, _K_D):
             if k not in f:
                 raise FrameError('missing_key', 'key %d' % k)
         if self.mlen < 0:
-            raise FrameError('missing_key', 'key %d' % K_MODEL)
-        for k in (K_T, K_FMT):
+            raise FrameError('missing_key', 'key %d' % _K_MODEL)
+        for k in (_K_T, _K_FMT):
             if k in f:
-                raise FrameError('unknown_key', 'key %d not allowed in kind %d' % (k, KIND_SNAPSHOT))
-        if self.job is not None and f[K_JOB] != self.job:
-            raise FrameError('job_mismatch', 'job %d, expected %d' % (f[K_JOB], self.job))
-        d = f[K_D]
-        if d < 1 or d > D_MAX:
+                raise FrameError('unknown_key', 'key %d not allowed in kind %d' % (k, _KIND_SNAPSHOT))
+        if self.job is not None and f[_K_JOB] != self.job:
+            raise FrameError('job_mismatch', 'job %d, expected %d' % (f[_K_JOB], self.job))
+        d = f[_K_D]
+        if d < 1 or d > _D_MAX:
             raise FrameError('bad_d', 'd=%d' % d)
         model = self.model
         if d != len(model):
@@ -924,4 +937,10 @@ class SnapshotSink:
         while j < d:
             model[j] = stage[j]
             j += 1
-        return f[K_ROUND]
+        return f[_K_ROUND]
+
+
+if "_K_MODEL" in globals():  # CPython: the constants by their public names
+    from edge.cbor import publish
+    publish(globals())
+    del publish

@@ -68,6 +68,21 @@ def zeros(n):
     return a
 
 
+def byte_view(a):
+    """The bytes of an array('f') as a writable buffer, without a copy (CPython: a memoryview
+    cast; MicroPython: uctypes.bytearray_at), or None on a port with neither. Valid while `a`
+    lives. The edge stages downlink messages in its idle gradient buffer through it."""
+    try:
+        return memoryview(a).cast("B")
+    except AttributeError:  # MicroPython: no memoryview.cast
+        pass
+    try:
+        import uctypes
+    except ImportError:
+        return None
+    return uctypes.bytearray_at(uctypes.addressof(a), 4 * len(a))
+
+
 def new_model(data, kind):
     """A zero model (array('f')) of the right size for this data file and kind."""
     return zeros(model_size(data.d, data.classes, kind))

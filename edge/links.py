@@ -1,4 +1,5 @@
-"""Device-side transports for the edge loop (edge/node.py): CoAP, MQTT (umqtt.simple), serial SLIP.
+"""Device-side transports for the edge loop (edge/node.py): CoAP here; MQTT (umqtt.simple)
+and serial SLIP in edge/pushlinks.py.
 
 These run on MicroPython and on CPython. The Raspberry Pi variants built on paho-mqtt,
 aiocoap and pyserial are in edge/pi.py. Topics and resources: docs/protocol.md.
@@ -6,36 +7,9 @@ aiocoap and pyserial are in edge/pi.py. Topics and resources: docs/protocol.md.
 
 import time
 
-from edge import cose
-from edge.cbor import read_head, read_uint, MT_MAP
 
 class LinkError(Exception):
     """The gateway could not be reached this time (timeout, refused, broker down): retry later."""
-
-
-HELLO = b"\xf6"   # CBOR null: a board's "send me config and model" on a serial link
-
-
-def peek(data):
-    """(kind, round) of a downlink message without verifying it (routing only; the MAC is
-    checked when the message is applied)."""
-    kid, off, n = cose.parse(data)
-    major, cnt, off = read_head(data, off)
-    if major != MT_MAP:
-        return -1, -1
-    kind = -1
-    i = 0
-    while i < cnt and i < 5:
-        k, off = read_uint(data, off, "key")
-        if k > 4:
-            break
-        v, off = read_uint(data, off, "value")
-        if k == 1:
-            kind = v
-        elif k == 4:
-            return kind, v
-        i += 1
-    return kind, -1
 
 
 def _sleep(s):
@@ -43,51 +17,15 @@ def _sleep(s):
         time.sleep(s)
 
 
-class Inbox:
-    """Latest config and snapshot, and the last few deltas by base version."""
-
-    def __init__(self, keep=4):
-        self.config = None
-        self.snapshot = None
-        self.deltas = {}
-        self.keep = keep
-        self.fresh = False
-
-    def put(self, data):
-        try:
-            kind, rnd = peek(data)
-        except ValueError:
-            return
-        data = bytes(data)
-        if kind == 1:
-            self.config = data
-        elif kind == 2:
-            self.snapshot = data
-        elif kind == 3 and rnd >= 0:
-            self.deltas[rnd] = data
-            if len(self.deltas) > self.keep:
-                del self.deltas[min(self.deltas)]
-        else:
-            return
-        self.fresh = True
-
-    def get_delta(self, base):
-        return self.deltas.get(base)
-
-    def wait(self, seconds, pump, step=0.01):
-        """Call pump() until a message arrives or `seconds` pass (no threads on a board)."""
-        self.fresh = False
-        waited = 0.0
-        while waited < seconds:
-            pump()
-            if self.fresh:
-                return
-            _sleep(step)
-            waited += step
+class _TooLarge(Exception):
+    """A message larger than the caller's buffer (ends the Block2 transfer)."""
 
 
 class CoapLink:
-    """CoAP to the gateway with edge.coap.CoapClient (confirmable, Block1/Block2)."""
+    """CoAP to the gateway with edge.coap.CoapClient (confirmable, Block1/Block2).
+
+    get_config_into / get_delta_into / stream_snapshot write a message into the caller's
+    buffer as its blocks arrive: a board never reassembles one in a growing bytearray."""
 
     def __init__(self, client, job, poll=0.05):
         self.client = client
@@ -95,6 +33,8 @@ class CoapLink:
         self.poll = poll
         self.last_code = 0
         self.last_reason = b""
+        self._into = None
+        self._n = 0
 
     def _call(self, method, path, payload=None):
         from edge.coap import CoapError
@@ -119,6 +59,41 @@ class CoapLink:
     def get_delta(self, base):
         return self._get("delta?r=%d" % base)
 
+    def _put(self, piece):
+        n = self._n
+        m = n + len(piece)
+        if m > len(self._into):
+            raise _TooLarge()
+        self._into[n:m] = piece
+        self._n = m
+
+    def _fetch(self, what, buf):
+        # the body of a 2.05 written into buf: memoryview(buf)[:n]; None for another code,
+        # False when the body does not fit buf
+        self._into = buf
+        self._n = 0
+        try:
+            code, _ = self._call(self.client.get, self.base + what, self._put)
+        except _TooLarge:
+            return False
+        finally:
+            self._into = None
+        self.last_code = code
+        if code != 0x45:
+            return None
+        return memoryview(buf)[:self._n]
+
+    def get_config_into(self, buf):
+        """The config written into buf (memoryview, valid until buf changes); None when
+        there is none, False when it is larger than buf."""
+        return self._fetch("config", buf)
+
+    def get_delta_into(self, base, buf):
+        """The delta base -> base+1 written into buf, or None (not kept, or larger than buf:
+        the caller takes the snapshot)."""
+        r = self._fetch("delta?r=%d" % base, buf)
+        return None if r is False else r
+
     def stream_snapshot(self, sink):
         """GET the snapshot block by block into sink (edge.frame.SnapshotSink), never holding
         the message whole; returns the snapshot's version, or None when there is none."""
@@ -138,86 +113,11 @@ class CoapLink:
         _sleep(seconds)
 
 
-class UmqttLink:
-    """MQTT with micropython-lib's umqtt.simple (QoS 1 uplink, retained config and model)."""
-
-    def __init__(self, client, job, node):
-        self.client = client
-        self.inbox = Inbox()
-        self.up = ("cat/%d/up/%d" % (job, node)).encode()
-        t = ("cat/%d/" % job).encode()
-        client.set_callback(self._on_msg)
-        client.subscribe(t + b"config", 1)
-        client.subscribe(t + b"model", 1)
-        client.subscribe(t + b"down", 1)
-
-    def _on_msg(self, topic, msg):
-        self.inbox.put(msg)
-
-    def get_config(self):
-        self.client.check_msg()
-        return self.inbox.config
-
-    def get_snapshot(self):
-        return self.inbox.snapshot
-
-    def get_delta(self, base):
-        return self.inbox.get_delta(base)
-
-    def send_update(self, frame):
-        try:
-            self.client.publish(self.up, bytes(frame), False, 1)
-        except OSError as exc:
-            raise LinkError("MQTT publish: %s" % exc)
-        return True
-
-    def wait(self, seconds):
-        self.inbox.wait(seconds, self.client.check_msg)
-
-
-class SlipLink:
-    """Serial link: updates go out as SLIP frames; config, snapshot and deltas come in as SLIP
-    frames from the gateway's bridge. `stream` has write() and readinto() (machine.UART,
-    edge.slip.FdStream, or pyserial)."""
-
-    def __init__(self, stream, max_frame=4096, rbuf_size=256):
-        from edge import slip
-        self.slip = slip
-        self.stream = stream
-        self.decoder = slip.SlipDecoder(max_frame)
-        self.rbuf = bytearray(rbuf_size)
-        self.scratch = None
-        self.inbox = Inbox()
-        self.said_hello = False
-
-    def _pump(self):
-        # Read while reads complete frames; a read with none (or the port's timeout) ends it.
-        while self.slip.read_frames(self.stream, self.decoder, self.rbuf, self.inbox.put):
-            pass
-
-    def _hello(self):
-        if not self.said_hello:
-            self.slip.write_frame(self.stream, HELLO)
-            self.said_hello = True
-
-    def get_config(self):
-        self._hello()
-        self._pump()
-        return self.inbox.config
-
-    def get_snapshot(self):
-        self._pump()
-        return self.inbox.snapshot
-
-    def get_delta(self, base):
-        return self.inbox.get_delta(base)
-
-    def send_update(self, frame):
-        need = self.slip.encoded_len(frame)
-        if self.scratch is None or len(self.scratch) < need:
-            self.scratch = bytearray(need)
-        self.slip.write_frame(self.stream, frame, self.scratch)
-        return True
-
-    def wait(self, seconds):
-        self.inbox.wait(seconds, self._pump)
+def __getattr__(name):
+    # The MQTT and serial links and their inbox live in edge/pushlinks.py, so a CoAP board never
+    # loads them (RAM); `from edge.links import SlipLink` still works (PEP 562, and MicroPython
+    # calls a module's __getattr__ too).
+    if name in ("HELLO", "peek", "Inbox", "UmqttLink", "SlipLink"):
+        from edge import pushlinks
+        return getattr(pushlinks, name)
+    raise AttributeError(name)

@@ -1,7 +1,7 @@
 """The edge loop: take the model, compute the gradient, let CAT choose T, send one frame.
 
 Runs unchanged on MicroPython (boards) and CPython (Raspberry Pi). A transport is any
-object with these methods (edge/links.py has CoAP, MQTT and serial ones):
+object with these methods (edge/links.py has the CoAP one, edge/pushlinks.py MQTT and serial):
 
     get_config()     -> bytes of the latest config message, or None
     get_snapshot()   -> bytes of the model snapshot, or None
@@ -9,9 +9,18 @@ object with these methods (edge/links.py has CoAP, MQTT and serial ones):
     send_update(mv)  -> True when the gateway accepted (or already had) the frame
     wait(seconds)    -> block until downlink traffic may have arrived (or time passed)
 
-Every buffer is allocated once, when the first config tells d, K and the scheme:
-model and gradient array('f', d), candidate indices and values O(K), the frame bytearray,
-and (only with error feedback) the residual array('f', d).
+and optionally (edge.links.CoapLink) the ones that spare a board the message's RAM:
+
+    stream_snapshot(sink)      -> the snapshot block by block into an edge.frame.SnapshotSink
+    get_config_into(buf)       -> the config written into buf, as a memoryview; None when
+                                  there is none, False when it is larger than buf
+    get_delta_into(base, buf)  -> the same for a delta (None also when larger than buf)
+
+Every buffer is allocated once: the model and gradient array('f', d) first, when the node
+is made (d from the data file; a config with another d replaces them), then candidate
+indices and values O(K), the frame bytearray and (only with error feedback) the residual
+array('f', d) when the first config tells K and the scheme. Downlink messages are staged in
+the gradient buffer, which is idle outside compute().
 """
 
 try:
@@ -30,12 +39,15 @@ except ImportError:
 
 
 from edge import frame, learner
-from edge.cat import SCHEME_IDENTITY, Rule
-from edge.compress import Feedback, Workspace, XorShift32, compress
+from edge.cat import Rule
+from edge.cbor import const
+from edge.compress import Workspace, XorShift32, compress
 from edge.cost import CostModel
 from edge.links import LinkError
 
 MODEL_KINDS = ("logistic", "softmax")
+_SCHEME_IDENTITY = const(0)  # edge.cat's scheme numbers (folded: no dict entries on a board)
+_SCHEME_SS = const(3)
 
 
 class EdgeError(Exception):
@@ -70,6 +82,13 @@ class EdgeNode:
         self.frame_round = -1      # round of the frame in self.buf (resent as is on retries)
         self.frame_len = 0
         self.record = None         # optional callback(round, frame) for every frame computed
+        # The model and the gradient are the largest blocks a board allocates (4 d bytes each,
+        # contiguous): allocate them before the rounds' small objects fragment the heap. The
+        # size assumes logistic for 2 classes (softmax otherwise); _setup fixes it if needed.
+        n = data.d if data.classes == 2 else data.d * data.classes
+        self.model = learner.zeros(n)
+        self.grad = learner.zeros(n)
+        self.stage = learner.byte_view(self.grad)  # the gradient's bytes (None: not on this port)
 
     # ------------------------------------------------------------------ set-up
     def _setup(self, cfg):
@@ -89,32 +108,45 @@ class EdgeNode:
         self.cfg = cfg
         self.kind = kind
         self.scheme = cfg["scheme"]
-        self.model = None   # let a previous job's arrays go before allocating
-        self.grad = None
-        self.model = learner.zeros(d)
-        self.grad = learner.zeros(d)
-        self.version = -1
+        if len(self.model) != d:
+            self.model = None   # let the old arrays go before allocating
+            self.grad = None
+            self.stage = None
+            self.model = learner.zeros(d)
+            self.grad = learner.zeros(d)
+            self.stage = learner.byte_view(self.grad)
+        self.version = -1   # a new job or setting: take a snapshot before computing
         k = cfg["k_cap"]
         if self.local_cap is not None and self.local_cap < k:
             k = self.local_cap
-        if self.scheme == SCHEME_IDENTITY:
+        if self.scheme == _SCHEME_IDENTITY:
             self.ws = None
             size = frame.buffer_size(d, d, self.scheme, cfg["fmt"])
         else:
-            self.ws = Workspace(d, k, cfg["fmt"])
+            # only SS may draw more than K entries: S and SQ need no headroom
+            self.ws = Workspace(d, k, cfg["fmt"], None if self.scheme == _SCHEME_SS else 0)
             size = frame.buffer_size(d, self.ws.cap, self.scheme, cfg["fmt"])
         self.buf = bytearray(size)
-        self.rule = Rule(cfg["rule"], cfg["rule_param"]) if self.scheme != SCHEME_IDENTITY else None
+        self.rule = Rule(cfg["rule"], cfg["rule_param"]) if self.scheme != _SCHEME_IDENTITY else None
         self.cost = CostModel(self.profile, d, self.scheme, cfg["metric"], cfg["fmt"],
                               self.telemetry, self.job, self.node, 0)
-        self.feedback = Feedback(d) if cfg["error_feedback"] and self.scheme != SCHEME_IDENTITY else None
+        self.feedback = None
+        if cfg["error_feedback"] and self.scheme != _SCHEME_IDENTITY:
+            from edge.feedback import Feedback  # only such jobs load it
+            self.feedback = Feedback(d)
         self.rng = XorShift32((cfg["seed"] * 2654435761 + self.node * 40503 + 1) & 0xFFFFFFFF)
 
     # ------------------------------------------------------------------ model sync
     def sync(self, link, rnd):
         """Bring the local model to version rnd: deltas while they chain, else the snapshot."""
         while self.version < rnd:
-            msg = link.get_delta(self.version) if self.version >= 0 else None
+            msg = None
+            if self.version >= 0:
+                into = getattr(link, "get_delta_into", None)
+                if into is not None and self.stage is not None:
+                    msg = into(self.version, self.stage)  # staged in the idle gradient buffer
+                else:
+                    msg = link.get_delta(self.version)
             if msg is not None:
                 try:
                     self.version = frame.apply_model(msg, self.downlink_key, self.model, self.version, self.job)
@@ -143,7 +175,12 @@ class EdgeNode:
     # ------------------------------------------------------------------ one round
     def step(self, link):
         """Do this round's work if there is any. Returns 'sent', 'idle', or 'done'."""
-        raw = link.get_config()
+        raw = False
+        into = getattr(link, "get_config_into", None)
+        if into is not None and self.stage is not None:
+            raw = into(self.stage)  # staged in the idle gradient buffer
+        if raw is False:
+            raw = link.get_config()
         if raw is None:
             return "idle"
         cfg = frame.decode_config(raw, self.downlink_key)
@@ -180,7 +217,7 @@ class EdgeNode:
         d = cfg["d"]
         self.cost.set_round(rnd)
         g = self.grad
-        if self.scheme == SCHEME_IDENTITY:
+        if self.scheme == _SCHEME_IDENTITY:
             for j in range(d):
                 g[j] = g[j] * scale
             t = d

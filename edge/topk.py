@@ -12,9 +12,13 @@ Runs unchanged on MicroPython (no heapq: it has no key functions there).
 
 
 def alloc_index(k, d):
-    """An index buffer of k entries, 16-bit when d fits (halves RAM on a board)."""
+    """An index buffer of k zeros, 16-bit when d fits (halves RAM on a board); sized from
+    len(range(k)), so no k-item bytes temporary doubles the allocation."""
     from array import array
-    return array('H' if d <= 65536 else 'I', bytes((2 if d <= 65536 else 4) * k))
+    idx = array('H' if d <= 65536 else 'I', range(k))  # k <= d, so every value fits
+    for i in range(k):
+        idx[i] = 0
+    return idx
 
 
 def _sift_down(g, idx, size, i, j, a):

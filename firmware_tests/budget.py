@@ -1,17 +1,22 @@
 """RAM budget of a full edge round on real MicroPython, and the pieces tests share.
 
-    .venv/bin/python firmware_tests/budget.py [--quick] [--interp mp32|mp64|both]
+    .venv/bin/python firmware_tests/budget.py [--quick] [--interp mp32|mp64|both] [--frozen]
+    .venv/bin/python firmware_tests/budget.py --phases [--frozen]
 
 For each interpreter and d in (1,024; 4,096) it prints the smallest heap (bisected, KiB)
-that completes one full edge round, the time per round and the bytes of the frame; then
+that completes ROUNDS full edge rounds, the time per round and the bytes of the frame; then
 the same round with a naive sorted()-based top-T instead of the bounded-heap kernel
-(heap and time ratio). Last line: `min heap for d=4096 on 32-bit build: N KiB`.
+(heap and time ratio). --frozen adds the 32-bit build with edge/ frozen into the firmware.
+Then one line per goal of the issue and deployment (met or not), and last
+`min heap for d=4096 on 32-bit build: N KiB` (edge/ as .mpy). --phases prints instead where
+the heap goes, phase by phase (scripts/phases.py).
 
 "A full edge round" (what a flashed board does, edge/board.py): read node.json, open the
 64-row CATD data file, CoAP GET config (decode), GET snapshot (model sync), logistic
 gradient streamed from the file, CAT S+Q with K = 128 under the 802.15.4/6LoWPAN/CoAP
 profile, frame encode, CoAP POST to a real gateway (aggregator.service.Service with its
-aiocoap front on loopback). The edge is compiled to .mpy, as deployed.
+aiocoap front on loopback). The edge is compiled to .mpy, as `cat-aggregator flash` deploys
+it, or frozen into the interpreter (frozen_interpreter).
 
 The helpers (Gateway, make_data, make_job, round_setup) are used by the firmware tests.
 """
@@ -41,6 +46,7 @@ from firmware_tests import harness
 
 SCRIPTS = Path(__file__).resolve().parent / "scripts"
 ROUND_SCRIPT = SCRIPTS / "round.py"
+ROUND_EXTRAS = SCRIPTS / "round_extras.py"  # imported by round.py only for "naive" / "sync"
 PROFILE = "ieee802154-6lowpan-coap"
 ROWS = 64
 K = 128
@@ -125,8 +131,11 @@ def frozen_interpreter(build: bool = True, jobs: int = 2) -> harness.Interpreter
     Why: on a board, bytecode frozen into flash costs no heap; the budget with .mpy files
     loaded into RAM is the other deployment. Built from the Debian source tree that
     build_mp32.sh fetched (same flags, plus a manifest freezing edge/), into
-    .cache/micropython32-frozen/<digest of edge/>; ~3 min on 2 cores. None when the source
-    tree is missing (run build_mp32.sh) or build is False and it is not built yet."""
+    .cache/micropython32-frozen/<digest of edge/>. The object files stay in
+    .cache/micropython32-frozen/build, so after the first build (~3 min on 2 cores) a
+    change in edge/ only recompiles the frozen content and relinks (seconds). None when the
+    source tree is missing (run build_mp32.sh) or build is False and it is not built yet."""
+    import fcntl
     import shutil
     import subprocess
 
@@ -142,28 +151,34 @@ def frozen_interpreter(build: bool = True, jobs: int = 2) -> harness.Interpreter
     if not trees or not (trees[0] / "mpy-cross" / "build" / "mpy-cross").is_file():
         return None
     tree = trees[0]
-    out.mkdir(parents=True, exist_ok=True)
-    manifest = out / "manifest.py"
-    files = ", ".join(repr(m) for m in BOARD_MODULES)
-    manifest.write_text('include("$(MPY_DIR)/extmod/asyncio")\n'
-                        f'package("edge", files=({files},), base_path={str(harness.REPO)!r})\n')
-    log = out / "build.log"
-    with log.open("w") as fh:
-        proc = subprocess.run(
-            ["make", "-C", str(tree / "ports" / "unix"), f"-j{jobs}", f"PYTHON={sys.executable}",
-             "VARIANT=standard", "MICROPY_FORCE_32BIT=1",
-             "CFLAGS_EXTRA=-DMICROPY_FLOAT_IMPL=MICROPY_FLOAT_IMPL_FLOAT", "LDFLAGS_EXTRA=-static",
-             "MICROPY_PY_FFI=0", "MICROPY_PY_BTREE=0", "MICROPY_PY_SSL=0",
-             f"FROZEN_MANIFEST={manifest}", f"BUILD={out / 'build'}"],
-            stdout=fh, stderr=subprocess.STDOUT)
-    built = out / "build" / "micropython"
-    if proc.returncode != 0 or not built.is_file():
-        raise RuntimeError(f"frozen build failed, see {log}")
-    shutil.copy2(built, binary)
-    shutil.rmtree(out / "build", ignore_errors=True)
-    for old in FROZEN_CACHE.iterdir():  # builds of earlier edge/ sources
-        if old != out and old.is_dir():
-            shutil.rmtree(old, ignore_errors=True)
+    FROZEN_CACHE.mkdir(parents=True, exist_ok=True)
+    with (FROZEN_CACHE / ".lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # one build at a time (parallel test workers)
+        if interp.available():
+            return interp
+        out.mkdir(parents=True, exist_ok=True)
+        objdir = FROZEN_CACHE / "build"
+        manifest = objdir.parent / "manifest.py"
+        files = ", ".join(repr(m) for m in BOARD_MODULES)
+        manifest.write_text('include("$(MPY_DIR)/extmod/asyncio")\n'
+                            f'package("edge", files=({files},), base_path={str(harness.REPO)!r})\n')
+        log = out / "build.log"
+        with log.open("w") as fh:
+            proc = subprocess.run(
+                ["make", "-C", str(tree / "ports" / "unix"), f"-j{jobs}", f"PYTHON={sys.executable}",
+                 "VARIANT=standard", "MICROPY_FORCE_32BIT=1",
+                 "CFLAGS_EXTRA=-DMICROPY_FLOAT_IMPL=MICROPY_FLOAT_IMPL_FLOAT", "LDFLAGS_EXTRA=-static",
+                 "MICROPY_PY_FFI=0", "MICROPY_PY_BTREE=0", "MICROPY_PY_SSL=0",
+                 f"FROZEN_MANIFEST={manifest}", f"BUILD={objdir}"],
+                stdout=fh, stderr=subprocess.STDOUT)
+        built = objdir / "micropython"
+        if proc.returncode != 0 or not built.is_file():
+            raise RuntimeError(f"frozen build failed, see {log}")
+        shutil.copy2(built, binary.with_suffix(".tmp"))
+        binary.with_suffix(".tmp").replace(binary)
+        for old in FROZEN_CACHE.iterdir():  # builds of earlier edge/ sources
+            if old not in (out, objdir) and old.is_dir():
+                shutil.rmtree(old, ignore_errors=True)
     return interp
 
 
@@ -319,15 +334,16 @@ def round_setup(tmp: Path, d: int, mode: str = "mpy", layout: str = LAYOUT, bloc
                 k_cap: int = K, scheme: str = "sq", ack_timeout: float = 1.0) -> RoundSetup:
     """Start a gateway and lay out a device root (edge as .mpy, node.json, data) for node 1.
 
-    mode "frozen": no edge/ in the root (the interpreter has it frozen in)."""
+    mode "frozen": no edge/ in the root (the interpreter has it frozen in). round_extras
+    goes in as .mpy in both modes ("py": as source)."""
     tmp.mkdir(parents=True, exist_ok=True)
     gw, job, port = start_coap_gateway(tmp, lambda state: make_job(state, d, k_cap=k_cap, scheme=scheme))
     data = make_data(tmp / f"data-{d}.catd", d, layout=layout, nnz=NNZ)
     cfg = node_config(job, 1, "data.catd", "coap", "127.0.0.1", port, block_size=block_size,
                       ack_timeout=ack_timeout)
-    root = harness.make_device_root(tmp, mode="py" if mode == "frozen" else mode, extra={
+    root = harness.make_device_root(tmp, mode="mpy" if mode == "frozen" else mode, extra={
         "node.json": json.dumps(cfg), "data.catd": data},
-        packages=() if mode == "frozen" else (harness.EDGE_DIR,))
+        packages=(ROUND_EXTRAS,) if mode == "frozen" else (harness.EDGE_DIR, ROUND_EXTRAS))
     return RoundSetup(gw, job, root, cfg)
 
 
@@ -416,6 +432,50 @@ def _measure(interp: harness.Interpreter, tmp: Path, d: int, naive: bool, quick:
         setup.close()
 
 
+PHASES_SCRIPT = SCRIPTS / "phases.py"
+
+
+def phases(interp: harness.Interpreter, tmp: Path, d: int, frozen: bool, rounds: int = 2) -> list[tuple]:
+    """(round, phase, live bytes, churn bytes) of full rounds (scripts/phases.py): live = what
+    is allocated after the phase and a gc.collect(), above the driver's start; churn = what the
+    phase allocated on the way, garbage included (GC disabled during the phase)."""
+    setup = round_setup(tmp, d, mode="frozen" if frozen else "mpy")
+    try:
+        r = harness.run(interp, setup.root, PHASES_SCRIPT, heap="2m", precompile=True,
+                        args=[str(rounds)], timeout=120)
+        if not r.ok:
+            raise harness.HarnessError(r.describe())
+    finally:
+        setup.close()
+    out = []
+    rnd = 0
+    for line in r.stdout.splitlines():
+        if line.startswith("@@ROUND"):
+            rnd = int(line.split()[1])
+        elif line.startswith("@@PHASE"):
+            name, live, churn = line[len("@@PHASE "):].split("|")
+            out.append((rnd, name, int(live), int(churn)))
+    return out
+
+
+def print_phases(interps: list[tuple[harness.Interpreter, bool]], tmp: Path) -> None:
+    for it, frozen in interps:
+        tables = {d: phases(it, tmp / f"phases-{it.name}-{d}", d, frozen) for d in DIMS}
+        print(f"{it.name}: heap by phase, KiB (live after the phase / allocated during it, garbage "
+              f"included); round 1 syncs by snapshot, round 2 by delta")
+        print(f"  {'round':5} {'phase':40}" + "".join(f" {'d=%d' % d:>15}" for d in DIMS))
+        rows = tables[DIMS[0]]
+        for i, (rnd, name, _, _) in enumerate(rows):
+            cells = ""
+            for d in DIMS:
+                row = tables[d][i] if i < len(tables[d]) else None
+                if row is None or row[1] != name:
+                    cells += f" {'?':>15}"
+                else:
+                    cells += f" {row[2] / 1024:7.1f} /{row[3] / 1024:6.1f}"
+            print(f"  {rnd or '-':>5} {name:40}{cells}")
+
+
 def main(argv: list[str] | None = None) -> int:
     import tempfile
 
@@ -424,9 +484,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--layout", choices=("csr", "dense"), default=LAYOUT,
                     help=f"data file layout (default {LAYOUT}, {NNZ} nonzeros per row)")
     ap.add_argument("--frozen", action="store_true",
-                    help="also measure the 32-bit build with edge/ frozen into the firmware (builds it, ~1-3 min)")
+                    help="also measure the 32-bit build with edge/ frozen into the firmware (builds it: "
+                         "~1 min the first time, seconds after a change in edge/)")
     ap.add_argument("--quick", action="store_true", help="one timing run instead of the median of three")
+    ap.add_argument("--phases", action="store_true",
+                    help="only print where the heap goes, phase by phase (32-bit build; with --frozen "
+                         "also the frozen build)")
     args = ap.parse_args(argv)
+    if args.phases:
+        args.interp = "mp32"
     interps: list[tuple[harness.Interpreter, bool]] = []
     if args.interp in ("mp64", "both"):
         interps.append((harness.mp64(), False))
@@ -443,6 +509,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"no Debian source tree for the frozen build; run {harness.MP32_BUILD_CMD}", file=sys.stderr)
             return 2
         interps.append((fz, True))
+    if args.phases:
+        with tempfile.TemporaryDirectory(prefix="cat-budget-") as tmp:
+            print_phases(interps, Path(tmp))
+        return 0
     print(f"full edge round: node.json, CoAP GET config + snapshot (block 64, streamed), logistic gradient "
           f"over {ROWS} rows ({args.layout}{f', {NNZ} nnz/row' if args.layout == 'csr' else ''}), "
           f"CAT S+Q K={K} ({PROFILE}), frame encode, CoAP POST; edge/ as .mpy in the device root "
@@ -453,6 +523,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'interp':11} {'d':>5} {'top-T':>7} {'heap KiB':>8} {'ms/round':>9} {'compute ms':>10} "
           f"{'frame B':>7} {'T':>4}")
     last32 = None
+    kernel_kib: dict[tuple[str, int], int] = {}
     with tempfile.TemporaryDirectory(prefix="cat-budget-") as tmp:
         for it, frozen in interps:
             code = imports_kib(it, Path(tmp) / f"{it.name}-imports", frozen)
@@ -466,12 +537,18 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"{it.name:11} {d:5d} {'sorted' if naive else 'kernel':>7} {r['kib']:8d} "
                           f"{r['ms']:9d} {r['compute_ms']:10d} {r['bytes']:7d} {r['T']:4d}", flush=True)
                 k, n = res[False], res[True]
+                kernel_kib[(it.name, d)] = k["kib"]
                 print(f"{it.name:11} {d:5d}   sorted()/kernel: heap x{n['kib'] / k['kib']:.2f}, "
                       f"compute time x{n['compute_ms'] / max(1, k['compute_ms']):.2f}, "
                       f"round time x{n['ms'] / max(1, k['ms']):.2f}", flush=True)
                 if it.name == "mp32" and d == 4096:
                     last32 = k["kib"]
     print(f"goals (issue 5): d=1024 within {GOAL_KIB[1024]} KiB, d=4096 within {GOAL_KIB[4096]} KiB of heap")
+    for (name, d), kib in sorted(kernel_kib.items()):
+        if name.startswith("mp32"):
+            how = "edge/ frozen into the firmware" if name.endswith("frozen") else "edge/ as .mpy files"
+            verdict = "met" if kib <= GOAL_KIB[d] else f"not met by {kib - GOAL_KIB[d]} KiB"
+            print(f"goal d={d} ({GOAL_KIB[d]} KiB), {how}: {kib} KiB, {verdict}")
     if last32 is not None:
         print(f"min heap for d=4096 on 32-bit build: {last32} KiB")
     return 0

@@ -44,6 +44,21 @@ def mp32() -> harness.Interpreter:
     return _require(harness.mp32(), harness.MP32_BUILD_CMD)
 
 
+@pytest.fixture(scope="session")
+def mp32_frozen(mp32: harness.Interpreter) -> harness.Interpreter:
+    """The 32-bit build with edge/ frozen into the firmware (firmware_tests/budget.py builds it
+    from build_mp32.sh's source tree: ~1 min the first time, seconds after a change in edge/)."""
+    from firmware_tests.budget import frozen_interpreter
+
+    interp = frozen_interpreter(build=True)
+    if interp is None:
+        msg = f"no MicroPython source tree for the frozen build; run {harness.MP32_BUILD_CMD}"
+        if _on_ci():
+            pytest.fail(f"CI is set and {msg}", pytrace=False)
+        pytest.skip(msg)
+    return _require(interp, harness.MP32_BUILD_CMD)
+
+
 @pytest.fixture(params=["mp64", "mp32"])
 def interp(request: pytest.FixtureRequest) -> harness.Interpreter:
     """Each test using this runs once per interpreter."""

@@ -2,7 +2,8 @@
 # read node.json, open the data file, CoAP GET config, GET snapshot (model sync),
 # gradient over the streamed data file, CAT, frame encode, CoAP POST.
 # argv: [rounds] [naive] [sync] -- "naive" swaps the bounded-heap kernel for a sorted() top-T;
-# "sync" catches up with the gateway afterwards and reports a CRC of the model.
+# "sync" catches up with the gateway afterwards and reports a CRC of the model (both from
+# round_extras, a module of its own: this driver's bytecode is in RAM, so it stays small).
 import gc
 import sys
 import json
@@ -18,30 +19,11 @@ naive = "naive" in argv
 from edge import board
 
 if naive:
-    from edge import topk
-
-    def naive_select(g, k, idx):
-        # What the kernel replaces: sort all d indices by |g| (sorted() builds a list of
-        # d ints; MicroPython calls the key per comparison), then take the first k.
-        d = len(g)
-        if k > d:
-            k = d
-        s1 = 0.0
-        s2 = 0.0
-        for j in range(d):
-            v = g[j]
-            s1 += abs(v)
-            s2 += v * v
-        order = sorted(range(d), key=lambda j: -abs(g[j]))
-        for i in range(k):
-            idx[i] = order[i]
-        return k, s1, s2
-
-    topk.select = naive_select
+    import round_extras
+    round_extras.use_naive_select()
 
 cfg = board.load_config("node.json")
-link = board.make_link(cfg)
-node = board.make_node(cfg)
+node, link = board.make(cfg)
 del cfg
 gc.collect()
 sent = 0
@@ -62,18 +44,8 @@ while sent < rounds:
 last = node.last
 extra = {}
 if "sync" in argv:
-    # catch up with the gateway (delta) and report the model's CRC: the test compares it
-    # with the gateway's model bit for bit
-    from binascii import crc32
-    from edge import frame
-    while True:
-        raw = link.get_config()
-        rnd = frame.decode_config(raw, node.downlink_key)["round"]
-        if rnd > last["round"]:
-            break
-        link.wait(0.05)
-    node.sync(link, rnd)
-    extra = {"synced": node.version, "crc": crc32(bytes(node.model)), "deltas": node.deltas}
+    import round_extras
+    extra = round_extras.catch_up(link, node, last["round"])
 gc.collect()
 print("@@RESULT", json.dumps({
     "status": st, "round": last["round"], "T": last["T"], "bytes": last["bytes"],

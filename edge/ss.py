@@ -1,0 +1,73 @@
+"""Stochastic sparsification (SS, paper eq. 4, Lemma 4 and appendix F): the water level and
+the draw, for edge.compress.compress. A module of its own so that a board running S or S+Q
+never loads it. MicroPython and CPython.
+"""
+
+from edge.cbor import const
+from edge.compress import Result, _round_f16
+
+_SCHEME_SS = const(3)  # edge.cat's scheme number
+
+
+def ss_budget(limit):
+    """Largest expected count T whose draws stay within `limit` entries with 3 standard
+    deviations to spare (the count is a sum of Bernoullis: variance <= T)."""
+    t = limit
+    while t > 1 and t + 3.0 * t ** 0.5 + 2.0 > limit:
+        t -= 1 + int(0.01 * t)
+    return t if t > 0 else 1
+
+
+def ss_level(g, idx, ns, s1, t):
+    """Water level c with p_j = min(1, c |g_j|) and sum p_j = T, given the n_s saturated
+    candidates idx[0:ns] (cat.Scan found n_s). 0.0 when the saturated entries hold all mass."""
+    a1s = 0.0
+    for i in range(ns):
+        a1s += abs(g[idx[i]])
+    r = s1 - a1s
+    return (t - ns) / r if r > 0.0 else 0.0
+
+
+def sample(ws, g, choice, s1, scale, rng, d, limit):
+    """Draw the SS sparsifier: p_j = min(1, c |g_j|), value (omega * scale) g_j / p_j."""
+    if rng is None:
+        raise ValueError("SS needs a random source (XorShift32)")
+    t = choice.t
+    ns = choice.ns
+    idx = ws.idx
+    c = ss_level(g, idx, ns, s1, t)
+    step = choice.improvement * scale
+    vals = ws.vals
+    cap = limit
+    fmt = ws.fmt
+    for attempt in range(8):
+        n = 0
+        for j in range(d):
+            v = g[j]
+            if v == 0.0:
+                continue
+            a = v if v > 0.0 else -v
+            if ns > 0 and c == 0.0:
+                p = 1.0 if a >= abs(g[idx[ns - 1]]) else 0.0
+            else:
+                p = c * a
+            if p >= 1.0:
+                q = v
+            elif p > 0.0 and rng.random() < p:
+                q = v / p
+            else:
+                continue
+            if n >= cap:
+                n = -1
+                break
+            idx[n] = j
+            vals[n] = q * step
+            n += 1
+        if n >= 0:
+            if fmt:
+                for i in range(n):
+                    vals[i] = _round_f16(vals[i])
+            return Result(_SCHEME_SS, n, choice, d)
+    # Redrawing conditions on the count, a bias that is negligible while T sits a few
+    # standard deviations (sqrt(T)) below the limit; CAT's t_max keeps it there in practice.
+    raise ValueError("SS drew more than %d entries 8 times; lower K or use a link with larger frames" % cap)
