@@ -21,7 +21,20 @@ class _TooLarge(Exception):
     """A message larger than the caller's buffer (ends the Block2 transfer)."""
 
 
-class CoapLink:
+class CoapResources:
+    """The gateway's CoAP resources (docs/protocol.md), for any client with _get(relative path)."""
+
+    def get_config(self):
+        return self._get("config")
+
+    def get_snapshot(self):
+        return self._get("model")
+
+    def get_delta(self, base):
+        return self._get("delta?r=%d" % base)
+
+
+class CoapLink(CoapResources):
     """CoAP to the gateway with edge.coap.CoapClient (confirmable, Block1/Block2).
 
     get_config_into / get_delta_into / stream_snapshot write a message into the caller's
@@ -49,15 +62,6 @@ class CoapLink:
         code, payload = self._call(self.client.get, self.base + what)
         self.last_code = code
         return payload if code == 0x45 else None   # 2.05 Content
-
-    def get_config(self):
-        return self._get("config")
-
-    def get_snapshot(self):
-        return self._get("model")
-
-    def get_delta(self, base):
-        return self._get("delta?r=%d" % base)
 
     def _put(self, piece):
         n = self._n

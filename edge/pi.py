@@ -7,7 +7,7 @@ built on the libraries a Linux edge has. CPython only; boards use edge/links.py.
 import asyncio
 import threading
 
-from edge.links import Inbox, LinkError, SlipLink
+from edge.links import CoapResources, Inbox, LinkError, SlipLink
 
 
 class PahoLink:
@@ -90,7 +90,7 @@ class PahoLink:
         self.client.disconnect()
 
 
-class AiocoapLink:
+class AiocoapLink(CoapResources):
     """CoAP with aiocoap as the client (its own event loop in this thread)."""
 
     def __init__(self, host, port, job, poll=0.05):
@@ -118,14 +118,6 @@ class AiocoapLink:
         resp = self._request(self.aiocoap.GET, path)
         return bytes(resp.payload) if resp.code == self.aiocoap.CONTENT else None
 
-    def get_config(self):
-        return self._get("config")
-
-    def get_snapshot(self):
-        return self._get("model")
-
-    def get_delta(self, base):
-        return self._get("delta?r=%d" % base)
 
     def send_update(self, frame):
         resp = self._request(self.aiocoap.POST, "up", bytes(frame))
