@@ -146,8 +146,10 @@ def _ct_equal(a, b):
     return r == 0
 
 
-def parse(data):
-    """Parse the envelope: return (kid_bytes, payload_off, payload_len). No MAC check."""
+def parse_head(data):
+    """Parse the envelope up to the payload's head: (kid_bytes, payload_off, payload_len).
+
+    Shared by parse() (a whole message) and frame.SnapshotSink (the first block of one)."""
     n = len(data)
     if n < 1 or data[0] != 0xD1:
         raise FrameError('not_mac0', 'not CBOR tag 17')
@@ -173,6 +175,13 @@ def parse(data):
     major, blen, off = read_head(data, off)
     if major != _MT_BSTR:
         raise FrameError('structure', 'payload must be a bstr')
+    return kid, off, blen
+
+
+def parse(data):
+    """Parse the envelope: return (kid_bytes, payload_off, payload_len). No MAC check."""
+    n = len(data)
+    kid, off, blen = parse_head(data)
     pay = off
     off += blen
     if off + _SUFFIX_LEN > n:

@@ -23,8 +23,6 @@ _MT_BSTR = const(2)
 _MT_MAP = const(5)
 _PREFIX_LEN = const(11)  # edge.cose: envelope bytes before the payload's bstr head
 _SUFFIX = const(9)       # edge.cose: 48 + the 8-byte tag
-_HDR_KID = const(4)
-_KID_LEN = const(2)
 
 _VERSION = const(1)
 
@@ -758,32 +756,8 @@ class SnapshotSink:
         """Envelope (errors raise now, as cose.verify's parse does) and the payload map up
         to the model bstr (errors kept for after the MAC)."""
         data = memoryview(self.head)[:self.hlen]
-        n = self.hlen
-        if n < 1 or data[0] != 0xD1:
-            raise FrameError('not_mac0', 'not CBOR tag 17')
         try:
-            if data[1] != 0x84:
-                raise FrameError('structure', 'COSE_Mac0 must be an array of 4')
-            major, plen, off = read_head(data, 2)
-            if major != _MT_BSTR:
-                raise FrameError('structure', 'protected header must be a bstr')
-            if bytes(data[off:off + plen]) != cose.PROTECTED:
-                raise FrameError('bad_alg', 'protected header must be exactly {1: 4} (HMAC 256/64)')
-            off += plen
-            major, cnt, off = read_head(data, off)
-            if major != _MT_MAP or cnt != 1:
-                raise FrameError('structure', 'unprotected header must be {4: kid}')
-            major, lab, off = read_head(data, off)
-            if major != _MT_UINT or lab != _HDR_KID:
-                raise FrameError('structure', 'unprotected header must be {4: kid}')
-            major, klen, off = read_head(data, off)
-            if major != _MT_BSTR or klen != _KID_LEN or off + klen > n:
-                raise FrameError('unknown_kid', 'kid must be a 2-byte bstr')
-            kid = bytes(data[off:off + klen])
-            off += klen
-            major, blen, off = read_head(data, off)
-            if major != _MT_BSTR:
-                raise FrameError('structure', 'payload must be a bstr')
+            kid, off, blen = cose.parse_head(data)
         except (FrameError, IndexError) as e:
             if isinstance(e, FrameError) and (e.reason != 'not_cbor' or final):
                 raise
