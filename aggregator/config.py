@@ -20,6 +20,7 @@ Example (every key but [job].id, [model] and [nodes] has a default):
     fmt = "f32"              # f32 | f16
     step_multiplier = 1.0
     error_feedback = true
+    compact = false          # compact (kind 4) updates: needed on LoRaWAN SF12 (51 B payloads)
     [cost]
     profile = "ieee802154-6lowpan-coap"
     metric = "joules"
@@ -132,6 +133,7 @@ class Job:
     profile: dict[str, Any] = field(repr=False, default_factory=dict)
     security: Security = field(default_factory=Security)
     aggregation: Aggregation = field(default_factory=Aggregation)
+    compact: bool = False    # edges send compact updates (kind 4, docs/wire-format.md §3.1)
 
     @property
     def d(self) -> int:
@@ -155,7 +157,7 @@ class Job:
             error_feedback=self.error_feedback,
             model=wire.MODEL_LOGISTIC if self.model_kind == "logistic" else wire.MODEL_SOFTMAX,
             classes=self.classes, lam=self.lam, profile=self.profile_name, metric=self.metric,
-            rounds=self.rounds, seed=self.seed)
+            rounds=self.rounds, seed=self.seed, compact=self.compact)
 
 
 class _Reader:
@@ -197,7 +199,8 @@ class _Reader:
 KNOWN = {
     "job": {"id", "rounds", "seed", "name"},
     "model": {"kind", "features", "classes", "lambda", "L"},
-    "training": {"scheme", "rule", "rule_param", "k_cap", "fmt", "step_multiplier", "error_feedback"},
+    "training": {"scheme", "rule", "rule_param", "k_cap", "fmt", "step_multiplier", "error_feedback",
+                 "compact"},
     "cost": {"profile", "metric"},
     "rounds": {"quorum", "deadline_s", "history", "max_frame_bytes"},
     "downlink": {"key"},
@@ -279,6 +282,7 @@ def parse_job(raw: dict[str, Any], name: str = "job.toml", base_dir: Path | None
     if not (step > 0.0 and math.isfinite(step)):
         raise r.fail("training.step_multiplier", "must be finite and > 0")
     ef = r.get("training", "error_feedback", bool, False)
+    compact = r.get("training", "compact", bool, False)
     prof_name = r.get("cost", "profile", str, "ieee802154-6lowpan-coap")
     try:
         prof = profiles.load_profile(prof_name)
@@ -336,7 +340,7 @@ def parse_job(raw: dict[str, Any], name: str = "job.toml", base_dir: Path | None
     return Job(name, job_id, rounds, seed, kind, features, classes, lam, lip, scheme, rule, rule_param,
                k_cap, 1 if fmt_name == "f16" else 0, step, ef, prof["name"], metric, quorum, deadline,
                history, max_frame, node_keys, downlink_key, transports, state_dir, prof,
-               _security(r), _aggregation(r))
+               _security(r), _aggregation(r), compact)
 
 
 def _security(r: _Reader) -> Security:

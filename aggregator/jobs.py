@@ -62,7 +62,7 @@ def prepare(root: str | Path, dataset: str = "breast_cancer", nodes: int = 4, ro
             profile: str = "ieee802154-6lowpan-coap", metric: str | None = None,
             error_feedback: bool = True, lam: float = 1e-3, job_id: int = 1, seed: int = 1,
             quorum: float = 1.0, deadline_s: float = 10.0, split: str = "even",
-            transports: dict | None = None, step_multiplier: float = 1.0) -> Layout:
+            transports: dict | None = None, step_multiplier: float = 1.0, compact: bool = False) -> Layout:
     """Partition `dataset` over `nodes` edges and write job.toml + node-<k>.toml under root."""
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
@@ -78,7 +78,8 @@ def prepare(root: str | Path, dataset: str = "breast_cancer", nodes: int = 4, ro
         "model": {"kind": kind, "features": int(ds.X.shape[1]), "classes": int(ds.classes),
                   "lambda": lam, "L": lip},
         "training": {"scheme": scheme, "rule": rule, "rule_param": rule_param, "k_cap": k_cap,
-                     "error_feedback": error_feedback, "step_multiplier": step_multiplier},
+                     "error_feedback": error_feedback, "step_multiplier": step_multiplier,
+                     **({"compact": True} if compact else {})},
         "cost": {"profile": profile, **({"metric": metric} if metric else {})},
         "rounds": {"quorum": quorum, "deadline_s": deadline_s},
         "nodes": {str(k): v.hex() for k, v in keys.items()},

@@ -311,7 +311,9 @@ class Aggregator:
         try:
             # Envelope and MAC are done: decode the payload once. Job and d are checked as soon
             # as the header is read, before anything is sized from the declared d.
-            up = wire.decode_update_payload(node, payload, size, expect=(job.job_id, job.d))
+            implied = (job.job_id, job.scheme, job.d, job.fmt) if job.compact else None
+            up = wire.decode_update_payload(node, payload, size, expect=(job.job_id, job.d),
+                                            implied=implied)
         except wire.FrameError as exc:
             if exc.reason == "wrong_job":   # another job's frame (a key shared across jobs): no strike
                 return self._reject("wrong_job", node, source, size), None, None

@@ -27,6 +27,7 @@ KIND_UPDATE = 0
 KIND_CONFIG = 1
 KIND_SNAPSHOT = 2
 KIND_DELTA = 3
+KIND_COMPACT = 4   # update whose version, job, node, scheme, d, fmt are implied by the job
 
 K_VERSION = 0
 K_KIND = 1
@@ -69,6 +70,7 @@ CFG_PROFILE = 12
 CFG_METRIC = 13
 CFG_ROUNDS = 14
 CFG_SEED = 15
+CFG_COMPACT = 16   # optional bool, absent = false
 
 RULE_CAT = 0
 RULE_FIXED = 1
@@ -105,12 +107,13 @@ REASONS = (
 
 CONFIG_FIELDS = ("d", "scheme", "rule", "rule_param", "k_cap", "fmt", "L", "step",
                  "error_feedback", "model", "classes", "lam", "profile", "metric",
-                 "rounds", "seed")
+                 "rounds", "seed", "compact")
 _CFG_F32 = {CFG_L, CFG_STEP, CFG_LAMBDA}
 _CFG_TSTR = {CFG_PROFILE, CFG_METRIC}
 _CFG_LIMIT = {CFG_SCHEME: 3, CFG_RULE: 4, CFG_FMT: 1, CFG_MODEL: 1}
 
 _UPDATE_KEYS = frozenset({0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 13, 14})
+_COMPACT_KEYS = frozenset({1, 4, 7, 8, 9, 11, 13, 14})
 _DELTA_KEYS = frozenset({0, 1, 2, 4, 6, 7, 8, 9, 10, 11})
 _SNAPSHOT_KEYS = frozenset({0, 1, 2, 4, 6, 16})
 _CONFIG_KEYS = frozenset({0, 1, 2, 4, 15})
@@ -139,6 +142,7 @@ class Update:
     fmt: int
     telemetry: tuple[float, float, float, float] | None
     wire_bytes: int
+    compact: bool = False    # sent as kind 4 (job, scheme, d, fmt taken from the job)
 
 
 @dataclass(frozen=True)
@@ -160,6 +164,7 @@ class JobConfig:
     metric: str
     rounds: int
     seed: int
+    compact: bool = False    # key 16: edges send compact (kind 4) updates
 
 
 @dataclass(frozen=True)
@@ -294,11 +299,15 @@ def _head_len(n: int) -> int:
 
 
 def frame_length(d: int, T: int, scheme: int, fmt: int, telemetry: bool = False,
-                 job: int = 0, node: int = 0, rnd: int = 0) -> int:
+                 job: int = 0, node: int = 0, rnd: int = 0, compact: bool = False) -> int:
     """Exact update frame length (same formula as edge.frame.frame_length, independently
-    written here so the gateway can size budgets without importing edge code)."""
+    written here so the gateway can size budgets without importing edge code).
+    compact: kind 4, whose map carries only kind, round, T, indices, values, signs, telemetry."""
     w = 2 if fmt == FMT_F16 else 4
-    n = 9 + 3 + _head_len(job) + _head_len(node) + _head_len(rnd) + 2 + _head_len(d) + _head_len(T)
+    if compact:
+        n = 1 + 2 + 1 + _head_len(rnd) + 1 + _head_len(T)
+    else:
+        n = 9 + 3 + _head_len(job) + _head_len(node) + _head_len(rnd) + 2 + _head_len(d) + _head_len(T)
     vb = w if scheme == SCHEME_SQ else T * w
     n += 1 + _head_len(vb) + vb
     if scheme == SCHEME_SQ:
@@ -468,11 +477,13 @@ def _sparse(p: Mapping, d: int, T: int) -> np.ndarray:
 
 # ----------------------------------------------------------------------------- uplink
 
-def decode_frame(data: bytes, keys: Mapping[int, bytes], max_bytes: int) -> Update:
+def decode_frame(data: bytes, keys: Mapping[int, bytes], max_bytes: int,
+                 implied: tuple[int, int, int, int] | None = None) -> Update:
     """Verify and decode one uplink update frame; raise FrameError(reason, detail).
 
     Order: size limit (before any parsing), envelope, kid lookup, MAC (constant-time),
-    then the payload (deterministic encoding, keys, types, ranges, indices, values)."""
+    then the payload (deterministic encoding, keys, types, ranges, indices, values).
+    implied = (job, scheme, d, fmt) of a compact job: accept compact (kind 4) frames."""
     kid, payload, tag = _open(data, max_bytes)
     if len(kid) != 2:
         raise FrameError("unknown_kid", "uplink kid must be 2 bytes")
@@ -481,17 +492,36 @@ def decode_frame(data: bytes, keys: Mapping[int, bytes], max_bytes: int) -> Upda
     if key is None:
         raise FrameError("unknown_kid", f"node {node} has no key")
     _check_mac(key, payload, tag)
-    return decode_update_payload(node, payload, len(data))
+    return decode_update_payload(node, payload, len(data), implied=implied)
 
 
-def decode_update_payload(node: int, payload: bytes, wire_bytes: int, expect: tuple[int, int] | None = None) -> Update:
+def decode_update_payload(node: int, payload: bytes, wire_bytes: int, expect: tuple[int, int] | None = None,
+                          implied: tuple[int, int, int, int] | None = None) -> Update:
     """The payload checks of decode_frame, for a caller that already opened the envelope and
     verified the MAC as `node` (the gateway's pipeline does, against its keyring).
 
     expect = (job, d): refuse another job ("wrong_job") or another d ("wrong_d") right after
-    the header is read, before anything is sized from the declared d."""
+    the header is read, before anything is sized from the declared d.
+    implied = (job, scheme, d, fmt): the job is compact, so compact updates (kind 4) are
+    accepted and take these values (node = the kid); without it kind 4 is "bad_kind".
+    Full updates (kind 0) are accepted either way."""
     p = _load_payload(payload)
-    _head(p, _UPDATE_KEYS, (KIND_UPDATE,))
+    kind = p.get(K_KIND)
+    if _is_uint(kind) and kind == KIND_COMPACT:
+        if implied is None:
+            raise FrameError("bad_kind", "compact update (kind 4), but the job is not compact")
+        for k in p:
+            if k not in _COMPACT_KEYS:
+                raise FrameError("unknown_key", f"key {k} in kind {KIND_COMPACT}")
+        job, scheme, d, fmt = implied
+        # the full map, with the header the job implies; everything below checks it as usual
+        p = dict(p)
+        p.update({K_VERSION: VERSION, K_KIND: KIND_UPDATE, K_JOB: job, K_NODE: node,
+                  K_SCHEME: scheme, K_D: d, K_FMT: fmt})
+        compact = True
+    else:
+        _head(p, _UPDATE_KEYS, (KIND_UPDATE,))
+        compact = False
     if expect is not None:
         if _uint(p, K_JOB, "job") != expect[0]:
             raise FrameError("wrong_job", f"job {p[K_JOB]}, expected {expect[0]}")
@@ -549,7 +579,7 @@ def decode_update_payload(node: int, payload: bytes, wire_bytes: int, expect: tu
             raise FrameError("non_finite", "telemetry has a non-finite value")
         telemetry = tv
     return Update(node=node, job=job, round=rnd, scheme=scheme, d=d, T=T, indices=idx,
-                  values=vals, fmt=fmt, telemetry=telemetry, wire_bytes=wire_bytes)
+                  values=vals, fmt=fmt, telemetry=telemetry, wire_bytes=wire_bytes, compact=compact)
 
 
 # ----------------------------------------------------------------------------- downlink
@@ -578,6 +608,9 @@ def decode_downlink(data: bytes, key: bytes, max_bytes: int) -> Config | Snapsho
         out = {}
         for ck, name in enumerate(CONFIG_FIELDS):
             if ck not in c:
+                if ck == CFG_COMPACT:       # optional: configs without it are not compact
+                    out[name] = False
+                    continue
                 raise FrameError("missing_key", f"config key {ck} ({name})")
             v = c[ck]
             if ck in _CFG_F32:
@@ -586,7 +619,7 @@ def decode_downlink(data: bytes, key: bytes, max_bytes: int) -> Config | Snapsho
                 if type(v) is not str:
                     raise FrameError("wrong_type", f"{name} must be a tstr")
                 out[name] = v
-            elif ck == CFG_ERROR_FEEDBACK:
+            elif ck in (CFG_ERROR_FEEDBACK, CFG_COMPACT):
                 if type(v) is not bool:
                     raise FrameError("wrong_type", f"{name} must be a bool")
                 out[name] = v
@@ -645,6 +678,9 @@ def encode_config(job: int, rnd: int, cfg: JobConfig, key: bytes) -> bytes:
             c[ck] = v
         elif ck == CFG_ERROR_FEEDBACK:
             c[ck] = bool(v)
+        elif ck == CFG_COMPACT:
+            if v:                       # written only when true: other configs stay as before
+                c[ck] = True
         else:
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0:
                 raise ValueError(f"{name} must be an int >= 0, got {v!r}")

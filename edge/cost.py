@@ -145,7 +145,8 @@ class CostModel:
     is valid (only the paper's payload/affine models are affine in T).
     """
 
-    def __init__(self, profile, d, scheme, metric=None, fmt=0, telemetry=False, job=0, node=0, rnd=0):
+    def __init__(self, profile, d, scheme, metric=None, fmt=0, telemetry=False, job=0, node=0, rnd=0,
+                 compact=False):
         self.profile = profile
         self.d = d
         self.scheme = scheme
@@ -154,6 +155,7 @@ class CostModel:
         self.job = job
         self.node = node
         self.rnd = rnd
+        self.compact = compact  # kind-4 frames (docs/wire-format.md §3.1.1): no job/node/d/... header
         self.version = 0  # bumps whenever C(T) may have changed (see set_round)
         if metric is None:
             metric = profile["default_metric"]
@@ -183,7 +185,8 @@ class CostModel:
     def frame_bytes(self, t):
         """Exact bytes of the update frame carrying t entries (the wire encoder's own formula)."""
         from edge.frame import frame_length
-        return frame_length(self.d, t, self.scheme, self.fmt, self.telemetry, self.job, self.node, self.rnd)
+        return frame_length(self.d, t, self.scheme, self.fmt, self.telemetry, self.job, self.node, self.rnd,
+                            self.compact)
 
     def link(self, t):
         return LinkCost(self.profile, self.frame_bytes(t))

@@ -31,6 +31,7 @@ _KIND_UPDATE = const(0)
 _KIND_CONFIG = const(1)
 _KIND_SNAPSHOT = const(2)
 _KIND_DELTA = const(3)
+_KIND_COMPACT = const(4)  # update with version, job, node, scheme, d, fmt implied by the job
 
 # payload keys (one registry for all kinds)
 _K_VERSION = const(0)
@@ -77,6 +78,7 @@ _CFG_PROFILE = const(12)
 _CFG_METRIC = const(13)
 _CFG_ROUNDS = const(14)
 _CFG_SEED = const(15)
+_CFG_COMPACT = const(16)  # optional: absent = false
 
 _RULE_CAT = const(0)
 _RULE_FIXED = const(1)
@@ -95,7 +97,7 @@ _TELEMETRY_LEN = const(16)      # 4 x '<f'
 # config field names, in key order (decode_config returns a dict with these names)
 CONFIG_FIELDS = ('d', 'scheme', 'rule', 'rule_param', 'k_cap', 'fmt', 'L', 'step',
                  'error_feedback', 'model', 'classes', 'lam', 'profile', 'metric',
-                 'rounds', 'seed')
+                 'rounds', 'seed', 'compact')
 
 
 class VersionMismatch(FrameError):
@@ -140,12 +142,18 @@ def index_code(d, T):
     return _K_IDX_PACKED, packed
 
 
-def payload_length(d, T, scheme, fmt, telemetry=False, job=0, node=0, rnd=0):
-    """Exact byte length of an update payload (the CBOR map), O(1)."""
+def payload_length(d, T, scheme, fmt, telemetry=False, job=0, node=0, rnd=0, compact=False):
+    """Exact byte length of an update payload (the CBOR map), O(1).
+
+    compact: kind 4, whose map holds only kind, round, T, indices, values, signs, telemetry."""
     w = 2 if fmt == _FMT_F16 else 4
-    # map head (<= 13 entries) + {0: 1} + {1: 0} + {5: s} + {10: f}: 1 + 2 + 2 + 2 + 2
-    n = 9 + 1 + head_len(job) + 1 + head_len(node) + 1 + head_len(rnd)
-    n += 1 + head_len(d) + 1 + head_len(T)
+    if compact:
+        # map head (<= 7 entries) + {1: 4}: 1 + 2
+        n = 3 + 1 + head_len(rnd) + 1 + head_len(T)
+    else:
+        # map head (<= 13 entries) + {0: 1} + {1: 0} + {5: s} + {10: f}: 1 + 2 + 2 + 2 + 2
+        n = 9 + 1 + head_len(job) + 1 + head_len(node) + 1 + head_len(rnd)
+        n += 1 + head_len(d) + 1 + head_len(T)
     if scheme == _SCHEME_SQ:
         vb = w
         sb = (T + 7) >> 3
@@ -161,12 +169,13 @@ def payload_length(d, T, scheme, fmt, telemetry=False, job=0, node=0, rnd=0):
     return n
 
 
-def frame_length(d, T, scheme, fmt, telemetry=False, job=0, node=0, rnd=0):
+def frame_length(d, T, scheme, fmt, telemetry=False, job=0, node=0, rnd=0, compact=False):
     """Exact length in bytes of the complete COSE_Mac0 update frame, O(1).
 
     job, node and rnd change the length (shortest-form uints: 1 byte below 24, 2 below 256,
-    3 below 65536, 5 below 2**32), so pass the real ones; the defaults fit values < 24."""
-    p = payload_length(d, T, scheme, fmt, telemetry, job, node, rnd)
+    3 below 65536, 5 below 2**32), so pass the real ones; the defaults fit values < 24.
+    compact: a kind-4 frame (job and node are not sent, only rnd still counts)."""
+    p = payload_length(d, T, scheme, fmt, telemetry, job, node, rnd, compact)
     return _PREFIX_LEN + head_len(p) + p + _SUFFIX
 
 
@@ -327,13 +336,15 @@ def _write_indices(buf, off, idx, T, d, code, nbytes, b):
     return off
 
 
-def encode_update(buf, key, job, node, rnd, scheme, d, T, idx, vals, fmt, telemetry=None):
+def encode_update(buf, key, job, node, rnd, scheme, d, T, idx, vals, fmt, telemetry=None, compact=False):
     """Encode a complete update frame into the bytearray buf; return the bytes written.
 
     idx: array('I'/'H') whose first T entries are strictly ascending indices (ignored for
     identity); vals: array('f') with the T values in the same order (identity: d values;
     SQ: vals[k] = +-m, m is sent once plus a sign bitmap); telemetry: None or 4 floats
-    (loss, improvement at T, compute seconds, energy J). Raises ValueError on bad input."""
+    (loss, improvement at T, compute seconds, energy J); compact: write a kind-4 update
+    (job, node, scheme, d and fmt are left out: the gateway takes them from the job and
+    the kid). Raises ValueError on bad input."""
     cose.check_key(key)
     if scheme < 0 or scheme > 3:
         raise ValueError('scheme must be 0..3, got %r' % scheme)
@@ -354,14 +365,14 @@ def encode_update(buf, key, job, node, rnd, scheme, d, T, idx, vals, fmt, teleme
     if telemetry is not None and len(telemetry) != 4:
         raise ValueError('telemetry must be None or 4 floats')
     tel = telemetry is not None
-    plen = payload_length(d, T, scheme, fmt, tel, job, node, rnd)
+    plen = payload_length(d, T, scheme, fmt, tel, job, node, rnd, compact)
     total = _PREFIX_LEN + head_len(plen) + plen + _SUFFIX
     if len(buf) < total:
         raise ValueError('buffer of %d bytes too small, frame needs %d' % (len(buf), total))
     kid = bytes((node >> 8, node & 0xFF))
     p0 = cose.write_prefix(buf, 0, kid, plen)
     w = 2 if fmt == _FMT_F16 else 4
-    nent = 10  # keys 0..7, 10, 11
+    nent = 4 if compact else 10  # keys 1, 4, 7, 11 (compact) or 0..7, 10, 11
     if scheme != _SCHEME_IDENTITY:
         nent += 1
     if scheme == _SCHEME_SQ:
@@ -369,20 +380,25 @@ def encode_update(buf, key, job, node, rnd, scheme, d, T, idx, vals, fmt, teleme
     if tel:
         nent += 1
     off = put_head(buf, p0, _MT_MAP, nent)
-    off = put_kv_uint(buf, off, _K_VERSION, _VERSION)
-    off = put_kv_uint(buf, off, _K_KIND, _KIND_UPDATE)
-    off = put_kv_uint(buf, off, _K_JOB, job)
-    off = put_kv_uint(buf, off, _K_NODE, node)
-    off = put_kv_uint(buf, off, _K_ROUND, rnd)
-    off = put_kv_uint(buf, off, _K_SCHEME, scheme)
-    off = put_kv_uint(buf, off, _K_D, d)
+    if compact:
+        off = put_kv_uint(buf, off, _K_KIND, _KIND_COMPACT)
+        off = put_kv_uint(buf, off, _K_ROUND, rnd)
+    else:
+        off = put_kv_uint(buf, off, _K_VERSION, _VERSION)
+        off = put_kv_uint(buf, off, _K_KIND, _KIND_UPDATE)
+        off = put_kv_uint(buf, off, _K_JOB, job)
+        off = put_kv_uint(buf, off, _K_NODE, node)
+        off = put_kv_uint(buf, off, _K_ROUND, rnd)
+        off = put_kv_uint(buf, off, _K_SCHEME, scheme)
+        off = put_kv_uint(buf, off, _K_D, d)
     off = put_kv_uint(buf, off, _K_T, T)
     if scheme != _SCHEME_IDENTITY:
         code, nbytes = index_code(d, T)
         off = put_head(buf, off, _MT_UINT, code)
         off = put_head(buf, off, _MT_BSTR, nbytes)
         off = _write_indices(buf, off, idx, T, d, code, nbytes, index_bits(d))
-    off = put_kv_uint(buf, off, _K_FMT, fmt)
+    if not compact:
+        off = put_kv_uint(buf, off, _K_FMT, fmt)
     off = put_head(buf, off, _MT_UINT, _K_VALUES)
     if scheme == _SCHEME_SQ:
         m = vals[0]
@@ -484,14 +500,14 @@ def decode_config(data, key):
             while j < n:
                 ck, off = _next_key(data, off, cprev)
                 cprev = ck
-                if ck > _CFG_SEED:
+                if ck > _CFG_COMPACT:
                     raise FrameError('unknown_key', 'config key %d' % ck)
                 name = CONFIG_FIELDS[ck]
                 if ck == _CFG_L or ck == _CFG_STEP or ck == _CFG_LAMBDA:
                     v, off = _read_f32(data, off, name)
                 elif ck == _CFG_PROFILE or ck == _CFG_METRIC:
                     v, off = read_tstr(data, off, name)
-                elif ck == _CFG_ERROR_FEEDBACK:
+                elif ck == _CFG_ERROR_FEEDBACK or ck == _CFG_COMPACT:
                     v, off = read_bool(data, off, name)
                 else:
                     v, off = read_uint(data, off, name)
@@ -523,6 +539,8 @@ def decode_config(data, key):
         raise FrameError('trailing_bytes', 'payload has bytes after the map')
     if '_v' not in out or 'job' not in out or 'round' not in out or prev != _K_CONFIG:
         raise FrameError('missing_key', 'config needs keys 0, 1, 2, 4, 15')
+    if 'compact' not in out:
+        out['compact'] = False  # key 16 is optional (configs from before it: false)
     for name in CONFIG_FIELDS:
         if name not in out:
             raise FrameError('missing_key', 'config field %s' % name)

