@@ -18,7 +18,7 @@ class CliError(Exception):
 
 FIELDS = ("node", "key", "key_file", "downlink_key", "downlink_key_file", "job", "data", "profile",
           "transport", "host", "port", "serial_port", "baud", "k_cap", "rounds", "timeout",
-          "username", "password", "ca_file")
+          "username", "password", "ca_file", "no_telemetry")
 
 
 def _read_key(args, name):
@@ -63,6 +63,8 @@ def build_parser():
     p.add_argument("--username")
     p.add_argument("--password")
     p.add_argument("--ca-file", dest="ca_file", help="MQTT over TLS: verify the broker against this CA")
+    p.add_argument("--no-telemetry", dest="no_telemetry", action="store_true", default=None,
+                   help="leave the 18-byte telemetry field out of updates (LoRaWAN SF12's 51 B frames)")
     p.add_argument("--json", action="store_true", help="print one JSON line per round")
     p.add_argument("--record", metavar="DIR", help="keep a copy of every frame computed (node-<id>-round-<r>.cbor)")
     return p
@@ -121,7 +123,8 @@ def run(args):
         link = make_link(args)
     except OSError as exc:
         raise CliError("cannot reach the gateway: %s" % exc)
-    node = EdgeNode(args.node, key, dkey, args.job, data, prof, k_cap=args.k_cap)
+    node = EdgeNode(args.node, key, dkey, args.job, data, prof, k_cap=args.k_cap,
+                    telemetry=not args.no_telemetry)
     if args.record:
         import os
         os.makedirs(args.record, exist_ok=True)
