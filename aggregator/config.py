@@ -195,6 +195,13 @@ class _Reader:
             raise self.fail(f"{sec}.{key}", f"must be {getattr(kind, '__name__', kind)}, got {v!r}")
         return v
 
+    def positive(self, sec: str, key: str, default: float | None = None, required: bool = False) -> float:
+        """A float that must be finite and > 0 (steps, L, times, rates)."""
+        v = self.get(sec, key, float, default, required)
+        if not (v > 0.0 and math.isfinite(v)):
+            raise self.fail(f"{sec}.{key}", "must be finite and > 0")
+        return v
+
 
 KNOWN = {
     "job": {"id", "rounds", "seed", "name"},
@@ -252,11 +259,9 @@ def parse_job(raw: dict[str, Any], name: str = "job.toml", base_dir: Path | None
     if classes < 2 or (kind == "logistic" and classes != 2):
         raise r.fail("model.classes", "logistic needs 2 classes, softmax at least 2")
     lam = r.get("model", "lambda", float, 1e-3)
-    lip = r.get("model", "L", float, required=True)
     if not (lam >= 0.0 and math.isfinite(lam)):
         raise r.fail("model.lambda", "must be finite and >= 0")
-    if not (lip > 0.0 and math.isfinite(lip)):
-        raise r.fail("model.L", "must be finite and > 0")
+    lip = r.positive("model", "L", required=True)
     try:
         scheme = cat.scheme_id(r.get("training", "scheme", str, "sq"))
     except ValueError as exc:
@@ -278,9 +283,7 @@ def parse_job(raw: dict[str, Any], name: str = "job.toml", base_dir: Path | None
     fmt_name = r.get("training", "fmt", str, "f32")
     if fmt_name not in ("f32", "f16"):
         raise r.fail("training.fmt", "use f32 or f16")
-    step = r.get("training", "step_multiplier", float, 1.0)
-    if not (step > 0.0 and math.isfinite(step)):
-        raise r.fail("training.step_multiplier", "must be finite and > 0")
+    step = r.positive("training", "step_multiplier", 1.0)
     ef = r.get("training", "error_feedback", bool, False)
     compact = r.get("training", "compact", bool, False)
     prof_name = r.get("cost", "profile", str, "ieee802154-6lowpan-coap")
@@ -346,24 +349,18 @@ def parse_job(raw: dict[str, Any], name: str = "job.toml", base_dir: Path | None
 def _security(r: _Reader) -> Security:
     """[security]: all optional; the defaults suit a fleet reporting every few seconds."""
     d = Security()
-    window = r.get("security", "window_s", float, d.window_s)
-    if not (window > 0 and math.isfinite(window)):
-        raise r.fail("security.window_s", "must be finite and > 0")
+    window = r.positive("security", "window_s", d.window_s)
     after = r.get("security", "rate_limit_after", int, d.rate_limit_after)
     if after < 0:
         raise r.fail("security.rate_limit_after", "must be >= 0 (0: never rate-limit)")
-    rate = r.get("security", "rate_limit_per_s", float, d.rate_limit_per_s)
-    if not (rate > 0 and math.isfinite(rate)):
-        raise r.fail("security.rate_limit_per_s", "must be finite and > 0")
+    rate = r.positive("security", "rate_limit_per_s", d.rate_limit_per_s)
     burst = r.get("security", "rate_limit_burst", int, d.rate_limit_burst)
     if burst < 1:
         raise r.fail("security.rate_limit_burst", "must be >= 1")
     quar = r.get("security", "quarantine_after", int, d.quarantine_after)
     if quar < 0:
         raise r.fail("security.quarantine_after", "must be >= 0 (0: never quarantine)")
-    poll = r.get("security", "control_poll_s", float, d.control_poll_s)
-    if not (poll > 0 and math.isfinite(poll)):
-        raise r.fail("security.control_poll_s", "must be finite and > 0")
+    poll = r.positive("security", "control_poll_s", d.control_poll_s)
     return Security(window, after, rate, burst, quar, poll)
 
 
