@@ -11,22 +11,21 @@ import argparse
 import importlib
 import sys
 
+from aggregator.errors import UserError
+from edge.profile import ProfileError
+
 # One line per subcommand module (kept in the order `--help` lists them).
 COMMANDS = [
-    "aggregator.simulate",
-    "aggregator.experiments",
-    "aggregator.energy",
-    "aggregator.costfit",
-    "aggregator.serve_cmd",
-    "aggregator.broker",
-    "aggregator.admin",
-    "aggregator.demo",
-    "aggregator.flash",
+    "aggregator.lab.simulate",
+    "aggregator.lab.experiments",
+    "aggregator.lab.energy",
+    "aggregator.lab.costfit",
+    "aggregator.ops.serve",
+    "aggregator.ops.broker",
+    "aggregator.ops.admin",
+    "aggregator.ops.demo",
+    "aggregator.ops.flash",
 ]
-
-
-class UserError(Exception):
-    """A problem the user can fix; printed as `cat-aggregator: <message>` with exit code 2."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -45,12 +44,9 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 0
-    from aggregator.config import ConfigError
-    from aggregator.state import CheckpointError
-    from edge.profile import ProfileError
     try:
         return int(args.func(args) or 0)
-    except (UserError, ConfigError, ProfileError, CheckpointError) as exc:
+    except (UserError, ProfileError) as exc:
         print(f"cat-aggregator: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
@@ -58,6 +54,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    # Run through the package module so `UserError` is the class subcommands import.
-    from aggregator.cli import main as _main
-    sys.exit(_main())
+    sys.exit(main())

@@ -30,9 +30,9 @@ import numpy as np
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from aggregator.config import parse_job  # noqa: E402
-from aggregator.pipeline import Aggregator  # noqa: E402
-from aggregator.state import Store  # noqa: E402
+from aggregator.gateway.config import parse_job  # noqa: E402
+from aggregator.gateway.pipeline import Aggregator  # noqa: E402
+from aggregator.gateway.state import Store  # noqa: E402
 from edge import frame  # noqa: E402
 from edge.cat import SCHEME_SQ  # noqa: E402
 
@@ -93,10 +93,10 @@ def bench_pipeline(n: int, repeat: int) -> float:
 
 
 def bench_rounds(edges: int, rounds: int) -> None:
-    from aggregator import jobs
-    from aggregator.config import load_job
-    from aggregator.demo import ServiceThread
-    from aggregator.service import Endpoints
+    from aggregator.ops import jobs
+    from aggregator.gateway.config import load_job
+    from aggregator.ops.demo import ServiceThread
+    from aggregator.gateway.service import Endpoints
     from edge import datafile, profile
     from edge.node import EdgeNode
     from edge.pi import PahoLink

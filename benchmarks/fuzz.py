@@ -7,7 +7,7 @@ the fuzzer holds: wrong CBOR types, missing and unknown keys, non-deterministic 
 huge declared d and T, T over the cap, d mismatch, indices out of range / unsorted /
 repeated / badly padded, NaN and Inf values, bad SQ magnitude and signs, bad telemetry,
 node mismatch, wrong job, stale and future rounds) and feeds them to
-`aggregator.pipeline.Aggregator.submit` with a real state directory (journal, checkpoints)
+`aggregator.gateway.pipeline.Aggregator.submit` with a real state directory (journal, checkpoints)
 and metrics log. Between them, honest nodes send valid updates (a tenth of the traffic),
 which must all be accepted, so rounds keep closing and the model keeps moving.
 
@@ -46,10 +46,10 @@ import cbor2
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from aggregator import pipeline, wire  # noqa: E402
-from aggregator.config import Job, parse_job  # noqa: E402
-from aggregator.metrics import MetricsLog  # noqa: E402
-from aggregator.state import Store  # noqa: E402
+from aggregator.gateway import pipeline, wire  # noqa: E402
+from aggregator.gateway.config import Job, parse_job  # noqa: E402
+from aggregator.gateway.metrics import MetricsLog  # noqa: E402
+from aggregator.gateway.state import Store  # noqa: E402
 from edge import frame as eframe  # noqa: E402
 
 D = 40                     # b = 6 bits per index: packed for T <= 6, bitmap above
@@ -637,7 +637,7 @@ def atheris_main(argv: list[str]) -> None:
     """Coverage-guided: libFuzzer mutates bytes; the first byte picks raw frame or signed payload."""
     import atheris
 
-    from aggregator import keys as keymod
+    from aggregator.gateway import keys as keymod
     for mod in (pipeline, wire, keymod):         # imported already: instrument their code in place
         for obj in list(vars(mod).values()):
             if getattr(obj, "__module__", None) != mod.__name__:

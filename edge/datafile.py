@@ -100,7 +100,7 @@ def zeros(typecode, n):
 
 
 def pack_header(layout, n, d, classes, max_nnz, total_nnz, data_crc):
-    """The 48 header bytes (the writer in aggregator/datasets.py uses this too)."""
+    """The 48 header bytes (the writer in aggregator/lab/datasets.py uses this too)."""
     head = struct.pack(
         HEADER_FMT, MAGIC, VERSION, HEADER_SIZE, layout, LABEL_U32, VALUE_F32, 0,
         n, d, classes, max_nnz, total_nnz, data_crc & 0xFFFFFFFF, 0, 0,

@@ -294,7 +294,7 @@ def smoothness(data, lam, kind):
       2 p_c (1 - p_c) <= 1/2; Boehning 1992, Ann. Inst. Statist. Math. 44:197),
       so L <= sum ||a_i||^2 / (2N) + lam.
     The bound is cheap (one pass, O(1) memory) but can be loose by up to a factor
-    of min(N, d) against the spectral value; aggregator.datasets.smoothness_np
+    of min(N, d) against the spectral value; aggregator.lab.datasets.smoothness_np
     also computes the spectral one on the gateway.
     """
     if kind != "logistic" and kind != "softmax":

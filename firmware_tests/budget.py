@@ -14,7 +14,7 @@ the heap goes, phase by phase (scripts/phases.py).
 "A full edge round" (what a flashed board does, edge/board.py): read node.json, open the
 64-row CATD data file, CoAP GET config (decode), GET snapshot (model sync), logistic
 gradient streamed from the file, CAT S+Q with K = 128 under the 802.15.4/6LoWPAN/CoAP
-profile, frame encode, CoAP POST to a real gateway (aggregator.service.Service with its
+profile, frame encode, CoAP POST to a real gateway (aggregator.gateway.service.Service with its
 aiocoap front on loopback). The edge is compiled to .mpy, as `cat-aggregator flash` deploys
 it, or frozen into the interpreter (frozen_interpreter).
 
@@ -38,10 +38,10 @@ if __package__ in (None, ""):  # run as a script: make the repo importable
 
 import numpy as np
 
-from aggregator import datasets
-from aggregator.config import Job, parse_job
-from aggregator.flash import HOST_ONLY, node_config
-from aggregator.service import Endpoints, Service
+from aggregator.lab import datasets
+from aggregator.gateway.config import Job, parse_job
+from aggregator.ops.flash import HOST_ONLY, node_config
+from aggregator.gateway.service import Endpoints, Service
 from firmware_tests import harness
 
 SCRIPTS = Path(__file__).resolve().parent / "scripts"
@@ -113,7 +113,7 @@ def fetch_umqtt(cache: Path = UMQTT_CACHE) -> Path:
 
 
 FROZEN_CACHE = harness.REPO / ".cache" / "micropython32-frozen"
-# What a board needs of edge/ (aggregator/flash.py copies the same set).
+# What a board needs of edge/ (aggregator/ops/flash.py copies the same set).
 BOARD_MODULES = tuple(sorted(p.name for p in harness.EDGE_DIR.glob("*.py") if p.name not in HOST_ONLY))
 
 
@@ -235,7 +235,7 @@ def make_job(state_dir: Path, d: int, nodes: int = 1, rounds: int = 10_000, k_ca
 
 
 class Gateway:
-    """aggregator.service.Service on its own event loop in a background thread.
+    """aggregator.gateway.service.Service on its own event loop in a background thread.
 
     Why a thread: the device interpreter is a subprocess the test drives synchronously,
     while the gateway must keep answering (CoAP retransmissions, round closes)."""

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from aggregator import wire
+from aggregator.gateway import wire
 from edge import cat, profile as profiles
 from edge.cat import SCHEME_S, SCHEME_SQ, SCHEME_SS
 from firmware_tests import harness
@@ -314,7 +314,7 @@ emit(out)
 
 def test_learner_matches_numpy(interp, tmp_path):
     """Logistic and softmax loss/gradient, streamed from CATD files (dense and CSR), against numpy."""
-    from aggregator import datasets
+    from aggregator.lab import datasets
     from firmware_tests.budget import make_data
     rng = np.random.default_rng(5)
     make_data(tmp_path / "bin.catd", 300, rows=64, layout="csr", nnz=20)

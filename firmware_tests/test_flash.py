@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from aggregator import cli, flash
-from aggregator.service import Endpoints
+from aggregator import cli
+from aggregator.ops import flash
+from aggregator.gateway.service import Endpoints
 from firmware_tests import harness
 from firmware_tests.budget import Gateway, Offline, fetch_umqtt, free_udp_port, key_for, make_data
 from firmware_tests.conftest import _on_ci
@@ -137,7 +138,7 @@ def test_flashed_board_runs_rounds(tmp_path, board, capsys):
     port = free_udp_port()
     job_path = write_job(tmp_path / "job.toml", 48, coap_port=port)
     data = make_data(tmp_path / "node-1.catd", 48, rows=32, layout="dense")
-    from aggregator.config import load_job
+    from aggregator.gateway.config import load_job
     job = load_job(job_path)
     job.node_keys = {1: job.node_keys[1]}  # the gateway waits for node 1 only: quorum of one
     with Gateway(job, Endpoints(coap=("127.0.0.1", port))) as gw:

@@ -1,6 +1,6 @@
 """Full edge rounds on real MicroPython against the real gateway, over CoAP, MQTT and SLIP.
 
-The gateway is aggregator.service.Service (aiocoap / paho-mqtt / pyserial fronts) in a
+The gateway is aggregator.gateway.service.Service (aiocoap / paho-mqtt / pyserial fronts) in a
 background thread; the edge is edge/board.py as a flashed board runs it, on the unix port.
 """
 
@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from aggregator.flash import node_config
-from aggregator.service import Endpoints
+from aggregator.ops.flash import node_config
+from aggregator.gateway.service import Endpoints
 from firmware_tests import harness
 from firmware_tests.budget import (Gateway, Offline, fetch_umqtt, make_data, make_job, round_setup,
                                    run_round)

@@ -11,7 +11,7 @@ from array import array
 import numpy as np
 import pytest
 
-from aggregator import wire
+from aggregator.gateway import wire
 from edge import cose, frame
 from edge.cbor import FrameError
 

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
-from aggregator import jobs
-from aggregator.config import Job, load_job
-from aggregator.pipeline import Aggregator
-from aggregator.state import Store
+from aggregator.ops import jobs
+from aggregator.gateway.config import Job, load_job
+from aggregator.gateway.pipeline import Aggregator
+from aggregator.gateway.state import Store
 
 PY = sys.executable
 

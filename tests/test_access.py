@@ -24,12 +24,12 @@ import numpy as np
 import paho.mqtt.client as mqtt
 import pytest
 
-from aggregator import broker
+from aggregator.ops import broker
 from aggregator.cli import main as cli_main
-from aggregator.config import load_job
-from aggregator.demo import ServiceThread, free_udp_port
-from aggregator.pipeline import Aggregator
-from aggregator.service import Endpoints
+from aggregator.gateway.config import load_job
+from aggregator.ops.demo import ServiceThread, free_udp_port
+from aggregator.gateway.pipeline import Aggregator
+from aggregator.gateway.service import Endpoints
 from edge import frame
 from edge.cat import SCHEME_SQ
 

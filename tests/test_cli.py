@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from aggregator import jobs
-from aggregator.config import ConfigError, load_job, parse_job
+from aggregator.ops import jobs
+from aggregator.gateway.config import ConfigError, load_job, parse_job
 
 CLI = [sys.executable, "-m", "aggregator.cli"]
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from peers import RecordingResource
 
-from aggregator import costfit
+from aggregator.lab import costfit
 from aggregator.cli import main
 from edge.cost import CostModel, LinkCost
 from edge.profile import load

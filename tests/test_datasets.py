@@ -19,7 +19,7 @@ import scipy.sparse as sp
 from sklearn.datasets import dump_svmlight_file
 from sklearn.linear_model import LogisticRegression
 
-from aggregator import datasets as ds
+from aggregator.lab import datasets as ds
 from edge import datafile as edf
 from edge.datafile import DataFile, DataFileError
 

@@ -14,9 +14,9 @@ import tty
 import numpy as np
 import pytest
 
-from aggregator.config import load_job
-from aggregator.demo import ServiceThread, free_udp_port
-from aggregator.service import Endpoints
+from aggregator.gateway.config import load_job
+from aggregator.ops.demo import ServiceThread, free_udp_port
+from aggregator.gateway.service import Endpoints
 from edge import datafile, profile, slip
 from edge.coap import CoapClient
 from edge.links import CoapLink, SlipLink

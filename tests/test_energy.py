@@ -8,9 +8,10 @@ import math
 import numpy as np
 import pytest
 
-from aggregator import energy, wire
+from aggregator.lab import energy
+from aggregator.gateway import wire
 from aggregator.cli import main
-from aggregator.metrics import MetricsLog
+from aggregator.gateway.metrics import MetricsLog
 from edge.cost import LinkCost
 from edge.frame import frame_length
 from edge.profile import load_profile

@@ -2,7 +2,7 @@
 
 * Mosquitto restarted twice mid-training: persistent sessions and QoS 1 redeliver, every
   round closes once with every node, the model equals a replay of the edges' frames.
-* The gateway SIGKILLed at every fault-injection point (aggregator/faults.py), in a random
+* The gateway SIGKILLed at every fault-injection point (aggregator/gateway/faults.py), in a random
   order at random counts: each restart resumes, the final model equals the replay.
 * 30 % of the edges SIGSTOPped for several rounds: rounds close at the deadline with the
   rest; the returning edges load the snapshot (history = 1) and contribute again.
@@ -26,13 +26,14 @@ import timeit
 import numpy as np
 import pytest
 
-from aggregator import faults, jobs
-from aggregator.config import Job, load_job
-from aggregator.demo import ServiceThread, free_udp_port
-from aggregator.jobs import dump_toml
-from aggregator.pipeline import Aggregator
-from aggregator.service import Endpoints
-from aggregator.state import State, Store
+from aggregator.gateway import faults
+from aggregator.ops import jobs
+from aggregator.gateway.config import Job, load_job
+from aggregator.ops.demo import ServiceThread, free_udp_port
+from aggregator.ops.jobs import dump_toml
+from aggregator.gateway.pipeline import Aggregator
+from aggregator.gateway.service import Endpoints
+from aggregator.gateway.state import State, Store
 
 import e2e
 from peers import UdpProxy, coap_ping
@@ -124,7 +125,7 @@ def test_fault_points_cost_nothing_when_disabled_and_kill_when_armed(tmp_path):
         faults.parse("journaled:0")
     assert faults.parse("journaled:3, checkpoint_torn") == {"journaled": 3, "checkpoint_torn": 1}
     log = tmp_path / "faults.log"
-    code = ("from aggregator import faults\n"
+    code = ("from aggregator.gateway import faults\n"
             "faults.point('checkpoint_saved'); faults.point('journaled'); print('alive', flush=True)\n"
             "faults.point('journaled'); print('not reached', flush=True)\n")
     env = dict(os.environ, **{faults.ENV: "journaled:2", faults.ENV_LOG: str(log)})
@@ -132,7 +133,7 @@ def test_fault_points_cost_nothing_when_disabled_and_kill_when_armed(tmp_path):
     assert res.returncode == -signal.SIGKILL and res.stdout == "alive\n"
     assert log.read_text().split()[0] == "journaled"
     env[faults.ENV] = "no_such_point"
-    res = subprocess.run([PY, "-c", "import aggregator.faults"], env=env, capture_output=True, text=True, timeout=30)
+    res = subprocess.run([PY, "-c", "import aggregator.gateway.faults"], env=env, capture_output=True, text=True, timeout=30)
     assert res.returncode != 0 and "unknown fault point" in res.stderr
 
 

@@ -30,10 +30,10 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import fuzz  # noqa: E402
 
-from aggregator import wire  # noqa: E402
-from aggregator.metrics import MetricsLog  # noqa: E402
-from aggregator.pipeline import ACCEPTED, ALL_REASONS, DUPLICATE, REJECTED, Aggregator  # noqa: E402
-from aggregator.state import Store  # noqa: E402
+from aggregator.gateway import wire  # noqa: E402
+from aggregator.gateway.metrics import MetricsLog  # noqa: E402
+from aggregator.gateway.pipeline import ACCEPTED, ALL_REASONS, DUPLICATE, REJECTED, Aggregator  # noqa: E402
+from aggregator.gateway.state import Store  # noqa: E402
 
 KNOWN = set(ALL_REASONS)
 

@@ -13,12 +13,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from aggregator import datasets, wire
-from aggregator.config import load_job, parse_job
-from aggregator.demo import ServiceThread, free_udp_port
-from aggregator.pipeline import ACCEPTED, DUPLICATE, REJECTED, Aggregator
-from aggregator.service import Endpoints
-from aggregator.state import State, Store
+from aggregator.lab import datasets
+from aggregator.gateway import wire
+from aggregator.gateway.config import load_job, parse_job
+from aggregator.ops.demo import ServiceThread, free_udp_port
+from aggregator.gateway.pipeline import ACCEPTED, DUPLICATE, REJECTED, Aggregator
+from aggregator.gateway.service import Endpoints
+from aggregator.gateway.state import State, Store
 from edge import frame
 from edge.cat import SCHEME_SQ
 

@@ -14,10 +14,11 @@ import time
 
 import pytest
 
-from aggregator import cli, keys as keymod, wire
-from aggregator.config import parse_job
-from aggregator.pipeline import ACCEPTED, Aggregator
-from aggregator.state import Store
+from aggregator import cli
+from aggregator.gateway import keys as keymod, wire
+from aggregator.gateway.config import parse_job
+from aggregator.gateway.pipeline import ACCEPTED, Aggregator
+from aggregator.gateway.state import Store
 
 from test_pipeline import Clock, make_job, update
 
@@ -120,9 +121,9 @@ dir = "state"
 
 
 def test_cli_rotate_reaches_a_running_gateway_without_restart(tmp_path, capsys):
-    from aggregator.config import load_job
-    from aggregator.demo import ServiceThread, free_udp_port
-    from aggregator.service import Endpoints
+    from aggregator.gateway.config import load_job
+    from aggregator.ops.demo import ServiceThread, free_udp_port
+    from aggregator.gateway.service import Endpoints
     from edge.coap import CoapClient
 
     k = {0: secrets.token_bytes(32), 1: secrets.token_bytes(32)}
@@ -164,7 +165,7 @@ def test_cli_rotate_checks_its_arguments(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "new key" in out and "queued" in out
     # stopped gateway: applied at the next start
-    from aggregator.config import load_job
+    from aggregator.gateway.config import load_job
     job = load_job(path)
     agg = Aggregator(job, Store(job.state_dir), clock=Clock())
     assert agg.keyring.current(0) != k[0] and len(agg.keyring.entries[0]) == 2

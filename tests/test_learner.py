@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from aggregator import datasets as ds
+from aggregator.lab import datasets as ds
 from edge import learner
 from edge.datafile import DataFile, DataFileError
 

@@ -20,11 +20,12 @@ import cbor2
 import numpy as np
 import pytest
 
-from aggregator import cli, keys as keymod, wire
-from aggregator.config import ConfigError, parse_job
-from aggregator.metrics import MetricsLog, read_log
-from aggregator.pipeline import ACCEPTED, ALL_REASONS, DUPLICATE, LOG_BURST, REJECTED, Aggregator
-from aggregator.state import Store
+from aggregator import cli
+from aggregator.gateway import keys as keymod, wire
+from aggregator.gateway.config import ConfigError, parse_job
+from aggregator.gateway.metrics import MetricsLog, read_log
+from aggregator.gateway.pipeline import ACCEPTED, ALL_REASONS, DUPLICATE, LOG_BURST, REJECTED, Aggregator
+from aggregator.gateway.state import Store
 from edge import frame
 
 D = 30
@@ -188,8 +189,8 @@ def test_cli_clear_on_a_stopped_gateway_applies_at_next_start(tmp_path, capsys):
 
 
 def test_cli_clear_reaches_a_running_gateway_over_coap(tmp_path, capsys):
-    from aggregator.demo import ServiceThread, free_udp_port
-    from aggregator.service import Endpoints
+    from aggregator.ops.demo import ServiceThread, free_udp_port
+    from aggregator.gateway.service import Endpoints
     from edge.coap import CoapClient
 
     job, k = make_job(tmp_path, security={"rate_limit_after": 0, "quarantine_after": 3})
@@ -409,8 +410,8 @@ def test_compact_job_end_to_end_on_lorawan_sf12(tmp_path):
     import dataclasses
     import tomllib
 
-    from aggregator import jobs
-    from aggregator.config import load_job
+    from aggregator.ops import jobs
+    from aggregator.gateway.config import load_job
     from edge import datafile, profile
     from edge.node import EdgeNode
 

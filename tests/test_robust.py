@@ -15,9 +15,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from aggregator import datasets, robust
-from aggregator.config import parse_job
-from aggregator.pipeline import ACCEPTED, Aggregator
+from aggregator.lab import datasets
+from aggregator.gateway import robust
+from aggregator.gateway.config import parse_job
+from aggregator.gateway.pipeline import ACCEPTED, Aggregator
 from edge import frame
 
 

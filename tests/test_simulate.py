@@ -8,8 +8,8 @@ import math
 import numpy as np
 import pytest
 
-from aggregator import datasets as ds
-from aggregator import simulate as sim
+from aggregator.lab import datasets as ds
+from aggregator.lab import simulate as sim
 from aggregator.cli import main
 from edge.cost import CostModel, index_bits
 from edge.frame import frame_length

@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 VEC = ROOT / "tests" / "vectors"
 sys.path.insert(0, str(ROOT))
 
-from aggregator import wire  # noqa: E402
+from aggregator.gateway import wire  # noqa: E402
 from edge import cbor as ecbor  # noqa: E402
 from edge import cose as ecose  # noqa: E402
 from edge import frame  # noqa: E402

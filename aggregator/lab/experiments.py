@@ -33,9 +33,9 @@ from typing import Any, Callable
 
 import numpy as np
 
-from aggregator import reports
-from aggregator import simulate as simm
-from aggregator.simulate import Infeasible, Problem, SimConfig, SimResult
+from aggregator.lab import reports
+from aggregator.lab import simulate as simm
+from aggregator.lab.simulate import Infeasible, Problem, SimConfig, SimResult
 from edge import np_backend
 from edge.cat import SCHEME_S
 from edge.cost import index_bits

@@ -20,7 +20,8 @@ from typing import Iterator
 
 import numpy as np
 
-from aggregator import faults
+from aggregator.errors import UserError
+from aggregator.gateway import faults
 
 MAGIC = b"CATCKPT1"
 JOURNAL_MAGIC = b"CATJRNL1"
@@ -73,7 +74,7 @@ class State:
         return st
 
 
-class CheckpointError(Exception):
+class CheckpointError(UserError):
     """No usable checkpoint (both files missing or corrupt)."""
 
 

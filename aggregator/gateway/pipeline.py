@@ -1,15 +1,15 @@
 """The one ingress pipeline every transport feeds: verify, decode, validate, accumulate, close.
 
 Transports (MQTT, CoAP, serial) hand raw bytes to `Aggregator.submit`. A frame is accepted
-only if its MAC verifies under a key of its node that is valid now (aggregator.keys: key
-rotation with a grace period), it decodes (aggregator.wire), and it is an update of this job,
+only if its MAC verifies under a key of its node that is valid now (aggregator.gateway.keys: key
+rotation with a grace period), it decodes (aggregator.gateway.wire), and it is an update of this job,
 for the current round, with the job's scheme and d, T within the cap, from a node that is
 neither quarantined nor rate-limited. Accepted frames are journaled (fsync) *before* the
 caller acknowledges them; duplicates (QoS 1 redelivery, CoAP retransmission) are
 acknowledged and counted but applied once; everything else is counted under a named reason
 and changes nothing. The round closes at quorum or deadline: the nodes' updates, taken in
 node-id order (so the result does not depend on arrival order), are combined by the job's
-rule (mean, or a robust coordinate-wise rule: aggregator.robust) and applied to the float32
+rule (mean, or a robust coordinate-wise rule: aggregator.gateway.robust) and applied to the float32
 model exactly as the edges will apply the delta; a coordinate that would leave float32 range
 is left unchanged, so no update can make the model (and every later message) non-finite.
 
@@ -19,7 +19,7 @@ quarantined. A node whose *authenticated* frames keep failing content checks is 
 rate-limited, then quarantined until an operator clears it; replayable refusals (stale,
 future, duplicate, wrong topic or job) never count against a node, because anyone in radio
 range can replay a node's old frames. Operators act through request files in
-`<state>/control/` that the running gateway polls (aggregator.keys, `cat-aggregator
+`<state>/control/` that the running gateway polls (aggregator.gateway.keys, `cat-aggregator
 quarantine` / `keys`).
 """
 
@@ -34,11 +34,11 @@ from typing import Callable
 
 import numpy as np
 
-from aggregator import keys as keymod
-from aggregator import robust, wire
-from aggregator.config import Job
-from aggregator.metrics import MetricsLog
-from aggregator.state import DeltaRecord, State, Store
+from aggregator.gateway import keys as keymod
+from aggregator.gateway import robust, wire
+from aggregator.gateway.config import Job
+from aggregator.gateway.metrics import MetricsLog
+from aggregator.gateway.state import DeltaRecord, State, Store
 from edge.cat import SCHEME_IDENTITY, SCHEME_SS
 from edge.cost import LinkCost
 
@@ -46,7 +46,7 @@ ACCEPTED = "accepted"
 DUPLICATE = "duplicate"
 REJECTED = "rejected"
 
-# Reasons the pipeline adds to aggregator.wire.REASONS.
+# Reasons the pipeline adds to aggregator.gateway.wire.REASONS.
 PIPELINE_REASONS = ("wrong_job", "topic_mismatch", "stale_round", "future_round", "wrong_scheme",
                     "wrong_d", "t_over_cap", "quarantined", "job_finished", "key_expired",
                     "rate_limited", "value_bound", "internal_error")

@@ -13,8 +13,8 @@ import threading
 
 import paho.mqtt.client as mqtt
 
-from aggregator import faults
-from aggregator.pipeline import Aggregator
+from aggregator.gateway import faults
+from aggregator.gateway.pipeline import Aggregator
 
 
 class MqttFront:

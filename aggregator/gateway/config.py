@@ -60,11 +60,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from aggregator import wire
+from aggregator.errors import UserError
+from aggregator.gateway import wire
 from edge import cat, profile as profiles
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A bad job config; the message names the file and the first bad field."""
 
 

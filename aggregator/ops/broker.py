@@ -34,7 +34,7 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from aggregator.cli import UserError
+from aggregator.errors import UserError
 
 PBKDF2_ITERATIONS = 1000   # passwords are 192-bit random tokens: the count is not what protects them
 
@@ -215,7 +215,7 @@ def conf_text(job, listen: tuple[str, int], files: dict[str, Path], tls: bool) -
 
 def update_node_config(path: Path, username: str, password: str) -> None:
     """Put the node's MQTT credentials into its cat-edge config (other keys kept)."""
-    from aggregator.jobs import dump_toml
+    from aggregator.ops.jobs import dump_toml
     with path.open("rb") as fh:
         raw = tomllib.load(fh)
     raw["username"] = username
@@ -226,7 +226,7 @@ def update_node_config(path: Path, username: str, password: str) -> None:
 def write_broker_config(job, out: str | Path, listen: tuple[str, int] | None = None, tls: bool = False,
                         sans: list[str] | None = None, node_configs: dict[int, Path] | None = None,
                         new_passwords: bool = False) -> BrokerFiles:
-    """Write the broker files for `job` (an aggregator.config.Job) into `out`; see the module doc."""
+    """Write the broker files for `job` (an aggregator.gateway.config.Job) into `out`; see the module doc."""
     out = Path(out).resolve()
     if not out.exists():
         out.mkdir(parents=True, mode=0o700)
@@ -289,8 +289,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from aggregator.config import load_job
-    from aggregator.serve_cmd import host_port
+    from aggregator.gateway.config import load_job
+    from aggregator.ops.serve import host_port
     job = load_job(args.job)
     listen = host_port(args.listen, "--listen") if args.listen else None
     configs = None

@@ -40,6 +40,7 @@ import numpy as np
 
 from edge.cat import SCHEME_IDENTITY, SCHEME_SQ, scheme_id
 from edge.frame import buffer_size, encode_update
+from aggregator.errors import UserError
 
 # ------------------------------------------------------------------------------ frames
 
@@ -371,8 +372,7 @@ def _esc(s: str) -> str:
 
 
 def _cmd_measure(args: argparse.Namespace) -> int:
-    from aggregator import reports
-    from aggregator.cli import UserError
+    from aggregator.lab import reports
 
     try:
         sch = scheme_id(args.scheme)
@@ -418,8 +418,7 @@ def _cmd_measure(args: argparse.Namespace) -> int:
 
 
 def _cmd_fit(args: argparse.Namespace) -> int:
-    from aggregator import reports
-    from aggregator.cli import UserError
+    from aggregator.lab import reports
     from edge.profile import ProfileError, load
 
     try:

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
-from aggregator import wire
+from aggregator.gateway import wire
 
 KEYRING = "keyring.json"
 CONTROL = "control"
@@ -68,7 +68,7 @@ class KeyEntry:
     _mac: object = field(default=None, repr=False, compare=False)  # key schedule done once
 
     def mac(self, payload: bytes) -> bytes:
-        """HMAC 256/64 tag of payload (same bytes as aggregator.wire._mac, without copying)."""
+        """HMAC 256/64 tag of payload (same bytes as aggregator.gateway.wire._mac, without copying)."""
         if self._mac is None:
             self._mac = hmac.new(self.key, digestmod=hashlib.sha256)
         h = self._mac.copy()

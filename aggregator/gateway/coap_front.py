@@ -10,7 +10,7 @@ from __future__ import annotations
 import aiocoap
 import aiocoap.resource as resource
 
-from aggregator.pipeline import Aggregator
+from aggregator.gateway.pipeline import Aggregator
 
 REASON_CODES = {
     "bad_mac": aiocoap.UNAUTHORIZED, "unknown_kid": aiocoap.UNAUTHORIZED,

@@ -33,6 +33,7 @@ import numpy as np
 from edge.cat import SCHEME_IDENTITY, scheme_id
 from edge.cost import LinkCost
 from edge.frame import frame_length
+from aggregator.errors import UserError
 
 
 def _hl(n: int) -> int:
@@ -46,7 +47,7 @@ def _index_bytes(d: int, t: int) -> int:
     return min((t * b + 7) // 8, (d + 7) // 8)
 
 
-ENVELOPE_FIXED = 20  # COSE_Mac0 bytes besides the payload's bstr head (aggregator/wire.py)
+ENVELOPE_FIXED = 20  # COSE_Mac0 bytes besides the payload's bstr head (aggregator/gateway/wire.py)
 
 
 def delta_frame_length(d: int, entries: int, fmt: int = 0, job: int = 0, rnd: int = 0) -> int:
@@ -124,9 +125,9 @@ def _down(downlink: str, d: int | None, entries: int, fmt: int, rnd: int) -> int
 
 
 def log_from_metrics(path: Path, d: int | None = None, fmt: int = 0, downlink: str = "delta") -> RunLog:
-    """The gateway's JSON-lines metrics log (aggregator/metrics.py): `update` events give each
+    """The gateway's JSON-lines metrics log (aggregator/gateway/metrics.py): `update` events give each
     node's wire bytes and T per round, `round` events the delta entries and the mean loss."""
-    from aggregator.metrics import read_log
+    from aggregator.gateway.metrics import read_log
 
     ups: list[dict] = []
     rounds: dict[int, dict] = {}
@@ -329,9 +330,8 @@ def budget(log: RunLog, profile: dict, interval_s: float, capacity_mah: float, v
 
 
 def _cmd_profile(args: argparse.Namespace) -> int:
-    from aggregator import reports
-    from aggregator.cli import UserError
-    from aggregator.simulate import profile_dict
+    from aggregator.lab import reports
+    from aggregator.lab.simulate import profile_dict
 
     prof = profile_dict(args.profile)
     fmt = 1 if args.fmt == "f16" else 0

@@ -11,10 +11,10 @@ import signal
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from aggregator.config import Job
-from aggregator.metrics import MetricsLog
-from aggregator.pipeline import Aggregator, RoundClose
-from aggregator.state import Store
+from aggregator.gateway.config import Job
+from aggregator.gateway.metrics import MetricsLog
+from aggregator.gateway.pipeline import Aggregator, RoundClose
+from aggregator.gateway.state import Store
 
 
 @dataclass
@@ -68,18 +68,18 @@ class Service:
         loop = asyncio.get_running_loop()
         ep = self.endpoints
         if ep.coap is not None:
-            from aggregator.coap_front import CoapFront
+            from aggregator.gateway.coap_front import CoapFront
             self.coap = CoapFront(self.agg, *ep.coap)
             await self.coap.start()
             self.coap_port = ep.coap[1]
         if ep.mqtt is not None:
-            from aggregator.mqtt_front import MqttFront
+            from aggregator.gateway.mqtt_front import MqttFront
             user, pw = ep.mqtt_auth or (None, None)
             m = MqttFront(self.agg, ep.mqtt[0], ep.mqtt[1], loop, user, pw, ep.mqtt_tls)
             await loop.run_in_executor(None, m.start)
             self.fronts.append(m)
         for port, baud in ep.serial:
-            from aggregator.serial_front import SerialFront
+            from aggregator.gateway.serial_front import SerialFront
             s = SerialFront(self.agg, port, baud, loop)
             s.start()
             self.fronts.append(s)

@@ -33,12 +33,13 @@ import numpy as np
 import scipy.optimize
 import scipy.sparse as sp
 
-from aggregator import datasets as ds
+from aggregator.lab import datasets as ds
 from edge import np_backend
 from edge.cat import RULE_NAMES, SCHEME_IDENTITY, SCHEME_NAMES, Rule, rule_id, scheme_id
 from edge.cost import CostModel, LinkCost, paper_cost, paper_payload_bits
 from edge.frame import frame_length
 from edge.profile import ProfileError, load_profile
+from aggregator.errors import UserError
 
 METRICS = ("bits", "bytes", "packets", "seconds", "joules")
 SYNTHETIC_NAMES = ("synthetic", "rcv1-like", "rcv1_like")
@@ -116,7 +117,6 @@ def load_data(spec: str, rows: int | None = None, features: int | None = None,
     * a directory written by `cat-aggregator partition` (returns the node parts as a list);
     * a .catd file; anything else is read as a LIBSVM file (RCV1, URL ...).
     """
-    from aggregator.cli import UserError
 
     key = spec.replace("_", "-").lower()
     if key in SYNTHETIC_NAMES or key.replace("-", "_") in SYNTHETIC_NAMES:
@@ -391,7 +391,6 @@ class NodeCost:
 
 
 def profile_dict(profile: str | dict) -> dict:
-    from aggregator.cli import UserError
 
     if isinstance(profile, dict):
         return profile
@@ -662,7 +661,6 @@ def data_size(args: argparse.Namespace) -> tuple[int | None, int | None, float |
 
 def problem_from_args(args: argparse.Namespace, nodes: int, data: Any = None) -> Problem:
     """The Problem the data flags describe, split over `nodes` (data: an already loaded dataset)."""
-    from aggregator.cli import UserError
 
     if data is None:
         data = data_from_args(args)
@@ -679,8 +677,7 @@ def data_from_args(args: argparse.Namespace) -> Any:
 
 
 def _cmd_simulate(args: argparse.Namespace) -> int:
-    from aggregator import reports
-    from aggregator.cli import UserError
+    from aggregator.lab import reports
 
     try:
         scheme_id(args.scheme)
@@ -750,7 +747,6 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def _cmd_partition(args: argparse.Namespace) -> int:
-    from aggregator.cli import UserError
 
     rows, features, nnz = data_size(args)
     data = load_data(args.data, rows, features, nnz, args.seed, args.normalize)

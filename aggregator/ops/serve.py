@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from aggregator.cli import UserError
+from aggregator.errors import UserError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -61,9 +61,9 @@ def mqtt_security(args: argparse.Namespace, ep) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from aggregator.config import load_job
-    from aggregator.metrics import format_summary
-    from aggregator.service import endpoints_from_job, serve
+    from aggregator.gateway.config import load_job
+    from aggregator.gateway.metrics import format_summary
+    from aggregator.gateway.service import endpoints_from_job, serve
 
     job = load_job(args.job)
     if args.state:

@@ -2,7 +2,7 @@
 
 Both work against the state directory of a running or a stopped gateway. Reads (`list`)
 come from the checkpoint, which the gateway rewrites whenever a node is quarantined or
-cleared. Changes are queued as request files in `<state>/control/` (aggregator.keys): a
+cleared. Changes are queued as request files in `<state>/control/` (aggregator.gateway.keys): a
 running gateway applies them within `security.control_poll_s`, a stopped one when it next
 starts; `--wait S` waits until the gateway has taken the request.
 """
@@ -13,7 +13,7 @@ import argparse
 import time
 from pathlib import Path
 
-from aggregator.cli import UserError
+from aggregator.errors import UserError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -66,7 +66,7 @@ def _state_dir(args: argparse.Namespace):
     """(job or None, state dir) from --job/--state."""
     job = None
     if args.job:
-        from aggregator.config import load_job
+        from aggregator.gateway.config import load_job
         job = load_job(args.job)
     if args.state:
         d = Path(args.state)
@@ -80,12 +80,12 @@ def _state_dir(args: argparse.Namespace):
 
 
 def _load_state(d: Path):
-    from aggregator.state import Store
+    from aggregator.gateway.state import Store
     return Store(d).load()
 
 
 def _queue(args: argparse.Namespace, d: Path, op: str, node: int, what: str, **fields) -> int:
-    from aggregator import keys
+    from aggregator.gateway import keys
     req = keys.submit_request(d, op, node, **fields)
     path = keys.control_dir(d) / f"{req['id']}.json"
     if args.wait > 0:
@@ -106,7 +106,7 @@ def _queue(args: argparse.Namespace, d: Path, op: str, node: int, what: str, **f
 
 
 def _pending(d: Path, ops: tuple[str, ...]) -> list[dict]:
-    from aggregator import keys
+    from aggregator.gateway import keys
     return [r for _, r in keys.pending_requests(d) if r is not None and r["op"] in ops]
 
 
@@ -144,7 +144,7 @@ def quarantine_add(args: argparse.Namespace) -> int:
 
 
 def keys_list(args: argparse.Namespace) -> int:
-    from aggregator import keys
+    from aggregator.gateway import keys
     job, d = _state_dir(args)
     st = _load_state(d)
     rnd = st.round if st is not None else 0
@@ -165,7 +165,7 @@ def keys_list(args: argparse.Namespace) -> int:
 
 
 def _read_key(args: argparse.Namespace) -> bytes:
-    from aggregator import keys
+    from aggregator.gateway import keys
     if args.key_file:
         try:
             text = Path(args.key_file).read_text().strip()
@@ -185,7 +185,7 @@ def _read_key(args: argparse.Namespace) -> bytes:
 
 
 def keys_rotate(args: argparse.Namespace) -> int:
-    from aggregator import keys
+    from aggregator.gateway import keys
     job, d = _state_dir(args)
     if args.node not in job.node_keys:
         raise UserError(f"node {args.node} is not in {args.job}")

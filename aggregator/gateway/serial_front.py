@@ -10,7 +10,7 @@ import threading
 
 import serial
 
-from aggregator.pipeline import Aggregator
+from aggregator.gateway.pipeline import Aggregator
 from edge import slip
 from edge.links import HELLO
 

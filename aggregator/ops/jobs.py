@@ -12,7 +12,7 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
-from aggregator import datasets
+from aggregator.lab import datasets
 
 
 @dataclass

@@ -1,0 +1,1 @@
+"""The gateway runtime: ingress pipeline, wire decoding, rounds, state, transports."""

@@ -1,0 +1,1 @@
+"""Lab tools: datasets, the simulator, experiments, energy budgets, cost fitting, reports."""

@@ -1,0 +1,1 @@
+"""Operations commands: serve, broker-config, flash, demo, job layout, operator admin."""
