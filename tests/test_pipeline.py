@@ -313,6 +313,21 @@ def test_reject_lines_in_the_log_are_rate_limited_but_counters_exact(tmp_path):
     assert agg.state.rejected == {"not_cbor": 5001}
 
 
+def test_a_transport_refusal_is_counted_and_attributed_to_no_node(tmp_path):
+    """What the MQTT front does with a topic that names no node (cat/<job>/up/xyz)."""
+    job, _ = make_job(tmp_path)
+    agg = Aggregator(job, log=MetricsLog(tmp_path / "m.jsonl"), clock=Clock())
+    before = agg.state.model.tobytes()
+    out = agg.refuse("topic_mismatch", "mqtt", 40)
+    assert (out.status, out.reason, out.node) == (REJECTED, "topic_mismatch", None)
+    assert agg.state.rejected == {"topic_mismatch": 1} and agg.state.nodes == {}
+    assert agg.state.model.tobytes() == before and agg.pending == {}
+    with pytest.raises(ValueError, match="unknown refusal reason"):
+        agg.refuse("made_up", "mqtt", 40)
+    assert agg.state.rejected == {"topic_mismatch": 1}
+    assert [e["reason"] for e in read_log(tmp_path / "m.jsonl") if e["event"] == "reject"] == ["topic_mismatch"]
+
+
 def test_every_reason_is_named():
     assert len(set(ALL_REASONS)) == len(ALL_REASONS)
     assert {"key_expired", "rate_limited", "quarantined", "value_bound"} <= set(ALL_REASONS)

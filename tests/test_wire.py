@@ -53,6 +53,18 @@ ALL_NODE_KEYS = {m["node"]: bytes.fromhex(m["key"]) for m, _ in UPDATES}
 GW_KEY = bytes.fromhex(DOWNLINK[0][0]["key"])
 
 
+def decode_frame(data: bytes, keys: dict[int, bytes], max_bytes: int,
+                 implied: tuple[int, int, int, int] | None = None) -> wire.Update:
+    """An uplink update through the gateway's public steps, in the pipeline's order:
+    envelope, kid -> key, MAC, payload (the pipeline uses its keyring for the middle two)."""
+    env = wire.open_envelope(data, max_bytes)
+    key = keys.get(env.node) if env.node is not None else None
+    if key is None:
+        raise wire.FrameError("unknown_kid", f"kid {env.kid.hex()} names no node with a key")
+    wire.verify_mac(key, env.payload, env.tag)
+    return wire.decode_update_payload(env.node, env.payload, len(data), implied=implied)
+
+
 def vid(v: tuple[dict, bytes]) -> str:
     return v[0]["name"]
 
@@ -125,7 +137,7 @@ def test_edge_encoder_reproduces_update_vector(vec: tuple[dict, bytes]) -> None:
 @pytest.mark.parametrize("vec", UPDATES, ids=vid)
 def test_aggregator_decodes_update_vector(vec: tuple[dict, bytes]) -> None:
     m, data = vec
-    u = wire.decode_frame(data, ALL_NODE_KEYS, MAX, implied(m))
+    u = decode_frame(data, ALL_NODE_KEYS, MAX, implied(m))
     assert (u.node, u.job, u.round, u.scheme, u.d, u.T, u.fmt, u.compact) == (
         m["node"], m["job"], m["round"], m["scheme"], m["d"], m["T"], m["fmt"], m["kind"] == 4)
     assert u.wire_bytes == len(data)
@@ -318,7 +330,7 @@ def test_every_bit_flip_is_rejected(vec: tuple[dict, bytes]) -> None:
         bad = bytes(bad)
         if m["kind"] in (0, 4):
             with pytest.raises(wire.FrameError) as ei:
-                wire.decode_frame(bad, ALL_NODE_KEYS, MAX, implied(m))
+                decode_frame(bad, ALL_NODE_KEYS, MAX, implied(m))
         else:
             with pytest.raises(wire.FrameError) as ei:
                 wire.decode_downlink(bad, key, MAX)
@@ -337,9 +349,9 @@ def test_wrong_key_is_rejected(vec: tuple[dict, bytes]) -> None:
     wrong = hashlib.sha256(b"not the key").digest()
     if m["kind"] in (0, 4):
         with pytest.raises(wire.FrameError, match="bad_mac"):
-            wire.decode_frame(data, {m["node"]: wrong}, MAX, implied(m))
+            decode_frame(data, {m["node"]: wrong}, MAX, implied(m))
         with pytest.raises(wire.FrameError) as ei:
-            wire.decode_frame(data, {m["node"] ^ 1: wrong}, MAX, implied(m))
+            decode_frame(data, {m["node"] ^ 1: wrong}, MAX, implied(m))
         assert ei.value.reason == "unknown_kid"
     else:
         with pytest.raises(wire.FrameError, match="bad_mac"):
@@ -380,13 +392,13 @@ def frame_of(p: dict, key: bytes = KEY1, node: int = 3) -> bytes:
 
 def reason_of(data: bytes, max_bytes: int = MAX) -> str:
     with pytest.raises(wire.FrameError) as ei:
-        wire.decode_frame(data, {3: KEY1}, max_bytes)
+        decode_frame(data, {3: KEY1}, max_bytes)
     assert ei.value.reason in wire.REASONS
     return ei.value.reason
 
 
 def test_good_hand_made_frame_is_accepted() -> None:
-    u = wire.decode_frame(frame_of(good_payload()), {3: KEY1}, MAX)
+    u = decode_frame(frame_of(good_payload()), {3: KEY1}, MAX)
     assert u.indices.tolist() == [1, 10, 700]
     assert u.values.tolist() == [0.5, -0.25, 1.0]
 
@@ -394,7 +406,7 @@ def test_good_hand_made_frame_is_accepted() -> None:
 def test_size_limit_is_checked_before_parsing() -> None:
     good = frame_of(good_payload())
     assert reason_of(good, len(good) - 1) == "oversize"
-    assert wire.decode_frame(good, {3: KEY1}, len(good)).T == 3
+    assert decode_frame(good, {3: KEY1}, len(good)).T == 3
     assert reason_of(b"\xff" * 100, 99) == "oversize"
 
 
@@ -471,7 +483,7 @@ def test_non_shortest_envelope_head_is_refused() -> None:
 def test_payload_refusals(over: dict, reason: str | None) -> None:
     data = frame_of(good_payload(**over))
     if reason is None:
-        wire.decode_frame(data, {3: KEY1}, MAX)
+        decode_frame(data, {3: KEY1}, MAX)
     else:
         assert reason_of(data) == reason
 
@@ -484,7 +496,7 @@ def _sq(**over) -> dict:
 
 
 def test_sq_is_expanded_and_checked() -> None:
-    u = wire.decode_frame(frame_of(_sq()), {3: KEY1}, MAX)
+    u = decode_frame(frame_of(_sq()), {3: KEY1}, MAX)
     assert u.values.tolist() == [-0.5, 0.5, -0.5]
     assert reason_of(frame_of(_sq(k11=struct.pack("<2f", 0.5, 0.5)))) == "values_length"
     assert reason_of(frame_of(_sq(k11=struct.pack("<f", -0.5)))) == "bad_magnitude"
@@ -652,7 +664,7 @@ def test_sq_encoder_writes_magnitude_once() -> None:
     m = 0.375
     n = frame.encode_update(buf, bytes(32), 1, 3, 0, 2, 784, 3, array("I", [1, 10, 700]),
                             array("f", [-m, m, -m]), 0)
-    u = wire.decode_frame(bytes(buf[:n]), {3: bytes(32)}, MAX)
+    u = decode_frame(bytes(buf[:n]), {3: bytes(32)}, MAX)
     assert u.values.tolist() == [-m, m, -m]
     p = cbor2.loads(cbor2.loads(bytes(buf[:n])).value[2])
     assert p[11] == struct.pack("<f", m) and p[13] == b"\x05"
@@ -731,8 +743,8 @@ def test_frame_length_equals_encoded_length(args, seed: int, compact: bool) -> N
         assert frame.payload_length(d, T, scheme, fmt, tel, job, node, rnd, True) + saved == \
             frame.payload_length(d, T, scheme, fmt, tel, job, node, rnd)
         with pytest.raises(wire.FrameError, match="bad_kind"):
-            wire.decode_frame(bytes(buf), {node: key}, want)   # not a compact job
-    u = wire.decode_frame(bytes(buf), {node: key}, want, (job, scheme, d, fmt) if compact else None)
+            decode_frame(bytes(buf), {node: key}, want)   # not a compact job
+    u = decode_frame(bytes(buf), {node: key}, want, (job, scheme, d, fmt) if compact else None)
     assert (u.job, u.round, u.d, u.T, u.scheme, u.fmt, u.compact) == (job, rnd, d, T, scheme, fmt, compact)
     assert u.node == node and u.wire_bytes == want
     if scheme:
@@ -773,6 +785,71 @@ def test_frame_length_matches_cbor2_layout(d, t, scheme, fmt, tel, job, node, rn
     tag = cbor2.CBORTag(17, [b"\xa1\x01\x04", {4: b"ab"}, payload, bytes(8)])
     assert frame.frame_length(d, T, scheme, fmt, tel, job, node, rnd, compact) == len(cbor2.dumps(tag))
     assert wire.frame_length(d, T, scheme, fmt, tel, job, node, rnd, compact) == len(cbor2.dumps(tag))
+
+
+# CBOR head sizes (RFC 8949 §3): the argument's boundaries, where a head grows.
+HEAD_BOUNDARIES = (0, 1, 23, 24, 255, 256, 65535, 65536, 2**32 - 1, 2**32, 2**64 - 1)
+
+
+@pytest.mark.parametrize("n", HEAD_BOUNDARIES)
+def test_head_len_and_bstr_head_match_cbor2(n: int) -> None:
+    uint = cbor2.dumps(n)
+    assert wire.head_len(n) == len(uint)
+    assert wire.bstr_head(n) == bytes((uint[0] | 0x40,)) + uint[1:]      # major type 2, same argument
+    if n <= 65536:
+        assert wire.bstr_head(n) == cbor2.dumps(bytes(n))[:wire.head_len(n)]
+
+
+@pytest.mark.parametrize("n", [0, 1, 23, 24, 255, 256, 65535, 65536])
+def test_mac_input_prefix_is_the_mac_structure(n: int) -> None:
+    """HMAC's input is MAC_structure (RFC 9052 §6.3): the prefix plus the payload, exactly."""
+    payload = bytes(range(256)) * (n // 256) + bytes(n % 256)
+    assert wire.mac_input_prefix(n) + payload == cbor2.dumps(["MAC0", wire.PROTECTED, b"", payload])
+
+
+def test_envelope_node_is_the_two_byte_kid() -> None:
+    m, data = next((m, b) for m, b in UPDATES if m["node"] > 255)
+    env = wire.open_envelope(data, MAX)
+    assert env.node == m["node"] and env.kid == m["node"].to_bytes(2, "big")
+    assert wire.decode_update_payload(env.node, env.payload, len(data), implied=implied(m)).node == m["node"]
+    for kid in (b"", b"\x01", b"\x00\x01\x02"):
+        assert wire.open_envelope(mac0(KEY1, kid, cbor2.dumps(good_payload())), MAX).node is None
+
+
+# (d, entries): CBOR boundaries of d, of T, of the index and value bstrs, and of the payload.
+DELTA_SIZES = [(1, 0), (1, 1), (23, 23), (24, 0), (24, 24), (255, 17), (256, 256), (784, 10),
+               (784, 44), (784, 45), (784, 71), (784, 72), (784, 100), (1000, 5),
+               (20_000, 15_752), (20_000, 15_753), (20_000, 16_383), (20_000, 16_384),
+               (65_535, 1), (65_536, 65_535), (65_536, 65_536), (70_000, 65_537)]
+JOB_ROUNDS = [(0, 0), (23, 24), (24, 23), (255, 256), (65_535, 65_536), (2**32 - 1, 2**32), (2**64 - 1, 5)]
+
+
+@pytest.mark.parametrize("fmt", [wire.FMT_F32, wire.FMT_F16])
+@pytest.mark.parametrize("d, entries", DELTA_SIZES)
+def test_delta_frame_length_equals_the_encoded_length(d: int, entries: int, fmt: int) -> None:
+    rng = np.random.default_rng(d * 7 + entries)
+    idx = np.sort(rng.choice(d, size=entries, replace=False))
+    vals = wire.round_values(rng.standard_normal(entries).astype(np.float32), fmt)
+    for job, rnd in JOB_ROUNDS:
+        data = wire.encode_delta(job, rnd, idx, vals, GW_KEY, fmt, d=d)
+        assert wire.delta_frame_length(d, entries, fmt, job, rnd) == len(data), (job, rnd)
+
+
+def test_delta_sizes_cross_every_payload_head() -> None:
+    """The table above reaches payloads with 1-, 2-, 3- and 5-byte heads."""
+    heads = {wire.delta_frame_length(d, t, fmt) - wire.ENVELOPE_FIXED
+             - len(wire.open_envelope(wire.encode_delta(0, 0, np.arange(t), np.zeros(t, np.float32),
+                                                        GW_KEY, fmt, d=d), 1 << 30).payload)
+             for d, t in DELTA_SIZES for fmt in (0, 1)}
+    assert heads == {1, 2, 3, 5}
+
+
+@pytest.mark.parametrize("d", [1, 5, 6, 23, 24, 58, 59, 63, 64, 255, 256, 16_383, 16_384, 65_535, 65_536])
+def test_snapshot_frame_length_equals_the_encoded_length(d: int) -> None:
+    model = np.random.default_rng(d).standard_normal(d).astype(np.float32)
+    for job, rnd in JOB_ROUNDS:
+        data = wire.encode_snapshot(job, rnd, model, GW_KEY)
+        assert wire.snapshot_frame_length(d, job, rnd) == len(data), (job, rnd)
 
 
 @settings(max_examples=200, deadline=None)
@@ -1067,9 +1144,9 @@ IMPLIED = (1, wire.SCHEME_S, 784, wire.FMT_F32)   # job, scheme, d, fmt of good_
 
 
 def test_compact_update_decodes_like_the_full_one() -> None:
-    full = wire.decode_frame(frame_of(good_payload()), {3: KEY1}, MAX)
+    full = decode_frame(frame_of(good_payload()), {3: KEY1}, MAX)
     data = frame_of(_compact())
-    u = wire.decode_frame(data, {3: KEY1}, MAX, IMPLIED)
+    u = decode_frame(data, {3: KEY1}, MAX, IMPLIED)
     assert u.compact and not full.compact
     for f in ("node", "job", "round", "scheme", "d", "T", "fmt", "telemetry"):
         assert getattr(u, f) == getattr(full, f), f
@@ -1077,9 +1154,9 @@ def test_compact_update_decodes_like_the_full_one() -> None:
     assert u.wire_bytes == len(data) == len(frame_of(good_payload())) - 14
     # the node is the kid: the same payload under node 4's kid and key is node 4's update
     key4 = ALL_NODE_KEYS[4]
-    assert wire.decode_frame(frame_of(_compact(), key4, 4), {4: key4}, MAX, IMPLIED).node == 4
+    assert decode_frame(frame_of(_compact(), key4, 4), {4: key4}, MAX, IMPLIED).node == 4
     # full updates stay valid in a compact job
-    assert wire.decode_frame(frame_of(good_payload()), {3: KEY1}, MAX, IMPLIED).T == 3
+    assert decode_frame(frame_of(good_payload()), {3: KEY1}, MAX, IMPLIED).T == 3
 
 
 @pytest.mark.parametrize("over,implied,reason", [
@@ -1107,7 +1184,7 @@ def test_compact_update_decodes_like_the_full_one() -> None:
 ])
 def test_compact_refusals(over: dict, implied, reason: str) -> None:
     with pytest.raises(wire.FrameError) as ei:
-        wire.decode_frame(frame_of(_compact(**over)), {3: KEY1}, MAX, implied)
+        decode_frame(frame_of(_compact(**over)), {3: KEY1}, MAX, implied)
     assert ei.value.reason == reason and reason in wire.REASONS
 
 
@@ -1120,11 +1197,11 @@ def test_compact_sq_and_identity_round_trip() -> None:
     assert n == frame.frame_length(47236, 3, 2, 1, False, 9, 300, 70000, True)
     p = cbor2.loads(cbor2.loads(bytes(buf[:n])).value[2])
     assert sorted(p) == [1, 4, 7, 8, 11, 13] and p[1] == 4 and p[4] == 70000
-    u = wire.decode_frame(bytes(buf[:n]), {300: key}, MAX, (9, 2, 47236, 1))
+    u = decode_frame(bytes(buf[:n]), {300: key}, MAX, (9, 2, 47236, 1))
     assert (u.node, u.job, u.round, u.T, u.values.tolist()) == (300, 9, 70000, 3, [m, -m, m])
     n = frame.encode_update(buf, key, 9, 1, 0, 0, 4, 4, None, array("f", [1, 2, 3, 4]), 0, None, True)
     assert sorted(cbor2.loads(cbor2.loads(bytes(buf[:n])).value[2])) == [1, 4, 7, 11]
-    u = wire.decode_frame(bytes(buf[:n]), {1: key}, MAX, (9, 0, 4, 0))
+    u = decode_frame(bytes(buf[:n]), {1: key}, MAX, (9, 0, 4, 0))
     assert u.indices.tolist() == [0, 1, 2, 3] and u.values.tolist() == [1, 2, 3, 4]
 
 

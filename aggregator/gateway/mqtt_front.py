@@ -13,8 +13,14 @@ import threading
 
 import paho.mqtt.client as mqtt
 
+from aggregator.errors import UserError
 from aggregator.gateway import faults
 from aggregator.gateway.pipeline import Aggregator
+
+
+class BrokerError(UserError, ConnectionError):
+    """The MQTT broker did not accept the gateway's connection in time (down, wrong address,
+    refused credentials or TLS)."""
 
 
 class MqttFront:
@@ -45,7 +51,7 @@ class MqttFront:
         self.client.connect_async(self.host, self.port, keepalive=30)
         self.client.loop_start()
         if not self.connected.wait(timeout):
-            raise ConnectionError(f"no CONNACK from MQTT broker {self.host}:{self.port} within {timeout:.0f} s")
+            raise BrokerError(f"no CONNACK from MQTT broker {self.host}:{self.port} within {timeout:.0f} s")
 
     def stop(self) -> None:
         self.client.disconnect()
@@ -74,7 +80,7 @@ class MqttFront:
         faults.point("mqtt_received")
         try:
             if node is None:
-                self.agg._reject("topic_mismatch", None, "mqtt", len(payload))
+                self.agg.refuse("topic_mismatch", "mqtt", len(payload))
             else:
                 self.agg.submit(payload, "mqtt", topic_node=node)
         finally:

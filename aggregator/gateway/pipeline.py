@@ -34,6 +34,7 @@ from typing import Callable
 
 import numpy as np
 
+from aggregator.errors import UserError
 from aggregator.gateway import keys as keymod
 from aggregator.gateway import robust, wire
 from aggregator.gateway.config import Job
@@ -66,6 +67,10 @@ NO_STRIKE = frozenset({"stale_round", "future_round", "wrong_job", "job_finished
 # says how many were left out.
 LOG_RATE = 50.0
 LOG_BURST = 200
+
+
+class StateMismatchError(UserError, ValueError):
+    """The state directory holds another job's state (another id or model dimension)."""
 
 
 @dataclass
@@ -136,7 +141,7 @@ class Aggregator:
         if st is None:
             return State(job_id=self.job.job_id, round=0, model=np.zeros(self.job.d, dtype=np.float32))
         if st.job_id != self.job.job_id or st.model.shape[0] != self.job.d:
-            raise ValueError(f"state in {self.store.dir} belongs to another job (id {st.job_id}, d {st.model.shape[0]})")
+            raise StateMismatchError(f"state in {self.store.dir} belongs to another job (id {st.job_id}, d {st.model.shape[0]})")
         return st
 
     def recover(self) -> int:
@@ -200,6 +205,14 @@ class Aggregator:
             else:
                 self._log_suppressed += 1
         return Outcome(REJECTED, reason, node, st.round)
+
+    def refuse(self, reason: str, source: str, size: int) -> Outcome:
+        """Count a frame that a transport refused before handing it to `submit` (an MQTT topic
+        that names no node). Like every refusal before the MAC check it is attributed to no
+        node; `reason` must be one of ALL_REASONS."""
+        if reason not in ALL_REASONS:
+            raise ValueError(f"unknown refusal reason {reason!r}")
+        return self._reject(reason, None, source, size)
 
     def _strike(self, reason: str, node: int, tag: bytes, source: str, size: int) -> Outcome:
         """Reject an authenticated frame for its content, and count it against its node."""
@@ -289,11 +302,11 @@ class Aggregator:
         st = self.state
         size = len(data)
         try:
-            kid, payload, tag = wire._open(data, job.max_frame_bytes)
+            _, payload, tag = env = wire.open_envelope(data, job.max_frame_bytes)
         except wire.FrameError as exc:
             return self._reject(exc.reason, None, source, size), None, None
-        node = int.from_bytes(kid, "big") if len(kid) == 2 else -1
-        if node not in self.keyring.entries:
+        node = env.node
+        if node is None or node not in self.keyring.entries:
             return self._reject("unknown_kid", None, source, size), None, None
         verdict, key = self.keyring.verify(node, payload, tag, st.round, any_kept=self.replaying)
         if verdict == keymod.BAD:
@@ -409,7 +422,11 @@ class Aggregator:
             grace = req.get("grace_rounds")
             if type(grace) is not int or grace < 0:
                 raise ValueError("grace_rounds must be an int >= 0")
-            self.rotate_key(node, bytes.fromhex(str(req["key"])), grace, req["id"], by)
+            try:
+                key = keymod.parse_key(req["key"])
+            except keymod.KeyFormatError as exc:
+                raise ValueError(f"key: {exc}") from None
+            self.rotate_key(node, key, grace, req["id"], by)
 
     def _count(self, ns, up: wire.Update, source: str) -> None:
         prof = self.job.profile

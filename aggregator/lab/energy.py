@@ -34,36 +34,7 @@ from edge.cat import SCHEME_IDENTITY, scheme_id
 from edge.cost import LinkCost
 from edge.frame import frame_length
 from aggregator.errors import UserError
-
-
-def _hl(n: int) -> int:
-    """Bytes of a shortest CBOR head with argument n (RFC 8949 section 3)."""
-    return 1 if n < 24 else 2 if n < 0x100 else 3 if n < 0x10000 else 5 if n < 2**32 else 9
-
-
-def _index_bytes(d: int, t: int) -> int:
-    """Index field bytes: bit-packed at ceil(log2 d) bits, or the d-bit bitmap when smaller."""
-    b = max(1, (d - 1).bit_length())
-    return min((t * b + 7) // 8, (d + 7) // 8)
-
-
-ENVELOPE_FIXED = 20  # COSE_Mac0 bytes besides the payload's bstr head (aggregator/gateway/wire.py)
-
-
-def delta_frame_length(d: int, entries: int, fmt: int = 0, job: int = 0, rnd: int = 0) -> int:
-    """Exact bytes of the downlink model delta (wire.encode_delta) carrying `entries` values."""
-    w = 2 if fmt == 1 else 4
-    ib = _index_bytes(d, entries)
-    vb = entries * w
-    p = 1 + 9 + 1 + 1 + _hl(job) + _hl(rnd) + _hl(d) + _hl(entries) + _hl(ib) + ib + 1 + _hl(vb) + vb
-    return ENVELOPE_FIXED + _hl(p) + p
-
-
-def snapshot_frame_length(d: int, job: int = 0, rnd: int = 0) -> int:
-    """Exact bytes of the downlink full model snapshot (wire.encode_snapshot): d float32."""
-    vb = 4 * d
-    p = 1 + 6 + 1 + 1 + _hl(job) + _hl(rnd) + _hl(d) + _hl(vb) + vb
-    return ENVELOPE_FIXED + _hl(p) + p
+from aggregator.gateway.wire import delta_frame_length, snapshot_frame_length
 
 
 # ------------------------------------------------------------------------------ run logs
