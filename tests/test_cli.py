@@ -93,6 +93,13 @@ def test_demo_runs_and_writes_table_and_plot(tmp_path, transport, request):
         assert "allow_anonymous false" in conf and "certfile" in conf and "acl_file" in conf
 
 
+def serve_error(*args: str) -> str:
+    """stderr of a `cat-aggregator serve` that must fail with one line and exit code 2."""
+    r = subprocess.run(CLI + ["serve", *args], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+    return r.stderr
+
+
 def test_serve_prints_one_line_when_the_gateway_cannot_start(tmp_path):
     """What a user can get wrong at start-up is a UserError of the module that finds it
     (CoapBindError, SerialPortError, BrokerError, StateMismatchError): one line, exit 2."""
@@ -107,23 +114,16 @@ def test_serve_prints_one_line_when_the_gateway_cannot_start(tmp_path):
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as busy:
         busy.bind(("127.0.0.1", 0))
         port = busy.getsockname()[1]
-        r = subprocess.run(CLI + ["serve", job, "--coap", f"127.0.0.1:{port}"],
-                           capture_output=True, text=True, timeout=120)
-    assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
-    assert r.stderr.startswith(f"cat-aggregator: CoAP: cannot serve on 127.0.0.1:{port}: ")
-    r = subprocess.run(CLI + ["serve", job, "--serial", str(tmp_path / "no-tty")],
-                       capture_output=True, text=True, timeout=120)
-    assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
-    assert r.stderr.startswith(f"cat-aggregator: serial port {tmp_path / 'no-tty'}: ")
+        err = serve_error(job, "--coap", f"127.0.0.1:{port}")
+    assert err.startswith(f"cat-aggregator: CoAP: cannot serve on 127.0.0.1:{port}: ")
+    err = serve_error(job, "--serial", str(tmp_path / "no-tty"))
+    assert err.startswith(f"cat-aggregator: serial port {tmp_path / 'no-tty'}: ")
     with socket.socket() as closed:               # a TCP port nobody listens on
         closed.bind(("127.0.0.1", 0))
         port = closed.getsockname()[1]
-        r = subprocess.run(CLI + ["serve", job, "--mqtt", f"127.0.0.1:{port}"],
-                           capture_output=True, text=True, timeout=120)
-    assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
-    assert r.stderr.startswith(f"cat-aggregator: no CONNACK from MQTT broker 127.0.0.1:{port}")
+        err = serve_error(job, "--mqtt", f"127.0.0.1:{port}")
+    assert err.startswith(f"cat-aggregator: no CONNACK from MQTT broker 127.0.0.1:{port}")
     other = load_job(layout.job_path)
     Store(other.state_dir).save(State(job_id=other.job_id + 1, round=3, model=np.zeros(other.d, np.float32)))
-    r = subprocess.run(CLI + ["serve", job, "--coap", "127.0.0.1:0"], capture_output=True, text=True, timeout=120)
-    assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
-    assert r.stderr.startswith(f"cat-aggregator: state in {other.state_dir} belongs to another job")
+    err = serve_error(job, "--coap", "127.0.0.1:0")
+    assert err.startswith(f"cat-aggregator: state in {other.state_dir} belongs to another job")

@@ -84,6 +84,12 @@ class ConfigError(UserError, ValueError):
     """A bad job config; the message names the file and the first bad field."""
 
 
+def _alternatives(names: Any) -> str:
+    """'a, b or c'."""
+    names = list(names)
+    return ", ".join(names[:-1]) + " or " + names[-1] if len(names) > 1 else names[0]
+
+
 class _Required:
     def __repr__(self) -> str:
         return "REQUIRED"
@@ -146,7 +152,7 @@ FORMATS = {"f32": wire.FMT_F32, "f16": wire.FMT_F16}
 
 def _model_kind(v: str, got: dict[str, Any]) -> str:
     if v not in MODEL_KINDS:
-        raise ValueError(f"unknown model {v!r} (use logistic or softmax)")
+        raise ValueError(f"unknown model {v!r} (use {_alternatives(MODEL_KINDS)})")
     return v
 
 
@@ -177,7 +183,7 @@ def _rule_param(v: int, got: dict[str, Any]) -> int:
 
 def _fmt(v: str, got: dict[str, Any]) -> int:
     if v not in FORMATS:
-        raise ValueError("use f32 or f16")
+        raise ValueError(f"use {_alternatives(FORMATS)}")
     return FORMATS[v]
 
 
@@ -206,62 +212,75 @@ def _key(v: str, got: dict[str, Any]) -> bytes:
 
 #: Every key of the job file, in the order they are read (and errors are found).
 KEYS: tuple[Key, ...] = (
-    Key("job", "id", int, REQUIRED, "job id on the wire, 0..2**32-1", _UINT32, "job_id", example=1),
-    Key("job", "rounds", int, 30, "rounds to train", _at_least(1), "rounds", "rounds"),
-    Key("job", "seed", int, 1, "seed of the edges' random choices, 0..2**32-1", _UINT32, "seed", "seed"),
-    Key("job", "name", str, None, "a label for people; the gateway does not use it", example="demo"),
-    Key("model", "kind", str, REQUIRED, " | ".join(MODEL_KINDS), _model_kind, "model_kind", "model",
-        example="logistic"),
-    Key("model", "features", int, REQUIRED, "features per example", _at_least(1), "features", example=30),
-    Key("model", "classes", int, 2, "2 for logistic, >= 2 for softmax", _classes, "classes", "classes"),
+    Key("job", "id", int, REQUIRED, "job id on the wire, 0..2**32-1",
+        read=_UINT32, attr="job_id", example=1),
+    Key("job", "rounds", int, 30, "rounds to train",
+        read=_at_least(1), attr="rounds", wire="rounds"),
+    Key("job", "seed", int, 1, "seed of the edges' random choices, 0..2**32-1",
+        read=_UINT32, attr="seed", wire="seed"),
+    Key("job", "name", str, None, "a label for people; the gateway does not use it",
+        example="demo"),
+    Key("model", "kind", str, REQUIRED, " | ".join(MODEL_KINDS),
+        read=_model_kind, attr="model_kind", wire="model", example="logistic"),
+    Key("model", "features", int, REQUIRED, "features per example",
+        read=_at_least(1), attr="features", example=30),
+    Key("model", "classes", int, 2, "2 for logistic, >= 2 for softmax",
+        read=_classes, attr="classes", wire="classes"),
     Key("model", "lambda", float, 1e-3, "L2 regularisation",
-        _check(lambda v: v >= 0.0 and math.isfinite(v), "must be finite and >= 0"), "lam", "lam"),
-    Key("model", "L", float, REQUIRED, "smoothness bound of the data (`partition` prints it)", _POSITIVE, "L", "L",
-        example=0.26),
-    Key("training", "scheme", str, "sq", " | ".join(cat.SCHEME_NAMES), _scheme, "scheme", "scheme"),
-    Key("training", "rule", str, "cat", " | ".join(cat.RULE_NAMES), _rule, "rule", "rule"),
-    Key("training", "rule_param", int, 0, "T for fixed, period S for hybrid", _rule_param, "rule_param",
-        "rule_param"),
-    Key("training", "k_cap", int, 128, "candidate cap K (RAM on the boards)", _at_least(1), "k_cap", "k_cap"),
-    Key("training", "fmt", str, "f32", " | ".join(FORMATS), _fmt, "fmt", "fmt"),
-    Key("training", "step_multiplier", float, 1.0, "step = step_multiplier / L", _POSITIVE,
-        "step_multiplier", "step"),
-    Key("training", "error_feedback", bool, False, "edges keep what they did not send", None,
-        "error_feedback", "error_feedback"),
-    Key("training", "compact", bool, False, "compact (kind 4) updates: LoRaWAN SF12's 51 B payloads", None,
-        "compact", "compact"),
-    Key("cost", "profile", str, "ieee802154-6lowpan-coap", "cost profile (cost_profiles/)", _profile,
-        "profile", "profile"),
+        read=_check(lambda v: v >= 0.0 and math.isfinite(v), "must be finite and >= 0"), attr="lam", wire="lam"),
+    Key("model", "L", float, REQUIRED, "smoothness bound of the data (`partition` prints it)",
+        read=_POSITIVE, attr="L", wire="L", example=0.26),
+    Key("training", "scheme", str, "sq", " | ".join(cat.SCHEME_NAMES),
+        read=_scheme, attr="scheme", wire="scheme"),
+    Key("training", "rule", str, "cat", " | ".join(cat.RULE_NAMES),
+        read=_rule, attr="rule", wire="rule"),
+    Key("training", "rule_param", int, 0, "T for fixed, period S for hybrid",
+        read=_rule_param, attr="rule_param", wire="rule_param"),
+    Key("training", "k_cap", int, 128, "candidate cap K (RAM on the boards)",
+        read=_at_least(1), attr="k_cap", wire="k_cap"),
+    Key("training", "fmt", str, "f32", " | ".join(FORMATS),
+        read=_fmt, attr="fmt", wire="fmt"),
+    Key("training", "step_multiplier", float, 1.0, "step = step_multiplier / L",
+        read=_POSITIVE, attr="step_multiplier", wire="step"),
+    Key("training", "error_feedback", bool, False, "edges keep what they did not send",
+        attr="error_feedback", wire="error_feedback"),
+    Key("training", "compact", bool, False, "compact (kind 4) updates: LoRaWAN SF12's 51 B payloads",
+        attr="compact", wire="compact"),
+    Key("cost", "profile", str, "ieee802154-6lowpan-coap", "cost profile (cost_profiles/)",
+        read=_profile, attr="profile", wire="profile"),
     Key("cost", "metric", str, None, " | ".join(profiles.LINK_METRICS) + " (default: the profile's)",
-        _metric, "metric", "metric", example="joules"),
+        read=_metric, attr="metric", wire="metric", example="joules"),
     Key("rounds", "quorum", float, 1.0, "fraction of the nodes (<= 1.0) or a count (> 1)",
-        _check(lambda v: v > 0 and math.isfinite(v), "must be > 0 and finite"), "quorum"),
+        read=_check(lambda v: v > 0 and math.isfinite(v), "must be > 0 and finite"), attr="quorum"),
     Key("rounds", "deadline_s", float, 10.0, "s from a round's start until it closes with the updates it has",
-        _check(lambda v: v > 0, "must be > 0"), "deadline_s"),
-    Key("rounds", "history", int, 16, "deltas kept for edges that fell behind", _at_least(1), "history"),
+        read=_check(lambda v: v > 0, "must be > 0"), attr="deadline_s"),
+    Key("rounds", "history", int, 16, "deltas kept for edges that fell behind",
+        read=_at_least(1), attr="history"),
     Key("rounds", "max_frame_bytes", int, 1 << 20, "frames above this are refused unparsed (>= 64)",
-        _at_least(64), "max_frame_bytes"),
-    Key("downlink", "key", str, REQUIRED, "the gateway's 32-byte key for config, model, deltas", _key,
-        "downlink_key", example="<64 hex digits>"),
+        read=_at_least(64), attr="max_frame_bytes"),
+    Key("downlink", "key", str, REQUIRED, "the gateway's 32-byte key for config, model, deltas",
+        read=_key, attr="downlink_key", example="<64 hex digits>"),
     Key("state", "dir", str, "state", "checkpoint, journals, keyring (relative: to the job file)",
-        lambda v, got: Path(v), "state_dir"),
-    Key("security", "window_s", float, 60.0, "sliding window for a node's rejected frames, s", _POSITIVE,
-        "window_s"),
+        read=lambda v, got: Path(v), attr="state_dir"),
+    Key("security", "window_s", float, 60.0, "sliding window for a node's rejected frames, s",
+        read=_POSITIVE, attr="window_s"),
     Key("security", "rate_limit_after", int, 3, "strikes in the window before rate-limiting (0: never)",
-        _at_least(0, " (0: never rate-limit)"), "rate_limit_after"),
-    Key("security", "rate_limit_per_s", float, 0.5, "frames/s a rate-limited node may still send", _POSITIVE,
-        "rate_limit_per_s"),
-    Key("security", "rate_limit_burst", int, 2, "burst of a rate-limited node", _at_least(1),
-        "rate_limit_burst"),
+        read=_at_least(0, " (0: never rate-limit)"), attr="rate_limit_after"),
+    Key("security", "rate_limit_per_s", float, 0.5, "frames/s a rate-limited node may still send",
+        read=_POSITIVE, attr="rate_limit_per_s"),
+    Key("security", "rate_limit_burst", int, 2, "burst of a rate-limited node",
+        read=_at_least(1), attr="rate_limit_burst"),
     Key("security", "quarantine_after", int, 10, "strikes in the window before quarantine (0: never)",
-        _at_least(0, " (0: never quarantine)"), "quarantine_after"),
+        read=_at_least(0, " (0: never quarantine)"), attr="quarantine_after"),
     Key("security", "control_poll_s", float, 0.5, "how often a running gateway reads <state>/control/, s",
-        _POSITIVE, "control_poll_s"),
-    Key("aggregation", "rule", str, "mean", " | ".join(robust.RULES), _one_of(robust.RULES, "rule"), "rule"),
+        read=_POSITIVE, attr="control_poll_s"),
+    Key("aggregation", "rule", str, "mean", " | ".join(robust.RULES),
+        read=_one_of(robust.RULES, "rule"), attr="rule"),
     Key("aggregation", "trim", float, 0.2, "trimmed_mean: fraction cut from each end per coordinate",
-        _check(lambda v: 0.0 <= v < 0.5, "must be in [0, 0.5)"), "trim"),
+        read=_check(lambda v: 0.0 <= v < 0.5, "must be in [0, 0.5)"), attr="trim"),
     Key("aggregation", "max_abs", float, 0.0, "refuse updates with |value| above this (0: no bound)",
-        _check(lambda v: v >= 0 and math.isfinite(v), "must be finite and >= 0 (0: no bound)"), "max_abs"),
+        read=_check(lambda v: v >= 0 and math.isfinite(v), "must be finite and >= 0 (0: no bound)"),
+        attr="max_abs"),
 )
 
 #: [nodes]: node id -> key; node ids are the table's keys, so it has no fixed keys.
@@ -273,9 +292,9 @@ TRANSPORTS: dict[str, int] = {"coap": 5683, "mqtt": 1883, "serial": 0}
 TRANSPORT_KEYS: tuple[Key, ...] = (
     Key("transports", "host", str, "127.0.0.1", "address to bind (CoAP) or of the broker (MQTT)"),
     Key("transports", "port", int, None, f"CoAP {TRANSPORTS['coap']}, MQTT {TRANSPORTS['mqtt']}",
-        _check(lambda v: 0 <= v <= 65535, "must be a port number")),
+        read=_check(lambda v: 0 <= v <= 65535, "must be a port number")),
     Key("transports", "ports", list, [], "serial devices of boards",
-        _check(lambda v: all(isinstance(p, str) for p in v), "must be a list of device paths"),
+        read=_check(lambda v: all(isinstance(p, str) for p in v), "must be a list of device paths"),
         example=["/dev/ttyUSB0"]),
     Key("transports", "baud", int, 115200, "serial line rate"),
     Key("transports", "username", str, None, "MQTT username"),
@@ -421,6 +440,8 @@ class _Reader:
                 raise self.fail(path, f"must be {kind.__name__}, got a boolean")
             if not isinstance(v, kind):
                 raise self.fail(path, f"must be {kind.__name__}, got {v!r}")
+        if isinstance(v, list):
+            v = list(v)                       # never share a default list between jobs
         if k.read is not None:             # defaults too: a derived default (cost.metric) is made here
             try:
                 v = k.read(v, got)
@@ -460,12 +481,6 @@ def _nodes(r: _Reader) -> dict[int, bytes]:
         except keymod.KeyFormatError as exc:
             raise r.fail(f"nodes.{k}", str(exc)) from None
     return out
-
-
-def _alternatives(names: Any) -> str:
-    """'a, b or c'."""
-    names = list(names)
-    return ", ".join(names[:-1]) + " or " + names[-1] if len(names) > 1 else names[0]
 
 
 def _transports(r: _Reader) -> dict[str, Transport]:
@@ -534,18 +549,19 @@ def load_job(path: str | Path) -> Job:
 _COMMENT_COLUMN = 35
 
 
-def _toml(v: Any) -> str:
+def toml_value(v: Any) -> str:
+    """A scalar or list as a TOML value (what job files hold; ops.jobs writes them with it)."""
     if isinstance(v, bool):
         return "true" if v else "false"
     if isinstance(v, (int, float)):
         return repr(v)
     if isinstance(v, list):
-        return "[" + ", ".join(_toml(x) for x in v) + "]"
-    return json.dumps(v)
+        return "[" + ", ".join(toml_value(x) for x in v) + "]"
+    return json.dumps(str(v))
 
 
 def _line(name: str, value: Any, doc: str) -> str:
-    text = f"{name} = {_toml(value)}"
+    text = f"{name} = {toml_value(value)}"
     return f"{text:<{_COMMENT_COLUMN - 1}} # {doc}" if len(text) < _COMMENT_COLUMN - 1 else f"{text}  # {doc}"
 
 

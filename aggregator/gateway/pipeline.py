@@ -141,7 +141,8 @@ class Aggregator:
         if st is None:
             return State(job_id=self.job.job_id, round=0, model=np.zeros(self.job.d, dtype=np.float32))
         if st.job_id != self.job.job_id or st.model.shape[0] != self.job.d:
-            raise StateMismatchError(f"state in {self.store.dir} belongs to another job (id {st.job_id}, d {st.model.shape[0]})")
+            raise StateMismatchError(f"state in {self.store.dir} belongs to another job "
+                                     f"(id {st.job_id}, d {st.model.shape[0]})")
         return st
 
     def recover(self) -> int:

@@ -12,6 +12,7 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
+from aggregator.gateway.config import toml_value
 from aggregator.lab import datasets
 
 
@@ -26,16 +27,6 @@ class Layout:
     L: float
 
 
-def _toml_value(v: object) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, (int, float)):
-        return repr(v)
-    if isinstance(v, list):
-        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
-    return json.dumps(str(v))
-
-
 def dump_toml(tree: dict) -> str:
     """Enough TOML for job files: nested tables of scalars and lists."""
     lines: list[str] = []
@@ -47,7 +38,7 @@ def dump_toml(tree: dict) -> str:
             lines.append(f"[{prefix}]")
         for k, v in scalars.items():
             key = k if k.replace("_", "").isalnum() else json.dumps(k)
-            lines.append(f"{key} = {_toml_value(v)}")
+            lines.append(f"{key} = {toml_value(v)}")
         if prefix and scalars:
             lines.append("")
         for k, v in subs.items():
