@@ -176,7 +176,7 @@ def _read_key(args: argparse.Namespace) -> bytes:
     try:
         return keys.parse_key(text)
     except keys.KeyFormatError as exc:
-        raise keys.KeyFormatError(f"{where}: {exc}") from None
+        raise UserError(f"{where}: {exc}") from None
 
 
 def keys_rotate(args: argparse.Namespace) -> int:
