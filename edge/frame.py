@@ -21,7 +21,6 @@ from edge import cose
 _MT_UINT = const(0)     # CBOR major types (edge.cbor)
 _MT_BSTR = const(2)
 _MT_MAP = const(5)
-_PREFIX_LEN = const(11)  # edge.cose: envelope bytes before the payload's bstr head
 _SUFFIX = const(9)       # edge.cose: 48 + the 8-byte tag
 
 _VERSION = const(1)
@@ -176,7 +175,7 @@ def frame_length(d, T, scheme, fmt, telemetry=False, job=0, node=0, rnd=0, compa
     3 below 65536, 5 below 2**32), so pass the real ones; the defaults fit values < 24.
     compact: a kind-4 frame (job and node are not sent, only rnd still counts)."""
     p = payload_length(d, T, scheme, fmt, telemetry, job, node, rnd, compact)
-    return _PREFIX_LEN + head_len(p) + p + _SUFFIX
+    return cose.overhead(p) + p
 
 
 def buffer_size(d, K, scheme, fmt):
@@ -266,6 +265,11 @@ def round_value(x, fmt):
     return struct.unpack_from('<f', _S, 0)[0]
 
 
+def _f32_finite(data, o):
+    """Whether the '<f' at data[o:o+4] is finite (its exponent is not all ones)."""
+    return not ((data[o + 3] & 0x7F) == 0x7F and (data[o + 2] & 0x80))
+
+
 def _put_value(buf, off, v, fmt):
     """Write one value; raise ValueError if it is not finite in that format."""
     if fmt == _FMT_F16:
@@ -279,7 +283,7 @@ def _put_value(buf, off, v, fmt):
         struct.pack_into('<f', buf, off, v)
     except OverflowError:
         raise ValueError('value %r is out of float32 range' % v)
-    if (buf[off + 3] & 0x7F) == 0x7F and (buf[off + 2] & 0x80):
+    if not _f32_finite(buf, off):
         raise ValueError('value %r is not finite in float32' % v)
     return off + 4
 
@@ -366,7 +370,7 @@ def encode_update(buf, key, job, node, rnd, scheme, d, T, idx, vals, fmt, teleme
         raise ValueError('telemetry must be None or 4 floats')
     tel = telemetry is not None
     plen = payload_length(d, T, scheme, fmt, tel, job, node, rnd, compact)
-    total = _PREFIX_LEN + head_len(plen) + plen + _SUFFIX
+    total = cose.overhead(plen) + plen
     if len(buf) < total:
         raise ValueError('buffer of %d bytes too small, frame needs %d' % (len(buf), total))
     kid = bytes((node >> 8, node & 0xFF))
@@ -451,10 +455,6 @@ def encode_update(buf, key, job, node, rnd, scheme, d, T, idx, vals, fmt, teleme
 # a snapshot, whose MAC is computed as the blocks pass) and peek (routing on push links)
 # differ only in what they do with the fields.
 
-def _f32_finite(data, o):
-    return not ((data[o + 3] & 0x7F) == 0x7F and (data[o + 2] & 0x80))
-
-
 def _read_f32(data, off, what):
     s, n, off = read_bstr(data, off, what)
     if n != 4:
@@ -487,13 +487,13 @@ def _fields(data, off, end, kinds, f, upto=-1, stream=False):
     """Read the payload map data[off:end] of a downlink message into the dict f: the one walk
     of every downlink payload (docs/wire-format.md §2, §3.2-§3.4). Returns the offset after it.
 
-    Keys are uints in ascending order. kinds: the message kinds accepted here; (KIND_CONFIG,)
-    reads a config (keys 0, 1, 2, 4 and the config map 15), anything else a model message
-    (keys 0, 1, 2, 4, 6, 7, 10 and the bstrs 8, 9, 11, 16). uint fields go into f as they
-    come, version checked (1) and kind (one of kinds); bstrs as (start, length); the config
-    map as the dict of its fields (_config). upto >= 0: the walk stops at the first key
-    above it and returns its offset (peek reads only the header). stream: data holds only the first
-    bytes of a snapshot, so its model bstr (key 16) must be the last entry and end the
+    Keys are uints in ascending order. kinds: the message kinds accepted here; the first
+    names the keys: a config's (0, 1, 2, 4 and the config map 15) or a model message's (0,
+    1, 2, 4, 6, 7, 10 and the bstrs 8, 9, 11, 16). uint fields go into f as they come,
+    version checked (1) and kind (one of kinds); bstrs as (start, length); the config map as
+    the dict of its fields (_config). upto >= 0: the walk stops at the first key above it
+    and returns that key's offset (peek reads only the header). stream: data holds only the
+    first bytes of a snapshot, so its model bstr (key 16) must be the last entry and end the
     payload; the walk returns the offset of the model's content, which data need not hold."""
     major, cnt, off = read_head(data, off)
     if major != _MT_MAP:

@@ -6,8 +6,13 @@ Apart from edge/links.py (CoAP, and what the links share: LinkError, pause, HELL
 a CoAP board never loads them.
 """
 
+from edge.cbor import const
 from edge.frame import peek
 from edge.links import HELLO, LinkError, pause
+
+_KIND_CONFIG = const(1)  # edge.frame's message kinds (folded: no dict entries on a board)
+_KIND_SNAPSHOT = const(2)
+_KIND_DELTA = const(3)
 
 
 def mqtt_topics(job, node):
@@ -33,11 +38,11 @@ class Inbox:
         except ValueError:
             return
         data = bytes(data)
-        if kind == 1:
+        if kind == _KIND_CONFIG:
             self.config = data
-        elif kind == 2:
+        elif kind == _KIND_SNAPSHOT:
             self.snapshot = data
-        elif kind == 3 and rnd >= 0:
+        elif kind == _KIND_DELTA and rnd >= 0:
             self.deltas[rnd] = data
             if len(self.deltas) > self.keep:
                 del self.deltas[min(self.deltas)]
