@@ -1,6 +1,6 @@
 """Device-side transports for the edge loop (edge/node.py): CoAP here; MQTT (umqtt.simple)
 and serial SLIP in edge/pushlinks.py, loaded only by the boards that use them. Here too what
-the links share: LinkError and pause, and HELLO, the serial link's first message (the
+the links share: LinkError, job_path, pause, and HELLO, the serial link's first message (the
 gateway's serial bridge answers it; edge.pushlinks.SlipLink sends it).
 
 These run on MicroPython and on CPython. The Raspberry Pi variants built on paho-mqtt,
@@ -15,6 +15,11 @@ HELLO = b"\xf6"   # CBOR null: a board's "send me config and model" on a serial 
 
 class LinkError(Exception):
     """The gateway could not be reached this time (timeout, refused, broker down): retry later."""
+
+
+def job_path(job):
+    """'cat/<job>/': how a job's CoAP resources and MQTT topics begin (docs/protocol.md)."""
+    return "cat/%d/" % job
 
 
 def pause(s):
@@ -48,7 +53,7 @@ class CoapLink(CoapResources):
 
     def __init__(self, client, job, poll=0.05):
         self.client = client
-        self.base = "/cat/%d/" % job
+        self.base = "/" + job_path(job)
         self.poll = poll
         self.last_code = 0
         self.last_reason = b""

@@ -7,7 +7,7 @@ send_update, wait), built on the libraries a Linux edge has. CPython only; board
 import asyncio
 import threading
 
-from edge.links import CoapResources, LinkError
+from edge.links import CoapResources, LinkError, job_path
 from edge.pushlinks import Inbox, SlipLink, mqtt_topics
 
 
@@ -98,7 +98,7 @@ class AiocoapLink(CoapResources):
         self.aiocoap = aiocoap
         self.loop = asyncio.new_event_loop()
         self.ctx = self.loop.run_until_complete(aiocoap.Context.create_client_context())
-        self.base = "coap://%s:%d/cat/%d/" % (host if ":" not in host else "[%s]" % host, port, job)
+        self.base = "coap://%s:%d/%s" % (host if ":" not in host else "[%s]" % host, port, job_path(job))
         self.poll = poll
         self.last_code = None
         self.last_reason = b""

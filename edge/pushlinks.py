@@ -2,13 +2,13 @@
 MQTT with micropython-lib's umqtt.simple, and serial SLIP (with the board's serial port:
 open_serial, PollStream). MicroPython and CPython.
 
-Apart from edge/links.py (CoAP, and what the links share: LinkError, pause, HELLO) so that
-a CoAP board never loads them.
+Apart from edge/links.py (CoAP, and what the links share: LinkError, job_path, pause, HELLO)
+so that a CoAP board never loads them.
 """
 
 from edge.cbor import const
 from edge.frame import peek
-from edge.links import HELLO, LinkError, pause
+from edge.links import HELLO, LinkError, job_path, pause
 
 _KIND_CONFIG = const(1)  # edge.frame's message kinds (folded: no dict entries on a board)
 _KIND_SNAPSHOT = const(2)
@@ -18,7 +18,7 @@ _KIND_DELTA = const(3)
 def mqtt_topics(job, node):
     """(uplink topic, downlink topics) of a node in a job (docs/protocol.md): the same for
     UmqttLink and edge.pi.PahoLink."""
-    t = "cat/%d/" % job
+    t = job_path(job)
     return "%sup/%d" % (t, node), (t + "config", t + "model", t + "down")
 
 
