@@ -8,9 +8,9 @@ from edge.frame import round_value
 
 
 def ss_headroom(k):
-    """Entries beyond K that buffers for an SS draw hold: the drawn count varies around T
-    (a sum of Bernoullis, standard deviation <= sqrt(T)), and ss_budget keeps T more than 3
-    standard deviations below the limit, so 8 + 4 sqrt(K) covers every draw it lets through."""
+    """Entries beyond K that the buffers for an SS draw hold: the drawn count varies around
+    T <= K (a sum of Bernoullis, standard deviation <= sqrt(T)), so 8 + 4 sqrt(K) puts their
+    end more than 4 standard deviations above the largest T the candidates allow."""
     return 8 + 4 * int(k ** 0.5)
 
 
