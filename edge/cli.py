@@ -11,6 +11,8 @@ import argparse
 import json
 import sys
 
+from edge.board import BoardError, unhex
+
 
 class CliError(Exception):
     pass
@@ -33,12 +35,9 @@ def _read_key(args, name):
     if hexkey is None:
         raise CliError("--%s or --%s-file is required" % (name.replace("_", "-"), name.replace("_", "-")))
     try:
-        key = bytes.fromhex(hexkey)
-    except ValueError:
-        raise CliError("--%s: not hex" % name.replace("_", "-"))
-    if len(key) != 32:
-        raise CliError("--%s: must be 32 bytes (64 hex digits), got %d" % (name.replace("_", "-"), len(key)))
-    return key
+        return unhex(hexkey, "--" + name.replace("_", "-"))
+    except BoardError as exc:
+        raise CliError(str(exc))
 
 
 def build_parser():

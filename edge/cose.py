@@ -135,7 +135,9 @@ def wrap(key, kid, payload):
     return bytes(buf[:end])
 
 
-def _ct_equal(a, b):
+def ct_equal(a, b):
+    """a == b in time independent of where they differ (a MAC tag compare must not leak the
+    length of the matching prefix)."""
     if len(a) != len(b):
         return False
     r = 0
@@ -144,6 +146,12 @@ def _ct_equal(a, b):
         r |= a[i] ^ b[i]
         i += 1
     return r == 0
+
+
+def check_kid(got, want):
+    """Refuse ('unknown_kid') a message whose kid is not the one expected."""
+    if got != want:
+        raise FrameError('unknown_kid', 'kid %02x%02x not accepted' % (got[0], got[1]))
 
 
 def parse_head(data):
@@ -199,12 +207,12 @@ def verify(data, key, kid=None):
 
     kid, if given, must match the message's kid ('unknown_kid' otherwise)."""
     got_kid, pay, plen = parse(data)
-    if kid is not None and got_kid != kid:
-        raise FrameError('unknown_kid', 'kid %02x%02x not accepted' % (got_kid[0], got_kid[1]))
+    if kid is not None:
+        check_kid(got_kid, kid)
     mv = memoryview(data)
     want = mac_tag(key, mv[pay:pay + plen])
     tag_off = pay + plen + 1
-    if not _ct_equal(want, mv[tag_off:tag_off + _TAG_LEN]):
+    if not ct_equal(want, mv[tag_off:tag_off + _TAG_LEN]):
         raise FrameError('bad_mac', 'MAC does not verify')
     return got_kid, pay, plen
 

@@ -34,6 +34,8 @@ UNITS = {
 _SCALE = {"bit": (1, 8), "ms": (1, 1000), "us": (1, 1000000),
           "kbit/s": (1000, 1), "mW": (1, 1000), "kHz": (1000, 1)}
 
+# the cost metrics CAT can maximise against (computed by edge.cost.LinkCost.metric and
+# edge.cost.paper_cost); the one list of their names
 LINK_METRICS = ("bytes", "bits", "packets", "seconds", "joules")
 PAPER_METRICS = ("bits", "bytes", "packets")
 PAPER_MODELS = ("payload", "affine", "packet")

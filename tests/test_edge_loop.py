@@ -1,4 +1,4 @@
-"""The edge loop against a real gateway (issue 3): model sync by deltas and by snapshot, the
+"""The edge loop against a real gateway: model sync by deltas and by snapshot, the
 serial link through the gateway's pyserial bridge on a real pty, and the cat-edge CLI."""
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ from aggregator.ops.demo import ServiceThread, free_udp_port
 from aggregator.gateway.service import Endpoints
 from edge import datafile, profile, slip
 from edge.coap import CoapClient
-from edge.links import CoapLink, SlipLink
+from edge.links import CoapLink
+from edge.pushlinks import SlipLink
 from edge.node import EdgeError, EdgeNode
 
 import e2e

@@ -11,8 +11,8 @@ import pytest
 from aggregator.lab import datasets as ds
 from aggregator.lab import simulate as sim
 from aggregator.cli import main
-from edge.cost import CostModel, index_bits
-from edge.frame import frame_length
+from edge.cost import CostModel
+from edge.frame import frame_length, index_bits
 from edge.profile import load_profile
 
 

@@ -630,6 +630,41 @@ def test_edge_downlink_envelope_checks() -> None:
         wire.decode_downlink(up, GW_KEY, MAX)
 
 
+def test_peek_routes_downlink_messages_and_drops_the_rest() -> None:
+    """edge.frame.peek, the push links' routing (no key: the MAC is checked when a message is
+    applied) walks the payload like the decoders: kind and round of every downlink vector;
+    a message the decoders would refuse in its header raises, and the Inbox drops it."""
+    from edge.pushlinks import Inbox
+
+    inbox = Inbox()
+    for m, data in DOWNLINK:
+        rnd = m["round"] if m["kind"] == 1 else m["version"] if m["kind"] == 2 else m["base"]
+        assert frame.peek(data) == (m["kind"], rnd)
+        inbox.fresh = False
+        inbox.put(data)
+        assert inbox.fresh
+    assert inbox.config is not None and inbox.snapshot is not None and len(inbox.deltas) == 3
+    cfg = cbor2.loads(cbor2.loads((VEC / "config.cbor").read_bytes()).value[2])
+    no_kind = {k: v for k, v in cfg.items() if k != 1}
+    assert frame.peek(mac0(GW_KEY, b"gw", cbor2.dumps(no_kind, canonical=True))) == (-1, cfg[4])
+    assert frame.peek(mac0(bytes(32), b"gw", cbor2.dumps(cfg, canonical=True)))[0] == 1  # MAC unchecked
+    refused = [
+        (UPDATES[0][1], "bad_kind"),                                          # an uplink update
+        (mac0(GW_KEY, b"gw", cbor2.dumps({**cfg, 0: 2}, canonical=True)), "bad_version"),
+        (mac0(GW_KEY, b"gw", cbor2.dumps({**cfg, 3: 1}, canonical=True)), "unknown_key"),  # node
+        (mac0(GW_KEY, b"gw", cbor2.dumps({**cfg, 4: b"x"}, canonical=True)), "wrong_type"),
+        (mac0(GW_KEY, b"gw", cbor2.dumps([1, 2])), "structure"),
+        ((VEC / "config.cbor").read_bytes()[:-1], "structure"),
+    ]
+    for data, reason in refused:
+        with pytest.raises(ecbor.FrameError) as ei:
+            frame.peek(data)
+        assert ei.value.reason == reason
+        inbox.fresh = False
+        inbox.put(data)
+        assert not inbox.fresh
+
+
 # -------------------------------------------------------------------- encoder inputs
 
 def test_encoder_refuses_bad_input() -> None:

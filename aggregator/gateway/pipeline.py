@@ -96,12 +96,15 @@ class RoundClose:
 
 
 def t_cap(job: Job) -> int:
-    """Largest T an honest edge can send: K, plus the SS sampler's documented headroom."""
+    """Largest T an honest edge can send: K, plus the SS sampler's headroom (edge.ss.ss_headroom,
+    what edge.compress.Workspace allocates for an SS draw)."""
+    from edge.ss import ss_headroom
+
     if job.scheme == SCHEME_IDENTITY:
         return job.d
     k = min(job.k_cap, job.d)
     if job.scheme == SCHEME_SS:
-        return min(job.d, k + 8 + 4 * int(k ** 0.5))  # edge.compress.Workspace headroom
+        return min(job.d, k + ss_headroom(k))
     return k
 
 
