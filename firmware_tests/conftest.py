@@ -32,6 +32,16 @@ def _require(interp: harness.Interpreter, how: str) -> harness.Interpreter:
     pytest.skip(msg)
 
 
+# Tests that run a real MicroPython interpreter are end-to-end (`make test-fast` leaves them out).
+INTERPRETERS = {"mp64", "mp32", "mp32_frozen", "interp"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if INTERPRETERS & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.e2e)
+
+
 @pytest.fixture(scope="session")
 def mp64() -> harness.Interpreter:
     """The PyPI unix-port wheel (64-bit, double floats)."""

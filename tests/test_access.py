@@ -36,6 +36,8 @@ from edge.cat import SCHEME_SQ
 import e2e
 from peers import MOSQUITTO, _stop_process, _tail, coap_ping, free_port
 
+pytestmark = pytest.mark.e2e   # real processes and peers on loopback
+
 
 # ----------------------------------------------------------------------------- helpers
 class LockedBroker:

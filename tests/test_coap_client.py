@@ -448,6 +448,8 @@ MP_SCRIPT = r"""
 import sys
 sys.path.insert(0, "")
 from edge.coap import CoapClient, code_str
+
+pytestmark = pytest.mark.e2e   # real processes and peers on loopback
 port = int(sys.argv[1])
 n = int(sys.argv[2])
 body = bytearray(n)

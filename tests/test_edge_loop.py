@@ -25,6 +25,8 @@ from edge.node import EdgeError, EdgeNode
 
 import e2e
 
+pytestmark = pytest.mark.e2e   # real processes and peers on loopback
+
 
 def node_for(layout, k: int, prof=None) -> EdgeNode:
     import tomllib

@@ -19,6 +19,7 @@ def _files(out, *names):
     return text
 
 
+@pytest.mark.slow
 def test_alpha(tmp_path, capsys) -> None:
     out = tmp_path / "alpha"
     assert main(["experiment", "alpha", *TINY, "--rounds", "30", "--points", "10", "--out", str(out)]) == 0
@@ -31,6 +32,7 @@ def test_alpha(tmp_path, capsys) -> None:
     assert last[0] == "200" and float(last[4]) == pytest.approx(1.0)  # alpha-bar(d) = 1
 
 
+@pytest.mark.slow
 def test_bits_vs_t(tmp_path, capsys) -> None:
     out = tmp_path / "bvt"
     assert main(["experiment", "bits-vs-T", *TINY, "--rounds", "1000", "--points", "6", "--out", str(out)]) == 0
@@ -43,6 +45,7 @@ def test_bits_vs_t(tmp_path, capsys) -> None:
            "loss-packet.png", "loss-payload.svg")
 
 
+@pytest.mark.slow
 def test_paper_packet(tmp_path, capsys) -> None:
     out = tmp_path / "pp"
     assert main(["experiment", "paper-packet", *TINY, "--rounds", "150", "--out", str(out)]) == 0
@@ -59,6 +62,7 @@ def test_paper_packet(tmp_path, capsys) -> None:
         assert m in table
 
 
+@pytest.mark.slow
 def test_radios(tmp_path, capsys) -> None:
     out = tmp_path / "radios"
     assert main(["experiment", "radios", *TINY, "--nodes", "2", "--rounds", "300", "--grid", "2,4,8,16,64",
@@ -74,6 +78,7 @@ def test_radios(tmp_path, capsys) -> None:
     assert "infeasible" in fx  # T = 64 does not fit an 802.15.4 frame
 
 
+@pytest.mark.slow
 def test_memory(tmp_path, capsys) -> None:
     out = tmp_path / "mem"
     assert main(["experiment", "memory", *TINY, "--rounds", "150", "--out", str(out)]) == 0

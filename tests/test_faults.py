@@ -38,6 +38,8 @@ from aggregator.gateway.state import State, Store
 import e2e
 from peers import UdpProxy, coap_ping
 
+pytestmark = pytest.mark.e2e   # real processes and peers on loopback
+
 PY = sys.executable
 SEED = int(os.environ.get("CAT_FAULT_SEED", str(time.time_ns() % 1_000_000)))
 
