@@ -1,4 +1,4 @@
-# cat-iot wire format, version 1, edge side (docs/wire-format.md is the specification).
+# cat-iot wire format, version 2, edge side (docs/wire-format.md is the specification).
 #
 # Runs unchanged on MicroPython (1.25+) and CPython. Uplink update frames are encoded
 # straight into a caller's preallocated bytearray; their exact length is known in O(1)
@@ -20,10 +20,11 @@ from edge import cose
 
 _MT_UINT = const(0)     # CBOR major types (edge.cbor)
 _MT_BSTR = const(2)
+_MT_ARRAY = const(4)
 _MT_MAP = const(5)
 _SUFFIX = const(9)       # edge.cose: 48 + the 8-byte tag
 
-_VERSION = const(1)
+_VERSION = const(2)
 
 # kinds (key 1)
 _KIND_UPDATE = const(0)
@@ -340,6 +341,21 @@ def _write_indices(buf, off, idx, T, d, code, nbytes, b):
     return off
 
 
+def uplink_aad(job, node, scheme, d, fmt):
+    """The external AAD of an update in a compact job: the CBOR array
+    [version, job, node, scheme, d, fmt] (deterministic). A compact update does not carry
+    these fields, so its MAC covers them instead: it verifies only under its own job."""
+    vals = (_VERSION, job, node, scheme, d, fmt)
+    n = 1
+    for v in vals:
+        n += head_len(v)
+    out = bytearray(n)
+    off = put_head(out, 0, _MT_ARRAY, 6)
+    for v in vals:
+        off = put_head(out, off, _MT_UINT, v)
+    return out
+
+
 def encode_update(buf, key, job, node, rnd, scheme, d, T, idx, vals, fmt, telemetry=None, compact=False):
     """Encode a complete update frame into the bytearray buf; return the bytes written.
 
@@ -347,8 +363,9 @@ def encode_update(buf, key, job, node, rnd, scheme, d, T, idx, vals, fmt, teleme
     identity); vals: array('f') with the T values in the same order (identity: d values;
     SQ: vals[k] = +-m, m is sent once plus a sign bitmap); telemetry: None or 4 floats
     (loss, improvement at T, compute seconds, energy J); compact: write a kind-4 update
-    (job, node, scheme, d and fmt are left out: the gateway takes them from the job and
-    the kid). Raises ValueError on bad input."""
+    (version, job, node, scheme, d and fmt are left out: the gateway takes them from the job
+    and the kid, and the MAC covers them as external AAD, uplink_aad). Raises ValueError on
+    bad input."""
     cose.check_key(key)
     if scheme < 0 or scheme > 3:
         raise ValueError('scheme must be 0..3, got %r' % scheme)
@@ -443,7 +460,8 @@ def encode_update(buf, key, job, node, rnd, scheme, d, T, idx, vals, fmt, teleme
             k += 1
     if off - p0 != plen:  # would be a bug in payload_length
         raise ValueError('internal: payload %d bytes, expected %d' % (off - p0, plen))
-    return cose.write_tag(buf, off, key, p0, plen)
+    aad = uplink_aad(job, node, scheme, d, fmt) if compact else None
+    return cose.write_tag(buf, off, key, p0, plen, aad)
 
 
 # ---------------------------------------------------------------------------- decoders

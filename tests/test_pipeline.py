@@ -76,7 +76,7 @@ def bad_payload(node: int, rnd: int, salt: int = 0) -> dict:
         acc = (acc << b) | j
     nbytes = (2 * b + 7) // 8
     raw = (acc << (nbytes * 8 - 2 * b)).to_bytes(nbytes, "big")
-    return {0: 1, 1: 0, 2: 4, 3: node, 4: rnd, 5: 1, 6: D, 7: 2, 8: raw, 10: 0,
+    return {0: 2, 1: 0, 2: 4, 3: node, 4: rnd, 5: 1, 6: D, 7: 2, 8: raw, 10: 0,
             11: struct.pack("<2f", 0.1, 0.001 * salt)}
 
 
@@ -278,13 +278,13 @@ def test_signed_identity_frame_with_huge_d_is_refused_before_any_allocation(tmp_
     job, k = make_job(tmp_path, security={"rate_limit_after": 0, "quarantine_after": 0})
     agg = Aggregator(job, clock=Clock())
     huge = 2**32 - 1
-    f = signed(k[0], 0, {0: 1, 1: 0, 2: 4, 3: 0, 4: 0, 5: 0, 6: huge, 7: huge, 10: 0, 11: b"\0" * 4})
+    f = signed(k[0], 0, {0: 2, 1: 0, 2: 4, 3: 0, 4: 0, 5: 0, 6: huge, 7: huge, 10: 0, 11: b"\0" * 4})
     tracemalloc.start()
     out = agg.submit(f, "t")
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
     assert out.reason == "wrong_d" and peak < 1 << 20
-    f = signed(k[0], 0, {0: 1, 1: 0, 2: 5, 3: 0, 4: 0, 5: 0, 6: huge, 7: huge, 10: 0, 11: b"\0" * 4})
+    f = signed(k[0], 0, {0: 2, 1: 0, 2: 5, 3: 0, 4: 0, 5: 0, 6: huge, 7: huge, 10: 0, 11: b"\0" * 4})
     assert agg.submit(f, "t").reason == "wrong_job"                 # another job's frame: no strike
 
 
@@ -421,7 +421,7 @@ class DirectLink:
 def test_compact_job_end_to_end_on_lorawan_sf12(tmp_path):
     """A compact S+Q job on LoRaWAN SF12 (51 B): the edges' frames are kind 4 and fit, the
     real pipeline accepts and applies them round after round, and edges and gateway end with
-    the same model. The same frames are bad_kind for a job that is not compact."""
+    the same model. The same frames fail their MAC in a job that is not compact."""
     import dataclasses
     import tomllib
 
@@ -464,5 +464,5 @@ def test_compact_job_end_to_end_on_lorawan_sf12(tmp_path):
     plain = dataclasses.replace(job, compact=False, state_dir=tmp_path / "plain")
     other = Aggregator(plain, Store(plain.state_dir), clock=Clock())
     before = other.state.model.tobytes()
-    assert other.submit(links[0].sent[0], "direct").reason == "bad_kind"
+    assert other.submit(links[0].sent[0], "direct").reason == "bad_mac"   # its MAC covers the compact job
     assert other.state.model.tobytes() == before and other.state.round == 0

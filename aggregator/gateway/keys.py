@@ -77,13 +77,14 @@ class KeyEntry:
     rid: str = ""             # id of the rotation request that made it current
     _mac: object = field(default=None, repr=False, compare=False)  # key schedule done once
 
-    def mac(self, payload: bytes) -> bytes:
-        """HMAC 256/64 tag of payload, as the wire format defines it (RFC 9052 §6.3), from a
-        key schedule prepared once: only the MAC_structure's prefix and the payload are hashed."""
+    def mac(self, payload: bytes, aad: bytes = b"") -> bytes:
+        """HMAC 256/64 tag of payload with external AAD aad, as the wire format defines it
+        (RFC 9052 §6.3), from a key schedule prepared once: only the MAC_structure's prefix
+        and the payload are hashed."""
         if self._mac is None:
             self._mac = hmac.new(self.key, digestmod=hashlib.sha256)
         h = self._mac.copy()
-        h.update(wire.mac_input_prefix(len(payload)))
+        h.update(wire.mac_input_prefix(len(payload), aad))
         h.update(payload)
         return h.digest()[:wire.TAG_LEN]
 
@@ -142,7 +143,7 @@ class Keyring:
         return self.entries[node][0].key
 
     def verify(self, node: int, payload: bytes, tag: bytes, rnd: int,
-               any_kept: bool = False) -> tuple[str, bytes | None]:
+               any_kept: bool = False, aad: bytes = b"") -> tuple[str, bytes | None]:
         """(OK, key) if tag verifies under a key valid at round rnd; (EXPIRED, key) if only under
         an expired one (or OK for it when any_kept: journal replay of frames accepted earlier);
         (BAD, None) otherwise. Constant-time comparisons; at most 1 + grace + RETIRED_KEPT MACs."""
@@ -150,7 +151,7 @@ class Keyring:
         if not ents:
             return BAD, None
         for e in ents:
-            if hmac.compare_digest(e.mac(payload), tag):
+            if hmac.compare_digest(e.mac(payload, aad), tag):
                 if e.until is None or rnd < e.until or any_kept:
                     return OK, e.key
                 return EXPIRED, e.key

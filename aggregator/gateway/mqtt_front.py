@@ -23,6 +23,20 @@ class BrokerError(UserError, ConnectionError):
     refused credentials or TLS)."""
 
 
+def topic_node(topic: str, prefix: str) -> int | None:
+    """The node of an uplink topic `<prefix>up/<node>`, or None when the topic is not one.
+
+    Only the canonical spelling names a node: ASCII decimal without leading zeros, 0..65535,
+    as `cat-edge`, the boards and `broker-config`'s ACL write it (`up/2`, never `up/02`)."""
+    if not topic.startswith(prefix + "up/"):
+        return None
+    tail = topic[len(prefix) + 3:]
+    if not tail or not tail.isascii() or not tail.isdigit() or (tail[0] == "0" and tail != "0"):
+        return None
+    node = int(tail)
+    return node if node <= 0xFFFF else None
+
+
 class MqttFront:
     def __init__(self, agg: Aggregator, host: str, port: int, loop: asyncio.AbstractEventLoop,
                  username: str | None = None, password: str | None = None, tls: dict | None = None,
@@ -42,6 +56,7 @@ class MqttFront:
         if tls:
             self.client.tls_set(**tls)
         self.client.on_connect = self._on_connect
+        self.client.on_subscribe = self._on_subscribe
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
         self.client.reconnect_delay_set(0.2, 5)
@@ -51,7 +66,8 @@ class MqttFront:
         self.client.connect_async(self.host, self.port, keepalive=30)
         self.client.loop_start()
         if not self.connected.wait(timeout):
-            raise BrokerError(f"no CONNACK from MQTT broker {self.host}:{self.port} within {timeout:.0f} s")
+            raise BrokerError(f"no CONNACK and SUBACK from MQTT broker {self.host}:{self.port} "
+                              f"within {timeout:.0f} s")
 
     def stop(self) -> None:
         self.client.disconnect()
@@ -63,6 +79,10 @@ class MqttFront:
             return
         client.subscribe(self.prefix + "up/+", qos=1)
         self.loop.call_soon_threadsafe(self._publish_state)
+
+    def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
+        # Ready only once the broker holds the subscription: a frame an edge publishes after
+        # start() returned is then delivered (or kept in the persistent session), never dropped.
         self.connected.set()
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
@@ -73,10 +93,7 @@ class MqttFront:
 
     # event loop ----------------------------------------------------------------
     def _handle(self, topic: str, payload: bytes, mid: int, qos: int) -> None:
-        node = None
-        tail = topic[len(self.prefix) + 3:] if topic.startswith(self.prefix + "up/") else ""
-        if tail.isdigit():
-            node = int(tail)
+        node = topic_node(topic, self.prefix)
         faults.point("mqtt_received")
         try:
             if node is None:
@@ -89,8 +106,10 @@ class MqttFront:
                 self.client.ack(mid, qos)   # only now: the frame is journaled (or rejected)
 
     def _publish_state(self) -> None:
-        self.client.publish(self.prefix + "config", self.agg.config_message(), qos=1, retain=True)
+        # The config is the edges' "go" signal (docs/protocol.md): the model goes out first, so
+        # an edge that sees round r+1 in the config finds the snapshot of version r+1 retained.
         self.client.publish(self.prefix + "model", self.agg.snapshot_message(), qos=1, retain=True)
+        self.client.publish(self.prefix + "config", self.agg.config_message(), qos=1, retain=True)
 
     def _on_close(self, closed) -> None:
         delta = self.agg.delta_message(closed.round)

@@ -49,7 +49,7 @@ REJECTED = "rejected"
 
 # Reasons the pipeline adds to aggregator.gateway.wire.REASONS.
 PIPELINE_REASONS = ("wrong_job", "topic_mismatch", "stale_round", "future_round", "wrong_scheme",
-                    "wrong_d", "t_over_cap", "quarantined", "job_finished", "key_expired",
+                    "wrong_d", "wrong_fmt", "t_over_cap", "quarantined", "job_finished", "key_expired",
                     "rate_limited", "value_bound", "internal_error")
 
 #: Every reason a rejected frame can be counted under.
@@ -310,9 +310,11 @@ class Aggregator:
         except wire.FrameError as exc:
             return self._reject(exc.reason, None, source, size), None, None
         node = env.node
-        if node is None or node not in self.keyring.entries:
+        if node not in self.keyring.entries:
             return self._reject("unknown_kid", None, source, size), None, None
-        verdict, key = self.keyring.verify(node, payload, tag, st.round, any_kept=self.replaying)
+        # In a compact job every update's MAC also covers the fields a compact update leaves out.
+        aad = wire.uplink_aad(job.job_id, node, job.scheme, job.d, job.fmt) if job.compact else b""
+        verdict, key = self.keyring.verify(node, payload, tag, st.round, any_kept=self.replaying, aad=aad)
         if verdict == keymod.BAD:
             return self._reject("bad_mac", None, source, size), None, None   # kid not authenticated
         if verdict == keymod.EXPIRED:
@@ -345,6 +347,8 @@ class Aggregator:
             return self._strike("wrong_scheme", node, tag, source, size), None, None
         if up.d != job.d:
             return self._strike("wrong_d", node, tag, source, size), None, None
+        if up.fmt != job.fmt:      # the job fixes the value format; its edges never send another
+            return self._strike("wrong_fmt", node, tag, source, size), None, None
         if up.T > self.cap:
             return self._strike("t_over_cap", node, tag, source, size), None, None
         bound = job.aggregation.max_abs

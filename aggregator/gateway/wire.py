@@ -30,7 +30,7 @@ from typing import NamedTuple
 import cbor2
 import numpy as np
 
-VERSION = 1
+VERSION = 2
 
 KIND_UPDATE = 0
 KIND_CONFIG = 1
@@ -102,6 +102,7 @@ HDR_KID = 4
 TAG_LEN = 8
 PROTECTED = b"\xa1\x01\x04"  # {1: 4}
 KID_GW = b"gw"               # h'6777'
+KID_LEN = 2                  # every kid: uplink node id (uint16 BE) or "gw"
 # Envelope bytes besides the payload's bstr head, for a 2-byte kid: tag 17 (1), array (1),
 # protected bstr (1 + 3), unprotected {4: kid} (1 + 1 + 1 + 2), MAC tag bstr (1 + 8).
 ENVELOPE_FIXED = 20
@@ -246,30 +247,38 @@ def bstr_head(n: int) -> bytes:
     return bytes((0x40 | {1: 24, 2: 25, 4: 26, 8: 27}[size],)) + n.to_bytes(size, "big")
 
 
-# MAC_structure = ["MAC0", protected, external_aad = h'', payload] (RFC 9052 §6.3), encoded:
-# array(4), tstr "MAC0", bstr h'A10104', bstr h''; then the payload's bstr head and bytes.
-_MAC0_HEAD = b"\x84\x64MAC0\x43" + PROTECTED + b"\x40"
+# MAC_structure = ["MAC0", protected, external_aad, payload] (RFC 9052 §6.3), encoded:
+# array(4), tstr "MAC0", bstr h'A10104', bstr external_aad; then the payload's bstr head and
+# bytes. external_aad is h'' except for the updates of a compact job (uplink_aad).
+_MAC0_HEAD = b"\x84\x64MAC0\x43" + PROTECTED
 
 
-def mac_input_prefix(payload_len: int) -> bytes:
+def uplink_aad(job: int, node: int, scheme: int, d: int, fmt: int) -> bytes:
+    """External AAD of every update in a compact job: [version, job, node, scheme, d, fmt] in
+    deterministic CBOR. A compact update leaves these out, so its MAC covers them: it
+    verifies only under its own job's parameters (docs/wire-format.md §1)."""
+    return cbor2.dumps([VERSION, job, node, scheme, d, fmt], canonical=True)
+
+
+def mac_input_prefix(payload_len: int, aad: bytes = b"") -> bytes:
     """The bytes HMAC runs over before the payload itself (MAC_structure up to the payload).
 
     Lets a verifier feed the payload to a prepared HMAC state without building the
     MAC_structure (aggregator.gateway.keys does, once per key held)."""
-    return _MAC0_HEAD + bstr_head(payload_len)
+    return _MAC0_HEAD + bstr_head(len(aad)) + aad + bstr_head(payload_len)
 
 
-def _mac(key: bytes, payload: bytes) -> bytes:
-    """HMAC 256/64 over MAC_structure = ["MAC0", protected, h'', payload] (RFC 9052 §6.3)."""
-    h = hmac.new(key, mac_input_prefix(len(payload)), hashlib.sha256)
+def _mac(key: bytes, payload: bytes, aad: bytes = b"") -> bytes:
+    """HMAC 256/64 over MAC_structure = ["MAC0", protected, aad, payload] (RFC 9052 §6.3)."""
+    h = hmac.new(key, mac_input_prefix(len(payload), aad), hashlib.sha256)
     h.update(payload)
     return h.digest()[:TAG_LEN]
 
 
-def _wrap(key: bytes, kid: bytes, payload: bytes) -> bytes:
+def _wrap(key: bytes, kid: bytes, payload: bytes, aad: bytes = b"") -> bytes:
     if len(key) != 32:
         raise ValueError(f"MAC key must be 32 bytes, got {len(key)}")
-    msg = cbor2.CBORTag(COSE_MAC0_TAG, [PROTECTED, {HDR_KID: kid}, payload, _mac(key, payload)])
+    msg = cbor2.CBORTag(COSE_MAC0_TAG, [PROTECTED, {HDR_KID: kid}, payload, _mac(key, payload, aad)])
     return cbor2.dumps(msg, canonical=True)
 
 
@@ -382,9 +391,9 @@ class Envelope(NamedTuple):
     tag: bytes
 
     @property
-    def node(self) -> int | None:
-        """The node an uplink kid names (2 bytes, big-endian); None for any other kid."""
-        return int.from_bytes(self.kid, "big") if len(self.kid) == 2 else None
+    def node(self) -> int:
+        """The node an uplink kid names (2 bytes, big-endian)."""
+        return int.from_bytes(self.kid, "big")
 
 
 def open_envelope(data: bytes, max_bytes: int) -> Envelope:
@@ -409,21 +418,23 @@ def open_envelope(data: bytes, max_bytes: int) -> Envelope:
         raise FrameError("bad_alg", "protected header must be exactly {1: 4} (HMAC 256/64)")
     if not isinstance(unprot, Mapping) or list(unprot) != [HDR_KID] or type(unprot[HDR_KID]) is not bytes:
         raise FrameError("structure", "unprotected header must be {4: kid}")
+    if len(unprot[HDR_KID]) != KID_LEN:
+        raise FrameError("structure", f"kid must be a {KID_LEN}-byte bstr")
     if type(payload) is not bytes:
         raise FrameError("structure", "payload must be a bstr")
     if type(tag) is not bytes or len(tag) != TAG_LEN:
         raise FrameError("structure", "tag must be an 8-byte bstr")
     kid = unprot[HDR_KID]
     # every head in its shortest form <=> the length is exactly the minimal one
-    if len(kid) == 2 and len(data) != ENVELOPE_FIXED + head_len(len(payload)) + len(payload):
+    if len(data) != ENVELOPE_FIXED + head_len(len(payload)) + len(payload):
         raise FrameError("not_deterministic", "envelope heads not in shortest form")
     return Envelope(kid, payload, tag)
 
 
-def verify_mac(key: bytes, payload: bytes, tag: bytes) -> None:
-    """Second step: the tag must be HMAC 256/64 of the payload under key (constant-time
-    comparison); FrameError("bad_mac") otherwise."""
-    if not hmac.compare_digest(_mac(key, payload), tag):
+def verify_mac(key: bytes, payload: bytes, tag: bytes, aad: bytes = b"") -> None:
+    """Second step: the tag must be HMAC 256/64 of the payload under key, with external AAD
+    aad (uplink_aad in a compact job; constant-time comparison); FrameError("bad_mac") otherwise."""
+    if not hmac.compare_digest(_mac(key, payload, aad), tag):
         raise FrameError("bad_mac", "MAC does not verify")
 
 
@@ -584,8 +595,10 @@ def decode_update_payload(node: int, payload: bytes, wire_bytes: int, expect: tu
     if scheme == SCHEME_IDENTITY:
         if T != d:
             raise FrameError("bad_t", "identity needs T == d")
-        if K_IDX_PACKED in p or K_IDX_BITMAP in p or K_SIGNS in p:
-            raise FrameError("unknown_key", "identity carries no indices or signs")
+        if K_IDX_PACKED in p or K_IDX_BITMAP in p:
+            raise FrameError("index_code", "identity carries no index field (T = d)")
+        if K_SIGNS in p:
+            raise FrameError("unknown_key", "key 13 (signs) only with SQ")
         vals = _values(raw, fmt, d, "values")      # length first: d alone must not size an allocation
         idx = np.arange(d, dtype=np.int64)
     else:
