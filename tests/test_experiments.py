@@ -9,8 +9,8 @@ import pytest
 from aggregator.cli import main
 from aggregator.lab import datasets as ds
 from aggregator.lab.engine import Infeasible, SimConfig, simulate
-from aggregator.lab.experiments.common import PAYLOAD, priced
-from aggregator.lab.pricing import link_models, profile_dict
+from aggregator.lab.experiments.common import priced
+from aggregator.lab.pricing import PAYLOAD, link_models, profile_dict
 from aggregator.lab.problem import make_problem
 from edge.cat import SCHEME_S
 

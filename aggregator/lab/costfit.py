@@ -402,8 +402,7 @@ def _cmd_measure(args: argparse.Namespace) -> int:
                                    seed=args.seed)
     except (OSError, TimeoutError, RuntimeError) as e:
         raise MeasurementError(f"{args.transport}: {e}") from None
-    out = Path(args.out or reports.default_out("measure"))
-    out.mkdir(parents=True, exist_ok=True)
+    out = reports.out_dir(args.out, "measure")
     csv_path = out / "measurements.csv"
     write_samples(samples, csv_path)
     rows = []
@@ -446,8 +445,7 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     name = args.name
     if not all("a" <= c <= "z" or "0" <= c <= "9" or c == "-" for c in name):
         raise ArgumentError(f"--name {name!r}: use lowercase letters, digits and '-'")
-    out = Path(args.out or reports.default_out("fit-cost"))
-    out.mkdir(parents=True, exist_ok=True)
+    out = reports.out_dir(args.out, "fit-cost")
     max_bytes = float(args.max_bytes or x.max())
     text = profile_toml(best, name, args.description or
                         f"Fitted {best.model} delivery-time model from {Path(args.measurements).name} "

@@ -338,7 +338,7 @@ def _cmd_profile(args: argparse.Namespace) -> int:
     prof = profile_dict(args.profile)
     log = _log_from_args(args)
     b = budget(log, prof, args.interval, args.battery_mah, args.voltage, args.sleep_ua)
-    out = Path(args.out or reports.default_out("profile"))
+    out = reports.out_dir(args.out, "profile")
     lines = [f"{log.source} under {prof['name']}: one round every {args.interval:g} s, "
              f"battery {args.battery_mah:g} mAh at {args.voltage:g} V = {b['battery_j']:.4g} J"
              + (f", sleep {args.sleep_ua:g} uA" if args.sleep_ua else "")]

@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from aggregator.errors import UserError
 from aggregator.lab import datasets as ds
-from aggregator.lab.pricing import COST_METRICS, NodeCost, link_models, profile_dict
+from aggregator.lab.pricing import COST_METRICS, PACKET_SMALL, NodeCost, link_models, profile_dict
 from aggregator.lab.problem import Problem
 from aggregator.lab.results import NODE_COLUMNS, SimResult
 from edge import np_backend
@@ -46,6 +46,11 @@ class Diverged(SimError):
     """The model became non-finite: the step is too large for this problem."""
 
 
+def scheme_label(scheme: str) -> str:
+    """How tables and legends name a scheme: S, S+Q, SS (the paper's names), IDENTITY."""
+    return SCHEME_NAMES[scheme_id(scheme)].upper().replace("SQ", "S+Q")
+
+
 @dataclass
 class SimConfig:
     """One simulated run. rule_param is T for `fixed` and the period S for `hybrid`."""
@@ -53,7 +58,7 @@ class SimConfig:
     scheme: str = "s"
     rule: str = "cat"
     rule_param: int = 0
-    profile: str = "paper-packet-128-64-128"
+    profile: str = PACKET_SMALL
     metric: str | None = None
     rounds: int = 100
     batch: int | None = None
@@ -70,9 +75,9 @@ class SimConfig:
     def name(self) -> str:
         if self.label:
             return self.label
-        sch = SCHEME_NAMES[scheme_id(self.scheme)].upper().replace("SQ", "S+Q")
         if scheme_id(self.scheme) == SCHEME_IDENTITY:
             return "GD"
+        sch = scheme_label(self.scheme)
         r = RULE_NAMES[rule_id(self.rule)]
         tag = {"cat": "CAT", "alistarh": "Alistarh", "fixed": f"T={self.rule_param}",
                "hybrid": f"hybrid-{self.rule_param}"}.get(r, r)

@@ -14,6 +14,12 @@ from edge.cost import CostModel, LinkCost, paper_cost, paper_payload_bits
 from edge.frame import frame_length
 from edge.profile import LINK_METRICS, PAPER_METRICS, ProfileError, load_profile
 
+#: the shipped profiles of the paper's own cost models: the payload model with 64-bit floats
+#: (eq. 5) and the packet models 128/64/128 and 576/64/512 (eq. 6, appendix I).
+PAYLOAD = "paper-payload-fpp64"
+PACKET_SMALL = "paper-packet-128-64-128"
+PACKET_LARGE = "paper-packet-576-64-512"
+
 #: every metric a run records per node and round: the paper's (defined for every profile)
 #: first, then the ones only a link profile's radio gives (NaN under a paper profile).
 COST_METRICS = PAPER_METRICS + tuple(m for m in LINK_METRICS if m not in PAPER_METRICS)

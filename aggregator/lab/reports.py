@@ -23,9 +23,12 @@ COST_LABELS = {"bits": "bits sent (all nodes)", "bytes": "link bytes sent (all n
                "joules": "radio energy, J (all nodes)"}
 
 
-def default_out(name: str) -> Path:
-    """out/<name>-<YYYYmmdd-HHMMSS>/ (relative to the working directory)."""
-    return Path("out") / f"{name}-{_dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
+def out_dir(out: str | Path | None, name: str) -> Path:
+    """The output directory of a command, created: `out` (its --out), else
+    out/<name>-<YYYYmmdd-HHMMSS>/ relative to the working directory."""
+    path = Path(out or Path("out") / f"{name}-{_dt.datetime.now().strftime('%Y%m%d-%H%M%S')}")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
 
 
 def pyplot() -> Any:

@@ -19,6 +19,7 @@ from aggregator.lab import engine, reports
 from aggregator.lab.cliargs import (ArgumentError, add_data_args, add_fmt_arg, data_from_args, fmt_code,
                                     problem_from_args)
 from aggregator.lab.engine import SimConfig, simulate
+from aggregator.lab.pricing import PACKET_SMALL
 from aggregator.lab.problem import DataSpecError
 from aggregator.lab.results import SimResult
 from edge.cat import SCHEME_IDENTITY, rule_id, scheme_id
@@ -51,7 +52,7 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
                     step=args.step, fmt=fmt_code(args.fmt), cap=args.cap, seed=args.seed,
                     eval_every=args.eval_every)
     res = simulate(problem, cfg, progress=not args.quiet)
-    out = Path(args.out or reports.default_out("simulate"))
+    out = reports.out_dir(args.out, "simulate")
     res.save(out)
     lines = _summary_lines(res, args.target)
     for ln in lines:
@@ -88,7 +89,8 @@ def _summary_lines(res: SimResult, target: float | None) -> list[str]:
     if target is not None and res.f_star is not None:
         gap0 = float(res.loss[0] - res.f_star)
         v, ok = res.to_reach(target * gap0, "bits")
-        lines.append(f"bits to {target:g} of the initial gap: {v:.4g}" + ("" if ok else " (not reached: lower bound)"))
+        lines.append(f"bits to {target:g} of the initial gap: {v:.4g}"
+                     + ("" if ok else " (not reached: lower bound)"))
     return lines
 
 
@@ -119,7 +121,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--rule", default="cat", help="cat, fixed, alistarh, hybrid or identity")
     p.add_argument("--T", type=int, default=0, help="fixed rule: entries per update")
     p.add_argument("--period", type=int, default=200, help="hybrid rule: CAT every S rounds")
-    p.add_argument("--profile", default="paper-packet-128-64-128", help="cost profile name or .toml path")
+    p.add_argument("--profile", default=PACKET_SMALL, help="cost profile name or .toml path")
     p.add_argument("--metric", default=None, help="CAT's cost metric (default: the profile's)")
     p.add_argument("--rounds", type=int, default=300)
     p.add_argument("--batch", type=int, default=None, help="mini-batch rows per node (default: full)")

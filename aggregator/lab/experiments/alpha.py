@@ -14,7 +14,8 @@ import numpy as np
 
 from aggregator.lab import reports
 from aggregator.lab.engine import SimConfig
-from aggregator.lab.experiments.common import PAYLOAD, Runner, prepare_out
+from aggregator.lab.experiments.common import Runner, finish
+from aggregator.lab.pricing import PAYLOAD
 from edge import np_backend
 from edge.cat import SCHEME_S
 
@@ -71,7 +72,7 @@ def _plot_rounds(hist: list[np.ndarray], track: np.ndarray, out: Path, stem: str
 
 def run(args: argparse.Namespace) -> int:
     """alpha-bar(T) = min over GD rounds (and nodes) of alpha(T) = A2(T)/S2; SpeedUp = alpha-bar/(T/d)."""
-    out = prepare_out(args, NAME)
+    out = reports.out_dir(args.out, NAME)
     R = Runner(args)
     p = R.problem(args.nodes)
     d = p.dim
@@ -100,11 +101,9 @@ def run(args: argparse.Namespace) -> int:
                                title=f"{p.name}, {args.nodes} node(s), {res.rounds} GD rounds")
     plots += _plot_rounds(alpha.hist, track, out, "alpha-rounds")
     plots += reports.plot_runs([res], out, "gd", gap=True, metrics=("bits",))
-    reports.write_report(out, "alpha: sparsification gain along gradient descent (figure 1a)",
-                         reports.command_line(args), lines, {"alpha-bar and speed-up": md}, plots,
-                         params={"rounds": args.rounds, "nodes": args.nodes, "d": d},
-                         notes=["alpha-bar(T) is the minimum over all GD rounds (and nodes) of "
-                                "alpha(T) = A2(T)/S2, computed by edge.np_backend.improvements.",
-                                "SpeedUp(T) = alpha-bar(T) / (T/d) is at most d/T."])
-    print(f"wrote {out}")
-    return 0
+    return finish(args, out, "alpha: sparsification gain along gradient descent (figure 1a)",
+                  lines, {"alpha-bar and speed-up": md}, plots,
+                  params={"rounds": args.rounds, "nodes": args.nodes, "d": d},
+                  notes=["alpha-bar(T) is the minimum over all GD rounds (and nodes) of "
+                         "alpha(T) = A2(T)/S2, computed by edge.np_backend.improvements.",
+                         "SpeedUp(T) = alpha-bar(T) / (T/d) is at most d/T."])

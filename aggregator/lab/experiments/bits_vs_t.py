@@ -15,8 +15,8 @@ import numpy as np
 
 from aggregator.lab import reports
 from aggregator.lab.engine import Infeasible, SimConfig
-from aggregator.lab.experiments.common import (PACKET_SMALL, PAYLOAD, Runner, packet_entries, prepare_out, priced,
-                                               progress_bar, reach)
+from aggregator.lab.experiments.common import Runner, finish, packet_entries, priced, progress_bar, reach
+from aggregator.lab.pricing import PACKET_SMALL, PAYLOAD
 from aggregator.lab.results import SimResult
 
 NAME = "bits-vs-T"
@@ -125,7 +125,7 @@ def _loss_plots(out: Path, models: dict[str, str], cat: dict[str, SimResult], ru
 
 
 def run(args: argparse.Namespace) -> int:
-    out = prepare_out(args, NAME)
+    out = reports.out_dir(args.out, NAME)
     R = Runner(args)
     n = args.nodes
     p = R.problem(n)
@@ -148,9 +148,6 @@ def run(args: argparse.Namespace) -> int:
     plots = reports.plot_bits_vs_T(np.array(grid, dtype=float), series, cat_bits, gd_bits, out, "bits-vs-T",
                                    title=f"S, {p.name}, eps = {args.target:g} of the initial gap")
     plots += _loss_plots(out, models, cat, runs, grid, tau, best, target)
-    reports.write_report(out, "bits-vs-T: bits to reach eps for fixed T, with CAT (figure 1c)",
-                         reports.command_line(args), lines, {"CAT against the best fixed T": md2,
-                                                             "Every fixed T": md1}, plots,
-                         params={"nodes": n, "rounds budget": args.rounds, "target": args.target})
-    print(f"wrote {out}")
-    return 0
+    return finish(args, out, "bits-vs-T: bits to reach eps for fixed T, with CAT (figure 1c)",
+                  lines, {"CAT against the best fixed T": md2, "Every fixed T": md1}, plots,
+                  params={"nodes": n, "rounds budget": args.rounds, "target": args.target})

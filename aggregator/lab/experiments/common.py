@@ -1,6 +1,6 @@
 """What every experiment shares: the problems and runs (`Runner`), re-pricing a run under
-another profile (`priced`), the cost to a target (`reach`), ratios marked as bounds, the
-output directory and progress bars.
+another profile (`priced`), the cost to a target (`reach`), ratios marked as bounds,
+progress bars, and report.md at the end (`finish`).
 
 A run that cannot happen on a link raises `engine.Infeasible` (from `Runner.run` or
 `priced`); an experiment that tabulates many links catches it where it marks that cell as
@@ -27,11 +27,6 @@ from aggregator.lab.problem import Problem
 from aggregator.lab.results import SimResult
 from edge.cost import index_bits
 from edge.profile import list_profiles
-
-PAYLOAD = "paper-payload-fpp64"
-PACKET_SMALL = "paper-packet-128-64-128"
-PACKET_LARGE = "paper-packet-576-64-512"
-
 
 class Runner:
     """Problems (one per node count, f* solved once) and runs, with an outer progress bar."""
@@ -93,6 +88,14 @@ def priced(res: SimResult, profile: str, metric: str | None = None) -> SimResult
                                config=res.config | {"profile": profile, "metric": metric or "default"})
 
 
+def finish(args: argparse.Namespace, out: Path, title: str, lines: list[str], tables: dict[str, str],
+           plots: list[str], params: dict, notes: tuple[str, ...] = ()) -> int:
+    """Write report.md (with the command that reproduces the run), say where, exit code 0."""
+    reports.write_report(out, title, reports.command_line(args), lines, tables, plots, notes=notes, params=params)
+    print(f"wrote {out}")
+    return 0
+
+
 def reach(res: SimResult, target: float, metric: str) -> tuple[float, bool, int]:
     """(cost to reach gap <= target or over the whole run, reached?, rounds)."""
     v, ok = res.to_reach(target, metric)
@@ -111,13 +114,6 @@ def ratio_text(num: tuple[float, bool], den: tuple[float, bool]) -> str:
     elif not num[1] and not den[1]:
         s += " (neither reached the target: ratio of bits over the budget)"
     return s
-
-
-def prepare_out(args: argparse.Namespace, name: str) -> Path:
-    """--out, or out/<name>-<timestamp>/, created."""
-    out = Path(args.out or reports.default_out(name))
-    out.mkdir(parents=True, exist_ok=True)
-    return out
 
 
 def progress_bar(total: int, desc: str, progress: bool) -> Any:

@@ -14,13 +14,14 @@ import numpy as np
 
 from aggregator.lab import reports
 from aggregator.lab.cliargs import int_list
-from aggregator.lab.engine import SimConfig
-from aggregator.lab.experiments.common import PACKET_SMALL, Runner, prepare_out, progress_bar, ratio_text, reach
+from aggregator.lab.engine import SimConfig, scheme_label
+from aggregator.lab.experiments.common import Runner, finish, progress_bar, ratio_text, reach
+from aggregator.lab.pricing import PACKET_SMALL
 from aggregator.lab.results import SimResult
 
 NAME = "memory"
 HELP = "every scheme with and without error feedback, 1 and 4 nodes"
-SCHEMES = (("s", "S"), ("sq", "S+Q"), ("ss", "SS"))
+SCHEMES = ("s", "sq", "ss")
 COLUMNS = ["nodes", "scheme", "error_feedback", "best_gap_rel", "stopped_at_floor", "reached_target",
            "bits_to_target", "rounds_to_target", "final_accuracy", "median_T"]
 
@@ -60,7 +61,7 @@ def _verdict(label: str, n: int, off: SimResult, on: SimResult, g0: float, targe
 
 
 def run(args: argparse.Namespace) -> int:
-    out = prepare_out(args, NAME)
+    out = reports.out_dir(args.out, NAME)
     R = Runner(args)
     node_counts = int_list(args.nodes_list, "--nodes-list")
     rows = []
@@ -72,7 +73,8 @@ def run(args: argparse.Namespace) -> int:
         g0 = R.gap0[n]
         target = args.target * g0
         runs = []
-        for sch, label in SCHEMES:
+        for sch in SCHEMES:
+            label = scheme_label(sch)
             res = {}
             for ef in (False, True):
                 res[ef] = R.run(n, SimConfig(scheme=sch, rule="cat", profile=args.profile, rounds=args.rounds,
@@ -87,12 +89,10 @@ def run(args: argparse.Namespace) -> int:
     lines = R.conclude([f"CAT under {args.profile}; tight target {100 * args.target:g} % of F(x0) - f*; runs "
                         f"stop at {100 * args.floor:g} % or after {args.rounds} rounds"] + verdicts)
     md = reports.write_table(rows, out, "memory", COLUMNS)
-    reports.write_report(out, "memory: error feedback on and off", reports.command_line(args), lines,
-                         {"Reachable gap and bits to the target": md}, plots,
-                         params={"profile": args.profile, "nodes": node_counts, "rounds budget": args.rounds,
-                                 "target": args.target},
-                         notes=["best_gap_rel: the smallest (F - f*) / (F(x0) - f*) seen in the run.",
-                                "Error feedback: the node compresses v = g/L + e and keeps e <- v - q "
-                                "(Stich, Cordonnier and Jaggi, \"Sparsified SGD with memory\", NeurIPS 2018)."])
-    print(f"wrote {out}")
-    return 0
+    return finish(args, out, "memory: error feedback on and off", lines,
+                  {"Reachable gap and bits to the target": md}, plots,
+                  params={"profile": args.profile, "nodes": node_counts, "rounds budget": args.rounds,
+                          "target": args.target},
+                  notes=["best_gap_rel: the smallest (F - f*) / (F(x0) - f*) seen in the run.",
+                         "Error feedback: the node compresses v = g/L + e and keeps e <- v - q "
+                         "(Stich, Cordonnier and Jaggi, \"Sparsified SGD with memory\", NeurIPS 2018)."])

@@ -14,9 +14,9 @@ import numpy as np
 
 from aggregator.lab import reports
 from aggregator.lab.cliargs import int_list
-from aggregator.lab.engine import SimConfig
-from aggregator.lab.experiments.common import (PACKET_LARGE, PACKET_SMALL, Runner, packet_entries, prepare_out,
-                                               priced, progress_bar, ratio_text, reach)
+from aggregator.lab.engine import SimConfig, scheme_label
+from aggregator.lab.experiments.common import Runner, finish, packet_entries, priced, progress_bar, ratio_text, reach
+from aggregator.lab.pricing import PACKET_LARGE, PACKET_SMALL
 from aggregator.lab.results import SimResult
 
 NAME = "paper-packet"
@@ -24,7 +24,7 @@ HELP = "CAT vs GD, fixed T, Alistarh: 1 and 4 nodes, packet models (figure 2)"
 PROFILES = (PACKET_SMALL, PACKET_LARGE)
 PAPER_RATIOS = {(1, PACKET_SMALL): "paper: about 2x (appendix I, figure 10, RCV1)",
                 (4, PACKET_LARGE): "paper: about 6x (section 6, experiment 2, RCV1, 4 nodes)"}
-CAT_SCHEMES = (("s", "CAT S"), ("sq", "CAT S+Q"), ("ss", "CAT SS"))
+CAT_SCHEMES = ("s", "sq", "ss")
 
 
 def add_arguments(q: argparse.ArgumentParser) -> None:
@@ -39,8 +39,8 @@ def _methods(R: Runner, n: int, prof: str, gd: SimResult, ali: SimResult, common
     p = R.problem(n)
     res = {"GD": priced(gd, prof), "Alistarh S+Q": priced(ali, prof)}
     tau = min(packet_entries(prof, "sq", p.dim), p.dim)
-    for scheme, label in CAT_SCHEMES:
-        res[label] = R.run(n, SimConfig(scheme=scheme, rule="cat", profile=prof, **common))
+    for scheme in CAT_SCHEMES:
+        res[f"CAT {scheme_label(scheme)}"] = R.run(n, SimConfig(scheme=scheme, rule="cat", profile=prof, **common))
         bar.update()
     res[f"fixed T={tau} S+Q"] = R.run(n, SimConfig(scheme="sq", rule="fixed", rule_param=tau, profile=prof,
                                                    **common))
@@ -77,7 +77,7 @@ def _ratio_lines(n: int, prof: str, res: dict[str, SimResult], target: float) ->
 
 
 def run(args: argparse.Namespace) -> int:
-    out = prepare_out(args, NAME)
+    out = reports.out_dir(args.out, NAME)
     R = Runner(args)
     node_counts = int_list(args.nodes_list, "--nodes-list")
     rows = []
@@ -112,8 +112,6 @@ def run(args: argparse.Namespace) -> int:
     md = reports.write_table(rows, out, "paper-packet",
                              ["nodes", "profile", "method", "bits", "reached", "rounds", "packets", "median_T",
                               "bits_over_cat_sq", "final_gap_rel", "note"])
-    reports.write_report(out, "paper-packet: CAT against GD, fixed T and Alistarh's rule (figure 2, appendix I)",
-                         reports.command_line(args), lines + [final_line], {"Bits to the target": md}, plots,
-                         params={"nodes": node_counts, "rounds budget": args.rounds, "target": args.target})
-    print(f"wrote {out}")
-    return 0
+    return finish(args, out, "paper-packet: CAT against GD, fixed T and Alistarh's rule (figure 2, appendix I)",
+                  lines + [final_line], {"Bits to the target": md}, plots,
+                  params={"nodes": node_counts, "rounds budget": args.rounds, "target": args.target})

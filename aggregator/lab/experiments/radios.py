@@ -19,8 +19,8 @@ import numpy as np
 from aggregator.lab import reports
 from aggregator.lab.cliargs import add_fmt_arg, fmt_code, int_list
 from aggregator.lab.engine import Infeasible, SimConfig
-from aggregator.lab.experiments.common import PAYLOAD, Runner, link_profiles, prepare_out, priced, progress_bar, reach
-from aggregator.lab.pricing import profile_dict
+from aggregator.lab.experiments.common import Runner, finish, link_profiles, priced, progress_bar, reach
+from aggregator.lab.pricing import PAYLOAD, profile_dict
 from aggregator.lab.results import SimResult
 
 NAME = "radios"
@@ -201,7 +201,7 @@ def _plot_fixed_per_link(out: Path, profs: list[str], cost: dict[str, dict[int, 
 
 
 def run(args: argparse.Namespace) -> int:
-    out = prepare_out(args, NAME)
+    out = reports.out_dir(args.out, NAME)
     R = Runner(args)
     n = args.nodes
     p = R.problem(n)
@@ -239,17 +239,19 @@ def run(args: argparse.Namespace) -> int:
     lines = R.conclude(result)
     md1 = reports.write_table(table, out, "radios", COLUMNS)
     md2 = reports.write_table(cross, out, "cross", ["tuned_on", "T"] + profs)
-    fx = [{"profile": prof, "T": t, "cost": None if v is None else v[0], "reached": None if v is None else v[1],
-           "note": INFEASIBLE if v is None else ""} for prof in profs for t, v in ((t, cost[prof][t]) for t in grid)]
+    fx = []
+    for prof in profs:
+        for t in grid:
+            v = cost[prof][t]
+            fx.append({"profile": prof, "T": t, "cost": None if v is None else v[0],
+                       "reached": None if v is None else v[1], "note": INFEASIBLE if v is None else ""})
     md3 = reports.write_table(fx, out, "fixed-T", ["profile", "T", "cost", "reached", "note"])
     plots = _plot_fixed_per_link(out, profs, cost, best, tr.cat, target) + plots
-    reports.write_report(out, "radios: one training, every link", reports.command_line(args), lines,
-                         {"CAT on each link": md1, "Fixed T tuned on one link (rows) used on another (columns), "
-                          "cost / that link's best fixed T": md2, "Every fixed T on every link": md3}, plots,
-                         params={"scheme": args.scheme, "nodes": n, "rounds budget": args.rounds,
-                                 "target": args.target},
-                         notes=["Costs are in each profile's default metric (joules, seconds of airtime, bytes).",
-                                "Fixed-T runs are trained once and priced on every link; a T whose frame exceeds "
-                                "the link's largest message is infeasible there."])
-    print(f"wrote {out}")
-    return 0
+    return finish(args, out, "radios: one training, every link", lines,
+                  {"CAT on each link": md1, "Fixed T tuned on one link (rows) used on another (columns), "
+                   "cost / that link's best fixed T": md2, "Every fixed T on every link": md3}, plots,
+                  params={"scheme": args.scheme, "nodes": n, "rounds budget": args.rounds,
+                          "target": args.target},
+                  notes=["Costs are in each profile's default metric (joules, seconds of airtime, bytes).",
+                         "Fixed-T runs are trained once and priced on every link; a T whose frame exceeds "
+                         "the link's largest message is infeasible there."])
