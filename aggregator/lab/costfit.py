@@ -49,6 +49,7 @@ from edge.profile import ProfileError, load
 class MeasurementError(UserError, ValueError):
     """Measurements that cannot be taken (the transport failed) or fitted (no rows, too few sizes)."""
 
+
 # ------------------------------------------------------------------------------ frames
 
 
@@ -383,8 +384,7 @@ def _cmd_measure(args: argparse.Namespace) -> int:
         sch = scheme_id(args.scheme)
     except ValueError as e:
         raise ArgumentError(str(e)) from None
-    Ts = int_list(args.T, "--T") if args.T else t_grid(args.d, args.t_min, args.t_max or args.d,
-                                                                    args.steps)
+    Ts = int_list(args.T, "--T") if args.T else t_grid(args.d, args.t_min, args.t_max or args.d, args.steps)
     if any(not 1 <= t <= args.d for t in Ts):
         raise ArgumentError(f"every T must be in 1..d = {args.d}")
     frames = {t: make_frame(args.d, t, sch, fmt_code(args.fmt), seed=args.seed) for t in Ts}

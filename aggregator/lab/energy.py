@@ -230,7 +230,7 @@ def budget(log: RunLog, profile: dict, interval_s: float, capacity_mah: float, v
     """
     if profile["kind"] != "link":
         raise BudgetError(f"{profile['name']} is a paper model (bits/packets only): energy needs a link "
-                         "profile with a radio")
+                          "profile with a radio")
     if profile["radio"]["tx_power"] <= 0:
         raise BudgetError(f"{profile['name']}: radio 'none' has no energy figures")
     dc = (profile.get("limits") or {}).get("duty_cycle")
