@@ -7,6 +7,12 @@ import re
 import pytest
 
 from aggregator.cli import main
+from aggregator.lab import datasets as ds
+from aggregator.lab.engine import Infeasible, SimConfig, simulate
+from aggregator.lab.experiments.common import priced
+from aggregator.lab.pricing import PAYLOAD, link_models, profile_dict
+from aggregator.lab.problem import make_problem
+from edge.cat import SCHEME_S
 
 TINY = ["--rows", "2000", "--features", "200", "--nnz", "10", "--quiet"]
 
@@ -88,3 +94,22 @@ def test_memory(tmp_path, capsys) -> None:
             assert re.search(rf"^{re.escape(s)}, {n} node\(s\): without EF .*; with EF ", text, re.M)
     _files(out, "memory.csv", "memory.md", "loss-1node.png", "loss-4node.svg")
     assert (out / "memory.csv").read_text().count("\n") == 1 + 12
+
+
+def test_priced_raises_one_past_the_link() -> None:
+    """A run re-priced on a link whose largest message its frames exceed raises Infeasible
+    (the experiments mark that cell); at exactly the largest T that fits it is priced."""
+    p = make_problem(ds.synthetic_rcv1_like(n=300, d=400, nnz_per_row=8, seed=2), nodes=1, lam=1e-3)
+    rounds = 2
+    t_max = link_models(profile_dict("lorawan-eu868-sf7"), p.dim, SCHEME_S, "seconds", 0, False, 1,
+                        rounds)[0].t_max_all_rounds
+    fits = simulate(p, SimConfig(scheme="s", rule="fixed", rule_param=t_max, rounds=rounds, profile=PAYLOAD),
+                    progress=False)
+    over = simulate(p, SimConfig(scheme="s", rule="fixed", rule_param=t_max + 1, rounds=rounds, profile=PAYLOAD),
+                    progress=False)
+    on_lora = priced(fits, "lorawan-eu868-sf7")
+    assert on_lora.config["profile"] == "lorawan-eu868-sf7" and (on_lora.seconds > 0).all()
+    with pytest.raises(Infeasible, match=f"{t_max + 1} entries per frame exceed the largest that fits the link "
+                                         rf"\({t_max}\)"):
+        priced(over, "lorawan-eu868-sf7")
+

@@ -265,7 +265,17 @@ def load_libsvm(path, n_features: int | None = None, normalize: bool = False) ->
     return Dataset(_as_float(X), y, classes, path.name)
 
 
-_BUILTIN = ("digits", "digits-binary", "breast_cancer", "iris", "wine")
+#: the datasets `load_builtin` knows, as users spell them ('-' and '_' are interchangeable).
+BUILTIN = ("digits", "digits-binary", "breast_cancer", "iris", "wine")
+
+
+def builtin_key(name: str) -> str | None:
+    """The BUILTIN entry `name` spells (any case, '-' or '_'), or None."""
+    key = str(name).replace("-", "_").lower()
+    for b in BUILTIN:
+        if b.replace("-", "_") == key:
+            return b
+    return None
 
 
 def load_builtin(name: str) -> Dataset:
@@ -282,7 +292,7 @@ def load_builtin(name: str) -> Dataset:
     """
     from sklearn import datasets as skd
 
-    key = name.replace("-", "_")
+    key = (builtin_key(name) or name).replace("-", "_")
     if key in ("digits", "digits_binary"):
         b = skd.load_digits()
         X = l2_normalize_rows(b.data / 16.0)
@@ -292,7 +302,7 @@ def load_builtin(name: str) -> Dataset:
         return Dataset(X.astype(np.float32), y, 10, "digits")
     loaders = {"breast_cancer": skd.load_breast_cancer, "iris": skd.load_iris, "wine": skd.load_wine}
     if key not in loaders:
-        raise ValueError(f"unknown builtin dataset {name!r}; choose one of {', '.join(_BUILTIN)}")
+        raise ValueError(f"unknown builtin dataset {name!r}; choose one of {', '.join(BUILTIN)}")
     b = loaders[key]()
     X = b.data.astype(np.float64)
     sd = X.std(axis=0)
@@ -573,6 +583,17 @@ def accuracy_np(X, y, w, kind: str) -> float:
     return float(np.mean(pred == y))
 
 
+def minimize_lbfgs(fun_grad, x0: np.ndarray, tol: float, max_iter: int) -> scipy.optimize.OptimizeResult:
+    """L-BFGS-B on fun_grad(w) -> (f, grad) with the settings every f* of the lab uses.
+
+    Why one home: a single dataset's reference f* and a simulated federation's f* (the node
+    sum) must be solved alike, or their gaps would not compare. ftol at machine level and 20
+    correction pairs let gtol decide when to stop.
+    """
+    return scipy.optimize.minimize(fun_grad, x0, jac=True, method="L-BFGS-B",
+                                   options={"maxiter": max_iter, "gtol": tol, "ftol": 1e-15, "maxcor": 20})
+
+
 def solve_reference(X, y, lam: float, kind: str, classes: int | None = None, tol: float = 1e-10,
                     max_iter: int = 20000, w0=None) -> Reference:
     """Minimise f accurately (L-BFGS-B on loss_grad_np) to get f* for optimality gaps.
@@ -590,10 +611,7 @@ def solve_reference(X, y, lam: float, kind: str, classes: int | None = None, tol
     X64 = sp.csr_matrix(X, dtype=np.float64) if sp.issparse(X) else np.asarray(X, dtype=np.float64)
     _prep(X64[:1], y64[:1], np.zeros(size), kind)  # argument checks
     x0 = np.zeros(size) if w0 is None else np.asarray(w0, dtype=np.float64).ravel().copy()
-    res = scipy.optimize.minimize(
-        lambda w: loss_grad_np(X64, y64, w, lam, kind), x0, jac=True, method="L-BFGS-B",
-        options={"maxiter": max_iter, "gtol": tol, "ftol": 1e-15, "maxcor": 20},
-    )
+    res = minimize_lbfgs(lambda w: loss_grad_np(X64, y64, w, lam, kind), x0, tol, max_iter)
     f, g = loss_grad_np(X64, y64, res.x, lam, kind)
     gn = float(np.linalg.norm(g))
     gap = gn * gn / (2.0 * lam) if lam > 0 else math.inf
