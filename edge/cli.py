@@ -11,8 +11,6 @@ import argparse
 import json
 import sys
 
-from edge import __version__
-
 
 class CliError(Exception):
     pass
@@ -44,6 +42,7 @@ def _read_key(args, name):
 
 
 def build_parser():
+    from edge import __version__
     p = argparse.ArgumentParser(prog="cat-edge", description="Run a CPython CAT edge against a gateway.")
     p.add_argument("--version", action="version", version="%(prog)s " + __version__)
     p.add_argument("--config", help="TOML file with any of the options below (command line wins)")
