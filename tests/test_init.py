@@ -121,6 +121,13 @@ def test_init_refuses_bad_input_and_writes_nothing(tmp_path, capsys, args, messa
     assert not site.exists()
 
 
+def test_init_into_a_file_is_one_line(tmp_path, capsys):
+    (tmp_path / "site").write_text("not a directory")
+    assert cli_main(["init", str(tmp_path / "site"), "--dataset", "iris"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"cat-aggregator: {tmp_path / 'site'}: cannot write the job: ") and err.count("\n") == 1
+
+
 def test_gateway_state_directory_is_private(tmp_path):
     """The gateway makes its state directory 0700 (keyring.json, journals of frames live there)."""
     Store(tmp_path / "fresh" / "state")

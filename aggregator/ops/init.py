@@ -107,11 +107,14 @@ def run(args: argparse.Namespace) -> int:
                          node_extra={"transport": args.transport, "host": host, "port": port})
     except (KeyError, ValueError, OSError) as exc:
         raise UserError(f"cannot lay out the job: {exc}") from None
-    kept = _clear(root, plan.job.state_dir) if old else None
-    layout = jobs.write(plan)
-    for k in plan.ids:
-        cfg = flash.node_config(layout.job, k, f"node-{k}.catd", args.transport, host, port)
-        atomic_write(root / f"node-{k}.json", flash.board_json(cfg).encode())
+    try:
+        kept = _clear(root, plan.job.state_dir) if old else None
+        layout = jobs.write(plan)
+        for k in plan.ids:
+            cfg = flash.node_config(layout.job, k, f"node-{k}.catd", args.transport, host, port)
+            atomic_write(root / f"node-{k}.json", flash.board_json(cfg).encode())
+    except OSError as exc:
+        raise UserError(f"{root}: cannot write the job: {exc.strerror or exc}") from None
     ds = layout.dataset
     ids = ", ".join(map(str, plan.ids)) if len(plan.ids) <= 8 else f"{plan.ids[0]} ... {plan.ids[-1]}"
     print(f"job {layout.job.job_id} in {root}: {len(plan.ids)} nodes ({ids}), dataset {ds.name}: "
