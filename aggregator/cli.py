@@ -12,6 +12,7 @@ import importlib
 import sys
 
 from aggregator.errors import UserError
+from edge import __version__
 from edge.profile import ProfileError
 
 # One line per subcommand module (kept in the order `--help` lists them).
@@ -20,11 +21,13 @@ COMMANDS = [
     "aggregator.lab.experiments",
     "aggregator.lab.energy",
     "aggregator.lab.costfit",
+    "aggregator.ops.init",
     "aggregator.ops.serve",
     "aggregator.ops.broker",
     "aggregator.ops.admin",
     "aggregator.ops.demo",
     "aggregator.ops.flash",
+    "aggregator.ops.firmware",
 ]
 
 
@@ -32,6 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cat-aggregator",
         description="Gateway for communication-aware federated learning (CAT) on IoT links.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
         importlib.import_module(name).register(sub)

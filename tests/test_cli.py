@@ -125,7 +125,7 @@ def test_serve_prints_one_line_when_the_gateway_cannot_start(tmp_path):
         closed.bind(("127.0.0.1", 0))
         port = closed.getsockname()[1]
         err = serve_error(job, "--mqtt", f"127.0.0.1:{port}")
-    assert err.startswith(f"cat-aggregator: no CONNACK and SUBACK from MQTT broker 127.0.0.1:{port}")
+    assert err.startswith(f"cat-aggregator: no CONNACK from MQTT broker 127.0.0.1:{port}")
     other = load_job(layout.job_path)
     Store(other.state_dir).save(State(job_id=other.job_id + 1, round=3, model=np.zeros(other.d, np.float32)))
     err = serve_error(job, "--coap", "127.0.0.1:0")

@@ -30,7 +30,7 @@ from aggregator.gateway import faults
 from aggregator.ops import jobs
 from aggregator.gateway.config import Job, load_job
 from aggregator.ops.demo import ServiceThread, free_udp_port
-from aggregator.ops.jobs import dump_toml
+from aggregator.ops.jobs import write_toml
 from aggregator.gateway.pipeline import Aggregator
 from aggregator.gateway.service import Endpoints
 from aggregator.gateway.state import State, Store
@@ -78,7 +78,7 @@ def set_rounds_options(layout: jobs.Layout, **options: object) -> None:
     import tomllib
     tree = tomllib.loads(layout.job_path.read_text())
     tree["rounds"].update(options)
-    layout.job_path.write_text(dump_toml(tree))
+    write_toml(layout.job_path, tree)
 
 
 def started(layout: jobs.Layout, n: int = 1):

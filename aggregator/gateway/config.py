@@ -67,12 +67,13 @@ and [aggregation]. Errors name the file and the field:
 
 from __future__ import annotations
 
-import json
 import math
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
+
+import tomli_w
 
 from aggregator.errors import UserError
 from aggregator.gateway import keys as keymod
@@ -549,19 +550,15 @@ def load_job(path: str | Path) -> Job:
 _COMMENT_COLUMN = 35
 
 
-def toml_value(v: Any) -> str:
-    """A scalar or list as a TOML value (what job files hold; ops.jobs writes them with it)."""
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, (int, float)):
-        return repr(v)
+def _toml_value(v: Any) -> str:
+    """One value as TOML (tomli-w); a list on one line, as the example shows it."""
     if isinstance(v, list):
-        return "[" + ", ".join(toml_value(x) for x in v) + "]"
-    return json.dumps(str(v))
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    return tomli_w.dumps({"v": v})[len("v = "):].rstrip("\n")
 
 
 def _line(name: str, value: Any, doc: str) -> str:
-    text = f"{name} = {toml_value(value)}"
+    text = f"{name} = {_toml_value(value)}"
     return f"{text:<{_COMMENT_COLUMN - 1}} # {doc}" if len(text) < _COMMENT_COLUMN - 1 else f"{text}  # {doc}"
 
 

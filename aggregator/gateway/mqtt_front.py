@@ -48,6 +48,8 @@ class MqttFront:
         self.job = agg.job.job_id
         self.prefix = f"cat/{self.job}/"
         self.connected = threading.Event()
+        self.connack = threading.Event()      # the broker answered CONNECT (accepted or refused)
+        self.refused: str | None = None       # its refusal, e.g. "Not authorized"
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2,
                                   client_id=client_id or f"cat-aggregator-{self.job}",
                                   clean_session=False, manual_ack=True)
@@ -65,9 +67,15 @@ class MqttFront:
     def start(self, timeout: float = 10.0) -> None:
         self.client.connect_async(self.host, self.port, keepalive=30)
         self.client.loop_start()
+        if not self.connack.wait(timeout):
+            raise BrokerError(f"no CONNACK from MQTT broker {self.host}:{self.port} within {timeout:.0f} s")
+        if self.refused is not None:
+            self.stop()
+            raise BrokerError(f"MQTT broker {self.host}:{self.port} refused the gateway's connection: "
+                              f"{self.refused} (check --mqtt-username / --mqtt-password-file)")
         if not self.connected.wait(timeout):
-            raise BrokerError(f"no CONNACK and SUBACK from MQTT broker {self.host}:{self.port} "
-                              f"within {timeout:.0f} s")
+            raise BrokerError(f"MQTT broker {self.host}:{self.port} did not confirm the subscription to "
+                              f"{self.prefix}up/+ within {timeout:.0f} s")
 
     def stop(self) -> None:
         self.client.disconnect()
@@ -76,9 +84,12 @@ class MqttFront:
     # paho thread ---------------------------------------------------------------
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
         if reason_code.is_failure:
+            self.refused = str(reason_code)
+            self.connack.set()
             return
         client.subscribe(self.prefix + "up/+", qos=1)
         self.loop.call_soon_threadsafe(self._publish_state)
+        self.connack.set()
 
     def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
         # Ready only once the broker holds the subscription: a frame an edge publishes after

@@ -278,6 +278,47 @@ def builtin_key(name: str) -> str | None:
     return None
 
 
+def load_csv(path) -> Dataset:
+    """Load a numeric CSV file: one row per example, the label in the last column, an
+    optional header line. Columns are standardised (z-score) and rows L2-normalised, as
+    for the built-in sets, so sensors with different scales weigh alike; labels are
+    mapped to 0..C-1 in sorted order of their raw values."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such CSV file")
+    with path.open() as fh:
+        first = fh.readline()
+    try:
+        [float(v) for v in first.split(",")]
+        skip = 0
+    except ValueError:
+        skip = 1                                  # a header line
+    try:
+        raw = np.loadtxt(path, delimiter=",", skiprows=skip, ndmin=2, dtype=np.float64)
+    except ValueError as exc:
+        raise ValueError(f"{path}: not a numeric CSV file ({exc})") from None
+    if raw.shape[0] < 1 or raw.shape[1] < 2:
+        raise ValueError(f"{path}: need at least one row of features and a label column")
+    if not np.all(np.isfinite(raw)):
+        raise ValueError(f"{path}: non-finite values (NaN or inf)")
+    X = raw[:, :-1]
+    sd = X.std(axis=0)
+    X = (X - X.mean(axis=0)) / np.where(sd > 0, sd, 1.0)
+    y, classes = _relabel(raw[:, -1])
+    return Dataset(l2_normalize_rows(X).astype(np.float32), y, classes, path.name)
+
+
+def load(spec: str) -> Dataset:
+    """A built-in set by name, else a file: CSV (`.csv`) or LIBSVM (anything else, rows
+    L2-normalised); what `cat-aggregator init` and the demo partition."""
+    path = Path(spec)
+    if not path.exists():
+        return load_builtin(spec)
+    if path.suffix.lower() == ".csv":
+        return load_csv(path)
+    return load_libsvm(path, normalize=True)
+
+
 def load_builtin(name: str) -> Dataset:
     """Datasets shipped inside scikit-learn (no download), all with L2-normalised rows.
 
@@ -486,8 +527,9 @@ def partition(X, y, n_nodes: int, mode: str = "even", seed: int = 0, alpha: floa
 
 
 def write_partition(directory, parts: Sequence[tuple], classes: int, layout: str = "auto",
-                    meta: dict | None = None) -> list[Path]:
-    """Write node files node-<k>.catd (k = 0..len(parts)-1) and a partition.json manifest.
+                    meta: dict | None = None, ids: Sequence[int] | None = None) -> list[Path]:
+    """Write node files node-<k>.catd (k = ids[i], default 0..len(parts)-1) and a
+    partition.json manifest.
 
     One layout for all nodes: with "auto" it follows the density of all parts together.
     The manifest lists rows and per-class counts of every node, plus `meta`.
@@ -505,7 +547,10 @@ def write_partition(directory, parts: Sequence[tuple], classes: int, layout: str
         layout = "csr" if nnz / float(rows * d) < CSR_DENSITY_THRESHOLD else "dense"
     paths = []
     nodes = []
-    for k, (Xk, yk) in enumerate(parts):
+    ids = list(range(len(parts))) if ids is None else list(ids)
+    if len(ids) != len(parts):
+        raise ValueError(f"{len(ids)} node ids for {len(parts)} parts")
+    for k, (Xk, yk) in zip(ids, parts):
         pth = write_datafile(directory / f"node-{k}.catd", Xk, yk, classes=classes, layout=layout)
         paths.append(pth)
         counts = np.bincount(np.asarray(yk, dtype=np.int64), minlength=classes)
