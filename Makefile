@@ -9,6 +9,7 @@ demo: setup
 
 test: setup
 	bash firmware_tests/build_mp32.sh
+	bash firmware_tests/build_qemu.sh
 	.venv/bin/python -m pytest -q
 
 bench: setup
