@@ -120,7 +120,10 @@ def _frames(run: SlipRun, job: Job) -> list[tuple[int, wire.Update]]:
     for line in run.run.stdout.splitlines():
         if line.startswith("@@FRAME "):
             _, rnd, hexed = line.split()
-            out.append((int(rnd), wire.decode_frame(bytes.fromhex(hexed), job.node_keys, job.max_frame_bytes)))
+            data = bytes.fromhex(hexed)
+            env = wire.open_envelope(data, job.max_frame_bytes)
+            wire.verify_mac(job.node_keys[env.node], env.payload, env.tag)
+            out.append((int(rnd), wire.decode_update_payload(env.node, env.payload, len(data))))
     return out
 
 

@@ -9,6 +9,7 @@ a cycle means two modules are one concept split in two, or a shim nobody should 
 from __future__ import annotations
 
 import ast
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -130,3 +131,11 @@ def test_layering(mod: str) -> None:
     mine = _layer(mod)
     wrong = sorted(dep for dep in GRAPH[mod] if _layer(dep) != mine and _layer(dep) not in ALLOWED[mine])
     assert not wrong, f"{mod} ({mine}) imports {wrong}"
+
+
+def test_every_package_is_in_the_wheel() -> None:
+    """pyproject.toml lists the packages by hand (edge.cost_profiles is mapped from the top-level
+    cost_profiles/): a new sub-package missing there would be absent from an installed wheel."""
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {".".join(p.parent.relative_to(ROOT).parts) for pkg in PACKAGES for p in (ROOT / pkg).rglob("__init__.py")}
+    assert found <= listed, sorted(found - listed)
