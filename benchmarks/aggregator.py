@@ -1,4 +1,4 @@
-"""Gateway benchmark (issue 4): pipeline cost against bare CBOR decoding, and rounds/s end to end.
+"""Gateway benchmark: pipeline cost against bare CBOR decoding, and rounds/s end to end.
 
     python benchmarks/aggregator.py [--frames N] [--edges 50] [--rounds 20]
 

@@ -3,7 +3,7 @@
 #
 # Why: the PyPI wheel is 64-bit with doubles, so it needs ~1.9x the heap a board
 # needs and hides float32 rounding. This build behaves like an ESP32/RP2040 for
-# RAM budgets and numerics (see shared/facts/micropython.md).
+# RAM budgets and numerics (docs/firmware.md, "RAM").
 #
 # Source: Debian trixie's *source* package micropython 1.25.0+ds-1, fetched with
 # an isolated apt configuration (the system's apt sources are never touched).

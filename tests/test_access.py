@@ -1,4 +1,4 @@
-"""Access control (issue 7, part B): a real Mosquitto running the config `cat-aggregator
+"""Access control: a real Mosquitto running the config `cat-aggregator
 broker-config` writes refuses clients without credentials, with wrong ones, without TLS or
 trusting another CA, and a node publishing on another node's topic or a downlink topic; the
 gateway and the edges train through it. The CoAP endpoint is protected by the frames' own

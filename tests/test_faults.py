@@ -1,4 +1,4 @@
-"""Faults a gateway meets in the field, with real processes on loopback (issue 7, part B).
+"""Faults a gateway meets in the field, with real processes on loopback.
 
 * Mosquitto restarted twice mid-training: persistent sessions and QoS 1 redeliver, every
   round closes once with every node, the model equals a replay of the edges' frames.

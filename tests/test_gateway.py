@@ -1,4 +1,4 @@
-"""The gateway end to end (issue 4): real Mosquitto, real aiocoap and libcoap peers, real
+"""The gateway end to end: real Mosquitto, real aiocoap and libcoap peers, real
 edge processes, a SIGKILLed gateway, and round book-keeping at the pipeline level."""
 
 from __future__ import annotations

@@ -132,9 +132,9 @@ def test_every_number_in_every_file_has_a_unit_and_a_source(name: str) -> None:
     assert all(s.strip() for s in p["sources"].values())
 
 
-def test_derived_ieee802154_numbers_follow_from_the_facts() -> None:
+def test_derived_ieee802154_numbers_follow_from_their_sources() -> None:
     raw = load_profile("ieee802154-raw")
-    mac_payload = 127 - 11  # aMaxPHYPacketSize - MAC header+FCS (radios.md)
+    mac_payload = 127 - 11  # aMaxPHYPacketSize - MAC header+FCS (RIOT ieee802154.h, contiki-ng frame802154.h)
     assert raw["packet"]["first_payload_bytes"] == mac_payload == raw["message"]["max_bytes"]
     assert raw["packet"]["first_overhead_bytes"] == 6 + 11
     udp = load_profile("ieee802154-6lowpan-udp")
@@ -147,7 +147,8 @@ def test_derived_ieee802154_numbers_follow_from_the_facts() -> None:
     assert coap["message"]["max_bytes"] == udp["message"]["max_bytes"] - coap["message"]["overhead_bytes"]
     assert coap["message"]["extra_packet_bytes"] == 6 + 11 + 2 + 4 + 4 + 4
     for p in (raw, udp, coap):
-        # radios.md: ~3.17 ms per acknowledged frame beyond payload, of which the 17 B
+        # ~3.17 ms per acknowledged frame beyond payload (CSMA, CCA, turnarounds, LIFS, RIOT and
+        # OpenThread defaults; the profiles' fixed_seconds sources), of which the 17 B
         # overhead and the 11 B ACK are counted as bytes here
         on_air = (p["packet"]["next_overhead_bytes"] if p is raw else 17) + p["packet"]["ack_bytes"]
         total = p["packet"]["fixed_seconds"] + on_air * 8 / p["radio"]["bit_rate"]
@@ -155,11 +156,11 @@ def test_derived_ieee802154_numbers_follow_from_the_facts() -> None:
 
 
 @pytest.mark.parametrize(("name", "uj_per_byte"), [
-    ("ieee802154-raw", 2.30),          # CC2538, radios.md
+    ("ieee802154-raw", 2.30),          # CC2538, datasheet SWRS096D
     ("ble5-1m-dle", 0.154),            # nRF52840 BLE 1M
     ("wifi-tcp-mqtt-esp32", 0.093),    # ESP32 11g 54 Mb/s
 ])
-def test_tx_energy_per_byte_matches_the_facts_table(name: str, uj_per_byte: float) -> None:
+def test_tx_energy_per_byte_matches_the_datasheets(name: str, uj_per_byte: float) -> None:
     r = load_profile(name)["radio"]
     assert r["tx_power"] * 8 / r["bit_rate"] * 1e6 == pytest.approx(uj_per_byte, rel=0.01)
 
@@ -173,7 +174,7 @@ def test_ble_full_pdu_takes_about_2_5_ms() -> None:
 
 
 @pytest.mark.parametrize(("name", "max_app", "toa_empty", "toa_max", "per_hour"), [
-    # radios.md LoRa table; its 97.6 frames/h at SF7 belongs to the repeater-compatible
+    # time on air by Semtech AN1200.13, 1 % duty cycle; 97.6 frames/h at SF7 belongs to the repeater-compatible
     # 222 B payload (see the next test), at 242 B it is 3600 / (100 x 0.3996 s) = 90.1
     ("lorawan-eu868-sf7", 242, 0.0463, 0.3996, 90.1),
     ("lorawan-eu868-sf12", 51, 1.1551, 2.7935, 12.9),
@@ -193,7 +194,7 @@ def test_lorawan_profiles_reproduce_the_airtime_table(
     assert p["lora"]["low_data_rate_optimize"] is (p["lora"]["spreading_factor"] >= 11)
 
 
-def test_sf7_repeater_compatible_payload_gives_the_facts_frame_rate() -> None:
+def test_sf7_repeater_compatible_payload_gives_97_6_frames_per_hour() -> None:
     p = load_profile("lorawan-eu868-sf7")
     t = lora.lora_airtime(p["lora"], 222 + 13)
     assert 3600 / (t + lora.duty_cycle_off_time(t, 0.01)) == pytest.approx(97.6, abs=0.05)
@@ -423,8 +424,8 @@ SF9 = dict(SF7, spreading_factor=9)
 
 
 @pytest.mark.parametrize(("params", "pl", "seconds"), [
-    (SF12, 64, 2.7935),      # radios.md check value
-    (SF7, 13, 0.0463),       # radios.md: 13 B frame at SF7
+    (SF12, 64, 2.7935),      # Semtech AN1200.13 formula, 64 B at SF12
+    (SF7, 13, 0.0463),       # an empty LoRaWAN frame (13 B) at SF7
     (SF7, 255, 0.3996),
     (SF9, 13, 0.1649),
     (SF9, 128, 0.6769),

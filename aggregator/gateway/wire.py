@@ -1,4 +1,4 @@
-"""cat-iot wire format, version 1, gateway side (specification: docs/wire-format.md).
+"""cat-iot wire format, version 2, gateway side (specification: docs/wire-format.md).
 
 Decodes and verifies uplink update frames with cbor2 and the standard library's hmac, and
 encodes the downlink messages (job config, model snapshot, model delta). This is an
