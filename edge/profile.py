@@ -59,9 +59,13 @@ def _keys(spec):
 
 
 class _Check:
-    def __init__(self, label):
+    # units/scale: the accepted units of each quantity and their normalisation (other
+    # profile kinds, e.g. board and battery profiles, pass their own tables)
+    def __init__(self, label, units=None, scale=None):
         self.label = label
         self.sources = {}
+        self.units = units or UNITS
+        self.scale = scale or _SCALE
 
     def fail(self, field, problem):
         raise ProfileError("%s: %s: %s" % (self.label, field, problem))
@@ -94,15 +98,15 @@ class _Check:
         s = e["source"]
         if isinstance(v, bool) or not isinstance(v, (int, float)) or v != v or v in _INFS:
             self.fail(field, "value must be a finite number, got %r" % (v,))
-        if u not in UNITS[qty]:
-            self.fail(field, "unit %r not accepted (use %s)" % (u, " or ".join(UNITS[qty])))
+        if u not in self.units[qty]:
+            self.fail(field, "unit %r not accepted (use %s)" % (u, " or ".join(self.units[qty])))
         if not isinstance(s, str) or not s.strip():
             self.fail(field, "source must be a non-empty string")
         if v < 0 or (v == 0 and rule[-2:] == ">0"):
             self.fail(field, "must be %s, got %r" % (rule.replace("int", ""), v))
         if rule[:3] == "int" and v != int(v):
             self.fail(field, "must be a whole number, got %r" % (v,))
-        mul, div = _SCALE.get(u, (1, 1))
+        mul, div = self.scale.get(u, (1, 1))
         self.sources[field] = s
         return float(v) * mul / div
 
