@@ -83,6 +83,7 @@ class RunLog:
     nodes: list = field(default_factory=list)
     f_star: float | None = None
     notes: list = field(default_factory=list)
+    compute_s: np.ndarray | None = None  # R x n seconds the board measured (telemetry), NaN if unknown
 
     @property
     def rounds(self) -> int:
@@ -144,9 +145,12 @@ def log_from_metrics(path: Path, d: int | None = None, fmt: int = 0, downlink: s
     R = max(int(e["round"]) for e in ups) - r0 + 1
     fb = np.zeros((R, len(nodes)), dtype=np.int64)
     T = np.zeros((R, len(nodes)), dtype=np.int64)
+    comp = np.full((R, len(nodes)), np.nan)
     for e in ups:
         fb[int(e["round"]) - r0, col[int(e["node"])]] = int(e["bytes"])
         T[int(e["round"]) - r0, col[int(e["node"])]] = int(e.get("T") or 0)
+        if e.get("compute_s") is not None:  # the board's own measure (telemetry)
+            comp[int(e["round"]) - r0, col[int(e["node"])]] = float(e["compute_s"])
     loss = np.full(R + 1, np.nan)
     down = np.zeros(R, dtype=np.int64)
     notes = []
@@ -158,7 +162,7 @@ def log_from_metrics(path: Path, d: int | None = None, fmt: int = 0, downlink: s
             down[i] = _down(downlink, d, int(ev.get("delta_entries", 0)), fmt, rnd)
     if d is None and downlink != "none":
         notes.append("downlink not counted: pass --d to price the model deltas")
-    return RunLog(fb, T, down, loss, d, str(path), nodes, None, notes)
+    return RunLog(fb, T, down, loss, d, str(path), nodes, None, notes, comp)
 
 
 def log_planned(d: int, rounds: int, scheme: str, T: int, nodes: int = 1, fmt: int = 0,
@@ -356,6 +360,11 @@ def _cmd_profile(args: argparse.Namespace) -> int:
         b = budget(log, prof, args.interval, args.battery_mah, args.voltage, args.sleep_ua)
     except ValueError as e:
         raise UserError(str(e)) from None
+    whole = None
+    if args.board:
+        from aggregator.lab import boardbudget
+
+        whole = boardbudget.from_args(args, log, prof, _node_rows(args, log))
     out = Path(args.out or reports.default_out("profile"))
     lines = [f"{log.source} under {prof['name']}: one round every {args.interval:g} s, "
              f"battery {args.battery_mah:g} mAh at {args.voltage:g} V = {b['battery_j']:.4g} J"
@@ -379,8 +388,25 @@ def _cmd_profile(args: argparse.Namespace) -> int:
         if nd["oversize_frames"]:
             s += f"; {nd['oversize_frames']} frame(s) exceed the link's largest message"
         lines.append(s)
+    tables: dict[str, str] = {}
+    extra_plots: list[str] = []
+    notes = ["Radio energy only (no MCU), LinkCost model of the profile; downlink priced "
+             "with the link model reversed (data at rx power, the node's ACKs at tx power).",
+             "Battery life = battery energy / (energy per round / interval + sleep power)."]
+    if whole is None:
+        lines.append("radio energy only: the battery life above leaves out the microcontroller, listening, "
+                     "wake-up, sleep and self-discharge (give --board and --battery for the whole board)")
     for t in lines + log.notes:
         print(t)
+    if whole is not None:
+        from aggregator.lab import boardbudget
+
+        w_lines, tables, extra_plots, w_notes = boardbudget.report_parts(whole, log.rounds, out)
+        print(f"whole board: {whole['board']} with {whole['battery']}, listening as {whole['wait']}")
+        for t in w_lines + w_notes:
+            print(t)
+        lines += [f"whole board: {whole['board']} with {whole['battery']}"] + w_lines
+        notes = w_notes + notes
     cols = ["node", "rounds", "frame_bytes_mean", "uplink_tx_j_per_round", "uplink_rx_j_per_round",
             "downlink_rx_j_per_round", "downlink_tx_j_per_round", "energy_j_per_round", "energy_j_total",
             "airtime_s_per_round", "airtime_s_total", "battery_life_days", "battery_rounds"]
@@ -400,10 +426,7 @@ def _cmd_profile(args: argparse.Namespace) -> int:
     plots = reports.plot_energy(cum, loss, out, "energy", label="all nodes", ylabel=ylab,
                                 per_node=per_node if per_node.shape[1] > 1 else None)
     reports.write_report(out, f"energy budget: {prof['name']}", reports.command_line(args), lines + log.notes,
-                         {"Per node": md}, plots,
-                         notes=["Radio energy only (no MCU), LinkCost model of the profile; downlink priced "
-                                "with the link model reversed (data at rx power, the node's ACKs at tx power).",
-                                "Battery life = battery energy / (energy per round / interval + sleep power)."])
+                         {**tables, "Radio only, per node": md}, extra_plots + plots, notes=notes)
     print(f"wrote {out}")
     return 0
 
@@ -426,4 +449,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--voltage", type=float, default=3.0, help="battery voltage, V (default 3.0)")
     p.add_argument("--sleep-ua", type=float, default=0.0, help="sleep current between rounds, uA")
     p.add_argument("--out", default=None)
+    from aggregator.lab import boardbudget
+
+    boardbudget.add_args(p)
     p.set_defaults(func=_cmd_profile, _parser=p, _words=["profile"])
+
+
+def _node_rows(args: argparse.Namespace, log: RunLog) -> int:
+    """Rows of a node's local data: a simulate run's rows / nodes, else --rows."""
+    if log.source and Path(log.source, "run.json").is_file():
+        meta = json.loads(Path(log.source, "run.json").read_text())["problem"]
+        return max(1, int(meta["rows"]) // max(1, int(meta["nodes"])))
+    return args.rows
