@@ -9,6 +9,8 @@
                 the fixed T that is best on one link does on another.
 * memory:       every scheme with and without error feedback on 1 and 4 nodes: the gap each
                 can reach at all, and bits to 1 % of the initial gap.
+* energy-cat:   energy-aware CAT (the board's CPU joules counted) against radio-only CAT on
+                boards x links, priced on the whole board (aggregator/lab/energycat.py).
 
 Each writes tables (CSV + Markdown), PNG + SVG plots and report.md with the reproducing
 command into --out (default out/<name>-<timestamp>/), and prints its ratios.
@@ -661,7 +663,15 @@ EXPERIMENTS: dict[str, tuple[Callable[[argparse.Namespace], int], str]] = {
     "paper-packet": (exp_paper_packet, "CAT vs GD, fixed T, Alistarh: 1 and 4 nodes, packet models (figure 2)"),
     "radios": (exp_radios, "one training priced on every link profile; CAT's T; fixed T across links"),
     "memory": (exp_memory, "every scheme with and without error feedback, 1 and 4 nodes"),
+    "energy-cat": (lambda a: _energycat().exp_energy_cat(a),
+                   "energy-aware CAT (CPU joules counted) against radio-only CAT, boards x links"),
 }
+
+
+def _energycat() -> Any:
+    from aggregator.lab import energycat  # imports this module: loaded on use
+
+    return energycat
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -702,5 +712,7 @@ def register(sub: argparse._SubParsersAction) -> None:
             q.add_argument("--floor", type=float, default=0.001,
                            help="stop a run once F - f* is this fraction of the initial gap")
             q.set_defaults(rounds=1500, target=0.01)
+        elif name == "energy-cat":
+            _energycat().add_args(q)
         q.set_defaults(func=fn, _parser=q, _words=["experiment", name])
     p.set_defaults(func=lambda a: (p.print_help(), 0)[1])

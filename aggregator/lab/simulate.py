@@ -207,6 +207,8 @@ class SimConfig:
     eval_every: int = 1
     stop_gap: float | None = None
     label: str = ""
+    board: str | None = None        # energy-aware CAT: count this board's CPU joules too (metric joules)
+    board_round: bool = True        # ... and the round's T-independent joules (gradient, wake-up)
 
     def name(self) -> str:
         if self.label:
@@ -418,6 +420,29 @@ def link_models(prof: dict, dim: int, scheme: int, metric: str, fmt: int, teleme
     return models
 
 
+def cat_costs(cfg: SimConfig, prof: dict, metric: str, models: list[CostModel], problem: Problem) -> list:
+    """What each node's CAT maximises against: its CostModel, or with cfg.board (energy-aware
+    CAT, edge/energycost.py) the frame's joules plus the board's CPU joules for its data."""
+    if not cfg.board:
+        return models
+    from aggregator.lab import boardbudget
+    from edge.energycost import BoardCost
+
+    if prof["kind"] != "link" or metric != "joules":
+        raise ValueError("energy-aware CAT (board) needs a link profile and the joules metric")
+    board = boardbudget.load("board", cfg.board)
+    cal = boardbudget.load("compute", "micropython32")
+    out = []
+    for m, (X, _) in zip(models, problem.parts):
+        nnz = X.nnz if sp.issparse(X) else X.size
+        k = min(cfg.cap or problem.dim, m.t_max_all_rounds)
+        terms = boardbudget.cat_terms(board, cal, problem.dim, nnz, k)
+        if not cfg.board_round:
+            terms["round_j"] = 0.0
+        out.append(BoardCost(m, **terms))
+    return out
+
+
 class Infeasible(ValueError):
     """The run cannot happen on this link (e.g. the frame exceeds the largest message)."""
 
@@ -440,7 +465,7 @@ def simulate(problem: Problem, cfg: SimConfig, progress: bool = True,
     scale = cfg.step / problem.L
     link = prof["kind"] == "link"
     models = link_models(prof, dim, scheme, metric, cfg.fmt, cfg.telemetry, n, R)
-    tables = [np_backend.CostTable(m) for m in models]
+    tables = [np_backend.CostTable(c) for c in cat_costs(cfg, prof, metric, models, problem)]
     costs = [NodeCost(prof, m) for m in models]
     t_max = min(m.t_max_all_rounds for m in models)
     if t_max < 1:
