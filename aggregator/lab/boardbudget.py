@@ -361,6 +361,10 @@ def add_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--nnz", type=float, default=64.0, help="nonzeros per data row (default 64)")
     g.add_argument("--k", type=int, default=None, help="candidates CAT scans, K (default: the largest T sent)")
     g.add_argument("--calibration", default="micropython32", help="compute calibration (cost_profiles/calibration)")
+    g.add_argument("--compute", choices=("auto", "telemetry", "estimate"), default="auto",
+                   help="compute seconds: the log's telemetry (a real board's own measure), the calibrated "
+                        "estimate, or auto (telemetry where the log has it). Use estimate for logs of edges "
+                        "that ran on this host (cat-aggregator demo), whose telemetry is the host's time")
 
 
 def from_args(args: argparse.Namespace, log: energy.RunLog, prof: dict, rows: int) -> dict:
@@ -371,7 +375,22 @@ def from_args(args: argparse.Namespace, log: energy.RunLog, prof: dict, rows: in
     if args.response_s < 0 or args.block < 16 or args.round_wait < 0 or args.nnz < 0 or args.rows < 1:
         raise BoardBudgetError("--response-s, --round-wait and --nnz must be >= 0, --block >= 16, --rows >= 1")
     wait = Wait(args.wait or default_wait(prof), args.response_s, args.block, args.round_wait)
+    if args.compute == "telemetry" and (log.compute_s is None or not np.isfinite(log.compute_s).any()):
+        raise BoardBudgetError("--compute telemetry: the log has no compute seconds (edges without telemetry, "
+                               "or not a gateway metrics log)")
+    if args.compute == "estimate":
+        log.compute_s = None
     return board_budget(log, prof, board, battery, args.interval, wait, cal, rows * args.nnz, args.k)
+
+
+def from_metrics(path: Path, prof: dict, board: str, battery: str, interval_s: float, d: int, nnz: float,
+                 k: int | None = None) -> dict:
+    """The whole-board budget of a gateway metrics log, compute estimated (not the log's telemetry:
+    for edges that ran on this host, whose measured seconds are not a board's)."""
+    log = energy.log_from_metrics(path, d)
+    log.compute_s = None
+    return board_budget(log, prof, load("board", board), load("battery", battery), interval_s,
+                        Wait(default_wait(prof)), load("compute", "micropython32"), nnz, k)
 
 
 def report_parts(b: dict, rounds: int, out: Path) -> tuple[list[str], dict[str, str], list[str], list[str]]:

@@ -118,3 +118,26 @@ def add_args(q: argparse.ArgumentParser) -> None:
     q.add_argument("--interval", type=float, default=600.0, help="seconds between rounds (default 600)")
     q.add_argument("--battery", default="2xaa")
     q.set_defaults(rounds=1500, target=0.05)
+
+
+def board_columns(cat_res: SimResult | str, gd_res: SimResult | str, prof: dict, problem: Any, target: float,
+                  interval: float = 600.0, battery: str = "2xaa") -> dict[str, Any]:
+    """Whole-board joules to the target and battery life of CAT's and GD's runs on the link's
+    default board (experiment radios' board columns); {} when no board profile fits the link."""
+    from edge.hwprofile import board_for_link
+
+    bname = board_for_link(prof["name"])
+    if bname is None or prof["kind"] != "link" or prof["radio"]["tx_power"] <= 0:
+        return {}
+    board = boardbudget.load("board", bname)
+    bat = boardbudget.load("battery", battery)
+    cal = boardbudget.load("compute", "micropython32")
+    nnz = float(np.mean([X.nnz if hasattr(X, "nnz") else X.size for X, _ in problem.parts]))
+    out: dict[str, Any] = {"board": bname}
+    for tag, res in (("cat", cat_res), ("gd", gd_res)):
+        if isinstance(res, str):
+            continue
+        e, ok, b = board_energy_to(res, prof, board, bat, cal, interval, nnz, target)
+        out[f"{tag}_board_j"] = e if ok else f"{e:.4g} (not reached)"
+        out[f"{tag}_battery_days"] = min(nd["battery_life_days"] for nd in b["nodes"])
+    return out

@@ -512,6 +512,16 @@ def exp_radios(args: argparse.Namespace) -> int:
         else:
             gv, gok, _ = reach(g, target, metric)
             row["gd_cost"] = gv if gok else f"{gv:.4g} (not reached)"
+        row.update(_energycat().board_columns(c, g, pd, p, target))  # whole board: radio + CPU + sleep
+        if "cat_board_j" in row:
+            cb, gb = row["cat_board_j"], row.get("gd_board_j", "infeasible")
+            both = isinstance(cb, float) and isinstance(gb, float)
+            lines.append(f"  {prof} on {row['board']} (whole board, 2xaa, one round per 600 s): CAT "
+                         f"{cb if isinstance(cb, str) else f'{cb:.4g} J'}, GD "
+                         f"{gb if isinstance(gb, str) else f'{gb:.4g} J'} to target"
+                         + (f" (GD/CAT {gb / cb:.3g})" if both else "") + f"; battery life CAT "
+                         f"{row['cat_battery_days']:.4g} days" + (f", GD {row['gd_battery_days']:.4g} days"
+                                                                  if "gd_battery_days" in row else ""))
         table.append(row)
     # cross: the fixed T best on link A, priced on link B, against B's own best
     cross = []
@@ -546,7 +556,7 @@ def exp_radios(args: argparse.Namespace) -> int:
         print(ln)
     cols = ["profile", "metric", "cat_median_T", "cat_T_range", "t_max", "rounds", "reached", "bytes", "packets",
             "airtime_s", "energy_j", "cat_cost", "best_fixed_T", "best_fixed_cost", "cat_over_best", "gd_cost",
-            "duty_cycle_wall_h", "note"]
+            "duty_cycle_wall_h", "board", "cat_board_j", "gd_board_j", "cat_battery_days", "gd_battery_days", "note"]
     md1 = reports.write_table(table, out, "radios", cols)
     md2 = reports.write_table(cross, out, "cross", ["tuned_on", "T"] + profs)
     fx = []
@@ -582,6 +592,9 @@ def exp_radios(args: argparse.Namespace) -> int:
                          params={"scheme": args.scheme, "nodes": n, "rounds budget": args.rounds,
                                  "target": args.target},
                          notes=["Costs are in each profile's default metric (joules, seconds of airtime, bytes).",
+                                "Board columns: whole-board joules of all nodes to the target (radio + compute + "
+                                "listen + wake-up + sleep, aggregator/lab/boardbudget.py) on the link's default "
+                                "board, one round per 600 s, and the first node's battery life on 2xAA.",
                                 "Fixed-T runs are trained once and priced on every link; a T whose frame exceeds "
                                 "the link's largest message is infeasible there."])
     print(f"wrote {out}")
