@@ -272,14 +272,14 @@ def board_lines(sessions: list[Session], layout, profile: str, board: str | None
     d = int(ds.X.shape[1]) * (1 if ds.classes == 2 else int(ds.classes))
     nnz = float(ds.X.nnz if hasattr(ds.X, "nnz") else np.count_nonzero(ds.X)) / max(1, len(layout.node_configs))
     lines = [f"whole board ({board}, {battery}, one round per {interval:g} s; compute estimated for the board):",
-             f"{'method':<8} {'node':>4} {'radio_mJ':>9} {'compute_mJ':>10} {'listen_mJ':>9} {'sleep_mJ':>9} "
+             f"{'method':<8} {'node':<9} {'radio_mJ':>9} {'compute_mJ':>10} {'listen_mJ':>9} {'sleep_mJ':>9} "
              f"{'total_mJ':>9} {'battery_days':>12}"]
     per = {}
     for s in sessions:
         b = boardbudget.from_metrics(layout.root / f"state-{s.label}" / "metrics.jsonl", prof, board, battery,
                                      interval, d, nnz)
         for nd in b["nodes"]:
-            lines.append(f"{s.label:<8} {nd['node']:>4} {1e3 * nd['radio_j_per_round']:>9.3f} "
+            lines.append(f"{s.label:<8} {'node ' + str(nd['node']):<9} {1e3 * nd['radio_j_per_round']:>9.3f} "
                          f"{1e3 * nd['compute_j_per_round']:>10.3f} {1e3 * nd['listen_j_per_round']:>9.3f} "
                          f"{1e3 * nd['sleep_j_per_round']:>9.3f} {1e3 * nd['energy_j_per_round']:>9.3f} "
                          f"{nd['battery_life_days']:>12.4g}")
