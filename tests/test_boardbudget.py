@@ -380,3 +380,22 @@ def test_published_lora_sf12_charge_per_uplink() -> None:
     assert up.airtime_s == pytest.approx(2.0, rel=0.2)
     uah = up.tx_j / 3.3 / 3.6  # J at 3.3 V -> uAh (1 uAh = 3.6 mC)
     assert uah * 1e3 == pytest.approx(15.6, rel=0.2)
+
+
+def test_edge_node_uses_the_board_cost_only_for_joules(tmp_path: Path) -> None:
+    from edge.datafile import DataFile
+    from edge.node import EdgeNode
+
+    rng = np.random.default_rng(0)
+    X = datasets.l2_normalize_rows(rng.standard_normal((8, 40)).astype(np.float32))
+    datasets.write_datafile(tmp_path / "n.catd", X, np.array([0, 1] * 4), 2, "dense")
+    prof = load_profile("ieee802154-6lowpan-coap")
+    terms = {"power_w": 0.01, "entry_s": 0.002, "round_j": 0.5}
+    cfg = {"job": 3, "profile": prof["name"], "model": 0, "d": 40, "classes": 2, "scheme": 1, "k_cap": 16, "fmt": 0,
+           "compact": False, "rule": 0, "rule_param": 0, "metric": "joules", "error_feedback": False, "seed": 1}
+    node = EdgeNode(1, bytes(32), bytes(32), 3, DataFile(str(tmp_path / "n.catd")), prof, board_cost=terms)
+    node._setup(cfg)
+    assert isinstance(node.cost, BoardCost) and node.cost(5) == pytest.approx(
+        CostModel(prof, 40, 1, "joules", 0, True, 3, 1).cost(5) + 0.01 * 0.002 * 5 + 0.5)
+    node._setup({**cfg, "metric": "bytes", "k_cap": 8})
+    assert isinstance(node.cost, CostModel)
