@@ -18,7 +18,9 @@ from edge.profile import ProfileError
 COMMANDS = [
     "aggregator.lab.simulate",
     "aggregator.lab.experiments",
+    "aggregator.lab.energycat",       # adds `experiment energy-cat`
     "aggregator.lab.energy",
+    "aggregator.lab.boardbudget",     # adds the whole-board options to `profile`
     "aggregator.lab.costfit",
     "aggregator.ops.serve",
     "aggregator.ops.broker",

@@ -15,7 +15,7 @@ import pytest
 
 from aggregator.cli import main
 from aggregator.gateway.metrics import MetricsLog
-from aggregator.lab import boardbudget, energy
+from aggregator.lab import boardbudget, boardcompute, energy
 from aggregator.lab.simulate import SimConfig, make_problem, simulate
 from aggregator.lab import datasets
 from edge import hwprofile
@@ -272,7 +272,7 @@ def test_energy_aware_cat_in_the_simulator() -> None:
     aware = simulate(prob, SimConfig(board="nrf52840", **common), progress=False)
     assert np.median(aware.T) > np.median(radio.T)
     assert aware.config["board"] == "nrf52840"
-    terms = boardbudget.cat_terms(hwprofile.load_board("nrf52840"), hwprofile.load_calibration(), 300, 1000, 64)
+    terms = boardcompute.cat_terms(hwprofile.load_board("nrf52840"), hwprofile.load_calibration(), 300, 1000, 64)
     assert terms["round_j"] > 0 and terms["entry_s"] > 0 and terms["power_w"] == pytest.approx(3.3e-3 * 3.0)
     with pytest.raises(ValueError, match="joules metric"):
         simulate(prob, SimConfig(board="nrf52840", **{**common, "metric": "bytes"}), progress=False)

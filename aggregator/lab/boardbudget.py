@@ -17,41 +17,33 @@ A round of a duty-cycled node costs
 Battery life = usable energy / (mean power + self-discharge power), self-discharge being a
 fraction of the nominal energy per year. Energy at the board is current x its supply
 voltage; the battery's is mAh x 3.6 x its nominal voltage (regulator losses not modelled).
-`cat-aggregator profile --board B --battery C` prints it; `cat_terms` gives the edge's
-energy-aware CAT (edge/energycost.py) its numbers.
+`cat-aggregator profile --board B --battery C` prints it (this module adds those options to
+the profile command); aggregator/lab/boardcompute.py holds the compute model and the numbers
+energy-aware CAT (edge/energycost.py) uses.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from aggregator.errors import UserError
 from aggregator.lab import energy
+from aggregator.lab.boardcompute import BoardBudgetError, compute_seconds, host_to_board, load
 from edge import hwprofile
 from edge.lora import symbol_time
-from edge.profile import ProfileError
+
+if TYPE_CHECKING:  # annotations only: the simulator does not import this module, nor this it
+    from aggregator.lab.simulate import SimResult
 
 TERMS = ("radio", "compute", "listen", "wake", "sleep")
 WAITS = ("coap-poll", "coap-observe", "mqtt", "lorawan", "request", "none")
 COLORS = {"radio": "#1f77b4", "compute": "#d62728", "listen": "#ff7f0e", "wake": "#9467bd", "sleep": "#7f7f7f"}
-
-
-class BoardBudgetError(UserError):
-    """A board, battery or calibration profile or an option the budget cannot use."""
-
-
-def load(kind: str, name: str) -> dict:
-    """A validated board / battery / compute profile, or a one-line BoardBudgetError."""
-    try:
-        return hwprofile.load(kind, name)
-    except ProfileError as e:
-        raise BoardBudgetError(str(e)) from None
 
 
 # ------------------------------------------------------------------------------ the link seam
@@ -83,41 +75,6 @@ def link_round(profile: dict, up_bytes: int, down_bytes: int) -> LinkRound:
     return LinkRound(up.tx_j + dn.tx_j, up.rx_j + dn.rx_j, up.radio_s + dn.radio_s, up.airtime_s,
                      -(-int(up_bytes) // mx) if up_bytes > 0 else 0,
                      -(-int(down_bytes) // mx) if down_bytes > 0 else 0)
-
-
-# ------------------------------------------------------------------------------ compute
-
-
-def host_to_board(board: dict, cal: dict) -> float:
-    """Board seconds per host second of the 32-bit build: anchor(board) / anchor(host) / speed."""
-    a = cal["anchor"]
-    return a["board_seconds"] / a["host_seconds"] / board["mcu"]["speed"]
-
-
-def compute_seconds(board: dict, cal: dict, d: int, nnz: float, k: float, t: Any) -> Any:
-    """Seconds the board's MicroPython spends on a round (gradient over nnz nonzeros, selection
-    over d, K candidates scanned, t entries encoded), scaled from the calibration."""
-    s = cal["seconds"]
-    host = s["per_nnz"] * nnz + s["per_dim"] * d + s["per_candidate"] * k + s["per_entry"] * np.asarray(t) \
-        + s["fixed"]
-    return host * host_to_board(board, cal)
-
-
-def active_power(board: dict) -> float:
-    return board["mcu"]["active_current"] * board["supply"]["voltage"]
-
-
-def wake_joules(board: dict) -> float:
-    sl = board["sleep"]
-    return sl["wake_time"] * sl["wake_current"] * board["supply"]["voltage"]
-
-
-def cat_terms(board: dict, cal: dict, d: int, nnz: float, k: float) -> dict[str, float]:
-    """Numbers for edge.energycost.BoardCost: CPU power, board seconds per entry sent, and the
-    per-round energy CAT's choice does not change (compute at T = 0, wake-up)."""
-    p = active_power(board)
-    return {"power_w": p, "entry_s": cal["seconds"]["per_entry"] * host_to_board(board, cal),
-            "round_j": p * float(compute_seconds(board, cal, d, nnz, k, 0)) + wake_joules(board)}
 
 
 # ------------------------------------------------------------------------------ listening
@@ -367,8 +324,18 @@ def add_args(p: argparse.ArgumentParser) -> None:
                         "that ran on this host (cat-aggregator demo), whose telemetry is the host's time")
 
 
-def from_args(args: argparse.Namespace, log: energy.RunLog, prof: dict, rows: int) -> dict:
+def _node_rows(args: argparse.Namespace, log: energy.RunLog) -> int:
+    """Rows of a node's local data: a simulate run's rows / nodes, else --rows."""
+    run = Path(log.source, "run.json") if log.source else None
+    if run is not None and run.is_file():
+        meta = json.loads(run.read_text())["problem"]
+        return max(1, int(meta["rows"]) // max(1, int(meta["nodes"])))
+    return args.rows
+
+
+def from_args(args: argparse.Namespace, log: energy.RunLog, prof: dict) -> dict:
     """The whole-board budget for the profile command's options."""
+    rows = _node_rows(args, log)
     board = load("board", args.board)
     battery = load("battery", args.battery or "2xaa")
     cal = load("compute", args.calibration)
@@ -407,3 +374,57 @@ def report_parts(b: dict, rounds: int, out: Path) -> tuple[list[str], dict[str, 
         f"listening: {b['wait']} (see aggregator/lab/boardbudget.py listen_seconds); sleep: the board profile's "
         "sleep current for the rest of the interval; battery life includes the cell's self-discharge."]
     return lines, {"Whole board, per node": md}, plots, notes
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the whole-board options to the profile command (aggregator/lab/energy.py), which
+    calls from_args before it writes anything and report_parts after its radio lines."""
+    p = sub.choices["profile"]
+    add_args(p)
+    p.set_defaults(_whole_board=(from_args, report_parts))
+
+
+# ------------------------------------------------------------------------------ simulated runs
+
+
+def log_from_result(res: SimResult) -> energy.RunLog:
+    """A simulated run as a run log (frames, entries, downlink deltas, loss) for the budgets."""
+    d = int(res.problem["dim"])
+    fmt = int(res.config.get("fmt", 0))
+    down = np.array([energy.delta_frame_length(d, int(res.down_entries[r]), fmt, 0, r) for r in range(res.rounds)],
+                    dtype=np.int64)
+    return energy.RunLog(res.frame_bytes, res.entries, down, res.loss, d, res.label,
+                         list(range(res.T.shape[1])), res.f_star)
+
+
+def board_energy_to(res: SimResult, prof: dict, board: dict, battery: dict, cal: dict, interval: float,
+                    nnz: float, target: float) -> tuple[float, bool, dict]:
+    """(whole-board joules of all nodes until F - f* <= target, reached?, the budget)."""
+    b = board_budget(log_from_result(res), prof, board, battery, interval, Wait(default_wait(prof)), cal, nnz,
+                                 res.config.get("t_max"))
+    cum = np.concatenate([[0.0], np.cumsum(b["total_per_round"].sum(axis=1))])
+    r = res.first_reach(target)
+    return (float(cum[r]), True, b) if r is not None else (float(cum[-1]), False, b)
+
+
+def board_columns(cat_res: SimResult | str, gd_res: SimResult | str, prof: dict, problem: Any, target: float,
+                  interval: float = 600.0, battery: str = "2xaa") -> dict[str, Any]:
+    """Whole-board joules to the target and battery life of CAT's and GD's runs on the link's
+    default board (experiment radios' board columns); {} when no board profile fits the link."""
+    from edge.hwprofile import board_for_link
+
+    bname = board_for_link(prof["name"])
+    if bname is None or prof["kind"] != "link" or prof["radio"]["tx_power"] <= 0:
+        return {}
+    board = load("board", bname)
+    bat = load("battery", battery)
+    cal = load("compute", "micropython32")
+    nnz = float(np.mean([X.nnz if hasattr(X, "nnz") else X.size for X, _ in problem.parts]))
+    out: dict[str, Any] = {"board": bname}
+    for tag, res in (("cat", cat_res), ("gd", gd_res)):
+        if isinstance(res, str):
+            continue
+        e, ok, b = board_energy_to(res, prof, board, bat, cal, interval, nnz, target)
+        out[f"{tag}_board_j"] = e if ok else f"{e:.4g} (not reached)"
+        out[f"{tag}_battery_days"] = min(nd["battery_life_days"] for nd in b["nodes"])
+    return out

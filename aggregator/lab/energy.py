@@ -361,10 +361,9 @@ def _cmd_profile(args: argparse.Namespace) -> int:
     except ValueError as e:
         raise UserError(str(e)) from None
     whole = None
-    if args.board:
-        from aggregator.lab import boardbudget
-
-        whole = boardbudget.from_args(args, log, prof, _node_rows(args, log))
+    hook = getattr(args, "_whole_board", None)  # (prepare, report) from aggregator/lab/boardbudget.py
+    if getattr(args, "board", None) and hook:
+        whole = hook[0](args, log, prof)
     out = Path(args.out or reports.default_out("profile"))
     lines = [f"{log.source} under {prof['name']}: one round every {args.interval:g} s, "
              f"battery {args.battery_mah:g} mAh at {args.voltage:g} V = {b['battery_j']:.4g} J"
@@ -399,9 +398,7 @@ def _cmd_profile(args: argparse.Namespace) -> int:
     for t in lines + log.notes:
         print(t)
     if whole is not None:
-        from aggregator.lab import boardbudget
-
-        w_lines, tables, extra_plots, w_notes = boardbudget.report_parts(whole, log.rounds, out)
+        w_lines, tables, extra_plots, w_notes = hook[1](whole, log.rounds, out)
         print(f"whole board: {whole['board']} with {whole['battery']}, listening as {whole['wait']}")
         for t in w_lines + w_notes:
             print(t)
@@ -449,15 +446,4 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--voltage", type=float, default=3.0, help="battery voltage, V (default 3.0)")
     p.add_argument("--sleep-ua", type=float, default=0.0, help="sleep current between rounds, uA")
     p.add_argument("--out", default=None)
-    from aggregator.lab import boardbudget
-
-    boardbudget.add_args(p)
     p.set_defaults(func=_cmd_profile, _parser=p, _words=["profile"])
-
-
-def _node_rows(args: argparse.Namespace, log: RunLog) -> int:
-    """Rows of a node's local data: a simulate run's rows / nodes, else --rows."""
-    if log.source and Path(log.source, "run.json").is_file():
-        meta = json.loads(Path(log.source, "run.json").read_text())["problem"]
-        return max(1, int(meta["rows"]) // max(1, int(meta["nodes"])))
-    return args.rows

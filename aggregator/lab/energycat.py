@@ -17,32 +17,12 @@ from typing import Any
 import numpy as np
 
 from aggregator.lab import boardbudget, energy, reports
-from aggregator.lab.experiments import Runner, prepare_out
-from aggregator.lab.simulate import SimConfig, SimResult, profile_dict
+from aggregator.lab.boardbudget import board_energy_to
+from aggregator.lab.experiments import Runner, common_args, prepare_out
+from aggregator.lab.simulate import SimConfig, profile_dict
 
 VARIANTS = ("radio-only", "per-entry-only", "energy-aware")
 PAIRS = "nrf52840:ieee802154-6lowpan-coap,esp32:wifi-tcp-mqtt-esp32,stm32wl:lorawan-eu868-sf7,nrf52840:ble5-1m-dle"
-
-
-def log_from_result(res: SimResult) -> energy.RunLog:
-    """A simulated run as a run log (frames, entries, downlink deltas, loss) for the budgets."""
-    d = int(res.problem["dim"])
-    fmt = int(res.config.get("fmt", 0))
-    down = np.array([energy.delta_frame_length(d, int(res.down_entries[r]), fmt, 0, r) for r in range(res.rounds)],
-                    dtype=np.int64)
-    return energy.RunLog(res.frame_bytes, res.entries, down, res.loss, d, res.label,
-                         list(range(res.T.shape[1])), res.f_star)
-
-
-def board_energy_to(res: SimResult, prof: dict, board: dict, battery: dict, cal: dict, interval: float,
-                    nnz: float, target: float) -> tuple[float, bool, dict]:
-    """(whole-board joules of all nodes until F - f* <= target, reached?, the budget)."""
-    b = boardbudget.board_budget(log_from_result(res), prof, board, battery, interval,
-                                 boardbudget.Wait(boardbudget.default_wait(prof)), cal, nnz,
-                                 res.config.get("t_max"))
-    cum = np.concatenate([[0.0], np.cumsum(b["total_per_round"].sum(axis=1))])
-    r = res.first_reach(target)
-    return (float(cum[r]), True, b) if r is not None else (float(cum[-1]), False, b)
 
 
 def exp_energy_cat(args: argparse.Namespace) -> int:
@@ -103,7 +83,7 @@ def exp_energy_cat(args: argparse.Namespace) -> int:
                          notes=["Every rule uses the joules metric. radio-only: the frame's radio joules (the "
                                 "plain CostModel). energy-aware: plus the board's CPU joules per entry sent and the "
                                 "round's T-independent joules (gradient, selection, CAT's scan, wake-up), which is "
-                                "what the edge uses (edge/energycost.py, numbers from boardbudget.cat_terms). "
+                                "what the edge uses (edge/energycost.py, numbers from boardcompute.cat_terms). "
                                 "per-entry-only: the per-entry CPU joules without the round's constant (ablation: "
                                 "a cost nearly proportional to T drives T down and the rounds up).",
                                 "Whole-board energy: radio + compute + listen + wake-up + sleep (boardbudget)."])
@@ -120,24 +100,11 @@ def add_args(q: argparse.ArgumentParser) -> None:
     q.set_defaults(rounds=1500, target=0.05)
 
 
-def board_columns(cat_res: SimResult | str, gd_res: SimResult | str, prof: dict, problem: Any, target: float,
-                  interval: float = 600.0, battery: str = "2xaa") -> dict[str, Any]:
-    """Whole-board joules to the target and battery life of CAT's and GD's runs on the link's
-    default board (experiment radios' board columns); {} when no board profile fits the link."""
-    from edge.hwprofile import board_for_link
-
-    bname = board_for_link(prof["name"])
-    if bname is None or prof["kind"] != "link" or prof["radio"]["tx_power"] <= 0:
-        return {}
-    board = boardbudget.load("board", bname)
-    bat = boardbudget.load("battery", battery)
-    cal = boardbudget.load("compute", "micropython32")
-    nnz = float(np.mean([X.nnz if hasattr(X, "nnz") else X.size for X, _ in problem.parts]))
-    out: dict[str, Any] = {"board": bname}
-    for tag, res in (("cat", cat_res), ("gd", gd_res)):
-        if isinstance(res, str):
-            continue
-        e, ok, b = board_energy_to(res, prof, board, bat, cal, interval, nnz, target)
-        out[f"{tag}_board_j"] = e if ok else f"{e:.4g} (not reached)"
-        out[f"{tag}_battery_days"] = min(nd["battery_life_days"] for nd in b["nodes"])
-    return out
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add `experiment energy-cat` beside the experiments of aggregator/lab/experiments.py."""
+    names = next(a for a in sub.choices["experiment"]._actions if isinstance(a, argparse._SubParsersAction))
+    help_ = "energy-aware CAT (CPU joules counted) against radio-only CAT, boards x links"
+    q = names.add_parser("energy-cat", help=help_, description=help_)
+    common_args(q)
+    add_args(q)
+    q.set_defaults(func=exp_energy_cat, _parser=q, _words=["experiment", "energy-cat"])

@@ -35,7 +35,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from aggregator.lab import reports
+from aggregator.lab import boardbudget, reports
 from aggregator.lab import simulate as simm
 from aggregator.lab.simulate import Infeasible, Problem, SimConfig, SimResult
 from edge import np_backend
@@ -512,7 +512,7 @@ def exp_radios(args: argparse.Namespace) -> int:
         else:
             gv, gok, _ = reach(g, target, metric)
             row["gd_cost"] = gv if gok else f"{gv:.4g} (not reached)"
-        row.update(_energycat().board_columns(c, g, pd, p, target))  # whole board: radio + CPU + sleep
+        row.update(boardbudget.board_columns(c, g, pd, p, target))  # whole board: radio + CPU + sleep
         if "cat_board_j" in row:
             cb, gb = row["cat_board_j"], row.get("gd_board_j", "infeasible")
             both = isinstance(cb, float) and isinstance(gb, float)
@@ -676,15 +676,16 @@ EXPERIMENTS: dict[str, tuple[Callable[[argparse.Namespace], int], str]] = {
     "paper-packet": (exp_paper_packet, "CAT vs GD, fixed T, Alistarh: 1 and 4 nodes, packet models (figure 2)"),
     "radios": (exp_radios, "one training priced on every link profile; CAT's T; fixed T across links"),
     "memory": (exp_memory, "every scheme with and without error feedback, 1 and 4 nodes"),
-    "energy-cat": (lambda a: _energycat().exp_energy_cat(a),
-                   "energy-aware CAT (CPU joules counted) against radio-only CAT, boards x links"),
 }
 
 
-def _energycat() -> Any:
-    from aggregator.lab import energycat  # imports this module: loaded on use
-
-    return energycat
+def common_args(q: argparse.ArgumentParser) -> None:
+    """Options every experiment takes (aggregator/lab/energycat.py adds its own experiment too)."""
+    simm.add_data_args(q)
+    q.add_argument("--rounds", type=int, default=None, help="round budget per run")
+    q.add_argument("--target", type=float, default=None, help="target: this fraction of F(x0) - f*")
+    q.add_argument("--out", default=None, help="output directory (default out/<name>-<timestamp>)")
+    q.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -693,11 +694,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     names = p.add_subparsers(dest="experiment", metavar="NAME")
     for name, (fn, help_) in EXPERIMENTS.items():
         q = names.add_parser(name, help=help_, description=help_)
-        simm.add_data_args(q)
-        q.add_argument("--rounds", type=int, default=None, help="round budget per run")
-        q.add_argument("--target", type=float, default=None, help="target: this fraction of F(x0) - f*")
-        q.add_argument("--out", default=None, help="output directory (default out/<name>-<timestamp>)")
-        q.add_argument("--quiet", action="store_true", help="no progress bars")
+        common_args(q)
         if name == "alpha":
             q.add_argument("--nodes", type=int, default=1)
             q.add_argument("--points", type=int, default=40, help="T grid points")
@@ -725,7 +722,5 @@ def register(sub: argparse._SubParsersAction) -> None:
             q.add_argument("--floor", type=float, default=0.001,
                            help="stop a run once F - f* is this fraction of the initial gap")
             q.set_defaults(rounds=1500, target=0.01)
-        elif name == "energy-cat":
-            _energycat().add_args(q)
         q.set_defaults(func=fn, _parser=q, _words=["experiment", name])
     p.set_defaults(func=lambda a: (p.print_help(), 0)[1])

@@ -425,18 +425,18 @@ def cat_costs(cfg: SimConfig, prof: dict, metric: str, models: list[CostModel], 
     CAT, edge/energycost.py) the frame's joules plus the board's CPU joules for its data."""
     if not cfg.board:
         return models
-    from aggregator.lab import boardbudget
+    from aggregator.lab import boardcompute
     from edge.energycost import BoardCost
 
     if prof["kind"] != "link" or metric != "joules":
         raise ValueError("energy-aware CAT (board) needs a link profile and the joules metric")
-    board = boardbudget.load("board", cfg.board)
-    cal = boardbudget.load("compute", "micropython32")
+    board = boardcompute.load("board", cfg.board)
+    cal = boardcompute.load("compute", "micropython32")
     out = []
     for m, (X, _) in zip(models, problem.parts):
         nnz = X.nnz if sp.issparse(X) else X.size
         k = min(cfg.cap or problem.dim, m.t_max_all_rounds)
-        terms = boardbudget.cat_terms(board, cal, problem.dim, nnz, k)
+        terms = boardcompute.cat_terms(board, cal, problem.dim, nnz, k)
         if not cfg.board_round:
             terms["round_j"] = 0.0
         out.append(BoardCost(m, **terms))

@@ -211,16 +211,16 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def board_cost(board: str, job: Any, data: Path, k_cap: int | None) -> dict[str, float]:
     """node.json's board_cost: the board's CPU power, seconds per entry sent and per-round joules
-    for this node's data (aggregator/lab/boardbudget.cat_terms)."""
-    from aggregator.lab import boardbudget
+    for this node's data (aggregator/lab/boardcompute.cat_terms)."""
+    from aggregator.lab import boardcompute
     from edge.datafile import DataFile
 
     df = DataFile(str(data))
     nnz = df.total_nnz if df.layout == "csr" else df.n * df.d
     df.close()
     k = min(job.k_cap, k_cap or job.k_cap, job.d)
-    return boardbudget.cat_terms(boardbudget.load("board", board), boardbudget.load("compute", "micropython32"),
-                                 job.d, nnz, k)
+    return boardcompute.cat_terms(boardcompute.load("board", board), boardcompute.load("compute", "micropython32"),
+                                  job.d, nnz, k)
 
 
 def _gateway(args: argparse.Namespace, job: Any) -> tuple[str, int | None]:
