@@ -7,9 +7,8 @@
 # field. `validate` needs only the core language (runs on MicroPython too); `load` needs
 # tomllib (CPython). Boards never import this module: `flash` sends them plain numbers.
 
-import os
-
-from edge.profile import SCHEMA, ProfileError, _Check, _stem, profiles_dir
+from edge.profile import SCHEMA, _Check, check_head, find_profile, list_profiles, profiles_dir
+from edge.profile import load as _load
 
 KINDS = ("board", "battery", "compute")
 RUNTIMES = ("micropython", "cpython")
@@ -65,15 +64,7 @@ def validate(raw, filename=None, kind=None):
     if kind is not None and k != kind:
         c.fail("kind", "%r where a %s profile is expected" % (k, kind))
     c.table({"": raw}, "", "(top)", True, _TOP[k])
-    v = raw.get("schema")
-    if type(v) is not int or v != SCHEMA:
-        c.fail("schema", "must be the integer %d, got %r" % (SCHEMA, v))
-    name = c.text(raw, "name", "name")
-    for ch in name:
-        if not ("a" <= ch <= "z" or "0" <= ch <= "9" or ch == "-"):
-            c.fail("name", "%r: use only lowercase letters, digits and '-'" % (name,))
-    if filename is not None and name != _stem(c.label):
-        c.fail("name", "%r must equal the file stem %r" % (name, _stem(c.label)))
+    name = check_head(c, raw, filename)
     out = {"schema": SCHEMA, "name": name, "kind": k,
            "description": c.text(raw, "description", "description"), "sources": c.sources}
     if k == "board":
@@ -109,41 +100,16 @@ def kind_dir(kind):
 
 # Sorted names (file stems) of the *.toml files of one kind.
 def list_kind(kind):
-    d = kind_dir(kind)
-    try:
-        return sorted([n[:-5] for n in os.listdir(d) if n.endswith(".toml")])
-    except OSError:
-        raise ProfileError("%s: (dir): cannot list the %s profile directory" % (d, kind))
+    return list_profiles(kind_dir(kind))
 
 
 def find(kind, name):
-    name = str(name)
-    path = name
-    if not (name.endswith(".toml") or "/" in name or "\\" in name):
-        path = kind_dir(kind) + "/" + name + ".toml"
-    try:
-        os.stat(path)
-    except OSError:
-        if path == name:
-            raise ProfileError("%s: (file): no such file" % name)
-        raise ProfileError("%s: name: no %s profile %s (known: %s)"
-                           % (name, kind, path, ", ".join(list_kind(kind))))
-    return path
+    return find_profile(name, kind_dir(kind), kind + " profile")
 
 
 # Parse a TOML board/battery/compute profile (CPython: needs tomllib); return validate()'s dict.
 def load(kind, name_or_path):
-    import tomllib
-
-    path = find(kind, name_or_path)
-    try:
-        with open(path, "rb") as f:
-            raw = tomllib.load(f)
-    except OSError as e:
-        raise ProfileError("%s: (file): cannot read: %s" % (path, e.strerror or e))
-    except tomllib.TOMLDecodeError as e:
-        raise ProfileError("%s: (toml): %s" % (path, str(e).splitlines()[0]))
-    return validate(raw, str(path), kind)
+    return _load(find(kind, name_or_path), lambda raw, path: validate(raw, path, kind))
 
 
 def load_board(name_or_path):
