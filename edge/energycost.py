@@ -10,7 +10,7 @@ maximises descent per joule across rounds, so both belong in the cost:
 
 The per-round constant makes a larger T worth more (fewer rounds), the per-entry term a
 larger T cost more. power_w, entry_s and round_j come from the board profile and the compute
-calibration (aggregator.lab.boardbudget.cat_terms), sent to a board as plain numbers in
+calibration (aggregator.lab.boardcompute.cat_terms), sent to a board as plain numbers in
 node.json ("board_cost"). Runs unchanged on MicroPython and CPython.
 """
 

@@ -7,7 +7,7 @@
 # field. `validate` needs only the core language (runs on MicroPython too); `load` needs
 # tomllib (CPython). Boards never import this module: `flash` sends them plain numbers.
 
-from edge.profile import SCHEMA, _Check, check_head, find_profile, list_profiles, profiles_dir
+from edge.profile import SCHEMA, _Check, _keys, check_head, find_profile, list_profiles, profiles_dir
 from edge.profile import load as _load
 
 KINDS = ("board", "battery", "compute")
@@ -40,10 +40,6 @@ _CELL = ("capacity charge >0", "voltage voltage >0", "usable_fraction ratio >0",
 _ANCHOR = ("board_seconds time >0", "host_seconds time >0")
 _SECONDS = ("per_nnz time >=0", "per_dim time >=0", "per_candidate time >=0", "per_entry time >=0",
             "fixed time >=0")
-
-
-def _keys(spec):
-    return [s.split()[0] for s in spec]
 
 
 def _section(c, raw, key, texts, spec):
