@@ -11,8 +11,9 @@ under a link cost profile by `edge.cost.LinkCost`, the same model the edges' CAT
   rx power, and the node's link ACKs at tx power.
 
 Why the downlink counts: a node that sends 20 bytes but must receive a 2 kB delta each
-round spends most of its radio energy listening. Only the radio is counted (not the MCU),
-plus an optional sleep current between rounds.
+round spends most of its radio energy listening. Only the radio is counted here (not the MCU),
+plus an optional sleep current between rounds; with --board the whole board is counted too
+(aggregator/lab/boardbudget.py, which adds those options to this command).
 
 `cat-aggregator profile` prints the budget and writes a table, a plot of cumulative
 energy against loss, and report.md.
