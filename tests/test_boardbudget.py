@@ -181,6 +181,10 @@ def test_listen_modes_count_the_exchanges() -> None:
     obs = boardbudget.listen_seconds(boardbudget.Wait("coap-observe", 0.02, 64, 30.0), coap, lr, 200, 640)
     assert obs == pytest.approx((0.02 * 5 + 30.0, 5))
     assert boardbudget.listen_seconds(boardbudget.Wait("mqtt", 0.05), coap, lr, 200, 640) == pytest.approx((0.2, 4))
+    ka = boardbudget.Wait("mqtt-keepalive", 0.05, keepalive_s=60.0, interval_s=600.0)
+    assert boardbudget.listen_seconds(ka, coap, lr, 200, 640) == pytest.approx((0.05 * 12, 12))  # 10 pings + 2
+    ka.interval_s = 600.001                                                                          # one more ping
+    assert boardbudget.listen_seconds(ka, coap, lr, 200, 640)[1] == 13
     sf7 = load_profile("lorawan-eu868-sf7")
     lr = boardbudget.link_round(sf7, 100, 600)                   # 600 B: three downlinks (242 B max)
     assert (lr.up_messages, lr.down_messages) == (1, 3)

@@ -42,7 +42,7 @@ if TYPE_CHECKING:  # annotations only: the simulator does not import this module
     from aggregator.lab.simulate import SimResult
 
 TERMS = ("radio", "compute", "listen", "wake", "sleep")
-WAITS = ("coap-poll", "coap-observe", "mqtt", "lorawan", "request", "none")
+WAITS = ("coap-poll", "coap-observe", "mqtt", "mqtt-keepalive", "lorawan", "request", "none")
 COLORS = {"radio": "#1f77b4", "compute": "#d62728", "listen": "#ff7f0e", "wake": "#9467bd", "sleep": "#7f7f7f"}
 
 
@@ -90,6 +90,8 @@ class Wait:
     round_wait_s: float = 30.0    # Observe: from the upload to the round's notification (job deadline)
     polls: int = 0                # CoAP: extra config polls before the round is open
     rx_symbols: int = 6           # LoRaWAN: symbols a receive window stays open without a downlink
+    keepalive_s: float = 60.0     # mqtt-keepalive: MQTT keep-alive interval (PINGREQ/PINGRESP)
+    interval_s: float = 600.0     # mqtt-keepalive: the round interval the pings fill
 
 
 def default_wait(profile: dict) -> str:
@@ -111,6 +113,9 @@ def listen_seconds(w: Wait, profile: dict, lr: LinkRound, up_bytes: int, down_by
     same upload, then the receiver stays on until the round's notification (round_wait_s).
     mqtt: a woken node reconnects with a persistent session: CONNECT/CONNACK,
     SUBSCRIBE/SUBACK, the retained config and delta pushed, PUBLISH/PUBACK: four waits.
+    mqtt-keepalive: the node stays connected between rounds and pings every keepalive_s
+    (PINGREQ/PINGRESP), plus its PUBLISH/PUBACK and the pushed messages: then the board does
+    not deep-sleep, so give a board profile whose sleep current is its connected idle one.
     lorawan (class A): after each uplink RX1 opens (RECEIVE_DELAY1 = 1 s) and, when no downlink
     comes in it, RX2 (2 s, DR0 = SF12/125 kHz); a window with nothing for the node closes after
     rx_symbols symbols (LoRaMac-node's minimum); a delta of m downlinks needs m uplinks.
@@ -134,6 +139,9 @@ def listen_seconds(w: Wait, profile: dict, lr: LinkRound, up_bytes: int, down_by
         return (ex + 1) * w.response_s + w.round_wait_s, ex + 1
     if mode == "mqtt":
         return 4 * w.response_s, 4
+    if mode == "mqtt-keepalive":
+        pings = int(math.ceil(w.interval_s / w.keepalive_s)) if w.keepalive_s > 0 else 0
+        return (pings + 2) * w.response_s, pings + 2
     if mode == "request":
         ex = lr.up_messages + lr.down_messages
         return ex * w.response_s, ex
@@ -312,6 +320,8 @@ def add_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--response-s", type=float, default=0.02,
                    help="seconds the receiver stays on per request/response exchange (default 0.02)")
     g.add_argument("--block", type=int, default=64, help="CoAP block size, B (default 64, the board default)")
+    g.add_argument("--keepalive", type=float, default=60.0,
+                   help="mqtt-keepalive: seconds between PINGREQs while connected (default 60)")
     g.add_argument("--round-wait", type=float, default=30.0,
                    help="coap-observe: seconds from upload to the round's notification (default 30)")
     g.add_argument("--rows", type=int, default=64, help="planned job: rows of a node's data (default 64)")
@@ -339,9 +349,12 @@ def from_args(args: argparse.Namespace, log: energy.RunLog, prof: dict) -> dict:
     board = load("board", args.board)
     battery = load("battery", args.battery or "2xaa")
     cal = load("compute", args.calibration)
-    if args.response_s < 0 or args.block < 16 or args.round_wait < 0 or args.nnz < 0 or args.rows < 1:
-        raise BoardBudgetError("--response-s, --round-wait and --nnz must be >= 0, --block >= 16, --rows >= 1")
-    wait = Wait(args.wait or default_wait(prof), args.response_s, args.block, args.round_wait)
+    if args.response_s < 0 or args.block < 16 or args.round_wait < 0 or args.nnz < 0 or args.rows < 1 \
+            or args.keepalive < 0:
+        raise BoardBudgetError("--response-s, --round-wait, --keepalive and --nnz must be >= 0, --block >= 16, "
+                               "--rows >= 1")
+    wait = Wait(args.wait or default_wait(prof), args.response_s, args.block, args.round_wait,
+                keepalive_s=args.keepalive, interval_s=args.interval)
     if args.compute == "telemetry" and (log.compute_s is None or not np.isfinite(log.compute_s).any()):
         raise BoardBudgetError("--compute telemetry: the log has no compute seconds (edges without telemetry, "
                                "or not a gateway metrics log)")
