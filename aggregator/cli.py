@@ -12,21 +12,23 @@ import importlib
 import sys
 
 from aggregator.errors import UserError
+from edge import __version__
 from edge.profile import ProfileError
 
 # One line per subcommand module (kept in the order `--help` lists them).
 COMMANDS = [
     "aggregator.lab.simulate",
     "aggregator.lab.experiments",
-    "aggregator.lab.energycat",       # adds `experiment energy-cat`
     "aggregator.lab.energy",
     "aggregator.lab.boardbudget",     # adds the whole-board options to `profile`
     "aggregator.lab.costfit",
+    "aggregator.ops.init",
     "aggregator.ops.serve",
     "aggregator.ops.broker",
     "aggregator.ops.admin",
     "aggregator.ops.demo",
     "aggregator.ops.flash",
+    "aggregator.ops.firmware",
 ]
 
 
@@ -34,6 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cat-aggregator",
         description="Gateway for communication-aware federated learning (CAT) on IoT links.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
         importlib.import_module(name).register(sub)

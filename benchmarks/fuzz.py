@@ -173,11 +173,12 @@ class Generator:
 
     # -- valid -----------------------------------------------------------------------
     def valid(self, node: int, rnd: int, key: bytes | None = None) -> bytes:
-        """A valid update of the job's scheme (S): T <= K_CAP entries, small finite values."""
+        """A valid update of the job's scheme (S) and value format (f32): T <= K_CAP entries,
+        small finite values."""
         r = self.rng
         T = r.randint(1, K_CAP)
         idx = array("I", sorted(r.sample(range(D), T)))
-        fmt = r.choice((0, 1))
+        fmt = 0
         vals = array("f", [eframe.round_value(r.uniform(-0.05, 0.05), fmt) for _ in range(T)])
         tel = [r.random(), r.random(), 0.01, 0.001] if r.random() < 0.5 else None
         n = eframe.encode_update(self.buf, key or self.keys[node], JOB_ID, node, rnd, eframe.SCHEME_S, D, T,
@@ -191,7 +192,7 @@ class Generator:
         fmt = r.choice((0, 1))
         w = 2 if fmt else 4
         T = D if scheme == 0 else r.randint(1, K_CAP)
-        p: dict = {0: 1, 1: 0, 2: JOB_ID, 3: node, 4: rnd, 5: scheme, 6: D, 7: T}
+        p: dict = {0: 2, 1: 0, 2: JOB_ID, 3: node, 4: rnd, 5: scheme, 6: D, 7: T}
         if scheme:
             idx = sorted(r.sample(range(D), T))
             code, raw = pack_indices(idx, D)
@@ -362,9 +363,9 @@ class Generator:
     def plausibly_valid(self, p: dict, enc: bytes, node: int, rnd: int) -> bool:
         """True if the mutation left a payload the gateway should accept (then draw another)."""
         if p.get(6) != D:
-            return False      # (and wire.decode_frame would size an identity index array from d)
+            return False      # (and the decoder would size an identity index array from d)
         try:
-            up = wire.decode_frame(mac0(self.keys[node], kid_of(node), enc), self.keys, 1 << 20)
+            up = wire.decode_update_payload(node, enc, len(enc))
         except wire.FrameError:
             return False
         return (up.job == JOB_ID and up.round == rnd and up.scheme == 1 and up.d == D and up.T <= K_CAP)

@@ -1,4 +1,4 @@
-"""Selection benchmark (issue 2): CAT S+Q against Alistarh's rule, against a full-sort CAT,
+"""Selection benchmark: CAT S+Q against Alistarh's rule, against a full-sort CAT,
 and the pure kernel's time and memory. Ratios in one process (shared, noisy machines).
 
     python benchmarks/selection.py [--repeat N]
@@ -41,7 +41,7 @@ def full_sort_cat(g: np.ndarray, table: nb.CostTable) -> int:
     order = np.argsort(-a64, kind="stable")
     a = a64[order]
     imp, _ = nb.improvements(SCHEME_SQ, a, float(np.cumsum(a64)[-1]), float(np.cumsum(a64 * a64)[-1]))
-    t, _, _ = nb._best(imp, table.upto(a.shape[0]))
+    t, _, _ = nb.best_ratio(imp, table.upto(a.shape[0]))
     return t
 
 

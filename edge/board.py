@@ -32,7 +32,8 @@ class BoardError(Exception):
 
 
 def unhex(text, what):
-    """32-byte key from hex; binascii exists on every port, bytes.fromhex not on all."""
+    """32-byte key from hex (node.json here, cat-edge's options too); binascii exists on every
+    port, bytes.fromhex not on all."""
     import binascii
     try:
         key = binascii.unhexlify(text)

@@ -1,6 +1,6 @@
 """CAT: choose T by maximising guaranteed descent per unit of communication cost.
 
-Improvement measures (paper, DESIGN.md section 3), from the candidates ordered by
+Improvement measures (paper §3-5), from the candidates ordered by
 decreasing |g| (a_1 >= a_2 >= ...), their prefix sums A1(T), A2(T), S1 = sum|g|, S2 = sum g^2:
 
 * S   (top-T, Lemma 1):            alpha(T) = A2(T) / S2

@@ -11,6 +11,8 @@ import argparse
 import json
 import sys
 
+from edge.board import BoardError, unhex
+
 
 class CliError(Exception):
     pass
@@ -33,16 +35,15 @@ def _read_key(args, name):
     if hexkey is None:
         raise CliError("--%s or --%s-file is required" % (name.replace("_", "-"), name.replace("_", "-")))
     try:
-        key = bytes.fromhex(hexkey)
-    except ValueError:
-        raise CliError("--%s: not hex" % name.replace("_", "-"))
-    if len(key) != 32:
-        raise CliError("--%s: must be 32 bytes (64 hex digits), got %d" % (name.replace("_", "-"), len(key)))
-    return key
+        return unhex(hexkey, "--" + name.replace("_", "-"))
+    except BoardError as exc:
+        raise CliError(str(exc))
 
 
 def build_parser():
+    from edge import __version__
     p = argparse.ArgumentParser(prog="cat-edge", description="Run a CPython CAT edge against a gateway.")
+    p.add_argument("--version", action="version", version="%(prog)s " + __version__)
     p.add_argument("--config", help="TOML file with any of the options below (command line wins)")
     p.add_argument("--node", type=int, help="node id (0..65535)")
     p.add_argument("--key", help="this node's 32-byte key, hex")

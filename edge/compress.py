@@ -1,7 +1,8 @@
 """Compressors S, S+Q and SS, error feedback, and the per-round compression step.
 
-The update a node sends is already scaled by its step (DESIGN.md section 3), so the
-aggregator only averages x <- x - (1/n) sum u:
+The update a node sends is already scaled by its step (the paper's eq. 1,
+x+ = x - gamma Q_T(g), with gamma from Lemmas 1, 3 and 4), so the aggregator only averages
+x <- x - (1/n) sum u (eq. 10):
 
 * S:  u_j = g_j / L on the top-T entries (Lemma 1, step 1/L).
 * SQ: u_j = sign(g_j) * A1(T) / (T L) on the top-T entries (Lemma 3, step sqrt(beta)/(sqrt(T) L)).
@@ -14,7 +15,7 @@ Values are rounded to the wire format here so the residual matches what the gate
 
 SS sampling (edge/ss.py) and the error-feedback memory (edge/feedback.py) are modules of their
 own, imported when a round uses them: a board running S or S+Q never holds their code or
-objects. Their names are still importable from here (ss_budget, ss_level, Feedback).
+objects.
 """
 
 from edge import topk
@@ -52,7 +53,8 @@ class Workspace:
     """Preallocated buffers for one node: O(K) indices and values, reused every round.
 
     k is the candidate cap (RAM or the link's largest frame). SS may draw a few more
-    than T entries, so the value/index buffers of the result have headroom `extra`.
+    than T entries, so the value/index buffers of the result have headroom `extra`
+    (None: edge.ss.ss_headroom(k); S and S+Q need 0).
     """
 
     def __init__(self, d, k, fmt=0, extra=None):
@@ -62,7 +64,8 @@ class Workspace:
         self.k = k
         self.fmt = fmt
         if extra is None:
-            extra = 8 + 4 * int(k ** 0.5)
+            from edge.ss import ss_headroom
+            extra = ss_headroom(k)
         self.cap = k + extra
         self.idx = topk.alloc_index(self.cap, d)
         self.vals = zeros(self.cap)  # no 4 cap-byte temporary
@@ -131,17 +134,6 @@ def compress(ws, g, scheme, rule, cost, t_max, scale, rng=None, early_stop=False
         from edge.ss import sample
         # The drawn count varies around T: never more than the buffer or the link takes.
         limit = ws.cap if ws.cap < t_max else t_max
-        return sample(ws, g, choice, s1, scale, rng, d, limit)
+        return Result(scheme, sample(ws, g, choice, s1, scale, rng, d, limit), choice, d)
     raise ValueError("unknown scheme %r" % scheme)
 
-
-def __getattr__(name):
-    # SS and error feedback live in their own modules (loaded on use); the old names still
-    # resolve here (PEP 562, and MicroPython calls a module's __getattr__ too)
-    if name in ("ss_budget", "ss_level"):
-        from edge import ss
-        return getattr(ss, name)
-    if name == "Feedback":
-        from edge.feedback import Feedback
-        return Feedback
-    raise AttributeError(name)

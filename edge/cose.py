@@ -8,10 +8,12 @@
 #   A1 04 42 kk kk          unprotected = {4: kid}, kid a 2-byte bstr
 #   <bstr head> <payload>
 #   48 <8 bytes>            tag = first 8 bytes of HMAC-SHA-256 over MAC_structure
-# MAC_structure (RFC 9052 §6.3) = ["MAC0", protected, h'', payload], i.e. the bytes
-#   84 64 4D 41 43 30 43 A1 01 04 40 <bstr head of payload> <payload>
-# which are hashed in two pieces (fixed prefix, then the payload slice through a memoryview)
-# so no copy of the payload is ever made.
+# MAC_structure (RFC 9052 §6.3) = ["MAC0", protected, external_aad, payload], i.e. the bytes
+#   84 64 4D 41 43 30 43 A1 01 04 <bstr external_aad> <bstr head of payload> <payload>
+# external_aad is h'' (byte 40) for every message but the updates of a compact job, whose
+# MAC also covers the fields such an update leaves out (edge.frame.uplink_aad). The bytes are
+# hashed in two pieces (the short head, then the payload slice through a memoryview) so no
+# copy of the payload is ever made.
 
 import hashlib
 
@@ -34,8 +36,8 @@ KID_GW = b'gw'               # h'6777', downlink (aggregator -> edges)
 _PREFIX_LEN = const(11)
 _SUFFIX_LEN = const(9)       # 48 + the 8-byte tag
 _MAC0_HEAD = b'\xd1\x84\x43\xa1\x01\x04\xa1\x04\x42'
-# MAC_structure up to (not including) the payload's bstr head
-_MACSTRUCT_HEAD = b'\x84\x64MAC0\x43\xa1\x01\x04\x40'
+# MAC_structure up to (not including) the external_aad bstr
+_MACSTRUCT_HEAD = b'\x84\x64MAC0\x43\xa1\x01\x04'
 _BLOCK = const(64)           # SHA-256 block size, RFC 2104 "B"
 
 
@@ -77,24 +79,32 @@ def check_key(key):
         raise ValueError('MAC key must be 32 bytes, got %d' % len(key))
 
 
-def mac_tag(key, payload):
-    """The 8-byte tag of COSE_Mac0 for this payload (bytes or memoryview slice)."""
-    n = len(payload)
-    head = bytearray(len(_MACSTRUCT_HEAD) + head_len(n))
-    head[0:len(_MACSTRUCT_HEAD)] = _MACSTRUCT_HEAD
-    put_head(head, len(_MACSTRUCT_HEAD), _MT_BSTR, n)
-    return hmac_sha256(key, head, payload)[:_TAG_LEN]
+def _mac_head(payload_len, aad):
+    """MAC_structure's bytes before the payload: fixed head, bstr(aad), the payload's bstr head."""
+    na = len(aad) if aad else 0
+    h0 = len(_MACSTRUCT_HEAD)
+    head = bytearray(h0 + head_len(na) + na + head_len(payload_len))
+    head[0:h0] = _MACSTRUCT_HEAD
+    off = put_head(head, h0, _MT_BSTR, na)
+    if na:
+        head[off:off + na] = aad
+        off += na
+    put_head(head, off, _MT_BSTR, payload_len)
+    return head
+
+
+def mac_tag(key, payload, aad=None):
+    """The 8-byte tag of COSE_Mac0 for this payload (bytes or memoryview slice); aad: the
+    external AAD (None or b'' for h'')."""
+    return hmac_sha256(key, _mac_head(len(payload), aad), payload)[:_TAG_LEN]
 
 
 def mac_begin(key, payload_len):
     """mac_tag in pieces, for a payload that is never held whole (a snapshot arriving block
     by block): feed the payload to the returned hash's update(), then call mac_end."""
     ipad, opad = _pads(key)
-    head = bytearray(len(_MACSTRUCT_HEAD) + head_len(payload_len))
-    head[0:len(_MACSTRUCT_HEAD)] = _MACSTRUCT_HEAD
-    put_head(head, len(_MACSTRUCT_HEAD), _MT_BSTR, payload_len)
     h = hashlib.sha256(ipad)
-    h.update(head)
+    h.update(_mac_head(payload_len, None))
     return h, opad
 
 
@@ -115,10 +125,10 @@ def write_prefix(buf, off, kid, payload_len):
     return put_head(buf, off + _PREFIX_LEN, _MT_BSTR, payload_len)
 
 
-def write_tag(buf, off, key, payload_off, payload_len):
+def write_tag(buf, off, key, payload_off, payload_len, aad=None):
     """Write 48 + tag after the payload ending at off; return the end offset."""
     mv = memoryview(buf)
-    tag = mac_tag(key, mv[payload_off:payload_off + payload_len])
+    tag = mac_tag(key, mv[payload_off:payload_off + payload_len], aad)
     buf[off] = 0x48
     buf[off + 1:off + 1 + _TAG_LEN] = tag
     return off + _SUFFIX_LEN
@@ -135,7 +145,9 @@ def wrap(key, kid, payload):
     return bytes(buf[:end])
 
 
-def _ct_equal(a, b):
+def ct_equal(a, b):
+    """a == b in time independent of where they differ (a MAC tag compare must not leak the
+    length of the matching prefix)."""
     if len(a) != len(b):
         return False
     r = 0
@@ -144,6 +156,12 @@ def _ct_equal(a, b):
         r |= a[i] ^ b[i]
         i += 1
     return r == 0
+
+
+def check_kid(got, want):
+    """Refuse ('unknown_kid') a message whose kid is not the one expected."""
+    if got != want:
+        raise FrameError('unknown_kid', 'kid %02x%02x not accepted' % (got[0], got[1]))
 
 
 def parse_head(data):
@@ -169,7 +187,7 @@ def parse_head(data):
         raise FrameError('structure', 'unprotected header must be {4: kid}')
     major, klen, off = read_head(data, off)
     if major != _MT_BSTR or klen != _KID_LEN or off + klen > n:
-        raise FrameError('unknown_kid', 'kid must be a 2-byte bstr')
+        raise FrameError('structure', 'kid must be a 2-byte bstr')
     kid = bytes(data[off:off + klen])
     off += klen
     major, blen, off = read_head(data, off)
@@ -199,12 +217,12 @@ def verify(data, key, kid=None):
 
     kid, if given, must match the message's kid ('unknown_kid' otherwise)."""
     got_kid, pay, plen = parse(data)
-    if kid is not None and got_kid != kid:
-        raise FrameError('unknown_kid', 'kid %02x%02x not accepted' % (got_kid[0], got_kid[1]))
+    if kid is not None:
+        check_kid(got_kid, kid)
     mv = memoryview(data)
     want = mac_tag(key, mv[pay:pay + plen])
     tag_off = pay + plen + 1
-    if not _ct_equal(want, mv[tag_off:tag_off + _TAG_LEN]):
+    if not ct_equal(want, mv[tag_off:tag_off + _TAG_LEN]):
         raise FrameError('bad_mac', 'MAC does not verify')
     return got_kid, pay, plen
 

@@ -1,6 +1,6 @@
 """Communication cost C(T) of sending T entries, from a cost profile (edge/profile.py).
 
-Two families (DESIGN.md section 4):
+Two families (the paper's §2.2; schema and sources in cost_profiles/README.md):
 
 * paper profiles: the paper's idealised payload P(T) in bits (eq. 5) under the payload
   model C = P, the affine model C = c1 P + c0, or the packet model
@@ -11,25 +11,23 @@ Two families (DESIGN.md section 4):
   turned into bytes, bits, packets, airtime seconds or joules for the named radio.
 
 Every cost is nondecreasing in T, which CAT relies on (frames only grow with T).
+
+The metric names (LINK_METRICS, PAPER_METRICS) live in edge/profile.py, which a board does
+not load: here a metric is whatever LinkCost.metric and paper_cost compute, and the names
+are imported only to word the error for one they do not.
 """
 
-from edge.cbor import const
+from edge.cbor import const, head_len
+from edge.frame import frame_length, index_bits
 
 _SCHEME_IDENTITY = const(0)  # edge.cat's scheme numbers (folded: no dict entries on a board)
 _SCHEME_SQ = const(2)
 
-LINK_METRICS = ("bytes", "bits", "packets", "seconds", "joules")
-PAPER_METRICS = ("bits", "bytes", "packets")
 
-
-def index_bits(d):
-    """ceil(log2 d), at least 1 (bits to name one of d entries)."""
-    b = 0
-    v = d - 1
-    while v > 0:
-        b += 1
-        v >>= 1
-    return b if b > 0 else 1
+def _no_metric(text, link):
+    """The ValueError for a metric this module does not compute, naming the ones it does."""
+    from edge.profile import LINK_METRICS, PAPER_METRICS
+    return ValueError("%s (use %s)" % (text, ", ".join(LINK_METRICS if link else PAPER_METRICS)))
 
 
 def paper_payload_bits(scheme, d, t, fpp_bits):
@@ -65,7 +63,7 @@ def paper_cost(paper, metric, payload_bits):
         return bits / 8.0
     if metric == "packets":
         return float(packets)
-    raise ValueError("metric %r is not defined for paper profiles (use bits, bytes or packets)" % metric)
+    raise _no_metric("metric %r is not defined for paper profiles" % metric, False)
 
 
 class LinkCost:
@@ -120,7 +118,7 @@ class LinkCost:
             return self.seconds
         if name == "joules":
             return self.joules
-        raise ValueError("unknown cost metric %r (use %s)" % (name, ", ".join(LINK_METRICS)))
+        raise _no_metric("unknown cost metric %r" % name, True)
 
 
 def min_interval(profile, frame):
@@ -131,10 +129,6 @@ def min_interval(profile, frame):
         return 0.0
     lc = LinkCost(profile, frame)
     return lc.tx_seconds / dc
-
-
-def _uint_size(v):
-    return 1 if v < 24 else 2 if v < 256 else 3 if v < 65536 else 5
 
 
 class CostModel:
@@ -161,21 +155,18 @@ class CostModel:
             metric = profile["default_metric"]
         self.metric = metric
         self.kind = profile["kind"]
+        self.cost(1)  # a metric the profile's kind does not define raises here, not in CAT
         if self.kind == "paper":
-            if metric not in PAPER_METRICS:
-                raise ValueError("metric %r is not defined for paper profile %s" % (metric, profile["name"]))
             self.affine = profile["paper"]["model"] in ("payload", "affine")
             self.t_max = d
         else:
-            if metric not in LINK_METRICS:
-                raise ValueError("unknown cost metric %r (use %s)" % (metric, ", ".join(LINK_METRICS)))
             self.affine = False
             self.t_max = self._largest_fitting_t()
 
     def set_round(self, rnd):
-        """The round number is in the frame header: its CBOR size (1, 2, 3 or 5 bytes) shifts
-        every frame length, so C(T) changes when it crosses 24, 256, 65536."""
-        grew = _uint_size(rnd) != _uint_size(self.rnd)
+        """The round number is in the frame header: its CBOR head (1, 2, 3, 5 or 9 bytes) shifts
+        every frame length, so C(T) changes when it crosses 24, 256, 65536, 2**32."""
+        grew = head_len(rnd) != head_len(self.rnd)
         self.rnd = rnd
         if grew:
             self.version += 1
@@ -184,7 +175,6 @@ class CostModel:
 
     def frame_bytes(self, t):
         """Exact bytes of the update frame carrying t entries (the wire encoder's own formula)."""
-        from edge.frame import frame_length
         return frame_length(self.d, t, self.scheme, self.fmt, self.telemetry, self.job, self.node, self.rnd,
                             self.compact)
 

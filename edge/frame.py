@@ -1,4 +1,4 @@
-# cat-iot wire format, version 1, edge side (docs/wire-format.md is the specification).
+# cat-iot wire format, version 2, edge side (docs/wire-format.md is the specification).
 #
 # Runs unchanged on MicroPython (1.25+) and CPython. Uplink update frames are encoded
 # straight into a caller's preallocated bytearray; their exact length is known in O(1)
@@ -20,11 +20,11 @@ from edge import cose
 
 _MT_UINT = const(0)     # CBOR major types (edge.cbor)
 _MT_BSTR = const(2)
+_MT_ARRAY = const(4)
 _MT_MAP = const(5)
-_PREFIX_LEN = const(11)  # edge.cose: envelope bytes before the payload's bstr head
 _SUFFIX = const(9)       # edge.cose: 48 + the 8-byte tag
 
-_VERSION = const(1)
+_VERSION = const(2)
 
 # kinds (key 1)
 _KIND_UPDATE = const(0)
@@ -176,7 +176,7 @@ def frame_length(d, T, scheme, fmt, telemetry=False, job=0, node=0, rnd=0, compa
     3 below 65536, 5 below 2**32), so pass the real ones; the defaults fit values < 24.
     compact: a kind-4 frame (job and node are not sent, only rnd still counts)."""
     p = payload_length(d, T, scheme, fmt, telemetry, job, node, rnd, compact)
-    return _PREFIX_LEN + head_len(p) + p + _SUFFIX
+    return cose.overhead(p) + p
 
 
 def buffer_size(d, K, scheme, fmt):
@@ -266,6 +266,11 @@ def round_value(x, fmt):
     return struct.unpack_from('<f', _S, 0)[0]
 
 
+def _f32_finite(data, o):
+    """Whether the '<f' at data[o:o+4] is finite (its exponent is not all ones)."""
+    return not ((data[o + 3] & 0x7F) == 0x7F and (data[o + 2] & 0x80))
+
+
 def _put_value(buf, off, v, fmt):
     """Write one value; raise ValueError if it is not finite in that format."""
     if fmt == _FMT_F16:
@@ -279,7 +284,7 @@ def _put_value(buf, off, v, fmt):
         struct.pack_into('<f', buf, off, v)
     except OverflowError:
         raise ValueError('value %r is out of float32 range' % v)
-    if (buf[off + 3] & 0x7F) == 0x7F and (buf[off + 2] & 0x80):
+    if not _f32_finite(buf, off):
         raise ValueError('value %r is not finite in float32' % v)
     return off + 4
 
@@ -336,6 +341,21 @@ def _write_indices(buf, off, idx, T, d, code, nbytes, b):
     return off
 
 
+def uplink_aad(job, node, scheme, d, fmt):
+    """The external AAD of an update in a compact job: the CBOR array
+    [version, job, node, scheme, d, fmt] (deterministic). A compact update does not carry
+    these fields, so its MAC covers them instead: it verifies only under its own job."""
+    vals = (_VERSION, job, node, scheme, d, fmt)
+    n = 1
+    for v in vals:
+        n += head_len(v)
+    out = bytearray(n)
+    off = put_head(out, 0, _MT_ARRAY, 6)
+    for v in vals:
+        off = put_head(out, off, _MT_UINT, v)
+    return out
+
+
 def encode_update(buf, key, job, node, rnd, scheme, d, T, idx, vals, fmt, telemetry=None, compact=False):
     """Encode a complete update frame into the bytearray buf; return the bytes written.
 
@@ -343,8 +363,9 @@ def encode_update(buf, key, job, node, rnd, scheme, d, T, idx, vals, fmt, teleme
     identity); vals: array('f') with the T values in the same order (identity: d values;
     SQ: vals[k] = +-m, m is sent once plus a sign bitmap); telemetry: None or 4 floats
     (loss, improvement at T, compute seconds, energy J); compact: write a kind-4 update
-    (job, node, scheme, d and fmt are left out: the gateway takes them from the job and
-    the kid). Raises ValueError on bad input."""
+    (version, job, node, scheme, d and fmt are left out: the gateway takes them from the job
+    and the kid, and the MAC covers them as external AAD, uplink_aad). Raises ValueError on
+    bad input."""
     cose.check_key(key)
     if scheme < 0 or scheme > 3:
         raise ValueError('scheme must be 0..3, got %r' % scheme)
@@ -366,7 +387,7 @@ def encode_update(buf, key, job, node, rnd, scheme, d, T, idx, vals, fmt, teleme
         raise ValueError('telemetry must be None or 4 floats')
     tel = telemetry is not None
     plen = payload_length(d, T, scheme, fmt, tel, job, node, rnd, compact)
-    total = _PREFIX_LEN + head_len(plen) + plen + _SUFFIX
+    total = cose.overhead(plen) + plen
     if len(buf) < total:
         raise ValueError('buffer of %d bytes too small, frame needs %d' % (len(buf), total))
     kid = bytes((node >> 8, node & 0xFF))
@@ -439,14 +460,18 @@ def encode_update(buf, key, job, node, rnd, scheme, d, T, idx, vals, fmt, teleme
             k += 1
     if off - p0 != plen:  # would be a bug in payload_length
         raise ValueError('internal: payload %d bytes, expected %d' % (off - p0, plen))
-    return cose.write_tag(buf, off, key, p0, plen)
+    aad = uplink_aad(job, node, scheme, d, fmt) if compact else None
+    return cose.write_tag(buf, off, key, p0, plen, aad)
 
 
 # ---------------------------------------------------------------------------- decoders
-
-def _f32_finite(data, o):
-    return not ((data[o + 3] & 0x7F) == 0x7F and (data[o + 2] & 0x80))
-
+#
+# Every downlink message (config, snapshot, delta) is read by one walk: _open checks the
+# envelope (kid 'gw' and the MAC), _fields reads the payload map key by key and checks the
+# header fields as they come, _model_keys checks which keys a model message holds and its
+# job and d. decode_config, apply_model, SnapshotSink (the same walk over the first block of
+# a snapshot, whose MAC is computed as the blocks pass) and peek (routing on push links)
+# differ only in what they do with the fields.
 
 def _read_f32(data, off, what):
     s, n, off = read_bstr(data, off, what)
@@ -458,12 +483,13 @@ def _read_f32(data, off, what):
 
 
 def _open(data, key):
-    """Verify the downlink envelope; return (payload_end, map_count, offset after the map head)."""
-    kid, p, n = cose.verify(data, key, cose.KID_GW)
-    major, cnt, off = read_head(data, p)
-    if major != _MT_MAP:
-        raise FrameError('structure', 'payload must be a map')
-    return p + n, cnt, off
+    """(start, end) of a downlink message's payload: envelope, kid 'gw' and MAC checked
+    (cose.verify); key None checks the envelope's structure only (peek)."""
+    if key is None:
+        kid, p, n = cose.parse(data)
+    else:
+        kid, p, n = cose.verify(data, key, cose.KID_GW)
+    return p, p + n
 
 
 def _next_key(data, off, prev):
@@ -475,78 +501,153 @@ def _next_key(data, off, prev):
     return k, off
 
 
-def _check_head(k, v, kind_ok):
-    if k == _K_VERSION and v != _VERSION:
-        raise FrameError('bad_version', 'version %d, expected %d' % (v, _VERSION))
-    if k == _K_KIND and not kind_ok(v):
-        raise FrameError('bad_kind', 'kind %d not expected here' % v)
+def _fields(data, off, end, kinds, f, upto=-1, stream=False):
+    """Read the payload map data[off:end] of a downlink message into the dict f: the one walk
+    of every downlink payload (docs/wire-format.md §2, §3.2-§3.4). Returns the offset after it.
+
+    Keys are uints in ascending order. kinds: the message kinds accepted here; the first
+    names the keys: a config's (0, 1, 2, 4 and the config map 15) or a model message's (0,
+    1, 2, 4, 6, 7, 10 and the bstrs 8, 9, 11, 16). uint fields go into f as they come,
+    version checked (1) and kind (one of kinds); bstrs as (start, length); the config map as
+    the dict of its fields (_config). upto >= 0: the walk stops at the first key above it
+    and returns that key's offset (peek reads only the header). stream: data holds only the
+    first bytes of a snapshot, so its model bstr (key 16) must be the last entry and end the
+    payload; the walk returns the offset of the model's content, which data need not hold."""
+    major, cnt, off = read_head(data, off)
+    if major != _MT_MAP:
+        raise FrameError('structure', 'payload must be a map')
+    config = kinds[0] == _KIND_CONFIG
+    prev = -1
+    while cnt:
+        cnt -= 1
+        k, o = _next_key(data, off, prev)
+        if 0 <= upto < k:
+            return off
+        prev = k
+        off = o
+        if k in (_K_VERSION, _K_KIND, _K_JOB, _K_ROUND) or (not config and k in (_K_D, _K_T, _K_FMT)):
+            v, off = read_uint(data, off, 'key %d' % k)
+            if k == _K_VERSION and v != _VERSION:
+                raise FrameError('bad_version', 'version %d, expected %d' % (v, _VERSION))
+            if k == _K_KIND and v not in kinds:
+                raise FrameError('bad_kind', 'kind %d not expected here' % v)
+            f[k] = v
+        elif config and k == _K_CONFIG:
+            f[k], off = _config(data, off)
+        elif not config and k in (_K_IDX_PACKED, _K_IDX_BITMAP, _K_VALUES, _K_MODEL):
+            if not stream:
+                s, n, off = read_bstr(data, off, 'key %d' % k)
+                f[k] = (s, n)
+                continue
+            if k != _K_MODEL:
+                raise FrameError('unknown_key', 'key %d not allowed in kind %d' % (k, _KIND_SNAPSHOT))
+            major, n, off = read_head(data, off)
+            if major != _MT_BSTR:
+                raise FrameError('wrong_type', 'key 16 must be a bstr')
+            if cnt:
+                raise FrameError('unknown_key', 'key after the model in a snapshot')
+            if off + n != end:
+                raise FrameError('trailing_bytes', 'payload has bytes after the map')
+            f[k] = (off, n)
+            return off
+        else:
+            raise FrameError('unknown_key', 'key %d in a %s' % (k, 'config' if config else 'model message'))
+    if off != end:
+        raise FrameError('trailing_bytes', 'payload has bytes after the map')
+    return off
+
+
+def _config(data, off):
+    """The config map (key 15) at off: (dict of CONFIG_FIELDS, offset after it)."""
+    major, n, off = read_head(data, off)
+    if major != _MT_MAP:
+        raise FrameError('wrong_type', 'config must be a map')
+    out = {}
+    cprev = -1
+    while n:
+        n -= 1
+        ck, off = _next_key(data, off, cprev)
+        cprev = ck
+        if ck > _CFG_COMPACT:
+            raise FrameError('unknown_key', 'config key %d' % ck)
+        name = CONFIG_FIELDS[ck]
+        if ck == _CFG_L or ck == _CFG_STEP or ck == _CFG_LAMBDA:
+            v, off = _read_f32(data, off, name)
+        elif ck == _CFG_PROFILE or ck == _CFG_METRIC:
+            v, off = read_tstr(data, off, name)
+        elif ck == _CFG_ERROR_FEEDBACK or ck == _CFG_COMPACT:
+            v, off = read_bool(data, off, name)
+        else:
+            v, off = read_uint(data, off, name)
+            if ck == _CFG_SCHEME:
+                lim = 3
+            elif ck == _CFG_RULE:
+                lim = 4
+            elif ck == _CFG_FMT or ck == _CFG_MODEL:
+                lim = 1
+            else:
+                lim = -1
+            if lim >= 0 and v > lim:
+                raise FrameError('bad_value', '%s=%d out of range 0..%d' % (name, v, lim))
+        out[name] = v
+    return out, off
+
+
+def _check_d(d):
+    if d < 1 or d > _D_MAX:
+        raise FrameError('bad_d', 'd=%d' % d)
+
+
+def _model_keys(f, job, model_d):
+    """The checks on a model message's fields (from _fields) before its body is looked at:
+    required and allowed keys for its kind, job (unless None), d; returns (kind, d)."""
+    if _K_VERSION not in f or _K_KIND not in f:
+        raise FrameError('missing_key', 'version and kind are required')
+    kind = f[_K_KIND]
+    if kind == _KIND_SNAPSHOT:
+        need = (_K_VERSION, _K_KIND, _K_JOB, _K_ROUND, _K_D, _K_MODEL)
+    else:
+        need = (_K_VERSION, _K_KIND, _K_JOB, _K_ROUND, _K_D, _K_T, _K_FMT, _K_VALUES)
+    for k in need:
+        if k not in f:
+            raise FrameError('missing_key', 'key %d' % k)
+    for k in f:
+        if k not in need and (kind == _KIND_SNAPSHOT or (k != _K_IDX_PACKED and k != _K_IDX_BITMAP)):
+            raise FrameError('unknown_key', 'key %d not allowed in kind %d' % (k, kind))
+    if job is not None and f[_K_JOB] != job:
+        raise FrameError('job_mismatch', 'job %d, expected %d' % (f[_K_JOB], job))
+    d = f[_K_D]
+    _check_d(d)
+    if d != model_d:
+        raise FrameError('d_mismatch', 'message d=%d, model has %d' % (d, model_d))
+    return kind, d
+
+
+def peek(data):
+    """(kind, round) of a downlink message without its MAC checked, -1 for one it lacks:
+    routing only (edge.pushlinks.Inbox); the MAC is checked when the message is applied."""
+    p, end = _open(data, None)
+    f = {}
+    _fields(data, p, end, (_KIND_CONFIG, _KIND_SNAPSHOT, _KIND_DELTA), f, _K_ROUND)
+    return f.get(_K_KIND, -1), f.get(_K_ROUND, -1)
 
 
 def decode_config(data, key):
     """Verify a config message (kid 'gw') and return a dict: job, round and CONFIG_FIELDS."""
-    end, cnt, off = _open(data, key)
-    out = {}
-    prev = -1
-    i = 0
-    while i < cnt:
-        k, off = _next_key(data, off, prev)
-        prev = k
-        if k == _K_CONFIG:
-            major, n, off = read_head(data, off)
-            if major != _MT_MAP:
-                raise FrameError('wrong_type', 'config must be a map')
-            cprev = -1
-            j = 0
-            while j < n:
-                ck, off = _next_key(data, off, cprev)
-                cprev = ck
-                if ck > _CFG_COMPACT:
-                    raise FrameError('unknown_key', 'config key %d' % ck)
-                name = CONFIG_FIELDS[ck]
-                if ck == _CFG_L or ck == _CFG_STEP or ck == _CFG_LAMBDA:
-                    v, off = _read_f32(data, off, name)
-                elif ck == _CFG_PROFILE or ck == _CFG_METRIC:
-                    v, off = read_tstr(data, off, name)
-                elif ck == _CFG_ERROR_FEEDBACK or ck == _CFG_COMPACT:
-                    v, off = read_bool(data, off, name)
-                else:
-                    v, off = read_uint(data, off, name)
-                    if ck == _CFG_SCHEME:
-                        lim = 3
-                    elif ck == _CFG_RULE:
-                        lim = 4
-                    elif ck == _CFG_FMT or ck == _CFG_MODEL:
-                        lim = 1
-                    else:
-                        lim = -1
-                    if lim >= 0 and v > lim:
-                        raise FrameError('bad_value', '%s=%d out of range 0..%d' % (name, v, lim))
-                out[name] = v
-                j += 1
-        elif k in (_K_VERSION, _K_KIND, _K_JOB, _K_ROUND):
-            v, off = read_uint(data, off, 'key %d' % k)
-            _check_head(k, v, lambda x: x == _KIND_CONFIG)
-            if k == _K_JOB:
-                out['job'] = v
-            elif k == _K_ROUND:
-                out['round'] = v
-            elif k == _K_VERSION:
-                out['_v'] = v
-        else:
-            raise FrameError('unknown_key', 'key %d in a config' % k)
-        i += 1
-    if off != end:
-        raise FrameError('trailing_bytes', 'payload has bytes after the map')
-    if '_v' not in out or 'job' not in out or 'round' not in out or prev != _K_CONFIG:
+    p, end = _open(data, key)
+    f = {}
+    _fields(data, p, end, (_KIND_CONFIG,), f)
+    if _K_VERSION not in f or _K_JOB not in f or _K_ROUND not in f or _K_CONFIG not in f:
         raise FrameError('missing_key', 'config needs keys 0, 1, 2, 4, 15')
+    out = f[_K_CONFIG]
     if 'compact' not in out:
         out['compact'] = False  # key 16 is optional (configs from before it: false)
     for name in CONFIG_FIELDS:
         if name not in out:
             raise FrameError('missing_key', 'config field %s' % name)
-    if out['d'] < 1 or out['d'] > _D_MAX:
-        raise FrameError('bad_d', 'd=%d' % out['d'])
-    del out['_v']
+    _check_d(out['d'])
+    out['job'] = f[_K_JOB]
+    out['round'] = f[_K_ROUND]
     return out
 
 
@@ -599,53 +700,13 @@ def apply_model(data, key, model, version, job=None):
     pass version=-1 when there is no model yet). Delta: applies only if its base == version,
     x[j] = float32(x[j] + v), and returns base + 1; otherwise raises VersionMismatch so the
     caller falls back to the snapshot. Everything is validated before model is touched."""
-    end, cnt, off = _open(data, key)
+    p, end = _open(data, key)
     f = {}
-    pos = {}
-    prev = -1
-    i = 0
-    while i < cnt:
-        k, off = _next_key(data, off, prev)
-        prev = k
-        if k in (_K_VERSION, _K_KIND, _K_JOB, _K_ROUND, _K_D, _K_T, _K_FMT):
-            v, off = read_uint(data, off, 'key %d' % k)
-            _check_head(k, v, lambda x: x == _KIND_SNAPSHOT or x == _KIND_DELTA)
-            f[k] = v
-        elif k in (_K_IDX_PACKED, _K_IDX_BITMAP, _K_VALUES, _K_MODEL):
-            s, n, off = read_bstr(data, off, 'key %d' % k)
-            pos[k] = (s, n)
-        else:
-            raise FrameError('unknown_key', 'key %d in a model message' % k)
-        i += 1
-    if off != end:
-        raise FrameError('trailing_bytes', 'payload has bytes after the map')
-    if _K_VERSION not in f or _K_KIND not in f:
-        raise FrameError('missing_key', 'version and kind are required')
-    kind = f[_K_KIND]
-    if kind == _KIND_SNAPSHOT:
-        need = (_K_VERSION, _K_KIND, _K_JOB, _K_ROUND, _K_D, _K_MODEL)
-    else:
-        need = (_K_VERSION, _K_KIND, _K_JOB, _K_ROUND, _K_D, _K_T, _K_FMT, _K_VALUES)
-    for k in need:
-        if k not in f and k not in pos:
-            raise FrameError('missing_key', 'key %d' % k)
-    allowed = need + ((_K_IDX_PACKED, _K_IDX_BITMAP) if kind == _KIND_DELTA else ())
-    for k in f:
-        if k not in allowed:
-            raise FrameError('unknown_key', 'key %d not allowed in kind %d' % (k, kind))
-    for k in pos:
-        if k not in allowed:
-            raise FrameError('unknown_key', 'key %d not allowed in kind %d' % (k, kind))
-    if job is not None and f[_K_JOB] != job:
-        raise FrameError('job_mismatch', 'job %d, expected %d' % (f[_K_JOB], job))
-    d = f[_K_D]
-    if d < 1 or d > _D_MAX:
-        raise FrameError('bad_d', 'd=%d' % d)
-    if d != len(model):
-        raise FrameError('d_mismatch', 'message d=%d, model has %d' % (d, len(model)))
+    _fields(data, p, end, (_KIND_SNAPSHOT, _KIND_DELTA), f)
+    kind, d = _model_keys(f, job, len(model))
     rnd = f[_K_ROUND]
     if kind == _KIND_SNAPSHOT:
-        s, n = pos[_K_MODEL]
+        s, n = f[_K_MODEL]
         if n != 4 * d:
             raise FrameError('values_length', 'snapshot has %d bytes, needs %d' % (n, 4 * d))
         if version >= 0 and rnd < version:
@@ -668,13 +729,13 @@ def apply_model(data, key, model, version, job=None):
     if T > d:
         raise FrameError('t_gt_d', 'T=%d > d=%d' % (T, d))
     code, nbytes = index_code(d, T)
-    if (_K_IDX_PACKED in pos) + (_K_IDX_BITMAP in pos) != 1 or code not in pos:
+    if (_K_IDX_PACKED in f) + (_K_IDX_BITMAP in f) != 1 or code not in f:
         raise FrameError('index_code', 'delta must carry key %d for d=%d, T=%d' % (code, d, T))
-    s, n = pos[code]
+    s, n = f[code]
     if n != nbytes:
         raise FrameError('index_length', '%d index bytes, needs %d' % (n, nbytes))
     w = 2 if fmt == _FMT_F16 else 4
-    vs, vn = pos[_K_VALUES]
+    vs, vn = f[_K_VALUES]
     if vn != T * w:
         raise FrameError('values_length', '%d value bytes, needs %d' % (vn, T * w))
     if rnd != version:
@@ -780,55 +841,23 @@ class SnapshotSink:
             if isinstance(e, FrameError) and (e.reason != 'not_cbor' or final):
                 raise
             raise FrameError('structure', 'message truncated')
-        if kid != cose.KID_GW:
-            raise FrameError('unknown_kid', 'kid %02x%02x not accepted' % (kid[0], kid[1]))
+        cose.check_kid(kid, cose.KID_GW)
         self.pay = off
         self.pend = off + blen
         self.h, self.opad = cose.mac_begin(self.key, blen)
         self.parsed = True
-        # walk the map like apply_model; the model bstr is the last key a snapshot may have
         self.f = {}
-        self.mlen = -1
         self.fs = self.fe = self.pend   # no model bytes unless key 16 is found
         try:
-            major, cnt, off = read_head(data, off)
-            if major != _MT_MAP:
-                raise FrameError('structure', 'payload must be a map')
-            prev = -1
-            i = 0
-            while i < cnt:
-                k, off = _next_key(data, off, prev)
-                prev = k
-                if k in (_K_VERSION, _K_KIND, _K_JOB, _K_ROUND, _K_D, _K_T, _K_FMT):
-                    v, off = read_uint(data, off, 'key %d' % k)
-                    _check_head(k, v, lambda x: x == _KIND_SNAPSHOT or x == _KIND_DELTA)
-                    self.f[k] = v
-                elif k == _K_MODEL:
-                    major, m, off = read_head(data, off)
-                    if major != _MT_BSTR:
-                        raise FrameError('wrong_type', 'key 16 must be a bstr')
-                    self.mlen = m
-                    self.fs = off
-                    self.fe = off + m
-                    if i + 1 < cnt:
-                        raise FrameError('unknown_key', 'key after the model in a snapshot')
-                    if self.fe != self.pend:
-                        raise FrameError('trailing_bytes', 'payload has bytes after the map')
-                    break
-                elif k in (_K_IDX_PACKED, _K_IDX_BITMAP, _K_VALUES):
-                    raise FrameError('unknown_key', 'key %d not allowed in kind %d' % (k, _KIND_SNAPSHOT))
-                else:
-                    raise FrameError('unknown_key', 'key %d in a model message' % k)
-                i += 1
-            if self.mlen < 0 and off != self.pend:
-                raise FrameError('trailing_bytes', 'payload has bytes after the map')
+            _fields(data, off, self.pend, (_KIND_SNAPSHOT, _KIND_DELTA), self.f, -1, True)
         except (FrameError, IndexError) as e:
             if not isinstance(e, FrameError) or e.reason == 'not_cbor':
                 e = FrameError('structure', 'snapshot header truncated or longer than %d bytes' % self.HEAD)
             self.err = e
-            self.fs = self.fe = self.pend
-        if self.err is None and self.mlen != 4 * len(self.model):
-            self.fs = self.fe = self.pend  # values_length later: stage nothing
+        m = self.f.get(_K_MODEL)
+        if self.err is None and m is not None and m[1] == 4 * len(self.model):
+            self.fs = m[0]
+            self.fe = m[0] + m[1]
         # the payload bytes already in head go through the MAC now
         end = self.hlen if self.hlen < self.pend else self.pend
         if end > self.pay:
@@ -892,38 +921,20 @@ class SnapshotSink:
             raise FrameError('structure', 'tag must be an 8-byte bstr')
         if self.n > total:
             raise FrameError('trailing_bytes', '%d bytes after the message' % (self.n - total))
-        if not cose._ct_equal(cose.mac_end(self.h, self.opad), memoryview(self.suffix)[1:]):
+        if not cose.ct_equal(cose.mac_end(self.h, self.opad), memoryview(self.suffix)[1:]):
             raise FrameError('bad_mac', 'MAC does not verify')
         if self.err is not None:
             raise self.err
         f = self.f
-        if _K_VERSION not in f or _K_KIND not in f:
-            raise FrameError('missing_key', 'version and kind are required')
-        if f[_K_KIND] != _KIND_SNAPSHOT:
-            for k in (_K_VERSION, _K_KIND, _K_JOB, _K_ROUND, _K_D, _K_T, _K_FMT):
-                if k not in f:  # what apply_model says about such a delta
-                    raise FrameError('missing_key', 'key %d' % k)
+        kind, d = _model_keys(f, self.job, len(self.model))
+        if kind != _KIND_SNAPSHOT:
             raise FrameError('bad_kind', 'a delta where a snapshot was expected')
-        for k in (_K_VERSION, _K_KIND, _K_JOB, _K_ROUND, _K_D):
-            if k not in f:
-                raise FrameError('missing_key', 'key %d' % k)
-        if self.mlen < 0:
-            raise FrameError('missing_key', 'key %d' % _K_MODEL)
-        for k in (_K_T, _K_FMT):
-            if k in f:
-                raise FrameError('unknown_key', 'key %d not allowed in kind %d' % (k, _KIND_SNAPSHOT))
-        if self.job is not None and f[_K_JOB] != self.job:
-            raise FrameError('job_mismatch', 'job %d, expected %d' % (f[_K_JOB], self.job))
-        d = f[_K_D]
-        if d < 1 or d > _D_MAX:
-            raise FrameError('bad_d', 'd=%d' % d)
-        model = self.model
-        if d != len(model):
-            raise FrameError('d_mismatch', 'message d=%d, model has %d' % (d, len(model)))
-        if self.mlen != 4 * d:
-            raise FrameError('values_length', 'snapshot has %d bytes, needs %d' % (self.mlen, 4 * d))
+        n = f[_K_MODEL][1]
+        if n != 4 * d:
+            raise FrameError('values_length', 'snapshot has %d bytes, needs %d' % (n, 4 * d))
         if self.bad_float >= 0:
             raise FrameError('non_finite', 'snapshot value %d' % self.bad_float)
+        model = self.model
         stage = self.stage
         j = 0
         while j < d:

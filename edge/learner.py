@@ -22,7 +22,7 @@ Runs unchanged on MicroPython and CPython.
 import math
 from array import array
 
-KINDS = ("logistic", "softmax")
+KINDS = ("logistic", "softmax")  # index = the config's model number (docs/wire-format.md §3.2)
 
 
 def log1p_small(e):

@@ -1,5 +1,7 @@
 """Device-side transports for the edge loop (edge/node.py): CoAP here; MQTT (umqtt.simple)
-and serial SLIP in edge/pushlinks.py.
+and serial SLIP in edge/pushlinks.py, loaded only by the boards that use them. Here too what
+the links share: LinkError, job_path, pause, and HELLO, the serial link's first message (the
+gateway's serial bridge answers it; edge.pushlinks.SlipLink sends it).
 
 These run on MicroPython and on CPython. The Raspberry Pi variants built on paho-mqtt,
 aiocoap and pyserial are in edge/pi.py. Topics and resources: docs/protocol.md.
@@ -8,11 +10,20 @@ aiocoap and pyserial are in edge/pi.py. Topics and resources: docs/protocol.md.
 import time
 
 
+HELLO = b"\xf6"   # CBOR null: a board's "send me config and model" on a serial link
+
+
 class LinkError(Exception):
     """The gateway could not be reached this time (timeout, refused, broker down): retry later."""
 
 
-def _sleep(s):
+def job_path(job):
+    """'cat/<job>/': how a job's CoAP resources and MQTT topics begin (docs/protocol.md)."""
+    return "cat/%d/" % job
+
+
+def pause(s):
+    """time.sleep(s) that takes s <= 0 as no wait."""
     if s > 0:
         time.sleep(s)
 
@@ -42,7 +53,7 @@ class CoapLink(CoapResources):
 
     def __init__(self, client, job, poll=0.05):
         self.client = client
-        self.base = "/cat/%d/" % job
+        self.base = "/" + job_path(job)
         self.poll = poll
         self.last_code = 0
         self.last_reason = b""
@@ -114,14 +125,5 @@ class CoapLink(CoapResources):
         return code == 0x44                         # 2.04 Changed
 
     def wait(self, seconds):
-        _sleep(seconds)
+        pause(seconds)
 
-
-def __getattr__(name):
-    # The MQTT and serial links and their inbox live in edge/pushlinks.py, so a CoAP board never
-    # loads them (RAM); `from edge.links import SlipLink` still works (PEP 562, and MicroPython
-    # calls a module's __getattr__ too).
-    if name in ("HELLO", "peek", "Inbox", "UmqttLink", "SlipLink"):
-        from edge import pushlinks
-        return getattr(pushlinks, name)
-    raise AttributeError(name)

@@ -45,7 +45,6 @@ from edge.compress import Workspace, XorShift32, compress
 from edge.cost import CostModel
 from edge.links import LinkError
 
-MODEL_KINDS = ("logistic", "softmax")
 _SCHEME_IDENTITY = const(0)  # edge.cat's scheme numbers (folded: no dict entries on a board)
 _SCHEME_SS = const(3)
 
@@ -100,7 +99,7 @@ class EdgeNode:
             raise EdgeError("config is for job %d, this node runs job %d" % (cfg["job"], self.job))
         if cfg["profile"] != self.profile["name"]:
             raise EdgeError("job uses cost profile %s, this node has %s" % (cfg["profile"], self.profile["name"]))
-        kind = MODEL_KINDS[cfg["model"]]
+        kind = learner.KINDS[cfg["model"]]
         d = cfg["d"]
         if learner.model_size(self.data.d, cfg["classes"], kind) != d:
             raise EdgeError("job model has d=%d, local data gives %d" %

@@ -122,7 +122,7 @@ def _omega(a, s1, s2, ns_out):
     return imp, ns_out
 
 
-def _best(imp, costs):
+def best_ratio(imp, costs):
     """(T*, ratio at T*, max ratio) with edge.cat's tie rule (first T within RATIO_RTOL of the max)."""
     ratio = imp / costs
     top = float(ratio.max())
@@ -151,7 +151,7 @@ def cat_choose(scheme, g, table, t_max, cap=None, start_k=1024):
         a = a64[order]
         imp, ns = improvements(scheme, a, s1, s2)
         costs = table.upto(k)
-        t, r, best = _best(imp, costs)
+        t, r, best = best_ratio(imp, costs)
         if k >= top or best >= 1.0 / table.upto(k + 1)[k]:
             break
         k = min(top, 4 * k)

@@ -1,13 +1,14 @@
 """Raspberry Pi (CPython) transports for the edge loop: paho-mqtt 2.x, aiocoap, pyserial.
 
-Same interface as edge/links.py (get_config, get_snapshot, get_delta, send_update, wait),
-built on the libraries a Linux edge has. CPython only; boards use edge/links.py.
+Same interface as edge/links.py and edge/pushlinks.py (get_config, get_snapshot, get_delta,
+send_update, wait), built on the libraries a Linux edge has. CPython only; boards use those.
 """
 
 import asyncio
 import threading
 
-from edge.links import CoapResources, Inbox, LinkError, SlipLink
+from edge.links import CoapResources, LinkError, job_path
+from edge.pushlinks import Inbox, SlipLink, mqtt_topics
 
 
 class PahoLink:
@@ -21,7 +22,7 @@ class PahoLink:
         self.cond = threading.Condition()
         self.job = job
         self.node = node
-        self.up = "cat/%d/up/%d" % (job, node)
+        self.up, self.down = mqtt_topics(job, node)
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2,
                                   client_id=client_id or "cat-edge-%d-%d" % (job, node),
                                   clean_session=False)
@@ -33,18 +34,26 @@ class PahoLink:
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.connected = threading.Event()
+        self.connack = threading.Event()   # the broker answered CONNECT (accepted or refused)
+        self.refused = None                # its refusal, e.g. "Not authorized"
         self.client.connect(host, port, keepalive=30)
         self.client.loop_start()
-        if not self.connected.wait(connect_timeout):
+        if not self.connack.wait(connect_timeout):
             self.close()
             raise ConnectionError("no MQTT CONNACK from %s:%d within %.0f s" % (host, port, connect_timeout))
+        if self.refused is not None:
+            self.close()
+            raise ConnectionError("MQTT broker %s:%d refused the connection: %s (check username and password)"
+                                  % (host, port, self.refused))
 
     def _on_connect(self, client, userdata, flags, reason_code, properties):
         if reason_code.is_failure:
+            self.refused = str(reason_code)
+            self.connack.set()
             return
-        t = "cat/%d/" % self.job
-        client.subscribe([(t + "config", 1), (t + "model", 1), (t + "down", 1)])
+        client.subscribe([(t, 1) for t in self.down])
         self.connected.set()
+        self.connack.set()
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties):
         self.connected.clear()    # paho's loop reconnects; _on_connect sets it again
@@ -98,7 +107,7 @@ class AiocoapLink(CoapResources):
         self.aiocoap = aiocoap
         self.loop = asyncio.new_event_loop()
         self.ctx = self.loop.run_until_complete(aiocoap.Context.create_client_context())
-        self.base = "coap://%s:%d/cat/%d/" % (host if ":" not in host else "[%s]" % host, port, job)
+        self.base = "coap://%s:%d/%s" % (host if ":" not in host else "[%s]" % host, port, job_path(job))
         self.poll = poll
         self.last_code = None
         self.last_reason = b""
@@ -134,7 +143,7 @@ class AiocoapLink(CoapResources):
 
 class SerialLink(SlipLink):
     """A serial line (USB/UART) to the gateway's bridge through pyserial: the board's SLIP link
-    (edge/links.py) over a pyserial port, whose short read timeout plays the UART's role."""
+    (edge/pushlinks.py) over a pyserial port, whose short read timeout plays the UART's role."""
 
     def __init__(self, port, baud=115200, max_frame=1 << 20):
         import serial

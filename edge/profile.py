@@ -34,6 +34,8 @@ UNITS = {
 _SCALE = {"bit": (1, 8), "ms": (1, 1000), "us": (1, 1000000),
           "kbit/s": (1000, 1), "mW": (1, 1000), "kHz": (1000, 1)}
 
+# the cost metrics CAT can maximise against (computed by edge.cost.LinkCost.metric and
+# edge.cost.paper_cost); the one list of their names
 LINK_METRICS = ("bytes", "bits", "packets", "seconds", "joules")
 PAPER_METRICS = ("bits", "bytes", "packets")
 PAPER_MODELS = ("payload", "affine", "packet")
@@ -235,13 +237,25 @@ def _paper(c, raw, out):
 
 # ------------------------------------------------------------------ files
 
-# $CAT_COST_PROFILES, else <repo>/cost_profiles beside the edge package.
+# $CAT_COST_PROFILES; else the profiles installed with the package (CPython only: a
+# wheel carries them as edge/cost_profiles, found through importlib.resources); else
+# <repo>/cost_profiles beside the edge package (a source checkout, a board's filesystem).
 def profiles_dir():
+    env = os.getenv("CAT_COST_PROFILES") if hasattr(os, "getenv") else None
+    if env:
+        return env
+    try:
+        from importlib.resources import files
+    except ImportError:  # MicroPython has no importlib.resources
+        files = None
+    if files is not None:
+        packaged = files("edge") / "cost_profiles"
+        if packaged.is_dir():
+            return str(packaged)
     here = __file__.replace("\\", "/")
     if here[:1] != "/" and ":" not in here:
         here = os.getcwd() + "/" + here
-    env = os.getenv("CAT_COST_PROFILES") if hasattr(os, "getenv") else None
-    return env or here.rsplit("/", 2)[0] + "/cost_profiles"
+    return here.rsplit("/", 2)[0] + "/cost_profiles"
 
 
 # Sorted names (file stems) of the *.toml files in dirpath (default profiles_dir()).

@@ -2,39 +2,24 @@
 MQTT with micropython-lib's umqtt.simple, and serial SLIP (with the board's serial port:
 open_serial, PollStream). MicroPython and CPython.
 
-Apart from edge/links.py (CoAP, LinkError) so that a CoAP board never loads them; edge.links
-still hands out every name defined here (`from edge.links import SlipLink`).
+Apart from edge/links.py (CoAP, and what the links share: LinkError, job_path, pause, HELLO)
+so that a CoAP board never loads them.
 """
 
-from edge import cose
-from edge.cbor import const, read_head, read_uint
-from edge.links import LinkError, _sleep
+from edge.cbor import const
+from edge.frame import peek
+from edge.links import HELLO, LinkError, job_path, pause
 
-_MT_MAP = const(5)  # CBOR major type (edge.cbor)
+_KIND_CONFIG = const(1)  # edge.frame's message kinds (folded: no dict entries on a board)
+_KIND_SNAPSHOT = const(2)
+_KIND_DELTA = const(3)
 
-HELLO = b"\xf6"   # CBOR null: a board's "send me config and model" on a serial link
 
-
-def peek(data):
-    """(kind, round) of a downlink message without verifying it (routing only; the MAC is
-    checked when the message is applied)."""
-    kid, off, n = cose.parse(data)
-    major, cnt, off = read_head(data, off)
-    if major != _MT_MAP:
-        return -1, -1
-    kind = -1
-    i = 0
-    while i < cnt and i < 5:
-        k, off = read_uint(data, off, "key")
-        if k > 4:
-            break
-        v, off = read_uint(data, off, "value")
-        if k == 1:
-            kind = v
-        elif k == 4:
-            return kind, v
-        i += 1
-    return kind, -1
+def mqtt_topics(job, node):
+    """(uplink topic, downlink topics) of a node in a job (docs/protocol.md): the same for
+    UmqttLink and edge.pi.PahoLink."""
+    t = job_path(job)
+    return "%sup/%d" % (t, node), (t + "config", t + "model", t + "down")
 
 
 class Inbox:
@@ -53,11 +38,11 @@ class Inbox:
         except ValueError:
             return
         data = bytes(data)
-        if kind == 1:
+        if kind == _KIND_CONFIG:
             self.config = data
-        elif kind == 2:
+        elif kind == _KIND_SNAPSHOT:
             self.snapshot = data
-        elif kind == 3 and rnd >= 0:
+        elif kind == _KIND_DELTA and rnd >= 0:
             self.deltas[rnd] = data
             if len(self.deltas) > self.keep:
                 del self.deltas[min(self.deltas)]
@@ -76,7 +61,7 @@ class Inbox:
             pump()
             if self.fresh:
                 return
-            _sleep(step)
+            pause(step)
             waited += step
 
 
@@ -86,12 +71,11 @@ class UmqttLink:
     def __init__(self, client, job, node):
         self.client = client
         self.inbox = Inbox()
-        self.up = ("cat/%d/up/%d" % (job, node)).encode()
-        t = ("cat/%d/" % job).encode()
+        up, down = mqtt_topics(job, node)
+        self.up = up.encode()
         client.set_callback(self._on_msg)
-        client.subscribe(t + b"config", 1)
-        client.subscribe(t + b"model", 1)
-        client.subscribe(t + b"down", 1)
+        for t in down:
+            client.subscribe(t.encode(), 1)
 
     def _on_msg(self, topic, msg):
         self.inbox.put(msg)

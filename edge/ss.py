@@ -1,12 +1,17 @@
-"""Stochastic sparsification (SS, paper eq. 4, Lemma 4 and appendix F): the water level and
-the draw, for edge.compress.compress. A module of its own so that a board running S or S+Q
+"""Stochastic sparsification (SS, paper eq. 4, Lemma 4 and appendix F): the water level,
+the draw and how far the drawn count may exceed T, for edge.compress.compress (and the
+gateway's bound on an honest edge's T). A module of its own so that a board running S or S+Q
 never loads it. MicroPython and CPython.
 """
 
-from edge.cbor import const
-from edge.compress import Result, _round_f16
+from edge.frame import round_value
 
-_SCHEME_SS = const(3)  # edge.cat's scheme number
+
+def ss_headroom(k):
+    """Entries beyond K that the buffers for an SS draw hold: the drawn count varies around
+    T <= K (a sum of Bernoullis, standard deviation <= sqrt(T)), so 8 + 4 sqrt(K) puts their
+    end more than 4 standard deviations above the largest T the candidates allow."""
+    return 8 + 4 * int(k ** 0.5)
 
 
 def ss_budget(limit):
@@ -29,7 +34,8 @@ def ss_level(g, idx, ns, s1, t):
 
 
 def sample(ws, g, choice, s1, scale, rng, d, limit):
-    """Draw the SS sparsifier: p_j = min(1, c |g_j|), value (omega * scale) g_j / p_j."""
+    """Draw the SS sparsifier: p_j = min(1, c |g_j|), value (omega * scale) g_j / p_j, into
+    ws.idx / ws.vals (at most `limit` entries); returns the number drawn."""
     if rng is None:
         raise ValueError("SS needs a random source (XorShift32)")
     t = choice.t
@@ -66,8 +72,8 @@ def sample(ws, g, choice, s1, scale, rng, d, limit):
         if n >= 0:
             if fmt:
                 for i in range(n):
-                    vals[i] = _round_f16(vals[i])
-            return Result(_SCHEME_SS, n, choice, d)
+                    vals[i] = round_value(vals[i], 1)
+            return n
     # Redrawing conditions on the count, a bias that is negligible while T sits a few
     # standard deviations (sqrt(T)) below the limit; CAT's t_max keeps it there in practice.
     raise ValueError("SS drew more than %d entries 8 times; lower K or use a link with larger frames" % cap)

@@ -1,15 +1,20 @@
 """RAM budget of a full edge round on real MicroPython, and the pieces tests share.
 
-    .venv/bin/python firmware_tests/budget.py [--quick] [--interp mp32|mp64|both] [--frozen]
+    .venv/bin/python firmware_tests/budget.py [--quick] [--interp mp32|mp64|both] [--frozen] [--qemu no]
     .venv/bin/python firmware_tests/budget.py --phases [--frozen]
+    .venv/bin/python firmware_tests/budget.py --qemu only
 
 For each interpreter and d in (1,024; 4,096) it prints the smallest heap (bisected, KiB)
 that completes ROUNDS full edge rounds, the time per round and the bytes of the frame; then
 the same round with a naive sorted()-based top-T instead of the bounded-heap kernel
 (heap and time ratio). --frozen adds the 32-bit build with edge/ frozen into the firmware.
-Then one line per goal of the issue and deployment (met or not), and last
-`min heap for d=4096 on 32-bit build: N KiB` (edge/ as .mpy). --phases prints instead where
-the heap goes, phase by phase (scripts/phases.py).
+Then one line per goal of the issue and deployment (met or not), then
+`min heap for d=4096 on 32-bit build: N KiB` (edge/ as .mpy). Then the emulated board (QEMU
+mps2-an385, edge/ frozen; firmware_tests/qemu_board.py): its smallest boot-time heap for the
+same rounds over SLIP on its UART1, next to the 32-bit unix build's (frozen, same rounds and
+link), and last `qemu mps2-an385 rounds accepted: A of B` (the gateway's count of ROUNDS rounds
+per d at that heap). --phases prints instead where the heap goes, phase by phase
+(scripts/phases.py).
 
 "A full edge round" (what a flashed board does, edge/board.py): read node.json, open the
 64-row CATD data file, CoAP GET config (decode), GET snapshot (model sync), logistic
@@ -18,7 +23,8 @@ profile, frame encode, CoAP POST to a real gateway (aggregator.gateway.service.S
 aiocoap front on loopback). The edge is compiled to .mpy, as `cat-aggregator flash` deploys
 it, or frozen into the interpreter (frozen_interpreter).
 
-The helpers (Gateway, make_data, make_job, round_setup) are used by the firmware tests.
+The helpers (Gateway, make_data, make_job, round_setup, slip_rounds) are used by the firmware
+tests.
 """
 
 from __future__ import annotations
@@ -40,7 +46,8 @@ import numpy as np
 
 from aggregator.lab import datasets
 from aggregator.gateway.config import Job, parse_job
-from aggregator.ops.flash import HOST_ONLY, node_config
+from aggregator.ops.firmware import manifest_text
+from aggregator.ops.flash import board_modules, node_config
 from aggregator.gateway.service import Endpoints, Service
 from firmware_tests import harness
 
@@ -114,7 +121,7 @@ def fetch_umqtt(cache: Path = UMQTT_CACHE) -> Path:
 
 FROZEN_CACHE = harness.REPO / ".cache" / "micropython32-frozen"
 # What a board needs of edge/ (aggregator/ops/flash.py copies the same set).
-BOARD_MODULES = tuple(sorted(p.name for p in harness.EDGE_DIR.glob("*.py") if p.name not in HOST_ONLY))
+BOARD_MODULES = tuple(board_modules())
 
 
 def _edge_digest() -> str:
@@ -159,9 +166,8 @@ def frozen_interpreter(build: bool = True, jobs: int = 2) -> harness.Interpreter
         out.mkdir(parents=True, exist_ok=True)
         objdir = FROZEN_CACHE / "build"
         manifest = objdir.parent / "manifest.py"
-        files = ", ".join(repr(m) for m in BOARD_MODULES)
-        manifest.write_text('include("$(MPY_DIR)/extmod/asyncio")\n'
-                            f'package("edge", files=({files},), base_path={str(harness.REPO)!r})\n')
+        # the manifest `cat-aggregator firmware manifest` writes, on the unix port's asyncio
+        manifest.write_text(manifest_text(include="$(MPY_DIR)/extmod/asyncio", base_path=harness.REPO))
         log = out / "build.log"
         with log.open("w") as fh:
             proc = subprocess.run(
@@ -296,6 +302,15 @@ class Gateway:
     def summary(self) -> dict:
         return self.call(lambda: self.svc.agg.summary())
 
+    def model_crc(self) -> tuple[int, int]:
+        """(round, CRC-32 of the model as little-endian float32): what a device's model is
+        compared with, bit for bit."""
+        import binascii
+
+        rnd, raw = self.call(lambda: (self.svc.agg.state.round,
+                                      self.svc.agg.state.model.astype("<f4").tobytes()))
+        return rnd, binascii.crc32(raw)
+
     def wait_round(self, r: int, timeout: float = 30.0) -> int:
         """Block until the gateway's round is >= r; returns the round."""
         end = time.monotonic() + timeout
@@ -372,28 +387,93 @@ def run_round(interp: harness.Interpreter, setup: RoundSetup, heap: str | int, n
 
 def bisect_round(interp: harness.Interpreter, setup: RoundSetup, lo: int, hi: int,
                  naive: bool = False, rounds: int = ROUNDS) -> int:
-    """Smallest heap (KiB) in [lo, hi] on which `rounds` full rounds in a row succeed.
+    """Smallest heap (KiB) in [lo, hi] on which `rounds` full rounds in a row succeed
+    (harness.bisect_heap: a MemoryError means "too small", any other failure raises)."""
+    return harness.bisect_heap(lambda kib: run_round(interp, setup, f"{kib}k", naive, rounds=rounds),
+                               lo, hi, f"{interp.name} round")
 
-    A MemoryError means "too small"; any other failure raises HarnessError (as
-    harness.min_heap, which cannot pass the script's arguments)."""
 
-    def fits(kib: int) -> bool:
-        r = run_round(interp, setup, f"{kib}k", naive, rounds=rounds)
-        if r.ok:
-            return True
-        if r.memory_error and not r.timed_out:
-            return False
-        raise harness.HarnessError(f"{interp.name} round at {kib} KiB failed:\n{r.describe()}")
+# ----------------------------------------------------------------------------- over SLIP
+SERIAL_BAUD = 115200
 
-    if not fits(hi):
-        raise harness.HarnessError(f"{interp.name}: the round does not fit in {hi} KiB")
-    while lo < hi:
-        mid = (lo + hi) // 2
-        if fits(mid):
-            hi = mid
-        else:
-            lo = mid + 1
-    return hi
+
+@dataclass
+class SlipRun:
+    """One run of ROUND_SCRIPT over a serial link, and what the gateway saw."""
+
+    run: harness.RunResult
+    summary: dict
+    model: tuple[int, int]  # the gateway's (round, model CRC) after the run
+
+    @property
+    def accepted(self) -> int:
+        """Frames the gateway accepted from node 1."""
+        node = self.summary["nodes"].get(1)
+        return node["frames"] if node else 0
+
+
+def slip_root(tmp: Path, job: Job, data: Path, serial: dict, frozen: bool) -> Path:
+    """Device root for node 1 of `job` on a serial link: node.json, the data file, round_extras
+    (and edge/ as .mpy unless the firmware has it frozen)."""
+    cfg = node_config(job, 1, "data.catd", "serial", serial=serial)
+    return harness.make_device_root(tmp, mode="mpy", extra={"node.json": json.dumps(cfg), "data.catd": data},
+                                    packages=(ROUND_EXTRAS,) if frozen else (harness.EDGE_DIR, ROUND_EXTRAS))
+
+
+def slip_rounds(target: harness.Interpreter | Path, tmp: Path, make: Callable[[Path], Job], data: Path,
+                heap: str | int, args: tuple[str, ...] = (), rounds: int = ROUNDS,
+                timeout: float = 240.0) -> SlipRun:
+    """`rounds` full rounds of ROUND_SCRIPT over SLIP against a fresh gateway (its pyserial
+    serial bridge), with the job `make(state_dir)` returns.
+
+    target: a firmware image (Path) runs on the emulated board (firmware_tests/qemu_board.py),
+    whose UART1 is a TCP socket of QEMU; an Interpreter runs the unix port on a pty relayed to
+    a socket (virtual_board.PtySocket), as test_round_mp.py does. Either way the gateway opens
+    a socket:// URL, as it would a USB-serial adapter."""
+    import tempfile
+
+    from firmware_tests.qemu_board import QemuBoard
+    from firmware_tests.virtual_board import PtySocket
+
+    tmp.mkdir(parents=True, exist_ok=True)
+    job = make(Path(tempfile.mkdtemp(prefix="state-", dir=tmp)))
+    argv = [str(rounds), *args]
+    if isinstance(target, harness.Interpreter):
+        line = PtySocket().start()
+        try:
+            root = slip_root(tmp, job, data, {"path": line.path}, frozen=target.name.endswith("frozen"))
+            with Gateway(job, Endpoints(serial=[(line.url, SERIAL_BAUD)])) as gw:
+                r = harness.run(target, root, ROUND_SCRIPT, heap=heap, timeout=timeout, precompile=True,
+                                args=argv)
+                return _slip_done(r, gw, rounds)
+        finally:
+            line.close()
+    root = slip_root(tmp, job, data, {"uart": 1, "baud": SERIAL_BAUD}, frozen=True)
+    with QemuBoard(target, heap) as board:
+        with Gateway(job, Endpoints(serial=[(board.uart_url(1), SERIAL_BAUD)])) as gw:
+            r = board.run(ROUND_SCRIPT, argv, timeout, root=root)
+            return _slip_done(r, gw, rounds)
+
+
+def _slip_done(r: harness.RunResult, gw: Gateway, rounds: int) -> SlipRun:
+    # The device is done when it has written its last frame; the gateway may still be reading it.
+    if r.ok:
+        gw.wait_round(rounds, timeout=30.0)
+    return SlipRun(r, gw.summary(), gw.model_crc())
+
+
+def bisect_slip(target: harness.Interpreter | Path, tmp: Path, d: int, lo: int, hi: int,
+                rounds: int = ROUNDS) -> int:
+    """Smallest heap (KiB) in [lo, hi] in which `rounds` SLIP rounds of the budget's job (d, K,
+    S+Q, PROFILE, CSR data) complete; each try has a fresh gateway (and, on the emulated
+    board, a fresh power-on)."""
+    tmp.mkdir(parents=True, exist_ok=True)
+    data = make_data(tmp / f"slip-{d}.catd", d, layout=LAYOUT, nnz=NNZ)
+    name = "qemu" if isinstance(target, Path) else target.name
+    return harness.bisect_heap(
+        lambda kib: slip_rounds(target, tmp / f"{name}-{kib}", lambda st: make_job(st, d), data,
+                                kib * 1024, rounds=rounds).run,
+        lo, hi, f"{name} SLIP round at d={d}")
 
 
 # ----------------------------------------------------------------------------- benchmark
@@ -490,7 +570,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--phases", action="store_true",
                     help="only print where the heap goes, phase by phase (32-bit build; with --frozen "
                          "also the frozen build)")
+    ap.add_argument("--qemu", choices=("yes", "no", "only"), default="yes",
+                    help="the emulated board's section (QEMU mps2-an385; builds its firmware with "
+                         "build_qemu.sh): yes (default), no, or only that section")
     args = ap.parse_args(argv)
+    if args.qemu == "only":
+        with tempfile.TemporaryDirectory(prefix="cat-budget-") as tmp:
+            return qemu_section(Path(tmp))
     if args.phases:
         args.interp = "mp32"
     interps: list[tuple[harness.Interpreter, bool]] = []
@@ -551,7 +637,41 @@ def main(argv: list[str] | None = None) -> int:
             print(f"goal d={d} ({GOAL_KIB[d]} KiB), {how}: {kib} KiB, {verdict}")
     if last32 is not None:
         print(f"min heap for d=4096 on 32-bit build: {last32} KiB")
+    if args.qemu == "yes":
+        with tempfile.TemporaryDirectory(prefix="cat-budget-") as tmp:
+            return qemu_section(Path(tmp))
     return 0
+
+
+def qemu_section(tmp: Path) -> int:
+    """The emulated board (QEMU mps2-an385, edge/ frozen): its minimum heap for the budget's
+    rounds over SLIP, next to the 32-bit unix build with edge/ frozen running the same rounds
+    over the same link, then ROUNDS rounds at that minimum per d, counted by the gateway."""
+    from firmware_tests.qemu_board import QemuError, firmware
+
+    try:
+        image = firmware(build=True)
+    except QemuError as exc:
+        print(f"qemu mps2-an385: not available: {exc}", file=sys.stderr)
+        return 2
+    unix = frozen_interpreter(build=True)
+    print(f"emulated board: QEMU mps2-an385 (Cortex-M3, {image.name}), edge/ frozen; the rounds above over "
+          f"SLIP on its UART1 to the gateway's serial bridge (a node on serial also holds a 4 d + 256 byte "
+          f"frame buffer for the snapshot); heap = the board's boot-time heap size, bisected", flush=True)
+    accepted = attempted = 0
+    for d in DIMS:
+        kib = bisect_slip(image, tmp / f"qemu-{d}", d, 8, 512)
+        ref = f"{bisect_slip(unix, tmp / f'unix-{d}', d, 8, 512)} KiB" if unix is not None else "not built"
+        print(f"qemu mps2-an385 min heap for d={d}, SLIP, frozen: {kib} KiB "
+              f"(32-bit unix build, frozen, same rounds: {ref})", flush=True)
+        data = make_data(tmp / f"qemu-{d}" / f"slip-{d}.catd", d, layout=LAYOUT, nnz=NNZ)
+        run = slip_rounds(image, tmp / f"qemu-{d}-final", lambda st: make_job(st, d), data, kib * 1024)
+        if not run.run.ok:
+            print(f"qemu mps2-an385 d={d} at {kib} KiB failed: {run.run.error}", file=sys.stderr)
+        accepted += run.accepted
+        attempted += ROUNDS
+    print(f"qemu mps2-an385 rounds accepted: {accepted} of {attempted}")
+    return 0 if accepted == attempted else 1
 
 
 if __name__ == "__main__":

@@ -32,6 +32,16 @@ def _require(interp: harness.Interpreter, how: str) -> harness.Interpreter:
     pytest.skip(msg)
 
 
+# Tests that run a real MicroPython interpreter are end-to-end (`make test-fast` leaves them out).
+INTERPRETERS = {"mp64", "mp32", "mp32_frozen", "interp"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if INTERPRETERS & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.e2e)
+
+
 @pytest.fixture(scope="session")
 def mp64() -> harness.Interpreter:
     """The PyPI unix-port wheel (64-bit, double floats)."""
@@ -57,6 +67,22 @@ def mp32_frozen(mp32: harness.Interpreter) -> harness.Interpreter:
             pytest.fail(f"CI is set and {msg}", pytrace=False)
         pytest.skip(msg)
     return _require(interp, harness.MP32_BUILD_CMD)
+
+
+@pytest.fixture(scope="session")
+def qemu_image() -> Path:
+    """The emulated board's firmware (QEMU mps2-an385, edge/ frozen), built by build_qemu.sh:
+    ~30 s the first time, a relink after a change in edge/, at once when cached. Fails on CI
+    when it cannot be built, skips elsewhere (e.g. no root to install the toolchain)."""
+    from firmware_tests.qemu_board import QEMU_BUILD_CMD, QemuError, firmware
+
+    try:
+        return firmware(build=True)
+    except QemuError as exc:
+        msg = f"emulated board unavailable: {exc}; build it with: {QEMU_BUILD_CMD}"
+        if _on_ci():
+            pytest.fail(f"CI is set and {msg}", pytrace=False)
+        pytest.skip(msg)
 
 
 @pytest.fixture(params=["mp64", "mp32"])

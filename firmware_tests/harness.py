@@ -28,7 +28,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 REPO = Path(__file__).resolve().parent.parent
 EDGE_DIR = REPO / "edge"
@@ -371,25 +371,35 @@ def min_heap(
 ) -> int:
     """Smallest heap in KiB, within [lo_kib, hi_kib], on which ``script`` succeeds.
 
-    Bisection assumes success is monotone in heap size. A run that fails with a
-    MemoryError means "too small"; any other failure (another exception, bad
-    @@RESULT, timeout, crash) raises HarnessError, as does a failure at ``hi_kib``.
-    A return value equal to ``lo_kib`` means "lo_kib or less".
+    See bisect_heap for what counts as "too small"; a return value equal to ``lo_kib``
+    means "lo_kib or less".
+    """
+    return bisect_heap(lambda kib: run(interp, root, script, heap=f"{kib}k", timeout=timeout,
+                                       precompile=precompile), lo_kib, hi_kib, interp.name)
+
+
+def bisect_heap(run_at: Callable[[int], RunResult], lo_kib: int, hi_kib: int, what: str) -> int:
+    """Smallest heap in KiB, within [lo_kib, hi_kib], at which ``run_at(kib)`` succeeds.
+
+    ``run_at`` runs something with that heap (an interpreter, an emulated board) and returns
+    its RunResult. Bisection assumes success is monotone in heap size. A run that fails with
+    a MemoryError means "too small"; any other failure (another exception, bad @@RESULT,
+    timeout, crash) raises HarnessError, as does a failure at ``hi_kib``.
     """
     if not 0 < lo_kib <= hi_kib:
         raise ValueError(f"need 0 < lo_kib <= hi_kib, got {lo_kib}, {hi_kib}")
 
     def fits(kib: int) -> bool:
-        r = run(interp, root, script, heap=f"{kib}k", timeout=timeout, precompile=precompile)
+        r = run_at(kib)
         if r.ok:
             return True
         if r.memory_error and not r.timed_out:
             return False
-        raise HarnessError(f"{interp.name} run at {kib} KiB failed for a reason other than "
+        raise HarnessError(f"{what}: run at {kib} KiB failed for a reason other than "
                            f"MemoryError\n{r.describe()}")
 
     if not fits(hi_kib):
-        raise HarnessError(f"{interp.name}: script does not fit in hi_kib={hi_kib} KiB")
+        raise HarnessError(f"{what}: script does not fit in hi_kib={hi_kib} KiB")
     lo, hi = lo_kib, hi_kib  # invariant: hi fits
     while lo < hi:
         mid = (lo + hi) // 2

@@ -71,3 +71,20 @@ def test_cpython_keeps_the_public_names() -> None:
     assert (cbor.MT_MAP, cbor.SIMPLE_TRUE) == (5, 21)
     assert (cat.SCHEME_SS, cat.RULE_IDENTITY) == (3, 4)
     assert (coap.CONTENT, coap.CHANGED, coap.OPT_BLOCK2, coap.RX_SIZE) == (0x45, 0x44, 23, 1280)
+
+
+def test_private_consts_agree_across_modules() -> None:
+    """The const() idiom makes a module that uses another's constant keep its own copy
+    (edge.cat's scheme numbers in frame, cost, compress, node; CBOR major types in cose and
+    frame; message kinds in pushlinks): a copy with the same name must have the same value."""
+    values: dict[str, dict[str, object]] = {}
+    for module in BOARD_MODULES:
+        tree = ast.parse((harness.EDGE_DIR / module).read_text())
+        for node in tree.body:
+            if (isinstance(node, ast.Assign) and isinstance(node.value, ast.Call)
+                    and isinstance(node.value.func, ast.Name) and node.value.func.id == "const"):
+                values.setdefault(node.targets[0].id, {})[module] = ast.literal_eval(node.value.args[0])
+    copies = {name: by for name, by in values.items() if len(by) > 1}
+    assert {"_SCHEME_SQ", "_MT_MAP", "_KIND_DELTA"} <= set(copies)
+    differ = {name: by for name, by in copies.items() if len(set(by.values())) > 1}
+    assert not differ, differ

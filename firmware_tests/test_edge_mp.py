@@ -195,7 +195,11 @@ def _check_select(ref: dict, got: dict, exact: bool) -> None:
 
 
 def _decode(frame_hex: str, node: int) -> wire.Update:
-    return wire.decode_frame(bytes.fromhex(frame_hex), {node: KEY}, 1 << 22)
+    data = bytes.fromhex(frame_hex)
+    env = wire.open_envelope(data, 1 << 22)
+    assert env.node == node
+    wire.verify_mac(KEY, env.payload, env.tag)
+    return wire.decode_update_payload(node, env.payload, len(data))
 
 
 def _check_compress_f32(case: dict, spec: dict, ref: list[dict], got: list[dict]) -> None:

@@ -100,6 +100,7 @@ def test_flash_refuses_user_mistakes(tmp_path, capsys):
         assert msg in err and "Traceback" not in err, (args, err)
 
 
+@pytest.mark.e2e
 def test_flash_to_unreachable_board_is_one_line(tmp_path, capsys):
     job = write_job(tmp_path / "job.toml", 30, coap_port=5683)
     data = make_data(tmp_path / "n.catd", 30, rows=8)
@@ -129,6 +130,7 @@ def _umqtt_cache() -> Path:
         pytest.skip(f"offline: {exc}")
 
 
+@pytest.mark.e2e
 def test_flashed_board_runs_rounds(tmp_path, board, capsys):
     """flash = mpy-cross + `mpremote fs cp` over socket:// + `mpremote mip install` (umqtt.simple
     from a local package.json, offline; `--umqtt` takes it from micropython-lib online) + hard

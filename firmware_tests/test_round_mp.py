@@ -6,7 +6,6 @@ background thread; the edge is edge/board.py as a flashed board runs it, on the 
 
 from __future__ import annotations
 
-import binascii
 import json
 import sys
 from pathlib import Path
@@ -32,11 +31,6 @@ def _rounds(stdout: str) -> list[dict]:
     return [json.loads(line.split(" ", 1)[1]) for line in stdout.splitlines() if line.startswith("cat-round ")]
 
 
-def _model_crc(gw: Gateway) -> tuple[int, int]:
-    st = gw.call(lambda: (gw.svc.agg.state.round, gw.svc.agg.state.model.astype("<f4").tobytes()))
-    return st[0], binascii.crc32(st[1])
-
-
 @pytest.mark.parametrize("mode", ["py", "mpy"])
 def test_coap_rounds_against_gateway(interp, mode, tmp_path):
     """Three rounds at d = 1,024 (snapshot, then deltas); the device's model ends bit-identical
@@ -51,7 +45,7 @@ def test_coap_rounds_against_gateway(interp, mode, tmp_path):
         assert res["status"] == "sent" and res["accepted"] and res["code"] == 0x44
         assert res["round"] == 2 and res["snapshots"] == 1
         assert 1 <= res["T"] <= 128 and res["bytes"] > 20
-        rnd, crc = _model_crc(setup.gateway)
+        rnd, crc = setup.gateway.model_crc()
         assert rnd == 3
         assert res["extra"]["synced"] == 3 and res["extra"]["deltas"] == 3
         assert res["extra"]["crc"] == crc  # float32(x + delta) on both sides: bitwise equal

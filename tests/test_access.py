@@ -36,6 +36,8 @@ from edge.cat import SCHEME_SQ
 import e2e
 from peers import MOSQUITTO, _stop_process, _tail, coap_ping, free_port
 
+pytestmark = pytest.mark.e2e   # real processes and peers on loopback
+
 
 # ----------------------------------------------------------------------------- helpers
 class LockedBroker:
@@ -382,6 +384,31 @@ def test_serve_refuses_a_missing_password_file(tmp_path):
                           "--mqtt-username", "u", "--mqtt-password-file", str(tmp_path / "nope")],
                          capture_output=True, text=True, timeout=60)
     assert res.returncode == 2 and "--mqtt-password-file" in res.stderr
+
+
+def test_wrong_mqtt_credentials_name_the_brokers_refusal(tmp_path):
+    """A wrong password is the broker's refusal (CONNACK "Not authorized"), named at once by
+    the gateway and by cat-edge: not a broker that seems not to answer."""
+    layout, files, b = locked_broker(tmp_path, nodes=1, tls=False, rounds=1)
+    host, port = files.listen
+    wrong = tmp_path / "wrong.password"
+    wrong.write_text("wrong\n")
+    try:
+        gw = subprocess.run([e2e.PY, "-m", "aggregator.cli", "serve", str(layout.job_path), "--mqtt", f"{host}:{port}",
+                             "--mqtt-username", files.gateway[0], "--mqtt-password-file", str(wrong)],
+                            capture_output=True, text=True, timeout=60)
+        edge = subprocess.run([e2e.PY, "-m", "edge.cli", "--config", str(layout.node_configs[0]), "--transport",
+                               "mqtt", "--host", host, "--port", str(port), "--password", "wrong"],
+                              capture_output=True, text=True, timeout=60)
+    finally:
+        b.stop()
+    assert gw.returncode == 2 and gw.stderr.count("\n") == 1, gw.stderr
+    assert gw.stderr.startswith(f"cat-aggregator: MQTT broker {host}:{port} refused the gateway's connection: "
+                                "Not authorized"), gw.stderr
+    assert edge.returncode == 2 and edge.stderr.count("\n") == 1, edge.stderr
+    assert edge.stderr.startswith(f"cat-edge: cannot reach the gateway: MQTT broker {host}:{port} refused the "
+                                  "connection: Not authorized"), edge.stderr
+    assert b.log().count("not authorised") >= 2
 
 
 # ----------------------------------------------------------------------------- CoAP: frame MACs

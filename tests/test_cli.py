@@ -52,6 +52,7 @@ def test_metric_must_exist_for_the_profile(tmp_path):
         parse_job(tree)
 
 
+@pytest.mark.e2e
 def test_serve_prints_one_line_for_a_bad_job(tmp_path):
     bad = tmp_path / "job.toml"
     bad.write_text('[job]\nid = 1\n[model]\nkind = "logistic"\nfeatures = 3\nL = 1.0\n[training]\nscheme = "q"\n')
@@ -73,6 +74,7 @@ def test_prepared_job_loads(tmp_path):
     assert all(p.exists() for p in layout.data_files.values())
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("transport", ["coap", "mqtt-own-tls-broker", "mqtt-given-broker"])
 def test_demo_runs_and_writes_table_and_plot(tmp_path, transport, request):
     args = CLI + ["demo", "--nodes", "2", "--rounds", "4", "--quiet", "--out", str(tmp_path / "out")]
@@ -96,3 +98,40 @@ def test_demo_runs_and_writes_table_and_plot(tmp_path, transport, request):
     if transport == "mqtt-own-tls-broker":
         conf = (tmp_path / "out" / "broker" / "mosquitto.conf").read_text()
         assert "allow_anonymous false" in conf and "certfile" in conf and "acl_file" in conf
+
+
+def serve_error(*args: str) -> str:
+    """stderr of a `cat-aggregator serve` that must fail with one line and exit code 2."""
+    r = subprocess.run(CLI + ["serve", *args], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+    return r.stderr
+
+
+@pytest.mark.e2e
+def test_serve_prints_one_line_when_the_gateway_cannot_start(tmp_path):
+    """What a user can get wrong at start-up is a UserError of the module that finds it
+    (CoapBindError, SerialPortError, BrokerError, StateMismatchError): one line, exit 2."""
+    import socket
+
+    import numpy as np
+
+    from aggregator.gateway.state import State, Store
+
+    layout = jobs.prepare(tmp_path / "a", "breast_cancer", nodes=2, rounds=2)
+    job = str(layout.job_path)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as busy:
+        busy.bind(("127.0.0.1", 0))
+        port = busy.getsockname()[1]
+        err = serve_error(job, "--coap", f"127.0.0.1:{port}")
+    assert err.startswith(f"cat-aggregator: CoAP: cannot serve on 127.0.0.1:{port}: ")
+    err = serve_error(job, "--serial", str(tmp_path / "no-tty"))
+    assert err.startswith(f"cat-aggregator: serial port {tmp_path / 'no-tty'}: ")
+    with socket.socket() as closed:               # a TCP port nobody listens on
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+        err = serve_error(job, "--mqtt", f"127.0.0.1:{port}")
+    assert err.startswith(f"cat-aggregator: no CONNACK from MQTT broker 127.0.0.1:{port}")
+    other = load_job(layout.job_path)
+    Store(other.state_dir).save(State(job_id=other.job_id + 1, round=3, model=np.zeros(other.d, np.float32)))
+    err = serve_error(job, "--coap", "127.0.0.1:0")
+    assert err.startswith(f"cat-aggregator: state in {other.state_dir} belongs to another job")

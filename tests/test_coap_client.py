@@ -19,6 +19,8 @@ from peers import LibcoapServer, RecordingResource, StaticResource
 from edge import coap
 from edge.coap import CoapClient, CoapError, CoapTimeout, code_str
 
+pytestmark = pytest.mark.e2e   # real processes and peers on loopback
+
 ROOT = Path(__file__).resolve().parent.parent
 MICROPYTHON = ROOT / ".venv" / "bin" / "micropython"
 FAST = {"ack_timeout": 0.2, "max_retransmit": 4}  # shrunk RFC 7252 §4.8 timers for tests

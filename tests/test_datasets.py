@@ -237,6 +237,7 @@ def test_synthetic_rcv1_like_statistics():
     assert (E.X != F.X).nnz == 0 and np.array_equal(E.y, F.y)
 
 
+@pytest.mark.slow
 def test_synthetic_full_rcv1_size_is_fast():
     t = time.perf_counter()
     D = ds.synthetic_rcv1_like(seed=0)

@@ -1,4 +1,4 @@
-"""The edge loop against a real gateway (issue 3): model sync by deltas and by snapshot, the
+"""The edge loop against a real gateway: model sync by deltas and by snapshot, the
 serial link through the gateway's pyserial bridge on a real pty, and the cat-edge CLI."""
 
 from __future__ import annotations
@@ -19,10 +19,13 @@ from aggregator.ops.demo import ServiceThread, free_udp_port
 from aggregator.gateway.service import Endpoints
 from edge import datafile, profile, slip
 from edge.coap import CoapClient
-from edge.links import CoapLink, SlipLink
+from edge.links import CoapLink
+from edge.pushlinks import SlipLink
 from edge.node import EdgeError, EdgeNode
 
 import e2e
+
+pytestmark = pytest.mark.e2e   # real processes and peers on loopback
 
 
 def node_for(layout, k: int, prof=None) -> EdgeNode:

@@ -7,6 +7,12 @@ import re
 import pytest
 
 from aggregator.cli import main
+from aggregator.lab import datasets as ds
+from aggregator.lab.engine import Infeasible, SimConfig, simulate
+from aggregator.lab.experiments.common import priced
+from aggregator.lab.pricing import PAYLOAD, link_models, profile_dict
+from aggregator.lab.problem import make_problem
+from edge.cat import SCHEME_S
 
 TINY = ["--rows", "2000", "--features", "200", "--nnz", "10", "--quiet"]
 
@@ -19,6 +25,7 @@ def _files(out, *names):
     return text
 
 
+@pytest.mark.slow
 def test_alpha(tmp_path, capsys) -> None:
     out = tmp_path / "alpha"
     assert main(["experiment", "alpha", *TINY, "--rounds", "30", "--points", "10", "--out", str(out)]) == 0
@@ -31,6 +38,7 @@ def test_alpha(tmp_path, capsys) -> None:
     assert last[0] == "200" and float(last[4]) == pytest.approx(1.0)  # alpha-bar(d) = 1
 
 
+@pytest.mark.slow
 def test_bits_vs_t(tmp_path, capsys) -> None:
     out = tmp_path / "bvt"
     assert main(["experiment", "bits-vs-T", *TINY, "--rounds", "1000", "--points", "6", "--out", str(out)]) == 0
@@ -43,6 +51,7 @@ def test_bits_vs_t(tmp_path, capsys) -> None:
            "loss-packet.png", "loss-payload.svg")
 
 
+@pytest.mark.slow
 def test_paper_packet(tmp_path, capsys) -> None:
     out = tmp_path / "pp"
     assert main(["experiment", "paper-packet", *TINY, "--rounds", "150", "--out", str(out)]) == 0
@@ -59,6 +68,7 @@ def test_paper_packet(tmp_path, capsys) -> None:
         assert m in table
 
 
+@pytest.mark.slow
 def test_radios(tmp_path, capsys) -> None:
     out = tmp_path / "radios"
     assert main(["experiment", "radios", *TINY, "--nodes", "2", "--rounds", "300", "--grid", "2,4,8,16,64",
@@ -80,6 +90,7 @@ def test_radios(tmp_path, capsys) -> None:
     assert {"board", "cat_board_j", "gd_board_j", "cat_battery_days"} <= set(head)
 
 
+@pytest.mark.slow
 def test_energy_cat(tmp_path, capsys) -> None:
     out = tmp_path / "ecat"
     assert main(["experiment", "energy-cat", *TINY, "--nodes", "2", "--rounds", "200", "--schemes", "s",
@@ -92,6 +103,22 @@ def test_energy_cat(tmp_path, capsys) -> None:
     assert "energy-aware_over_radio" in (out / "energy-cat.csv").read_text().splitlines()[0]
 
 
+@pytest.mark.parametrize("flag, message", [
+    (["--pairs", "nrf52840"], "--pairs: 'nrf52840' is not BOARD:LINK"),
+    (["--pairs", "nrf52840:"], "--pairs: 'nrf52840:' is not BOARD:LINK"),
+    (["--pairs", "no-such-board:ieee802154-raw"], "no board profile"),
+    (["--pairs", "nrf52840:no-such-link"], "no profile"),
+    (["--battery", "no-such-cell"], "no battery profile"),
+])
+def test_energy_cat_refuses_a_bad_pair_in_one_line_before_writing(tmp_path, capsys, flag, message) -> None:
+    out = tmp_path / "ecat"
+    assert main(["experiment", "energy-cat", *TINY, *flag, "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("cat-aggregator: ") and message in err[0]
+    assert not out.exists()
+
+
+@pytest.mark.slow
 def test_memory(tmp_path, capsys) -> None:
     out = tmp_path / "mem"
     assert main(["experiment", "memory", *TINY, "--rounds", "150", "--out", str(out)]) == 0
@@ -101,3 +128,22 @@ def test_memory(tmp_path, capsys) -> None:
             assert re.search(rf"^{re.escape(s)}, {n} node\(s\): without EF .*; with EF ", text, re.M)
     _files(out, "memory.csv", "memory.md", "loss-1node.png", "loss-4node.svg")
     assert (out / "memory.csv").read_text().count("\n") == 1 + 12
+
+
+def test_priced_raises_one_past_the_link() -> None:
+    """A run re-priced on a link whose largest message its frames exceed raises Infeasible
+    (the experiments mark that cell); at exactly the largest T that fits it is priced."""
+    p = make_problem(ds.synthetic_rcv1_like(n=300, d=400, nnz_per_row=8, seed=2), nodes=1, lam=1e-3)
+    rounds = 2
+    t_max = link_models(profile_dict("lorawan-eu868-sf7"), p.dim, SCHEME_S, "seconds", 0, False, 1,
+                        rounds)[0].t_max_all_rounds
+    fits = simulate(p, SimConfig(scheme="s", rule="fixed", rule_param=t_max, rounds=rounds, profile=PAYLOAD),
+                    progress=False)
+    over = simulate(p, SimConfig(scheme="s", rule="fixed", rule_param=t_max + 1, rounds=rounds, profile=PAYLOAD),
+                    progress=False)
+    on_lora = priced(fits, "lorawan-eu868-sf7")
+    assert on_lora.config["profile"] == "lorawan-eu868-sf7" and (on_lora.seconds > 0).all()
+    with pytest.raises(Infeasible, match=f"{t_max + 1} entries per frame exceed the largest that fits the link "
+                                         rf"\({t_max}\)"):
+        priced(over, "lorawan-eu868-sf7")
+

@@ -30,13 +30,15 @@ from aggregator.gateway import faults
 from aggregator.ops import jobs
 from aggregator.gateway.config import Job, load_job
 from aggregator.ops.demo import ServiceThread, free_udp_port
-from aggregator.ops.jobs import dump_toml
+from aggregator.ops.jobs import write_toml
 from aggregator.gateway.pipeline import Aggregator
 from aggregator.gateway.service import Endpoints
 from aggregator.gateway.state import State, Store
 
 import e2e
 from peers import UdpProxy, coap_ping
+
+pytestmark = pytest.mark.e2e   # real processes and peers on loopback
 
 PY = sys.executable
 SEED = int(os.environ.get("CAT_FAULT_SEED", str(time.time_ns() % 1_000_000)))
@@ -76,7 +78,7 @@ def set_rounds_options(layout: jobs.Layout, **options: object) -> None:
     import tomllib
     tree = tomllib.loads(layout.job_path.read_text())
     tree["rounds"].update(options)
-    layout.job_path.write_text(dump_toml(tree))
+    write_toml(layout.job_path, tree)
 
 
 def started(layout: jobs.Layout, n: int = 1):

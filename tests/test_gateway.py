@@ -25,6 +25,8 @@ from edge.cat import SCHEME_SQ
 
 import e2e
 
+pytestmark = pytest.mark.e2e   # real processes and peers on loopback
+
 VECTORS = Path(__file__).parent / "vectors"
 
 

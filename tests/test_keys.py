@@ -169,3 +169,51 @@ def test_cli_rotate_checks_its_arguments(tmp_path, capsys):
     job = load_job(path)
     agg = Aggregator(job, Store(job.state_dir), clock=Clock())
     assert agg.keyring.current(0) != k[0] and len(agg.keyring.entries[0]) == 2
+
+
+@pytest.mark.parametrize("text, problem", [
+    ("ab" * 32, None), ("AB" * 32, None), ("zz" * 32, "is not hex"), ("abc", "is not hex"),
+    ("ab" * 31, "must be 32 bytes (64 hex digits), got 31"), ("ab" * 33, "must be 32 bytes (64 hex digits), got 33"),
+    (7, "must be a hex string"),
+])
+def test_one_key_reader_for_every_place_a_key_is_typed(tmp_path, capsys, text, problem):
+    """parse_key is the reader of the job file, the CLI, control requests and keyring.json;
+    each caller says where, parse_key says what is wrong."""
+    if problem is None:
+        assert keymod.parse_key(text) == bytes.fromhex(text)
+        return
+    with pytest.raises(keymod.KeyFormatError) as exc:
+        keymod.parse_key(text)
+    assert str(exc.value) == problem
+    if not isinstance(text, str):
+        return
+    path = write_job(tmp_path, {0: secrets.token_bytes(32)})
+    (tmp_path / "state").mkdir()
+    assert cli.main(["keys", "rotate", "0", "--job", path, "--key", text]) == 2
+    assert capsys.readouterr().err.strip() == f"cat-aggregator: --key: {problem}"
+    (tmp_path / "k.hex").write_text(text + "\n")
+    assert cli.main(["keys", "rotate", "0", "--job", path, "--key-file", str(tmp_path / "k.hex")]) == 2
+    assert capsys.readouterr().err.strip() == f"cat-aggregator: {tmp_path / 'k.hex'}: {problem}"
+    assert not keymod.control_dir(tmp_path / "state").exists()             # nothing queued
+
+
+def test_a_control_request_with_a_bad_key_is_set_aside(tmp_path):
+    from aggregator.gateway.metrics import MetricsLog, read_log
+    job, k = make_job(tmp_path, nodes=2)
+    agg = Aggregator(job, Store(job.state_dir), MetricsLog(tmp_path / "m.jsonl"), clock=Clock())
+    req = keymod.submit_request(job.state_dir, "rotate", 0, key="ab" * 31, grace_rounds=1)
+    assert agg.poll_control(force=True) == 0
+    bad = keymod.control_dir(job.state_dir) / f"{req['id']}.json.bad"
+    assert bad.exists() and agg.keyring.current(0) == k[0]
+    errors = [e["error"] for e in read_log(tmp_path / "m.jsonl") if e["event"] == "control_error"]
+    assert errors == ["key: must be 32 bytes (64 hex digits), got 31"]
+
+
+def test_an_unreadable_keyring_is_one_line_at_the_cli(tmp_path, capsys):
+    path = write_job(tmp_path, {0: secrets.token_bytes(32)})
+    (tmp_path / "state").mkdir()
+    (tmp_path / "state" / keymod.KEYRING).write_text("{not json")
+    assert cli.main(["keys", "list", "--job", path]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"cat-aggregator: {tmp_path / 'state' / keymod.KEYRING}: unreadable keyring")
+    assert err.count("\n") == 1

@@ -25,6 +25,8 @@ from peers import (
     free_port,
 )
 
+pytestmark = pytest.mark.e2e   # real processes and peers on loopback
+
 
 def _port_accepts(host: str, port: int) -> bool:
     try:

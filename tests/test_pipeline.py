@@ -76,7 +76,7 @@ def bad_payload(node: int, rnd: int, salt: int = 0) -> dict:
         acc = (acc << b) | j
     nbytes = (2 * b + 7) // 8
     raw = (acc << (nbytes * 8 - 2 * b)).to_bytes(nbytes, "big")
-    return {0: 1, 1: 0, 2: 4, 3: node, 4: rnd, 5: 1, 6: D, 7: 2, 8: raw, 10: 0,
+    return {0: 2, 1: 0, 2: 4, 3: node, 4: rnd, 5: 1, 6: D, 7: 2, 8: raw, 10: 0,
             11: struct.pack("<2f", 0.1, 0.001 * salt)}
 
 
@@ -278,13 +278,13 @@ def test_signed_identity_frame_with_huge_d_is_refused_before_any_allocation(tmp_
     job, k = make_job(tmp_path, security={"rate_limit_after": 0, "quarantine_after": 0})
     agg = Aggregator(job, clock=Clock())
     huge = 2**32 - 1
-    f = signed(k[0], 0, {0: 1, 1: 0, 2: 4, 3: 0, 4: 0, 5: 0, 6: huge, 7: huge, 10: 0, 11: b"\0" * 4})
+    f = signed(k[0], 0, {0: 2, 1: 0, 2: 4, 3: 0, 4: 0, 5: 0, 6: huge, 7: huge, 10: 0, 11: b"\0" * 4})
     tracemalloc.start()
     out = agg.submit(f, "t")
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
     assert out.reason == "wrong_d" and peak < 1 << 20
-    f = signed(k[0], 0, {0: 1, 1: 0, 2: 5, 3: 0, 4: 0, 5: 0, 6: huge, 7: huge, 10: 0, 11: b"\0" * 4})
+    f = signed(k[0], 0, {0: 2, 1: 0, 2: 5, 3: 0, 4: 0, 5: 0, 6: huge, 7: huge, 10: 0, 11: b"\0" * 4})
     assert agg.submit(f, "t").reason == "wrong_job"                 # another job's frame: no strike
 
 
@@ -311,6 +311,21 @@ def test_reject_lines_in_the_log_are_rate_limited_but_counters_exact(tmp_path):
     lines = [e for e in read_log(tmp_path / "m.jsonl") if e["event"] == "reject"]
     assert len(lines) == LOG_BURST + 1 and lines[-1]["suppressed"] == 5000 - LOG_BURST
     assert agg.state.rejected == {"not_cbor": 5001}
+
+
+def test_a_transport_refusal_is_counted_and_attributed_to_no_node(tmp_path):
+    """What the MQTT front does with a topic that names no node (cat/<job>/up/xyz)."""
+    job, _ = make_job(tmp_path)
+    agg = Aggregator(job, log=MetricsLog(tmp_path / "m.jsonl"), clock=Clock())
+    before = agg.state.model.tobytes()
+    out = agg.refuse("topic_mismatch", "mqtt", 40)
+    assert (out.status, out.reason, out.node) == (REJECTED, "topic_mismatch", None)
+    assert agg.state.rejected == {"topic_mismatch": 1} and agg.state.nodes == {}
+    assert agg.state.model.tobytes() == before and agg.pending == {}
+    with pytest.raises(ValueError, match="unknown refusal reason"):
+        agg.refuse("made_up", "mqtt", 40)
+    assert agg.state.rejected == {"topic_mismatch": 1}
+    assert [e["reason"] for e in read_log(tmp_path / "m.jsonl") if e["event"] == "reject"] == ["topic_mismatch"]
 
 
 def test_every_reason_is_named():
@@ -406,7 +421,7 @@ class DirectLink:
 def test_compact_job_end_to_end_on_lorawan_sf12(tmp_path):
     """A compact S+Q job on LoRaWAN SF12 (51 B): the edges' frames are kind 4 and fit, the
     real pipeline accepts and applies them round after round, and edges and gateway end with
-    the same model. The same frames are bad_kind for a job that is not compact."""
+    the same model. The same frames fail their MAC in a job that is not compact."""
     import dataclasses
     import tomllib
 
@@ -449,7 +464,7 @@ def test_compact_job_end_to_end_on_lorawan_sf12(tmp_path):
     plain = dataclasses.replace(job, compact=False, state_dir=tmp_path / "plain")
     other = Aggregator(plain, Store(plain.state_dir), clock=Clock())
     before = other.state.model.tobytes()
-    assert other.submit(links[0].sent[0], "direct").reason == "bad_kind"
+    assert other.submit(links[0].sent[0], "direct").reason == "bad_mac"   # its MAC covers the compact job
     assert other.state.model.tobytes() == before and other.state.round == 0
 
 

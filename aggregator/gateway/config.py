@@ -1,55 +1,68 @@
 """Job configuration: one TOML file describes a training job on a gateway.
 
-Example (every key but [job].id, [model] and [nodes] has a default):
+Every key is described once, in KEYS below (section, key, TOML type, default, meaning, check);
+parsing, unknown-key detection, the defaults and this example are all read from it
+(`example_toml()` prints it; tests/test_config.py holds this copy equal to it). Every key
+not marked required has a default, and the example shows it:
 
     [job]
-    id = 1
-    rounds = 30
-    seed = 1
+    id = 1                             # required: job id on the wire, 0..2**32-1
+    rounds = 30                        # rounds to train
+    seed = 1                           # seed of the edges' random choices, 0..2**32-1
+    name = "demo"                      # a label for people; the gateway does not use it
     [model]
-    kind = "logistic"        # or "softmax"
-    features = 30
-    classes = 2
-    lambda = 1e-3
-    L = 0.26                 # smoothness bound (trace bound of the data; `partition` prints it)
+    kind = "logistic"                  # required: logistic | softmax
+    features = 30                      # required: features per example
+    classes = 2                        # 2 for logistic, >= 2 for softmax
+    lambda = 0.001                     # L2 regularisation
+    L = 0.26                           # required: smoothness bound of the data (`partition` prints it)
     [training]
-    scheme = "sq"            # identity | s | sq | ss
-    rule = "cat"             # cat | fixed | alistarh | hybrid | identity
-    rule_param = 0           # T for fixed, period S for hybrid
-    k_cap = 128              # candidate cap K (RAM on the boards)
-    fmt = "f32"              # f32 | f16
-    step_multiplier = 1.0
-    error_feedback = true
-    compact = false          # compact (kind 4) updates: needed on LoRaWAN SF12 (51 B payloads)
+    scheme = "sq"                      # identity | s | sq | ss
+    rule = "cat"                       # cat | fixed | alistarh | hybrid | identity
+    rule_param = 0                     # T for fixed, period S for hybrid
+    k_cap = 128                        # candidate cap K (RAM on the boards)
+    fmt = "f32"                        # f32 | f16
+    step_multiplier = 1.0              # step = step_multiplier / L
+    error_feedback = false             # edges keep what they did not send
+    compact = false                    # compact (kind 4) updates: LoRaWAN SF12's 51 B payloads
     [cost]
-    profile = "ieee802154-6lowpan-coap"
-    metric = "joules"
+    profile = "ieee802154-6lowpan-coap"  # cost profile (cost_profiles/)
+    metric = "joules"                  # bytes | bits | packets | seconds | joules (default: the profile's)
     [rounds]
-    quorum = 1.0             # fraction of the nodes (<= 1.0) or a count (> 1)
-    deadline_s = 10.0
-    history = 16             # deltas kept for edges that fell behind
-    max_frame_bytes = 65536
+    quorum = 1.0                       # fraction of the nodes (<= 1.0) or a count (> 1)
+    deadline_s = 10.0                  # s from a round's start until it closes with the updates it has
+    history = 16                       # deltas kept for edges that fell behind
+    max_frame_bytes = 1048576          # frames above this are refused unparsed (>= 64)
     [nodes]
-    1 = "<64 hex digits: the node's 32-byte key>"
+    1 = "<64 hex digits>"              # required: node id (0..65535) = its 32-byte key
     [downlink]
-    key = "<64 hex digits>"
-    [transports.coap]  host = "127.0.0.1"  port = 5683
-    [transports.mqtt]  host = "127.0.0.1"  port = 1883
-    [transports.serial] ports = ["/dev/ttyUSB0"]  baud = 115200
+    key = "<64 hex digits>"            # required: the gateway's 32-byte key for config, model, deltas
+    [transports.coap]
+    host = "127.0.0.1"                 # address to bind (CoAP) or of the broker (MQTT)
+    port = 5683                        # CoAP 5683, MQTT 1883
+    [transports.mqtt]
+    host = "127.0.0.1"                 # address to bind (CoAP) or of the broker (MQTT)
+    port = 1883                        # CoAP 5683, MQTT 1883
+    [transports.serial]
+    ports = ["/dev/ttyUSB0"]           # serial devices of boards
+    baud = 115200                      # serial line rate
     [state]
-    dir = "state"
-    [security]               # hostile-input handling (docs/security.md)
-    window_s = 60.0          # sliding window for a node's rejected frames
-    rate_limit_after = 3     # distinct bad frames in the window before the node is rate-limited
-    rate_limit_per_s = 0.5   # frames/s a rate-limited node may still send (burst 2)
-    quarantine_after = 10    # distinct bad frames in the window -> quarantined (0: never)
-    control_poll_s = 0.5     # how often a running gateway reads <state>/control/
+    dir = "state"                      # checkpoint, journals, keyring (relative: to the job file)
+    [security]
+    window_s = 60.0                    # sliding window for a node's rejected frames, s
+    rate_limit_after = 3               # strikes in the window before rate-limiting (0: never)
+    rate_limit_per_s = 0.5             # frames/s a rate-limited node may still send
+    rate_limit_burst = 2               # burst of a rate-limited node
+    quarantine_after = 10              # strikes in the window before quarantine (0: never)
+    control_poll_s = 0.5               # how often a running gateway reads <state>/control/, s
     [aggregation]
-    rule = "mean"            # mean | trimmed_mean | median (coordinate-wise, untrusted fleets)
-    trim = 0.2               # trimmed_mean: fraction cut from each end per coordinate
-    max_abs = 0.0            # reject updates with |value| above this (0: no bound)
+    rule = "mean"                      # mean | trimmed_mean | median
+    trim = 0.2                         # trimmed_mean: fraction cut from each end per coordinate
+    max_abs = 0.0                      # refuse updates with |value| above this (0: no bound)
 
-Errors name the file and the field: `job.toml: training.scheme: unknown scheme 'x'`.
+[transports.*] also take username and password (MQTT). docs/security.md explains [security]
+and [aggregation]. Errors name the file and the field:
+`job.toml: training.scheme: unknown scheme 'x' (use identity, S, SQ or SS)`.
 """
 
 from __future__ import annotations
@@ -58,10 +71,13 @@ import math
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
+
+import tomli_w
 
 from aggregator.errors import UserError
-from aggregator.gateway import wire
+from aggregator.gateway import keys as keymod
+from aggregator.gateway import robust, wire
 from edge import cat, profile as profiles
 
 
@@ -69,42 +85,268 @@ class ConfigError(UserError, ValueError):
     """A bad job config; the message names the file and the first bad field."""
 
 
-@dataclass
+def _alternatives(names: Any) -> str:
+    """'a, b or c'."""
+    names = list(names)
+    return ", ".join(names[:-1]) + " or " + names[-1] if len(names) > 1 else names[0]
+
+
+class _Required:
+    def __repr__(self) -> str:
+        return "REQUIRED"
+
+
+REQUIRED: Any = _Required()   # default of a key the file must give
+
+#: A key's reader: gets the TOML value (type already checked) and the values read so far
+#: (by "section.key"), returns the value to keep, raises ValueError(problem) to refuse it.
+Read = Callable[[Any, dict[str, Any]], Any]
+
+
+@dataclass(frozen=True)
+class Key:
+    """One key of the job file."""
+    section: str
+    name: str
+    kind: type                  # TOML type: int, float (ints accepted), str, bool, list
+    default: Any                # REQUIRED, or what an absent key means (None: see doc)
+    doc: str                    # unit and meaning: the comment in the documented example
+    read: Read | None = None    # check and convert
+    attr: str | None = None     # attribute of Job (or of Security / Aggregation) it fills
+    wire: str | None = None     # field of the config message (wire.CONFIG_FIELDS) it feeds
+    example: Any = None         # shown in the example instead of the default
+
+    @property
+    def path(self) -> str:
+        return f"{self.section}.{self.name}"
+
+
+# ------------------------------------------------------------------ checks (readers)
+
+def _check(ok: Callable[[Any], bool], problem: str) -> Read:
+    def read(v: Any, got: dict[str, Any]) -> Any:
+        if not ok(v):
+            raise ValueError(problem)
+        return v
+    return read
+
+
+_UINT32 = _check(lambda v: 0 <= v < 2**32, "must be in 0..2**32-1")
+_POSITIVE = _check(lambda v: v > 0.0 and math.isfinite(v), "must be finite and > 0")
+
+
+def _at_least(n: int, note: str = "") -> Read:
+    return _check(lambda v: v >= n, f"must be >= {n}{note}")
+
+
+def _one_of(names: tuple[str, ...], what: str) -> Read:
+    def read(v: str, got: dict[str, Any]) -> str:
+        if v not in names:
+            raise ValueError(f"unknown {what} {v!r} (use {', '.join(names)})")
+        return v
+    return read
+
+
+MODEL_KINDS = {"logistic": wire.MODEL_LOGISTIC, "softmax": wire.MODEL_SOFTMAX}
+FORMATS = {"f32": wire.FMT_F32, "f16": wire.FMT_F16}
+
+
+def _model_kind(v: str, got: dict[str, Any]) -> str:
+    if v not in MODEL_KINDS:
+        raise ValueError(f"unknown model {v!r} (use {_alternatives(MODEL_KINDS)})")
+    return v
+
+
+def _classes(v: int, got: dict[str, Any]) -> int:
+    if v < 2 or (got["model.kind"] == "logistic" and v != 2):
+        raise ValueError("logistic needs 2 classes, softmax at least 2")
+    return v
+
+
+def _scheme(v: str, got: dict[str, Any]) -> int:
+    return cat.scheme_id(v)                 # ValueError names the schemes
+
+
+def _rule(v: str, got: dict[str, Any]) -> int:
+    rule, scheme = cat.rule_id(v), got["training.scheme"]
+    if rule == cat.RULE_ALISTARH and scheme != cat.SCHEME_SQ:
+        raise ValueError("alistarh is the S+Q rule: set training.scheme = 'sq'")
+    if (rule == cat.RULE_IDENTITY) != (scheme == cat.SCHEME_IDENTITY):
+        raise ValueError("rule 'identity' goes with scheme 'identity' and only with it")
+    return rule
+
+
+def _rule_param(v: int, got: dict[str, Any]) -> int:
+    if got["training.rule"] in (cat.RULE_FIXED, cat.RULE_HYBRID) and v < 1:
+        raise ValueError("fixed and hybrid rules need rule_param >= 1")
+    return v
+
+
+def _fmt(v: str, got: dict[str, Any]) -> int:
+    if v not in FORMATS:
+        raise ValueError(f"use {_alternatives(FORMATS)}")
+    return FORMATS[v]
+
+
+def _profile(v: str, got: dict[str, Any]) -> dict[str, Any]:
+    try:
+        return profiles.load_profile(v)
+    except OSError as exc:
+        raise ValueError(str(exc)) from None
+
+
+def _metric(v: str | None, got: dict[str, Any]) -> str:
+    prof = got["cost.profile"]
+    if v is None:
+        return prof["default_metric"]
+    allowed = profiles.LINK_METRICS if prof["kind"] == "link" else profiles.PAPER_METRICS
+    if v not in allowed:
+        raise ValueError(f"{v!r} is not defined for {prof['name']} (use {', '.join(allowed)})")
+    return v
+
+
+def _key(v: str, got: dict[str, Any]) -> bytes:
+    return keymod.parse_key(v)              # KeyFormatError is a ValueError
+
+
+# ------------------------------------------------------------------ the description
+
+#: Every key of the job file, in the order they are read (and errors are found).
+KEYS: tuple[Key, ...] = (
+    Key("job", "id", int, REQUIRED, "job id on the wire, 0..2**32-1",
+        read=_UINT32, attr="job_id", example=1),
+    Key("job", "rounds", int, 30, "rounds to train",
+        read=_at_least(1), attr="rounds", wire="rounds"),
+    Key("job", "seed", int, 1, "seed of the edges' random choices, 0..2**32-1",
+        read=_UINT32, attr="seed", wire="seed"),
+    Key("job", "name", str, None, "a label for people; the gateway does not use it",
+        example="demo"),
+    Key("model", "kind", str, REQUIRED, " | ".join(MODEL_KINDS),
+        read=_model_kind, attr="model_kind", wire="model", example="logistic"),
+    Key("model", "features", int, REQUIRED, "features per example",
+        read=_at_least(1), attr="features", example=30),
+    Key("model", "classes", int, 2, "2 for logistic, >= 2 for softmax",
+        read=_classes, attr="classes", wire="classes"),
+    Key("model", "lambda", float, 1e-3, "L2 regularisation",
+        read=_check(lambda v: v >= 0.0 and math.isfinite(v), "must be finite and >= 0"), attr="lam", wire="lam"),
+    Key("model", "L", float, REQUIRED, "smoothness bound of the data (`partition` prints it)",
+        read=_POSITIVE, attr="L", wire="L", example=0.26),
+    Key("training", "scheme", str, "sq", " | ".join(cat.SCHEME_NAMES),
+        read=_scheme, attr="scheme", wire="scheme"),
+    Key("training", "rule", str, "cat", " | ".join(cat.RULE_NAMES),
+        read=_rule, attr="rule", wire="rule"),
+    Key("training", "rule_param", int, 0, "T for fixed, period S for hybrid",
+        read=_rule_param, attr="rule_param", wire="rule_param"),
+    Key("training", "k_cap", int, 128, "candidate cap K (RAM on the boards)",
+        read=_at_least(1), attr="k_cap", wire="k_cap"),
+    Key("training", "fmt", str, "f32", " | ".join(FORMATS),
+        read=_fmt, attr="fmt", wire="fmt"),
+    Key("training", "step_multiplier", float, 1.0, "step = step_multiplier / L",
+        read=_POSITIVE, attr="step_multiplier", wire="step"),
+    Key("training", "error_feedback", bool, False, "edges keep what they did not send",
+        attr="error_feedback", wire="error_feedback"),
+    Key("training", "compact", bool, False, "compact (kind 4) updates: LoRaWAN SF12's 51 B payloads",
+        attr="compact", wire="compact"),
+    Key("cost", "profile", str, "ieee802154-6lowpan-coap", "cost profile (cost_profiles/)",
+        read=_profile, attr="profile", wire="profile"),
+    Key("cost", "metric", str, None, " | ".join(profiles.LINK_METRICS) + " (default: the profile's)",
+        read=_metric, attr="metric", wire="metric", example="joules"),
+    Key("rounds", "quorum", float, 1.0, "fraction of the nodes (<= 1.0) or a count (> 1)",
+        read=_check(lambda v: v > 0 and math.isfinite(v), "must be > 0 and finite"), attr="quorum"),
+    Key("rounds", "deadline_s", float, 10.0, "s from a round's start until it closes with the updates it has",
+        read=_check(lambda v: v > 0, "must be > 0"), attr="deadline_s"),
+    Key("rounds", "history", int, 16, "deltas kept for edges that fell behind",
+        read=_at_least(1), attr="history"),
+    Key("rounds", "max_frame_bytes", int, 1 << 20, "frames above this are refused unparsed (>= 64)",
+        read=_at_least(64), attr="max_frame_bytes"),
+    Key("downlink", "key", str, REQUIRED, "the gateway's 32-byte key for config, model, deltas",
+        read=_key, attr="downlink_key", example="<64 hex digits>"),
+    Key("state", "dir", str, "state", "checkpoint, journals, keyring (relative: to the job file)",
+        read=lambda v, got: Path(v), attr="state_dir"),
+    Key("security", "window_s", float, 60.0, "sliding window for a node's rejected frames, s",
+        read=_POSITIVE, attr="window_s"),
+    Key("security", "rate_limit_after", int, 3, "strikes in the window before rate-limiting (0: never)",
+        read=_at_least(0, " (0: never rate-limit)"), attr="rate_limit_after"),
+    Key("security", "rate_limit_per_s", float, 0.5, "frames/s a rate-limited node may still send",
+        read=_POSITIVE, attr="rate_limit_per_s"),
+    Key("security", "rate_limit_burst", int, 2, "burst of a rate-limited node",
+        read=_at_least(1), attr="rate_limit_burst"),
+    Key("security", "quarantine_after", int, 10, "strikes in the window before quarantine (0: never)",
+        read=_at_least(0, " (0: never quarantine)"), attr="quarantine_after"),
+    Key("security", "control_poll_s", float, 0.5, "how often a running gateway reads <state>/control/, s",
+        read=_POSITIVE, attr="control_poll_s"),
+    Key("aggregation", "rule", str, "mean", " | ".join(robust.RULES),
+        read=_one_of(robust.RULES, "rule"), attr="rule"),
+    Key("aggregation", "trim", float, 0.2, "trimmed_mean: fraction cut from each end per coordinate",
+        read=_check(lambda v: 0.0 <= v < 0.5, "must be in [0, 0.5)"), attr="trim"),
+    Key("aggregation", "max_abs", float, 0.0, "refuse updates with |value| above this (0: no bound)",
+        read=_check(lambda v: v >= 0 and math.isfinite(v), "must be finite and >= 0 (0: no bound)"),
+        attr="max_abs"),
+)
+
+#: [nodes]: node id -> key; node ids are the table's keys, so it has no fixed keys.
+NODE_IDS = range(0x10000)
+NODES_DOC = "node id (0..65535) = its 32-byte key"
+
+#: [transports.<name>]: every transport takes these keys (default port per transport).
+TRANSPORTS: dict[str, int] = {"coap": 5683, "mqtt": 1883, "serial": 0}
+TRANSPORT_KEYS: tuple[Key, ...] = (
+    Key("transports", "host", str, "127.0.0.1", "address to bind (CoAP) or of the broker (MQTT)"),
+    Key("transports", "port", int, None, f"CoAP {TRANSPORTS['coap']}, MQTT {TRANSPORTS['mqtt']}",
+        read=_check(lambda v: 0 <= v <= 65535, "must be a port number")),
+    Key("transports", "ports", list, [], "serial devices of boards",
+        read=_check(lambda v: all(isinstance(p, str) for p in v), "must be a list of device paths"),
+        example=["/dev/ttyUSB0"]),
+    Key("transports", "baud", int, 115200, "serial line rate"),
+    Key("transports", "username", str, None, "MQTT username"),
+    Key("transports", "password", str, None, "MQTT password"),
+)
+_EXAMPLE_TRANSPORT_KEYS = {"coap": ("host", "port"), "mqtt": ("host", "port"), "serial": ("ports", "baud")}
+
+#: Sections in file order; "nodes" and "transports" are read by their own code.
+SECTIONS: tuple[str, ...] = ("job", "model", "training", "cost", "rounds", "nodes", "downlink",
+                             "transports", "state", "security", "aggregation")
+#: Sections whose keys fill a sub-object of Job rather than Job itself.
+GROUPS = ("security", "aggregation")
+
+
+@dataclass(kw_only=True)
 class Transport:
+    """One [transports.<kind>] table (TRANSPORT_KEYS)."""
     kind: str
-    host: str = "127.0.0.1"
-    port: int = 0
-    ports: list[str] = field(default_factory=list)
-    baud: int = 115200
-    username: str | None = None
-    password: str | None = None
+    host: str
+    port: int
+    ports: list[str]
+    baud: int
+    username: str | None
+    password: str | None
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Security:
-    """Thresholds for rate-limiting and quarantining nodes that send bad frames (docs/security.md)."""
-    window_s: float = 60.0
-    rate_limit_after: int = 3
-    rate_limit_per_s: float = 0.5
-    rate_limit_burst: int = 2
-    quarantine_after: int = 10
-    control_poll_s: float = 0.5
+    """Thresholds for rate-limiting and quarantining nodes that send bad frames (docs/security.md);
+    the [security] keys of KEYS."""
+    window_s: float
+    rate_limit_after: int
+    rate_limit_per_s: float
+    rate_limit_burst: int
+    quarantine_after: int
+    control_poll_s: float
 
 
-AGGREGATION_RULES = ("mean", "trimmed_mean", "median")
-
-
-@dataclass
+@dataclass(kw_only=True)
 class Aggregation:
-    """How a round's updates are combined: the paper's mean, or a robust coordinate-wise rule."""
-    rule: str = "mean"
-    trim: float = 0.2
-    max_abs: float = 0.0
+    """How a round's updates are combined: the paper's mean, or a robust coordinate-wise rule
+    (aggregator.gateway.robust); the [aggregation] keys of KEYS."""
+    rule: str
+    trim: float
+    max_abs: float
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Job:
-    """A validated job: what the service, the demo and the edges' config message need."""
+    """A validated job: what the service, the demo and the edges' config message need.
+    Built by parse_job from KEYS (each attribute is the `attr` of a key)."""
     path: str
     job_id: int
     rounds: int
@@ -121,20 +363,23 @@ class Job:
     fmt: int
     step_multiplier: float
     error_feedback: bool
-    profile_name: str
+    compact: bool            # edges send compact updates (kind 4, docs/wire-format.md §3.1.1)
+    profile: dict[str, Any] = field(repr=False)
     metric: str
     quorum: float
     deadline_s: float
     history: int
     max_frame_bytes: int
-    node_keys: dict[int, bytes]
-    downlink_key: bytes
+    node_keys: dict[int, bytes] = field(repr=False)
+    downlink_key: bytes = field(repr=False)
     transports: dict[str, Transport]
     state_dir: Path
-    profile: dict[str, Any] = field(repr=False, default_factory=dict)
-    security: Security = field(default_factory=Security)
-    aggregation: Aggregation = field(default_factory=Aggregation)
-    compact: bool = False    # edges send compact updates (kind 4, docs/wire-format.md §3.1)
+    security: Security
+    aggregation: Aggregation
+
+    @property
+    def profile_name(self) -> str:
+        return self.profile["name"]
 
     @property
     def d(self) -> int:
@@ -152,14 +397,13 @@ class Job:
         return min(n, int(self.quorum))
 
     def wire_config(self) -> wire.JobConfig:
-        return wire.JobConfig(
-            d=self.d, scheme=self.scheme, rule=self.rule, rule_param=self.rule_param,
-            k_cap=self.k_cap, fmt=self.fmt, L=self.L, step=self.step_multiplier,
-            error_feedback=self.error_feedback,
-            model=wire.MODEL_LOGISTIC if self.model_kind == "logistic" else wire.MODEL_SOFTMAX,
-            classes=self.classes, lam=self.lam, profile=self.profile_name, metric=self.metric,
-            rounds=self.rounds, seed=self.seed, compact=self.compact)
+        """The config message's fields: each key's `wire` name, plus d and the enum values."""
+        fields = {k.wire: getattr(self, k.attr) for k in KEYS if k.wire}
+        fields.update(d=self.d, model=MODEL_KINDS[self.model_kind], profile=self.profile_name)
+        return wire.JobConfig(**fields)
 
+
+# ------------------------------------------------------------------ reading
 
 class _Reader:
     """Typed access to the TOML tree that names the file and field in every error."""
@@ -181,202 +425,111 @@ class _Reader:
             raise self.fail(key, "must be a table")
         return v
 
-    def get(self, sec: str, key: str, kind: type | tuple, default: Any = None, required: bool = False) -> Any:
-        t = self.table(sec)
-        if key not in t:
-            if required:
-                raise self.fail(f"{sec}.{key}", "missing")
-            return default
-        v = t[key]
-        if kind is float and isinstance(v, int) and not isinstance(v, bool):
-            v = float(v)
-        if isinstance(v, bool) and kind is not bool:
-            raise self.fail(f"{sec}.{key}", f"must be {getattr(kind, '__name__', kind)}, got a boolean")
-        if not isinstance(v, kind):
-            raise self.fail(f"{sec}.{key}", f"must be {getattr(kind, '__name__', kind)}, got {v!r}")
+    def value(self, t: dict[str, Any], where: str, k: Key, default: Any, got: dict[str, Any]) -> Any:
+        """The value of k in table t (at `where`), type-checked, defaulted and read."""
+        path = f"{where}.{k.name}"
+        if k.name not in t:
+            if default is REQUIRED:
+                raise self.fail(path, "missing")
+            v = default
+        else:
+            v = t[k.name]
+            kind = k.kind
+            if kind is float and isinstance(v, int) and not isinstance(v, bool):
+                v = float(v)
+            if isinstance(v, bool) and kind is not bool:
+                raise self.fail(path, f"must be {kind.__name__}, got a boolean")
+            if not isinstance(v, kind):
+                raise self.fail(path, f"must be {kind.__name__}, got {v!r}")
+        if isinstance(v, list):
+            v = list(v)                       # never share a default list between jobs
+        if k.read is not None:             # defaults too: a derived default (cost.metric) is made here
+            try:
+                v = k.read(v, got)
+            except ValueError as exc:
+                raise self.fail(path, str(exc)) from None
         return v
 
-    def positive(self, sec: str, key: str, default: float | None = None, required: bool = False) -> float:
-        """A float that must be finite and > 0 (steps, L, times, rates)."""
-        v = self.get(sec, key, float, default, required)
-        if not (v > 0.0 and math.isfinite(v)):
-            raise self.fail(f"{sec}.{key}", "must be finite and > 0")
-        return v
+
+def _check_layout(r: _Reader) -> None:
+    """Unknown sections and keys are refused, so a typo cannot silently mean a default."""
+    for sec in SECTIONS:
+        if sec in ("nodes", "transports"):
+            continue
+        known = {k.name for k in KEYS if k.section == sec}
+        for name in r.table(sec):
+            if name not in known:
+                raise r.fail(f"{sec}.{name}", "unknown key")
+    for sec in r.raw:
+        if sec not in SECTIONS:
+            raise r.fail(sec, "unknown section")
 
 
-KNOWN = {
-    "job": {"id", "rounds", "seed", "name"},
-    "model": {"kind", "features", "classes", "lambda", "L"},
-    "training": {"scheme", "rule", "rule_param", "k_cap", "fmt", "step_multiplier", "error_feedback",
-                 "compact"},
-    "cost": {"profile", "metric"},
-    "rounds": {"quorum", "deadline_s", "history", "max_frame_bytes"},
-    "downlink": {"key"},
-    "state": {"dir"},
-    "security": {"window_s", "rate_limit_after", "rate_limit_per_s", "rate_limit_burst",
-                 "quarantine_after", "control_poll_s"},
-    "aggregation": {"rule", "trim", "max_abs"},
-}
+def _nodes(r: _Reader) -> dict[int, bytes]:
+    table = r.table("nodes", required=True)
+    if not table:
+        raise r.fail("nodes", "no nodes")
+    out: dict[int, bytes] = {}
+    for k, v in table.items():
+        try:
+            nid = int(k)
+        except ValueError:
+            raise r.fail(f"nodes.{k}", "node ids are integers") from None
+        if nid not in NODE_IDS:
+            raise r.fail(f"nodes.{k}", "node id must be in 0..65535")
+        try:
+            out[nid] = keymod.parse_key(v)
+        except keymod.KeyFormatError as exc:
+            raise r.fail(f"nodes.{k}", str(exc)) from None
+    return out
 
 
-def _key(r: _Reader, fieldname: str, text: Any) -> bytes:
-    if not isinstance(text, str):
-        raise r.fail(fieldname, "must be a hex string")
-    try:
-        key = bytes.fromhex(text)
-    except ValueError:
-        raise r.fail(fieldname, "is not hex") from None
-    if len(key) != 32:
-        raise r.fail(fieldname, f"must be 32 bytes (64 hex digits), got {len(key)}")
-    return key
+def _transports(r: _Reader) -> dict[str, Transport]:
+    out: dict[str, Transport] = {}
+    known = {k.name for k in TRANSPORT_KEYS}
+    for tname, t in r.table("transports").items():
+        where = f"transports.{tname}"
+        if tname not in TRANSPORTS:
+            raise r.fail(where, f"unknown transport (use {_alternatives(TRANSPORTS)})")
+        if not isinstance(t, dict):
+            raise r.fail(where, "must be a table")
+        for k in t:
+            if k not in known:
+                raise r.fail(f"{where}.{k}", "unknown key")
+        vals = {k.name: r.value(t, where, k, TRANSPORTS[tname] if k.name == "port" else k.default, {})
+                for k in TRANSPORT_KEYS}
+        out[tname] = Transport(kind=tname, **vals)
+    return out
 
 
 def parse_job(raw: dict[str, Any], name: str = "job.toml", base_dir: Path | None = None) -> Job:
     """Validate a job tree (as tomllib gives it); relative paths resolve against base_dir."""
     r = _Reader(name, raw)
-    for sec, keys in KNOWN.items():
-        for k in r.table(sec):
-            if k not in keys:
-                raise r.fail(f"{sec}.{k}", "unknown key")
-    for sec in raw:
-        if sec not in KNOWN and sec not in ("nodes", "transports"):
-            raise r.fail(sec, "unknown section")
-    job_id = r.get("job", "id", int, required=True)
-    if not 0 <= job_id < 2**32:
-        raise r.fail("job.id", "must be in 0..2**32-1")
-    rounds = r.get("job", "rounds", int, 30)
-    if rounds < 1:
-        raise r.fail("job.rounds", "must be >= 1")
-    seed = r.get("job", "seed", int, 1)
-    if not 0 <= seed < 2**32:
-        raise r.fail("job.seed", "must be in 0..2**32-1")
-    kind = r.get("model", "kind", str, required=True)
-    if kind not in ("logistic", "softmax"):
-        raise r.fail("model.kind", f"unknown model {kind!r} (use logistic or softmax)")
-    features = r.get("model", "features", int, required=True)
-    if features < 1:
-        raise r.fail("model.features", "must be >= 1")
-    classes = r.get("model", "classes", int, 2)
-    if classes < 2 or (kind == "logistic" and classes != 2):
-        raise r.fail("model.classes", "logistic needs 2 classes, softmax at least 2")
-    lam = r.get("model", "lambda", float, 1e-3)
-    if not (lam >= 0.0 and math.isfinite(lam)):
-        raise r.fail("model.lambda", "must be finite and >= 0")
-    lip = r.positive("model", "L", required=True)
-    try:
-        scheme = cat.scheme_id(r.get("training", "scheme", str, "sq"))
-    except ValueError as exc:
-        raise r.fail("training.scheme", str(exc)) from None
-    try:
-        rule = cat.rule_id(r.get("training", "rule", str, "cat"))
-    except ValueError as exc:
-        raise r.fail("training.rule", str(exc)) from None
-    rule_param = r.get("training", "rule_param", int, 0)
-    if rule in (cat.RULE_FIXED, cat.RULE_HYBRID) and rule_param < 1:
-        raise r.fail("training.rule_param", "fixed and hybrid rules need rule_param >= 1")
-    if rule == cat.RULE_ALISTARH and scheme != cat.SCHEME_SQ:
-        raise r.fail("training.rule", "alistarh is the S+Q rule: set training.scheme = 'sq'")
-    if (rule == cat.RULE_IDENTITY) != (scheme == cat.SCHEME_IDENTITY):
-        raise r.fail("training.rule", "rule 'identity' goes with scheme 'identity' and only with it")
-    k_cap = r.get("training", "k_cap", int, 128)
-    if k_cap < 1:
-        raise r.fail("training.k_cap", "must be >= 1")
-    fmt_name = r.get("training", "fmt", str, "f32")
-    if fmt_name not in ("f32", "f16"):
-        raise r.fail("training.fmt", "use f32 or f16")
-    step = r.positive("training", "step_multiplier", 1.0)
-    ef = r.get("training", "error_feedback", bool, False)
-    compact = r.get("training", "compact", bool, False)
-    prof_name = r.get("cost", "profile", str, "ieee802154-6lowpan-coap")
-    try:
-        prof = profiles.load_profile(prof_name)
-    except (ValueError, OSError) as exc:
-        raise r.fail("cost.profile", str(exc)) from None
-    metric = r.get("cost", "metric", str, prof["default_metric"])
-    allowed = ("bytes", "bits", "packets", "seconds", "joules") if prof["kind"] == "link" else ("bits", "bytes", "packets")
-    if metric not in allowed:
-        raise r.fail("cost.metric", f"{metric!r} is not defined for {prof['name']} (use {', '.join(allowed)})")
-    quorum = r.get("rounds", "quorum", float, 1.0)
-    if not quorum > 0:
-        raise r.fail("rounds.quorum", "must be > 0")
-    deadline = r.get("rounds", "deadline_s", float, 10.0)
-    if not deadline > 0:
-        raise r.fail("rounds.deadline_s", "must be > 0")
-    history = r.get("rounds", "history", int, 16)
-    if history < 1:
-        raise r.fail("rounds.history", "must be >= 1")
-    max_frame = r.get("rounds", "max_frame_bytes", int, 1 << 20)
-    if max_frame < 64:
-        raise r.fail("rounds.max_frame_bytes", "must be >= 64")
-    nodes_raw = r.table("nodes", required=True)
-    if not nodes_raw:
-        raise r.fail("nodes", "no nodes")
+    _check_layout(r)
+    got: dict[str, Any] = {}
     node_keys: dict[int, bytes] = {}
-    for k, v in nodes_raw.items():
-        try:
-            nid = int(k)
-        except ValueError:
-            raise r.fail(f"nodes.{k}", "node ids are integers") from None
-        if not 0 <= nid <= 0xFFFF:
-            raise r.fail(f"nodes.{k}", "node id must be in 0..65535")
-        node_keys[nid] = _key(r, f"nodes.{k}", v)
-    downlink_key = _key(r, "downlink.key", r.get("downlink", "key", str, required=True))
     transports: dict[str, Transport] = {}
-    for tname, t in r.table("transports").items():
-        if tname not in ("coap", "mqtt", "serial"):
-            raise r.fail(f"transports.{tname}", "unknown transport (use coap, mqtt or serial)")
-        if not isinstance(t, dict):
-            raise r.fail(f"transports.{tname}", "must be a table")
-        for k in t:
-            if k not in ("host", "port", "ports", "baud", "username", "password"):
-                raise r.fail(f"transports.{tname}.{k}", "unknown key")
-        port = t.get("port", 5683 if tname == "coap" else 1883 if tname == "mqtt" else 0)
-        if not isinstance(port, int) or not 0 <= port <= 65535:
-            raise r.fail(f"transports.{tname}.port", "must be a port number")
-        ports = t.get("ports", [])
-        if not isinstance(ports, list) or not all(isinstance(p, str) for p in ports):
-            raise r.fail(f"transports.{tname}.ports", "must be a list of device paths")
-        transports[tname] = Transport(tname, str(t.get("host", "127.0.0.1")), port, ports,
-                                      int(t.get("baud", 115200)), t.get("username"), t.get("password"))
-    state_dir = Path(r.get("state", "dir", str, "state"))
+    for sec in SECTIONS:
+        if sec == "nodes":
+            node_keys = _nodes(r)
+        elif sec == "transports":
+            transports = _transports(r)
+        else:
+            t = r.table(sec)
+            for k in KEYS:
+                if k.section == sec:
+                    got[k.path] = r.value(t, sec, k, k.default, got)
+    state_dir = got["state.dir"]
     if base_dir is not None and not state_dir.is_absolute():
-        state_dir = base_dir / state_dir
-    return Job(name, job_id, rounds, seed, kind, features, classes, lam, lip, scheme, rule, rule_param,
-               k_cap, 1 if fmt_name == "f16" else 0, step, ef, prof["name"], metric, quorum, deadline,
-               history, max_frame, node_keys, downlink_key, transports, state_dir, prof,
-               _security(r), _aggregation(r), compact)
+        got["state.dir"] = base_dir / state_dir
+    top = {k.attr: got[k.path] for k in KEYS if k.attr and k.section not in GROUPS}
+    return Job(path=name, node_keys=node_keys, transports=transports,
+               security=Security(**_group(got, "security")),
+               aggregation=Aggregation(**_group(got, "aggregation")), **top)
 
 
-def _security(r: _Reader) -> Security:
-    """[security]: all optional; the defaults suit a fleet reporting every few seconds."""
-    d = Security()
-    window = r.positive("security", "window_s", d.window_s)
-    after = r.get("security", "rate_limit_after", int, d.rate_limit_after)
-    if after < 0:
-        raise r.fail("security.rate_limit_after", "must be >= 0 (0: never rate-limit)")
-    rate = r.positive("security", "rate_limit_per_s", d.rate_limit_per_s)
-    burst = r.get("security", "rate_limit_burst", int, d.rate_limit_burst)
-    if burst < 1:
-        raise r.fail("security.rate_limit_burst", "must be >= 1")
-    quar = r.get("security", "quarantine_after", int, d.quarantine_after)
-    if quar < 0:
-        raise r.fail("security.quarantine_after", "must be >= 0 (0: never quarantine)")
-    poll = r.positive("security", "control_poll_s", d.control_poll_s)
-    return Security(window, after, rate, burst, quar, poll)
-
-
-def _aggregation(r: _Reader) -> Aggregation:
-    """[aggregation]: the combining rule; robust rules need no change on the edges."""
-    rule = r.get("aggregation", "rule", str, "mean")
-    if rule not in AGGREGATION_RULES:
-        raise r.fail("aggregation.rule", f"unknown rule {rule!r} (use {', '.join(AGGREGATION_RULES)})")
-    trim = r.get("aggregation", "trim", float, 0.2)
-    if not 0.0 <= trim < 0.5:
-        raise r.fail("aggregation.trim", "must be in [0, 0.5)")
-    max_abs = r.get("aggregation", "max_abs", float, 0.0)
-    if not (max_abs >= 0 and math.isfinite(max_abs)):
-        raise r.fail("aggregation.max_abs", "must be finite and >= 0 (0: no bound)")
-    return Aggregation(rule, trim, max_abs)
+def _group(got: dict[str, Any], section: str) -> dict[str, Any]:
+    return {k.attr: got[k.path] for k in KEYS if k.section == section}
 
 
 def load_job(path: str | Path) -> Job:
@@ -390,3 +543,44 @@ def load_job(path: str | Path) -> Job:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{p.name}: not valid TOML: {exc}") from None
     return parse_job(raw, p.name, p.parent)
+
+
+# ------------------------------------------------------------------ the documented example
+
+_COMMENT_COLUMN = 35
+
+
+def _toml_value(v: Any) -> str:
+    """One value as TOML (tomli-w); a list on one line, as the example shows it."""
+    if isinstance(v, list):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    return tomli_w.dumps({"v": v})[len("v = "):].rstrip("\n")
+
+
+def _line(name: str, value: Any, doc: str) -> str:
+    text = f"{name} = {_toml_value(value)}"
+    return f"{text:<{_COMMENT_COLUMN - 1}} # {doc}" if len(text) < _COMMENT_COLUMN - 1 else f"{text}  # {doc}"
+
+
+def example_toml() -> str:
+    """A job file with every key at its default (required keys at an example value),
+    each commented with its meaning: the example in this module's docstring."""
+    lines: list[str] = []
+    for sec in SECTIONS:
+        if sec == "nodes":
+            lines += ["[nodes]", _line("1", "<64 hex digits>", "required: " + NODES_DOC)]
+            continue
+        if sec == "transports":
+            for tname, names in _EXAMPLE_TRANSPORT_KEYS.items():
+                lines.append(f"[transports.{tname}]")
+                for k in TRANSPORT_KEYS:
+                    if k.name in names:
+                        v = TRANSPORTS[tname] if k.name == "port" else k.example if k.example is not None else k.default
+                        lines.append(_line(k.name, v, k.doc))
+            continue
+        lines.append(f"[{sec}]")
+        for k in KEYS:
+            if k.section == sec:
+                v = k.example if k.example is not None else k.default
+                lines.append(_line(k.name, v, ("required: " if k.default is REQUIRED else "") + k.doc))
+    return "\n".join(lines) + "\n"

@@ -22,6 +22,8 @@ from __future__ import annotations
 import os
 import signal
 
+from aggregator.errors import UserError
+
 #: Every point the code calls, and where it is (docs/deployment.md has the same table).
 POINTS: dict[str, str] = {
     "mqtt_received": "mqtt_front: an uplink PUBLISH reached the event loop, before the pipeline",
@@ -36,8 +38,12 @@ ENV = "CAT_FAULT"
 ENV_LOG = "CAT_FAULT_LOG"
 
 
+class FaultSpecError(UserError, ValueError):
+    """CAT_FAULT names an unknown point or a bad count."""
+
+
 def parse(spec: str) -> dict[str, int]:
-    """`name[:count],...` -> {name: count}; ValueError for unknown names or bad counts."""
+    """`name[:count],...` -> {name: count}; FaultSpecError for unknown names or bad counts."""
     out: dict[str, int] = {}
     for part in spec.split(","):
         part = part.strip()
@@ -45,13 +51,13 @@ def parse(spec: str) -> dict[str, int]:
             continue
         name, _, count = part.partition(":")
         if name not in POINTS:
-            raise ValueError(f"{ENV}: unknown fault point {name!r} (known: {', '.join(POINTS)})")
+            raise FaultSpecError(f"{ENV}: unknown fault point {name!r} (known: {', '.join(POINTS)})")
         try:
             n = int(count) if count else 1
         except ValueError:
-            raise ValueError(f"{ENV}: {part!r}: count must be an integer") from None
+            raise FaultSpecError(f"{ENV}: {part!r}: count must be an integer") from None
         if n < 1:
-            raise ValueError(f"{ENV}: {part!r}: count must be >= 1")
+            raise FaultSpecError(f"{ENV}: {part!r}: count must be >= 1")
         out[name] = n
     return out
 

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
+from aggregator.errors import UserError
 from aggregator.gateway import wire
 
 KEYRING = "keyring.json"
@@ -38,20 +39,29 @@ OK = "ok"                 # verified under the current key or one still in its g
 EXPIRED = "expired"       # verified only under a key whose grace period is over
 BAD = "bad"               # verified under no key kept for the node
 
-# ToBeMaced = ["MAC0", h'A10104', h'', payload] (RFC 9052 §6.3), byte for byte up to the payload.
-_MAC0_PREFIX = b"\x84\x64MAC0\x43\xa1\x01\x04\x40"
+KEY_BYTES = 32            # HMAC 256/64 keys (docs/wire-format.md §1)
 
 
-def _bstr_head(n: int) -> bytes:
-    if n < 24:
-        return bytes((0x40 | n,))
-    if n < 0x100:
-        return bytes((0x58, n))
-    if n < 0x10000:
-        return b"\x59" + n.to_bytes(2, "big")
-    if n < 2**32:
-        return b"\x5a" + n.to_bytes(4, "big")
-    return b"\x5b" + n.to_bytes(8, "big")
+class KeyringError(UserError, ValueError):
+    """keyring.json cannot be read, or a rotation the operator asked for cannot be made."""
+
+
+class KeyFormatError(UserError, ValueError):
+    """A key that is not 64 hex digits; the message says what is wrong, the caller says where."""
+
+
+def parse_key(text: object) -> bytes:
+    """A 32-byte key from its hex form: the one reader for the job file's [nodes] and
+    [downlink], `keys rotate --key/--key-file`, control requests and keyring.json."""
+    if not isinstance(text, str):
+        raise KeyFormatError("must be a hex string")
+    try:
+        key = bytes.fromhex(text)
+    except ValueError:
+        raise KeyFormatError("is not hex") from None
+    if len(key) != KEY_BYTES:
+        raise KeyFormatError(f"must be {KEY_BYTES} bytes ({2 * KEY_BYTES} hex digits), got {len(key)}")
+    return key
 
 
 def fingerprint(key: bytes) -> str:
@@ -67,13 +77,14 @@ class KeyEntry:
     rid: str = ""             # id of the rotation request that made it current
     _mac: object = field(default=None, repr=False, compare=False)  # key schedule done once
 
-    def mac(self, payload: bytes) -> bytes:
-        """HMAC 256/64 tag of payload (same bytes as aggregator.gateway.wire._mac, without copying)."""
+    def mac(self, payload: bytes, aad: bytes = b"") -> bytes:
+        """HMAC 256/64 tag of payload with external AAD aad, as the wire format defines it
+        (RFC 9052 §6.3), from a key schedule prepared once: only the MAC_structure's prefix
+        and the payload are hashed."""
         if self._mac is None:
             self._mac = hmac.new(self.key, digestmod=hashlib.sha256)
         h = self._mac.copy()
-        h.update(_MAC0_PREFIX)
-        h.update(_bstr_head(len(payload)))
+        h.update(wire.mac_input_prefix(len(payload), aad))
         h.update(payload)
         return h.digest()[:wire.TAG_LEN]
 
@@ -99,7 +110,7 @@ class Keyring:
             raw = json.loads(self.path.read_text())
             nodes = raw["nodes"]
         except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise ValueError(f"{self.path}: unreadable keyring ({exc})") from None
+            raise KeyringError(f"{self.path}: unreadable keyring ({exc})") from None
         for text, rec in nodes.items():
             nid = int(text)
             if nid not in self.base:
@@ -108,10 +119,13 @@ class Keyring:
             if rec.get("base") != fingerprint(self.base[nid]):
                 self.load_notes.append(f"node {nid}: the job file has a new key; rotated keys are dropped")
                 continue
-            ents = [KeyEntry(bytes.fromhex(e["key"]), int(e["since"]), e["until"], e.get("id", ""))
-                    for e in rec["keys"]]
-            if not ents or any(len(e.key) != 32 for e in ents) or ents[0].until is not None:
-                raise ValueError(f"{self.path}: node {nid}: malformed key list")
+            try:
+                ents = [KeyEntry(parse_key(e["key"]), int(e["since"]), e["until"], e.get("id", ""))
+                        for e in rec["keys"]]
+            except (KeyError, TypeError, ValueError) as exc:
+                raise KeyringError(f"{self.path}: node {nid}: malformed key list ({exc})") from None
+            if not ents or ents[0].until is not None:
+                raise KeyringError(f"{self.path}: node {nid}: malformed key list")
             self.entries[nid] = ents
             self.bases[nid] = rec["base"]
 
@@ -122,14 +136,14 @@ class Keyring:
         nodes = {str(n): {"base": self.bases[n], "keys": [e.to_json() for e in self.entries[n]]}
                  for n in sorted(self.bases)}
         data = json.dumps({"version": 1, "nodes": nodes}, indent=1, sort_keys=True).encode()
-        _atomic_write(self.path, data)
+        atomic_write(self.path, data)
 
     # ------------------------------------------------------------------ use
     def current(self, node: int) -> bytes:
         return self.entries[node][0].key
 
     def verify(self, node: int, payload: bytes, tag: bytes, rnd: int,
-               any_kept: bool = False) -> tuple[str, bytes | None]:
+               any_kept: bool = False, aad: bytes = b"") -> tuple[str, bytes | None]:
         """(OK, key) if tag verifies under a key valid at round rnd; (EXPIRED, key) if only under
         an expired one (or OK for it when any_kept: journal replay of frames accepted earlier);
         (BAD, None) otherwise. Constant-time comparisons; at most 1 + grace + RETIRED_KEPT MACs."""
@@ -137,7 +151,7 @@ class Keyring:
         if not ents:
             return BAD, None
         for e in ents:
-            if hmac.compare_digest(e.mac(payload), tag):
+            if hmac.compare_digest(e.mac(payload, aad), tag):
                 if e.until is None or rnd < e.until or any_kept:
                     return OK, e.key
                 return EXPIRED, e.key
@@ -151,13 +165,13 @@ class Keyring:
         round < rnd + grace_rounds. Older retired keys beyond RETIRED_KEPT are forgotten."""
         if node not in self.entries:
             raise KeyError(f"node {node} is not in the job")
-        if len(key) != 32:
-            raise ValueError("keys are 32 bytes")
+        if len(key) != KEY_BYTES:
+            raise ValueError(f"keys are {KEY_BYTES} bytes")
         if grace_rounds < 0:
             raise ValueError("grace_rounds must be >= 0")
         ents = self.entries[node]
         if any(hmac.compare_digest(e.key, key) for e in ents):
-            raise ValueError(f"node {node}: that key was already used; a rotation needs a fresh key")
+            raise KeyringError(f"node {node}: that key was already used; a rotation needs a fresh key")
         old = ents[0]
         old.until = rnd + grace_rounds
         for e in ents[1:]:
@@ -182,12 +196,14 @@ class Keyring:
 
 
 def new_key() -> bytes:
-    return secrets.token_bytes(32)
+    return secrets.token_bytes(KEY_BYTES)
 
 
 # ---------------------------------------------------------------------- files
 
-def _atomic_write(path: Path, data: bytes, mode: int = 0o600) -> None:
+def atomic_write(path: Path, data: bytes, mode: int = 0o600) -> None:
+    """Write data to path so that a reader sees the old file or the whole new one, never a
+    part (temporary file, fsync, rename, fsync of the directory); mode 0600: keys live here."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     try:
@@ -225,7 +241,7 @@ def submit_request(state_dir: Path, op: str, node: int, **fields: object) -> dic
     rid = f"{time.time_ns():020d}-{secrets.token_hex(4)}"
     req = {"id": rid, "op": op, "node": int(node), "at": time.time(),
            "by": os.environ.get("USER", ""), **fields}
-    _atomic_write(cdir / f"{rid}.json", json.dumps(req, sort_keys=True).encode())
+    atomic_write(cdir / f"{rid}.json", json.dumps(req, sort_keys=True).encode())
     return req
 
 

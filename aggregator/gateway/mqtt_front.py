@@ -13,8 +13,28 @@ import threading
 
 import paho.mqtt.client as mqtt
 
+from aggregator.errors import UserError
 from aggregator.gateway import faults
 from aggregator.gateway.pipeline import Aggregator
+
+
+class BrokerError(UserError, ConnectionError):
+    """The MQTT broker did not accept the gateway's connection in time (down, wrong address,
+    refused credentials or TLS)."""
+
+
+def topic_node(topic: str, prefix: str) -> int | None:
+    """The node of an uplink topic `<prefix>up/<node>`, or None when the topic is not one.
+
+    Only the canonical spelling names a node: ASCII decimal without leading zeros, 0..65535,
+    as `cat-edge`, the boards and `broker-config`'s ACL write it (`up/2`, never `up/02`)."""
+    if not topic.startswith(prefix + "up/"):
+        return None
+    tail = topic[len(prefix) + 3:]
+    if not tail or not tail.isascii() or not tail.isdigit() or (tail[0] == "0" and tail != "0"):
+        return None
+    node = int(tail)
+    return node if node <= 0xFFFF else None
 
 
 class MqttFront:
@@ -28,6 +48,8 @@ class MqttFront:
         self.job = agg.job.job_id
         self.prefix = f"cat/{self.job}/"
         self.connected = threading.Event()
+        self.connack = threading.Event()      # the broker answered CONNECT (accepted or refused)
+        self.refused: str | None = None       # its refusal, e.g. "Not authorized"
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2,
                                   client_id=client_id or f"cat-aggregator-{self.job}",
                                   clean_session=False, manual_ack=True)
@@ -36,6 +58,7 @@ class MqttFront:
         if tls:
             self.client.tls_set(**tls)
         self.client.on_connect = self._on_connect
+        self.client.on_subscribe = self._on_subscribe
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
         self.client.reconnect_delay_set(0.2, 5)
@@ -44,8 +67,15 @@ class MqttFront:
     def start(self, timeout: float = 10.0) -> None:
         self.client.connect_async(self.host, self.port, keepalive=30)
         self.client.loop_start()
+        if not self.connack.wait(timeout):
+            raise BrokerError(f"no CONNACK from MQTT broker {self.host}:{self.port} within {timeout:.0f} s")
+        if self.refused is not None:
+            self.stop()
+            raise BrokerError(f"MQTT broker {self.host}:{self.port} refused the gateway's connection: "
+                              f"{self.refused} (check --mqtt-username / --mqtt-password-file)")
         if not self.connected.wait(timeout):
-            raise ConnectionError(f"no CONNACK from MQTT broker {self.host}:{self.port} within {timeout:.0f} s")
+            raise BrokerError(f"MQTT broker {self.host}:{self.port} did not confirm the subscription to "
+                              f"{self.prefix}up/+ within {timeout:.0f} s")
 
     def stop(self) -> None:
         self.client.disconnect()
@@ -54,9 +84,16 @@ class MqttFront:
     # paho thread ---------------------------------------------------------------
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
         if reason_code.is_failure:
+            self.refused = str(reason_code)
+            self.connack.set()
             return
         client.subscribe(self.prefix + "up/+", qos=1)
         self.loop.call_soon_threadsafe(self._publish_state)
+        self.connack.set()
+
+    def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
+        # Ready only once the broker holds the subscription: a frame an edge publishes after
+        # start() returned is then delivered (or kept in the persistent session), never dropped.
         self.connected.set()
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
@@ -67,14 +104,11 @@ class MqttFront:
 
     # event loop ----------------------------------------------------------------
     def _handle(self, topic: str, payload: bytes, mid: int, qos: int) -> None:
-        node = None
-        tail = topic[len(self.prefix) + 3:] if topic.startswith(self.prefix + "up/") else ""
-        if tail.isdigit():
-            node = int(tail)
+        node = topic_node(topic, self.prefix)
         faults.point("mqtt_received")
         try:
             if node is None:
-                self.agg._reject("topic_mismatch", None, "mqtt", len(payload))
+                self.agg.refuse("topic_mismatch", "mqtt", len(payload))
             else:
                 self.agg.submit(payload, "mqtt", topic_node=node)
         finally:
@@ -83,8 +117,10 @@ class MqttFront:
                 self.client.ack(mid, qos)   # only now: the frame is journaled (or rejected)
 
     def _publish_state(self) -> None:
-        self.client.publish(self.prefix + "config", self.agg.config_message(), qos=1, retain=True)
+        # The config is the edges' "go" signal (docs/protocol.md): the model goes out first, so
+        # an edge that sees round r+1 in the config finds the snapshot of version r+1 retained.
         self.client.publish(self.prefix + "model", self.agg.snapshot_message(), qos=1, retain=True)
+        self.client.publish(self.prefix + "config", self.agg.config_message(), qos=1, retain=True)
 
     def _on_close(self, closed) -> None:
         delta = self.agg.delta_message(closed.round)

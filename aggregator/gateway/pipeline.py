@@ -34,6 +34,7 @@ from typing import Callable
 
 import numpy as np
 
+from aggregator.errors import UserError
 from aggregator.gateway import keys as keymod
 from aggregator.gateway import robust, wire
 from aggregator.gateway.config import Job
@@ -48,7 +49,7 @@ REJECTED = "rejected"
 
 # Reasons the pipeline adds to aggregator.gateway.wire.REASONS.
 PIPELINE_REASONS = ("wrong_job", "topic_mismatch", "stale_round", "future_round", "wrong_scheme",
-                    "wrong_d", "t_over_cap", "quarantined", "job_finished", "key_expired",
+                    "wrong_d", "wrong_fmt", "t_over_cap", "quarantined", "job_finished", "key_expired",
                     "rate_limited", "value_bound", "internal_error")
 
 #: Every reason a rejected frame can be counted under.
@@ -66,6 +67,10 @@ NO_STRIKE = frozenset({"stale_round", "future_round", "wrong_job", "job_finished
 # says how many were left out.
 LOG_RATE = 50.0
 LOG_BURST = 200
+
+
+class StateMismatchError(UserError, ValueError):
+    """The state directory holds another job's state (another id or model dimension)."""
 
 
 @dataclass
@@ -91,12 +96,15 @@ class RoundClose:
 
 
 def t_cap(job: Job) -> int:
-    """Largest T an honest edge can send: K, plus the SS sampler's documented headroom."""
+    """Largest T an honest edge can send: K, plus the SS sampler's headroom (edge.ss.ss_headroom,
+    what edge.compress.Workspace allocates for an SS draw)."""
+    from edge.ss import ss_headroom
+
     if job.scheme == SCHEME_IDENTITY:
         return job.d
     k = min(job.k_cap, job.d)
     if job.scheme == SCHEME_SS:
-        return min(job.d, k + 8 + 4 * int(k ** 0.5))  # edge.compress.Workspace headroom
+        return min(job.d, k + ss_headroom(k))
     return k
 
 
@@ -136,7 +144,8 @@ class Aggregator:
         if st is None:
             return State(job_id=self.job.job_id, round=0, model=np.zeros(self.job.d, dtype=np.float32))
         if st.job_id != self.job.job_id or st.model.shape[0] != self.job.d:
-            raise ValueError(f"state in {self.store.dir} belongs to another job (id {st.job_id}, d {st.model.shape[0]})")
+            raise StateMismatchError(f"state in {self.store.dir} belongs to another job "
+                                     f"(id {st.job_id}, d {st.model.shape[0]})")
         return st
 
     def recover(self) -> int:
@@ -200,6 +209,14 @@ class Aggregator:
             else:
                 self._log_suppressed += 1
         return Outcome(REJECTED, reason, node, st.round)
+
+    def refuse(self, reason: str, source: str, size: int) -> Outcome:
+        """Count a frame that a transport refused before handing it to `submit` (an MQTT topic
+        that names no node). Like every refusal before the MAC check it is attributed to no
+        node; `reason` must be one of ALL_REASONS."""
+        if reason not in ALL_REASONS:
+            raise ValueError(f"unknown refusal reason {reason!r}")
+        return self._reject(reason, None, source, size)
 
     def _strike(self, reason: str, node: int, tag: bytes, source: str, size: int) -> Outcome:
         """Reject an authenticated frame for its content, and count it against its node."""
@@ -289,13 +306,15 @@ class Aggregator:
         st = self.state
         size = len(data)
         try:
-            kid, payload, tag = wire._open(data, job.max_frame_bytes)
+            _, payload, tag = env = wire.open_envelope(data, job.max_frame_bytes)
         except wire.FrameError as exc:
             return self._reject(exc.reason, None, source, size), None, None
-        node = int.from_bytes(kid, "big") if len(kid) == 2 else -1
+        node = env.node
         if node not in self.keyring.entries:
             return self._reject("unknown_kid", None, source, size), None, None
-        verdict, key = self.keyring.verify(node, payload, tag, st.round, any_kept=self.replaying)
+        # In a compact job every update's MAC also covers the fields a compact update leaves out.
+        aad = wire.uplink_aad(job.job_id, node, job.scheme, job.d, job.fmt) if job.compact else b""
+        verdict, key = self.keyring.verify(node, payload, tag, st.round, any_kept=self.replaying, aad=aad)
         if verdict == keymod.BAD:
             return self._reject("bad_mac", None, source, size), None, None   # kid not authenticated
         if verdict == keymod.EXPIRED:
@@ -328,6 +347,8 @@ class Aggregator:
             return self._strike("wrong_scheme", node, tag, source, size), None, None
         if up.d != job.d:
             return self._strike("wrong_d", node, tag, source, size), None, None
+        if up.fmt != job.fmt:      # the job fixes the value format; its edges never send another
+            return self._strike("wrong_fmt", node, tag, source, size), None, None
         if up.T > self.cap:
             return self._strike("t_over_cap", node, tag, source, size), None, None
         bound = job.aggregation.max_abs
@@ -409,7 +430,11 @@ class Aggregator:
             grace = req.get("grace_rounds")
             if type(grace) is not int or grace < 0:
                 raise ValueError("grace_rounds must be an int >= 0")
-            self.rotate_key(node, bytes.fromhex(str(req["key"])), grace, req["id"], by)
+            try:
+                key = keymod.parse_key(req["key"])
+            except keymod.KeyFormatError as exc:
+                raise ValueError(f"key: {exc}") from None
+            self.rotate_key(node, key, grace, req["id"], by)
 
     def _count(self, ns, up: wire.Update, source: str) -> None:
         prof = self.job.profile

@@ -10,9 +10,14 @@ import threading
 
 import serial
 
+from aggregator.errors import UserError
 from aggregator.gateway.pipeline import Aggregator
 from edge import slip
 from edge.links import HELLO
+
+
+class SerialPortError(UserError, OSError):
+    """A serial port of the job cannot be opened (no such device, busy, no permission)."""
 
 
 class SerialFront:
@@ -20,7 +25,10 @@ class SerialFront:
         self.agg = agg
         self.loop = loop
         self.port = port
-        self.ser = serial.serial_for_url(port, baudrate=baud, timeout=0.05)
+        try:
+            self.ser = serial.serial_for_url(port, baudrate=baud, timeout=0.05)
+        except (OSError, ValueError, serial.SerialException) as exc:
+            raise SerialPortError(f"serial port {port}: {exc}") from exc
         self.decoder = slip.SlipDecoder(agg.job.max_frame_bytes + 16)
         self.stopping = threading.Event()
         self.lock = threading.Lock()

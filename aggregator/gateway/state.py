@@ -138,7 +138,7 @@ class Store:
 
     def __init__(self, directory: Path) -> None:
         self.dir = Path(directory)
-        self.dir.mkdir(parents=True, exist_ok=True)
+        self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)   # keyring.json lives here: owner only
         self.current = self.dir / "checkpoint.bin"
         self.previous = self.dir / "checkpoint.prev"
         self._journal: tuple[int, object] | None = None

@@ -5,8 +5,16 @@ encodes the downlink messages (job config, model snapshot, model delta). This is
 independent implementation of the format from edge/frame.py (which must run on MicroPython);
 both are checked against the shared vectors in tests/vectors/.
 
-Every refusal raises FrameError(reason, detail): `reason` is one of REASONS, a short stable
-identifier that the aggregator counts rejected frames by.
+Uplink, in three steps (the order is part of the security argument, docs/security.md §2):
+`open_envelope` (size limit, CBOR, COSE_Mac0 structure: nothing is attributed to anyone yet),
+then the MAC under the kid's key (`verify_mac`; the gateway's pipeline checks against its
+keyring instead, which knows key rotation), then `decode_update_payload`. Every refusal raises
+FrameError(reason, detail): `reason` is one of REASONS, a short stable identifier that the
+aggregator counts rejected frames by.
+
+Sizes: `head_len`, `index_code`, `frame_length`, `delta_frame_length` and
+`snapshot_frame_length` give the exact bytes of what the encoders here produce (and what
+edge/frame.py produces for updates), so budgets can be planned without encoding anything.
 """
 from __future__ import annotations
 
@@ -15,13 +23,14 @@ import hmac
 import io
 import math
 import struct
-from dataclasses import dataclass
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import NamedTuple
 
 import cbor2
 import numpy as np
 
-VERSION = 1
+VERSION = 2
 
 KIND_UPDATE = 0
 KIND_CONFIG = 1
@@ -93,7 +102,10 @@ HDR_KID = 4
 TAG_LEN = 8
 PROTECTED = b"\xa1\x01\x04"  # {1: 4}
 KID_GW = b"gw"               # h'6777'
-ENVELOPE_FIXED = 20          # envelope bytes besides the payload's bstr head
+KID_LEN = 2                  # every kid: uplink node id (uint16 BE) or "gw"
+# Envelope bytes besides the payload's bstr head, for a 2-byte kid: tag 17 (1), array (1),
+# protected bstr (1 + 3), unprotected {4: kid} (1 + 1 + 1 + 2), MAC tag bstr (1 + 8).
+ENVELOPE_FIXED = 20
 
 # Reasons for refusal (stable identifiers; the aggregator counts rejections by these).
 REASONS = (
@@ -105,6 +117,8 @@ REASONS = (
     "non_finite", "telemetry_length",
 )
 
+#: Config map key -> field name: the index is the CBOR key (docs/wire-format.md §3.3).
+#: edge/frame.py states the same tuple independently; tests/test_wire.py holds them equal.
 CONFIG_FIELDS = ("d", "scheme", "rule", "rule_param", "k_cap", "fmt", "L", "step",
                  "error_feedback", "model", "classes", "lam", "profile", "metric",
                  "rounds", "seed", "compact")
@@ -147,7 +161,10 @@ class Update:
 
 @dataclass(frozen=True)
 class JobConfig:
-    """The job parameters carried by a config message (key 15); names as in CONFIG_FIELDS."""
+    """The job parameters carried by a config message (key 15, docs/wire-format.md §3.3).
+
+    Field names are those of CONFIG_FIELDS (whose order, not this class's, gives the config
+    map's keys); tests/test_wire.py holds the two equal."""
     d: int
     scheme: int
     rule: int
@@ -216,16 +233,52 @@ def round_values(values: np.ndarray | Sequence[float], fmt: int) -> np.ndarray:
     return v.copy()
 
 
-def _mac(key: bytes, payload: bytes) -> bytes:
-    """HMAC 256/64 over MAC_structure = ["MAC0", protected, h'', payload] (RFC 9052 §6.3)."""
-    mac_structure = cbor2.dumps(["MAC0", PROTECTED, b"", payload])
-    return hmac.new(key, mac_structure, hashlib.sha256).digest()[:TAG_LEN]
+def head_len(n: int) -> int:
+    """Bytes of a shortest CBOR head with argument n (RFC 8949 §3): the head of an unsigned
+    integer n, or of a byte string of n bytes (deterministic encoding, RFC 8949 §4.2.1)."""
+    return 1 if n < 24 else 2 if n < 0x100 else 3 if n < 0x10000 else 5 if n < 2**32 else 9
 
 
-def _wrap(key: bytes, kid: bytes, payload: bytes) -> bytes:
+def bstr_head(n: int) -> bytes:
+    """The shortest CBOR head of a byte string of n bytes (major type 2, RFC 8949 §3)."""
+    if n < 24:
+        return bytes((0x40 | n,))
+    size = head_len(n) - 1
+    return bytes((0x40 | {1: 24, 2: 25, 4: 26, 8: 27}[size],)) + n.to_bytes(size, "big")
+
+
+# MAC_structure = ["MAC0", protected, external_aad, payload] (RFC 9052 §6.3), encoded:
+# array(4), tstr "MAC0", bstr h'A10104', bstr external_aad; then the payload's bstr head and
+# bytes. external_aad is h'' except for the updates of a compact job (uplink_aad).
+_MAC0_HEAD = b"\x84\x64MAC0\x43" + PROTECTED
+
+
+def uplink_aad(job: int, node: int, scheme: int, d: int, fmt: int) -> bytes:
+    """External AAD of every update in a compact job: [version, job, node, scheme, d, fmt] in
+    deterministic CBOR. A compact update leaves these out, so its MAC covers them: it
+    verifies only under its own job's parameters (docs/wire-format.md §1)."""
+    return cbor2.dumps([VERSION, job, node, scheme, d, fmt], canonical=True)
+
+
+def mac_input_prefix(payload_len: int, aad: bytes = b"") -> bytes:
+    """The bytes HMAC runs over before the payload itself (MAC_structure up to the payload).
+
+    Lets a verifier feed the payload to a prepared HMAC state without building the
+    MAC_structure (aggregator.gateway.keys does, once per key held)."""
+    return _MAC0_HEAD + bstr_head(len(aad)) + aad + bstr_head(payload_len)
+
+
+def _mac(key: bytes, payload: bytes, aad: bytes = b"") -> bytes:
+    """HMAC 256/64 over MAC_structure = ["MAC0", protected, aad, payload] (RFC 9052 §6.3)."""
+    h = hmac.new(key, mac_input_prefix(len(payload), aad), hashlib.sha256)
+    h.update(payload)
+    return h.digest()[:TAG_LEN]
+
+
+def _wrap(key: bytes, kid: bytes, payload: bytes, aad: bytes = b"") -> bytes:
     if len(key) != 32:
         raise ValueError(f"MAC key must be 32 bytes, got {len(key)}")
-    msg = cbor2.CBORTag(COSE_MAC0_TAG, [PROTECTED, {HDR_KID: kid}, payload, _mac(key, payload)])
+    msg = cbor2.CBORTag(COSE_MAC0_TAG, [PROTECTED, {HDR_KID: kid}, payload, _mac(key, payload, aad)])
     return cbor2.dumps(msg, canonical=True)
 
 
@@ -293,11 +346,6 @@ def _values(raw: bytes, fmt: int, count: int, what: str) -> np.ndarray:
     return v
 
 
-def _head_len(n: int) -> int:
-    """Bytes of a shortest CBOR head with argument n (RFC 8949 §3)."""
-    return 1 if n < 24 else 2 if n < 0x100 else 3 if n < 0x10000 else 5 if n < 2**32 else 9
-
-
 def frame_length(d: int, T: int, scheme: int, fmt: int, telemetry: bool = False,
                  job: int = 0, node: int = 0, rnd: int = 0, compact: bool = False) -> int:
     """Exact update frame length (same formula as edge.frame.frame_length, independently
@@ -305,20 +353,20 @@ def frame_length(d: int, T: int, scheme: int, fmt: int, telemetry: bool = False,
     compact: kind 4, whose map carries only kind, round, T, indices, values, signs, telemetry."""
     w = 2 if fmt == FMT_F16 else 4
     if compact:
-        n = 1 + 2 + 1 + _head_len(rnd) + 1 + _head_len(T)
+        n = 1 + 2 + 1 + head_len(rnd) + 1 + head_len(T)
     else:
-        n = 9 + 3 + _head_len(job) + _head_len(node) + _head_len(rnd) + 2 + _head_len(d) + _head_len(T)
+        n = 9 + 3 + head_len(job) + head_len(node) + head_len(rnd) + 2 + head_len(d) + head_len(T)
     vb = w if scheme == SCHEME_SQ else T * w
-    n += 1 + _head_len(vb) + vb
+    n += 1 + head_len(vb) + vb
     if scheme == SCHEME_SQ:
         sb = (T + 7) // 8
-        n += 1 + _head_len(sb) + sb
+        n += 1 + head_len(sb) + sb
     if scheme != SCHEME_IDENTITY:
         ib = index_code(d, T)[1]
-        n += 1 + _head_len(ib) + ib
+        n += 1 + head_len(ib) + ib
     if telemetry:
         n += 2 + TELEMETRY_LEN
-    return ENVELOPE_FIXED + _head_len(n) + n
+    return ENVELOPE_FIXED + head_len(n) + n
 
 
 def _is_uint(v: object) -> bool:
@@ -336,8 +384,22 @@ def _decode_one(fp: io.BytesIO, what: str) -> object:
         raise FrameError("not_cbor", f"{what}: {msg[:120]}") from None
 
 
-def _open(data: bytes, max_bytes: int) -> tuple[bytes, bytes, bytes]:
-    """Size check, CBOR parse, envelope structure: return (kid, payload, tag)."""
+class Envelope(NamedTuple):
+    """An opened COSE_Mac0 whose MAC is not yet checked: nothing in it is authenticated."""
+    kid: bytes
+    payload: bytes
+    tag: bytes
+
+    @property
+    def node(self) -> int:
+        """The node an uplink kid names (2 bytes, big-endian)."""
+        return int.from_bytes(self.kid, "big")
+
+
+def open_envelope(data: bytes, max_bytes: int) -> Envelope:
+    """First step of receiving any frame: the size limit (before any parsing), one CBOR item
+    and nothing after it, the COSE_Mac0 structure with protected header exactly {1: 4}, and
+    the envelope's heads in shortest form. Raises FrameError; reads nothing in the payload."""
     if len(data) > max_bytes:
         raise FrameError("oversize", f"{len(data)} bytes > limit {max_bytes}")
     fp = io.BytesIO(data)
@@ -356,19 +418,23 @@ def _open(data: bytes, max_bytes: int) -> tuple[bytes, bytes, bytes]:
         raise FrameError("bad_alg", "protected header must be exactly {1: 4} (HMAC 256/64)")
     if not isinstance(unprot, Mapping) or list(unprot) != [HDR_KID] or type(unprot[HDR_KID]) is not bytes:
         raise FrameError("structure", "unprotected header must be {4: kid}")
+    if len(unprot[HDR_KID]) != KID_LEN:
+        raise FrameError("structure", f"kid must be a {KID_LEN}-byte bstr")
     if type(payload) is not bytes:
         raise FrameError("structure", "payload must be a bstr")
     if type(tag) is not bytes or len(tag) != TAG_LEN:
         raise FrameError("structure", "tag must be an 8-byte bstr")
     kid = unprot[HDR_KID]
     # every head in its shortest form <=> the length is exactly the minimal one
-    if len(kid) == 2 and len(data) != ENVELOPE_FIXED + _head_len(len(payload)) + len(payload):
+    if len(data) != ENVELOPE_FIXED + head_len(len(payload)) + len(payload):
         raise FrameError("not_deterministic", "envelope heads not in shortest form")
-    return kid, payload, tag
+    return Envelope(kid, payload, tag)
 
 
-def _check_mac(key: bytes, payload: bytes, tag: bytes) -> None:
-    if not hmac.compare_digest(_mac(key, payload), tag):
+def verify_mac(key: bytes, payload: bytes, tag: bytes, aad: bytes = b"") -> None:
+    """Second step: the tag must be HMAC 256/64 of the payload under key, with external AAD
+    aad (uplink_aad in a compact job; constant-time comparison); FrameError("bad_mac") otherwise."""
+    if not hmac.compare_digest(_mac(key, payload, aad), tag):
         raise FrameError("bad_mac", "MAC does not verify")
 
 
@@ -477,28 +543,11 @@ def _sparse(p: Mapping, d: int, T: int) -> np.ndarray:
 
 # ----------------------------------------------------------------------------- uplink
 
-def decode_frame(data: bytes, keys: Mapping[int, bytes], max_bytes: int,
-                 implied: tuple[int, int, int, int] | None = None) -> Update:
-    """Verify and decode one uplink update frame; raise FrameError(reason, detail).
-
-    Order: size limit (before any parsing), envelope, kid lookup, MAC (constant-time),
-    then the payload (deterministic encoding, keys, types, ranges, indices, values).
-    implied = (job, scheme, d, fmt) of a compact job: accept compact (kind 4) frames."""
-    kid, payload, tag = _open(data, max_bytes)
-    if len(kid) != 2:
-        raise FrameError("unknown_kid", "uplink kid must be 2 bytes")
-    node = int.from_bytes(kid, "big")
-    key = keys.get(node)
-    if key is None:
-        raise FrameError("unknown_kid", f"node {node} has no key")
-    _check_mac(key, payload, tag)
-    return decode_update_payload(node, payload, len(data), implied=implied)
-
-
 def decode_update_payload(node: int, payload: bytes, wire_bytes: int, expect: tuple[int, int] | None = None,
                           implied: tuple[int, int, int, int] | None = None) -> Update:
-    """The payload checks of decode_frame, for a caller that already opened the envelope and
-    verified the MAC as `node` (the gateway's pipeline does, against its keyring).
+    """Third step: the payload of an update whose envelope is open and whose MAC verified
+    under `node`'s key (the pipeline checks the MAC against its keyring). Refuses with
+    FrameError: deterministic encoding, keys, types, ranges, indices, values.
 
     expect = (job, d): refuse another job ("wrong_job") or another d ("wrong_d") right after
     the header is read, before anything is sized from the declared d.
@@ -546,8 +595,10 @@ def decode_update_payload(node: int, payload: bytes, wire_bytes: int, expect: tu
     if scheme == SCHEME_IDENTITY:
         if T != d:
             raise FrameError("bad_t", "identity needs T == d")
-        if K_IDX_PACKED in p or K_IDX_BITMAP in p or K_SIGNS in p:
-            raise FrameError("unknown_key", "identity carries no indices or signs")
+        if K_IDX_PACKED in p or K_IDX_BITMAP in p:
+            raise FrameError("index_code", "identity carries no index field (T = d)")
+        if K_SIGNS in p:
+            raise FrameError("unknown_key", "key 13 (signs) only with SQ")
         vals = _values(raw, fmt, d, "values")      # length first: d alone must not size an allocation
         idx = np.arange(d, dtype=np.int64)
     else:
@@ -585,11 +636,14 @@ def decode_update_payload(node: int, payload: bytes, wire_bytes: int, expect: tu
 # ----------------------------------------------------------------------------- downlink
 
 def decode_downlink(data: bytes, key: bytes, max_bytes: int) -> Config | Snapshot | Delta:
-    """Verify (kid 'gw') and decode a config, snapshot or delta; used by CPython edges/tests."""
-    kid, payload, tag = _open(data, max_bytes)
+    """Verify (kid 'gw') and decode a config, snapshot or delta.
+
+    The gateway only sends these; this is its independent reading of the downlink format,
+    which tests/test_wire.py holds against the shared vectors and the encoders below."""
+    kid, payload, tag = open_envelope(data, max_bytes)
     if kid != KID_GW:
         raise FrameError("unknown_kid", "downlink kid must be h'6777' ('gw')")
-    _check_mac(key, payload, tag)
+    verify_mac(key, payload, tag)
     p = _load_payload(payload)
     kind = _head(p, _CONFIG_KEYS | _SNAPSHOT_KEYS | _DELTA_KEYS,
                  (KIND_CONFIG, KIND_SNAPSHOT, KIND_DELTA))
@@ -744,3 +798,26 @@ def encode_delta(job: int, base: int, indices: np.ndarray | Sequence[int],
                            K_D: d, K_T: T, code: packed, K_FMT: fmt, K_VALUES: raw},
                           canonical=True)
     return _wrap(key, KID_GW, payload)
+
+
+def delta_frame_length(d: int, entries: int, fmt: int = FMT_F32, job: int = 0, rnd: int = 0) -> int:
+    """Exact bytes of encode_delta(job, rnd, ...) carrying `entries` values of a d-entry model.
+
+    Map of 9 keys (0, 1, 2, 4, 6, 7, index code, 10, 11): version, kind and fmt take one
+    byte each, job, base round, d and T a head each, the index field and the values a bstr."""
+    w = 2 if fmt == FMT_F16 else 4
+    ib = index_code(d, entries)[1]
+    vb = entries * w
+    p = (1 + 9 + 1 + 1 + 1 + head_len(job) + head_len(rnd) + head_len(d) + head_len(entries)
+         + head_len(ib) + ib + head_len(vb) + vb)
+    return ENVELOPE_FIXED + head_len(p) + p
+
+
+def snapshot_frame_length(d: int, job: int = 0, rnd: int = 0) -> int:
+    """Exact bytes of encode_snapshot(job, rnd, model) for a d-entry float32 model.
+
+    Map of 6 keys (0, 1, 2, 4, 6, 16): version and kind one byte each, job, version and d a
+    head each, the model a bstr of 4d bytes."""
+    vb = 4 * d
+    p = 1 + 6 + 1 + 1 + head_len(job) + head_len(rnd) + head_len(d) + head_len(vb) + vb
+    return ENVELOPE_FIXED + head_len(p) + p

@@ -25,21 +25,21 @@ energy-aware CAT (edge/energycost.py) uses.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
-from aggregator.lab import energy
+from aggregator.lab import energy, reports
 from aggregator.lab.boardcompute import BoardBudgetError, compute_seconds, host_to_board, load
+from aggregator.lab.problem import Problem
+from aggregator.lab.results import SimResult
 from edge import hwprofile
 from edge.lora import symbol_time
-
-if TYPE_CHECKING:  # annotations only: the simulator does not import this module, nor this it
-    from aggregator.lab.simulate import SimResult
 
 TERMS = ("radio", "compute", "listen", "wake", "sleep")
 WAITS = ("coap-poll", "coap-observe", "mqtt", "mqtt-keepalive", "lorawan", "request", "none")
@@ -260,9 +260,7 @@ def mean_per_round(b: dict) -> dict[str, float]:
 
 def plot_breakdown(b: dict, out: Path, stem: str = "energy-breakdown") -> list[str]:
     """Stacked bars: where each node's joules per round go (and the mean node)."""
-    from aggregator.lab import reports
-
-    plt = reports._plt()
+    plt = reports.pyplot()
     labels = [f"node {nd['node']}" for nd in b["nodes"]] + ["mean"]
     mean = mean_per_round(b)
     fig, ax = plt.subplots(figsize=(max(4.5, 0.8 * len(labels) + 2.5), 3.8))
@@ -375,8 +373,6 @@ def from_metrics(path: Path, prof: dict, board: str, battery: str, interval_s: f
 
 def report_parts(b: dict, rounds: int, out: Path) -> tuple[list[str], dict[str, str], list[str], list[str]]:
     """(lines, tables, plots, notes) of the whole-board budget for report.md."""
-    from aggregator.lab import reports
-
     lines = summary_lines(b, rounds)
     cols = ["node", "rounds"] + [f"{t}_j_per_round" for t in TERMS] + [
         "energy_j_per_round", "energy_j_total", "compute_s_per_round", "listen_s_per_round", "awake_s_per_round",
@@ -401,13 +397,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def log_from_result(res: SimResult) -> energy.RunLog:
-    """A simulated run as a run log (frames, entries, downlink deltas, loss) for the budgets."""
-    d = int(res.problem["dim"])
-    fmt = int(res.config.get("fmt", 0))
-    down = np.array([energy.delta_frame_length(d, int(res.down_entries[r]), fmt, 0, r) for r in range(res.rounds)],
-                    dtype=np.int64)
-    return energy.RunLog(res.frame_bytes, res.entries, down, res.loss, d, res.label,
-                         list(range(res.T.shape[1])), res.f_star)
+    """A simulated run as a run log for the budgets, with the entries each node sent as its T
+    (what the board encodes), the model deltas as the downlink."""
+    return dataclasses.replace(energy.log_from_result(res, res.label), T=res.entries)
 
 
 def board_energy_to(res: SimResult, prof: dict, board: dict, battery: dict, cal: dict, interval: float,
@@ -420,7 +412,7 @@ def board_energy_to(res: SimResult, prof: dict, board: dict, battery: dict, cal:
     return (float(cum[r]), True, b) if r is not None else (float(cum[-1]), False, b)
 
 
-def board_columns(cat_res: SimResult | str, gd_res: SimResult | str, prof: dict, problem: Any, target: float,
+def board_columns(cat_res: SimResult | str, gd_res: SimResult | str, prof: dict, problem: Problem, target: float,
                   interval: float = 600.0, battery: str = "2xaa") -> dict[str, Any]:
     """Whole-board joules to the target and battery life of CAT's and GD's runs on the link's
     default board (experiment radios' board columns); {} when no board profile fits the link."""
@@ -432,7 +424,7 @@ def board_columns(cat_res: SimResult | str, gd_res: SimResult | str, prof: dict,
     board = load("board", bname)
     bat = load("battery", battery)
     cal = load("compute", "micropython32")
-    nnz = float(np.mean([X.nnz if hasattr(X, "nnz") else X.size for X, _ in problem.parts]))
+    nnz = float(np.mean(problem.nnz()))
     out: dict[str, Any] = {"board": bname}
     for tag, res in (("cat", cat_res), ("gd", gd_res)):
         if isinstance(res, str):

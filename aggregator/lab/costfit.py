@@ -38,9 +38,17 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from aggregator.errors import UserError
+from aggregator.lab import reports
+from aggregator.lab.cliargs import ArgumentError, add_fmt_arg, fmt_code, int_list
 from edge.cat import SCHEME_IDENTITY, SCHEME_SQ, scheme_id
 from edge.frame import buffer_size, encode_update
-from aggregator.errors import UserError
+from edge.profile import ProfileError, load
+
+
+class MeasurementError(UserError, ValueError):
+    """Measurements that cannot be taken (the transport failed) or fitted (no rows, too few sizes)."""
+
 
 # ------------------------------------------------------------------------------ frames
 
@@ -202,7 +210,7 @@ def read_samples(path: Path, column: str = "seconds") -> tuple[np.ndarray, np.nd
             ts.append(float(r.get("T") or 0))
             ys.append(float(v))
     if not xs:
-        raise ValueError(f"{path}: no '{column}' measurements")
+        raise MeasurementError(f"{path}: no '{column}' measurements")
     return np.array(xs), np.array(ts), np.array(ys)
 
 
@@ -372,31 +380,29 @@ def _esc(s: str) -> str:
 
 
 def _cmd_measure(args: argparse.Namespace) -> int:
-    from aggregator.lab import reports
-
     try:
         sch = scheme_id(args.scheme)
     except ValueError as e:
-        raise UserError(str(e)) from None
-    Ts = [int(t) for t in args.T.split(",")] if args.T else t_grid(args.d, args.t_min, args.t_max or args.d,
-                                                                    args.steps)
+        raise ArgumentError(str(e)) from None
+    Ts = int_list(args.T, "--T") if args.T else t_grid(args.d, args.t_min, args.t_max or args.d, args.steps)
     if any(not 1 <= t <= args.d for t in Ts):
-        raise UserError(f"every T must be in 1..d = {args.d}")
-    frames = {t: make_frame(args.d, t, sch, 1 if args.fmt == "f16" else 0, seed=args.seed) for t in Ts}
+        raise ArgumentError(f"every T must be in 1..d = {args.d}")
+    frames = {t: make_frame(args.d, t, sch, fmt_code(args.fmt), seed=args.seed) for t in Ts}
     try:
         if args.transport == "mqtt":
             host, _, port = args.broker.rpartition(":")
+            if not port.isdigit():
+                raise ArgumentError(f"--broker: expected HOST:PORT, got {args.broker!r}")
             samples = measure_mqtt(host or "127.0.0.1", int(port), frames, args.reps, args.topic, args.qos,
                                    args.timeout, progress=not args.quiet, seed=args.seed)
         else:
             if not args.uri:
-                raise UserError("--transport coap needs --uri coap://HOST:PORT/PATH")
+                raise ArgumentError("--transport coap needs --uri coap://HOST:PORT/PATH")
             samples = measure_coap(args.uri, frames, args.reps, args.timeout, progress=not args.quiet,
                                    seed=args.seed)
     except (OSError, TimeoutError, RuntimeError) as e:
-        raise UserError(f"{args.transport}: {e}") from None
-    out = Path(args.out or reports.default_out("measure"))
-    out.mkdir(parents=True, exist_ok=True)
+        raise MeasurementError(f"{args.transport}: {e}") from None
+    out = reports.out_dir(args.out, "measure")
     csv_path = out / "measurements.csv"
     write_samples(samples, csv_path)
     rows = []
@@ -418,15 +424,12 @@ def _cmd_measure(args: argparse.Namespace) -> int:
 
 
 def _cmd_fit(args: argparse.Namespace) -> int:
-    from aggregator.lab import reports
-    from edge.profile import ProfileError, load
-
     try:
         x, T, y = read_samples(Path(args.measurements), args.column)
     except (OSError, ValueError, KeyError) as e:
-        raise UserError(f"{args.measurements}: {e}") from None
+        raise MeasurementError(f"{args.measurements}: {e}") from None
     if len(np.unique(x)) < 3:
-        raise UserError("need measurements at 3 or more frame sizes to fit")
+        raise MeasurementError("need measurements at 3 or more frame sizes to fit")
     fits = [fit_affine(x, y), fit_packet(x, y, args.p_min, args.p_max)]
     best = choose(fits) if args.model == "auto" else next(f for f in fits if f.model == args.model)
     lines = []
@@ -441,9 +444,8 @@ def _cmd_fit(args: argparse.Namespace) -> int:
         print(t)
     name = args.name
     if not all("a" <= c <= "z" or "0" <= c <= "9" or c == "-" for c in name):
-        raise UserError(f"--name {name!r}: use lowercase letters, digits and '-'")
-    out = Path(args.out or reports.default_out("fit-cost"))
-    out.mkdir(parents=True, exist_ok=True)
+        raise ArgumentError(f"--name {name!r}: use lowercase letters, digits and '-'")
+    out = reports.out_dir(args.out, "fit-cost")
     max_bytes = float(args.max_bytes or x.max())
     text = profile_toml(best, name, args.description or
                         f"Fitted {best.model} delivery-time model from {Path(args.measurements).name} "
@@ -454,7 +456,7 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     try:
         load(path)
     except ProfileError as e:  # would be a bug here
-        raise UserError(f"the written profile does not validate: {e}") from None
+        raise MeasurementError(f"the written profile does not validate: {e}") from None
     rows = [{"model": f.model, **{k: v for k, v in f.params.items()}, "rms_s": f.rms, "r2": f.r2, "bic": f.bic,
              "chosen": f is best} for f in fits]
     md = reports.write_table(rows, out, "fits", ["model", "a", "b", "c1", "c0", "P", "rms_s", "r2", "bic", "chosen"])
@@ -475,7 +477,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--uri", default=None, help="CoAP resource, e.g. coap://127.0.0.1:5683/cat/measure/up")
     p.add_argument("--d", type=int, default=47236, help="model size in the frames (default RCV1's)")
     p.add_argument("--scheme", default="s", help="s, sq, ss or identity")
-    p.add_argument("--fmt", choices=("f32", "f16"), default="f32")
+    add_fmt_arg(p)
     p.add_argument("--T", default=None, help="comma-separated T values (default: geometric grid)")
     p.add_argument("--t-min", type=int, default=1)
     p.add_argument("--t-max", type=int, default=None, help="default d")

@@ -265,7 +265,58 @@ def load_libsvm(path, n_features: int | None = None, normalize: bool = False) ->
     return Dataset(_as_float(X), y, classes, path.name)
 
 
-_BUILTIN = ("digits", "digits-binary", "breast_cancer", "iris", "wine")
+#: the datasets `load_builtin` knows, as users spell them ('-' and '_' are interchangeable).
+BUILTIN = ("digits", "digits-binary", "breast_cancer", "iris", "wine")
+
+
+def builtin_key(name: str) -> str | None:
+    """The BUILTIN entry `name` spells (any case, '-' or '_'), or None."""
+    key = str(name).replace("-", "_").lower()
+    for b in BUILTIN:
+        if b.replace("-", "_") == key:
+            return b
+    return None
+
+
+def load_csv(path) -> Dataset:
+    """Load a numeric CSV file: one row per example, the label in the last column, an
+    optional header line. Columns are standardised (z-score) and rows L2-normalised, as
+    for the built-in sets, so sensors with different scales weigh alike; labels are
+    mapped to 0..C-1 in sorted order of their raw values."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such CSV file")
+    with path.open() as fh:
+        first = fh.readline()
+    try:
+        [float(v) for v in first.split(",")]
+        skip = 0
+    except ValueError:
+        skip = 1                                  # a header line
+    try:
+        raw = np.loadtxt(path, delimiter=",", skiprows=skip, ndmin=2, dtype=np.float64)
+    except ValueError as exc:
+        raise ValueError(f"{path}: not a numeric CSV file ({exc})") from None
+    if raw.shape[0] < 1 or raw.shape[1] < 2:
+        raise ValueError(f"{path}: need at least one row of features and a label column")
+    if not np.all(np.isfinite(raw)):
+        raise ValueError(f"{path}: non-finite values (NaN or inf)")
+    X = raw[:, :-1]
+    sd = X.std(axis=0)
+    X = (X - X.mean(axis=0)) / np.where(sd > 0, sd, 1.0)
+    y, classes = _relabel(raw[:, -1])
+    return Dataset(l2_normalize_rows(X).astype(np.float32), y, classes, path.name)
+
+
+def load(spec: str) -> Dataset:
+    """A built-in set by name, else a file: CSV (`.csv`) or LIBSVM (anything else, rows
+    L2-normalised); what `cat-aggregator init` and the demo partition."""
+    path = Path(spec)
+    if not path.exists():
+        return load_builtin(spec)
+    if path.suffix.lower() == ".csv":
+        return load_csv(path)
+    return load_libsvm(path, normalize=True)
 
 
 def load_builtin(name: str) -> Dataset:
@@ -282,7 +333,7 @@ def load_builtin(name: str) -> Dataset:
     """
     from sklearn import datasets as skd
 
-    key = name.replace("-", "_")
+    key = (builtin_key(name) or name).replace("-", "_")
     if key in ("digits", "digits_binary"):
         b = skd.load_digits()
         X = l2_normalize_rows(b.data / 16.0)
@@ -292,7 +343,7 @@ def load_builtin(name: str) -> Dataset:
         return Dataset(X.astype(np.float32), y, 10, "digits")
     loaders = {"breast_cancer": skd.load_breast_cancer, "iris": skd.load_iris, "wine": skd.load_wine}
     if key not in loaders:
-        raise ValueError(f"unknown builtin dataset {name!r}; choose one of {', '.join(_BUILTIN)}")
+        raise ValueError(f"unknown builtin dataset {name!r}; choose one of {', '.join(BUILTIN)}")
     b = loaders[key]()
     X = b.data.astype(np.float64)
     sd = X.std(axis=0)
@@ -476,8 +527,9 @@ def partition(X, y, n_nodes: int, mode: str = "even", seed: int = 0, alpha: floa
 
 
 def write_partition(directory, parts: Sequence[tuple], classes: int, layout: str = "auto",
-                    meta: dict | None = None) -> list[Path]:
-    """Write node files node-<k>.catd (k = 0..len(parts)-1) and a partition.json manifest.
+                    meta: dict | None = None, ids: Sequence[int] | None = None) -> list[Path]:
+    """Write node files node-<k>.catd (k = ids[i], default 0..len(parts)-1) and a
+    partition.json manifest.
 
     One layout for all nodes: with "auto" it follows the density of all parts together.
     The manifest lists rows and per-class counts of every node, plus `meta`.
@@ -495,7 +547,10 @@ def write_partition(directory, parts: Sequence[tuple], classes: int, layout: str
         layout = "csr" if nnz / float(rows * d) < CSR_DENSITY_THRESHOLD else "dense"
     paths = []
     nodes = []
-    for k, (Xk, yk) in enumerate(parts):
+    ids = list(range(len(parts))) if ids is None else list(ids)
+    if len(ids) != len(parts):
+        raise ValueError(f"{len(ids)} node ids for {len(parts)} parts")
+    for k, (Xk, yk) in zip(ids, parts):
         pth = write_datafile(directory / f"node-{k}.catd", Xk, yk, classes=classes, layout=layout)
         paths.append(pth)
         counts = np.bincount(np.asarray(yk, dtype=np.int64), minlength=classes)
@@ -573,6 +628,17 @@ def accuracy_np(X, y, w, kind: str) -> float:
     return float(np.mean(pred == y))
 
 
+def minimize_lbfgs(fun_grad, x0: np.ndarray, tol: float, max_iter: int) -> scipy.optimize.OptimizeResult:
+    """L-BFGS-B on fun_grad(w) -> (f, grad) with the settings every f* of the lab uses.
+
+    Why one home: a single dataset's reference f* and a simulated federation's f* (the node
+    sum) must be solved alike, or their gaps would not compare. ftol at machine level and 20
+    correction pairs let gtol decide when to stop.
+    """
+    return scipy.optimize.minimize(fun_grad, x0, jac=True, method="L-BFGS-B",
+                                   options={"maxiter": max_iter, "gtol": tol, "ftol": 1e-15, "maxcor": 20})
+
+
 def solve_reference(X, y, lam: float, kind: str, classes: int | None = None, tol: float = 1e-10,
                     max_iter: int = 20000, w0=None) -> Reference:
     """Minimise f accurately (L-BFGS-B on loss_grad_np) to get f* for optimality gaps.
@@ -590,10 +656,7 @@ def solve_reference(X, y, lam: float, kind: str, classes: int | None = None, tol
     X64 = sp.csr_matrix(X, dtype=np.float64) if sp.issparse(X) else np.asarray(X, dtype=np.float64)
     _prep(X64[:1], y64[:1], np.zeros(size), kind)  # argument checks
     x0 = np.zeros(size) if w0 is None else np.asarray(w0, dtype=np.float64).ravel().copy()
-    res = scipy.optimize.minimize(
-        lambda w: loss_grad_np(X64, y64, w, lam, kind), x0, jac=True, method="L-BFGS-B",
-        options={"maxiter": max_iter, "gtol": tol, "ftol": 1e-15, "maxcor": 20},
-    )
+    res = minimize_lbfgs(lambda w: loss_grad_np(X64, y64, w, lam, kind), x0, tol, max_iter)
     f, g = loss_grad_np(X64, y64, res.x, lam, kind)
     gn = float(np.linalg.norm(g))
     gap = gn * gn / (2.0 * lam) if lam > 0 else math.inf

@@ -22,8 +22,6 @@ energy against loss, and report.md.
 from __future__ import annotations
 
 import argparse
-import csv
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,40 +29,20 @@ from typing import Any
 
 import numpy as np
 
+from aggregator.errors import UserError
+from aggregator.gateway.metrics import read_log
+from aggregator.gateway.wire import delta_frame_length, snapshot_frame_length
+from aggregator.lab import reports, results
+from aggregator.lab.cliargs import ArgumentError, add_fmt_arg, fmt_code
+from aggregator.lab.pricing import messages, profile_dict
 from edge.cat import SCHEME_IDENTITY, scheme_id
 from edge.cost import LinkCost
 from edge.frame import frame_length
-from aggregator.errors import UserError
 
 
-def _hl(n: int) -> int:
-    """Bytes of a shortest CBOR head with argument n (RFC 8949 section 3)."""
-    return 1 if n < 24 else 2 if n < 0x100 else 3 if n < 0x10000 else 5 if n < 2**32 else 9
-
-
-def _index_bytes(d: int, t: int) -> int:
-    """Index field bytes: bit-packed at ceil(log2 d) bits, or the d-bit bitmap when smaller."""
-    b = max(1, (d - 1).bit_length())
-    return min((t * b + 7) // 8, (d + 7) // 8)
-
-
-ENVELOPE_FIXED = 20  # COSE_Mac0 bytes besides the payload's bstr head (aggregator/gateway/wire.py)
-
-
-def delta_frame_length(d: int, entries: int, fmt: int = 0, job: int = 0, rnd: int = 0) -> int:
-    """Exact bytes of the downlink model delta (wire.encode_delta) carrying `entries` values."""
-    w = 2 if fmt == 1 else 4
-    ib = _index_bytes(d, entries)
-    vb = entries * w
-    p = 1 + 9 + 1 + 1 + _hl(job) + _hl(rnd) + _hl(d) + _hl(entries) + _hl(ib) + ib + 1 + _hl(vb) + vb
-    return ENVELOPE_FIXED + _hl(p) + p
-
-
-def snapshot_frame_length(d: int, job: int = 0, rnd: int = 0) -> int:
-    """Exact bytes of the downlink full model snapshot (wire.encode_snapshot): d float32."""
-    vb = 4 * d
-    p = 1 + 6 + 1 + 1 + _hl(job) + _hl(rnd) + _hl(d) + _hl(vb) + vb
-    return ENVELOPE_FIXED + _hl(p) + p
+class BudgetError(UserError, ValueError):
+    """A run log, planned job or profile no energy budget can be made from (a paper profile,
+    a radio without power figures, a log without updates, T outside 1..d)."""
 
 
 # ------------------------------------------------------------------------------ run logs
@@ -92,30 +70,17 @@ class RunLog:
 
 
 def log_from_sim(path: Path, downlink: str = "delta") -> RunLog:
-    """A `simulate` output directory: run.json, rounds.csv, nodes.csv."""
-    path = Path(path)
-    meta = json.loads((path / "run.json").read_text())
-    d = int(meta["problem"]["dim"])
-    fmt = int(meta["config"].get("fmt", 0))
-    n = int(meta["problem"]["nodes"])
-    with open(path / "nodes.csv") as f:
-        rows = list(csv.DictReader(f))
-    R = 1 + max((int(r["round"]) for r in rows), default=-1)
-    fb = np.zeros((R, n), dtype=np.int64)
-    T = np.zeros((R, n), dtype=np.int64)
-    for r in rows:
-        fb[int(r["round"]), int(r["node"])] = int(float(r["frame_bytes"]))
-        T[int(r["round"]), int(r["node"])] = int(float(r["T"]))
-    loss = np.full(R + 1, np.nan)
-    down = np.zeros(R, dtype=np.int64)
-    with open(path / "rounds.csv") as f:
-        for r in csv.DictReader(f):
-            i = int(r["round"])
-            if r["loss"] != "":
-                loss[i] = float(r["loss"])
-            if i < R and r.get("down_entries", "") != "":
-                down[i] = _down(downlink, d, int(r["down_entries"]), fmt, i)
-    return RunLog(fb, T, down, loss, d, str(path), list(range(n)), meta.get("f_star"))
+    """A `simulate` output directory (`results.load`; RunLogError when it is not one)."""
+    return log_from_result(results.load(path), str(path), downlink)
+
+
+def log_from_result(run: results.SimResult, source: str, downlink: str = "delta") -> RunLog:
+    """A simulated run (saved or in memory) as a run log: frames, T, downlink bytes, loss."""
+    d = int(run.problem["dim"])
+    fmt = int(run.config.get("fmt", 0))
+    down = np.array([_down(downlink, d, int(run.down_entries[r]), fmt, r) for r in range(run.rounds)],
+                    dtype=np.int64)
+    return RunLog(run.frame_bytes, run.T, down, run.loss, d, source, list(range(run.T.shape[1])), run.f_star)
 
 
 def _down(downlink: str, d: int | None, entries: int, fmt: int, rnd: int) -> int:
@@ -129,8 +94,6 @@ def _down(downlink: str, d: int | None, entries: int, fmt: int, rnd: int) -> int
 def log_from_metrics(path: Path, d: int | None = None, fmt: int = 0, downlink: str = "delta") -> RunLog:
     """The gateway's JSON-lines metrics log (aggregator/gateway/metrics.py): `update` events give each
     node's wire bytes and T per round, `round` events the delta entries and the mean loss."""
-    from aggregator.gateway.metrics import read_log
-
     ups: list[dict] = []
     rounds: dict[int, dict] = {}
     for ev in read_log(path):
@@ -139,7 +102,7 @@ def log_from_metrics(path: Path, d: int | None = None, fmt: int = 0, downlink: s
         elif ev.get("event") == "round":
             rounds[int(ev["round"])] = ev
     if not ups:
-        raise ValueError(f"{path}: no 'update' events")
+        raise BudgetError(f"{path}: no 'update' events")
     nodes = sorted({int(e["node"]) for e in ups})
     col = {nd: i for i, nd in enumerate(nodes)}
     r0 = min(int(e["round"]) for e in ups)
@@ -174,7 +137,7 @@ def log_planned(d: int, rounds: int, scheme: str, T: int, nodes: int = 1, fmt: i
     if sch == SCHEME_IDENTITY:
         T = d
     if not 1 <= T <= d:
-        raise ValueError(f"T must be in 1..d={d}, got {T}")
+        raise BudgetError(f"T must be in 1..d={d}, got {T}")
     fb = np.zeros((rounds, nodes), dtype=np.int64)
     for r in range(rounds):
         for k in range(nodes):
@@ -204,22 +167,12 @@ class FrameEnergy:
     radio_s: float        # time the radio is on for this message (tx + rx + fixed)
 
 
-def _messages(profile: dict, frame: int) -> list[int]:
-    """A frame over the link's largest message travels as several messages (LoRaWAN has no
-    fragmentation: a big downlink delta needs several downlinks)."""
-    mx = int(profile["message"]["max_bytes"])
-    if frame <= mx:
-        return [frame]
-    k, rest = divmod(frame, mx)
-    return [mx] * k + ([rest] if rest else [])
-
-
 def uplink_energy(profile: dict, frame: int) -> FrameEnergy:
     """The node sends `frame` bytes: its packets at tx power, ACKs and fixed time at rx power."""
     out = FrameEnergy(0.0, 0.0, 0.0, 0.0)
     if frame <= 0:
         return out
-    for m in _messages(profile, frame):
+    for m in messages(profile, frame):
         lc = LinkCost(profile, m)
         tx = lc.tx_seconds * profile["radio"]["tx_power"]
         out.tx_j += tx
@@ -236,7 +189,7 @@ def downlink_energy(profile: dict, frame: int) -> FrameEnergy:
     if frame <= 0:
         return out
     radio = profile["radio"]
-    for m in _messages(profile, frame):
+    for m in messages(profile, frame):
         lc = LinkCost(profile, m)
         fixed_s = lc.packets * profile["packet"]["fixed_seconds"]
         ack_s = lc.seconds - lc.tx_seconds - fixed_s
@@ -256,10 +209,10 @@ def budget(log: RunLog, profile: dict, interval_s: float, capacity_mah: float, v
     radio energy per round it took part in (P_sleep = sleep current x voltage).
     """
     if profile["kind"] != "link":
-        raise ValueError(f"{profile['name']} is a paper model (bits/packets only): energy needs a link "
-                         "profile with a radio")
+        raise BudgetError(f"{profile['name']} is a paper model (bits/packets only): energy needs a link "
+                          "profile with a radio")
     if profile["radio"]["tx_power"] <= 0:
-        raise ValueError(f"{profile['name']}: radio 'none' has no energy figures")
+        raise BudgetError(f"{profile['name']}: radio 'none' has no energy figures")
     dc = (profile.get("limits") or {}).get("duty_cycle")
     max_msg = profile["message"]["max_bytes"]
     R, n = log.frame_bytes.shape
@@ -334,38 +287,42 @@ def budget(log: RunLog, profile: dict, interval_s: float, capacity_mah: float, v
 # ------------------------------------------------------------------------------ CLI
 
 
-def _cmd_profile(args: argparse.Namespace) -> int:
-    from aggregator.lab import reports
-    from aggregator.lab.simulate import profile_dict
-
-    prof = profile_dict(args.profile)
-    fmt = 1 if args.fmt == "f16" else 0
+def _log_from_args(args: argparse.Namespace) -> RunLog:
+    """The run log --log names (a simulate directory or a metrics .jsonl), or the planned job
+    --d/--rounds/--scheme/--T describe."""
+    fmt = fmt_code(args.fmt)
+    if args.log:
+        p = Path(args.log)
+        if p.is_dir():
+            return log_from_sim(p, args.downlink)
+        if not p.exists():
+            raise ArgumentError(f"{p}: no such run log")
+        try:
+            return log_from_metrics(p, args.d, fmt, args.downlink)
+        except BudgetError:
+            raise
+        except (OSError, KeyError, TypeError, ValueError) as e:
+            raise BudgetError(f"{p}: not a usable metrics log: {e}") from None
+    if not (args.d and args.rounds and args.scheme):
+        raise ArgumentError("give --log RUN, or a planned job: --d, --rounds, --scheme (and --T)")
     try:
-        if args.log:
-            p = Path(args.log)
-            if p.is_dir():
-                if not (p / "run.json").exists():
-                    raise UserError(f"{p}: not a simulate output directory (no run.json)")
-                log = log_from_sim(p, args.downlink)
-            elif p.exists():
-                log = log_from_metrics(p, args.d, fmt, args.downlink)
-            else:
-                raise UserError(f"{p}: no such run log")
-        else:
-            if not (args.d and args.rounds and args.scheme):
-                raise UserError("give --log RUN, or a planned job: --d, --rounds, --scheme (and --T)")
-            if scheme_id(args.scheme) != SCHEME_IDENTITY and not args.T:
-                raise UserError("a planned sparse job needs --T (entries per update)")
-            log = log_planned(args.d, args.rounds, args.scheme, args.T or args.d, args.nodes, fmt,
-                              args.downlink)
-        b = budget(log, prof, args.interval, args.battery_mah, args.voltage, args.sleep_ua)
+        sparse = scheme_id(args.scheme) != SCHEME_IDENTITY
     except ValueError as e:
-        raise UserError(str(e)) from None
+        raise ArgumentError(str(e)) from None
+    if sparse and not args.T:
+        raise ArgumentError("a planned sparse job needs --T (entries per update)")
+    return log_planned(args.d, args.rounds, args.scheme, args.T or args.d, args.nodes, fmt, args.downlink)
+
+
+def _cmd_profile(args: argparse.Namespace) -> int:
+    prof = profile_dict(args.profile)
+    log = _log_from_args(args)
+    b = budget(log, prof, args.interval, args.battery_mah, args.voltage, args.sleep_ua)
     whole = None
     hook = getattr(args, "_whole_board", None)  # (prepare, report) from aggregator/lab/boardbudget.py
     if getattr(args, "board", None) and hook:
-        whole = hook[0](args, log, prof)
-    out = Path(args.out or reports.default_out("profile"))
+        whole = hook[0](args, log, prof)  # before anything is written: a bad option changes nothing
+    out = reports.out_dir(args.out, "profile")
     lines = [f"{log.source} under {prof['name']}: one round every {args.interval:g} s, "
              f"battery {args.battery_mah:g} mAh at {args.voltage:g} V = {b['battery_j']:.4g} J"
              + (f", sleep {args.sleep_ua:g} uA" if args.sleep_ua else "")]
@@ -411,7 +368,7 @@ def _cmd_profile(args: argparse.Namespace) -> int:
     if b["duty_cycle"]:
         cols += ["duty_cycle_used", "duty_cycle_headroom", "min_interval_s", "headroom_factor"]
     md = reports.write_table(b["nodes"], out, "budget", cols)
-    cum = np.concatenate([[0.0], np.cumsum(b["per_round_j"].sum(axis=1))])
+    cum = results.cumulative(b["per_round_j"])
     per_node = np.vstack([np.zeros(b["per_round_j"].shape[1]), np.cumsum(b["per_round_j"], axis=0)])
     loss = log.loss
     ylab = "F(x)"
@@ -439,7 +396,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--scheme", default=None, help="planned job: identity, s, sq or ss")
     p.add_argument("--T", type=int, default=None, help="planned job: entries per update")
     p.add_argument("--nodes", type=int, default=1, help="planned job: nodes (sizes the downlink delta)")
-    p.add_argument("--fmt", choices=("f32", "f16"), default="f32")
+    add_fmt_arg(p)
     p.add_argument("--downlink", choices=("delta", "snapshot", "none"), default="delta",
                    help="what a node receives each round (default: the sparse model delta)")
     p.add_argument("--interval", type=float, default=600.0, help="seconds between rounds (default 600)")

@@ -23,12 +23,20 @@ COST_LABELS = {"bits": "bits sent (all nodes)", "bytes": "link bytes sent (all n
                "joules": "radio energy, J (all nodes)"}
 
 
-def default_out(name: str) -> Path:
-    """out/<name>-<YYYYmmdd-HHMMSS>/ (relative to the working directory)."""
-    return Path("out") / f"{name}-{_dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
+def out_dir(out: str | Path | None, name: str) -> Path:
+    """The output directory of a command, created: `out` (its --out), else
+    out/<name>-<YYYYmmdd-HHMMSS>/ relative to the working directory."""
+    path = Path(out or Path("out") / f"{name}-{_dt.datetime.now().strftime('%Y%m%d-%H%M%S')}")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
 
 
-def _plt():
+def pyplot() -> Any:
+    """matplotlib.pyplot on the file-only Agg backend, for a figure `save_fig` writes.
+
+    Why a function: matplotlib is imported on the first plot, not when the CLI starts, and
+    always with Agg, so plotting works on a headless gateway and never opens a window.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -46,7 +54,7 @@ def save_fig(fig: Any, out: Path, stem: str) -> list[str]:
         p = out / f"{stem}.{ext}"
         fig.savefig(p, dpi=110)
         names.append(p.name)
-    _plt().close(fig)
+    pyplot().close(fig)
     return names
 
 
@@ -181,7 +189,7 @@ def plot_runs(results: Sequence[Any], out: Path, stem: str, gap: bool = True,
               target: float | None = None) -> list[str]:
     """One figure <stem>.png/.svg: loss (or gap) against the cumulative cost in each metric
     (bits, packets, energy ... whichever the runs have), against rounds, and T per round."""
-    plt = _plt()
+    plt = pyplot()
     metrics = [m for m in metrics if any(getattr(r, m).size and np.isfinite(getattr(r, m)).all()
                                          and getattr(r, m).sum() > 0 for r in results)]
     panels = list(metrics) + ["rounds", "T"]
@@ -231,7 +239,7 @@ def plot_runs(results: Sequence[Any], out: Path, stem: str, gap: bool = True,
 def plot_alpha(T: np.ndarray, alpha_bar: np.ndarray, alpha_last: np.ndarray, d: int, out: Path,
                stem: str = "alpha", title: str = "") -> list[str]:
     """Figure 1a: alpha-bar(T) against T/d, and SpeedUp(T) = alpha-bar(T) / (T/d)."""
-    plt = _plt()
+    plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
     ax = axes[0]
     ax.plot(T, alpha_bar, label="ᾱ(T) (min over rounds)")
@@ -263,7 +271,7 @@ def plot_bits_vs_T(T: np.ndarray, series: dict[str, tuple[np.ndarray, np.ndarray
 
     series[name] = (bits, reached); unreached points (lower bounds) are drawn hollow.
     """
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for i, (name, (bits, reached)) in enumerate(series.items()):
@@ -292,7 +300,7 @@ def plot_bits_vs_T(T: np.ndarray, series: dict[str, tuple[np.ndarray, np.ndarray
 def plot_energy(cum_energy: np.ndarray, loss: np.ndarray, out: Path, stem: str = "energy",
                 label: str = "", ylabel: str = "F(x)", per_node: np.ndarray | None = None) -> list[str]:
     """Cumulative radio energy (J) against loss (or gap)."""
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 3.8))
     ok = np.isfinite(loss)
     ax.plot(cum_energy[ok], loss[ok], label=label or "all nodes")
@@ -312,7 +320,7 @@ def plot_energy(cum_energy: np.ndarray, loss: np.ndarray, out: Path, stem: str =
 def plot_fit(x: np.ndarray, y: np.ndarray, fits: dict[str, np.ndarray], out: Path, stem: str = "fit",
              xlabel: str = "frame bytes", ylabel: str = "delivery time, s", title: str = "") -> list[str]:
     """Measurements (mean and spread per size) and each fitted model (appendix H, figure 3)."""
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4.0))
     ax.scatter(x, y, s=6, alpha=0.35, label="measurements")
     xs = np.unique(x)

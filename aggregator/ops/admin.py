@@ -148,10 +148,7 @@ def keys_list(args: argparse.Namespace) -> int:
     job, d = _state_dir(args)
     st = _load_state(d)
     rnd = st.round if st is not None else 0
-    try:
-        ring = keys.Keyring(job.node_keys, d)
-    except ValueError as exc:
-        raise UserError(str(exc)) from None
+    ring = keys.Keyring(job.node_keys, d)       # KeyringError is a UserError: one line
     print(f"round {rnd}")
     for row in ring.describe(rnd):
         old = "; ".join(f"{o['fingerprint']} {o['state']} (until round {o['until']})" for o in row["old"])
@@ -167,21 +164,19 @@ def keys_list(args: argparse.Namespace) -> int:
 def _read_key(args: argparse.Namespace) -> bytes:
     from aggregator.gateway import keys
     if args.key_file:
+        where = args.key_file
         try:
             text = Path(args.key_file).read_text().strip()
         except OSError as exc:
             raise UserError(f"{args.key_file}: {exc.strerror}") from None
     elif args.key:
-        text = args.key.strip()
+        where, text = "--key", args.key.strip()
     else:
         return keys.new_key()
     try:
-        key = bytes.fromhex(text)
-    except ValueError:
-        raise UserError("the key must be 64 hex digits") from None
-    if len(key) != 32:
-        raise UserError(f"the key must be 32 bytes (64 hex digits), got {len(key)}")
-    return key
+        return keys.parse_key(text)
+    except keys.KeyFormatError as exc:
+        raise UserError(f"{where}: {exc}") from None
 
 
 def keys_rotate(args: argparse.Namespace) -> int:
@@ -194,7 +189,7 @@ def keys_rotate(args: argparse.Namespace) -> int:
     key = _read_key(args)
     if args.key_out:
         out = Path(args.key_out)
-        keys._atomic_write(out, (key.hex() + "\n").encode())
+        keys.atomic_write(out, (key.hex() + "\n").encode())
         print(f"node {args.node}: new key written to {out} (fingerprint {keys.fingerprint(key)})")
     elif not (args.key or args.key_file):
         print(f"node {args.node}: new key {key.hex()} (fingerprint {keys.fingerprint(key)})")

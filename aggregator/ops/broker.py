@@ -14,7 +14,7 @@ Files written to --out (mode 0600 where secret):
     acl                per-user topic rules
     credentials.toml   usernames and passwords (gateway and every node); reused on re-runs
     gateway.password   the gateway's password alone (for `serve --mqtt-password-file`)
-    ca.crt, ca.key, server.crt, server.key   with --tls (openssl CLI); reused when present
+    ca.crt, ca.key, server.crt, server.key   with --tls (`cryptography`); reused when present
 
 docs/deployment.md walks through a deployment with these files.
 """
@@ -23,18 +23,20 @@ from __future__ import annotations
 
 import argparse
 import base64
+import datetime
 import hashlib
 import hmac
-import os
+import ipaddress
+import json
 import secrets
-import shutil
 import socket
-import subprocess
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from aggregator.errors import UserError
+from aggregator.gateway.keys import atomic_write
+from aggregator.ops.jobs import private_dir, write_toml
 
 PBKDF2_ITERATIONS = 1000   # passwords are 192-bit random tokens: the count is not what protects them
 
@@ -103,18 +105,6 @@ class BrokerFiles:
         return {"ca_certs": str(self.ca)} if self.tls else None
 
 
-def _write_secret(path: Path, text: str) -> None:
-    """Write a file only its owner can read (created 0600, never briefly world-readable)."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-    os.chmod(path, 0o600)
-
-
-def _toml_str(s: str) -> str:
-    return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
 def _load_credentials(path: Path) -> dict:
     if not path.exists():
         return {}
@@ -125,47 +115,78 @@ def _load_credentials(path: Path) -> dict:
         raise UserError(f"{path}: not valid TOML ({exc}); move it away to make new credentials") from None
 
 
-def _openssl(*args: str, cwd: Path) -> None:
-    exe = shutil.which("openssl")
-    if exe is None:
-        raise UserError("--tls needs the openssl command (Debian package openssl)")
-    res = subprocess.run([exe, *args], cwd=cwd, capture_output=True, text=True)
-    if res.returncode != 0:
-        last = res.stderr.strip().splitlines()
-        raise UserError(f"openssl {args[0]} failed: {last[-1] if last else f'exit code {res.returncode}'}")
+def _new_key():
+    from cryptography.hazmat.primitives.asymmetric import ec
+    return ec.generate_private_key(ec.SECP256R1())
+
+
+def _write_key(path: Path, key) -> None:
+    from cryptography.hazmat.primitives import serialization
+    atomic_write(path, key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                         serialization.NoEncryption()))
+
+
+def _write_cert(path: Path, cert) -> None:
+    from cryptography.hazmat.primitives import serialization
+    atomic_write(path, cert.public_bytes(serialization.Encoding.PEM), mode=0o644)
+
+
+def _certificate(subject: str, key, issuer_name, issuer_key, days: int, ca: bool, sans: list[str] = ()):
+    """One X.509 v3 certificate: the CA's (self-signed) or a TLS server's for `sans`."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    b = (x509.CertificateBuilder().subject_name(name).issuer_name(issuer_name or name)
+         .public_key(key.public_key()).serial_number(x509.random_serial_number())
+         .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=days))
+         .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+         .add_extension(x509.KeyUsage(digital_signature=not ca, content_commitment=False, key_encipherment=False,
+                                      data_encipherment=False, key_agreement=False, key_cert_sign=ca,
+                                      crl_sign=ca, encipher_only=False, decipher_only=False), critical=True)
+         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+         .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_key.public_key()),
+                        critical=False))
+    if not ca:
+        alt = [x509.IPAddress(ipaddress.ip_address(s)) if _is_ip(s) else x509.DNSName(s) for s in sans]
+        b = (b.add_extension(x509.SubjectAlternativeName(alt), critical=False)
+             .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False))
+    return b.sign(issuer_key, hashes.SHA256())
 
 
 def make_tls(out: Path, sans: list[str], days: int = 825) -> tuple[Path, Path, Path]:
     """A private CA (EC P-256) and a server certificate for `sans`; kept if already present.
 
     Why a private CA: edges pin this CA, so a broker impersonator needs the CA key, which
-    never leaves the machine that ran this command."""
-    ca_key, ca_crt = out / "ca.key", out / "ca.crt"
-    key, crt = out / "server.key", out / "server.crt"
-    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"]
-    if not (ca_key.exists() and ca_crt.exists()):
-        _openssl("req", "-x509", *ec, "-keyout", ca_key.name, "-out", ca_crt.name, "-days", "3650",
-                 "-subj", f"/CN=cat-iot broker CA {secrets.token_hex(4)}",
-                 "-addext", "basicConstraints=critical,CA:TRUE",
-                 "-addext", "keyUsage=critical,keyCertSign,cRLSign", cwd=out)
-        os.chmod(ca_key, 0o600)
-        key.unlink(missing_ok=True)           # a new CA invalidates the old server certificate
+    never leaves the machine that ran this command. Keys are written 0600."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
+    ca_key_path, ca_crt = out / "ca.key", out / "ca.crt"
+    key_path, crt = out / "server.key", out / "server.crt"
+    if not (ca_key_path.exists() and ca_crt.exists()):
+        ca_key = _new_key()
+        _write_key(ca_key_path, ca_key)
+        _write_cert(ca_crt, _certificate(f"cat-iot broker CA {secrets.token_hex(4)}", ca_key, None, ca_key,
+                                         3650, ca=True))
+        key_path.unlink(missing_ok=True)      # a new CA invalidates the old server certificate
     san = ",".join(("IP:" if _is_ip(s) else "DNS:") + s for s in sans)
     recorded = out / "server.san"
     if recorded.exists() and recorded.read_text().strip() != san:
-        key.unlink(missing_ok=True)           # other names asked for: a new server certificate
-    if not (key.exists() and crt.exists()):
-        ext = out / "server.ext"
-        ext.write_text(f"subjectAltName={san}\nbasicConstraints=critical,CA:FALSE\n"
-                       "keyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n")
-        _openssl("req", *ec, "-keyout", key.name, "-out", "server.csr", "-subj", f"/CN={sans[0]}", cwd=out)
-        _openssl("x509", "-req", "-in", "server.csr", "-CA", ca_crt.name, "-CAkey", ca_key.name,
-                 "-CAcreateserial", "-out", crt.name, "-days", str(days), "-extfile", ext.name, cwd=out)
-        os.chmod(key, 0o600)
+        key_path.unlink(missing_ok=True)      # other names asked for: a new server certificate
+    if not (key_path.exists() and crt.exists()):
+        try:
+            ca_key = serialization.load_pem_private_key(ca_key_path.read_bytes(), password=None)
+            ca_cert = x509.load_pem_x509_certificate(ca_crt.read_bytes())
+        except ValueError as exc:
+            raise UserError(f"{out}: ca.key / ca.crt unreadable ({exc}); move them away to make a new CA") from None
+        key = _new_key()
+        _write_key(key_path, key)
+        _write_cert(crt, _certificate(sans[0], key, ca_cert.subject, ca_key, days, ca=False, sans=sans))
         recorded.write_text(san + "\n")
-        for p in (out / "server.csr", ext, out / "ca.srl"):
-            p.unlink(missing_ok=True)
-    return ca_crt, crt, key
+    return ca_crt, crt, key_path
 
 
 def _is_ip(s: str) -> bool:
@@ -213,14 +234,21 @@ def conf_text(job, listen: tuple[str, int], files: dict[str, Path], tls: bool) -
     return "\n".join(lines) + "\n"
 
 
-def update_node_config(path: Path, username: str, password: str) -> None:
-    """Put the node's MQTT credentials into its cat-edge config (other keys kept)."""
-    from aggregator.ops.jobs import dump_toml
+def update_node_config(path: Path, username: str, password: str, ca: Path | None = None) -> None:
+    """Put the node's MQTT credentials (and, with TLS, the CA to pin) into its cat-edge config
+    (other keys kept), and the credentials into the board config beside it (node-<k>.json,
+    as `cat-aggregator init` writes it) when there is one."""
     with path.open("rb") as fh:
         raw = tomllib.load(fh)
-    raw["username"] = username
-    raw["password"] = password
-    _write_secret(path, dump_toml(raw))
+    raw.update(username=username, password=password)
+    if ca is not None:
+        raw["ca_file"] = str(ca)
+    write_toml(path, raw)
+    board = path.with_suffix(".json")
+    if board.exists():
+        cfg = json.loads(board.read_text())
+        cfg.update(username=username, password=password)
+        atomic_write(board, json.dumps(cfg, sort_keys=True).encode())
 
 
 def write_broker_config(job, out: str | Path, listen: tuple[str, int] | None = None, tls: bool = False,
@@ -229,7 +257,7 @@ def write_broker_config(job, out: str | Path, listen: tuple[str, int] | None = N
     """Write the broker files for `job` (an aggregator.gateway.config.Job) into `out`; see the module doc."""
     out = Path(out).resolve()
     if not out.exists():
-        out.mkdir(parents=True, mode=0o700)
+        private_dir(out)
     listen = listen or ("0.0.0.0", 8883 if tls else 1883)
     creds_path = out / "credentials.toml"
     old = {} if new_passwords else _load_credentials(creds_path)
@@ -242,14 +270,12 @@ def write_broker_config(job, out: str | Path, listen: tuple[str, int] | None = N
     old_nodes = old.get("nodes", {})
     nodes = {k: (node_user(job.job_id, k), password(old_nodes.get(str(k), {}), node_user(job.job_id, k)))
              for k in job.nodes}
-    ctext = [f"# MQTT credentials for cat-iot job {job.job_id} (secret; reused by broker-config re-runs)",
-             "[gateway]", f"username = {_toml_str(gw[0])}", f"password = {_toml_str(gw[1])}", ""]
-    for k, (u, p) in nodes.items():
-        ctext += [f"[nodes.{k}]", f"username = {_toml_str(u)}", f"password = {_toml_str(p)}", ""]
-    _write_secret(creds_path, "\n".join(ctext))
-    _write_secret(out / "gateway.password", gw[1] + "\n")
+    write_toml(creds_path, {"gateway": {"username": gw[0], "password": gw[1]},
+                            "nodes": {str(k): {"username": u, "password": p} for k, (u, p) in nodes.items()}},
+               header=f"# MQTT credentials for cat-iot job {job.job_id} (secret; reused by broker-config re-runs)\n")
+    atomic_write(out / "gateway.password", (gw[1] + "\n").encode())
     users = [gw, *nodes.values()]
-    _write_secret(out / "passwd", "".join(f"{u}:{mosquitto_hash(p)}\n" for u, p in users))
+    atomic_write(out / "passwd", "".join(f"{u}:{mosquitto_hash(p)}\n" for u, p in users).encode())
     (out / "acl").write_text(acl_text(job.job_id, job.nodes))
     data = out / "data"
     data.mkdir(exist_ok=True)
@@ -267,7 +293,7 @@ def write_broker_config(job, out: str | Path, listen: tuple[str, int] | None = N
     res.conf.write_text(conf_text(job, listen, files, tls))
     for k, path in sorted((node_configs or {}).items()):
         if k in nodes and path.exists():
-            update_node_config(path, *nodes[k])
+            update_node_config(path, *nodes[k], ca=res.ca)
             res.node_configs.append(path)
     return res
 
@@ -283,7 +309,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="DNS name or IP address in the server certificate (repeatable; default localhost, "
                         "127.0.0.1 and this host's name)")
     p.add_argument("--update-node-configs", action="store_true",
-                   help="write each node's username/password into node-<k>.toml next to the job file")
+                   help="write each node's username/password into node-<k>.toml (and the board's "
+                        "node-<k>.json) next to the job file; with --tls also the CA to pin (ca_file)")
     p.add_argument("--new-passwords", action="store_true", help="do not reuse the passwords in DIR/credentials.toml")
     p.set_defaults(func=run)
 
@@ -301,15 +328,21 @@ def run(args: argparse.Namespace) -> int:
         res = write_broker_config(job, args.out, listen, args.tls, args.san, configs, args.new_passwords)
     except OSError as exc:
         raise UserError(f"--out {args.out}: {exc}") from None
+    report(res, args.job, args.san, configs)
+    return 0
+
+
+def report(res: BrokerFiles, job_path: str | Path, sans: list[str], configs: dict[int, Path] | None) -> None:
+    """What was written and the commands that start the broker and the gateway with it."""
     host, port = res.listen
     print(f"broker files in {res.out}: mosquitto.conf, passwd, acl, credentials.toml"
           + (", ca.crt, server.crt, server.key" if res.tls else ""))
     print(f"run the broker:   mosquitto -c {res.conf}")
     if host in ("", "0.0.0.0", "*"):
-        host = args.san[0] if res.tls and args.san else "127.0.0.1"
+        host = sans[0] if res.tls and sans else "127.0.0.1"
     gw = f"{host}:{port}"
     tls = f" --mqtt-cafile {res.ca}" if res.tls else ""
-    print(f"run the gateway:  cat-aggregator serve {args.job} --mqtt {gw} --mqtt-username {res.gateway[0]} "
+    print(f"run the gateway:  cat-aggregator serve {job_path} --mqtt {gw} --mqtt-username {res.gateway[0]} "
           f"--mqtt-password-file {res.gateway_password_file}{tls}")
     print(f"{'node':>5}  username")
     for k, (u, _) in res.nodes.items():
@@ -321,5 +354,4 @@ def run(args: argparse.Namespace) -> int:
     missing = [k for k in res.nodes if configs and configs[k] not in res.node_configs]
     if missing:
         print(f"no node config found for node(s) {', '.join(map(str, missing))}")
-    return 0
 

@@ -259,7 +259,7 @@ def board_lines(sessions: list[Session], layout, profile: str, board: str | None
     """Whole-board energy and battery life of each session's nodes (aggregator/lab/boardbudget.py),
     from the gateway's metrics log; compute estimated for the board (these edges ran on this host)."""
     from aggregator.lab import boardbudget
-    from aggregator.lab.simulate import profile_dict
+    from aggregator.lab.pricing import profile_dict
     from edge.hwprofile import board_for_link
 
     prof = profile_dict(profile)

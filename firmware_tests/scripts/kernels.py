@@ -10,7 +10,8 @@ from binascii import hexlify, unhexlify
 
 from edge import topk, frame
 from edge.cat import Rule
-from edge.compress import Feedback, Workspace, XorShift32, compress
+from edge.compress import Workspace, XorShift32, compress
+from edge.feedback import Feedback
 from edge.cost import CostModel
 
 

@@ -1,9 +1,11 @@
 # One full edge round on the device, as a flashed board does it (edge/board.py):
 # read node.json, open the data file, CoAP GET config, GET snapshot (model sync),
 # gradient over the streamed data file, CAT, frame encode, CoAP POST.
-# argv: [rounds] [naive] [sync] -- "naive" swaps the bounded-heap kernel for a sorted() top-T;
-# "sync" catches up with the gateway afterwards and reports a CRC of the model (both from
-# round_extras, a module of its own: this driver's bytecode is in RAM, so it stays small).
+# argv: [rounds] [naive] [sync] [frames] [portable] -- "naive" swaps the bounded-heap kernel for a
+# sorted() top-T; "sync" catches up with the gateway afterwards and reports a CRC of the model;
+# "frames" prints every frame as it is sent; "portable" computes exp/log without the port's libm
+# (all from round_extras, a module of its own: this driver's bytecode is in RAM, so it stays
+# small). Runs over any link edge/board.py makes (CoAP, serial).
 import gc
 import sys
 import json
@@ -25,6 +27,12 @@ if naive:
 cfg = board.load_config("node.json")
 node, link = board.make(cfg)
 del cfg
+if "frames" in argv:
+    import round_extras
+    round_extras.print_frames(node)
+if "portable" in argv:
+    import round_extras
+    round_extras.use_portable_math()
 gc.collect()
 sent = 0
 ms = []
@@ -35,7 +43,7 @@ while sent < rounds:
     if st == "sent":
         ms.append(time.ticks_diff(time.ticks_ms(), t0))
         comp.append(int(node.last["compute_s"] * 1000))
-        post_code = link.last_code
+        post_code = getattr(link, "last_code", None)  # CoAP response code; None on push links
         sent += 1
     elif st == "done":
         raise RuntimeError("job finished before the round")

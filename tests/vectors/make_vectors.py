@@ -37,10 +37,12 @@ def node_key(node: int) -> bytes:
 
 GW_KEY = hashlib.sha256(b"cat-iot test vector downlink key").digest()
 GW_KID = b"gw"
+VERSION = 2
 
 
-def mac0(key: bytes, kid: bytes, payload: bytes) -> bytes:
-    msg = Mac0Message(phdr={Algorithm: HMAC25664}, uhdr={KID: kid}, payload=payload)
+def mac0(key: bytes, kid: bytes, payload: bytes, external_aad: bytes = b"") -> bytes:
+    msg = Mac0Message(phdr={Algorithm: HMAC25664}, uhdr={KID: kid}, payload=payload,
+                      external_aad=external_aad)
     msg.key = SymmetricKey(k=key)
     return msg.encode(tag=True)
 
@@ -85,13 +87,14 @@ def update(name: str, *, job: int, node: int, rnd: int, scheme: int, d: int, T: 
            telemetry: bool, seed: int, desc: str, idx: list[int] | None = None,
            compact: bool = False) -> None:
     """compact: kind 4, whose map drops version, job, node, scheme, d and fmt (the job that
-    the gateway runs implies them; node = kid). The JSON still records them, as the job's."""
+    the gateway runs implies them; node = kid). The JSON still records them, as the job's,
+    and the MAC covers them as external AAD: the array [version, job, node, scheme, d, fmt]."""
     rng = np.random.default_rng(seed)
     key = node_key(node)
     if compact:
         p: dict[int, object] = {1: 4, 4: rnd, 7: T}
     else:
-        p = {0: 1, 1: 0, 2: job, 3: node, 4: rnd, 5: scheme, 6: d, 7: T, 10: fmt}
+        p = {0: VERSION, 1: 0, 2: job, 3: node, 4: rnd, 5: scheme, 6: d, 7: T, 10: fmt}
     code = None
     if scheme == 0:
         indices = list(range(d))
@@ -122,7 +125,8 @@ def update(name: str, *, job: int, node: int, rnd: int, scheme: int, d: int, T: 
         tel = [float(np.float32(x)) for x in (0.6931471805599453, 0.8125, 0.0123, 0.00042)]
         p[14] = struct.pack("<4f", *tel)
     payload = cbor2.dumps(p, canonical=True)
-    data = mac0(key, node.to_bytes(2, "big"), payload)
+    aad = cbor2.dumps([VERSION, job, node, scheme, d, fmt], canonical=True) if compact else b""
+    data = mac0(key, node.to_bytes(2, "big"), payload, aad)
     meaning = {
         "name": name, "description": desc, "kind": 4 if compact else 0, "key": key.hex(),
         "kid": node.to_bytes(2, "big").hex(), "job": job, "node": node, "round": rnd,
@@ -130,7 +134,7 @@ def update(name: str, *, job: int, node: int, rnd: int, scheme: int, d: int, T: 
         "indices": indices if scheme != 0 else None, "values": vals, "values_f32_hex": f32hex(vals),
         "magnitude": abs(vals[0]) if scheme == 2 else None,
         "telemetry": tel, "telemetry_f32_hex": f32hex(tel) if tel else None,
-        "frame_bytes": len(data),
+        "frame_bytes": len(data), "external_aad": aad.hex(),
     }
     write(name, data, meaning)
 
@@ -144,7 +148,7 @@ def config(name: str, *, job: int, rnd: int, cfg: dict, desc: str) -> None:
         if f == "compact" and not v:
             continue                   # key 16 is written only when true
         c[k] = struct.pack("<f", v) if f in ("L", "step", "lam") else v
-    payload = cbor2.dumps({0: 1, 1: 1, 2: job, 4: rnd, 15: c}, canonical=True)
+    payload = cbor2.dumps({0: VERSION, 1: 1, 2: job, 4: rnd, 15: c}, canonical=True)
     data = mac0(GW_KEY, GW_KID, payload)
     write(name, data, {"name": name, "description": desc, "kind": 1, "key": GW_KEY.hex(),
                        "kid": GW_KID.hex(), "job": job, "round": rnd, "config": cfg,
@@ -154,7 +158,7 @@ def config(name: str, *, job: int, rnd: int, cfg: dict, desc: str) -> None:
 def snapshot(name: str, *, job: int, version: int, d: int, seed: int, desc: str) -> None:
     rng = np.random.default_rng(seed)
     model = representable(rng, d, 0, 0.5)
-    payload = cbor2.dumps({0: 1, 1: 2, 2: job, 4: version, 6: d, 16: pack_vals(model, 0)},
+    payload = cbor2.dumps({0: VERSION, 1: 2, 2: job, 4: version, 6: d, 16: pack_vals(model, 0)},
                           canonical=True)
     data = mac0(GW_KEY, GW_KID, payload)
     write(name, data, {"name": name, "description": desc, "kind": 2, "key": GW_KEY.hex(),
@@ -167,7 +171,7 @@ def delta(name: str, *, job: int, base: int, d: int, T: int, fmt: int, seed: int
     idx = sorted(int(x) for x in rng.choice(d, size=T, replace=False)) if T else []
     vals = representable(rng, T, fmt, 0.01)
     code, raw = index_field(d, idx)
-    payload = cbor2.dumps({0: 1, 1: 3, 2: job, 4: base, 6: d, 7: T, code: raw, 10: fmt,
+    payload = cbor2.dumps({0: VERSION, 1: 3, 2: job, 4: base, 6: d, 7: T, code: raw, 10: fmt,
                            11: pack_vals(vals, fmt)}, canonical=True)
     data = mac0(GW_KEY, GW_KID, payload)
     write(name, data, {"name": name, "description": desc, "kind": 3, "key": GW_KEY.hex(),

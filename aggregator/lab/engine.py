@@ -1,0 +1,315 @@
+"""Multi-node simulation of the compressed gradient method, eq. (10) of the paper.
+
+Every round each node k computes g_k = grad f_k(x) (full or a mini-batch) on its partition
+of a `problem.Problem`, compresses it with the *edge's own* numpy backend
+(`edge.np_backend.compress`, the same decisions the boards make; no second implementation
+lives here) under its own `Rule` and a `CostTable` of its `CostModel` (with `SimConfig.board`,
+energy-aware CAT: the frame's joules plus the board's CPU joules, `cat_costs`), and the gateway
+applies x <- x - (1/n) sum_k u_k to a float32 model. With error feedback node k keeps e_k
+and compresses v = g_k / L + e_k instead (scale 1), then e_k <- v - q.
+
+Why vectorised numpy/scipy and not the edge's pure loops: the gradient on RCV1-sized CSR
+data is the cost of a round; it is two sparse mat-vecs per node here.
+
+Per round it records the loss, ||grad F||, accuracy, and per node: T, entries sent, the
+exact wire-frame bytes, link bytes/bits/packets/airtime/energy under the profile, the
+profile's CAT metric, the improvement and the wall-clock of selection (`results.SimResult`).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from typing import Callable
+
+import numpy as np
+from tqdm import tqdm
+
+from aggregator.errors import UserError
+from aggregator.lab import boardcompute
+from aggregator.lab import datasets as ds
+from aggregator.lab.pricing import COST_METRICS, PACKET_SMALL, NodeCost, link_models, profile_dict
+from aggregator.lab.problem import Problem
+from aggregator.lab.results import NODE_COLUMNS, SimResult
+from edge import np_backend
+from edge.cat import RULE_NAMES, SCHEME_IDENTITY, SCHEME_NAMES, Rule, rule_id, scheme_id
+from edge.cost import CostModel
+from edge.energycost import BoardCost
+from edge.frame import frame_length
+
+
+class SimError(UserError):
+    """A simulated run that cannot happen as set up (a rule that does not go with the scheme ...)."""
+
+
+class Infeasible(SimError):
+    """The run cannot happen on this link (e.g. the frame exceeds the largest message)."""
+
+
+class Diverged(SimError):
+    """The model became non-finite: the step is too large for this problem."""
+
+
+def scheme_label(scheme: str) -> str:
+    """How tables and legends name a scheme: S, S+Q, SS (the paper's names), IDENTITY."""
+    return SCHEME_NAMES[scheme_id(scheme)].upper().replace("SQ", "S+Q")
+
+
+@dataclass
+class SimConfig:
+    """One simulated run. rule_param is T for `fixed` and the period S for `hybrid`."""
+
+    scheme: str = "s"
+    rule: str = "cat"
+    rule_param: int = 0
+    profile: str = PACKET_SMALL
+    metric: str | None = None
+    rounds: int = 100
+    batch: int | None = None
+    error_feedback: bool = False
+    step: float = 1.0
+    fmt: int = 0
+    cap: int | None = None
+    telemetry: bool = False
+    seed: int = 0
+    eval_every: int = 1
+    stop_gap: float | None = None
+    label: str = ""
+    board: str | None = None        # energy-aware CAT: count this board's CPU joules too (metric joules)
+    board_round: bool = True        # ... and the round's T-independent joules (gradient, wake-up)
+
+    def name(self) -> str:
+        if self.label:
+            return self.label
+        if scheme_id(self.scheme) == SCHEME_IDENTITY:
+            return "GD"
+        sch = scheme_label(self.scheme)
+        r = RULE_NAMES[rule_id(self.rule)]
+        tag = {"cat": "CAT", "alistarh": "Alistarh", "fixed": f"T={self.rule_param}",
+               "hybrid": f"hybrid-{self.rule_param}"}.get(r, r)
+        return f"{tag} {sch}" + (" +EF" if self.error_feedback else "")
+
+
+def cat_costs(cfg: SimConfig, prof: dict, metric: str, models: list[CostModel], problem: Problem) -> list:
+    """What each node's CAT maximises against: its CostModel, or with cfg.board (energy-aware
+    CAT, edge/energycost.py) the frame's joules plus the board's CPU joules for its data."""
+    if not cfg.board:
+        return models
+    if prof["kind"] != "link" or metric != "joules":
+        raise SimError("energy-aware CAT (board) needs a link profile and the joules metric")
+    board = boardcompute.load("board", cfg.board)
+    cal = boardcompute.load("compute", "micropython32")
+    out = []
+    for m, nnz in zip(models, problem.nnz()):
+        k = min(cfg.cap or problem.dim, m.t_max_all_rounds)
+        terms = boardcompute.cat_terms(board, cal, problem.dim, nnz, k)
+        if not cfg.board_round:
+            terms["round_j"] = 0.0
+        out.append(BoardCost(m, **terms))
+    return out
+
+
+def _rules(cfg: SimConfig, scheme: int, nodes: int, t_max: int, prof: dict) -> list[Rule | None]:
+    """Each node's Rule (None for GD), after checking the rule goes with the scheme and a
+    fixed T fits the link (Infeasible otherwise). Alistarh's rule is applied to any scheme
+    by the backend; the paper uses it for S+Q."""
+    if scheme == SCHEME_IDENTITY:
+        return [None] * nodes
+    kind = rule_id(cfg.rule)
+    if kind == rule_id("identity"):
+        raise SimError("rule identity goes with scheme identity")
+    if kind == rule_id("fixed") and cfg.rule_param > t_max:
+        raise Infeasible(f"{prof['name']}: T={cfg.rule_param} exceeds the largest T whose frame fits "
+                         f"the link ({t_max})")
+    return [Rule(kind, cfg.rule_param) for _ in range(nodes)]
+
+
+class _Records:
+    """The arrays a run fills: per model (R + 1) and per round and node (R x n)."""
+
+    def __init__(self, rounds: int, nodes: int) -> None:
+        self.loss = np.full(rounds + 1, np.nan)
+        self.grad_norm = np.full(rounds + 1, np.nan)
+        self.accuracy = np.full(rounds + 1, np.nan)
+        self.down_entries = np.zeros(rounds + 1, dtype=np.int64)
+        self.round_s = np.zeros(rounds + 1)
+        ints = ("T", "entries", "frame_bytes")
+        self.node = {c: np.zeros((rounds, nodes), dtype=np.int64 if c in ints else np.float64)
+                     for c in NODE_COLUMNS}
+
+    def evaluate(self, r: int, problem: Problem, x64: np.ndarray, accuracy: bool = True) -> None:
+        """Loss, ||grad F|| (and accuracy) at model r, on every node's full data."""
+        f, g = problem.loss_grad(x64)
+        self.loss[r] = f
+        self.grad_norm[r] = float(np.linalg.norm(g))
+        if accuracy:
+            self.accuracy[r] = problem.accuracy(x64)
+
+    def node_costs(self, r: int, k: int, priced: tuple) -> None:
+        """Store NodeCost's (frame bytes, COST_METRICS..., CAT metric) for node k in round r."""
+        fb, *metrics, c = priced
+        self.node["frame_bytes"][r, k] = fb
+        for name, v in zip(COST_METRICS, metrics):
+            self.node[name][r, k] = v
+        self.node["cost"][r, k] = c
+
+    def arrays(self, ran: int) -> dict[str, np.ndarray]:
+        """The SimResult arrays of a run that made `ran` rounds."""
+        m = slice(0, ran + 1)
+        return {"loss": self.loss[m], "grad_norm": self.grad_norm[m], "accuracy": self.accuracy[m],
+                "down_entries": self.down_entries[m], "round_s": self.round_s[m]} | \
+            {c: a[:ran] for c, a in self.node.items()}
+
+
+def _gradients(problem: Problem, x64: np.ndarray, batch: int | None,
+               rng_mb: list[np.random.Generator]) -> tuple[list[np.ndarray], float | None]:
+    """Every node's gradient at x64 (full data, or a mini-batch of `batch` rows), and F(x)
+    when it came for free (full data)."""
+    full = batch is None or batch <= 0
+    grads = []
+    fsum = 0.0
+    for k, (X, y) in enumerate(problem.parts):
+        if full:
+            fk, gk = ds.loss_grad_np(X, y, x64, problem.lam, problem.kind)
+            fsum += fk
+        else:
+            b = min(int(batch), X.shape[0])
+            rows = rng_mb[k].choice(X.shape[0], size=b, replace=False)
+            _, gk = ds.loss_grad_np(X[rows], y[rows], x64, problem.lam, problem.kind)
+        grads.append(gk)
+    return grads, (fsum / problem.nodes if full else None)
+
+
+def simulate(problem: Problem, cfg: SimConfig, progress: bool = True,
+             callback: Callable[[int, np.ndarray, list], None] | None = None) -> SimResult:
+    """Run cfg.rounds rounds of eq. (10) on problem; see the module docstring.
+
+    callback(r, x, grads) sees the model and the node gradients of every round (alpha experiment).
+    Raises Infeasible when the scheme's smallest frame (or a fixed T) does not fit the link,
+    SimError for a rule that does not go with the scheme, Diverged when the model blows up.
+    """
+    prof = profile_dict(cfg.profile)
+    scheme = scheme_id(cfg.scheme)
+    n = problem.nodes
+    dim = problem.dim
+    R = int(cfg.rounds)
+    metric = cfg.metric or prof["default_metric"]
+    scale = cfg.step / problem.L
+    link = prof["kind"] == "link"
+    models = link_models(prof, dim, scheme, metric, cfg.fmt, cfg.telemetry, n, R)
+    tables = [np_backend.CostTable(c) for c in cat_costs(cfg, prof, metric, models, problem)]
+    costs = [NodeCost(prof, m) for m in models]
+    t_max = min(m.t_max_all_rounds for m in models)
+    if t_max < 1:
+        smallest = frame_length(dim, dim if scheme == SCHEME_IDENTITY else 1, scheme, cfg.fmt, cfg.telemetry,
+                                0, 0, max(0, R - 1))
+        raise Infeasible(f"{prof['name']}: the smallest {SCHEME_NAMES[scheme]} frame ({smallest} B) "
+                         f"exceeds the link's largest message ({prof['message']['max_bytes']:.0f} B)")
+    rules = _rules(cfg, scheme, n, t_max, prof)
+    rng_ss = [np.random.default_rng([cfg.seed, 1, k]) for k in range(n)]
+    rng_mb = [np.random.default_rng([cfg.seed, 2, k]) for k in range(n)]
+    x = np.zeros(dim, dtype=np.float32)
+    e = [np.zeros(dim, dtype=np.float32) for _ in range(n)] if cfg.error_feedback else None
+
+    rec = _Records(R, n)
+    node = rec.node
+    mask = np.zeros(dim, dtype=bool)
+    acc_sum = np.zeros(dim)
+    f_star = problem.f_star
+    t_start = time.perf_counter()
+    ran = R
+    bar = tqdm(range(R), desc=cfg.name(), disable=not progress, leave=False, unit="round",
+               dynamic_ncols=True)
+    for r in bar:
+        t0 = time.perf_counter()
+        x64 = x.astype(np.float64)
+        grads, f = _gradients(problem, x64, cfg.batch, rng_mb)
+        if f is not None:
+            rec.loss[r] = f
+            rec.grad_norm[r] = float(np.linalg.norm(sum(grads) / n))
+            if r % cfg.eval_every == 0:
+                rec.accuracy[r] = problem.accuracy(x64)
+        elif r % cfg.eval_every == 0:
+            rec.evaluate(r, problem, x64)
+        if callback is not None:
+            callback(r, x, grads)
+        if cfg.stop_gap is not None and f_star is not None and rec.loss[r] - f_star <= cfg.stop_gap:
+            ran = r
+            break
+        acc_sum[:] = 0.0
+        for k in range(n):
+            if link:
+                models[k].set_round(r)
+            g = grads[k].astype(np.float32)
+            if e is not None:
+                v = (g.astype(np.float64) * scale + e[k]).astype(np.float32)
+                s = 1.0
+            else:
+                v = g
+                s = scale
+            ts = time.perf_counter()
+            idx, vals, ch = np_backend.compress(v, scheme, rules[k], tables[k], models[k].t_max, s,
+                                                rng_ss[k], cfg.fmt, cfg.cap)
+            node["select_s"][r, k] = time.perf_counter() - ts
+            m = int(idx.shape[0])
+            if e is not None:
+                ek = v.copy()
+                ek[idx] -= vals
+                e[k] = ek
+            acc_sum[idx] += vals
+            mask[idx] = True
+            node["T"][r, k] = dim if ch is None else ch.t
+            node["entries"][r, k] = m
+            rec.node_costs(r, k, costs[k](m))
+            node["improvement"][r, k] = 1.0 if ch is None else ch.improvement
+        rec.down_entries[r] = int(np.count_nonzero(mask))
+        mask[:] = False
+        x = (x.astype(np.float64) - acc_sum / n).astype(np.float32)
+        rec.round_s[r] = time.perf_counter() - t0
+        if not np.all(np.isfinite(x)):
+            raise Diverged(f"model diverged at round {r} ({cfg.name()}); lower --step")
+    else:
+        rec.evaluate(R, problem, x.astype(np.float64))
+    bar.close()
+    return SimResult(
+        config=asdict(cfg) | {"metric": metric, "scale": scale, "t_max": t_max, "name": cfg.name()},
+        problem={"name": problem.name, "nodes": n, "rows": problem.rows, "d": problem.d, "dim": dim,
+                 "kind": problem.kind, "lam": problem.lam, "L": problem.L, "classes": problem.classes}
+        | problem.meta,
+        **rec.arrays(ran), f_star=f_star, wall_s=time.perf_counter() - t_start, label=cfg.name(), x_final=x,
+        ef_memory=e)
+
+
+def recost(res: SimResult, profile: str | dict, metric: str | None = None) -> dict[str, np.ndarray]:
+    """The per-node costs of a finished run's frames under another profile (R x n arrays,
+    one per COST_METRICS and `cost`, plus `feasible` and `t_max`).
+
+    Why: with a fixed T the trajectory does not depend on the link, so one run can be
+    priced on every link. Entries over the link's largest frame make `feasible` False.
+    """
+    prof = profile_dict(profile)
+    cfg = res.config
+    dim = res.problem["dim"]
+    scheme = scheme_id(cfg["scheme"])
+    metric = metric or prof["default_metric"]
+    n = res.T.shape[1]
+    names = COST_METRICS + ("cost",)
+    out = {m: np.zeros(res.T.shape) for m in names}
+    models = link_models(prof, dim, scheme, metric, cfg["fmt"], cfg["telemetry"], n, res.rounds)
+    nc = [NodeCost(prof, m) for m in models]
+    t_max = min(m.t_max_all_rounds for m in models)
+    biggest = int(res.entries.max()) if res.entries.size else 0
+    if prof["kind"] == "link" and (t_max < 1 or biggest > t_max):
+        out["feasible"] = False  # type: ignore[assignment]
+        out["t_max"] = t_max  # type: ignore[assignment]
+        return out  # frames over the link's largest message cannot be priced (nor sent)
+    for r in range(res.rounds):
+        for k in range(n):
+            if prof["kind"] == "link":
+                models[k].set_round(r)
+            _, *values = nc[k](int(res.entries[r, k]))
+            for name, v in zip(names, values):
+                out[name][r, k] = v
+    out["feasible"] = True  # type: ignore[assignment]
+    out["t_max"] = t_max  # type: ignore[assignment]
+    return out
