@@ -20,6 +20,7 @@ COMMANDS = [
     "aggregator.lab.simulate",
     "aggregator.lab.experiments",
     "aggregator.lab.energy",
+    "aggregator.lab.boardbudget",     # adds the whole-board options to `profile`
     "aggregator.lab.costfit",
     "aggregator.ops.init",
     "aggregator.ops.serve",

@@ -13,6 +13,7 @@ the `edge/` package as .mpy, the node's CATD data file and `node.json`:
      "serial": {"path": "/dev/ttyACM0"},   # a tty (unix port, tests)
      "wifi": {"ssid": "...", "password": "..."},                 # optional (ESP32, Pico W)
      "profile": {...},                     # the normalised cost profile (edge/profile.py)
+     "board_cost": {"power_w": ..., "entry_s": ..., "round_j": ...},  # optional (edge/energycost.py)
      "data": "node-3.catd", "k_cap": null, "rounds": null, "timeout": null}
 
 The profile travels as the normalised dict because a board cannot parse TOML; `flash`
@@ -116,7 +117,7 @@ def make_node(cfg):
     from edge.datafile import DataFile
     from edge.node import EdgeNode
     return EdgeNode(cfg["node"], cfg["key"], cfg["downlink_key"], cfg["job"], DataFile(cfg["data"]),
-                    cfg["profile"], cfg.get("k_cap"), cfg.get("telemetry", True))
+                    cfg["profile"], cfg.get("k_cap"), cfg.get("telemetry", True), cfg.get("board_cost"))
 
 
 def make(cfg):

@@ -58,10 +58,13 @@ class EdgeNode:
 
     node: node id (0..65535); key: its 32-byte key; downlink_key: the gateway's key;
     job: job id; data: an edge.datafile.DataFile; profile: the normalised cost profile
-    (edge.profile) of this node's link; k_cap: a local RAM cap on K (None = the job's).
+    (edge.profile) of this node's link; k_cap: a local RAM cap on K (None = the job's);
+    board_cost: None, or {"power_w", "entry_s", "round_j"} of this board (edge/energycost.py):
+    with a job metric of joules, CAT then counts the CPU's energy besides the frame's.
     """
 
-    def __init__(self, node, key, downlink_key, job, data, profile, k_cap=None, telemetry=True):
+    def __init__(self, node, key, downlink_key, job, data, profile, k_cap=None, telemetry=True,
+                 board_cost=None):
         self.node = node
         self.key = key
         self.downlink_key = downlink_key
@@ -70,6 +73,7 @@ class EdgeNode:
         self.profile = profile
         self.local_cap = k_cap
         self.telemetry = telemetry
+        self.board_cost = board_cost
         self.cfg = None
         self.model = None
         self.version = -1
@@ -130,6 +134,9 @@ class EdgeNode:
         self.rule = Rule(cfg["rule"], cfg["rule_param"]) if self.scheme != _SCHEME_IDENTITY else None
         self.cost = CostModel(self.profile, d, self.scheme, cfg["metric"], cfg["fmt"],
                               self.telemetry, self.job, self.node, 0, cfg["compact"])
+        if self.board_cost is not None and cfg["metric"] == "joules" and self.profile["kind"] == "link":
+            from edge.energycost import from_config  # only energy-aware nodes load it
+            self.cost = from_config(self.cost, self.board_cost)
         self.feedback = None
         if cfg["error_feedback"] and self.scheme != _SCHEME_IDENTITY:
             from edge.feedback import Feedback  # only such jobs load it

@@ -61,9 +61,13 @@ def _keys(spec):
 
 
 class _Check:
-    def __init__(self, label):
+    # units/scale: the accepted units of each quantity and their normalisation (other
+    # profile kinds, e.g. board and battery profiles, pass their own tables)
+    def __init__(self, label, units=None, scale=None):
         self.label = label
         self.sources = {}
+        self.units = units or UNITS
+        self.scale = scale or _SCALE
 
     def fail(self, field, problem):
         raise ProfileError("%s: %s: %s" % (self.label, field, problem))
@@ -96,15 +100,15 @@ class _Check:
         s = e["source"]
         if isinstance(v, bool) or not isinstance(v, (int, float)) or v != v or v in _INFS:
             self.fail(field, "value must be a finite number, got %r" % (v,))
-        if u not in UNITS[qty]:
-            self.fail(field, "unit %r not accepted (use %s)" % (u, " or ".join(UNITS[qty])))
+        if u not in self.units[qty]:
+            self.fail(field, "unit %r not accepted (use %s)" % (u, " or ".join(self.units[qty])))
         if not isinstance(s, str) or not s.strip():
             self.fail(field, "source must be a non-empty string")
         if v < 0 or (v == 0 and rule[-2:] == ">0"):
             self.fail(field, "must be %s, got %r" % (rule.replace("int", ""), v))
         if rule[:3] == "int" and v != int(v):
             self.fail(field, "must be a whole number, got %r" % (v,))
-        mul, div = _SCALE.get(u, (1, 1))
+        mul, div = self.scale.get(u, (1, 1))
         self.sources[field] = s
         return float(v) * mul / div
 
@@ -138,15 +142,7 @@ def _stem(path):
 def validate(raw, filename=None):
     c = _Check("<profile>" if filename is None else str(filename))
     c.table({"": raw}, "", "(top)", True, _TOP)
-    v = raw.get("schema")
-    if type(v) is not int or v != SCHEMA:
-        c.fail("schema", "must be the integer %d, got %r" % (SCHEMA, v))
-    name = c.text(raw, "name", "name")
-    for ch in name:
-        if not ("a" <= ch <= "z" or "0" <= ch <= "9" or ch == "-"):
-            c.fail("name", "%r: use only lowercase letters, digits and '-'" % (name,))
-    if filename is not None and name != _stem(c.label):
-        c.fail("name", "%r must equal the file stem %r" % (name, _stem(c.label)))
+    name = check_head(c, raw, filename)
     kind = c.text(raw, "kind", "kind", ("link", "paper"))
     out = {"schema": SCHEMA, "name": name, "kind": kind,
            "description": c.text(raw, "description", "description"),
@@ -166,6 +162,21 @@ def validate(raw, filename=None):
             c.fail("limits.duty_cycle", "must be at most 1, got %r" % (duty,))
     out["limits"] = {"duty_cycle": duty}
     return out
+
+
+# The schema number and the name (the file's stem when there is a file); returns the name.
+# Every kind of profile starts so (edge/hwprofile.py too).
+def check_head(c, raw, filename):
+    v = raw.get("schema")
+    if type(v) is not int or v != SCHEMA:
+        c.fail("schema", "must be the integer %d, got %r" % (SCHEMA, v))
+    name = c.text(raw, "name", "name")
+    for ch in name:
+        if not ("a" <= ch <= "z" or "0" <= ch <= "9" or ch == "-"):
+            c.fail("name", "%r: use only lowercase letters, digits and '-'" % (name,))
+    if filename is not None and name != _stem(c.label):
+        c.fail("name", "%r must equal the file stem %r" % (name, _stem(c.label)))
+    return name
 
 
 def _link(c, raw, out):
@@ -256,23 +267,26 @@ def list_profiles(dirpath=None):
         raise ProfileError("%s: (dir): cannot list the profile directory" % d)
 
 
-# Path of <profiles_dir>/<name>.toml, or name itself if it is a path to a .toml file.
-def find_profile(name):
+# Path of <dirpath>/<name>.toml (default profiles_dir()), or name itself if it is a path to
+# a .toml file; what names the profile kind in the error.
+def find_profile(name, dirpath=None, what="profile"):
     name = str(name)
     path = name
+    d = str(dirpath or profiles_dir())
     if not (name.endswith(".toml") or "/" in name or "\\" in name):
-        path = profiles_dir() + "/" + name + ".toml"
+        path = d + "/" + name + ".toml"
     try:
         os.stat(path)
     except OSError:
         if path == name:
             raise ProfileError("%s: (file): no such file" % name)
-        raise ProfileError("%s: name: no profile %s (known: %s)" % (name, path, ", ".join(list_profiles())))
+        raise ProfileError("%s: name: no %s %s (known: %s)" % (name, what, path, ", ".join(list_profiles(d))))
     return path
 
 
-# Parse a TOML profile (CPython: needs tomllib); return validate()'s normalised dict.
-def load(path):
+# Parse a TOML profile (CPython: needs tomllib); return check(raw, path), validate() unless
+# another kind's validator is given.
+def load(path, check=None):
     import tomllib
 
     try:
@@ -282,7 +296,7 @@ def load(path):
         raise ProfileError("%s: (file): cannot read: %s" % (path, e.strerror or e))
     except tomllib.TOMLDecodeError as e:
         raise ProfileError("%s: (toml): %s" % (path, str(e).splitlines()[0]))
-    return validate(raw, str(path))
+    return (check or validate)(raw, str(path))
 
 
 # load(find_profile(name_or_path)).

@@ -189,3 +189,23 @@ def test_board_config_is_checked(tmp_path):
     p.write_text(json.dumps(good))
     cfg = board.load_config(str(p))
     assert cfg["key"] == bytes.fromhex("ab" * 32) and cfg["transport"] == "coap"
+
+
+def test_stage_with_a_board_profile_writes_its_cpu_cost(tmp_path, capsys):
+    """--board: node.json carries the board's CPU power, seconds per entry and per-round joules for
+    this node's data (energy-aware CAT, edge/energycost.py); the validator never goes on the board."""
+    from aggregator.lab import boardcompute
+
+    job = write_job(tmp_path / "job.toml", 30, coap_port=5683)
+    data = make_data(tmp_path / "node-1.catd", 30, rows=8)
+    out = tmp_path / "stage"
+    assert cli.main(["flash", str(job), "--node", "1", "--data", str(data), "--stage", str(out),
+                     "--board", "nrf52840"]) == 0
+    cfg = json.loads((out / "node.json").read_text())
+    want = boardcompute.cat_terms(boardcompute.load("board", "nrf52840"), boardcompute.load("compute", "micropython32"),
+                                 30, 8 * 30, 16)
+    assert cfg["board_cost"] == pytest.approx(want)
+    assert (out / "edge" / "energycost.mpy").exists() and not (out / "edge" / "hwprofile.mpy").exists()
+    assert cli.main(["flash", str(job), "--node", "1", "--data", str(data), "--stage", str(out),
+                     "--board", "nrf52999"]) == 2
+    assert "no board profile" in capsys.readouterr().err

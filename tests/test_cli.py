@@ -88,6 +88,11 @@ def test_demo_runs_and_writes_table_and_plot(tmp_path, transport, request):
     assert "gd / cat: bytes" in r.stdout
     lines = [l for l in r.stdout.splitlines() if re.match(r"(cat|gd)\s+\d", l)]
     assert len(lines) == 2
+    # the whole board too: a row per method and node, and CAT against full gradients on it
+    assert "whole board (nrf52840, 2xaa" in r.stdout
+    rows = [l.split()[0] for l in r.stdout.splitlines() if re.match(r"(cat|gd)\s+node \d", l)]
+    assert "cat" in rows and "gd" in rows  # one row per node the gateway logged
+    assert re.search(r"gd / cat: whole-board energy [\d.]+x; battery life cat [\d.e+]+ days", r.stdout)
     assert (tmp_path / "out" / "loss_vs_bytes.png").stat().st_size > 1000
     assert (tmp_path / "out" / "loss_vs_bytes.svg").exists()
     if transport == "mqtt-own-tls-broker":

@@ -82,6 +82,40 @@ def test_radios(tmp_path, capsys) -> None:
            "loss-wifi-tcp-mqtt-esp32.png")
     fx = (out / "fixed-T.csv").read_text()
     assert "infeasible" in fx  # T = 64 does not fit an 802.15.4 frame
+    # whole-board energy and battery life on each link's default board, CAT against GD
+    assert re.search(r"wifi-tcp-mqtt-esp32 on esp32 \(whole board, 2xaa, one round per 600 s\): CAT [\d.e+]+ J, "
+                     r"GD [\d.e+]+ J to target \(GD/CAT [\d.]+\); battery life CAT [\d.e+]+ days, GD", text)
+    assert "ieee802154-raw on nrf52840 (whole board" in text
+    head = (out / "radios.csv").read_text().splitlines()[0].split(",")
+    assert {"board", "cat_board_j", "gd_board_j", "cat_battery_days"} <= set(head)
+
+
+@pytest.mark.slow
+def test_energy_cat(tmp_path, capsys) -> None:
+    out = tmp_path / "ecat"
+    assert main(["experiment", "energy-cat", *TINY, "--nodes", "2", "--rounds", "200", "--schemes", "s",
+                 "--pairs", "nrf52840:ieee802154-6lowpan-coap,stm32wl:lorawan-eu868-sf7", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    for pair in ("nrf52840 on ieee802154-6lowpan-coap", "stm32wl on lorawan-eu868-sf7"):
+        assert re.search(rf"s, {pair}: radio-only median T [\d.]+, \d+ rounds, [\d.e+]+ J.*; energy-aware median "
+                         rf"T [\d.]+, \d+ rounds, [\d.e+]+ J.* = [\d.]+ x radio-only", text)
+    _files(out, "energy-cat.csv", "energy-cat.md")
+    assert "energy-aware_over_radio" in (out / "energy-cat.csv").read_text().splitlines()[0]
+
+
+@pytest.mark.parametrize("flag, message", [
+    (["--pairs", "nrf52840"], "--pairs: 'nrf52840' is not BOARD:LINK"),
+    (["--pairs", "nrf52840:"], "--pairs: 'nrf52840:' is not BOARD:LINK"),
+    (["--pairs", "no-such-board:ieee802154-raw"], "no board profile"),
+    (["--pairs", "nrf52840:no-such-link"], "no profile"),
+    (["--battery", "no-such-cell"], "no battery profile"),
+])
+def test_energy_cat_refuses_a_bad_pair_in_one_line_before_writing(tmp_path, capsys, flag, message) -> None:
+    out = tmp_path / "ecat"
+    assert main(["experiment", "energy-cat", *TINY, *flag, "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("cat-aggregator: ") and message in err[0]
+    assert not out.exists()
 
 
 @pytest.mark.slow

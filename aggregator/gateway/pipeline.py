@@ -458,7 +458,8 @@ class Aggregator:
             self.log.write({"event": "update", "node": up.node, "round": up.round, "T": up.T,
                             "bytes": up.wire_bytes, "packets": packets, "airtime_s": airtime,
                             "energy_j": energy, "source": source,
-                            "loss": tel[0] if tel else None, "improvement": tel[1] if tel else None})
+                            "loss": tel[0] if tel else None, "improvement": tel[1] if tel else None,
+                            "compute_s": tel[2] if tel else None})
 
     # ------------------------------------------------------------------ rounds
     def tick(self) -> RoundClose | None:

@@ -11,8 +11,9 @@ under a link cost profile by `edge.cost.LinkCost`, the same model the edges' CAT
   rx power, and the node's link ACKs at tx power.
 
 Why the downlink counts: a node that sends 20 bytes but must receive a 2 kB delta each
-round spends most of its radio energy listening. Only the radio is counted (not the MCU),
-plus an optional sleep current between rounds.
+round spends most of its radio energy listening. Only the radio is counted here (not the MCU),
+plus an optional sleep current between rounds; with --board the whole board is counted too
+(aggregator/lab/boardbudget.py, which adds those options to this command).
 
 `cat-aggregator profile` prints the budget and writes a table, a plot of cumulative
 energy against loss, and report.md.
@@ -61,6 +62,7 @@ class RunLog:
     nodes: list = field(default_factory=list)
     f_star: float | None = None
     notes: list = field(default_factory=list)
+    compute_s: np.ndarray | None = None  # R x n seconds the board measured (telemetry), NaN if unknown
 
     @property
     def rounds(self) -> int:
@@ -69,12 +71,16 @@ class RunLog:
 
 def log_from_sim(path: Path, downlink: str = "delta") -> RunLog:
     """A `simulate` output directory (`results.load`; RunLogError when it is not one)."""
-    run = results.load(path)
+    return log_from_result(results.load(path), str(path), downlink)
+
+
+def log_from_result(run: results.SimResult, source: str, downlink: str = "delta") -> RunLog:
+    """A simulated run (saved or in memory) as a run log: frames, T, downlink bytes, loss."""
     d = int(run.problem["dim"])
     fmt = int(run.config.get("fmt", 0))
     down = np.array([_down(downlink, d, int(run.down_entries[r]), fmt, r) for r in range(run.rounds)],
                     dtype=np.int64)
-    return RunLog(run.frame_bytes, run.T, down, run.loss, d, str(path), list(range(run.T.shape[1])), run.f_star)
+    return RunLog(run.frame_bytes, run.T, down, run.loss, d, source, list(range(run.T.shape[1])), run.f_star)
 
 
 def _down(downlink: str, d: int | None, entries: int, fmt: int, rnd: int) -> int:
@@ -103,9 +109,12 @@ def log_from_metrics(path: Path, d: int | None = None, fmt: int = 0, downlink: s
     R = max(int(e["round"]) for e in ups) - r0 + 1
     fb = np.zeros((R, len(nodes)), dtype=np.int64)
     T = np.zeros((R, len(nodes)), dtype=np.int64)
+    comp = np.full((R, len(nodes)), np.nan)
     for e in ups:
         fb[int(e["round"]) - r0, col[int(e["node"])]] = int(e["bytes"])
         T[int(e["round"]) - r0, col[int(e["node"])]] = int(e.get("T") or 0)
+        if e.get("compute_s") is not None:  # the board's own measure (telemetry)
+            comp[int(e["round"]) - r0, col[int(e["node"])]] = float(e["compute_s"])
     loss = np.full(R + 1, np.nan)
     down = np.zeros(R, dtype=np.int64)
     notes = []
@@ -117,7 +126,7 @@ def log_from_metrics(path: Path, d: int | None = None, fmt: int = 0, downlink: s
             down[i] = _down(downlink, d, int(ev.get("delta_entries", 0)), fmt, rnd)
     if d is None and downlink != "none":
         notes.append("downlink not counted: pass --d to price the model deltas")
-    return RunLog(fb, T, down, loss, d, str(path), nodes, None, notes)
+    return RunLog(fb, T, down, loss, d, str(path), nodes, None, notes, comp)
 
 
 def log_planned(d: int, rounds: int, scheme: str, T: int, nodes: int = 1, fmt: int = 0,
@@ -309,6 +318,10 @@ def _cmd_profile(args: argparse.Namespace) -> int:
     prof = profile_dict(args.profile)
     log = _log_from_args(args)
     b = budget(log, prof, args.interval, args.battery_mah, args.voltage, args.sleep_ua)
+    whole = None
+    hook = getattr(args, "_whole_board", None)  # (prepare, report) from aggregator/lab/boardbudget.py
+    if getattr(args, "board", None) and hook:
+        whole = hook[0](args, log, prof)  # before anything is written: a bad option changes nothing
     out = reports.out_dir(args.out, "profile")
     lines = [f"{log.source} under {prof['name']}: one round every {args.interval:g} s, "
              f"battery {args.battery_mah:g} mAh at {args.voltage:g} V = {b['battery_j']:.4g} J"
@@ -332,8 +345,23 @@ def _cmd_profile(args: argparse.Namespace) -> int:
         if nd["oversize_frames"]:
             s += f"; {nd['oversize_frames']} frame(s) exceed the link's largest message"
         lines.append(s)
+    tables: dict[str, str] = {}
+    extra_plots: list[str] = []
+    notes = ["Radio energy only (no MCU), LinkCost model of the profile; downlink priced "
+             "with the link model reversed (data at rx power, the node's ACKs at tx power).",
+             "Battery life = battery energy / (energy per round / interval + sleep power)."]
+    if whole is None:
+        lines.append("radio energy only: the battery life above leaves out the microcontroller, listening, "
+                     "wake-up, sleep and self-discharge (give --board and --battery for the whole board)")
     for t in lines + log.notes:
         print(t)
+    if whole is not None:
+        w_lines, tables, extra_plots, w_notes = hook[1](whole, log.rounds, out)
+        print(f"whole board: {whole['board']} with {whole['battery']}, listening as {whole['wait']}")
+        for t in w_lines + w_notes:
+            print(t)
+        lines += [f"whole board: {whole['board']} with {whole['battery']}"] + w_lines
+        notes = w_notes + notes
     cols = ["node", "rounds", "frame_bytes_mean", "uplink_tx_j_per_round", "uplink_rx_j_per_round",
             "downlink_rx_j_per_round", "downlink_tx_j_per_round", "energy_j_per_round", "energy_j_total",
             "airtime_s_per_round", "airtime_s_total", "battery_life_days", "battery_rounds"]
@@ -353,10 +381,7 @@ def _cmd_profile(args: argparse.Namespace) -> int:
     plots = reports.plot_energy(cum, loss, out, "energy", label="all nodes", ylabel=ylab,
                                 per_node=per_node if per_node.shape[1] > 1 else None)
     reports.write_report(out, f"energy budget: {prof['name']}", reports.command_line(args), lines + log.notes,
-                         {"Per node": md}, plots,
-                         notes=["Radio energy only (no MCU), LinkCost model of the profile; downlink priced "
-                                "with the link model reversed (data at rx power, the node's ACKs at tx power).",
-                                "Battery life = battery energy / (energy per round / interval + sleep power)."])
+                         {**tables, "Radio only, per node": md}, extra_plots + plots, notes=notes)
     print(f"wrote {out}")
     return 0
 

@@ -3,7 +3,8 @@
 Every round each node k computes g_k = grad f_k(x) (full or a mini-batch) on its partition
 of a `problem.Problem`, compresses it with the *edge's own* numpy backend
 (`edge.np_backend.compress`, the same decisions the boards make; no second implementation
-lives here) under its own `Rule` and a `CostTable` of its `CostModel`, and the gateway
+lives here) under its own `Rule` and a `CostTable` of its `CostModel` (with `SimConfig.board`,
+energy-aware CAT: the frame's joules plus the board's CPU joules, `cat_costs`), and the gateway
 applies x <- x - (1/n) sum_k u_k to a float32 model. With error feedback node k keeps e_k
 and compresses v = g_k / L + e_k instead (scale 1), then e_k <- v - q.
 
@@ -25,12 +26,15 @@ import numpy as np
 from tqdm import tqdm
 
 from aggregator.errors import UserError
+from aggregator.lab import boardcompute
 from aggregator.lab import datasets as ds
 from aggregator.lab.pricing import COST_METRICS, PACKET_SMALL, NodeCost, link_models, profile_dict
 from aggregator.lab.problem import Problem
 from aggregator.lab.results import NODE_COLUMNS, SimResult
 from edge import np_backend
 from edge.cat import RULE_NAMES, SCHEME_IDENTITY, SCHEME_NAMES, Rule, rule_id, scheme_id
+from edge.cost import CostModel
+from edge.energycost import BoardCost
 from edge.frame import frame_length
 
 
@@ -71,6 +75,8 @@ class SimConfig:
     eval_every: int = 1
     stop_gap: float | None = None
     label: str = ""
+    board: str | None = None        # energy-aware CAT: count this board's CPU joules too (metric joules)
+    board_round: bool = True        # ... and the round's T-independent joules (gradient, wake-up)
 
     def name(self) -> str:
         if self.label:
@@ -82,6 +88,25 @@ class SimConfig:
         tag = {"cat": "CAT", "alistarh": "Alistarh", "fixed": f"T={self.rule_param}",
                "hybrid": f"hybrid-{self.rule_param}"}.get(r, r)
         return f"{tag} {sch}" + (" +EF" if self.error_feedback else "")
+
+
+def cat_costs(cfg: SimConfig, prof: dict, metric: str, models: list[CostModel], problem: Problem) -> list:
+    """What each node's CAT maximises against: its CostModel, or with cfg.board (energy-aware
+    CAT, edge/energycost.py) the frame's joules plus the board's CPU joules for its data."""
+    if not cfg.board:
+        return models
+    if prof["kind"] != "link" or metric != "joules":
+        raise SimError("energy-aware CAT (board) needs a link profile and the joules metric")
+    board = boardcompute.load("board", cfg.board)
+    cal = boardcompute.load("compute", "micropython32")
+    out = []
+    for m, nnz in zip(models, problem.nnz()):
+        k = min(cfg.cap or problem.dim, m.t_max_all_rounds)
+        terms = boardcompute.cat_terms(board, cal, problem.dim, nnz, k)
+        if not cfg.board_round:
+            terms["round_j"] = 0.0
+        out.append(BoardCost(m, **terms))
+    return out
 
 
 def _rules(cfg: SimConfig, scheme: int, nodes: int, t_max: int, prof: dict) -> list[Rule | None]:
@@ -172,7 +197,7 @@ def simulate(problem: Problem, cfg: SimConfig, progress: bool = True,
     scale = cfg.step / problem.L
     link = prof["kind"] == "link"
     models = link_models(prof, dim, scheme, metric, cfg.fmt, cfg.telemetry, n, R)
-    tables = [np_backend.CostTable(m) for m in models]
+    tables = [np_backend.CostTable(c) for c in cat_costs(cfg, prof, metric, models, problem)]
     costs = [NodeCost(prof, m) for m in models]
     t_max = min(m.t_max_all_rounds for m in models)
     if t_max < 1:

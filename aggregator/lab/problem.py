@@ -78,6 +78,11 @@ class Problem:
     def rows(self) -> int:
         return int(sum(X.shape[0] for X, _ in self.parts))
 
+    def nnz(self) -> list[int]:
+        """Stored entries of each node's data: what its gradient costs a board (the whole-board
+        compute model); a dense part counts every entry."""
+        return [int(X.nnz) if sp.issparse(X) else int(X.size) for X, _ in self.parts]
+
     def loss_grad(self, x: np.ndarray) -> tuple[float, np.ndarray]:
         """F(x) and grad F(x) = (1/n) sum_k grad f_k(x)."""
         f = 0.0

@@ -5,7 +5,9 @@ its CoAP endpoint on loopback (or, with --transport mqtt, through its own Mosqui
 passwords and a per-node ACL, or a broker given with --broker),
 starts N real `cat-edge` processes running the real edge code, trains with CAT, then runs
 full-gradient descent for the same rounds, and ends with a table (loss, accuracy, bytes,
-packets, energy per node under the chosen cost profile) and a plot of loss against bytes.
+packets, radio energy per node under the chosen cost profile), the whole-board energy and
+battery life of each node on a board (aggregator/lab/boardbudget.py) and a plot of loss
+against bytes.
 """
 
 from __future__ import annotations
@@ -252,6 +254,44 @@ def initial_loss(layout, lam: float, kind: str) -> float:
     return float(loss)
 
 
+def board_lines(sessions: list[Session], layout, profile: str, board: str | None, battery: str,
+                interval: float) -> list[str]:
+    """Whole-board energy and battery life of each session's nodes (aggregator/lab/boardbudget.py),
+    from the gateway's metrics log; compute estimated for the board (these edges ran on this host)."""
+    from aggregator.lab import boardbudget
+    from aggregator.lab.pricing import profile_dict
+    from edge.hwprofile import board_for_link
+
+    prof = profile_dict(profile)
+    if prof["kind"] != "link" or prof["radio"]["tx_power"] <= 0:
+        return [f"whole board: {profile} has no radio energy figures"]
+    board = board or board_for_link(profile)
+    if board is None:
+        return [f"whole board: no board profile is the default for {profile}; give --board"]
+    ds = layout.dataset
+    d = int(ds.X.shape[1]) * (1 if ds.classes == 2 else int(ds.classes))
+    nnz = float(ds.X.nnz if hasattr(ds.X, "nnz") else np.count_nonzero(ds.X)) / max(1, len(layout.node_configs))
+    lines = [f"whole board ({board}, {battery}, one round per {interval:g} s; compute estimated for the board):",
+             f"{'method':<8} {'node':<9} {'radio_mJ':>9} {'compute_mJ':>10} {'listen_mJ':>9} {'sleep_mJ':>9} "
+             f"{'total_mJ':>9} {'battery_days':>12}"]
+    per = {}
+    for s in sessions:
+        b = boardbudget.from_metrics(layout.root / f"state-{s.label}" / "metrics.jsonl", prof, board, battery,
+                                     interval, d, nnz)
+        for nd in b["nodes"]:
+            lines.append(f"{s.label:<8} {'node ' + str(nd['node']):<9} {1e3 * nd['radio_j_per_round']:>9.3f} "
+                         f"{1e3 * nd['compute_j_per_round']:>10.3f} {1e3 * nd['listen_j_per_round']:>9.3f} "
+                         f"{1e3 * nd['sleep_j_per_round']:>9.3f} {1e3 * nd['energy_j_per_round']:>9.3f} "
+                         f"{nd['battery_life_days']:>12.4g}")
+        per[s.label] = (sum(nd["energy_j_total"] for nd in b["nodes"]),
+                        min(nd["battery_life_days"] for nd in b["nodes"]))
+    if len(per) == 2:
+        (la, (ea, da)), (lb, (eb, db)) = per.items()
+        lines.append(f"{lb} / {la}: whole-board energy {eb / max(ea, 1e-30):.2f}x; battery life {la} {da:.4g} days, "
+                     f"{lb} {db:.4g} days (first node to run out)")
+    return lines
+
+
 def table(sessions: list[Session], profile: str) -> str:
     lines = [f"cost profile: {profile}",
              f"{'method':<8} {'loss':>8} {'acc':>6} {'node':>4} {'bytes':>8} {'packets':>8} {'energy_mJ':>10} {'airtime_s':>10}"]
@@ -310,6 +350,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "Mosquitto with TLS, passwords and a per-node ACL")
     p.add_argument("--out", help="output directory (default out/demo-<time>)")
     p.add_argument("--no-baseline", action="store_true", help="skip the full-gradient run")
+    p.add_argument("--board", default=None, help="board profile for the whole-board table (default: the link's)")
+    p.add_argument("--battery", default="2xaa", help="battery profile for the battery life (default 2xaa)")
+    p.add_argument("--interval", type=float, default=600.0,
+                   help="seconds between rounds a deployed node would keep (battery life; default 600)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -342,7 +386,8 @@ def run(args: argparse.Namespace) -> int:
     finally:
         if secure is not None:
             secure.stop()
-    text = table(sessions, args.profile)
+    text = table(sessions, args.profile) + "\n" + "\n".join(
+        board_lines(sessions, layout, args.profile, args.board, args.battery, args.interval))
     print(text)
     f0 = initial_loss(layout, 1e-3, kind)
     paths = plot(sessions, f0, out)

@@ -33,7 +33,7 @@ ARCHES = ("none", "xtensawin", "xtensa", "armv6m", "armv7m", "armv7em", "armv7em
           "rv32imc", "x86", "x64")
 # Modules a board never imports: CPython-only ones (numpy, paho/aiocoap/pyserial, argparse)
 # and the TOML profile loader (the board gets the profile already normalised in node.json).
-HOST_ONLY = ("cli.py", "pi.py", "np_backend.py", "profile.py")
+HOST_ONLY = ("cli.py", "pi.py", "np_backend.py", "profile.py", "hwprofile.py")
 # Profile fields the edge never reads on a board (long text): dropped to save RAM.
 PROFILE_DROP = ("sources", "description")
 MAIN_PY = ("# cat-iot edge: written by `cat-aggregator flash`\n"
@@ -225,7 +225,23 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "(frozen into the firmware, or `mpremote mip install` of package.json)")
     p.add_argument("--reset", action="store_true", help="hard reset the board afterwards so main.py runs")
     p.add_argument("--stage", metavar="DIR", help="only build the board filesystem in DIR (no device needed)")
+    p.add_argument("--board", help="board profile (cost_profiles/boards): with a joules job, CAT on the board "
+                                   "counts its CPU energy too (node.json board_cost, edge/energycost.py)")
     p.set_defaults(func=run)
+
+
+def board_cost(board: str, job: Any, data: Path, k_cap: int | None) -> dict[str, float]:
+    """node.json's board_cost: the board's CPU power, seconds per entry sent and per-round joules
+    for this node's data (aggregator/lab/boardcompute.cat_terms)."""
+    from aggregator.lab import boardcompute
+    from edge.datafile import DataFile
+
+    df = DataFile(str(data))
+    nnz = df.total_nnz if df.layout == "csr" else df.n * df.d
+    df.close()
+    k = min(job.k_cap, k_cap or job.k_cap, job.d)
+    return boardcompute.cat_terms(boardcompute.load("board", board), boardcompute.load("compute", "micropython32"),
+                                  job.d, nnz, k)
 
 
 def _gateway(args: argparse.Namespace, job: Any) -> tuple[str, int | None]:
@@ -259,6 +275,10 @@ def run(args: argparse.Namespace) -> int:
     wifi = {"ssid": args.wifi_ssid, "password": args.wifi_password} if args.wifi_ssid else None
     cfg = node_config(job, args.node, data.name, args.transport, host, port, serial, wifi,
                       args.k_cap, args.rounds, args.timeout, args.block_size)
+    if args.board:
+        cfg["board_cost"] = board_cost(args.board, job, data, args.k_cap)
+        if job.metric != "joules":
+            print(f"note: the job's metric is {job.metric}, so the board counts no CPU joules (board_cost unused)")
     packages = list(args.mip) + ([UMQTT_MIP] if args.umqtt else [])
     if args.stage:
         files = stage(Path(args.stage), cfg, data, args.arch, not args.no_main, not args.no_edge)

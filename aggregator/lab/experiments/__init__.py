@@ -9,6 +9,8 @@
                 the fixed T that is best on one link does on another.
 * memory:       every scheme with and without error feedback on 1 and 4 nodes: the gap each
                 can reach at all, and bits to 1 % of the initial gap.
+* energy-cat:   energy-aware CAT (the board's CPU joules counted) against radio-only CAT on
+                boards x links, priced on the whole board.
 
 Each writes tables (CSV + Markdown), PNG + SVG plots and report.md with the reproducing
 command into --out (default out/<name>-<timestamp>/), and prints its ratios.
@@ -30,11 +32,11 @@ from __future__ import annotations
 
 import argparse
 
-from aggregator.lab.cliargs import add_data_args
-from aggregator.lab.experiments import alpha, bits_vs_t, memory, paper_packet, radios
+from aggregator.lab.experiments import alpha, bits_vs_t, energy_cat, memory, paper_packet, radios
+from aggregator.lab.experiments.common import common_args
 
 #: the experiments in the order `cat-aggregator experiment --help` lists them.
-EXPERIMENTS = (alpha, bits_vs_t, paper_packet, radios, memory)
+EXPERIMENTS = (alpha, bits_vs_t, paper_packet, radios, memory, energy_cat)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -43,11 +45,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     names = p.add_subparsers(dest="experiment", metavar="NAME")
     for exp in EXPERIMENTS:
         q = names.add_parser(exp.NAME, help=exp.HELP, description=exp.HELP)
-        add_data_args(q)
-        q.add_argument("--rounds", type=int, default=None, help="round budget per run")
-        q.add_argument("--target", type=float, default=None, help="target: this fraction of F(x0) - f*")
-        q.add_argument("--out", default=None, help="output directory (default out/<name>-<timestamp>)")
-        q.add_argument("--quiet", action="store_true", help="no progress bars")
+        common_args(q)
         exp.add_arguments(q)
         q.set_defaults(func=exp.run, _parser=q, _words=["experiment", exp.NAME])
     p.set_defaults(func=lambda a: (p.print_help(), 0)[1])

@@ -20,13 +20,22 @@ import numpy as np
 from tqdm import tqdm
 
 from aggregator.lab import reports
-from aggregator.lab.cliargs import data_from_args, problem_from_args
+from aggregator.lab.cliargs import add_data_args, data_from_args, problem_from_args
 from aggregator.lab.engine import Infeasible, SimConfig, recost, simulate
 from aggregator.lab.pricing import CostArgumentError, profile_dict
 from aggregator.lab.problem import Problem
 from aggregator.lab.results import SimResult
 from edge.frame import index_bits
 from edge.profile import list_profiles
+
+def common_args(q: argparse.ArgumentParser) -> None:
+    """The options every experiment takes (data, round budget, target, output, progress)."""
+    add_data_args(q)
+    q.add_argument("--rounds", type=int, default=None, help="round budget per run")
+    q.add_argument("--target", type=float, default=None, help="target: this fraction of F(x0) - f*")
+    q.add_argument("--out", default=None, help="output directory (default out/<name>-<timestamp>)")
+    q.add_argument("--quiet", action="store_true", help="no progress bars")
+
 
 class Runner:
     """Problems (one per node count, f* solved once) and runs, with an outer progress bar."""

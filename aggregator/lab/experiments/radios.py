@@ -5,6 +5,8 @@ Each link's cost is in its profile's default metric (joules, seconds of airtime,
 Fixed-T runs and GD are trained once and priced on every link; a T whose frame exceeds a
 link's largest message does not fit there and its cell reads "infeasible"; CAT, which reads
 the cost, runs once per link, and a link too small for even its smallest frame gets a note.
+Where a board profile goes with the link, CAT's and GD's runs are also priced on the whole
+board (`boardbudget.board_columns`): joules to the target and battery life.
 """
 
 from __future__ import annotations
@@ -16,11 +18,12 @@ from typing import Any
 
 import numpy as np
 
-from aggregator.lab import reports
+from aggregator.lab import boardbudget, reports
 from aggregator.lab.cliargs import add_fmt_arg, fmt_code, int_list
 from aggregator.lab.engine import Infeasible, SimConfig
 from aggregator.lab.experiments.common import Runner, finish, link_profiles, priced, progress_bar, reach
 from aggregator.lab.pricing import PAYLOAD, profile_dict
+from aggregator.lab.problem import Problem
 from aggregator.lab.results import SimResult
 
 NAME = "radios"
@@ -29,7 +32,7 @@ DEFAULT_GRID = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 64, 128, 256, 512, 1024)
 INFEASIBLE = "infeasible"
 COLUMNS = ["profile", "metric", "cat_median_T", "cat_T_range", "t_max", "rounds", "reached", "bytes", "packets",
            "airtime_s", "energy_j", "cat_cost", "best_fixed_T", "best_fixed_cost", "cat_over_best", "gd_cost",
-           "duty_cycle_wall_h", "note"]
+           "duty_cycle_wall_h", "board", "cat_board_j", "gd_board_j", "cat_battery_days", "gd_battery_days", "note"]
 
 #: a fixed T on a link: (cost to the target, reached?), None where its frames do not fit the link.
 Cell = tuple[float, bool] | None
@@ -133,14 +136,39 @@ def _cat_on_link(prof: str, c: SimResult, best: dict[str, tuple[int, float]], ta
     return row, lines
 
 
-def _gd_cost(gd: SimResult, prof: str, target: float) -> float | str:
-    """GD's cost to the target on a link: a number, the cost over the budget marked "not
-    reached", or "infeasible" (its d values do not fit the link's largest message)."""
+def _gd_on_link(gd: SimResult, prof: str) -> SimResult | str:
+    """GD's run priced on a link, or "infeasible" (its d values do not fit the link's largest message)."""
     try:
-        gv, gok, _ = reach(priced(gd, prof), target, profile_dict(prof)["default_metric"])
+        return priced(gd, prof)
     except Infeasible:
         return INFEASIBLE
+
+
+def _gd_cost(g: SimResult | str, prof: str, target: float) -> float | str:
+    """GD's cost to the target on a link (`_gd_on_link`): a number, the cost over the budget
+    marked "not reached", or "infeasible"."""
+    if isinstance(g, str):
+        return g
+    gv, gok, _ = reach(g, target, profile_dict(prof)["default_metric"])
     return gv if gok else f"{gv:.4g} (not reached)"
+
+
+def _board_on_link(prof: str, c: SimResult | str, g: SimResult | str, problem: Problem, target: float
+                   ) -> tuple[dict, list[str]]:
+    """The whole-board columns of a link's row (CAT's and GD's joules to the target and battery
+    life on the link's default board, `boardbudget.board_columns`) and their result line."""
+    row = boardbudget.board_columns(c, g, profile_dict(prof), problem, target)
+    if "cat_board_j" not in row:
+        return row, []
+    cb, gb = row["cat_board_j"], row.get("gd_board_j", INFEASIBLE)
+    both = isinstance(cb, float) and isinstance(gb, float)
+    line = (f"  {prof} on {row['board']} (whole board, 2xaa, one round per 600 s): CAT "
+            f"{cb if isinstance(cb, str) else f'{cb:.4g} J'}, GD "
+            f"{gb if isinstance(gb, str) else f'{gb:.4g} J'} to target"
+            + (f" (GD/CAT {gb / cb:.3g})" if both else "") + f"; battery life CAT "
+            f"{row['cat_battery_days']:.4g} days" + (f", GD {row['gd_battery_days']:.4g} days"
+                                                     if "gd_battery_days" in row else ""))
+    return row, [line]
 
 
 def _cross(profs: list[str], cost: dict[str, dict[int, Cell]], best: dict[str, tuple[int, float]]
@@ -228,7 +256,11 @@ def run(args: argparse.Namespace) -> int:
             plots += reports.plot_runs(show, out, f"loss-{prof}", gap=True,
                                        metrics=("bytes", "packets", "seconds", "joules"), title=prof,
                                        target=target)
-        row["gd_cost"] = _gd_cost(tr.gd, prof, target)
+        g = _gd_on_link(tr.gd, prof)
+        row["gd_cost"] = _gd_cost(g, prof, target)
+        more, lines = _board_on_link(prof, tr.cat.get(prof, tr.cat_infeasible.get(prof, "")), g, p, target)
+        row.update(more)  # whole board: radio + CPU + listen + wake-up + sleep
+        result += lines
         table.append(row)
     cross, lines = _cross(profs, cost, best)
     result += lines
@@ -253,5 +285,8 @@ def run(args: argparse.Namespace) -> int:
                   params={"scheme": args.scheme, "nodes": n, "rounds budget": args.rounds,
                           "target": args.target},
                   notes=["Costs are in each profile's default metric (joules, seconds of airtime, bytes).",
+                         "Board columns: whole-board joules of all nodes to the target (radio + compute + "
+                         "listen + wake-up + sleep, aggregator/lab/boardbudget.py) on the link's default "
+                         "board, one round per 600 s, and the first node's battery life on 2xAA.",
                          "Fixed-T runs are trained once and priced on every link; a T whose frame exceeds "
                          "the link's largest message is infeasible there."])
