@@ -23,6 +23,7 @@ COMMANDS = [
     "aggregator.ops.serve",
     "aggregator.ops.broker",
     "aggregator.ops.admin",
+    "aggregator.ops.status",
     "aggregator.ops.demo",
     "aggregator.ops.flash",
 ]

