@@ -24,6 +24,7 @@ COMMANDS = [
     "aggregator.ops.broker",
     "aggregator.ops.admin",
     "aggregator.ops.status",
+    "aggregator.ops.model",
     "aggregator.ops.demo",
     "aggregator.ops.flash",
 ]
