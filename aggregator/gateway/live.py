@@ -72,9 +72,10 @@ class LiveStatus:
 
     # -- hooks ------------------------------------------------------------------------
     def on_event(self, event: dict[str, Any]) -> None:
-        """MetricsLog listener: note when a node was last heard from."""
+        """MetricsLog listener: note when a node was last heard from (not when the gateway
+        replays its journal at start: those frames came before)."""
         node = event.get("node")
-        if node is not None and event.get("event") in SEEN_EVENTS:
+        if node is not None and event.get("event") in SEEN_EVENTS and not self.agg.replaying:
             self.last_seen[node] = self.wall()
 
     def on_close(self, closed: Any) -> None:
