@@ -281,9 +281,20 @@ def test_thirty_percent_of_edges_drop_out_and_catch_up_through_the_snapshot(tmp_
             procs[1 + k].send_signal(signal.SIGSTOP)
         stopped_after = e2e.closed_rounds(layout)
         e2e.wait_for(lambda: e2e.closed_rounds(layout) >= stopped_after + 5, 60, "5 rounds without them", procs)
+        # Back, with the seven others held meanwhile: with quorum 8 the rounds then close at
+        # the deadline with what the three send, so each of them is applied again however
+        # slowly it catches up (on a busy machine a resumed edge can otherwise stay the
+        # straggler whose frame arrives after every round closed at quorum).
+        resumed_after = e2e.closed_rounds(layout)
+        others = [k for k in range(n) if k not in gone]
+        for k in others:
+            procs[1 + k].send_signal(signal.SIGSTOP)
         for k in gone:
             procs[1 + k].send_signal(signal.SIGCONT)
-        resumed_after = e2e.closed_rounds(layout)
+        e2e.wait_for(lambda: all(any(k in e["nodes"] for e in round_events(layout) if e["round"] >= resumed_after)
+                                 for k in gone), 60, "the three applied again", procs)
+        for k in others:
+            procs[1 + k].send_signal(signal.SIGCONT)
         e2e.wait_for(lambda: gw.poll() is not None, 90, "the job to finish", procs)
         finish(procs)
     finally:
@@ -303,7 +314,7 @@ def test_thirty_percent_of_edges_drop_out_and_catch_up_through_the_snapshot(tmp_
     for k in gone:
         s = edge_summary(layout, k)
         assert s["snapshots"] >= 2 and s["version"] == rounds, (k, s)
-        assert any(k in e["nodes"] for e in rounds_ev if e["round"] >= resumed_after + 1), k
+        assert any(k in e["nodes"] for e in rounds_ev if e["round"] >= resumed_after), k
     # Same frames, same rounds, same model: an uninterrupted gateway fed what was applied.
     applied = {e["round"]: e["nodes"] for e in rounds_ev}
     model = load_state(layout).model
