@@ -26,6 +26,8 @@ COMMANDS = [
     "aggregator.ops.serve",
     "aggregator.ops.broker",
     "aggregator.ops.admin",
+    "aggregator.ops.status",
+    "aggregator.ops.model",
     "aggregator.ops.demo",
     "aggregator.ops.flash",
     "aggregator.ops.firmware",

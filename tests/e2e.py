@@ -83,7 +83,7 @@ def stop(procs: list[subprocess.Popen], sig: int = signal.SIGTERM, timeout: floa
             p.wait(timeout)
         except subprocess.TimeoutExpired:
             p.kill()
-            p.wait()
+            p.wait(timeout=10)
 
 
 def recorded_frames(layout: jobs.Layout) -> dict[int, dict[int, bytes]]:

@@ -151,7 +151,7 @@ def update(job, node: int, rnd: int, key: bytes | None = None, claim: int | None
 # ----------------------------------------------------------------------------- the generator
 def test_password_hashes_match_mosquitto_passwd(tmp_path):
     pw = tmp_path / "pw"
-    subprocess.run(["mosquitto_passwd", "-c", "-b", str(pw), "u", "s3cret"], check=True, capture_output=True)
+    subprocess.run(["mosquitto_passwd", "-c", "-b", str(pw), "u", "s3cret"], check=True, capture_output=True, timeout=60)
     theirs = pw.read_text().strip().split(":", 1)[1]
     assert broker.check_mosquitto_hash("s3cret", theirs) and not broker.check_mosquitto_hash("s3cre", theirs)
     ours = broker.mosquitto_hash("s3cret")
@@ -191,10 +191,10 @@ def test_broker_config_command_writes_locked_down_files_and_reuses_secrets(tmp_p
     edge_cli._merge_config(args)
     assert args.username == "cat-1-node-1" and args.password == creds["nodes"]["1"]["password"]
     v = subprocess.run(["openssl", "verify", "-CAfile", str(out / "ca.crt"), str(out / "server.crt")],
-                       capture_output=True, text=True)
+                       capture_output=True, text=True, timeout=60)
     assert v.returncode == 0, v.stderr
     san = subprocess.run(["openssl", "x509", "-in", str(out / "server.crt"), "-noout", "-ext", "subjectAltName"],
-                         capture_output=True, text=True).stdout
+                         capture_output=True, text=True, timeout=60).stdout
     assert "IP Address:127.0.0.1" in san and "DNS:localhost" in san
     # Re-running keeps passwords and the CA (edges pin it); --new-passwords replaces passwords.
     ca = (out / "ca.crt").read_bytes()
@@ -208,7 +208,7 @@ def test_broker_config_command_writes_locked_down_files_and_reuses_secrets(tmp_p
     assert cli_main(argv + ["--san", "gw.site.example", "--san", "192.0.2.7"]) == 0
     assert (out / "server.crt").read_bytes() != crt and (out / "ca.crt").read_bytes() == ca
     san = subprocess.run(["openssl", "x509", "-in", str(out / "server.crt"), "-noout", "-ext", "subjectAltName"],
-                         capture_output=True, text=True).stdout
+                         capture_output=True, text=True, timeout=60).stdout
     assert "DNS:gw.site.example" in san and "IP Address:192.0.2.7" in san
 
 

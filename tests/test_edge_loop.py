@@ -109,12 +109,12 @@ def test_one_round_over_serial_through_the_pyserial_bridge(tmp_path):
 def test_cat_edge_cli_reports_bad_arguments_in_one_line(tmp_path):
     base = [sys.executable, "-m", "edge.cli", "--node", "1", "--job", "1", "--data", str(tmp_path / "none.catd"),
             "--profile", "ieee802154-raw", "--downlink-key", "00" * 32]
-    r = subprocess.run(base + ["--key", "zz"], capture_output=True, text=True)
+    r = subprocess.run(base + ["--key", "zz"], capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and r.stderr.strip() == "cat-edge: --key: not hex"
-    r = subprocess.run(base + ["--key", "00" * 31], capture_output=True, text=True)
+    r = subprocess.run(base + ["--key", "00" * 31], capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "must be 32 bytes" in r.stderr and "Traceback" not in r.stderr
-    r = subprocess.run(base + ["--key", "00" * 32], capture_output=True, text=True)
+    r = subprocess.run(base + ["--key", "00" * 32], capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and r.stderr.startswith("cat-edge: --data:") and len(r.stderr.strip().splitlines()) == 1
     r = subprocess.run(base[:-4] + ["--profile", "no-such-link", "--downlink-key", "00" * 32, "--key", "00" * 32],
-                       capture_output=True, text=True)
+                       capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and r.stderr.startswith("cat-edge: --profile:")

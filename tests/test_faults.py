@@ -269,7 +269,7 @@ def test_sigkill_at_every_fault_point_resumes_consistently(tmp_path, request, tr
 # ----------------------------------------------------------------------------- dropouts
 def test_thirty_percent_of_edges_drop_out_and_catch_up_through_the_snapshot(tmp_path):
     t0 = time.monotonic()
-    n, rounds, gone = 10, 18, [7, 8, 9]
+    n, rounds, gone = 10, 24, [7, 8, 9]
     layout = e2e.make_job(tmp_path / "job", nodes=n, rounds=rounds, quorum=0.8, deadline_s=1.0)
     set_rounds_options(layout, history=1)          # a node 2+ versions behind must take the snapshot
     port = free_udp_port()
@@ -278,14 +278,30 @@ def test_thirty_percent_of_edges_drop_out_and_catch_up_through_the_snapshot(tmp_
     try:
         e2e.wait_for(started(layout), 20, "gateway start", procs)
         procs += [edge(layout, k, "coap", "127.0.0.1", port) for k in range(n)]
-        e2e.wait_for(lambda: e2e.closed_rounds(layout) >= 3, 60, "3 rounds", procs)
+        # 3 rounds, and every edge applied in one: on a busy machine an edge may still be
+        # starting when rounds close at quorum, and one stopped before its first sync would
+        # take its first snapshot only on return.
+        e2e.wait_for(lambda: e2e.closed_rounds(layout) >= 3
+                     and set().union(*(e["nodes"] for e in round_events(layout))) == set(range(n)),
+                     90, "3 rounds with every edge in one", procs)
         for k in gone:
             procs[1 + k].send_signal(signal.SIGSTOP)
         stopped_after = e2e.closed_rounds(layout)
         e2e.wait_for(lambda: e2e.closed_rounds(layout) >= stopped_after + 5, 60, "5 rounds without them", procs)
+        # Back, with the seven others held meanwhile: with quorum 8 the rounds then close at
+        # the deadline with what the three send, so each of them is applied again however
+        # slowly it catches up (on a busy machine a resumed edge can otherwise stay the
+        # straggler whose frame arrives after every round closed at quorum).
+        resumed_after = e2e.closed_rounds(layout)
+        others = [k for k in range(n) if k not in gone]
+        for k in others:
+            procs[1 + k].send_signal(signal.SIGSTOP)
         for k in gone:
             procs[1 + k].send_signal(signal.SIGCONT)
-        resumed_after = e2e.closed_rounds(layout)
+        e2e.wait_for(lambda: all(any(k in e["nodes"] for e in round_events(layout) if e["round"] >= resumed_after)
+                                 for k in gone), 60, "the three applied again", procs)
+        for k in others:
+            procs[1 + k].send_signal(signal.SIGCONT)
         e2e.wait_for(lambda: gw.poll() is not None, 90, "the job to finish", procs)
         finish(procs)
     finally:
@@ -305,7 +321,7 @@ def test_thirty_percent_of_edges_drop_out_and_catch_up_through_the_snapshot(tmp_
     for k in gone:
         s = edge_summary(layout, k)
         assert s["snapshots"] >= 2 and s["version"] == rounds, (k, s)
-        assert any(k in e["nodes"] for e in rounds_ev if e["round"] >= resumed_after + 1), k
+        assert any(k in e["nodes"] for e in rounds_ev if e["round"] >= resumed_after), k
     # Same frames, same rounds, same model: an uninterrupted gateway fed what was applied.
     applied = {e["round"]: e["nodes"] for e in rounds_ev}
     model = load_state(layout).model

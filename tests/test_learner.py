@@ -244,7 +244,7 @@ def _mpy_tree(tmp_path: Path) -> Path:
     (out / "edge").mkdir(parents=True)
     for name in ("__init__", "datafile", "learner"):
         subprocess.run([str(MPY_CROSS), "-o", str(out / "edge" / f"{name}.mpy"), str(REPO / "edge" / f"{name}.py")],
-                       check=True, capture_output=True)
+                       check=True, capture_output=True, timeout=120)
     return out
 
 

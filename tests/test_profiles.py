@@ -525,7 +525,7 @@ print(m.t_max, m.cost(3) > 0, "edge.profile" in sys.modules)
 @pytest.mark.parametrize("module", ["profile", "lora"])
 def test_edge_modules_compile_with_mpy_cross(tmp_path: Path, module: str) -> None:
     res = subprocess.run([str(MPY_CROSS), "-o", str(tmp_path / f"{module}.mpy"), f"edge/{module}.py"],
-                         cwd=REPO, capture_output=True, text=True)
+                         cwd=REPO, capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr
     assert (tmp_path / f"{module}.mpy").stat().st_size > 0
 

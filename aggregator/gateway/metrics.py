@@ -9,20 +9,26 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import IO, Any, Iterator
+from typing import IO, Any, Callable, Iterator
 
 
 class MetricsLog:
-    """Append-only JSON-lines log (line-buffered, so a crash loses at most a partial line)."""
+    """Append-only JSON-lines log (line-buffered, so a crash loses at most a partial line).
+
+    `listeners` get every event as it is written (aggregator.gateway.live notes from them when
+    each node was last heard from)."""
 
     def __init__(self, path: str | Path | None = None, stream: IO[str] | None = None) -> None:
         self.path = Path(path) if path else None
         self._fh = open(self.path, "a", buffering=1) if self.path else stream
         self.counts: dict[str, int] = {}
+        self.listeners: list[Callable[[dict[str, Any]], None]] = []
 
     def write(self, event: dict[str, Any]) -> None:
         kind = event.get("event", "?")
         self.counts[kind] = self.counts.get(kind, 0) + 1
+        for fn in self.listeners:
+            fn(event)
         if self._fh is not None:
             self._fh.write(json.dumps({"t": round(time.time(), 6), **event}, sort_keys=True) + "\n")
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from aggregator.gateway.config import Job
+from aggregator.gateway.live import LiveStatus
 from aggregator.gateway.metrics import MetricsLog
 from aggregator.gateway.pipeline import Aggregator, RoundClose
 from aggregator.gateway.state import Store
@@ -25,6 +26,7 @@ class Endpoints:
     mqtt_auth: tuple[str, str] | None = None
     mqtt_tls: dict | None = None
     serial: list[tuple[str, int]] = field(default_factory=list)
+    metrics: tuple[str, int] | None = None    # Prometheus /metrics (aggregator.gateway.exporter)
 
 
 def endpoints_from_job(job: Job) -> Endpoints:
@@ -38,6 +40,8 @@ def endpoints_from_job(job: Job) -> Endpoints:
                 ep.mqtt_auth = (t.username, t.password or "")
         elif name == "serial":
             ep.serial = [(p, t.baud) for p in t.ports]
+    if job.metrics_port:
+        ep.metrics = (job.metrics_host, job.metrics_port)
     return ep
 
 
@@ -60,13 +64,25 @@ class Service:
         self.round_events: asyncio.Queue[RoundClose] = asyncio.Queue()
         self.agg.listeners.append(self.round_events.put_nowait)
         self.coap_port: int | None = None
+        # <state>/status.json for `cat-aggregator status`, and the Prometheus exporter
+        self.live = LiveStatus(self.agg, job.state_dir)
+        self.log.listeners.append(self.live.on_event)
+        self.agg.listeners.append(self.live.on_close)
+        self.exporter = None
+        self.loop: asyncio.AbstractEventLoop | None = None
 
     async def start(self) -> None:
         replayed = self.agg.recover()
         if replayed:
             self.log.write({"event": "recovered", "round": self.agg.state.round, "frames": replayed})
-        loop = asyncio.get_running_loop()
+        loop = self.loop = asyncio.get_running_loop()
         ep = self.endpoints
+        if ep.metrics is not None:       # first: a port in use fails before any front is up
+            from aggregator.gateway.exporter import Exporter
+            self.exporter = Exporter(self.snapshot_threadsafe, *ep.metrics)
+            self.live.metrics_address = self.exporter.start()
+            self.log.write({"event": "metrics_http", "host": self.live.metrics_address[0],
+                            "port": self.live.metrics_address[1]})
         if ep.coap is not None:
             from aggregator.gateway.coap_front import CoapFront
             self.coap = CoapFront(self.agg, *ep.coap)
@@ -84,7 +100,17 @@ class Service:
             s.start()
             self.fronts.append(s)
         self.log.write({"event": "start", "round": self.agg.state.round, "job": self.job.job_id})
+        self.live.write()
         self.started.set()
+
+    def snapshot_threadsafe(self, timeout: float = 5.0) -> dict:
+        """A LiveStatus snapshot from another thread (the exporter's): taken on the event loop,
+        since the pipeline is not thread-safe; waits at most timeout seconds for the loop."""
+
+        async def take() -> dict:
+            return self.live.snapshot()
+
+        return asyncio.run_coroutine_threadsafe(take(), self.loop).result(timeout)
 
     async def run(self, tick: float = 0.05) -> None:
         """Serve until stop() or, by default, until the job's last round closed."""
@@ -92,6 +118,7 @@ class Service:
         try:
             while not self.stopped.is_set():
                 self.agg.tick()
+                self.live.tick()
                 if self.stop_when_finished and self.agg.finished:
                     await asyncio.sleep(self.linger_s)   # let edges fetch the final config/model
                     break
@@ -106,6 +133,9 @@ class Service:
         self.stopped.set()
 
     async def shutdown(self) -> None:
+        if self.exporter is not None:
+            self.exporter.stop()
+            self.exporter = None
         for f in self.fronts:
             f.stop()
         self.fronts = []
@@ -114,6 +144,7 @@ class Service:
             self.coap = None
         self.store.close_journal()
         self.log.write({"event": "stop", "round": self.agg.state.round})
+        self.live.write("stopped")
         self.log.close()
 
 

@@ -617,15 +617,21 @@ def loss_grad_np(X, y, w, lam: float, kind: str) -> tuple[float, np.ndarray]:
     return loss + 0.5 * lam * float(w @ w), g
 
 
+def predict_np(X, w, kind: str) -> np.ndarray:
+    """Predicted class per row: logistic 1 iff a.x > 0; softmax the argmax of the logits,
+    lowest class on ties (the rule of edge.learner.accuracy and edge.predict)."""
+    X = sp.csr_matrix(X, dtype=np.float64) if sp.issparse(X) else np.asarray(X, dtype=np.float64)
+    w = np.asarray(w, dtype=np.float64).ravel()
+    d = X.shape[1]
+    if kind == "logistic":
+        return (np.asarray(X @ w).ravel() > 0).astype(np.int64)
+    return np.argmax(np.asarray(X @ w.reshape(-1, d).T), axis=1).astype(np.int64)
+
+
 def accuracy_np(X, y, w, kind: str) -> float:
     """Fraction classified correctly, same rule as edge.learner.accuracy."""
     X, y, w = _prep(X, y, w, kind)
-    n, d = X.shape
-    if kind == "logistic":
-        pred = (X @ w > 0).astype(np.int64)
-    else:
-        pred = np.argmax(np.asarray(X @ w.reshape(-1, d).T), axis=1)
-    return float(np.mean(pred == y))
+    return float(np.mean(predict_np(X, w, kind) == y))
 
 
 def minimize_lbfgs(fun_grad, x0: np.ndarray, tol: float, max_iter: int) -> scipy.optimize.OptimizeResult:

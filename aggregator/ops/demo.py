@@ -1,13 +1,14 @@
 """`cat-aggregator demo`: the whole system on one machine, no broker or board needed.
 
-It partitions a dataset that ships with scikit-learn over N edges, starts the gateway with
-its CoAP endpoint on loopback (or, with --transport mqtt, through its own Mosquitto with TLS,
-passwords and a per-node ACL, or a broker given with --broker),
-starts N real `cat-edge` processes running the real edge code, trains with CAT, then runs
-full-gradient descent for the same rounds, and ends with a table (loss, accuracy, bytes,
-packets, radio energy per node under the chosen cost profile), the whole-board energy and
-battery life of each node on a board (aggregator/lab/boardbudget.py) and a plot of loss
-against bytes.
+It partitions a dataset that ships with scikit-learn over N edges (by default the 8x8 digits:
+10 classes, a softmax model of d = 640 weights, where a full gradient is 2.5 KiB on the wire
+and CAT picks at most --k-cap entries per round), starts the gateway with its CoAP endpoint on
+loopback (or, with --transport mqtt, through its own Mosquitto with TLS, passwords and a
+per-node ACL, or a broker given with --broker), starts N real `cat-edge` processes running the
+real edge code, trains with CAT, then runs full-gradient descent for the same rounds, and ends
+with a table (loss, accuracy, bytes, packets, radio energy per node under the chosen cost
+profile), the whole-board energy and battery life of each node on a board
+(aggregator/lab/boardbudget.py) and a plot of loss against bytes.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ import asyncio
 import json
 import os
 import queue
+import secrets
+import shutil
 import socket
 import subprocess
 import sys
@@ -98,10 +101,11 @@ class Session:
     seconds: float = 0.0
 
 
-def edge_command(cfg: Path, transport: str, host: str, port: int, ca: Path | None = None) -> list[str]:
+def edge_command(cfg: Path, transport: str, host: str, port: int, ca: Path | None = None,
+                 job_id: int | None = None) -> list[str]:
     cmd = [sys.executable, "-m", "edge.cli", "--config", str(cfg), "--transport", transport,
            "--host", host, "--port", str(port), "--json", "--timeout", "120"]
-    return cmd + (["--ca-file", str(ca)] if ca else [])
+    return cmd + (["--ca-file", str(ca)] if ca else []) + (["--job", str(job_id)] if job_id is not None else [])
 
 
 class SecureBroker:
@@ -121,46 +125,68 @@ class SecureBroker:
                                          tls=True, sans=["localhost", "127.0.0.1"],
                                          node_configs=layout.node_configs)
         self.address = ("127.0.0.1", port)
+        self.log_path = layout.root / "broker" / "mosquitto.log"
         if os.geteuid() == 0:
             # As root Mosquitto drops to user "mosquitto", who may not read the 0600 secrets
             # the demo just wrote as root; the demo's broker stays the invoking user.
             import getpass
             with open(self.files.conf, "a") as fh:
                 fh.write(f"user {getpass.getuser()}\n")
+        self.proc: subprocess.Popen | None = None
+        self.start()
+
+    def start(self, timeout: float = 10.0) -> None:
+        """Start Mosquitto and wait (at most timeout s) until it accepts connections."""
         exe = "/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else "mosquitto"
-        log = open(layout.root / "broker" / "mosquitto.log", "ab")
-        try:
-            self.proc = subprocess.Popen([exe, "-c", str(self.files.conf)], stdout=log, stderr=subprocess.STDOUT)
-        except OSError as exc:
-            raise UserError(f"cannot start Mosquitto ({exc}): install it (scripts/setup.sh) or pass --broker") from None
-        end = time.monotonic() + 10
+        with open(self.log_path, "ab") as log:
+            try:
+                self.proc = subprocess.Popen([exe, "-c", str(self.files.conf)], stdout=log,
+                                             stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+            except OSError as exc:
+                raise UserError(f"cannot start Mosquitto ({exc}): install it (scripts/setup.sh) or pass --broker") from None
+        end = time.monotonic() + timeout
         while time.monotonic() < end:
             if self.proc.poll() is not None:
-                raise UserError(f"Mosquitto exited at start; see {layout.root / 'broker' / 'mosquitto.log'}")
+                raise UserError(f"Mosquitto exited at start; see {self.log_path}")
             try:
                 socket.create_connection(self.address, 0.2).close()
                 return
             except OSError:
                 time.sleep(0.05)
         self.stop()
-        raise UserError("Mosquitto did not open its port within 10 s")
+        raise UserError(f"Mosquitto did not open its port within {timeout:g} s")
+
+    def restart(self) -> None:
+        """The same broker with nothing remembered: its persistence file (retained config and
+        model, the clients' sessions and queued messages) goes while it is stopped, so a
+        session never sees the previous session's final config or model."""
+        self.stop()
+        for f in (self.files.out / "data").glob("*"):
+            f.unlink()
+        self.start()
 
     def endpoints(self):
         from aggregator.gateway.service import Endpoints
         return Endpoints(mqtt=self.address, mqtt_auth=self.files.gateway, mqtt_tls=self.files.gateway_tls())
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
+        if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()
             try:
                 self.proc.wait(5)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
+                self.proc.wait(5)
 
 
 def run_session(layout, label: str, scheme: str, rule: str, transport: str, broker: tuple[str, int] | None,
-                progress: bool = True, secure: SecureBroker | None = None) -> Session:
-    """Train once with real edge processes; returns the per-round curve and the gateway's counters."""
+                progress: bool = True, secure: SecureBroker | None = None, job_id: int | None = None,
+                timeout_s: float = 600.0) -> Session:
+    """Train once with real edge processes; returns the per-round curve and the gateway's counters.
+
+    job_id (default: the job file's) names the session's topics and MQTT client ids: two
+    sessions on one broker must not share them, or the second one's edges read the first
+    one's retained final config ("job done") or model and sit out its rounds."""
     from tqdm import tqdm
 
     from aggregator.lab import datasets
@@ -171,7 +197,10 @@ def run_session(layout, label: str, scheme: str, rule: str, transport: str, brok
     job = load_job(layout.job_path)
     job.scheme = cat.scheme_id(scheme)
     job.rule = cat.rule_id(rule)
+    if job_id is not None:
+        job.job_id = job_id
     job.state_dir = layout.root / f"state-{label}"
+    shutil.rmtree(job.state_dir, ignore_errors=True)   # an earlier demo's state in the same --out
     ds = layout.dataset
     kind = job.model_kind
     sess = Session(label)
@@ -200,11 +229,16 @@ def run_session(layout, label: str, scheme: str, rule: str, transport: str, brok
     t0 = time.perf_counter()
     thread.start()
     procs = []
+    logs: list[Path] = []
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     for nid in sorted(layout.node_configs):
         ca = secure.files.ca if secure is not None else None
-        procs.append(subprocess.Popen(edge_command(layout.node_configs[nid], transport, host, port, ca),
-                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env))
+        # stderr to a file, not a pipe nobody reads while the edge runs: a full pipe would
+        # block the edge mid-round.
+        logs.append(layout.root / f"edge-{label}-{nid}.log")
+        with open(logs[-1], "wb") as err:
+            procs.append(subprocess.Popen(edge_command(layout.node_configs[nid], transport, host, port, ca, job_id),
+                                          stdout=subprocess.DEVNULL, stderr=err, stdin=subprocess.DEVNULL, env=env))
     bar = tqdm(total=job.rounds, desc=f"{label:>4}", unit="round", disable=not progress, leave=True)
     try:
         done = 0
@@ -212,12 +246,16 @@ def run_session(layout, label: str, scheme: str, rule: str, transport: str, brok
             try:
                 rnd, model, total = events.get(timeout=1.0)
             except queue.Empty:
-                dead = [p for p in procs if p.poll() not in (None, 0)]
+                dead = [i for i, p in enumerate(procs) if p.poll() not in (None, 0)]
                 if dead:
-                    err = dead[0].stderr.read().decode(errors="replace").strip().splitlines()
-                    raise UserError(f"an edge exited early: {err[-1] if err else dead[0].returncode}")
-                if time.perf_counter() - t0 > 600:
-                    raise UserError("demo timed out after 600 s")
+                    err = logs[dead[0]].read_text(errors="replace").strip().splitlines()
+                    raise UserError(f"an edge exited early: {err[-1] if err else procs[dead[0]].returncode}")
+                if all(p.poll() is not None for p in procs):
+                    # Every edge said the job is done while the gateway still waits for round
+                    # `done`: nothing can close it any more.
+                    raise UserError(f"{label}: every edge exited at round {done} of {job.rounds}")
+                if time.perf_counter() - t0 > timeout_s:
+                    raise UserError(f"{label}: timed out after {timeout_s:g} s at round {done} of {job.rounds}")
                 continue
             w = model.astype(np.float64)
             loss, _ = datasets.loss_grad_np(ds.X, ds.y, w, job.lam, kind)
@@ -240,7 +278,7 @@ def run_session(layout, label: str, scheme: str, rule: str, transport: str, brok
         for p in procs:
             if p.poll() is None:
                 p.kill()
-                p.wait()
+                p.wait(10)
         thread.stop()
     sess.seconds = time.perf_counter() - t0
     sess.summary = thread.service.agg.summary()
@@ -335,7 +373,9 @@ def plot(sessions: list[Session], f0: float, out: Path) -> list[Path]:
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="train on one machine with real edge processes (CAT vs full gradient)")
-    p.add_argument("--dataset", default="breast_cancer", help="breast_cancer, digits-binary, digits, iris, wine or a LIBSVM file")
+    p.add_argument("--dataset", default="digits",
+                   help="digits (default: 10 classes, d = 640, where sparsification has much to choose "
+                        "from), breast_cancer (d = 30), digits-binary, iris, wine or a LIBSVM file")
     p.add_argument("--nodes", type=int, default=4)
     p.add_argument("--rounds", type=int, default=30)
     p.add_argument("--scheme", default="sq", help="s, sq or ss")
@@ -372,17 +412,29 @@ def run(args: argparse.Namespace) -> int:
     except (KeyError, ValueError, OSError) as exc:
         raise UserError(f"cannot prepare the job: {exc}") from None
     kind = "logistic" if layout.dataset.classes == 2 else "softmax"
-    print(f"dataset {args.dataset}: {layout.dataset.X.shape[0]} rows, d={layout.dataset.X.shape[1]}, "
-          f"{args.nodes} edges, {args.rounds} rounds, {args.transport}, profile {args.profile}; files in {out}")
+    n, features = layout.dataset.X.shape
+    d = features * (1 if kind == "logistic" else layout.dataset.classes)
+    print(f"dataset {args.dataset}: {n} rows, {features} features, {layout.dataset.classes} classes "
+          f"({kind}, d={d}); {args.nodes} edges, {args.rounds} rounds, {args.transport}, "
+          f"profile {args.profile}; files in {out}")
     secure = SecureBroker(layout) if args.transport == "mqtt" and broker is None else None
     if secure is not None:
         print(f"MQTT: the demo's own Mosquitto on {secure.address[0]}:{secure.address[1]} with TLS, "
               f"passwords and a per-node ACL ({secure.files.out})")
+    runs = [("cat", args.scheme, args.rule)] + ([] if args.no_baseline else [("gd", "identity", "identity")])
+    # Each session is a job of its own on the broker: on a given broker, fresh random job ids
+    # (so neither the other session nor an earlier demo run left retained messages or client
+    # sessions on its topics), drawn from 256..65535, where every id is a 3-byte CBOR uint, so
+    # frame sizes do not change with the draw; the demo's own broker forgets everything
+    # between sessions.
+    first_id = 256 + secrets.randbelow(65535 - 256) if broker is not None else None
+    sessions = []
     try:
-        sessions = [run_session(layout, "cat", args.scheme, args.rule, args.transport, broker, not args.quiet, secure)]
-        if not args.no_baseline:
-            sessions.append(run_session(layout, "gd", "identity", "identity", args.transport, broker,
-                                        not args.quiet, secure))
+        for i, (label, scheme, rule) in enumerate(runs):
+            if secure is not None and i:
+                secure.restart()
+            sessions.append(run_session(layout, label, scheme, rule, args.transport, broker, not args.quiet,
+                                        secure, None if first_id is None else first_id + i))
     finally:
         if secure is not None:
             secure.stop()

@@ -109,7 +109,11 @@ def compile_edge(dest: Path, arch: str, mpy_cross: str | None = None) -> list[Pa
         if arch != "none":
             cmd.append(f"-march={arch}")
         cmd.append(str(src))
-        proc = subprocess.run(cmd, capture_output=True, text=True)
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+        except subprocess.TimeoutExpired:
+            errors.append(f"edge/{src.name}: mpy-cross did not finish within 120 s")
+            continue
         if proc.returncode != 0:
             errors.append(f"edge/{src.name}: {(proc.stderr or proc.stdout).strip()}")
         else:

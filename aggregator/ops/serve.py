@@ -22,6 +22,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--mqtt-cafile", metavar="FILE", help="connect with TLS and verify the broker against this CA")
     p.add_argument("--mqtt-certfile", metavar="FILE", help="TLS client certificate (brokers that require one)")
     p.add_argument("--mqtt-keyfile", metavar="FILE", help="key of the TLS client certificate")
+    p.add_argument("--metrics-port", metavar="PORT", type=int,
+                   help="serve Prometheus metrics on http://<[metrics] host>:PORT/metrics "
+                        "(overrides the job file's [metrics] port; 0: off)")
     p.add_argument("--linger", metavar="S", type=float,
                    help="keep serving S seconds after the last round (default 10 with CoAP, else 0.5)")
     p.set_defaults(func=run)
@@ -75,6 +78,10 @@ def run(args: argparse.Namespace) -> int:
         ep.mqtt = host_port(args.mqtt, "--mqtt")
     if args.serial:
         ep.serial = [(p, 115200) for p in args.serial]
+    if args.metrics_port is not None:
+        if not 0 <= args.metrics_port <= 65535:
+            raise UserError(f"--metrics-port: {args.metrics_port} is not a port number (0: off)")
+        ep.metrics = (job.metrics_host, args.metrics_port) if args.metrics_port else None
     mqtt_security(args, ep)
     if ep.coap is None and ep.mqtt is None and not ep.serial:
         raise UserError(f"{args.job}: no transport: add [transports.coap], [transports.mqtt] or use --coap/--mqtt/--serial")
