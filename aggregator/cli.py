@@ -21,6 +21,7 @@ COMMANDS = [
     "aggregator.lab.energy",
     "aggregator.lab.costfit",
     "aggregator.ops.serve",
+    "aggregator.ops.root",
     "aggregator.ops.broker",
     "aggregator.ops.admin",
     "aggregator.ops.demo",

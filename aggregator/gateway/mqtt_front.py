@@ -1,8 +1,8 @@
 """MQTT ingress/egress with paho-mqtt 2.x: cat/<job>/up/<node> in, config/model/down out.
 
 The gateway subscribes with QoS 1 on a persistent session and acknowledges a PUBLISH only
-after the pipeline has journaled it (paho's manual_ack), so a crash between receipt and
-journal makes the broker redeliver; redelivered duplicates are idempotent per (node, round).
+after the pipeline has journaled it and the journal batch is fsynced (paho's manual_ack;
+PUBACKs in PUBLISH order), so a crash between receipt and fsync makes the broker redeliver; redelivered duplicates are idempotent per (node, round).
 paho runs its network loop in its own thread; frames are handed to the asyncio loop.
 """
 
@@ -15,7 +15,7 @@ import paho.mqtt.client as mqtt
 
 from aggregator.errors import UserError
 from aggregator.gateway import faults
-from aggregator.gateway.pipeline import Aggregator
+from aggregator.gateway.pipeline import Rounds
 
 
 class BrokerError(UserError, ConnectionError):
@@ -24,7 +24,7 @@ class BrokerError(UserError, ConnectionError):
 
 
 class MqttFront:
-    def __init__(self, agg: Aggregator, host: str, port: int, loop: asyncio.AbstractEventLoop,
+    def __init__(self, agg: Rounds, host: str, port: int, loop: asyncio.AbstractEventLoop,
                  username: str | None = None, password: str | None = None, tls: dict | None = None,
                  client_id: str | None = None) -> None:
         self.agg = agg
@@ -61,9 +61,12 @@ class MqttFront:
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
         if reason_code.is_failure:
             return
-        client.subscribe(self.prefix + "up/+", qos=1)
+        self._subscribe(client)
         self.loop.call_soon_threadsafe(self._publish_state)
         self.connected.set()
+
+    def _subscribe(self, client: mqtt.Client) -> None:
+        client.subscribe(self.prefix + "up/+", qos=1)
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         self.connected.clear()
@@ -73,20 +76,25 @@ class MqttFront:
 
     # event loop ----------------------------------------------------------------
     def _handle(self, topic: str, payload: bytes, mid: int, qos: int) -> None:
-        node = None
-        tail = topic[len(self.prefix) + 3:] if topic.startswith(self.prefix + "up/") else ""
-        if tail.isdigit():
-            node = int(tail)
         faults.point("mqtt_received")
         try:
-            if node is None:
-                self.agg.refuse("topic_mismatch", "mqtt", len(payload))
-            else:
-                self.agg.submit(payload, "mqtt", topic_node=node)
+            self._route(topic, payload)
         finally:
-            faults.point("mqtt_before_ack")
-            if qos > 0:
-                self.client.ack(mid, qos)   # only now: the frame is journaled (or rejected)
+            # only once the frame is on disk (or rejected), and behind every frame before it
+            self.agg.when_durable(None, lambda: self._ack(mid, qos))
+
+    def _route(self, topic: str, payload: bytes) -> None:
+        """An uplink frame: cat/<job>/up/<node>, <node> the frame's kid."""
+        tail = topic[len(self.prefix) + 3:] if topic.startswith(self.prefix + "up/") else ""
+        if tail.isdigit():
+            self.agg.submit(payload, "mqtt", topic_node=int(tail))
+        else:
+            self.agg.refuse("topic_mismatch", "mqtt", len(payload))
+
+    def _ack(self, mid: int, qos: int) -> None:
+        faults.point("mqtt_before_ack")
+        if qos > 0:
+            self.client.ack(mid, qos)
 
     def _publish_state(self) -> None:
         self.client.publish(self.prefix + "config", self.agg.config_message(), qos=1, retain=True)

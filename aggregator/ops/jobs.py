@@ -12,7 +12,7 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
-from aggregator.gateway.config import toml_value
+from aggregator.gateway.config import load_job, toml_value
 from aggregator.lab import datasets
 
 
@@ -25,6 +25,16 @@ class Layout:
     data_files: dict[int, Path]
     dataset: datasets.Dataset
     L: float
+
+
+def node_endpoint(job, node: int) -> dict:
+    """transport, host and port of node's gateway for its cat-edge config: in a sharded job
+    its shard's CoAP endpoint if the shard serves CoAP, else its broker."""
+    for transport in ("coap", "mqtt"):
+        ep = job.endpoint(node, transport)
+        if ep is not None:
+            return {"transport": transport, "host": ep[0], "port": ep[1]}
+    return {}
 
 
 def dump_toml(tree: dict) -> str:
@@ -48,16 +58,25 @@ def dump_toml(tree: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def prepare(root: str | Path, dataset: str = "breast_cancer", nodes: int = 4, rounds: int = 30,
+def prepare(root: str | Path, dataset: "str | datasets.Dataset" = "breast_cancer", nodes: int = 4, rounds: int = 30,
             scheme: str = "sq", rule: str = "cat", rule_param: int = 0, k_cap: int = 16,
             profile: str = "ieee802154-6lowpan-coap", metric: str | None = None,
             error_feedback: bool = True, lam: float = 1e-3, job_id: int = 1, seed: int = 1,
             quorum: float = 1.0, deadline_s: float = 10.0, split: str = "even",
-            transports: dict | None = None, step_multiplier: float = 1.0, compact: bool = False) -> Layout:
-    """Partition `dataset` over `nodes` edges and write job.toml + node-<k>.toml under root."""
+            transports: dict | None = None, step_multiplier: float = 1.0, compact: bool = False,
+            shards: dict[str, dict] | None = None) -> Layout:
+    """Partition `dataset` (a builtin name, a LIBSVM file or a Dataset) over `nodes` edges and
+    write job.toml + node-<k>.toml under root.
+
+    `shards` ({name: {"nodes": [...], "coap": "host:port", ...}}, the keys of a [shards.<name>]
+    table but "key") makes a sharded job: each shard gets a fresh key, and each node's config
+    names its shard's endpoint (transport, host, port: CoAP if the shard serves it, else MQTT)."""
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
-    ds = datasets.load_builtin(dataset) if not Path(dataset).exists() else datasets.load_libsvm(dataset, normalize=True)
+    if isinstance(dataset, datasets.Dataset):
+        ds = dataset
+    else:
+        ds = datasets.load_builtin(dataset) if not Path(dataset).exists() else datasets.load_libsvm(dataset, normalize=True)
     kind = "logistic" if ds.classes == 2 else "softmax"
     parts = datasets.partition(ds.X, ds.y, nodes, split, seed)
     datasets.write_partition(root / "data", parts, ds.classes)
@@ -79,14 +98,19 @@ def prepare(root: str | Path, dataset: str = "breast_cancer", nodes: int = 4, ro
     }
     if transports:
         tree["transports"] = transports
+    if shards:
+        tree["shards"] = {name: {**spec, "key": secrets.token_bytes(32).hex()} for name, spec in shards.items()}
     job_path = root / "job.toml"
     job_path.write_text(dump_toml(tree))
+    job = load_job(job_path) if shards else None
     configs: dict[int, Path] = {}
     files: dict[int, Path] = {}
     for k in range(nodes):
         files[k] = root / "data" / f"node-{k}.catd"
         node_cfg = {"node": k, "key": keys[k].hex(), "downlink_key": downlink.hex(), "job": job_id,
                     "data": str(files[k]), "profile": profile}
+        if job is not None:
+            node_cfg.update(node_endpoint(job, k))
         configs[k] = root / f"node-{k}.toml"
         configs[k].write_text(dump_toml(node_cfg))
     return Layout(root, job_path, configs, files, ds, lip)
