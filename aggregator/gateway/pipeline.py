@@ -204,6 +204,13 @@ class Rounds:
         j = self.store.journal
         j.when_durable(j.appended if out is None else out.seq, callback)
 
+    def checkpoint(self) -> None:
+        """Checkpoint now (mid-round: a quarantine, a clean stop): the journal's frames already
+        counted are noted so that a replay after a crash does not count them twice."""
+        if self.store and not self.replaying:
+            self.state.extra["journal_counted"] = {"round": self.state.round, "n": len(self.pending)}
+            self.store.save(self.state)
+
     def _event(self, event: dict) -> None:
         if self.log:
             self.log.write(event)
@@ -500,7 +507,7 @@ class Aggregator(Rounds):
         self._buckets.pop(node, None)
         self._event({"event": "quarantine", "node": node, "reason": reason, "by": by,
                      "round": self.state.round})
-        self._persist()
+        self.checkpoint()
 
     def clear_quarantine(self, node: int, by: str = "operator") -> bool:
         """Lift a quarantine (and forget the node's strikes); False if it was not quarantined."""
@@ -511,7 +518,7 @@ class Aggregator(Rounds):
             return False
         self._event({"event": "quarantine_clear", "node": node, "was": was, "by": by,
                      "round": self.state.round})
-        self._persist()
+        self.checkpoint()
         return True
 
     def rotate_key(self, node: int, key: bytes, grace_rounds: int, rid: str = "", by: str = "operator") -> None:
@@ -524,12 +531,6 @@ class Aggregator(Rounds):
         self._event({"event": "key_rotated", "node": node, "fingerprint": keymod.fingerprint(key),
                      "round": rnd, "old_key_until_round": rnd + grace_rounds, "by": by})
 
-    def _persist(self) -> None:
-        """Checkpoint now (mid-round): the journal's frames already counted are noted so that a
-        replay after a crash does not count them twice."""
-        if self.store and not self.replaying:
-            self.state.extra["journal_counted"] = {"round": self.state.round, "n": len(self.pending)}
-            self.store.save(self.state)
 
     def poll_control(self, force: bool = False) -> int:
         """Apply the operator's queued requests (<state>/control/); return how many."""

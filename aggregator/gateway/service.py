@@ -146,6 +146,7 @@ class Service:
             await self.coap.stop()
             self.coap = None
         try:
+            self.agg.checkpoint()             # the counters since the last round close survive a stop
             self.store.journal.stop()
         except JournalError as exc:       # nothing after the failed batch was acknowledged
             self.log.write({"event": "journal_error", "error": str(exc)[:300]})
