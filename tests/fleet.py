@@ -171,7 +171,7 @@ class Site:
         self.name = name
         self.transport = transport
         self.host, self.port = host, port
-        self.nodes = nodes                 # [(node id, EdgeNode)]
+        self.nodes = nodes                 # node ids; [(node id, EdgeNode)] once the fleet runs
         self.job_id = job_id
         self.inbox = Inbox(keep=64)
         self.prefix = f"cat/{job_id}/"
@@ -181,6 +181,7 @@ class Site:
         self.acked: dict[int, list[int]] = {}     # round -> nodes whose valid frame was acknowledged
         self.bad: dict[str, int] = {}             # reason -> bad frames sent
         self.opened: dict[int, float] = {}        # round -> when this site saw it open
+        self.finished: dict[int, float] = {}      # round -> when its last frame was answered
         self.sent = 0
 
     # downlink -----------------------------------------------------------------------
@@ -291,15 +292,10 @@ class Fleet:
 
     def __init__(self, job, layout, sites: dict[str, tuple[str, str, int, list[int]]],
                  bad_per_round: int = 2, window: int = 64, seed: int = 0, keep_frames: bool = True) -> None:
-        from edge import datafile, profile
-        from edge.node import EdgeNode
-        prof = profile.load_profile(job.profile_name)
         self.job = job
-        self.sites: list[Site] = []
-        for name, (transport, host, port, nodes) in sites.items():
-            edges = [(k, EdgeNode(k, job.node_keys[k], job.downlink_key, job.job_id,
-                                  datafile.DataFile(str(layout.data_files[k])), prof)) for k in nodes]
-            self.sites.append(Site(name, transport, host, port, edges, job.job_id))
+        self.layout = layout
+        self.sites = [Site(name, transport, host, port, nodes, job.job_id)
+                      for name, (transport, host, port, nodes) in sites.items()]
         self.bad_per_round = bad_per_round
         self.window = window
         self.rng = random.Random(seed)
@@ -309,8 +305,14 @@ class Fleet:
 
     async def run(self, rounds: int, timeout: float = 120.0, stop_after_s: float | None = None) -> int:
         """Train until `rounds` rounds closed (or stop_after_s passed); returns rounds done."""
-        for s in self.sites:
+        from edge import datafile, profile
+        from edge.node import EdgeNode
+        for s in self.sites:           # sockets first: paho's select() takes no descriptor >= 1024
             await s.start()
+        prof = profile.load_profile(self.job.profile_name)
+        for s in self.sites:           # each edge holds its data file open, as a Pi does
+            s.nodes = [(k, EdgeNode(k, self.job.node_keys[k], self.job.downlink_key, self.job.job_id,
+                                    datafile.DataFile(str(self.layout.data_files[k])), prof)) for k in s.nodes]
         t0 = time.monotonic()
         done = 0
         try:
@@ -358,6 +360,7 @@ class Fleet:
         jobs = [one(k, d, True) for k, d in out] + [one(k, d, False) for k, d in bad]
         self.rng.shuffle(jobs)
         await asyncio.gather(*jobs)
+        site.finished[rnd] = time.monotonic()
 
     def _bad_frames(self, site: Site, rnd: int, good: list[tuple[int, bytes]]) -> list[tuple[int, bytes]]:
         """Frames the gateway must refuse, each counted under the reason it must give, with the

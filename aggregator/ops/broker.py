@@ -201,6 +201,16 @@ def _is_ip(s: str) -> bool:
     return False
 
 
+def queue_settings(nodes: int) -> list[str]:
+    """Mosquitto lines that keep a large fleet's QoS 1 uplinks: a gateway (or shard) session
+    receives a whole round of uplinks at once while its PUBACKs wait for the journal's batch,
+    and Mosquitto *drops* QoS 1 messages past max_queued_messages (default 1000) for a
+    subscriber, although it acknowledged them to the edges (seen here with 1,500 MQTT edges)."""
+    return ["# room for several rounds of every node's uplink in the gateway's (or a shard's) session",
+            f"max_queued_messages {max(1000, 4 * nodes)}",
+            "max_inflight_messages 1000"]
+
+
 def conf_text(job, listen: tuple[str, int], files: dict[str, Path], tls: bool) -> str:
     """mosquitto.conf for the job (Mosquitto 2.x)."""
     host, port = listen
@@ -218,6 +228,7 @@ def conf_text(job, listen: tuple[str, int], files: dict[str, Path], tls: bool) -
         f"persistence_location {files['data']}/",
         "autosave_interval 10",
         f"max_packet_size {max_packet}",
+        *queue_settings(len(job.nodes)),
         "log_dest stderr",
         "log_type error",
         "log_type warning",
