@@ -380,3 +380,34 @@ def test_shards_need_the_broker_and_name_each_nodes_endpoint(tmp_path):
     assert jobs.node_endpoint(job, 0) == {"transport": "coap", "host": "127.0.0.1", "port": 5701}
     assert jobs.node_endpoint(job, 3) == {"transport": "mqtt", "host": "10.0.0.2", "port": 1884}
     assert job.shards["s1"].state_dir == layout.root / "state-s1"
+
+
+# ----------------------------------------------------------------------------- the commands
+def test_serve_root_and_flash_name_the_shards(tmp_path, capsys):
+    """One-line refusals for a sharded job run the wrong way; flash puts the node's shard's
+    address into the board's node.json."""
+    import json
+    from aggregator.cli import main
+    layout = sharded(tmp_path / "job", 4, [[0, 1], [2, 3]])
+    tree = tomllib.loads(layout.job_path.read_text())
+    tree["shards"]["s1"]["coap"] = "192.0.2.9:5700"
+    layout.job_path.write_text(dump_toml(tree))
+    plain = jobs.prepare(tmp_path / "plain", "breast_cancer", 2, 2, transports=MQTT)
+    for argv, msg in ((["serve", str(layout.job_path)], "has shards (s0, s1): run `serve --shard NAME`"),
+                      (["serve", str(layout.job_path), "--shard", "s7"], "has no shard 's7' (known: s0, s1)"),
+                      (["serve", str(plain.job_path), "--shard", "s0"], "(no [shards] at all)"),
+                      (["root", str(plain.job_path)], "has no [shards]: one gateway serves it"),
+                      (["flash", str(layout.job_path), "--node", "0", "--data", str(layout.data_files[0]),
+                        "--stage", str(tmp_path / "x")], "shard 's0' of node 0 serves no CoAP")):
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert msg in err and "Traceback" not in err and len(err.strip().splitlines()) == 1, (argv, err)
+    stage = tmp_path / "board"
+    assert main(["flash", str(layout.job_path), "--node", "3", "--data", str(layout.data_files[3]),
+                 "--stage", str(stage)]) == 0
+    cfg = json.loads((stage / "node.json").read_text())
+    assert (cfg["transport"], cfg["host"], cfg["port"], cfg["node"]) == ("coap", "192.0.2.9", 5700, 3)
+    assert main(["flash", str(layout.job_path), "--node", "0", "--transport", "mqtt", "--data",
+                 str(layout.data_files[0]), "--stage", str(stage)]) == 0
+    cfg = json.loads((stage / "node.json").read_text())
+    assert (cfg["transport"], cfg["host"], cfg["port"]) == ("mqtt", "127.0.0.1", 1883)

@@ -33,6 +33,7 @@ import time
 from pathlib import Path
 from typing import Callable, Iterator
 
+from aggregator.errors import UserError
 from aggregator.gateway import faults
 
 JOURNAL_MAGIC = b"CATJRNL1"
@@ -75,8 +76,9 @@ def _commit(fd: int, data: bytes) -> None:
     faults.point("journaled")
 
 
-class JournalError(OSError):
-    """A journal batch could not be written or synced: nothing after it is acknowledged."""
+class JournalError(UserError, OSError):
+    """A journal batch could not be written or synced: nothing after it is acknowledged. The
+    service stops on it (one line, exit code 2): the operator fixes the disk and restarts."""
 
 
 class Journal:
@@ -129,7 +131,7 @@ class Journal:
     def append(self, rnd: int, frame: bytes) -> int:
         """Add an accepted frame of round rnd; returns its sequence number (see when_durable)."""
         if self.failed is not None:
-            raise JournalError(f"journal in {self.dir} failed earlier: {self.failed}")
+            raise JournalError(f"journal write failed in {self.dir}: {self.failed}")
         if self._buf and self._buf_round != rnd:
             self.commit()
         if not self._buf:
@@ -169,20 +171,28 @@ class Journal:
     def commit(self) -> None:
         """Everything appended so far on disk now (blocks; used at round close and shutdown)."""
         if self.failed is not None:
-            raise JournalError(f"journal in {self.dir} failed earlier: {self.failed}")
+            raise JournalError(f"journal write failed in {self.dir}: {self.failed}")
         if self._inflight is not None:
             fut, _ = self._inflight
             try:
                 fut.result()
-            except BaseException as exc:
-                self.failed = exc
-                raise JournalError(f"journal write failed: {exc}") from exc
+            except OSError as exc:
+                raise self._fail(exc) from exc
             self._reap()
         if self._buf:
-            fd, data, upto = self._take()
-            _commit(fd, data)
+            try:
+                fd, data, upto = self._take()
+                _commit(fd, data)
+            except OSError as exc:
+                raise self._fail(exc) from exc
             self.batches += 1
             self._synced(upto)
+
+    def _fail(self, exc: OSError) -> JournalError:
+        """Nothing from here on is acknowledged (after a failed fsync the page cache may have
+        dropped the batch); appends fail and the service stops on `failed`."""
+        self.failed = exc
+        return JournalError(f"journal write failed in {self.dir}: {exc.strerror or exc}")
 
     def _maybe_start(self) -> None:
         """Start writing the batch if none is in flight and it is full or old enough."""
@@ -190,7 +200,11 @@ class Journal:
             return
         waited = time.monotonic() - self._buf_first
         if self._buf_frames >= self.max_frames or waited >= self.max_wait_s:
-            fd, data, upto = self._take()
+            try:
+                fd, data, upto = self._take()
+            except OSError as exc:
+                self._fail(exc)
+                return
             fut = self._pool.submit(_commit, fd, data)
             self._inflight = (fut, upto)
             loop = self._loop
@@ -213,10 +227,8 @@ class Journal:
         fut, upto = self._inflight
         self._inflight = None
         exc = fut.exception()
-        if exc is not None:
-            # Its frames are never acknowledged, nor anything after them (fsync failed: the
-            # page cache may have dropped them). Appends fail; the service stops on it.
-            self.failed = exc
+        if exc is not None:            # its frames are never acknowledged, nor anything after
+            self._fail(exc)
             return
         self.batches += 1
         self._synced(upto)
@@ -248,5 +260,5 @@ class Journal:
     def replay(self, rnd: int) -> Iterator[bytes]:
         """Frames journaled for round rnd, stopping at a torn tail (a crash mid-append)."""
         p = self.path(rnd)
-        if p.exists():
+        if p.is_file():                 # a regular file: never read a device put in its place
             yield from read_records(p.read_bytes())

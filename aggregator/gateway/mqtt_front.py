@@ -2,8 +2,10 @@
 
 The gateway subscribes with QoS 1 on a persistent session and acknowledges a PUBLISH only
 after the pipeline has journaled it and the journal batch is fsynced (paho's manual_ack;
-PUBACKs in PUBLISH order), so a crash between receipt and fsync makes the broker redeliver; redelivered duplicates are idempotent per (node, round).
-paho runs its network loop in its own thread; frames are handed to the asyncio loop.
+PUBACKs in PUBLISH order), so a crash between receipt and fsync makes the broker redeliver;
+redelivered duplicates are idempotent per (node, round). paho runs its network loop in its
+own thread; frames are handed to the asyncio loop. A shard and the root use this class with
+other topics (aggregator.gateway.mqtt_roles).
 """
 
 from __future__ import annotations

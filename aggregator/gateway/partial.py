@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import io
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -129,30 +128,12 @@ def _finite(a: np.ndarray, what: str) -> np.ndarray:
 
 def open_partial(data: bytes, max_bytes: int) -> tuple[str, bytes, bytes]:
     """The envelope: (shard name, payload, tag), nothing authenticated yet."""
-    if len(data) > max_bytes:
-        raise FrameError("oversize", f"{len(data)} bytes > limit {max_bytes}")
-    fp = io.BytesIO(data)
-    obj = wire._decode_one(fp, "message")
-    if fp.tell() != len(data):
-        raise FrameError("trailing_bytes", f"{len(data) - fp.tell()} bytes after the message")
-    if not isinstance(obj, cbor2.CBORTag) or obj.tag != wire.COSE_MAC0_TAG:
-        raise FrameError("not_mac0", "not CBOR tag 17 (COSE_Mac0)")
-    v = obj.value
-    if not isinstance(v, (list, tuple)) or len(v) != 4:
-        raise FrameError("structure", "COSE_Mac0 must be an array of 4")
-    prot, unprot, payload, tag = v
-    if type(prot) is not bytes:
-        raise FrameError("structure", "protected header must be a bstr")
-    if prot != PROTECTED:
-        raise FrameError("bad_alg", "protected header must be exactly {1: 5} (HMAC 256/256)")
-    if not isinstance(unprot, Mapping) or list(unprot) != [wire.HDR_KID] or type(unprot[wire.HDR_KID]) is not bytes:
-        raise FrameError("structure", "unprotected header must be {4: kid}")
-    if type(payload) is not bytes or type(tag) is not bytes or len(tag) != TAG_LEN:
-        raise FrameError("structure", "payload must be a bstr and the tag a 32-byte bstr")
-    if cbor2.dumps(obj, canonical=True) != data:
+    kid, payload, tag = wire.open_mac0(data, max_bytes, PROTECTED, TAG_LEN, "{1: 5} (HMAC 256/256)")
+    if cbor2.dumps(cbor2.CBORTag(wire.COSE_MAC0_TAG, [PROTECTED, {wire.HDR_KID: kid}, payload, tag]),
+                   canonical=True) != data:
         raise FrameError("not_deterministic", "envelope not in deterministic encoding")
     try:
-        shard = unprot[wire.HDR_KID].decode()
+        shard = kid.decode()
     except UnicodeDecodeError:
         raise FrameError("unknown_kid", "kid is not a shard name") from None
     return shard, payload, tag

@@ -215,14 +215,10 @@ class Rounds:
         if self.log:
             self.log.write(event)
 
-    def _attributed(self, node: int | None) -> bool:
-        """Whether a refusal may be counted against `node` (a node this process serves)."""
-        return node is not None and node in self.job.node_keys
-
     def _reject(self, reason: str, node: int | None, source: str, size: int) -> Outcome:
         st = self.state
         st.rejected[reason] = st.rejected.get(reason, 0) + 1
-        if self._attributed(node):
+        if node is not None and node in self.job.node_keys:
             ns = st.node(node)
             ns.rejected[reason] = ns.rejected.get(reason, 0) + 1
         if self.log:
@@ -240,6 +236,12 @@ class Rounds:
             else:
                 self._log_suppressed += 1
         return Outcome(REJECTED, reason, node, st.round)
+
+    def _internal_error(self, exc: Exception, source: str, size: int) -> Outcome:
+        """A bug met while checking a message: counted and logged, never raised to a front."""
+        self.internal_errors += 1
+        self._event({"event": "internal_error", "error": repr(exc)[:300], "source": source})
+        return self._reject("internal_error", None, source, size)
 
     def refuse(self, reason: str, source: str, size: int) -> Outcome:
         """Count a frame that a transport refused before handing it to `submit` (an MQTT topic
@@ -413,9 +415,7 @@ class Aggregator(Rounds):
         try:
             out, up, key = self._admit(data, source, topic_node)
         except Exception as exc:  # a bug must not take the gateway down; counted and logged
-            self.internal_errors += 1
-            self._event({"event": "internal_error", "error": repr(exc)[:300], "source": source})
-            return self._reject("internal_error", None, source, len(data))
+            return self._internal_error(exc, source, len(data))
         if up is None:
             return out
         st = self.state
@@ -530,7 +530,6 @@ class Aggregator(Rounds):
         self.keyring.save()
         self._event({"event": "key_rotated", "node": node, "fingerprint": keymod.fingerprint(key),
                      "round": rnd, "old_key_until_round": rnd + grace_rounds, "by": by})
-
 
     def poll_control(self, force: bool = False) -> int:
         """Apply the operator's queued requests (<state>/control/); return how many."""

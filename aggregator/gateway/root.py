@@ -66,9 +66,7 @@ class Root(Rounds):
         try:
             out, p = self._admit(data, source, topic_node)
         except Exception as exc:   # a bug must not take the root down; counted and logged
-            self.internal_errors += 1
-            self._event({"event": "internal_error", "error": repr(exc)[:300], "source": source})
-            return self._reject("internal_error", None, source, len(data))
+            return self._internal_error(exc, source, len(data))
         if p is None:
             return out
         st = self.state

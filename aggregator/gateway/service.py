@@ -122,8 +122,9 @@ class Service:
         await self.start()
         try:
             while not self.stopped.is_set():
-                if self.store.journal.failed is not None:   # fsync failed: stop, let the supervisor restart
-                    raise JournalError(f"journal write failed: {self.store.journal.failed}")
+                failed = self.store.journal.failed
+                if failed is not None:          # write or fsync failed: stop, let the supervisor restart
+                    raise JournalError(f"journal write failed in {self.store.dir}: {failed.strerror or failed}")
                 self.agg.tick()
                 if self.stop_when_finished and self.agg.finished:
                     await asyncio.sleep(self.linger_s)   # let edges fetch the final config/model
@@ -147,9 +148,12 @@ class Service:
             self.coap = None
         try:
             self.agg.checkpoint()             # the counters since the last round close survive a stop
-            self.store.journal.stop()
-        except JournalError as exc:       # nothing after the failed batch was acknowledged
+        except JournalError as exc:           # nothing after the failed batch was acknowledged
             self.log.write({"event": "journal_error", "error": str(exc)[:300]})
+        try:
+            self.store.journal.stop()         # closes the file and the worker even after a failure
+        except JournalError:
+            pass
         self.log.write({"event": "stop", "round": self.agg.state.round})
         self.log.close()
 
