@@ -73,16 +73,23 @@ class Sampler(threading.Thread):
         while not self.halt.wait(self.every):
             self.sample()
 
-    def growth(self, name: str) -> tuple[float, float, int, int]:
-        """(RSS after warm-up, RSS at the end) as medians of the 2nd and last fifth, MiB; fds min/max after warm-up."""
+    def growth(self, name: str) -> tuple[float, float, float, int, int]:
+        """Over the second half of the run (warm-up: a CoAP server keeps every exchange for
+        EXCHANGE_LIFETIME = 247 s, RFC 7252 §4.8.2, so its RSS climbs for about 4 minutes):
+        RSS at its start and at the end (medians of a minute, MiB), the fitted slope (MiB/min),
+        and the fewest and most open descriptors."""
         rows = [r for r in self.rows if r[1] == name]
-        n = len(rows)
-        if n < 10:
-            raise RuntimeError(f"too few samples of {name}: {n}")
-        early = np.median([r[2] for r in rows[n // 5: 2 * n // 5]])
-        late = np.median([r[2] for r in rows[4 * n // 5:]])
-        fds = [r[3] for r in rows[n // 5:]]
-        return float(early), float(late), min(fds), max(fds)
+        if len(rows) < 10:
+            raise RuntimeError(f"too few samples of {name}: {len(rows)}")
+        t = np.array([r[0] for r in rows]) / 60
+        rss = np.array([r[2] for r in rows])
+        half = t[-1] / 2
+        second = t >= half
+        start = float(np.median(rss[second & (t < half + 1)]))
+        end = float(np.median(rss[t >= t[-1] - 1]))
+        slope = float(np.polyfit(t[second], rss[second], 1)[0])
+        fds = [r[3] for r in rows if r[0] / 60 >= half]
+        return start, end, slope, min(fds), max(fds)
 
 
 def percentiles(xs: list[float]) -> str:
@@ -218,10 +225,11 @@ def main() -> None:
               f"as sent, {res['dups']} duplicates; edge simulation {res['compute_s']:.0f} s of CPU")
         print(f"  round time (close to close) {percentiles(res['round_t'])}")
         print(f"  close latency (last frame acknowledged -> next round open at every site) {percentiles(res['close'])}")
+        print("  second half of the run (after the CoAP exchange lifetime of 247 s):")
         for name in dict.fromkeys(r[1] for r in res["sampler"].rows):
-            early, late, fmin, fmax = res["sampler"].growth(name)
-            print(f"  {name:>10}: RSS {early:.1f} -> {late:.1f} MiB ({(late - early) / early * 100:+.1f} %), "
-                  f"fds {fmin}..{fmax}")
+            start, end, slope, fmin, fmax = res["sampler"].growth(name)
+            print(f"  {name:>10}: RSS {start:.1f} -> {end:.1f} MiB ({(end - start) / start * 100:+.1f} %, "
+                  f"{slope:+.2f} MiB/min), open descriptors {fmin}..{fmax}")
         print("  checks: every round closed once, no acknowledged frame lost, refusals = bad frames, "
               "model = replay: ok")
     png = out / "soak-rss.png"

@@ -158,6 +158,16 @@ def config_edge(layout: jobs.Layout, node: int) -> subprocess.Popen:
                             stderr=open(layout.root / f"edge-{node}.log", "ab"))
 
 
+def finish(edges: list[subprocess.Popen], procs: dict[str, subprocess.Popen]) -> None:
+    """Wait for the edges, then the aggregator processes (they stop after the last round); all exit 0."""
+    e2e.wait_for(lambda: all(e.poll() is not None for e in edges), 120, "the edges to finish")
+    for e in edges:
+        assert e.returncode == 0, e.args
+    for name, p in procs.items():
+        p.wait(60)
+        assert p.returncode == 0, (name, p.returncode)
+
+
 class Spy:
     """A plain MQTT client on the job's broker: records the partials, publishes forged ones."""
 
@@ -202,12 +212,7 @@ def test_real_edges_train_through_two_shards_and_a_root_and_bad_partials_are_cou
         for topic, data in ((own, forged), (own, first), (other_shard, first), ("x", first),
                             (own, cross), ("zz", unknown)):
             spy.publish(topic, data)
-        e2e.wait_for(lambda: all(e.poll() is not None for e in edges), 120, "the edges to finish")
-        for e in edges:
-            assert e.returncode == 0
-        for name, proc in procs.items():
-            proc.wait(60)
-            assert proc.returncode == 0, name
+        finish(edges, procs)
     finally:
         spy.close()
         e2e.stop(edges + list(procs.values()))
@@ -329,12 +334,7 @@ def test_a_shard_down_past_the_deadline_rounds_close_without_it_and_its_nodes_ca
         gone_at = e2e.closed_rounds(layout)
         e2e.wait_for(lambda: e2e.closed_rounds(layout) >= gone_at + 3, 60, "3 rounds without shard b", edges)
         procs["b"] = e2e.aggregator(layout, "serve", "--shard", "b", "--linger", "3", name="b")
-        e2e.wait_for(lambda: all(e.poll() is not None for e in edges), 120, "the edges to finish")
-        for e in edges:
-            assert e.returncode == 0
-        for name, p in procs.items():
-            p.wait(60)
-            assert p.returncode == 0, name
+        finish(edges, procs)
     finally:
         e2e.stop(edges + list(procs.values()))
     applied = {e["round"]: e["nodes"] for e in round_events(layout)}
@@ -349,3 +349,33 @@ def test_a_shard_down_past_the_deadline_rounds_close_without_it_and_its_nodes_ca
     frames = e2e.recorded_frames(layout)
     assert st.model.tobytes() == replay_applied(job, frames, applied).tobytes()
     print(f"shard b away for rounds {without}; {time.monotonic() - t0:.1f} s")
+
+
+# ----------------------------------------------------------------------------- a site broker
+def test_a_site_shard_behind_a_mosquitto_bridge(tmp_path, mosquitto_factory):
+    """Shard a and its CoAP boards at a site with its own Mosquitto, bridged to the central
+    one (partials out; config, model, delta in); shard b and the root on the central broker.
+    The job trains as with one broker."""
+    rounds = 6
+    central = mosquitto_factory(persistence=True)
+    layout = sharded_layout(tmp_path / "job", central, rounds=rounds)
+    job = load_job(layout.job_path)
+    t = f"cat/{job.job_id}/"
+    site = mosquitto_factory(persistence=True, extra_conf=[
+        "connection central", f"address {central.host}:{central.port}", "cleansession false",
+        "remote_clientid bridge-site-a", f"topic {t}partial/a out 1", f"topic {t}config in 1",
+        f"topic {t}model in 1", f"topic {t}down in 1"])
+    tree = tomllib.loads(layout.job_path.read_text())
+    tree["shards"]["a"]["mqtt"] = f"{site.host}:{site.port}"
+    layout.job_path.write_text(jobs.dump_toml(tree))
+    procs = start(layout, True, "--linger", "3")
+    edges = [config_edge(layout, k) for k in range(4)]
+    try:
+        finish(edges, procs)
+    finally:
+        e2e.stop(edges + list(procs.values()))
+    assert [e["round"] for e in round_events(layout)] == list(range(rounds))
+    st = Store(job.state_dir).load()
+    assert st.model.tobytes() == e2e.replay(job, e2e.recorded_frames(layout), order_seed=2).tobytes()
+    assert Store(job.shards["a"].state_dir).load().model.tobytes() == st.model.tobytes()
+    assert "bridge-site-a" in central.log_path.read_text()
