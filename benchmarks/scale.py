@@ -1,6 +1,6 @@
 """Scale benchmark: durable ingest with group commit, and CoAP ingest with shards.
 
-    python benchmarks/scale.py [--frames 4000] [--repeat 3] [--coap-nodes 1200] [--coap-rounds 4]
+    python benchmarks/scale.py [--frames 4000] [--repeat 5] [--coap-nodes 1200] [--coap-rounds 4]
 
 1. Ingest through the pipeline (verify, decode, validate, accumulate, close; S+Q, T = 100,
    d = 47,236), in one process, as an event loop that takes frames and acknowledges each
@@ -227,7 +227,7 @@ def bench_coap(nodes: int, rounds: int, window: int) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--frames", type=int, default=4000)
-    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--coap-nodes", type=int, default=1200)
     ap.add_argument("--coap-rounds", type=int, default=4)
     ap.add_argument("--window", type=int, default=32, help="CoAP requests in flight per endpoint")

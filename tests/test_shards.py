@@ -411,3 +411,35 @@ def test_serve_root_and_flash_name_the_shards(tmp_path, capsys):
                  str(layout.data_files[0]), "--stage", str(stage)]) == 0
     cfg = json.loads((stage / "node.json").read_text())
     assert (cfg["transport"], cfg["host"], cfg["port"]) == ("mqtt", "127.0.0.1", 1883)
+
+
+@pytest.mark.parametrize("rule", RULES)
+def test_the_largest_partial_fits_the_root_and_the_broker(tmp_path, rule):
+    """Every node sends T = cap entries whose values span every float32 bin: the encoded
+    partial stays within partial.max_bytes, which is what the root accepts and what
+    broker-config gives Mosquitto's max_packet_size."""
+    from aggregator.gateway.pipeline import t_cap
+    from aggregator.gateway.robust import ExactSum
+    from aggregator.ops.broker import conf_text
+    job = load_job(sharded(tmp_path / "job", 6, [[0, 1, 2, 3, 4], [5]], rule=rule).job_path)
+    nodes = job.shards["s0"].nodes
+    cap = min(t_cap(job), job.d)
+    rng = np.random.default_rng(0)
+    ups = []
+    for k in nodes:
+        idx = np.sort(rng.choice(job.d, cap, replace=False)).astype(np.int64)
+        vals = (rng.choice([-1, 1], cap) * 10.0 ** rng.uniform(-44, 38, cap)).astype(np.float32)
+        ups.append((idx, vals))
+    p = partmod.Partial(job.job_id, "s0", 0, job.d, rule, nodes, losses=np.zeros(len(nodes), np.float32),
+                        counters={"frames": 10 ** 9, "rejected.bad_mac": 10 ** 9})
+    if rule == "mean":
+        p.total = ExactSum.of(ups)
+        assert len(p.total.bins) >= 8
+    else:
+        p.updates = [(k, i, v) for k, (i, v) in zip(nodes, ups)]
+    data = partmod.encode(p, job.shards["s0"].key)
+    limit = partmod.max_bytes(job, len(nodes))
+    assert len(data) <= limit and Root(job).max_bytes >= limit
+    packet = int(next(l for l in conf_text(job, ("127.0.0.1", 1), {"passwd": "p", "acl": "a", "data": "d"},
+                                           False).splitlines() if l.startswith("max_packet_size")).split()[1])
+    assert packet >= limit + 1024

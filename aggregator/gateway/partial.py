@@ -217,6 +217,23 @@ def decode(data: bytes, keys: Mapping[str, bytes], max_bytes: int) -> Partial:
     return out
 
 
+MQTT_MAX_PACKET = 268_435_455        # MQTT's largest packet (remaining length, 4 bytes of 7 bits)
+
+
+def max_bytes(job, nodes: int) -> int:
+    """The largest partial a shard of `nodes` nodes can send for `job`: for the mean, 4-byte
+    indices and a part per bin on every coordinate its updates can touch; for the other
+    rules, every update (4-byte indices and values, at most the T cap each). Root and
+    broker (`broker-config`'s max_packet_size) size their limits by it."""
+    from aggregator.gateway.pipeline import t_cap
+    cap = t_cap(job)
+    if job.aggregation.rule == "mean":
+        body = (4 + 8 * robust.BINS) * min(job.d, nodes * cap)
+    else:
+        body = (8 * cap + 16) * nodes
+    return min(MQTT_MAX_PACKET, body + 6 * nodes + 4096)
+
+
 def digest(data: bytes) -> str:
     """What identifies a partial's content (duplicates are byte-identical)."""
     return hashlib.sha256(data).hexdigest()

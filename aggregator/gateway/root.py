@@ -56,9 +56,7 @@ class Root(Rounds):
         self._digests: dict[str, str] = {}
         self._seqs: dict[str, int | None] = {}
         self.quorum = job.quorum_count()
-        # the largest partial: every node's update of the largest frame, or a sum over d
-        self.max_bytes = max(job.max_frame_bytes * max(len(sh.nodes) for sh in job.shards.values()),
-                             (8 * robust.BINS + 4) * job.d + 4096)
+        self.max_bytes = max(partmod.max_bytes(job, len(sh.nodes)) for sh in job.shards.values())
 
     def submit(self, frame: bytes, source: str = "", topic_node: int | str | None = None) -> Outcome:
         """One partial (from the shard named by the MQTT topic, if given); never raises for bad input."""
