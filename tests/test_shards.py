@@ -443,3 +443,20 @@ def test_the_largest_partial_fits_the_root_and_the_broker(tmp_path, rule):
     packet = int(next(l for l in conf_text(job, ("127.0.0.1", 1), {"passwd": "p", "acl": "a", "data": "d"},
                                            False).splitlines() if l.startswith("max_packet_size")).split()[1])
     assert packet >= limit + 1024
+
+
+def test_operator_requests_go_to_the_nodes_shard(tmp_path, capsys):
+    from aggregator.cli import main
+    from aggregator.gateway import keys
+    layout = sharded(tmp_path / "job", 4, [[0, 1], [2, 3]])
+    job = load_job(layout.job_path)
+    for s in job.shards.values():
+        s.state_dir.mkdir(parents=True)
+    assert main(["quarantine", "add", "3", "--job", str(layout.job_path), "--reason", "stolen"]) == 0
+    assert [r["node"] for _, r in keys.pending_requests(job.shards["s1"].state_dir)] == [3]
+    assert list(keys.pending_requests(job.shards["s0"].state_dir)) == []
+    capsys.readouterr()
+    assert main(["quarantine", "list", "--job", str(layout.job_path)]) == 2
+    assert "has shards (s0, s1): give --state" in capsys.readouterr().err
+    assert main(["quarantine", "list", "--state", str(job.shards["s1"].state_dir)]) == 0
+    assert "queued: quarantine node 3" in capsys.readouterr().out

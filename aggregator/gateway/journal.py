@@ -188,11 +188,11 @@ class Journal:
             self.batches += 1
             self._synced(upto)
 
-    def _fail(self, exc: OSError) -> JournalError:
+    def _fail(self, exc: BaseException) -> JournalError:
         """Nothing from here on is acknowledged (after a failed fsync the page cache may have
         dropped the batch); appends fail and the service stops on `failed`."""
         self.failed = exc
-        return JournalError(f"journal write failed in {self.dir}: {exc.strerror or exc}")
+        return JournalError(f"journal write failed in {self.dir}: {getattr(exc, 'strerror', None) or exc}")
 
     def _maybe_start(self) -> None:
         """Start writing the batch if none is in flight and it is full or old enough."""

@@ -124,7 +124,8 @@ class Service:
             while not self.stopped.is_set():
                 failed = self.store.journal.failed
                 if failed is not None:          # write or fsync failed: stop, let the supervisor restart
-                    raise JournalError(f"journal write failed in {self.store.dir}: {failed.strerror or failed}")
+                    raise JournalError(f"journal write failed in {self.store.dir}: "
+                                       f"{getattr(failed, 'strerror', None) or failed}")
                 self.agg.tick()
                 if self.stop_when_finished and self.agg.finished:
                     await asyncio.sleep(self.linger_s)   # let edges fetch the final config/model
