@@ -24,6 +24,7 @@ COMMANDS = [
     "aggregator.lab.costfit",
     "aggregator.ops.init",
     "aggregator.ops.serve",
+    "aggregator.ops.root",
     "aggregator.ops.broker",
     "aggregator.ops.admin",
     "aggregator.ops.status",

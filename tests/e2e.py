@@ -38,6 +38,26 @@ def serve(layout: jobs.Layout, *extra: str, log: Path | None = None) -> subproce
     return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=dict(os.environ, PYTHONUNBUFFERED="1"))
 
 
+def aggregator(layout: jobs.Layout, command: str, *extra: str, name: str = "serve",
+               fault: str | None = None) -> subprocess.Popen:
+    """A real `cat-aggregator <command> job.toml ...` (serve, serve --shard, root), its output
+    appended to <name>.log; armed with CAT_FAULT=fault (log in faults-<name>.log) if given."""
+    from aggregator.gateway import faults
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    env.pop(faults.ENV, None)
+    if fault:
+        env[faults.ENV] = fault
+        env[faults.ENV_LOG] = str(layout.root / f"faults-{name}.log")
+    out = open(layout.root / f"{name}.log", "ab")
+    return subprocess.Popen([PY, "-m", "aggregator.cli", command, str(layout.job_path), *extra],
+                            stdout=out, stderr=subprocess.STDOUT, env=env)
+
+
+def started(layout: jobs.Layout, n: int = 1, state: str = "state"):
+    """A condition: the process with that state directory logged its n-th start."""
+    return lambda: sum(1 for e in events(layout, state) if e.get("event") == "start") >= n
+
+
 def edge(layout: jobs.Layout, node: int, transport: str, host: str, port: int, *extra: str) -> subprocess.Popen:
     cmd = [PY, "-m", "edge.cli", "--config", str(layout.node_configs[node]), "--transport", transport,
            "--host", host, "--port", str(port), "--timeout", "60", "--record", str(layout.root / "frames"), *extra]

@@ -378,6 +378,73 @@ def test_cat_edge_processes_log_in_with_the_credentials_broker_config_wrote(tmp_
     assert "not authorised" not in b.log()
 
 
+def test_sharded_job_broker_lets_each_node_publish_only_where_its_shard_listens(tmp_path):
+    """broker-config for a job with [shards]: a root and a user per shard instead of the
+    gateway. Shard a reads only its own nodes' uplinks and writes only its partial topic; the
+    root reads the partials and writes the downlink. Then the root, both shards and real
+    cat-edge processes (credentials and their shard's endpoint from their node configs) train
+    through the locked broker."""
+    rounds = 4
+    port = free_port("tcp")
+    shards = {"a": {"nodes": [0, 1]}, "b": {"nodes": [2, 3]}}
+    layout = e2e.make_job(tmp_path / "job", nodes=4, rounds=rounds, shards=shards,
+                          transports={"mqtt": {"host": "127.0.0.1", "port": port}})
+    job = load_job(layout.job_path)
+    files = broker.write_broker_config(job, tmp_path / "broker", ("127.0.0.1", port), tls=False,
+                                       node_configs=layout.node_configs)
+    assert files.gateway[0] == "cat-1-root" and set(files.shards) == {"a", "b"}
+    assert "cat-1-gateway" not in files.acl.read_text()
+    b = LockedBroker(files).start()
+    clients: list[Client] = []
+    procs: list[subprocess.Popen] = []
+
+    def client(user_pw) -> Client:
+        c = Client(b, *user_pw, ca=None)
+        clients.append(c)
+        assert not c.next("connect")[1].is_failure
+        return c
+
+    try:
+        root, sa, n0, n2 = client(files.gateway), client(files.shards["a"]), client(files.nodes[0]), client(files.nodes[2])
+        sa.c.subscribe("cat/1/up/+", qos=1)
+        root.c.subscribe("cat/1/partial/+", qos=1)
+        assert sa.next("suback") and root.next("suback")
+        assert n0.publish("cat/1/up/0", b"to a").getName() == "Success"
+        assert n2.publish("cat/1/up/2", b"to b").getName() == "Success"
+        assert sa.next("message") == ("message", "cat/1/up/0", b"to a") and sa.next("message", 1.0) is None
+        for c, topic in ((n0, "cat/1/partial/a"), (n0, "cat/1/up/2"), (sa, "cat/1/partial/b"), (sa, "cat/1/config"),
+                         (sa, "cat/1/up/0"), (root, "cat/1/up/0")):
+            assert c.publish(topic, b"forged").value == 0x87, topic
+        assert sa.publish("cat/1/partial/a", b"p").getName() == "Success"
+        assert root.next("message") == ("message", "cat/1/partial/a", b"p") and root.next("message", 1.0) is None
+        assert root.publish("cat/1/config", b"cfg").getName() == "No matching subscribers"   # allowed (not 0x87)
+        for c in clients:
+            c.close()
+        clients = []
+        host = f"127.0.0.1:{port}"
+        procs.append(e2e.aggregator(layout, "root", "--mqtt", host, "--mqtt-username", files.gateway[0],
+                                    "--mqtt-password-file", str(files.gateway_password_file), name="root"))
+        for s in ("a", "b"):
+            procs.append(e2e.aggregator(layout, "serve", "--shard", s, "--mqtt-username", files.shards[s][0],
+                                        "--mqtt-password-file", str(files.out / f"shard-{s}.password"),
+                                        "--linger", "1", name=s))
+        for state in ("state", "state-a", "state-b"):
+            e2e.wait_for(e2e.started(layout, state=state), 30, f"{state} start", procs)
+        procs += [subprocess.Popen([e2e.PY, "-m", "edge.cli", "--config", str(layout.node_configs[k]), "--timeout", "60"],
+                                   stdout=subprocess.DEVNULL, stderr=open(layout.root / f"edge-{k}.log", "ab"))
+                  for k in range(4)]
+        for p in procs:
+            p.wait(90)
+            assert p.returncode == 0, p.args
+    finally:
+        for c in clients:
+            c.close()
+        e2e.stop(procs)
+        b.stop()
+    assert e2e.closed_rounds(layout) == rounds and "not authorised" not in b.log()
+    assert all(e["nodes"] == [0, 1, 2, 3] for e in e2e.events(layout) if e.get("event") == "round")
+
+
 def test_serve_refuses_a_missing_password_file(tmp_path):
     layout = e2e.make_job(tmp_path / "job", nodes=1, rounds=1)
     res = subprocess.run([e2e.PY, "-m", "aggregator.cli", "serve", str(layout.job_path), "--mqtt", "127.0.0.1:1",

@@ -39,6 +39,13 @@ def comparable(job: config.Job) -> dict:
     return d
 
 
+def test_the_docstring_shard_example_is_the_generated_one():
+    doc = config.__doc__
+    start = doc.index("    [shards.north]\n")
+    end = doc.index("\n\n", start)
+    assert textwrap.dedent(doc[start:end]) + "\n" == config.shard_example_toml()
+
+
 def test_the_docstring_example_is_the_generated_one():
     doc = config.__doc__
     start = doc.index("    [job]\n")
@@ -75,7 +82,7 @@ def test_every_key_fills_one_attribute_and_the_config_message():
         assert len(attrs) == len(set(attrs)), group
     job_fields = {f.name for f in dataclasses.fields(config.Job)}
     top = {k.attr for k in KEYS if k.attr and k.section not in config.GROUPS}
-    assert job_fields == top | {"path", "node_keys", "transports", "security", "aggregation"}
+    assert job_fields == top | {"path", "node_keys", "transports", "shards", "security", "aggregation"}
     for group, cls in (("security", config.Security), ("aggregation", config.Aggregation)):
         assert {f.name for f in dataclasses.fields(cls)} == {k.attr for k in KEYS if k.section == group}
     # the config message: every field but d comes from one key; JobConfig has CONFIG_FIELDS

@@ -216,7 +216,8 @@ def test_sigkill_at_every_fault_point_resumes_consistently(tmp_path, request, tr
     random order, at a random count; then a clean restart finishes the job."""
     t0 = time.monotonic()
     rng = random.Random(SEED)
-    plan = [("journaled", rng.randint(1, 9)), ("checkpoint_torn", rng.randint(1, 3)),
+    plan = [("journal_written", rng.randint(1, 9)), ("journaled", rng.randint(1, 9)),
+            ("checkpoint_torn", rng.randint(1, 3)),
             ("checkpoint_rotated", rng.randint(1, 3)), ("checkpoint_saved", rng.randint(1, 3))]
     if transport == "mqtt":
         plan += [("mqtt_received", rng.randint(1, 9)), ("mqtt_before_ack", rng.randint(1, 9))]

@@ -2,16 +2,19 @@
 
 aiocoap reassembles Block1 uploads and serves Block2 downloads itself, so a board on an
 802.15.4 link can send a frame larger than one block and fetch a snapshot of any size.
-Rejections answer 4.00 Bad Request with the reason text, so an edge can log why.
+Rejections answer 4.00 Bad Request with the reason text, so an edge can log why; 2.04
+leaves only once the frame's journal batch is fsynced (aggregator.gateway.journal).
 """
 
 from __future__ import annotations
+
+import asyncio
 
 import aiocoap
 import aiocoap.resource as resource
 
 from aggregator.errors import UserError
-from aggregator.gateway.pipeline import Aggregator
+from aggregator.gateway.pipeline import Aggregator, Outcome
 
 REASON_CODES = {
     "bad_mac": aiocoap.UNAUTHORIZED, "unknown_kid": aiocoap.UNAUTHORIZED,
@@ -23,6 +26,15 @@ class CoapBindError(UserError, OSError):
     """The CoAP endpoint cannot be bound (address in use, not local, no permission)."""
 
 
+async def durable(agg: Aggregator, out: Outcome) -> None:
+    """Wait until what `out` acknowledges is on disk (group commit)."""
+    if out.seq is None:
+        return
+    fut = asyncio.get_running_loop().create_future()
+    agg.when_durable(out, lambda: fut.done() or fut.set_result(None))
+    await fut
+
+
 class UpResource(resource.Resource):
     def __init__(self, agg: Aggregator) -> None:
         super().__init__()
@@ -31,6 +43,7 @@ class UpResource(resource.Resource):
     async def render_post(self, request: aiocoap.Message) -> aiocoap.Message:
         out = self.agg.submit(bytes(request.payload), "coap")
         if out.ok:
+            await durable(self.agg, out)         # 2.04 only once the frame's batch is on disk
             return aiocoap.Message(code=aiocoap.CHANGED, payload=out.status.encode())
         code = REASON_CODES.get(out.reason or "", aiocoap.BAD_REQUEST)
         return aiocoap.Message(code=code, payload=(out.reason or "rejected").encode())

@@ -32,6 +32,7 @@ not marked required has a default, and the example shows it:
     quorum = 1.0                       # fraction of the nodes (<= 1.0) or a count (> 1)
     deadline_s = 10.0                  # s from a round's start until it closes with the updates it has
     history = 16                       # deltas kept for edges that fell behind
+    shard_deadline = 0.8               # [shards]: a shard sends its partial at this fraction of deadline_s
     max_frame_bytes = 1048576          # frames above this are refused unparsed (>= 64)
     [nodes]
     1 = "<64 hex digits>"              # required: node id (0..65535) = its 32-byte key
@@ -48,6 +49,8 @@ not marked required has a default, and the example shows it:
     baud = 115200                      # serial line rate
     [state]
     dir = "state"                      # checkpoint, journals, keyring (relative: to the job file)
+    batch_frames = 64                  # journal group commit: one fsync per this many frames ...
+    batch_ms = 2.0                     # ... or once the batch's first frame waited this long, ms
     [security]
     window_s = 60.0                    # sliding window for a node's rejected frames, s
     rate_limit_after = 3               # strikes in the window before rate-limiting (0: never)
@@ -64,13 +67,25 @@ not marked required has a default, and the example shows it:
     port = 0                           # serve Prometheus metrics on http://host:port/metrics (0: off)
 
 [transports.*] also take username and password (MQTT). docs/security.md explains [security]
-and [aggregation]. Errors name the file and the field:
+and [aggregation]. A fleet of several sites splits its nodes over shards, one table each
+(SHARD_KEYS; docs/scale.md):
+
+    [shards.north]
+    nodes = [0, 1, "2-99"]             # node ids and ranges this shard owns (each node in one shard)
+    key = "<64 hex digits>"            # the shard's key for its partials to the root
+    coap = "192.0.2.10:5683"           # where it serves CoAP ("": no CoAP)
+    mqtt = ""                          # its broker ("": [transports.mqtt], which the root uses)
+    serial = []                        # serial devices of its boards
+    state = ""                         # its state directory ("": state-<name>)
+
+Errors name the file and the field:
 `job.toml: training.scheme: unknown scheme 'x' (use identity, S, SQ or SS)`.
 """
 
 from __future__ import annotations
 
 import math
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -260,12 +275,19 @@ KEYS: tuple[Key, ...] = (
         read=_check(lambda v: v > 0, "must be > 0"), attr="deadline_s"),
     Key("rounds", "history", int, 16, "deltas kept for edges that fell behind",
         read=_at_least(1), attr="history"),
+    Key("rounds", "shard_deadline", float, 0.8, "[shards]: a shard sends its partial at this fraction of deadline_s",
+        read=_check(lambda v: 0.0 < v <= 1.0, "must be in (0, 1]"), attr="shard_deadline"),
     Key("rounds", "max_frame_bytes", int, 1 << 20, "frames above this are refused unparsed (>= 64)",
         read=_at_least(64), attr="max_frame_bytes"),
     Key("downlink", "key", str, REQUIRED, "the gateway's 32-byte key for config, model, deltas",
         read=_key, attr="downlink_key", example="<64 hex digits>"),
     Key("state", "dir", str, "state", "checkpoint, journals, keyring (relative: to the job file)",
         read=lambda v, got: Path(v), attr="state_dir"),
+    Key("state", "batch_frames", int, 64, "journal group commit: one fsync per this many frames ...",
+        read=_at_least(1), attr="batch_frames"),
+    Key("state", "batch_ms", float, 2.0, "... or once the batch's first frame waited this long, ms",
+        read=_check(lambda v: 0.0 <= v <= 1000.0 and math.isfinite(v), "must be in 0..1000 ms"),
+        attr="batch_ms"),
     Key("security", "window_s", float, 60.0, "sliding window for a node's rejected frames, s",
         read=_POSITIVE, attr="window_s"),
     Key("security", "rate_limit_after", int, 3, "strikes in the window before rate-limiting (0: never)",
@@ -310,9 +332,57 @@ TRANSPORT_KEYS: tuple[Key, ...] = (
 )
 _EXAMPLE_TRANSPORT_KEYS = {"coap": ("host", "port"), "mqtt": ("host", "port"), "serial": ("ports", "baud")}
 
-#: Sections in file order; "nodes" and "transports" are read by their own code.
+
+def _node_list(v: list, got: dict[str, Any]) -> list[int]:
+    """[3, 4, "10-19"]: node ids and inclusive ranges, each id once."""
+    out: list[int] = []
+    for item in v:
+        if isinstance(item, int) and not isinstance(item, bool):
+            out.append(item)
+            continue
+        a, sep, b = str(item).partition("-") if isinstance(item, str) else ("", "", "")
+        if not (sep and a.strip().isdigit() and b.strip().isdigit()) or int(a) > int(b):
+            raise ValueError(f"{item!r} is neither a node id nor a range 'a-b' with a <= b")
+        out.extend(range(int(a), int(b) + 1))
+    if not out:
+        raise ValueError("no nodes")
+    if len(set(out)) != len(out):
+        raise ValueError("a node is listed twice")
+    return sorted(out)
+
+
+def _endpoint(v: str, got: dict[str, Any]) -> tuple[str, int] | None:
+    """"host:port" (an empty string: none)."""
+    if v == "":
+        return None
+    host, sep, port = v.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"expected \"host:port\", got {v!r}")
+    return host, int(port)
+
+
+#: [shards.<name>]: the nodes a shard owns and where it serves them (docs/scale.md).
+SHARD_KEYS: tuple[Key, ...] = (
+    Key("shards", "nodes", list, REQUIRED, "node ids and ranges this shard owns (each node in one shard)",
+        read=_node_list, attr="nodes", example=[0, 1, "2-99"]),
+    Key("shards", "key", str, REQUIRED, "the shard's key for its partials to the root", read=_key, attr="key",
+        example="<64 hex digits>"),
+    Key("shards", "coap", str, "", "where it serves CoAP (\"\": no CoAP)", read=_endpoint,
+        attr="coap", example="192.0.2.10:5683"),
+    Key("shards", "mqtt", str, "", "its broker (\"\": [transports.mqtt], which the root uses)",
+        read=_endpoint, attr="mqtt"),
+    Key("shards", "serial", list, [], "serial devices of its boards",
+        read=_check(lambda v: all(isinstance(p, str) for p in v), "must be a list of device paths"),
+        attr="serial"),
+    Key("shards", "state", str, "", "its state directory (\"\": state-<name>)", attr="state"),
+)
+SHARD_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+#: Sections in file order.
 SECTIONS: tuple[str, ...] = ("job", "model", "training", "cost", "rounds", "nodes", "downlink",
-                             "transports", "state", "security", "aggregation", "metrics")
+                             "transports", "shards", "state", "security", "aggregation", "metrics")
+#: Sections read by their own code (tables of tables), not from KEYS.
+TABLES = ("nodes", "transports", "shards")
 #: Sections whose keys fill a sub-object of Job rather than Job itself.
 GROUPS = ("security", "aggregation")
 
@@ -327,6 +397,19 @@ class Transport:
     baud: int
     username: str | None
     password: str | None
+
+
+@dataclass(kw_only=True)
+class Shard:
+    """One [shards.<name>] table (SHARD_KEYS): a process that owns some nodes and sends the
+    root one partial per round (aggregator.gateway.shard)."""
+    name: str
+    nodes: list[int]
+    key: bytes = field(repr=False)
+    coap: tuple[str, int] | None
+    mqtt: tuple[str, int] | None
+    serial: list[str]
+    state_dir: Path
 
 
 @dataclass(kw_only=True)
@@ -376,11 +459,15 @@ class Job:
     quorum: float
     deadline_s: float
     history: int
+    shard_deadline: float    # sharded jobs (docs/scale.md)
     max_frame_bytes: int
     node_keys: dict[int, bytes] = field(repr=False)
     downlink_key: bytes = field(repr=False)
     transports: dict[str, Transport]
+    shards: dict[str, "Shard"]   # empty: one gateway serves every node (the default)
     state_dir: Path
+    batch_frames: int        # journal group commit (aggregator.gateway.journal)
+    batch_ms: float
     security: Security
     aggregation: Aggregation
     metrics_host: str
@@ -399,11 +486,32 @@ class Job:
     def nodes(self) -> list[int]:
         return sorted(self.node_keys)
 
-    def quorum_count(self) -> int:
-        n = len(self.node_keys)
+    def quorum_count(self, n: int | None = None) -> int:
+        """Updates that close a round; with n, the same share of n nodes (a shard's quorum)."""
+        total = len(self.node_keys)
+        n = total if n is None else n
         if self.quorum <= 1.0:
             return max(1, math.ceil(self.quorum * n - 1e-9))
-        return min(n, int(self.quorum))
+        return min(n, max(1, math.ceil(min(self.quorum, total) * n / total - 1e-9)))
+
+    def shard_of(self, node: int) -> str | None:
+        """The shard that owns node (None in a job without shards)."""
+        for name, sh in self.shards.items():
+            if node in sh.nodes:
+                return name
+        return None
+
+    def endpoint(self, node: int, transport: str) -> tuple[str, int] | None:
+        """Where node reaches its gateway over transport ("coap": the CoAP server; "mqtt": the
+        broker): its shard's endpoint in a sharded job, else the job's [transports]."""
+        name = self.shard_of(node)
+        if name is not None:
+            sh = self.shards[name]
+            got = sh.coap if transport == "coap" else sh.mqtt if transport == "mqtt" else None
+            if got is not None or transport != "mqtt":
+                return got
+        t = self.transports.get(transport)
+        return (t.host, t.port) if t is not None and transport != "serial" else None
 
     def wire_config(self) -> wire.JobConfig:
         """The config message's fields: each key's `wire` name, plus d and the enum values."""
@@ -463,7 +571,7 @@ class _Reader:
 def _check_layout(r: _Reader) -> None:
     """Unknown sections and keys are refused, so a typo cannot silently mean a default."""
     for sec in SECTIONS:
-        if sec in ("nodes", "transports"):
+        if sec in TABLES:
             continue
         known = {k.name for k in KEYS if k.section == sec}
         for name in r.table(sec):
@@ -511,6 +619,46 @@ def _transports(r: _Reader) -> dict[str, Transport]:
     return out
 
 
+def _shards(r: _Reader, node_keys: dict[int, bytes], transports: dict[str, Transport],
+            base_dir: Path | None) -> dict[str, Shard]:
+    """[shards.<name>] tables: every node in exactly one shard, and the root reachable over MQTT."""
+    out: dict[str, Shard] = {}
+    owner: dict[int, str] = {}
+    known = {k.name for k in SHARD_KEYS}
+    coap: dict[tuple[str, int], str] = {}
+    for sname, t in r.table("shards").items():
+        where = f"shards.{sname}"
+        if not SHARD_NAME.fullmatch(sname):
+            raise r.fail(where, "shard names are 1..64 letters, digits, '-' or '_' (they name MQTT topics)")
+        if not isinstance(t, dict):
+            raise r.fail(where, "must be a table")
+        for k in t:
+            if k not in known:
+                raise r.fail(f"{where}.{k}", "unknown key")
+        vals = {k.attr: r.value(t, where, k, k.default, {}) for k in SHARD_KEYS}
+        for nid in vals["nodes"]:
+            if nid not in node_keys:
+                raise r.fail(f"{where}.nodes", f"node {nid} is not in [nodes]")
+            if nid in owner:
+                raise r.fail(f"{where}.nodes", f"node {nid} is already in shard {owner[nid]!r}")
+            owner[nid] = sname
+        if vals["coap"] is not None:
+            if vals["coap"] in coap:
+                raise r.fail(f"{where}.coap", f"shard {coap[vals['coap']]!r} serves CoAP there already")
+            coap[vals["coap"]] = sname
+        state = Path(vals.pop("state") or f"state-{sname}")
+        if base_dir is not None and not state.is_absolute():
+            state = base_dir / state
+        out[sname] = Shard(name=sname, state_dir=state, **vals)
+    if out:
+        missing = sorted(set(node_keys) - set(owner))
+        if missing:
+            raise r.fail("shards", f"node {missing[0]} is in no shard ({len(missing)} node(s) unassigned)")
+        if "mqtt" not in transports:
+            raise r.fail("shards", "shards send their partials to the root over MQTT: add [transports.mqtt]")
+    return out
+
+
 def parse_job(raw: dict[str, Any], name: str = "job.toml", base_dir: Path | None = None) -> Job:
     """Validate a job tree (as tomllib gives it); relative paths resolve against base_dir."""
     r = _Reader(name, raw)
@@ -518,11 +666,14 @@ def parse_job(raw: dict[str, Any], name: str = "job.toml", base_dir: Path | None
     got: dict[str, Any] = {}
     node_keys: dict[int, bytes] = {}
     transports: dict[str, Transport] = {}
+    shards: dict[str, Shard] = {}
     for sec in SECTIONS:
         if sec == "nodes":
             node_keys = _nodes(r)
         elif sec == "transports":
             transports = _transports(r)
+        elif sec == "shards":
+            shards = _shards(r, node_keys, transports, base_dir)
         else:
             t = r.table(sec)
             for k in KEYS:
@@ -532,7 +683,7 @@ def parse_job(raw: dict[str, Any], name: str = "job.toml", base_dir: Path | None
     if base_dir is not None and not state_dir.is_absolute():
         got["state.dir"] = base_dir / state_dir
     top = {k.attr: got[k.path] for k in KEYS if k.attr and k.section not in GROUPS}
-    return Job(path=name, node_keys=node_keys, transports=transports,
+    return Job(path=name, node_keys=node_keys, transports=transports, shards=shards,
                security=Security(**_group(got, "security")),
                aggregation=Aggregation(**_group(got, "aggregation")), **top)
 
@@ -587,9 +738,20 @@ def example_toml() -> str:
                         v = TRANSPORTS[tname] if k.name == "port" else k.example if k.example is not None else k.default
                         lines.append(_line(k.name, v, k.doc))
             continue
+        if sec == "shards":                 # optional: shard_example_toml()
+            continue
         lines.append(f"[{sec}]")
         for k in KEYS:
             if k.section == sec:
                 v = k.example if k.example is not None else k.default
                 lines.append(_line(k.name, v, ("required: " if k.default is REQUIRED else "") + k.doc))
+    return "\n".join(lines) + "\n"
+
+
+def shard_example_toml() -> str:
+    """One [shards.<name>] table with every key (the second example in the module docstring)."""
+    lines = ["[shards.north]"]
+    for k in SHARD_KEYS:
+        v = k.example if k.example is not None else k.default
+        lines.append(_line(k.name, v, k.doc))
     return "\n".join(lines) + "\n"

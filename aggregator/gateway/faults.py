@@ -2,9 +2,9 @@
 
 Why: "a crash loses nothing that was acknowledged" is only believable when the process is
 really killed at the dangerous instants (frame received but not journaled, journaled but
-not acknowledged, checkpoint half written, checkpoint files mid-rename). The code calls
-`faults.point("name")` at those instants; the tests start a real `cat-aggregator serve`
-with the environment variable
+not acknowledged, checkpoint half written, checkpoint files mid-rename, a shard's partial
+stored but not sent). The code calls `faults.point("name")` at those instants; the tests
+start a real `cat-aggregator serve` (or `root`) with the environment variable
 
     CAT_FAULT=name[:count][,name[:count]...]
 
@@ -14,7 +14,8 @@ tell which point fired. Unknown names in CAT_FAULT are refused at import, so a t
 turn a fault test into a test of nothing.
 
 When CAT_FAULT is unset (production) `point` is a function that returns at once: the cost
-is one Python call per point passed, a few tens of nanoseconds, at most three per frame.
+is one Python call per point passed, a few tens of nanoseconds: at most two per frame and
+two per journal batch.
 """
 
 from __future__ import annotations
@@ -28,10 +29,13 @@ from aggregator.errors import UserError
 POINTS: dict[str, str] = {
     "mqtt_received": "mqtt_front: an uplink PUBLISH reached the event loop, before the pipeline",
     "mqtt_before_ack": "mqtt_front: the pipeline handled the frame (journaled, maybe closed a round), before PUBACK",
-    "journaled": "state.Store.append: the frame is in the round's journal and fsynced, not yet acknowledged",
+    "journal_written": "journal.Journal: a batch of accepted frames is written to the round's journal, not yet fsynced",
+    "journaled": "journal.Journal: the batch is fsynced, none of its frames acknowledged yet",
     "checkpoint_torn": "state.Store.save: half of checkpoint.tmp written and flushed",
     "checkpoint_rotated": "state.Store.save: checkpoint.bin renamed to checkpoint.prev, the new one not yet in place",
     "checkpoint_saved": "state.Store.save: the new checkpoint is in place, old journals not yet pruned, nothing published",
+    "partial_sealed": "shard.Shard: the round's partial is on disk (frames journaled first), not yet published to the root",
+    "downlink_received": "shard.Shard: the root's message for a new round arrived, the shard has not advanced yet",
 }
 
 ENV = "CAT_FAULT"

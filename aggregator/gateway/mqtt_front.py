@@ -1,9 +1,11 @@
 """MQTT ingress/egress with paho-mqtt 2.x: cat/<job>/up/<node> in, config/model/down out.
 
 The gateway subscribes with QoS 1 on a persistent session and acknowledges a PUBLISH only
-after the pipeline has journaled it (paho's manual_ack), so a crash between receipt and
-journal makes the broker redeliver; redelivered duplicates are idempotent per (node, round).
-paho runs its network loop in its own thread; frames are handed to the asyncio loop.
+after the pipeline has journaled it and the journal batch is fsynced (paho's manual_ack;
+PUBACKs in PUBLISH order), so a crash between receipt and fsync makes the broker redeliver;
+redelivered duplicates are idempotent per (node, round). paho runs its network loop in its
+own thread; frames are handed to the asyncio loop. A shard and the root use this class with
+other topics (aggregator.gateway.mqtt_roles).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import paho.mqtt.client as mqtt
 
 from aggregator.errors import UserError
 from aggregator.gateway import faults
-from aggregator.gateway.pipeline import Aggregator
+from aggregator.gateway.pipeline import Rounds
 
 
 class BrokerError(UserError, ConnectionError):
@@ -38,7 +40,7 @@ def topic_node(topic: str, prefix: str) -> int | None:
 
 
 class MqttFront:
-    def __init__(self, agg: Aggregator, host: str, port: int, loop: asyncio.AbstractEventLoop,
+    def __init__(self, agg: Rounds, host: str, port: int, loop: asyncio.AbstractEventLoop,
                  username: str | None = None, password: str | None = None, tls: dict | None = None,
                  client_id: str | None = None) -> None:
         self.agg = agg
@@ -87,7 +89,7 @@ class MqttFront:
             self.refused = str(reason_code)
             self.connack.set()
             return
-        client.subscribe(self.prefix + "up/+", qos=1)
+        self._subscribe(client)
         self.loop.call_soon_threadsafe(self._publish_state)
         self.connack.set()
 
@@ -95,6 +97,9 @@ class MqttFront:
         # Ready only once the broker holds the subscription: a frame an edge publishes after
         # start() returned is then delivered (or kept in the persistent session), never dropped.
         self.connected.set()
+
+    def _subscribe(self, client: mqtt.Client) -> None:
+        client.subscribe(self.prefix + "up/+", qos=1)
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         self.connected.clear()
@@ -104,17 +109,25 @@ class MqttFront:
 
     # event loop ----------------------------------------------------------------
     def _handle(self, topic: str, payload: bytes, mid: int, qos: int) -> None:
-        node = topic_node(topic, self.prefix)
         faults.point("mqtt_received")
         try:
-            if node is None:
-                self.agg.refuse("topic_mismatch", "mqtt", len(payload))
-            else:
-                self.agg.submit(payload, "mqtt", topic_node=node)
+            self._route(topic, payload)
         finally:
-            faults.point("mqtt_before_ack")
-            if qos > 0:
-                self.client.ack(mid, qos)   # only now: the frame is journaled (or rejected)
+            # only once the frame is on disk (or rejected), and behind every frame before it
+            self.agg.when_durable(None, lambda: self._ack(mid, qos))
+
+    def _route(self, topic: str, payload: bytes) -> None:
+        """An uplink frame: cat/<job>/up/<node>, <node> the frame's kid (topic_node)."""
+        node = topic_node(topic, self.prefix)
+        if node is None:
+            self.agg.refuse("topic_mismatch", "mqtt", len(payload))
+        else:
+            self.agg.submit(payload, "mqtt", topic_node=node)
+
+    def _ack(self, mid: int, qos: int) -> None:
+        faults.point("mqtt_before_ack")
+        if qos > 0:
+            self.client.ack(mid, qos)
 
     def _publish_state(self) -> None:
         # The config is the edges' "go" signal (docs/protocol.md): the model goes out first, so

@@ -4,14 +4,20 @@ Transports (MQTT, CoAP, serial) hand raw bytes to `Aggregator.submit`. A frame i
 only if its MAC verifies under a key of its node that is valid now (aggregator.gateway.keys: key
 rotation with a grace period), it decodes (aggregator.gateway.wire), and it is an update of this job,
 for the current round, with the job's scheme and d, T within the cap, from a node that is
-neither quarantined nor rate-limited. Accepted frames are journaled (fsync) *before* the
-caller acknowledges them; duplicates (QoS 1 redelivery, CoAP retransmission) are
-acknowledged and counted but applied once; everything else is counted under a named reason
-and changes nothing. The round closes at quorum or deadline: the nodes' updates, taken in
-node-id order (so the result does not depend on arrival order), are combined by the job's
-rule (mean, or a robust coordinate-wise rule: aggregator.gateway.robust) and applied to the float32
+neither quarantined nor rate-limited. Accepted frames are journaled *before* the caller
+acknowledges them: `submit` returns an Outcome whose `seq` the transport hands to
+`when_durable`, which runs the acknowledgement once the frame's journal batch is fsynced
+(group commit, aggregator.gateway.journal); duplicates (QoS 1 redelivery, CoAP
+retransmission) are acknowledged like the first copy and applied once; everything else is
+counted under a named reason and changes nothing. The round closes at quorum or deadline:
+the nodes' updates, taken in node-id order, are combined by the job's rule (the exact mean,
+or a robust coordinate-wise rule: aggregator.gateway.robust) and applied to the float32
 model exactly as the edges will apply the delta; a coordinate that would leave float32 range
 is left unchanged, so no update can make the model (and every later message) non-finite.
+
+`Rounds` is what a gateway shares with a shard (aggregator.gateway.shard, an Aggregator for
+some nodes that sends its round to a root instead of closing it) and with the root
+(aggregator.gateway.root, which closes rounds from the shards' partials).
 
 Hostile input (docs/security.md). Nothing is attributed to a node before its MAC verifies:
 an attacker who only knows a node id cannot get that node counted, rate-limited or
@@ -50,7 +56,7 @@ REJECTED = "rejected"
 # Reasons the pipeline adds to aggregator.gateway.wire.REASONS.
 PIPELINE_REASONS = ("wrong_job", "topic_mismatch", "stale_round", "future_round", "wrong_scheme",
                     "wrong_d", "wrong_fmt", "t_over_cap", "quarantined", "job_finished", "key_expired",
-                    "rate_limited", "value_bound", "internal_error")
+                    "rate_limited", "value_bound", "internal_error", "sealed")
 
 #: Every reason a rejected frame can be counted under.
 ALL_REASONS = tuple(wire.REASONS) + PIPELINE_REASONS
@@ -60,7 +66,7 @@ ALL_REASONS = tuple(wire.REASONS) + PIPELINE_REASONS
 #: an authenticated frame (malformed payload, wrong scheme/d, T over the cap, values out of
 #: bound) is a strike against the node.
 NO_STRIKE = frozenset({"stale_round", "future_round", "wrong_job", "job_finished", "topic_mismatch",
-                       "key_expired", "rate_limited", "quarantined", "internal_error"})
+                       "key_expired", "rate_limited", "quarantined", "internal_error", "sealed"})
 
 # Reject lines in the metrics log: at most this many per second (burst LOG_BURST), so a
 # flood of garbage cannot fill the disk; the counters stay exact, and the next line written
@@ -80,6 +86,7 @@ class Outcome:
     node: int | None = None
     round: int | None = None
     closed: "RoundClose | None" = None
+    seq: int | None = None  # journal sequence number to be on disk before acknowledging
 
     @property
     def ok(self) -> bool:
@@ -108,8 +115,13 @@ def t_cap(job: Job) -> int:
     return k
 
 
-class Aggregator:
-    """Round book-keeping for one job. Not thread-safe: call it from one thread (the event loop)."""
+class Rounds:
+    """What a gateway, a shard and the root share: the model x_r and its round r, the state
+    directory (checkpoint + journal), counted refusals, the round close that applies a
+    combined update, and the downlink messages. Not thread-safe: use it from one thread.
+
+    Subclasses feed `pending` (whatever one round collects, by node or by shard) through
+    `submit` and combine it in `close_round`."""
 
     def __init__(self, job: Job, store: Store | None = None, log: MetricsLog | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
@@ -117,26 +129,17 @@ class Aggregator:
         self.store = store
         self.log = log
         self.clock = clock
-        self.cap = t_cap(job)
-        self.pending: dict[int, wire.Update] = {}
+        self.pending: dict = {}
         self.opened_at = clock()
         self.listeners: list[Callable[[RoundClose], None]] = []
         self.replaying = False
         self.state = self._initial_state()
         self._messages: dict[str, bytes] = {}
-        self.sec = job.security
-        self.keyring = keymod.Keyring(job.node_keys, store.dir if store else None)
-        for note in self.keyring.load_notes:
-            self._event({"event": "keyring", "note": note})
-        self._windows: dict[int, deque] = {}          # node -> (time, tag, reason) of recent strikes
-        self._buckets: dict[int, list[float]] = {}    # node -> [tokens, last refill] while rate-limited
         self._log_tokens = float(LOG_BURST)
         self._log_last = clock()
         self._log_suppressed = 0
-        self._next_poll = 0.0
         self._skip_count = 0                          # replayed frames already in the checkpoint's counters
         self.internal_errors = 0
-        self.poll_control(force=True)
 
     # ------------------------------------------------------------------ start-up
     def _initial_state(self) -> State:
@@ -170,8 +173,7 @@ class Aggregator:
                 self._skip_count = 0
                 if self.state.round != rnd:
                     continue
-                if self.pending and self.store.journal_path(rnd + 1).exists():
-                    self.close_round()
+                if self._close_on_replay(rnd):
                     continue
                 break
         finally:
@@ -179,11 +181,39 @@ class Aggregator:
             self._skip_count = 0
         return n
 
+    def _close_on_replay(self, rnd: int) -> bool:
+        """Repeat the close of round rnd that a journal of rnd + 1 proves happened."""
+        if self.pending and self.store.journal_path(rnd + 1).exists():
+            self.close_round()
+            return True
+        return False
+
     @property
     def finished(self) -> bool:
         return self.state.round >= self.job.rounds
 
-    # ------------------------------------------------------------------ ingress
+    def submit(self, frame: bytes, source: str = "", topic_node: int | str | None = None) -> Outcome:
+        raise NotImplementedError
+
+    def close_round(self) -> RoundClose:
+        raise NotImplementedError
+
+    def when_durable(self, out: Outcome | None, callback: Callable[[], None]) -> None:
+        """Run callback (an acknowledgement) once what `out` depends on is on disk; with
+        out=None, once everything journaled so far is (acknowledgements in arrival order)."""
+        if self.store is None:
+            callback()
+            return
+        j = self.store.journal
+        j.when_durable(j.appended if out is None else out.seq, callback)
+
+    def checkpoint(self) -> None:
+        """Checkpoint now (mid-round: a quarantine, a clean stop): the journal's frames already
+        counted are noted so that a replay after a crash does not count them twice."""
+        if self.store and not self.replaying:
+            self.state.extra["journal_counted"] = {"round": self.state.round, "n": len(self.pending)}
+            self.store.save(self.state)
+
     def _event(self, event: dict) -> None:
         if self.log:
             self.log.write(event)
@@ -210,6 +240,12 @@ class Aggregator:
                 self._log_suppressed += 1
         return Outcome(REJECTED, reason, node, st.round)
 
+    def _internal_error(self, exc: Exception, source: str, size: int) -> Outcome:
+        """A bug met while checking a message: counted and logged, never raised to a front."""
+        self.internal_errors += 1
+        self._event({"event": "internal_error", "error": repr(exc)[:300], "source": source})
+        return self._reject("internal_error", None, source, size)
+
     def refuse(self, reason: str, source: str, size: int) -> Outcome:
         """Count a frame that a transport refused before handing it to `submit` (an MQTT topic
         that names no node). Like every refusal before the MAC check it is attributed to no
@@ -218,6 +254,114 @@ class Aggregator:
             raise ValueError(f"unknown refusal reason {reason!r}")
         return self._reject(reason, None, source, size)
 
+    # ------------------------------------------------------------------ rounds
+    def tick(self) -> RoundClose | None:
+        """Close the round at its deadline if anything was collected."""
+        if self.pending and self.clock() - self.opened_at >= self.job.deadline_s:
+            return self.close_round()
+        return None
+
+    def apply_round(self, nodes: list[int], idx: np.ndarray, agg: np.ndarray,
+                    losses: list[float]) -> RoundClose:
+        """Close the open round with the combined update agg (float64, on idx) of `nodes`:
+        x <- float32(x - agg), exactly as the edges will apply the delta; checkpoint; tell
+        the listeners. A coordinate that would leave float32 range is left unchanged."""
+        st = self.state
+        rule = self.job.aggregation.rule
+        with np.errstate(over="ignore", invalid="ignore"):
+            delta = (-agg).astype(np.float32)
+            new = st.model[idx] + delta                # float32 + float32, as on the edges
+        bad = ~np.isfinite(new)
+        if bad.any():
+            # Only validly signed updates get here, but a leaked key or a broken board can
+            # still send finite values whose sum leaves float32 range: keep those coordinates.
+            delta[bad] = 0.0
+            new[bad] = st.model[idx][bad]
+            self._event({"event": "non_finite_delta", "round": st.round, "entries": int(bad.sum()),
+                         "nodes": nodes})
+        if rule != "mean":
+            keep = delta != 0                          # robust rules often give exact zeros
+            idx, delta, new = idx[keep], delta[keep], new[keep]
+        st.model[idx] = new
+        rec = DeltaRecord(st.round, idx.astype(np.int64), delta)
+        st.history.append(rec)
+        del st.history[:-self.job.history]
+        closed = RoundClose(st.round, nodes, rec, float(np.mean(losses)) if losses else None)
+        st.round += 1
+        self.pending = {}
+        self.opened_at = self.clock()
+        self._messages = {}
+        st.extra.pop("journal_counted", None)
+        if self.store:
+            self.store.close_journal()
+            self.store.save(st)
+        if self.log:
+            self.log.write({"event": "round", "round": closed.round, "nodes": nodes,
+                            "delta_entries": int(idx.shape[0]), "loss": closed.loss})
+        for fn in list(self.listeners):
+            fn(closed)
+        return closed
+
+    # ------------------------------------------------------------------ egress
+    def config_message(self) -> bytes:
+        m = self._messages.get("config")
+        if m is None:
+            m = self._messages["config"] = wire.encode_config(
+                self.job.job_id, self.state.round, self.job.wire_config(), self.job.downlink_key)
+        return m
+
+    def snapshot_message(self) -> bytes:
+        m = self._messages.get("snapshot")
+        if m is None:
+            m = self._messages["snapshot"] = wire.encode_snapshot(
+                self.job.job_id, self.state.round, self.state.model, self.job.downlink_key)
+        return m
+
+    def delta_message(self, base: int) -> bytes | None:
+        """Delta base -> base + 1 if still kept, else None (the edge loads the snapshot)."""
+        key = f"delta-{base}"
+        m = self._messages.get(key)
+        if m is None:
+            rec = next((h for h in self.state.history if h.base == base), None)
+            if rec is None:
+                return None
+            m = self._messages[key] = wire.encode_delta(
+                self.job.job_id, rec.base, rec.indices, rec.values, self.job.downlink_key, d=self.job.d)
+        return m
+
+    def summary(self) -> dict:
+        st = self.state
+        return {"round": st.round, "rejected": dict(st.rejected),
+                "nodes": {k: v.to_json() for k, v in sorted(st.nodes.items())},
+                "quarantined": dict(sorted(st.quarantined.items()))}
+
+
+class Aggregator(Rounds):
+    """Round book-keeping of one gateway for one job: frames in, rounds closed here.
+
+    `nodes` limits it to some of the job's nodes (a shard: aggregator.gateway.shard); the
+    others' frames are refused as `unknown_kid`."""
+
+    def __init__(self, job: Job, store: Store | None = None, log: MetricsLog | None = None,
+                 clock: Callable[[], float] = time.monotonic, nodes: list[int] | None = None) -> None:
+        super().__init__(job, store, log, clock)
+        self.owned = sorted(nodes) if nodes is not None else job.nodes
+        self.quorum = job.quorum_count()
+        self.cap = t_cap(job)
+        self.pending: dict[int, wire.Update] = {}
+        self._seqs: dict[int, int] = {}               # node -> journal seq of its pending frame
+        self.sec = job.security
+        self.keyring = keymod.Keyring({k: job.node_keys[k] for k in self.owned}, store.dir if store else None)
+        for note in self.keyring.load_notes:
+            self._event({"event": "keyring", "note": note})
+        self._windows: dict[int, deque] = {}          # node -> (time, tag, reason) of recent strikes
+        self._buckets: dict[int, list[float]] = {}    # node -> [tokens, last refill] while rate-limited
+        self._next_poll = 0.0
+        self.sealed = False                           # a shard that sent its partial takes no new nodes
+        self.lookahead = 0                            # rounds past the open one whose frames are taken
+        self.poll_control(force=True)
+
+    # ------------------------------------------------------------------ ingress
     def _strike(self, reason: str, node: int, tag: bytes, source: str, size: int) -> Outcome:
         """Reject an authenticated frame for its content, and count it against its node."""
         out = self._reject(reason, node, source, size)
@@ -274,29 +418,36 @@ class Aggregator:
         try:
             out, up, key = self._admit(data, source, topic_node)
         except Exception as exc:  # a bug must not take the gateway down; counted and logged
-            self.internal_errors += 1
-            self._event({"event": "internal_error", "error": repr(exc)[:300], "source": source})
-            return self._reject("internal_error", None, source, len(data))
+            return self._internal_error(exc, source, len(data))
         if up is None:
             return out
         st = self.state
         node = up.node
+        if up.round != st.round:                 # only a shard looks one round ahead
+            return self._ahead(up, data, source)
         ns = st.node(node)
         if node in self.pending:
             ns.duplicates += 1
             self._event({"event": "duplicate", "node": node, "round": st.round, "source": source})
-            return Outcome(DUPLICATE, None, node, st.round)
+            # acknowledged like the first copy: once that one is on disk
+            return Outcome(DUPLICATE, None, node, st.round, seq=self._seqs.get(node))
+        if self.sealed and not self.replaying:
+            return self._reject("sealed", node, source, len(data))
+        out = Outcome(ACCEPTED, None, node, st.round)
         if self.store and not self.replaying:
-            self.store.append(st.round, data)
+            out.seq = self._seqs[node] = self.store.append(st.round, data)
         self.pending[node] = up
         if self._skip_count:
             self._skip_count -= 1          # already in the checkpoint's counters
         else:
             self._count(ns, up, source)
-        out = Outcome(ACCEPTED, None, node, st.round)
-        if len(self.pending) >= self.job.quorum_count():
+        if len(self.pending) >= self.quorum:
             out.closed = self.close_round()
         return out
+
+    def _ahead(self, up: wire.Update, data: bytes, source: str) -> Outcome:
+        """A frame for a later round that passed the checks (lookahead > 0: a shard)."""
+        return self._reject("future_round", up.node, source, len(data))
 
     def _admit(self, data: bytes, source: str, topic_node: int | None
                ) -> tuple[Outcome | None, wire.Update | None, bytes | None]:
@@ -341,7 +492,7 @@ class Aggregator:
             return self._reject("job_finished", node, source, size), None, None
         if up.round < st.round:
             return self._reject("stale_round", node, source, size), None, None
-        if up.round > st.round:
+        if up.round > st.round + self.lookahead:
             return self._reject("future_round", node, source, size), None, None
         if up.scheme != job.scheme:
             return self._strike("wrong_scheme", node, tag, source, size), None, None
@@ -363,7 +514,7 @@ class Aggregator:
         self._buckets.pop(node, None)
         self._event({"event": "quarantine", "node": node, "reason": reason, "by": by,
                      "round": self.state.round})
-        self._persist()
+        self.checkpoint()
 
     def clear_quarantine(self, node: int, by: str = "operator") -> bool:
         """Lift a quarantine (and forget the node's strikes); False if it was not quarantined."""
@@ -374,7 +525,7 @@ class Aggregator:
             return False
         self._event({"event": "quarantine_clear", "node": node, "was": was, "by": by,
                      "round": self.state.round})
-        self._persist()
+        self.checkpoint()
         return True
 
     def rotate_key(self, node: int, key: bytes, grace_rounds: int, rid: str = "", by: str = "operator") -> None:
@@ -386,13 +537,6 @@ class Aggregator:
         self.keyring.save()
         self._event({"event": "key_rotated", "node": node, "fingerprint": keymod.fingerprint(key),
                      "round": rnd, "old_key_until_round": rnd + grace_rounds, "by": by})
-
-    def _persist(self) -> None:
-        """Checkpoint now (mid-round): the journal's frames already counted are noted so that a
-        replay after a crash does not count them twice."""
-        if self.store and not self.replaying:
-            self.state.extra["journal_counted"] = {"round": self.state.round, "n": len(self.pending)}
-            self.store.save(self.state)
 
     def poll_control(self, force: bool = False) -> int:
         """Apply the operator's queued requests (<state>/control/); return how many."""
@@ -465,81 +609,14 @@ class Aggregator:
     def tick(self) -> RoundClose | None:
         """Poll the operator's control queue; close the round at its deadline if a node reported."""
         self.poll_control()
-        if self.pending and self.clock() - self.opened_at >= self.job.deadline_s:
-            return self.close_round()
-        return None
+        return super().tick()
 
     def close_round(self) -> RoundClose:
-        st = self.state
-        d = self.job.d
+        """Combine the round's updates, taken in node-id order, by the job's rule and apply them."""
         nodes = sorted(self.pending)
-        rule = self.job.aggregation.rule
-        idx, agg = robust.combine(rule, d, [(self.pending[n].indices, self.pending[n].values) for n in nodes],
+        idx, agg = robust.combine(self.job.aggregation.rule, self.job.d,
+                                  [(self.pending[n].indices, self.pending[n].values) for n in nodes],
                                   self.job.aggregation.trim)
-        with np.errstate(over="ignore", invalid="ignore"):
-            delta = (-agg).astype(np.float32)
-            new = st.model[idx] + delta                # float32 + float32, as on the edges
-        bad = ~np.isfinite(new)
-        if bad.any():
-            # Only validly signed updates get here, but a leaked key or a broken board can
-            # still send finite values whose sum leaves float32 range: keep those coordinates.
-            delta[bad] = 0.0
-            new[bad] = st.model[idx][bad]
-            self._event({"event": "non_finite_delta", "round": st.round, "entries": int(bad.sum()),
-                         "nodes": nodes})
-        if rule != "mean":
-            keep = delta != 0                          # robust rules often give exact zeros
-            idx, delta, new = idx[keep], delta[keep], new[keep]
-        st.model[idx] = new
-        rec = DeltaRecord(st.round, idx.astype(np.int64), delta)
-        st.history.append(rec)
-        del st.history[:-self.job.history]
-        losses = [u.telemetry[0] for u in self.pending.values() if u.telemetry]
-        closed = RoundClose(st.round, nodes, rec, float(np.mean(losses)) if losses else None)
-        st.round += 1
-        self.pending = {}
-        self.opened_at = self.clock()
-        self._messages = {}
-        st.extra.pop("journal_counted", None)
-        if self.store:
-            self.store.close_journal()
-            self.store.save(st)
-        if self.log:
-            self.log.write({"event": "round", "round": closed.round, "nodes": nodes,
-                            "delta_entries": int(idx.shape[0]), "loss": closed.loss})
-        for fn in list(self.listeners):
-            fn(closed)
-        return closed
-
-    # ------------------------------------------------------------------ egress
-    def config_message(self) -> bytes:
-        m = self._messages.get("config")
-        if m is None:
-            m = self._messages["config"] = wire.encode_config(
-                self.job.job_id, self.state.round, self.job.wire_config(), self.job.downlink_key)
-        return m
-
-    def snapshot_message(self) -> bytes:
-        m = self._messages.get("snapshot")
-        if m is None:
-            m = self._messages["snapshot"] = wire.encode_snapshot(
-                self.job.job_id, self.state.round, self.state.model, self.job.downlink_key)
-        return m
-
-    def delta_message(self, base: int) -> bytes | None:
-        """Delta base -> base + 1 if still kept, else None (the edge loads the snapshot)."""
-        key = f"delta-{base}"
-        m = self._messages.get(key)
-        if m is None:
-            rec = next((h for h in self.state.history if h.base == base), None)
-            if rec is None:
-                return None
-            m = self._messages[key] = wire.encode_delta(
-                self.job.job_id, rec.base, rec.indices, rec.values, self.job.downlink_key, d=self.job.d)
-        return m
-
-    def summary(self) -> dict:
-        st = self.state
-        return {"round": st.round, "rejected": dict(st.rejected),
-                "nodes": {k: v.to_json() for k, v in sorted(st.nodes.items())},
-                "quarantined": dict(sorted(st.quarantined.items()))}
+        losses = [self.pending[n].telemetry[0] for n in nodes if self.pending[n].telemetry]
+        self._seqs = {}
+        return self.apply_round(nodes, idx, agg, losses)

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from aggregator.gateway.config import Job
+from aggregator.gateway.journal import JournalError
 from aggregator.gateway.live import LiveStatus
 from aggregator.gateway.metrics import MetricsLog
 from aggregator.gateway.pipeline import Aggregator, RoundClose
@@ -29,8 +30,19 @@ class Endpoints:
     metrics: tuple[str, int] | None = None    # Prometheus /metrics (aggregator.gateway.exporter)
 
 
-def endpoints_from_job(job: Job) -> Endpoints:
+def endpoints_from_job(job: Job, shard: str | None = None) -> Endpoints:
+    """What the job file says to serve on; with `shard`, that shard's endpoints (its CoAP,
+    serial devices and broker) and the job's MQTT credentials."""
     ep = Endpoints()
+    if shard is not None:
+        sh = job.shards[shard]
+        t = job.transports["mqtt"]
+        ep.coap = sh.coap
+        ep.mqtt = sh.mqtt or (t.host, t.port)
+        ep.mqtt_auth = (t.username, t.password or "") if t.username is not None else None
+        baud = job.transports["serial"].baud if "serial" in job.transports else 115200
+        ep.serial = [(p, baud) for p in sh.serial]
+        return ep
     for name, t in job.transports.items():
         if name == "coap":
             ep.coap = (t.host, t.port)
@@ -46,13 +58,27 @@ def endpoints_from_job(job: Job) -> Endpoints:
 
 
 class Service:
+    """One process of a deployment: a gateway (default), a shard of a sharded job (`shard`),
+    or its root (`root`; MQTT only). docs/scale.md explains shards and the root."""
+
     def __init__(self, job: Job, endpoints: Endpoints, log_path: Path | None = None,
-                 stop_when_finished: bool = True, linger_s: float | None = None) -> None:
+                 stop_when_finished: bool = True, linger_s: float | None = None,
+                 shard: str | None = None, root: bool = False) -> None:
         self.job = job
         self.endpoints = endpoints
-        self.store = Store(job.state_dir)
-        self.log = MetricsLog(log_path or job.state_dir / "metrics.jsonl")
-        self.agg = Aggregator(job, self.store, self.log)
+        state_dir = job.shards[shard].state_dir if shard is not None else job.state_dir
+        self.store = Store(state_dir)
+        self.log = MetricsLog(log_path or state_dir / "metrics.jsonl")
+        self.shard = shard
+        self.root = root
+        if root:
+            from aggregator.gateway.root import Root
+            self.agg = Root(job, self.store, self.log)
+        elif shard is not None:
+            from aggregator.gateway.shard import Shard
+            self.agg = Shard(job, shard, self.store, self.log)
+        else:
+            self.agg = Aggregator(job, self.store, self.log)
         self.stop_when_finished = stop_when_finished
         # After the last round, keep answering for a while: a CoAP edge whose request for the
         # final config was lost retransmits after ACK_TIMEOUT (2 s) and again after 4 s.
@@ -76,6 +102,7 @@ class Service:
         if replayed:
             self.log.write({"event": "recovered", "round": self.agg.state.round, "frames": replayed})
         loop = self.loop = asyncio.get_running_loop()
+        self.store.journal.start(loop, self.job.batch_frames, self.job.batch_ms / 1000.0)
         ep = self.endpoints
         if ep.metrics is not None:       # first: a port in use fails before any front is up
             from aggregator.gateway.exporter import Exporter
@@ -90,8 +117,10 @@ class Service:
             self.coap_port = ep.coap[1]
         if ep.mqtt is not None:
             from aggregator.gateway.mqtt_front import MqttFront
+            from aggregator.gateway.mqtt_roles import RootFront, ShardLink
             user, pw = ep.mqtt_auth or (None, None)
-            m = MqttFront(self.agg, ep.mqtt[0], ep.mqtt[1], loop, user, pw, ep.mqtt_tls)
+            front = RootFront if self.root else ShardLink if self.shard is not None else MqttFront
+            m = front(self.agg, ep.mqtt[0], ep.mqtt[1], loop, user, pw, ep.mqtt_tls)
             await loop.run_in_executor(None, m.start)
             self.fronts.append(m)
         for port, baud in ep.serial:
@@ -99,7 +128,9 @@ class Service:
             s = SerialFront(self.agg, port, baud, loop)
             s.start()
             self.fronts.append(s)
-        self.log.write({"event": "start", "round": self.agg.state.round, "job": self.job.job_id})
+        self.log.write({"event": "start", "round": self.agg.state.round, "job": self.job.job_id,
+                        **({"shard": self.shard} if self.shard is not None else {}),
+                        **({"root": True} if self.root else {})})
         self.live.write()
         self.started.set()
 
@@ -117,6 +148,10 @@ class Service:
         await self.start()
         try:
             while not self.stopped.is_set():
+                failed = self.store.journal.failed
+                if failed is not None:          # write or fsync failed: stop, let the supervisor restart
+                    raise JournalError(f"journal write failed in {self.store.dir}: "
+                                       f"{getattr(failed, 'strerror', None) or failed}")
                 self.agg.tick()
                 self.live.tick()
                 if self.stop_when_finished and self.agg.finished:
@@ -142,17 +177,25 @@ class Service:
         if self.coap is not None:
             await self.coap.stop()
             self.coap = None
-        self.store.close_journal()
+        try:
+            self.agg.checkpoint()             # the counters since the last round close survive a stop
+        except JournalError as exc:           # nothing after the failed batch was acknowledged
+            self.log.write({"event": "journal_error", "error": str(exc)[:300]})
+        try:
+            self.store.journal.stop()         # closes the file and the worker even after a failure
+        except JournalError:
+            pass
         self.log.write({"event": "stop", "round": self.agg.state.round})
         self.live.write("stopped")
         self.log.close()
 
 
-def serve(job: Job, endpoints: Endpoints, log_path: Path | None = None, linger_s: float | None = None) -> Aggregator:
-    """Blocking entry point for `cat-aggregator serve`: SIGINT/SIGTERM stop cleanly."""
+def serve(job: Job, endpoints: Endpoints, log_path: Path | None = None, linger_s: float | None = None,
+          shard: str | None = None, root: bool = False) -> Aggregator:
+    """Blocking entry point for `cat-aggregator serve` and `root`: SIGINT/SIGTERM stop cleanly."""
 
     async def main() -> Aggregator:
-        svc = Service(job, endpoints, log_path, linger_s=linger_s)
+        svc = Service(job, endpoints, log_path, linger_s=linger_s, shard=shard, root=root)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, svc.stop)

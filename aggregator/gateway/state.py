@@ -1,9 +1,9 @@
 """Durable gateway state: checkpoints (atomic, checksummed) and the per-round journal.
 
-A frame is acknowledged only after it is appended to the journal of its round and fsynced,
-so a crash loses nothing that was acknowledged: on restart the gateway loads the newest good
-checkpoint (model x_r, round r, counters, recent deltas) and replays the journal of round r
-through the same pipeline. Checkpoints are written to a temporary file, fsynced, and renamed
+A frame is acknowledged only after it is in the journal of its round and fsynced (group
+commit: aggregator.gateway.journal), so a crash loses nothing that was acknowledged: on
+restart the gateway loads the newest good checkpoint (model x_r, round r, counters, recent
+deltas) and replays the journal of round r through the same pipeline. Checkpoints are written to a temporary file, fsynced, and renamed
 over the current one after the current one became `checkpoint.prev`; both carry a SHA-256
 so a torn or corrupted file is detected and the previous good one is used.
 """
@@ -22,9 +22,9 @@ import numpy as np
 
 from aggregator.errors import UserError
 from aggregator.gateway import faults
+from aggregator.gateway.journal import Journal
 
 MAGIC = b"CATCKPT1"
-JOURNAL_MAGIC = b"CATJRNL1"
 
 
 @dataclass
@@ -141,10 +141,13 @@ class Store:
         self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)   # keyring.json lives here: owner only
         self.current = self.dir / "checkpoint.bin"
         self.previous = self.dir / "checkpoint.prev"
-        self._journal: tuple[int, object] | None = None
+        self.journal = Journal(self.dir)
         self.fallbacks = 0  # times a corrupt checkpoint was skipped
 
     def save(self, st: State) -> None:
+        """Checkpoint st; the journal is committed first, so that journal r holds every frame
+        acknowledged in round r before a checkpoint of round r + 1 can exist."""
+        self.journal.commit()
         data = encode_state(st)
         tmp = self.dir / "checkpoint.tmp"
         with open(tmp, "wb") as fh:
@@ -189,43 +192,20 @@ class Store:
         return None
 
     def journal_path(self, rnd: int) -> Path:
-        return self.dir / f"journal-{rnd}.log"
+        return self.journal.path(rnd)
 
-    def append(self, rnd: int, frame: bytes) -> None:
-        """Durably record an accepted frame of round rnd before it is acknowledged."""
-        if self._journal is None or self._journal[0] != rnd:
-            self.close_journal()
-            fh = open(self.journal_path(rnd), "ab")
-            if fh.tell() == 0:
-                fh.write(JOURNAL_MAGIC)
-            self._journal = (rnd, fh)
-        fh = self._journal[1]
-        fh.write(struct.pack("<I", len(frame)) + frame + hashlib.sha256(frame).digest()[:4])
-        fh.flush()
-        os.fsync(fh.fileno())
-        faults.point("journaled")
+    def append(self, rnd: int, frame: bytes) -> int:
+        """Record an accepted frame of round rnd; returns the sequence number its
+        acknowledgement waits for (`journal.when_durable`; aggregator.gateway.journal)."""
+        return self.journal.append(rnd, frame)
 
     def close_journal(self) -> None:
-        if self._journal is not None:
-            self._journal[1].close()
-            self._journal = None
+        """Commit what the journal buffers and close the open round's file."""
+        try:
+            self.journal.commit()
+        finally:
+            self.journal.close()
 
     def replay(self, rnd: int) -> Iterator[bytes]:
         """Frames journaled for round rnd, stopping at a torn tail (a crash mid-append)."""
-        path = self.journal_path(rnd)
-        if not path.exists():
-            return
-        data = path.read_bytes()
-        if not data.startswith(JOURNAL_MAGIC):
-            return
-        off = len(JOURNAL_MAGIC)
-        while off + 4 <= len(data):
-            (n,) = struct.unpack_from("<I", data, off)
-            end = off + 4 + n + 4
-            if end > len(data):
-                break
-            frame = data[off + 4:off + 4 + n]
-            if hashlib.sha256(frame).digest()[:4] != data[off + 4 + n:end]:
-                break
-            yield frame
-            off = end
+        return self.journal.replay(rnd)

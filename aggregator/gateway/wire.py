@@ -400,6 +400,18 @@ def open_envelope(data: bytes, max_bytes: int) -> Envelope:
     """First step of receiving any frame: the size limit (before any parsing), one CBOR item
     and nothing after it, the COSE_Mac0 structure with protected header exactly {1: 4}, and
     the envelope's heads in shortest form. Raises FrameError; reads nothing in the payload."""
+    kid, payload, tag = open_mac0(data, max_bytes, PROTECTED, TAG_LEN, "{1: 4} (HMAC 256/64)")
+    if len(kid) != KID_LEN:
+        raise FrameError("structure", f"kid must be a {KID_LEN}-byte bstr")
+    # every head in its shortest form <=> the length is exactly the minimal one
+    if len(data) != ENVELOPE_FIXED + head_len(len(payload)) + len(payload):
+        raise FrameError("not_deterministic", "envelope heads not in shortest form")
+    return Envelope(kid, payload, tag)
+
+
+def open_mac0(data: bytes, max_bytes: int, protected: bytes, tag_len: int, alg: str) -> Envelope:
+    """A COSE_Mac0 with this exact protected header and tag length (the format's messages and
+    the shards' partials, aggregator.gateway.partial): size first, then the structure."""
     if len(data) > max_bytes:
         raise FrameError("oversize", f"{len(data)} bytes > limit {max_bytes}")
     fp = io.BytesIO(data)
@@ -414,21 +426,15 @@ def open_envelope(data: bytes, max_bytes: int) -> Envelope:
     prot, unprot, payload, tag = v
     if type(prot) is not bytes:
         raise FrameError("structure", "protected header must be a bstr")
-    if prot != PROTECTED:
-        raise FrameError("bad_alg", "protected header must be exactly {1: 4} (HMAC 256/64)")
+    if prot != protected:
+        raise FrameError("bad_alg", f"protected header must be exactly {alg}")
     if not isinstance(unprot, Mapping) or list(unprot) != [HDR_KID] or type(unprot[HDR_KID]) is not bytes:
         raise FrameError("structure", "unprotected header must be {4: kid}")
-    if len(unprot[HDR_KID]) != KID_LEN:
-        raise FrameError("structure", f"kid must be a {KID_LEN}-byte bstr")
     if type(payload) is not bytes:
         raise FrameError("structure", "payload must be a bstr")
-    if type(tag) is not bytes or len(tag) != TAG_LEN:
-        raise FrameError("structure", "tag must be an 8-byte bstr")
-    kid = unprot[HDR_KID]
-    # every head in its shortest form <=> the length is exactly the minimal one
-    if len(data) != ENVELOPE_FIXED + head_len(len(payload)) + len(payload):
-        raise FrameError("not_deterministic", "envelope heads not in shortest form")
-    return Envelope(kid, payload, tag)
+    if type(tag) is not bytes or len(tag) != tag_len:
+        raise FrameError("structure", f"tag must be a {tag_len}-byte bstr")
+    return Envelope(unprot[HDR_KID], payload, tag)
 
 
 def verify_mac(key: bytes, payload: bytes, tag: bytes, aad: bytes = b"") -> None:

@@ -70,6 +70,13 @@ def _state_dir(args: argparse.Namespace):
         job = load_job(args.job)
     if args.state:
         d = Path(args.state)
+    elif job is not None and job.shards:
+        # each shard keeps its own nodes' state (docs/scale.md): the node's shard's directory
+        shard = job.shard_of(args.node) if getattr(args, "node", None) is not None else None
+        if shard is None:
+            raise UserError(f"{args.job} has shards ({', '.join(job.shards)}): give --state with a shard's "
+                            "state directory")
+        d = job.shards[shard].state_dir
     elif job is not None:
         d = job.state_dir
     else:

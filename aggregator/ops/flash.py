@@ -249,12 +249,19 @@ def board_cost(board: str, job: Any, data: Path, k_cap: int | None) -> dict[str,
 
 
 def _gateway(args: argparse.Namespace, job: Any) -> tuple[str, int | None]:
+    """--gateway, else the node's endpoint in the job: its shard's in a job with [shards]."""
     if args.gateway:
         host, port = split_host_port(args.gateway, 5683 if args.transport == "coap" else 1883)
         return host, port
+    if args.transport in ("coap", "mqtt"):
+        ep = job.endpoint(args.node, args.transport)
+        if ep is None:
+            shard = job.shard_of(args.node)
+            where = f"shard {shard!r} of node {args.node} serves no CoAP" if shard else \
+                f"the job has no [transports.{args.transport}]"
+            raise UserError(f"--gateway is required: {where}")
+        return ep
     t = job.transports.get(args.transport)
-    if args.transport in ("coap", "mqtt") and t is None:
-        raise UserError(f"--gateway is required: the job has no [transports.{args.transport}]")
     if t is None:
         return "", None
     return t.host, t.port

@@ -64,6 +64,16 @@ def node_ids(nodes: int | Sequence[int]) -> list[int]:
     return ids
 
 
+def node_endpoint(job: Job, node: int) -> dict:
+    """transport, host and port of node's gateway for its cat-edge config: in a sharded job
+    its shard's CoAP endpoint if the shard serves CoAP, else its broker."""
+    for transport in ("coap", "mqtt"):
+        ep = job.endpoint(node, transport)
+        if ep is not None:
+            return {"transport": transport, "host": ep[0], "port": ep[1]}
+    return {}
+
+
 @dataclass
 class Plan:
     """A job checked and ready to write: what plan() decided, before anything is on disk."""
@@ -85,11 +95,14 @@ def plan(root: str | Path, dataset: str = "breast_cancer", nodes: int | Sequence
          error_feedback: bool = True, lam: float = 1e-3, job_id: int = 1, seed: int = 1,
          quorum: float = 1.0, deadline_s: float = 10.0, split: str = "even",
          transports: dict | None = None, step_multiplier: float = 1.0, compact: bool = False,
-         node_extra: dict[str, Any] | None = None) -> Plan:
+         node_extra: dict[str, Any] | None = None, shards: dict[str, dict] | None = None) -> Plan:
     """Load and partition `dataset` (a built-in name, a LIBSVM or a CSV file) over `nodes`
     edges (a count, or a list of node ids), make the keys and check the whole job as the
     gateway reads it. Raises ValueError (data, ids) or ConfigError (the job); writes nothing.
-    node_extra: keys added to every node's cat-edge config (transport, host, port)."""
+    node_extra: keys added to every node's cat-edge config (transport, host, port).
+    shards ({name: {"nodes": [...], "coap": "host:port", ...}}, the keys of a [shards.<name>]
+    table but "key") makes a sharded job: each shard gets a fresh key, and each node's config
+    names its shard's endpoint (CoAP if the shard serves it, else MQTT; docs/scale.md)."""
     root = Path(root)
     ids = node_ids(nodes)
     ds = datasets.load(dataset)
@@ -113,6 +126,8 @@ def plan(root: str | Path, dataset: str = "breast_cancer", nodes: int | Sequence
     }
     if transports:
         tree["transports"] = transports
+    if shards:
+        tree["shards"] = {name: {**spec, "key": secrets.token_bytes(32).hex()} for name, spec in shards.items()}
     job = parse_job(tree, "job.toml", root)
     return Plan(root, ids, ds, parts, tree, keys, downlink, job, lip, dict(node_extra or {}))
 
@@ -133,7 +148,7 @@ def write(p: Plan) -> Layout:
         files[k] = (data_dir / f"node-{k}.catd").resolve()
         node_cfg = {"node": k, "key": p.keys[k].hex(), "downlink_key": p.downlink.hex(),
                     "job": p.job.job_id, "data": str(files[k]), "profile": p.tree["cost"]["profile"],
-                    **p.node_extra}
+                    **p.node_extra, **(node_endpoint(p.job, k) if p.job.shards else {})}
         configs[k] = p.root / f"node-{k}.toml"
         write_toml(configs[k], node_cfg)
     return Layout(p.root, job_path, configs, files, p.dataset, p.L, p.job)

@@ -1,4 +1,4 @@
-"""`cat-aggregator serve JOB.toml`: run the gateway service for one job."""
+"""`cat-aggregator serve JOB.toml [--shard NAME]`: run the gateway (or one shard) of a job."""
 
 from __future__ import annotations
 
@@ -16,18 +16,24 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--serial", metavar="PORT", action="append", default=[], help="serial port of a board (repeatable)")
     p.add_argument("--state", metavar="DIR", help="state directory (overrides the job file)")
     p.add_argument("--log", metavar="FILE", help="metrics JSON-lines file (default: <state>/metrics.jsonl)")
-    p.add_argument("--mqtt-username", metavar="USER", help="MQTT username (overrides the job file)")
-    p.add_argument("--mqtt-password-file", metavar="FILE",
-                   help="file holding the MQTT password (a file, not an argument, so `ps` does not show it)")
-    p.add_argument("--mqtt-cafile", metavar="FILE", help="connect with TLS and verify the broker against this CA")
-    p.add_argument("--mqtt-certfile", metavar="FILE", help="TLS client certificate (brokers that require one)")
-    p.add_argument("--mqtt-keyfile", metavar="FILE", help="key of the TLS client certificate")
+    p.add_argument("--shard", metavar="NAME", help="run this shard of a job with [shards] (docs/scale.md)")
+    add_mqtt_options(p)
     p.add_argument("--metrics-port", metavar="PORT", type=int,
                    help="serve Prometheus metrics on http://<[metrics] host>:PORT/metrics "
                         "(overrides the job file's [metrics] port; 0: off)")
     p.add_argument("--linger", metavar="S", type=float,
                    help="keep serving S seconds after the last round (default 10 with CoAP, else 0.5)")
     p.set_defaults(func=run)
+
+
+def add_mqtt_options(p: argparse.ArgumentParser) -> None:
+    """Credentials and TLS of the process's MQTT client (serve and root)."""
+    p.add_argument("--mqtt-username", metavar="USER", help="MQTT username (overrides the job file)")
+    p.add_argument("--mqtt-password-file", metavar="FILE",
+                   help="file holding the MQTT password (a file, not an argument, so `ps` does not show it)")
+    p.add_argument("--mqtt-cafile", metavar="FILE", help="connect with TLS and verify the broker against this CA")
+    p.add_argument("--mqtt-certfile", metavar="FILE", help="TLS client certificate (brokers that require one)")
+    p.add_argument("--mqtt-keyfile", metavar="FILE", help="key of the TLS client certificate")
 
 
 def host_port(text: str, what: str) -> tuple[str, int]:
@@ -69,9 +75,19 @@ def run(args: argparse.Namespace) -> int:
     from aggregator.gateway.service import endpoints_from_job, serve
 
     job = load_job(args.job)
+    shard = args.shard
+    if shard is None and job.shards:
+        raise UserError(f"{args.job} has shards ({', '.join(job.shards)}): run `serve --shard NAME` for each "
+                        "and `cat-aggregator root` once")
+    if shard is not None and shard not in job.shards:
+        raise UserError(f"--shard: {args.job} has no shard {shard!r}"
+                        + (f" (known: {', '.join(job.shards)})" if job.shards else " (no [shards] at all)"))
     if args.state:
-        job.state_dir = Path(args.state)
-    ep = endpoints_from_job(job)
+        if shard is not None:
+            job.shards[shard].state_dir = Path(args.state)
+        else:
+            job.state_dir = Path(args.state)
+    ep = endpoints_from_job(job, shard)
     if args.coap:
         ep.coap = host_port(args.coap, "--coap")
     if args.mqtt:
@@ -85,6 +101,6 @@ def run(args: argparse.Namespace) -> int:
     mqtt_security(args, ep)
     if ep.coap is None and ep.mqtt is None and not ep.serial:
         raise UserError(f"{args.job}: no transport: add [transports.coap], [transports.mqtt] or use --coap/--mqtt/--serial")
-    agg = serve(job, ep, Path(args.log) if args.log else None, args.linger)
+    agg = serve(job, ep, Path(args.log) if args.log else None, args.linger, shard=shard)
     print(format_summary(agg.summary()))
     return 0
