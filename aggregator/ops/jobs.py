@@ -89,7 +89,7 @@ class Plan:
     node_extra: dict[str, Any]
 
 
-def plan(root: str | Path, dataset: str = "breast_cancer", nodes: int | Sequence[int] = 4, rounds: int = 30,
+def plan(root: str | Path, dataset: "str | datasets.Dataset" = "breast_cancer", nodes: int | Sequence[int] = 4, rounds: int = 30,
          scheme: str = "sq", rule: str = "cat", rule_param: int = 0, k_cap: int = 16,
          profile: str = "ieee802154-6lowpan-coap", metric: str | None = None,
          error_feedback: bool = True, lam: float = 1e-3, job_id: int = 1, seed: int = 1,
@@ -105,7 +105,7 @@ def plan(root: str | Path, dataset: str = "breast_cancer", nodes: int | Sequence
     names its shard's endpoint (CoAP if the shard serves it, else MQTT; docs/scale.md)."""
     root = Path(root)
     ids = node_ids(nodes)
-    ds = datasets.load(dataset)
+    ds = dataset if isinstance(dataset, datasets.Dataset) else datasets.load(dataset)
     kind = "logistic" if ds.classes == 2 else "softmax"
     parts = datasets.partition(ds.X, ds.y, len(ids), split, seed)
     lip = float(datasets.smoothness_np(ds.X, lam, kind))
