@@ -237,7 +237,11 @@ class Site:
             if left <= 0:
                 raise TimeoutError(f"site {self.name}: no round {need_round} within {timeout:.0f} s (at {rnd})")
             if self.coap is not None:
-                code, data = await self.coap.request(aiocoap.GET, ("cat", str(self.job_id), "config"))
+                try:                                 # within this wait's own deadline
+                    code, data = await asyncio.wait_for(
+                        self.coap.request(aiocoap.GET, ("cat", str(self.job_id), "config")), left)
+                except (asyncio.TimeoutError, TimeoutError):
+                    continue                         # the deadline check above says how far it got
                 if code == aiocoap.CONTENT:
                     self.inbox.put(data)
                     if peek(data)[1] >= need_round:
@@ -250,10 +254,19 @@ class Site:
                 except asyncio.TimeoutError:
                     pass
 
-    async def fetch_model(self, rnd: int) -> None:
-        """CoAP: the delta into rnd and the snapshot, for the edges to sync with (MQTT: pushed)."""
+    async def fetch_model(self, rnd: int, wait_push: float = 0.0) -> None:
+        """CoAP: the delta into rnd and the snapshot, for the edges to sync with. MQTT: the
+        gateway pushes them after the config, so wait up to `wait_push` s for the next push."""
         if self.coap is None:
+            if wait_push > 0:
+                self.changed.clear()
+                try:
+                    await asyncio.wait_for(self.changed.wait(), wait_push)
+                except asyncio.TimeoutError:
+                    pass
             return
+        if wait_push > 0:
+            await asyncio.sleep(0.05)           # a retry: give the gateway a moment
         if rnd > 0:
             code, data = await self.coap.request(aiocoap.GET, ("cat", str(self.job_id), "delta"),
                                                  query=(f"r={rnd - 1}",))
@@ -337,12 +350,11 @@ class Fleet:
         out: list[tuple[int, bytes]] = []
         for k, node in site.nodes:
             link = MemLink(site)
-            for _ in range(3):
-                if node.step(link) == "sent":
-                    break
-                await site.fetch_model(rnd)          # the model of the round was not there yet
-            else:
-                raise AssertionError(f"node {k} could not sync to round {rnd}")
+            end = time.monotonic() + timeout
+            while node.step(link) != "sent":         # the model of the round was not there yet
+                if time.monotonic() >= end:
+                    raise AssertionError(f"node {k} could not sync to round {rnd} within {timeout:.0f} s")
+                await site.fetch_model(rnd, wait_push=1.0)
             out.append((k, link.frame))
             if self.keep_frames:
                 self.frames.setdefault(rnd, {})[k] = link.frame
@@ -357,9 +369,14 @@ class Fleet:
             if valid and ok:
                 acked.append(k)
 
-        jobs = [one(k, d, True) for k, d in out] + [one(k, d, False) for k, d in bad]
-        self.rng.shuffle(jobs)
-        await asyncio.gather(*jobs)
+        # The bad frames go mixed into the first half of the good ones, and the second half
+        # only after all of those were answered: a bad frame can never arrive after the round
+        # (or the job) closed, where it would be refused for that instead of its own fault.
+        half = len(out) // 2
+        first = [one(k, d, True) for k, d in out[:half]] + [one(k, d, False) for k, d in bad]
+        self.rng.shuffle(first)
+        await asyncio.gather(*first)
+        await asyncio.gather(*(one(k, d, True) for k, d in out[half:]))
         site.finished[rnd] = time.monotonic()
 
     def _bad_frames(self, site: Site, rnd: int, good: list[tuple[int, bytes]]) -> list[tuple[int, bytes]]:

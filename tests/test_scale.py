@@ -114,7 +114,7 @@ def test_short_soak_many_edges_every_round_once_nothing_acknowledged_lost(tmp_pa
     nodes, rounds = 300, 3
     layout, sites = fleet_layout(tmp_path / "job", nodes, rounds, mosquitto_broker, sharded)
     job = load_job(layout.job_path)
-    procs = start(layout, sharded, "--linger", "1")
+    procs = start(layout, sharded, "--linger", "5")
     fleet = Fleet(job, layout, sites, bad_per_round=3, seed=SEED)
     try:
         done = asyncio.run(fleet.run(rounds, timeout=90))
