@@ -460,3 +460,20 @@ def test_operator_requests_go_to_the_nodes_shard(tmp_path, capsys):
     assert "has shards (s0, s1): give --state" in capsys.readouterr().err
     assert main(["quarantine", "list", "--state", str(job.shards["s1"].state_dir)]) == 0
     assert "queued: quarantine node 3" in capsys.readouterr().out
+
+
+def test_each_process_of_a_sharded_job_writes_its_status_in_its_own_state_directory(tmp_path):
+    # Shards and the root ran on one machine with one status.json (and one temporary name)
+    # between them; one process's rename then removed the other's file and stopped it.
+    from aggregator.gateway.live import STATUS_FILE
+    from aggregator.gateway.service import Endpoints, Service
+    job = load_job(sharded(tmp_path, 4, [[0, 1], [2, 3]]).job_path)
+    procs = {"root": Service(job, Endpoints(), root=True)}
+    procs.update({s: Service(job, Endpoints(), shard=s) for s in job.shards})
+    dirs = {job.state_dir} | {job.shards[s].state_dir for s in job.shards}
+    assert {p.live.path.parent for p in procs.values()} == dirs and len(dirs) == 3
+    for p in procs.values():
+        p.live.write()
+    for name, p in procs.items():
+        d = job.state_dir if name == "root" else job.shards[name].state_dir
+        assert (d / STATUS_FILE).is_file()

@@ -190,3 +190,20 @@ def test_serve_names_a_metrics_port_in_use(tmp_path):
                            capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
     assert r.stderr.startswith(f"cat-aggregator: metrics: cannot serve on 127.0.0.1:{port}: ")
+
+
+def test_a_status_file_that_cannot_be_written_is_said_once_and_does_not_stop_the_gateway(tmp_path, capsys):
+    from aggregator.gateway.live import LiveStatus
+    from aggregator.gateway.pipeline import Aggregator
+    from aggregator.ops import jobs
+    from aggregator.gateway.config import load_job
+    job = load_job(jobs.prepare(tmp_path / "job", "breast_cancer", 2, 2, k_cap=8).job_path)
+    live = LiveStatus(Aggregator(job, None), tmp_path / "gone")      # no such directory
+    live.write()
+    live.write()
+    err = capsys.readouterr().err
+    assert err.count("status file not written") == 1 and "gone" in err
+    assert live.write_error is not None
+    (tmp_path / "gone").mkdir()
+    live.write()
+    assert live.write_error is None and (tmp_path / "gone" / STATUS_FILE).is_file()

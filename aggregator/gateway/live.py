@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -69,6 +70,7 @@ class LiveStatus:
         self.metrics_address: tuple[str, int] | None = None
         self._written = 0.0
         self._dirty = True
+        self.write_error: str | None = None   # why the last write failed, if it did
 
     # -- hooks ------------------------------------------------------------------------
     def on_event(self, event: dict[str, Any]) -> None:
@@ -111,12 +113,22 @@ class LiveStatus:
         if self.path is None:
             return
         data = json.dumps(self.snapshot(state), sort_keys=True).encode()
-        tmp = self.path.with_name(STATUS_FILE + ".tmp")
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, self.path)
+        tmp = self.path.with_name(f"{STATUS_FILE}.{os.getpid()}.tmp")
         self._written = self.wall()
         self._dirty = False
+        try:
+            with open(tmp, "wb") as fh:
+                fh.write(data)
+            os.replace(tmp, self.path)
+        except OSError as exc:
+            # The status file is a view for operators: a full disk or a removed directory must
+            # not stop ingest (the journal's own failure does that). Said once per cause.
+            why = f"{self.path}: {exc.strerror or exc}"
+            if why != self.write_error:
+                self.write_error = why
+                print(f"cat-aggregator: status file not written: {why}", file=sys.stderr, flush=True)
+            return
+        self.write_error = None
 
 
 class StatusFileError(UserError, ValueError):

@@ -91,7 +91,7 @@ class Service:
         self.agg.listeners.append(self.round_events.put_nowait)
         self.coap_port: int | None = None
         # <state>/status.json for `cat-aggregator status`, and the Prometheus exporter
-        self.live = LiveStatus(self.agg, job.state_dir)
+        self.live = LiveStatus(self.agg, state_dir)      # a shard's own directory, not the root's
         self.log.listeners.append(self.live.on_event)
         self.agg.listeners.append(self.live.on_close)
         self.exporter = None
