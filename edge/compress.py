@@ -95,12 +95,32 @@ def compress(ws, g, scheme, rule, cost, t_max, scale, rng=None, early_stop=False
     d = len(g)
     if scheme == _SCHEME_IDENTITY:
         raise ValueError("identity is not sparse: send g * scale as a full update")
+    if d == 0:
+        raise ValueError("compress: empty gradient")
+    link_max = t_max
     if scheme == _SCHEME_SS:
-        from edge.ss import ss_budget
-        t_max = ss_budget(t_max)
+        from edge.ss import ss_t_max
+        t_max = ss_t_max(t_max, d)
     need = rule.needs(d, t_max)
     k = ws.k if ws.k < need else need
     n, s1, s2 = topk.select(g, k, ws.idx)
+    # Scale-safe sums: with max |g| beyond 2^+-40 the sum of squares would overflow or vanish
+    # (in a board's single precision far sooner than at 1e160), so work on g * 2^-e with the
+    # step scaled by 2^e (the same values come out), and give g back afterwards (topk.shift).
+    e = topk.exponent(abs(g[ws.idx[0]]))
+    if not e:
+        return _finish(ws, g, scheme, rule, cost, t_max, link_max, scale, rng, early_stop, d, n, s1, s2)
+    from math import ldexp
+    topk.shift(g, -e)
+    try:
+        n, s1, s2 = topk.select(g, k, ws.idx)
+        return _finish(ws, g, scheme, rule, cost, t_max, link_max, ldexp(scale, e), rng, early_stop, d,
+                       n, s1, s2)
+    finally:
+        topk.shift(g, e)
+
+
+def _finish(ws, g, scheme, rule, cost, t_max, link_max, scale, rng, early_stop, d, n, s1, s2):
     ws.s1 = s1
     ws.s2 = s2
     choice = rule.choose(scheme, g, ws.idx, n, s1, s2, cost, t_max, early_stop, ws.k)
@@ -133,7 +153,7 @@ def compress(ws, g, scheme, rule, cost, t_max, scale, rng=None, early_stop=False
     if scheme == _SCHEME_SS:
         from edge.ss import sample
         # The drawn count varies around T: never more than the buffer or the link takes.
-        limit = ws.cap if ws.cap < t_max else t_max
+        limit = ws.cap if ws.cap < link_max else link_max
         return Result(scheme, sample(ws, g, choice, s1, scale, rng, d, limit), choice, d)
     raise ValueError("unknown scheme %r" % scheme)
 

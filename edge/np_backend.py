@@ -11,10 +11,14 @@ and C is nondecreasing, so no T > K beats the best ratio once best >= 1 / C(K + 
 CPython only (imports numpy); the modules the boards run never import it.
 """
 
+import math
+
 import numpy as np
 
 from edge.cat import (RATIO_RTOL, RULE_ALISTARH, RULE_CAT, RULE_FIXED, RULE_HYBRID, RULE_IDENTITY,
                       SCHEME_IDENTITY, SCHEME_S, SCHEME_SQ, SCHEME_SS, Choice)
+from edge.ss import SS_OVERFLOW, ss_headroom, ss_t_max
+from edge.topk import exponent
 
 
 def select(g, k):
@@ -135,7 +139,7 @@ def cat_choose(scheme, g, table, t_max, cap=None, start_k=1024):
 
     order: candidate indices by decreasing |g| (at least the chosen T of them).
     """
-    g = np.asarray(g)
+    g = _safe(g)
     d = g.shape[0]
     top = min(d, t_max, cap if cap is not None else d)
     if top < 1:
@@ -159,6 +163,19 @@ def cat_choose(scheme, g, table, t_max, cap=None, start_k=1024):
     return Choice(t, float(imp[t - 1]), r, float(costs[t - 1]), binding, int(ns[t - 1])), order, s1, s2
 
 
+def _safe(g):
+    """g as an array, scaled by 2^-e as edge.topk.exponent says (the sums of squares of a
+    float64 gradient near 1e160 would overflow); a clear error for an empty gradient."""
+    g = np.asarray(g)
+    if g.shape[0] == 0:
+        raise ValueError("CAT: empty gradient")
+    amax = float(np.max(np.abs(g)))
+    if not math.isfinite(amax):
+        select(g, 1)  # raises with the offending index
+    e = exponent(amax)
+    return np.ldexp(g, -e).astype(g.dtype) if e else g
+
+
 def alistarh_t(a, s2):
     """Smallest T with A1(T) >= ||g||_2 given sorted magnitudes a (len(a) if never)."""
     a1 = np.cumsum(a)
@@ -169,8 +186,8 @@ def alistarh_t(a, s2):
 def choose(rule, scheme, g, table, t_max, cap=None):
     """Mirror of edge.cat.Rule.choose on numpy: returns (Choice, order, S1, S2)."""
     kind = rule.kind
+    g = _safe(g)
     rule.calls += 1
-    g = np.asarray(g)
     d = g.shape[0]
     top = min(d, t_max, cap if cap is not None else d)
     if kind == RULE_IDENTITY:
@@ -211,6 +228,15 @@ def compress(g, scheme, rule, table, t_max, scale, rng=None, fmt=0, cap=None):
     g = np.asarray(g, dtype=np.float32)
     if scheme == SCHEME_IDENTITY:
         return np.arange(g.shape[0]), _round(g.astype(np.float64) * scale, fmt), None
+    if g.shape[0] == 0:
+        raise ValueError("compress: empty gradient")
+    e = exponent(float(np.max(np.abs(g))))          # the edge's scale-safe sums (edge.topk)
+    if e:
+        g = np.ldexp(g, -e).astype(np.float32)
+        scale = math.ldexp(scale, e)
+    link_max = t_max
+    if scheme == SCHEME_SS:
+        t_max = ss_t_max(t_max, g.shape[0])          # the edge's rule (edge.ss)
     ch, order, s1, s2 = choose(rule, scheme, g, table, t_max, cap)
     t = ch.t
     if scheme == SCHEME_S:
@@ -232,8 +258,16 @@ def compress(g, scheme, rule, table, t_max, scale, rng=None, fmt=0, cap=None):
         p = np.minimum(1.0, c * a64)
         if ns and c == 0.0:
             p = (a64 >= a64[order[ns - 1]]).astype(np.float64)
-        keep = (p >= 1.0) | ((p > 0.0) & (rng.random(p.shape[0]) < p))
-        idx = np.flatnonzero(keep)
+        # As edge.ss.sample: the drawn count never exceeds what the link (and, with a K cap,
+        # the edge's buffer of K + ss_headroom(K)) takes; redrawn up to 8 times.
+        limit = link_max if cap is None else min(link_max, cap + ss_headroom(cap))
+        for _ in range(8):
+            keep = (p >= 1.0) | ((p > 0.0) & (rng.random(p.shape[0]) < p))
+            idx = np.flatnonzero(keep)
+            if idx.shape[0] <= limit:
+                break
+        else:
+            raise ValueError(SS_OVERFLOW % limit)
         vals = g[idx].astype(np.float64) / p[idx] * (ch.improvement * scale)
         return idx, _round(vals, fmt), ch
     raise ValueError("unknown scheme %r" % scheme)

@@ -6,6 +6,8 @@ never loads it. MicroPython and CPython.
 
 from edge.frame import round_value
 
+SS_OVERFLOW = "SS drew more than %d entries 8 times; lower K or use a link with larger frames"
+
 
 def ss_headroom(k):
     """Entries beyond K that the buffers for an SS draw hold: the drawn count varies around
@@ -21,6 +23,15 @@ def ss_budget(limit):
     while t > 1 and t + 3.0 * t ** 0.5 + 2.0 > limit:
         t -= 1 + int(0.01 * t)
     return t if t > 0 else 1
+
+
+def ss_t_max(t_max, d):
+    """The one rule, on every backend, for the largest expected count an SS job may choose:
+    all of t_max when the link takes every entry (a draw never exceeds d), else ss_budget's
+    room for the draw's spread. The draw itself is then held to the link's t_max (redrawn)."""
+    if t_max >= d:
+        return t_max
+    return ss_budget(t_max)
 
 
 def ss_level(g, idx, ns, s1, t):
@@ -76,4 +87,4 @@ def sample(ws, g, choice, s1, scale, rng, d, limit):
             return n
     # Redrawing conditions on the count, a bias that is negligible while T sits a few
     # standard deviations (sqrt(T)) below the limit; CAT's t_max keeps it there in practice.
-    raise ValueError("SS drew more than %d entries 8 times; lower K or use a link with larger frames" % cap)
+    raise ValueError(SS_OVERFLOW % cap)

@@ -11,6 +11,32 @@ Runs unchanged on MicroPython (no heapq: it has no key functions there).
 """
 
 
+# Magnitudes whose squares, summed over up to 2^16 entries, stay normal floats even in single
+# precision (a 32-bit board: 2^-126 .. 2^128); outside this band compress works on g * 2^-e.
+_SAFE_LO = 9.094947017729282e-13    # 2^-40
+_SAFE_HI = 1099511627776.0          # 2^40
+
+
+def exponent(amax):
+    """0 when the largest magnitude `amax` lies in [2^-40, 2^40] (so S2 = sum g_j^2 neither
+    overflows nor vanishes); else the e with amax * 2^-e in [0.5, 1). The improvement measures
+    are ratios of these sums, so a power-of-two scaling changes no decision, only the range."""
+    if amax == 0.0 or (_SAFE_LO <= amax <= _SAFE_HI):
+        return 0
+    from math import frexp
+    return frexp(amax)[1]
+
+
+def shift(g, e):
+    """g_j *= 2^e in place, exact for every entry the array can still hold (a power of two),
+    so shift(g, -e) then shift(g, e) restores g bit for bit, except entries so far below the
+    largest (2^-149 of it in single, 2^-1074 in double precision) that they flush to zero. ldexp
+    per entry, so no factor 2^e itself has to be a float; only the rare path pays for it."""
+    from math import ldexp
+    for j in range(len(g)):
+        g[j] = ldexp(g[j], e)
+
+
 def alloc_index(k, d):
     """An index buffer of k zeros, 16-bit when d fits (halves RAM on a board); sized from
     len(range(k)), so no k-item bytes temporary doubles the allocation."""

@@ -340,3 +340,39 @@ def test_learner_matches_numpy(interp, tmp_path):
         gg = np.frombuffer(bytes.fromhex(got["g"]), dtype="<f4")
         np.testing.assert_allclose(gg, g.astype(np.float32), rtol=max(rtol, 1e-6) * 10, atol=1e-7)
         assert math.isclose(got["L"], datasets.smoothness_np(ds.X, 1e-3, kind), rel_tol=1e-5)
+
+
+SCALE_SAFE_SCRIPT = harness.EMIT_SNIPPET + """
+from array import array
+from edge import cat, compress
+from edge.cost import CostModel
+PACKET = {"kind": "paper", "name": "paper-packet", "default_metric": "bits",
+          "paper": {"model": "packet", "fpp_bytes": 8.0, "c1": 128.0, "c0": 64.0, "pmax_bytes": 128.0}}
+d = 200
+base = array("f", [((j * 37) % 101 - 50) / 50.0 for j in range(d)])
+out = {}
+for scheme in (cat.scheme_id("s"), cat.scheme_id("sq"), cat.scheme_id("ss")):
+    cm = CostModel(PACKET, d, scheme)
+    row = []
+    for factor in (1.0, 1e20, 1e-25):
+        g = array("f", [v * factor for v in base])
+        keep = bytes(g)
+        ws = compress.Workspace(d, d)
+        res = compress.compress(ws, g, scheme, cat.Rule("cat"), cm, 120, 1.0, rng=compress.XorShift32(3))
+        row.append([res.choice.t, bytes(g) == keep])
+    out[str(scheme)] = row
+emit(out)
+"""
+
+
+def test_single_precision_board_sums_survive_extreme_gradients(interp, tmp_path):
+    """In single precision the squares of entries past 1.8e19 overflow and those below 1e-19
+    vanish; on the board too, T of such a gradient is the T of the same one at ordinary
+    scale, and the gradient is given back unchanged."""
+    root = harness.make_device_root(tmp_path, mode="mpy")
+    r = harness.run(interp, root, SCALE_SAFE_SCRIPT, heap="256k")
+    assert r.ok, r.describe()
+    for scheme, row in r.result.items():
+        ts = [t for t, _ in row]
+        assert ts[1] == ts[0] and ts[2] == ts[0], (interp.name, scheme, row)
+        assert all(same for _, same in row), (interp.name, scheme, row)

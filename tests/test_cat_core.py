@@ -1,5 +1,6 @@
 """The CAT core against the paper's statements and against brute force."""
 
+import math
 from array import array
 
 import numpy as np
@@ -390,3 +391,100 @@ def test_ss_headroom_is_what_the_workspace_holds_and_the_gateway_accepts(tmp_pat
            "nodes": {"1": "11" * 32}, "downlink": {"key": "22" * 32}, "state": {"dir": str(tmp_path)}}
     assert t_cap(parse_job(raw)) == min(d, ws.cap)
     assert kk + 4.0 * kk ** 0.5 < ws.cap
+
+
+# ----------------------------------------------------------------------------- one SS rule
+def test_ss_one_rule_on_both_backends():
+    """The pure edge and numpy choose the same SS T: on an all-equal gradient with the whole
+    gradient within the link (t_max = d: a draw can never exceed it, so no budget cut) and on
+    gradients whose T the link's largest frame bounds (room left for the draw's spread)."""
+    from edge.ss import ss_budget, ss_t_max
+    d = 200
+    g = np.ones(d, dtype=np.float32)
+    cm = CostModel(PACKET, d, SCHEME_SS)
+    ws = compress.Workspace(d, d)
+    res = compress.compress(ws, as_array(g), SCHEME_SS, cat.Rule("cat"), cm, cm.t_max, 1.0,
+                            rng=compress.XorShift32(7))
+    _, _, ch = nb.compress(g, SCHEME_SS, cat.Rule("cat"), nb.CostTable(cm), cm.t_max, 1.0,
+                           rng=np.random.default_rng(7))
+    assert cm.t_max >= d and res.choice.t == ch.t
+    assert ss_t_max(d, d) == d and ss_t_max(d - 1, d) == ss_budget(d - 1) < d - 1
+    rng = np.random.default_rng(3)
+    for t_max in (10, 57, 150):
+        for kind in KINDS:
+            g = gradient(kind, d, rng)
+            ws = compress.Workspace(d, d)
+            res = compress.compress(ws, as_array(g), SCHEME_SS, cat.Rule("cat"), cm, t_max, 1.0,
+                                    rng=compress.XorShift32(1))
+            _, _, ch = nb.compress(g, SCHEME_SS, cat.Rule("cat"), nb.CostTable(cm), t_max, 1.0,
+                                   rng=np.random.default_rng(1))
+            assert res.choice.t == ch.t <= ss_budget(t_max), (t_max, kind)
+            assert res.n <= t_max
+
+
+def test_numpy_ss_draws_stay_within_the_link():
+    """Over many draws on a link-bounded T the numpy sampler, like the edge's, never returns
+    more entries than the link's largest frame takes."""
+    d, t_max = 400, 40
+    cm = CostModel(PACKET, d, SCHEME_SS)
+    g = np.ones(d, dtype=np.float32)
+    rng = np.random.default_rng(0)
+    sizes = [nb.compress(g, SCHEME_SS, cat.Rule("fixed", 36), nb.CostTable(cm), t_max, 1.0, rng=rng)[0].shape[0]
+             for _ in range(300)]
+    assert max(sizes) <= t_max and min(sizes) < 36 < max(sizes)   # the draw does vary
+
+
+def test_the_simulator_refuses_a_frame_over_the_link_instead_of_pricing_it():
+    from aggregator.lab.pricing import FrameRefused, NodeCost, link_models, profile_dict
+    prof = profile_dict("ieee802154-6lowpan-coap")
+    m = link_models(prof, 4000, SCHEME_S, "joules", 0, True, 1, 1)[0]
+    cost = NodeCost(prof, m)
+    assert cost(m.t_max)[0] <= prof["message"]["max_bytes"]
+    with pytest.raises(FrameRefused, match="would refuse"):
+        cost(m.t_max + 1)
+
+
+# ----------------------------------------------------------------------------- extreme values
+@pytest.mark.parametrize("factor", [1e160, 1e-160, 1e-310, 3e38, 1e-44])
+@pytest.mark.parametrize("scheme", [SCHEME_S, SCHEME_SQ, SCHEME_SS])
+def test_extreme_magnitudes_choose_as_ordinary_ones_and_g_comes_back(factor, scheme):
+    """Sums of squares of entries near 1e160 overflow and of subnormals vanish; compress works
+    on g * 2^-e instead, so T is the one of the same gradient at ordinary scale, the values
+    are g times the step, and g itself is given back unchanged."""
+    d = 300
+    base = gradient("heavy", d, np.random.default_rng(9)).astype(np.float64)
+    base /= np.max(np.abs(base))                       # max |g| = 1
+    g = base * factor
+    cm = CostModel(PACKET, d, scheme)
+    ref = compress.compress(compress.Workspace(d, d), array("d", base), scheme, cat.Rule("cat"), cm, 150,
+                            1.0, rng=compress.XorShift32(5))
+    ga = array("d", g)
+    before = bytes(ga)
+    ws = compress.Workspace(d, d)
+    res = compress.compress(ws, ga, scheme, cat.Rule("cat"), cm, 150, 1.0 / factor, rng=compress.XorShift32(5))
+    # factor is not a power of two, so the entries round differently: equal up to that
+    assert res.choice.t == ref.choice.t and math.isclose(res.choice.improvement, ref.choice.improvement, rel_tol=1e-9)
+    assert bytes(ga) == before                          # given back bit for bit
+    ch, _, _, _ = nb.choose(cat.Rule("cat"), scheme, g, nb.CostTable(cm), 150)
+    assert ch.t == ref.choice.t
+    if scheme == SCHEME_S:                               # the step-scaled values are g / factor
+        got = np.array(ws.vals[: res.n])
+        want = g[np.array(ws.idx[: res.n])] * (1.0 / factor)
+        np.testing.assert_allclose(got, want.astype(np.float32), rtol=1e-6)
+
+
+def test_ordinary_gradients_take_the_fast_path():
+    assert topk.exponent(0.0) == 0 and topk.exponent(1.0) == 0
+    assert topk.exponent(2.0 ** 40) == 0 and topk.exponent(2.0 ** 40 * 1.0000001) == 41
+    assert topk.exponent(2.0 ** -40) == 0 and topk.exponent(2.0 ** -40 * 0.9999999) == -40
+
+
+def test_an_empty_gradient_is_a_clear_error_on_both_backends():
+    cm = CostModel(PACKET, 8, SCHEME_SQ)
+    with pytest.raises(ValueError, match="empty gradient"):
+        compress.compress(compress.Workspace(8, 8), array("f"), SCHEME_SQ, cat.Rule("cat"), cm, 8, 1.0)
+    for rule in ("cat", "alistarh", "fixed"):
+        with pytest.raises(ValueError, match="empty gradient"):
+            nb.compress(np.zeros(0, dtype=np.float32), SCHEME_SQ, cat.Rule(rule, 3), nb.CostTable(cm), 8, 1.0)
+        with pytest.raises(ValueError, match="empty gradient"):
+            nb.choose(cat.Rule(rule, 3), SCHEME_SQ, np.zeros(0), nb.CostTable(cm), 8)

@@ -44,8 +44,8 @@ def messages(profile: dict, frame: int) -> list[int]:
     """The message sizes a `frame`-byte frame travels as on a link profile: itself, or (over the
     link's largest message) as many full messages as it takes plus the rest.
 
-    Why: LoRaWAN has no fragmentation, so a big downlink delta, or an SS update that drew
-    more entries than fit, goes as several messages and is priced so rather than refused.
+    Why: LoRaWAN has no fragmentation, so a big downlink delta goes as several messages and
+    is priced so. An uplink update never does: NodeCost refuses one over the largest message.
     """
     mx = int(profile["message"]["max_bytes"])
     if frame <= mx:
@@ -71,6 +71,11 @@ def link_models(prof: dict, dim: int, scheme: int, metric: str, fmt: int, teleme
         m.set_round(0)
         models.append(m)
     return models
+
+
+class FrameRefused(UserError):
+    """An update frame larger than the link's largest message: the link would refuse it, so
+    the simulator never prices it (the edge's t_max and SS draw limit keep frames within)."""
 
 
 class NodeCost:
@@ -102,6 +107,10 @@ class NodeCost:
             pk = paper_cost(paper, "packets", pay)
             val = (fb, bits, bits / 8.0, pk, math.nan, math.nan, paper_cost(paper, cm.metric, pay))
         else:
+            mx = int(self.profile["message"]["max_bytes"])
+            if fb > mx:
+                raise FrameRefused(f"an update of {m} entries is a {fb} B frame, over the link's largest "
+                                   f"message ({mx} B): the link would refuse it")
             tot = [0.0] * 6
             for size in messages(self.profile, fb):
                 lc = LinkCost(self.profile, size)
