@@ -11,6 +11,8 @@
                 can reach at all, and bits to 1 % of the initial gap.
 * energy-cat:   energy-aware CAT (the board's CPU joules counted) against radio-only CAT on
                 boards x links, priced on the whole board.
+* grid:         CAT against Alistarh, the best fixed T and GD over nodes x links x targets x
+                error feedback x seeds x sizes x splits; heatmaps and the cells where CAT loses.
 
 Each writes tables (CSV + Markdown), PNG + SVG plots and report.md with the reproducing
 command into --out (default out/<name>-<timestamp>/), and prints its ratios.
@@ -32,11 +34,11 @@ from __future__ import annotations
 
 import argparse
 
-from aggregator.lab.experiments import alpha, bits_vs_t, energy_cat, memory, paper_packet, radios
+from aggregator.lab.experiments import alpha, bits_vs_t, energy_cat, grid, memory, paper_packet, radios
 from aggregator.lab.experiments.common import common_args
 
 #: the experiments in the order `cat-aggregator experiment --help` lists them.
-EXPERIMENTS = (alpha, bits_vs_t, paper_packet, radios, memory, energy_cat)
+EXPERIMENTS = (alpha, bits_vs_t, paper_packet, radios, memory, energy_cat, grid)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
