@@ -167,18 +167,24 @@ def _axpy(coef, data, out, base):
             out[j] += coef * vals[k]
 
 
-def loss_and_grad(model, data, lam, grad_out, kind):
+def loss_and_grad(model, data, lam, grad_out, kind, add=0.0):
     """Local objective f(x) (returned) and its gradient (written into grad_out).
 
     model, grad_out: array('f') of model_size(d, classes, kind) entries.
     data: an edge.datafile.DataFile (rewound and streamed once).
     lam: L2 weight, f includes (lam/2)||x||^2.
     kind: "logistic" or "softmax".
+    add: when not 0, grad_out += add * gradient instead (error feedback: the step-scaled
+    gradient goes straight into the residual, so no second d-array holds the gradient).
     """
     _check(model, data, kind, grad_out, lam)
     m = len(grad_out)
-    for j in range(m):
-        grad_out[j] = 0.0
+    if add == 0.0:
+        for j in range(m):
+            grad_out[j] = 0.0
+        row = 1.0
+    else:
+        row = add / data.n          # each row's term, already divided by n and step-scaled
     total = 0.0
     d = data.d
     data.rewind()
@@ -195,7 +201,7 @@ def loss_and_grad(model, data, lam, grad_out, kind):
                 total += softplus(z)
                 coef = sigmoid(z)
             if coef != 0.0:
-                _axpy(coef, data, grad_out, 0)
+                _axpy(coef * row, data, grad_out, 0)
     else:
         cc = data.classes
         z = _get_scratch(cc)
@@ -222,13 +228,20 @@ def loss_and_grad(model, data, lam, grad_out, kind):
                 if c == y:
                     coef -= 1.0
                 if coef != 0.0:
-                    _axpy(coef, data, grad_out, c * d)
+                    _axpy(coef * row, data, grad_out, c * d)
     inv_n = 1.0 / data.n
     reg = 0.0
-    for j in range(m):
-        w = model[j]
-        reg += w * w
-        grad_out[j] = grad_out[j] * inv_n + lam * w
+    if add == 0.0:
+        for j in range(m):
+            w = model[j]
+            reg += w * w
+            grad_out[j] = grad_out[j] * inv_n + lam * w
+    else:
+        lam_add = lam * add
+        for j in range(m):
+            w = model[j]
+            reg += w * w
+            grad_out[j] += lam_add * w
     data.rewind()
     return total * inv_n + 0.5 * lam * reg
 

@@ -18,9 +18,12 @@ and optionally (edge.links.CoapLink) the ones that spare a board the message's R
 
 Every buffer is allocated once: the model and gradient array('f', d) first, when the node
 is made (d from the data file; a config with another d replaces them), then candidate
-indices and values O(K), the frame bytearray and (only with error feedback) the residual
-array('f', d) when the first config tells K and the scheme. Downlink messages are staged in
-the gradient buffer, which is idle outside compute().
+indices and values O(K) and the frame bytearray when the first config tells K and the
+scheme. Downlink messages are staged in the gradient buffer, which is idle outside
+compute(). With error feedback the gradient buffer holds the residual instead (the
+step-scaled gradient is accumulated into it, edge/feedback.py), so it is never idle: configs
+and deltas then arrive as messages of their own, and a snapshot streamed through the buffer
+restarts the residual from zero (a node that needs one has missed rounds or joined anew).
 """
 
 try:
@@ -46,6 +49,8 @@ from edge.cost import CostModel
 from edge.links import LinkError
 
 _SCHEME_IDENTITY = const(0)  # edge.cat's scheme numbers (folded: no dict entries on a board)
+_SCHEME_S = const(1)
+_SCHEME_SQ = const(2)
 _SCHEME_SS = const(3)
 
 
@@ -83,6 +88,7 @@ class EdgeNode:
         self.deltas = 0
         self.link_errors = 0
         self.frame_round = -1      # round of the frame in self.buf (resent as is on retries)
+        self.buf = None
         self.frame_len = 0
         self.record = None         # optional callback(round, frame) for every frame computed
         # The model and the gradient are the largest blocks a board allocates (4 d bytes each,
@@ -130,6 +136,13 @@ class EdgeNode:
             # only SS may draw more than K entries: S and SQ need no headroom
             self.ws = Workspace(d, k, cfg["fmt"], None if self.scheme == _SCHEME_SS else 0)
             size = frame.buffer_size(d, self.ws.cap, self.scheme, cfg["fmt"])
+            if cfg["error_feedback"] and self.scheme == _SCHEME_SQ:
+                # the frame buffer stages configs and deltas then: room for K values, as a
+                # delta of this node's K entries carries (an S+Q frame carries one)
+                s_size = frame.buffer_size(d, self.ws.cap, _SCHEME_S, cfg["fmt"])
+                if s_size > size:
+                    size = s_size
+        self.buf = None     # the old frame buffer goes before the new one is allocated
         self.buf = bytearray(size)
         self.rule = Rule(cfg["rule"], cfg["rule_param"]) if self.scheme != _SCHEME_IDENTITY else None
         self.cost = CostModel(self.profile, d, self.scheme, cfg["metric"], cfg["fmt"],
@@ -138,9 +151,11 @@ class EdgeNode:
             from edge.energycost import from_config  # only energy-aware nodes load it
             self.cost = from_config(self.cost, self.board_cost)
         self.feedback = None
+        self.stage = learner.byte_view(self.grad)
         if cfg["error_feedback"] and self.scheme != _SCHEME_IDENTITY:
             from edge.feedback import Feedback  # only such jobs load it
-            self.feedback = Feedback(d)
+            self.feedback = Feedback(self.grad)   # the residual lives in the gradient array
+            self.stage = None                     # ... which is then never idle
         self.rng = XorShift32((cfg["seed"] * 2654435761 + self.node * 40503 + 1) & 0xFFFFFFFF)
 
     # ------------------------------------------------------------------ model sync
@@ -152,6 +167,12 @@ class EdgeNode:
                 into = getattr(link, "get_delta_into", None)
                 if into is not None and self.stage is not None:
                     msg = into(self.version, self.stage)  # staged in the idle gradient buffer
+                elif into is not None and self.buf is not None:
+                    # error feedback: in the frame buffer (a new frame is computed after the
+                    # sync); a delta larger than it comes as a message of its own
+                    msg = into(self.version, self.buf)
+                    if msg is None:
+                        msg = link.get_delta(self.version)
                 else:
                     msg = link.get_delta(self.version)
             if msg is not None:
@@ -165,7 +186,11 @@ class EdgeNode:
             if stream is not None:
                 # Block by block through the gradient buffer (idle while syncing): a board
                 # never holds the 4 d-byte message, let alone the copies of a reassembly.
-                v = stream(frame.SnapshotSink(self.downlink_key, self.model, self.grad, self.job))
+                try:
+                    v = stream(frame.SnapshotSink(self.downlink_key, self.model, self.grad, self.job))
+                finally:
+                    if self.feedback is not None:
+                        self.feedback.reset()      # the residual's array held the staged model
                 if v is None:
                     return False
             else:
@@ -184,8 +209,11 @@ class EdgeNode:
         """Do this round's work if there is any. Returns 'sent', 'idle', or 'done'."""
         raw = False
         into = getattr(link, "get_config_into", None)
-        if into is not None and self.stage is not None:
-            raw = into(self.stage)  # staged in the idle gradient buffer
+        stage = self.stage
+        if stage is None and self.buf is not None and self.last_sent >= self.frame_round:
+            stage = self.buf        # error feedback: the frame buffer, while no frame awaits a resend
+        if into is not None and stage is not None:
+            raw = into(stage)       # staged in an idle buffer
         if raw is False:
             raw = link.get_config()
         if raw is None:
@@ -219,8 +247,12 @@ class EdgeNode:
         """Gradient at the current model, compression, frame; returns the frame length."""
         cfg = self.cfg
         t0 = _now()
-        loss = learner.loss_and_grad(self.model, self.data, cfg["lam"], self.grad, self.kind)
         scale = cfg["step"] / cfg["L"]
+        if self.feedback is not None:       # v = e + scale * gradient, in the one array
+            loss = learner.loss_and_grad(self.model, self.data, cfg["lam"], self.grad, self.kind, scale)
+            scale = 1.0
+        else:
+            loss = learner.loss_and_grad(self.model, self.data, cfg["lam"], self.grad, self.kind)
         d = cfg["d"]
         self.cost.set_round(rnd)
         g = self.grad
@@ -235,12 +267,9 @@ class EdgeNode:
                 for j in range(d):
                     g[j] = frame.round_value(g[j], 1)
         else:
-            if self.feedback is not None:
-                self.feedback.load(g, scale)
-                scale = 1.0
             res = compress(self.ws, g, self.scheme, self.rule, self.cost, self.cost.t_max, scale, self.rng)
             if self.feedback is not None:
-                self.feedback.store(g, self.ws, res)
+                self.feedback.store(self.ws, res)
             t = res.n
             imp = res.choice.improvement
             idx = self.ws.idx

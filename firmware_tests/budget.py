@@ -346,13 +346,15 @@ class RoundSetup:
 
 
 def round_setup(tmp: Path, d: int, mode: str = "mpy", layout: str = LAYOUT, block_size: int = 64,
-                k_cap: int = K, scheme: str = "sq", ack_timeout: float = 1.0) -> RoundSetup:
+                k_cap: int = K, scheme: str = "sq", ack_timeout: float = 1.0,
+                error_feedback: bool = False) -> RoundSetup:
     """Start a gateway and lay out a device root (edge as .mpy, node.json, data) for node 1.
 
     mode "frozen": no edge/ in the root (the interpreter has it frozen in). round_extras
     goes in as .mpy in both modes ("py": as source)."""
     tmp.mkdir(parents=True, exist_ok=True)
-    gw, job, port = start_coap_gateway(tmp, lambda state: make_job(state, d, k_cap=k_cap, scheme=scheme))
+    gw, job, port = start_coap_gateway(tmp, lambda state: make_job(state, d, k_cap=k_cap, scheme=scheme,
+                                                                   error_feedback=error_feedback))
     data = make_data(tmp / f"data-{d}.catd", d, layout=layout, nnz=NNZ)
     cfg = node_config(job, 1, "data.catd", "coap", "127.0.0.1", port, block_size=block_size,
                       ack_timeout=ack_timeout)
@@ -570,6 +572,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--phases", action="store_true",
                     help="only print where the heap goes, phase by phase (32-bit build; with --frozen "
                          "also the frozen build)")
+    ap.add_argument("--ef", action="store_true",
+                    help="only the error-feedback section: S, S+Q and SS with error feedback on the "
+                         "32-bit build, frozen (d = 1,024 and 4,096) and as .mpy (d = 4,096)")
     ap.add_argument("--qemu", choices=("yes", "no", "only"), default="yes",
                     help="the emulated board's section (QEMU mps2-an385; builds its firmware with "
                          "build_qemu.sh): yes (default), no, or only that section")
@@ -577,6 +582,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.qemu == "only":
         with tempfile.TemporaryDirectory(prefix="cat-budget-") as tmp:
             return qemu_section(Path(tmp))
+    if args.ef:
+        with tempfile.TemporaryDirectory(prefix="cat-budget-") as tmp:
+            return ef_section(Path(tmp))
     if args.phases:
         args.interp = "mp32"
     interps: list[tuple[harness.Interpreter, bool]] = []
@@ -640,6 +648,43 @@ def main(argv: list[str] | None = None) -> int:
     if args.qemu == "yes":
         with tempfile.TemporaryDirectory(prefix="cat-budget-") as tmp:
             return qemu_section(Path(tmp))
+    return 0
+
+
+EF_SCHEMES = ("s", "sq", "ss")
+
+
+def ef_section(tmp: Path) -> int:
+    """Error feedback on: the residual lives in the gradient array, so a round needs no more
+    d-arrays than without it. The three lines the RAM goals name are the largest of S, S+Q and
+    SS (each bisected as the rounds above, a real MemoryError just below)."""
+    mp32 = harness.mp32()
+    if mp32.problem():
+        print(f"{mp32.problem()}; build it with: {harness.MP32_BUILD_CMD}", file=sys.stderr)
+        return 2
+    fz = frozen_interpreter(build=True)
+    if fz is None:
+        print(f"no Debian source tree for the frozen build; run {harness.MP32_BUILD_CMD}", file=sys.stderr)
+        return 2
+    cases = [(fz, True, 1024), (fz, True, 4096), (mp32, False, 4096)]
+    print(f"error feedback on, {ROUNDS} rounds in a row against the gateway (the first syncs by snapshot); "
+          "heap KiB bisected per scheme")
+    print(f"{'interp':11} {'d':>5} " + " ".join(f"{s:>6}" for s in EF_SCHEMES))
+    worst: dict[tuple[bool, int], int] = {}
+    for it, frozen, d in cases:
+        kibs = []
+        for scheme in EF_SCHEMES:
+            setup = round_setup(tmp / f"ef-{it.name}-{d}-{scheme}", d, mode="frozen" if frozen else "mpy",
+                                scheme=scheme, error_feedback=True)
+            try:
+                kibs.append(bisect_round(it, setup, 8, 256))
+            finally:
+                setup.close()
+        worst[(frozen, d)] = max(kibs)
+        print(f"{it.name:11} {d:5d} " + " ".join(f"{k:6d}" for k in kibs), flush=True)
+    for (frozen, d), kib in worst.items():
+        how = "frozen" if frozen else ".mpy"
+        print(f"min heap for d={d} with error feedback, {how}, 32-bit: {kib} KiB")
     return 0
 
 

@@ -85,6 +85,24 @@ def test_frozen_round_fits_budget_and_fails_below(mp32_frozen, frozen_setup, d):
     _dies(mp32_frozen, frozen_setup, FROZEN_BUDGET_KIB[d] - MARGIN_KIB)
 
 
+# With error feedback the residual lives in the gradient array (edge/feedback.py) and configs
+# and deltas are staged in the frame buffer: measured (budget.py --ef) 31-32 KiB at d = 1,024
+# and 56-57 KiB at d = 4,096 for S, S+Q and SS, frozen. Below these floors a round must die.
+EF_FLOOR_KIB = {1024: 24, 4096: 50}
+
+
+@pytest.mark.parametrize("scheme", ["s", "sq", "ss"])
+def test_error_feedback_round_meets_the_ram_goal(mp32_frozen, d, scheme, tmp_path):
+    """Error feedback costs no d-array of its own: the same RAM goals, four rounds in a row
+    against the gateway (the first by snapshot), and a MemoryError well below them."""
+    s = round_setup(tmp_path / "ef", d, mode="frozen", scheme=scheme, error_feedback=True)
+    try:
+        _fits(mp32_frozen, s, GOAL_KIB[d])
+        _dies(mp32_frozen, s, EF_FLOOR_KIB[d])
+    finally:
+        s.close()
+
+
 def test_mpy_round_fits_budget_and_fails_below(mp32, mpy_setup, d):
     """edge/ loaded as .mpy from the device filesystem: the code is in the heap too."""
     _fits(mp32, mpy_setup, MPY_BUDGET_KIB[d])

@@ -263,7 +263,7 @@ def test_error_feedback_loses_no_mass(scheme):
     rng = np.random.default_rng(12)
     d = 120
     cm = CostModel(PACKET, d, scheme)
-    fb = Feedback(d)
+    fb = Feedback(array("f", bytes(4 * d)))
     ws = compress.Workspace(d, d)
     rule = cat.Rule("cat")
     prng = compress.XorShift32(3)
@@ -273,10 +273,9 @@ def test_error_feedback_loses_no_mass(scheme):
     for _ in range(30):
         g = gradient("heavy", d, rng)
         fed += g.astype(np.float64) * scale
-        v = as_array(g)
-        fb.load(v, scale)
-        res = compress.compress(ws, v, scheme, rule, cm, cm.t_max, 1.0, rng=prng)
-        fb.store(v, ws, res)
+        fb.add(as_array(g), scale)
+        res = compress.compress(ws, fb.e, scheme, rule, cm, cm.t_max, 1.0, rng=prng)
+        fb.store(ws, res)
         for i in range(res.n):
             sent[ws.idx[i]] += ws.vals[i]
     resid = np.array(fb.e, dtype=np.float64)

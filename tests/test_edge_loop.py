@@ -118,3 +118,39 @@ def test_cat_edge_cli_reports_bad_arguments_in_one_line(tmp_path):
     r = subprocess.run(base[:-4] + ["--profile", "no-such-link", "--downlink-key", "00" * 32, "--key", "00" * 32],
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and r.stderr.startswith("cat-edge: --profile:")
+
+
+@pytest.mark.parametrize("scheme", ["s", "sq", "ss"])
+def test_error_feedback_keeps_its_residual_in_the_gradient_array(tmp_path, scheme):
+    """With error feedback the residual is the gradient array itself (no second d-array):
+    rounds run against a real gateway with configs and deltas as messages of their own, the
+    gateway's model is the replay of the nodes' frames and the nodes' models equal it bit for
+    bit; a snapshot sync, staged through that array, starts the residual again from zero."""
+    layout = e2e.make_job(tmp_path / "job", nodes=2, rounds=8, quorum=2.0, scheme=scheme,
+                          error_feedback=True)
+    job = load_job(layout.job_path)
+    port = free_udp_port()
+    svc = ServiceThread(job, Endpoints(coap=("127.0.0.1", port)))
+    svc.start()
+    try:
+        nodes = [node_for(layout, k) for k in (0, 1)]
+        links = [CoapLink(CoapClient("127.0.0.1", port, ack_timeout=0.5), job.job_id) for _ in range(2)]
+        frames: dict[int, dict[int, bytes]] = {}
+        for k, nd in enumerate(nodes):
+            nd.record = lambda r, mv, k=k: frames.setdefault(r, {}).__setitem__(k, bytes(mv))
+        agg = svc.service.agg
+        for r in range(5):
+            for k, nd in enumerate(nodes):
+                while nd.step(links[k]) != "sent":
+                    time.sleep(0.01)
+                assert nd.feedback is not None and nd.feedback.e is nd.grad and nd.stage is None
+        assert agg.state.round == 5 and nodes[0].deltas >= 3
+        assert e2e.replay(job, frames).tobytes() == agg.state.model.tobytes()
+        assert np.abs(np.array(nodes[0].grad)).max() > 0.0        # unsent mass is kept
+        nd = nodes[1]
+        nd.version = -1                                           # only a snapshot brings it back
+        assert nd.sync(links[1], agg.state.round)
+        assert nd.snapshots == 2 and np.abs(np.array(nd.grad)).max() == 0.0
+        assert np.array(nd.model, dtype=np.float32).tobytes() == agg.state.model.tobytes()
+    finally:
+        svc.stop()

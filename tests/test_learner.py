@@ -357,3 +357,23 @@ def test_micropython_validates_and_reports_corruption(tmp_path, layout):
         DataFile(str(trunc))
     with pytest.raises(DataFileError, match="data CRC-32 mismatch"):
         DataFile(str(flip)).validate()
+
+
+@pytest.mark.parametrize("kind,layout", CASES)
+def test_add_mode_accumulates_the_step_scaled_gradient(tmp_path, kind, layout):
+    """Error feedback's v = e + scale * gradient, written into e itself (no second d-array):
+    the same loss, and e + scale * g up to the order the terms are summed in."""
+    X, y, c = _small(kind, layout)
+    df = _write(tmp_path, X, y, c, layout)
+    m = learner.model_size(df.d, c, kind)
+    rng = np.random.default_rng(8)
+    w = rng.standard_normal(m).astype(np.float32)
+    e0 = (rng.standard_normal(m) * 0.01).astype(np.float32)
+    g = learner.new_model(df, kind)
+    f = learner.loss_and_grad(_arr(w), df, 0.05, g, kind)
+    e = _arr(e0)
+    f2 = learner.loss_and_grad(_arr(w), df, 0.05, e, kind, 0.3)
+    assert f2 == f
+    want = e0.astype(np.float64) + 0.3 * np.array(g, dtype=np.float64)
+    np.testing.assert_allclose(np.array(e), want, rtol=1e-5, atol=1e-6 * np.abs(want).max())
+    df.close()

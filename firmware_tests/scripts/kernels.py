@@ -12,6 +12,7 @@ from edge import topk, frame
 from edge.cat import Rule
 from edge.compress import Workspace, XorShift32, compress
 from edge.feedback import Feedback
+from edge.learner import zeros
 from edge.cost import CostModel
 
 
@@ -52,7 +53,7 @@ def run_compress(c, profiles):
     rule = Rule(c["rule"], c["param"])
     cost = CostModel(prof, d, scheme, c["metric"], fmt, True, c["job"], c["node"], c["rnd"])
     rng = XorShift32(c["seed"])
-    fb = Feedback(d) if c["ef"] else None
+    fb = Feedback(zeros(d)) if c["ef"] else None
     buf = bytearray(frame.buffer_size(d, ws.cap, scheme, fmt))
     out = []
     for r in range(c["rounds"]):
@@ -60,11 +61,12 @@ def run_compress(c, profiles):
         scale = c["scale"]
         cost.set_round(c["rnd"] + r)
         if fb is not None:
-            fb.load(g, scale)
+            fb.add(g, scale)
+            g = fb.e
             scale = 1.0
         res = compress(ws, g, scheme, rule, cost, cost.t_max, scale, rng)
         if fb is not None:
-            fb.store(g, ws, res)
+            fb.store(ws, res)
         ch = res.choice
         tel = (0.25, ch.improvement, 0.5, 0.125)  # float32-exact except the improvement
         nb = frame.encode_update(buf, unhexlify(c["key"]), c["job"], c["node"], c["rnd"] + r, scheme, d,
