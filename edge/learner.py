@@ -201,7 +201,7 @@ def loss_and_grad(model, data, lam, grad_out, kind, add=0.0):
                 total += softplus(z)
                 coef = sigmoid(z)
             if coef != 0.0:
-                _axpy(coef * row, data, grad_out, 0)
+                _axpy(coef if add == 0.0 else coef * row, data, grad_out, 0)
     else:
         cc = data.classes
         z = _get_scratch(cc)
@@ -228,7 +228,7 @@ def loss_and_grad(model, data, lam, grad_out, kind, add=0.0):
                 if c == y:
                     coef -= 1.0
                 if coef != 0.0:
-                    _axpy(coef * row, data, grad_out, c * d)
+                    _axpy(coef if add == 0.0 else coef * row, data, grad_out, c * d)
     inv_n = 1.0 / data.n
     reg = 0.0
     if add == 0.0:

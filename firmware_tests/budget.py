@@ -13,7 +13,7 @@ Then one line per RAM goal (docs/firmware.md) and deployment (met or not), then
 mps2-an385, edge/ frozen; firmware_tests/qemu_board.py): its smallest boot-time heap for the
 same rounds over SLIP on its UART1, next to the 32-bit unix build's (frozen, same rounds and
 link), and last `qemu mps2-an385 rounds accepted: A of B` (the gateway's count of ROUNDS rounds
-per d at that heap). --phases prints instead where the heap goes, phase by phase
+per d at the board's heap budget, QEMU_BUDGET_KIB). --phases prints instead where the heap goes, phase by phase
 (scripts/phases.py).
 
 "A full edge round" (what a flashed board does, edge/board.py): read node.json, open the
@@ -652,6 +652,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 EF_SCHEMES = ("s", "sq", "ss")
+#: the emulated board's heap budget over SLIP (tests/test_budget.py holds it): above the
+#: bisected minimum, because near it the heap is not monotone (a run that fits at N KiB can
+#: fail at N + 2 when a later collection leaves the snapshot's 4 d-byte block no room)
+QEMU_BUDGET_KIB = {1024: 48, 4096: 104}
 
 
 def ef_section(tmp: Path) -> int:
@@ -710,12 +714,13 @@ def qemu_section(tmp: Path) -> int:
         print(f"qemu mps2-an385 min heap for d={d}, SLIP, frozen: {kib} KiB "
               f"(32-bit unix build, frozen, same rounds: {ref})", flush=True)
         data = make_data(tmp / f"qemu-{d}" / f"slip-{d}.catd", d, layout=LAYOUT, nnz=NNZ)
-        run = slip_rounds(image, tmp / f"qemu-{d}-final", lambda st: make_job(st, d), data, kib * 1024)
+        run = slip_rounds(image, tmp / f"qemu-{d}-final", lambda st: make_job(st, d), data,
+                          QEMU_BUDGET_KIB[d] * 1024)
         if not run.run.ok:
-            print(f"qemu mps2-an385 d={d} at {kib} KiB failed: {run.run.error}", file=sys.stderr)
+            print(f"qemu mps2-an385 d={d} at {QEMU_BUDGET_KIB[d]} KiB failed: {run.run.error}", file=sys.stderr)
         accepted += run.accepted
         attempted += ROUNDS
-    print(f"qemu mps2-an385 rounds accepted: {accepted} of {attempted}")
+    print(f"qemu mps2-an385 rounds accepted: {accepted} of {attempted} (at the board budgets, {' / '.join(f'{v} KiB' for v in QEMU_BUDGET_KIB.values())})")
     return 0 if accepted == attempted else 1
 
 
