@@ -139,14 +139,16 @@ def cat_choose(scheme, g, table, t_max, cap=None, start_k=1024):
 
     order: candidate indices by decreasing |g| (at least the chosen T of them).
     """
-    g = _safe(g)
+    return _cat_choose(scheme, _safe(g)[0], table, t_max, cap, start_k)
+
+
+def _cat_choose(scheme, g, table, t_max, cap=None, start_k=1024):
+    """cat_choose on a gradient _safe has checked and scaled."""
     d = g.shape[0]
     top = min(d, t_max, cap if cap is not None else d)
     if top < 1:
         raise ValueError("CAT: no feasible T (the smallest frame exceeds the link's largest message)")
     a64 = np.abs(g.astype(np.float64))
-    if not np.all(np.isfinite(a64)):
-        select(g, 1)  # raises with the offending index
     s1 = float(np.cumsum(a64)[-1])
     s2 = float(np.cumsum(a64 * a64)[-1])
     k = min(top, start_k)
@@ -164,8 +166,9 @@ def cat_choose(scheme, g, table, t_max, cap=None, start_k=1024):
 
 
 def _safe(g):
-    """g as an array, scaled by 2^-e as edge.topk.exponent says (the sums of squares of a
-    float64 gradient near 1e160 would overflow); a clear error for an empty gradient."""
+    """(g as an array scaled by 2^-e, e) as edge.topk.exponent says (the sums of squares of a
+    float64 gradient near 1e160 would overflow); a clear error for an empty gradient or a
+    non-finite entry. One pass over g per compress or choose."""
     g = np.asarray(g)
     if g.shape[0] == 0:
         raise ValueError("CAT: empty gradient")
@@ -173,7 +176,7 @@ def _safe(g):
     if not math.isfinite(amax):
         select(g, 1)  # raises with the offending index
     e = exponent(amax)
-    return np.ldexp(g, -e).astype(g.dtype) if e else g
+    return (np.ldexp(g, -e).astype(g.dtype) if e else g), e
 
 
 def alistarh_t(a, s2):
@@ -185,15 +188,19 @@ def alistarh_t(a, s2):
 
 def choose(rule, scheme, g, table, t_max, cap=None):
     """Mirror of edge.cat.Rule.choose on numpy: returns (Choice, order, S1, S2)."""
+    return _choose(rule, scheme, _safe(g)[0], table, t_max, cap)
+
+
+def _choose(rule, scheme, g, table, t_max, cap=None):
+    """choose on a gradient _safe has checked and scaled."""
     kind = rule.kind
-    g = _safe(g)
     rule.calls += 1
     d = g.shape[0]
     top = min(d, t_max, cap if cap is not None else d)
     if kind == RULE_IDENTITY:
         raise ValueError("identity rule sends the full gradient; no T to choose")
     if kind == RULE_CAT or (kind == RULE_HYBRID and (rule.calls - 1) % rule.param == 0):
-        ch, order, s1, s2 = cat_choose(scheme, g, table, t_max, cap)
+        ch, order, s1, s2 = _cat_choose(scheme, g, table, t_max, cap)
         rule.last_t = ch.t
         return ch, order, s1, s2
     if kind == RULE_ALISTARH:
@@ -228,16 +235,13 @@ def compress(g, scheme, rule, table, t_max, scale, rng=None, fmt=0, cap=None):
     g = np.asarray(g, dtype=np.float32)
     if scheme == SCHEME_IDENTITY:
         return np.arange(g.shape[0]), _round(g.astype(np.float64) * scale, fmt), None
-    if g.shape[0] == 0:
-        raise ValueError("compress: empty gradient")
-    e = exponent(float(np.max(np.abs(g))))          # the edge's scale-safe sums (edge.topk)
+    g, e = _safe(g)                                 # the edge's scale-safe sums (edge.topk)
     if e:
-        g = np.ldexp(g, -e).astype(np.float32)
         scale = math.ldexp(scale, e)
     link_max = t_max
     if scheme == SCHEME_SS:
         t_max = ss_t_max(t_max, g.shape[0])          # the edge's rule (edge.ss)
-    ch, order, s1, s2 = choose(rule, scheme, g, table, t_max, cap)
+    ch, order, s1, s2 = _choose(rule, scheme, g, table, t_max, cap)
     t = ch.t
     if scheme == SCHEME_S:
         idx = np.sort(order[:t])

@@ -35,16 +35,29 @@ def node_for(layout, k: int, prof=None) -> EdgeNode:
                     datafile.DataFile(c["data"]), prof or profile.load_profile(c["profile"]))
 
 
+def coap_gateway(job, links: int) -> tuple[ServiceThread, list[CoapLink]]:
+    """A gateway thread serving the job over CoAP on loopback, and `links` edge links to it."""
+    port = free_udp_port()
+    svc = ServiceThread(job, Endpoints(coap=("127.0.0.1", port)))
+    svc.start()
+    return svc, [CoapLink(CoapClient("127.0.0.1", port, ack_timeout=0.5), job.job_id) for _ in range(links)]
+
+
+def send_round(node: EdgeNode, link, timeout: float = 30.0) -> None:
+    """Step the node until it has sent this round's frame (the round may not be open yet)."""
+    end = time.monotonic() + timeout
+    while node.step(link) != "sent":
+        assert time.monotonic() < end, f"node {node.node} sent nothing within {timeout:.0f} s"
+        time.sleep(0.01)
+
+
 def test_edges_catch_up_by_delta_and_fall_back_to_snapshot(tmp_path):
     layout = e2e.make_job(tmp_path / "job", nodes=3, rounds=12, quorum=2.0)
     job = load_job(layout.job_path)
     job.history = 2
-    port = free_udp_port()
-    svc = ServiceThread(job, Endpoints(coap=("127.0.0.1", port)))
-    svc.start()
+    svc, links = coap_gateway(job, 3)
     try:
         fast = [node_for(layout, k) for k in (0, 1)]
-        links = [CoapLink(CoapClient("127.0.0.1", port, ack_timeout=0.5), job.job_id) for _ in range(3)]
         slow = node_for(layout, 2)
         agg = svc.service.agg
         assert slow.step(links[2]) == "sent"                 # round 0, model from the snapshot
@@ -52,8 +65,7 @@ def test_edges_catch_up_by_delta_and_fall_back_to_snapshot(tmp_path):
         assert agg.state.round == 1
         for r in range(1, 6):                                # the fast nodes go on, the slow one sleeps
             for k in (0, 1):
-                while fast[k].step(links[k]) != "sent":
-                    time.sleep(0.01)
+                send_round(fast[k], links[k])
             assert agg.state.round == r + 1
         assert (fast[0].snapshots, fast[0].deltas) == (1, 5)   # version 0 -> 5 by deltas
         assert (fast[1].snapshots, fast[1].deltas) == (1, 4)   # joined at version 1
@@ -123,26 +135,22 @@ def test_cat_edge_cli_reports_bad_arguments_in_one_line(tmp_path):
 @pytest.mark.parametrize("scheme", ["s", "sq", "ss"])
 def test_error_feedback_keeps_its_residual_in_the_gradient_array(tmp_path, scheme):
     """With error feedback the residual is the gradient array itself (no second d-array):
-    rounds run against a real gateway with configs and deltas as messages of their own, the
+    rounds run against a real gateway with configs and deltas staged in the frame buffer, the
     gateway's model is the replay of the nodes' frames and the nodes' models equal it bit for
     bit; a snapshot sync, staged through that array, starts the residual again from zero."""
     layout = e2e.make_job(tmp_path / "job", nodes=2, rounds=8, quorum=2.0, scheme=scheme,
                           error_feedback=True)
     job = load_job(layout.job_path)
-    port = free_udp_port()
-    svc = ServiceThread(job, Endpoints(coap=("127.0.0.1", port)))
-    svc.start()
+    svc, links = coap_gateway(job, 2)
     try:
         nodes = [node_for(layout, k) for k in (0, 1)]
-        links = [CoapLink(CoapClient("127.0.0.1", port, ack_timeout=0.5), job.job_id) for _ in range(2)]
         frames: dict[int, dict[int, bytes]] = {}
         for k, nd in enumerate(nodes):
             nd.record = lambda r, mv, k=k: frames.setdefault(r, {}).__setitem__(k, bytes(mv))
         agg = svc.service.agg
         for r in range(5):
             for k, nd in enumerate(nodes):
-                while nd.step(links[k]) != "sent":
-                    time.sleep(0.01)
+                send_round(nd, links[k])
                 assert nd.feedback is not None and nd.feedback.e is nd.grad and nd.stage is None
         assert agg.state.round == 5 and nodes[0].deltas >= 3
         assert e2e.replay(job, frames).tobytes() == agg.state.model.tobytes()

@@ -27,16 +27,18 @@ def test_the_grid_writes_its_lines_files_and_every_cell(tiny, tmp_path, capsys):
     assert main(["experiment", "grid", "--quick", "--quiet", "--rounds", str(ROUNDS), "--out", str(out)]) == 0
     printed = capsys.readouterr().out.splitlines()
     rows = list(csv.DictReader(open(out / "grid.csv")))
-    cells = {tuple(r[k] for k in ("nodes", "link", "target", "ef", "seed", "size", "split")) for r in rows}
+    def cell(r):
+        return tuple(r[k] for k in grid.CELL_KEYS)
+    cells = {cell(r) for r in rows}
     assert len(cells) == 2 * 2 * len(grid.TARGETS) * 2          # nodes x links x targets x 2 seeds
     fit = {c for c in cells if all(r["bits"] for r in rows if r["method"] in ("CAT S+Q", "Alistarh S+Q")
-                                   and tuple(r[k] for k in ("nodes", "link", "target", "ef", "seed", "size", "split")) == c)}
+                                   and cell(r) == c)}
     n1 = sum(1 for ln in printed if ln.startswith("cells where CAT needs more bits than Alistarh S+Q: "))
     assert n1 == 1
     line = next(ln for ln in printed if ln.startswith("cells where CAT needs more bits than Alistarh S+Q: "))
     assert line.endswith(f" of {len(fit)}")
     assert any(ln.startswith("cells where CAT needs more than 1.1x the best fixed T: ") for ln in printed)
-    for stem, *_ in [(c[3],) for c in grid.COMPARISONS]:
+    for *_, stem, _title in grid.COMPARISONS:
         assert (out / f"{stem}.png").stat().st_size > 0
     report = (out / "report.md").read_text()
     assert "cat-aggregator experiment grid" in report and "--quick" in report and "Why: descent achieved" in report

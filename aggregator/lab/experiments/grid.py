@@ -31,7 +31,7 @@ import numpy as np
 
 from aggregator.lab import reports
 from aggregator.lab.cliargs import ArgumentError
-from aggregator.lab.engine import Infeasible, SimConfig, simulate
+from aggregator.lab.engine import Infeasible, SimConfig, scheme_label, simulate
 from aggregator.lab.experiments.common import finish, priced, progress_bar, reach
 from aggregator.lab.pricing import PACKET_LARGE, PACKET_SMALL
 from aggregator.lab.problem import load_data, make_problem
@@ -53,6 +53,8 @@ NNZ = 20.0
 #: the default rule every CAT method here uses (the project's one default: edge.cat's `cat`)
 DEFAULT_RULE = "cat"
 SLACK = 1.1
+#: what names a cell in grid.csv's rows
+CELL_KEYS = ("nodes", "link", "target", "ef", "seed", "size", "split")
 
 
 @dataclass(frozen=True)
@@ -105,7 +107,7 @@ def _train(g: Group, problem, rounds: int, stop: float, bar) -> dict[str, dict[s
         else:
             bar.update()
     for scheme in CAT_SCHEMES:
-        label = f"CAT {dict(s='S', sq='S+Q', ss='SS')[scheme]}"
+        label = f"CAT {scheme_label(scheme)}"
         out[label] = {}
         for link in LINKS:
             try:
@@ -182,7 +184,7 @@ def compare(rows: list[dict], a: str, b: str, slack: float = 1.0) -> tuple[int, 
     per-cell ratios) over every cell where both fit the link."""
     cells: dict[tuple, dict[str, dict]] = {}
     for r in rows:
-        key = tuple(r[k] for k in ("nodes", "link", "target", "ef", "seed", "size", "split"))
+        key = tuple(r[k] for k in CELL_KEYS)
         cells.setdefault(key, {})[r["method"]] = r
     n = m = 0
     ratios = []
@@ -192,7 +194,7 @@ def compare(rows: list[dict], a: str, b: str, slack: float = 1.0) -> tuple[int, 
             continue
         m += 1
         n += worse(ra, rb, slack)
-        ratios.append(dict(zip(("nodes", "link", "target", "ef", "seed", "size", "split"), key))
+        ratios.append(dict(zip(CELL_KEYS, key))
                       | {"ratio": ra["bits"] / rb["bits"] if rb["bits"] > 0 else math.inf})
     return n, m, ratios
 
@@ -230,9 +232,10 @@ COMPARISONS = (("CAT S+Q", "Alistarh S+Q", 1.0, "cat-sq-vs-alistarh", "bits CAT 
                ("CAT SS", "CAT S+Q", 1.0, "cat-ss-vs-sq", "bits CAT SS / CAT S+Q"))
 
 
-def headline(rows: list[dict]) -> list[str]:
-    n1, m1, _ = compare(rows, "CAT S+Q", "Alistarh S+Q")
-    n2, m2, _ = compare(rows, "CAT S+Q", "best fixed T S+Q", SLACK)
+def headline(counts: dict[str, tuple[int, int]]) -> list[str]:
+    """The two tracked lines, from compare's (worse, compared) per COMPARISONS stem."""
+    n1, m1 = counts["cat-sq-vs-alistarh"]
+    n2, m2 = counts["cat-sq-vs-best-fixed"]
     return [f"cells where CAT needs more bits than Alistarh S+Q: {n1} of {m1}",
             f"cells where CAT needs more than {SLACK:g}x the best fixed T: {n2} of {m2}"]
 
@@ -269,18 +272,19 @@ def run(args: argparse.Namespace) -> int:
         data_lines.append(f"{g.nodes} node(s), {g.split}, {g.size[0]}x{g.size[1]}, seed {g.seed}, "
                           f"EF {'on' if g.ef else 'off'}: d = {problem.dim}, F(x0) - f* = {gap0:.4g}")
     bar.close()
-    columns = ["nodes", "link", "target", "ef", "seed", "size", "split", "method", "bits", "reached", "rounds",
-               "final_gap", "note"]
+    columns = [*CELL_KEYS, "method", "bits", "reached", "rounds", "final_gap", "note"]
     reports.write_table(rows, out, "grid", columns)
     plots: list[str] = []
     summary = []
+    counts: dict[str, tuple[int, int]] = {}
     for a, b, slack, stem, title in COMPARISONS:
         n, m, ratios = compare(rows, a, b, slack)
+        counts[stem] = (n, m)
         plots += heatmap(ratios, out, stem, title)
         med = float(np.median([r["ratio"] for r in ratios])) if ratios else math.nan
         summary.append({"comparison": f"{a} vs {b}", "cells where worse": n, "by more than": f"{slack:g}x",
                         "cells": m, "median bits ratio": med})
-    lines = headline(rows)
+    lines = headline(counts)
     for ln in lines:
         print(ln)
     md = reports.markdown_table(summary, list(summary[0]))
@@ -289,7 +293,7 @@ def run(args: argparse.Namespace) -> int:
         tables[f"Why: descent achieved against guaranteed, {LINK_LABELS[PACKET_SMALL]}, seed 0, EF off"] = \
             reports.write_table(analysis, out, "descent", list(analysis[0]))
     return finish(args, out, "grid: CAT against Alistarh, the best fixed T and GD, cell by cell",
-                  [f"cells: {len({tuple(r[k] for k in columns[:7]) for r in rows})}; round budget "
+                  [f"cells: {len({tuple(r[k] for k in CELL_KEYS) for r in rows})}; round budget "
                    f"{args.rounds}; targets {', '.join(f'{t:g}' for t in TARGETS)} of the initial gap; "
                    "a method that never reaches a target is charged its bits over the whole budget"]
                   + data_lines + lines,
