@@ -123,6 +123,11 @@ def make_node(cfg):
 def make(cfg):
     """(node, link) for the flashed config. The node first: its model and gradient arrays,
     the largest blocks a board allocates, go into the heap before the link's small objects."""
+    if cfg["transport"] == "coap":
+        from edge.onair import block_size_mismatch
+        why = block_size_mismatch(cfg["profile"], cfg.get("block_size", 64))
+        if why:
+            raise ValueError(why)
     node = make_node(cfg)
     return node, make_link(cfg)
 

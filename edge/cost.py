@@ -22,6 +22,7 @@ from edge.frame import frame_length, index_bits
 
 _SCHEME_IDENTITY = const(0)  # edge.cat's scheme numbers (folded: no dict entries on a board)
 _SCHEME_SQ = const(2)
+_WALK = [None]  # the one edge.onair.Walk LinkCost refills (a board allocates it once)
 
 
 def _no_metric(text, link):
@@ -76,10 +77,23 @@ class LinkCost:
     (rx + fixed) time x rx power.
     """
 
-    def __init__(self, profile, frame):
+    def __init__(self, profile, frame, job=None):
+        radio = profile["radio"]
+        if profile.get("stack"):
+            # walked profile (edge/onair.py): the exchanges, datagrams and frames the client sends
+            from edge.onair import walk_up
+            w = _WALK[0] = walk_up(profile, frame, job, None, _WALK[0])  # read before the next walk
+            self.message_bytes = w.udp_tx
+            self.packets = w.frames_tx
+            self.tx_bytes = w.tx_bytes
+            self.rx_bytes = w.rx_bytes
+            self.tx_seconds = w.tx_s
+            self.seconds = w.tx_s + w.rx_s + w.idle_s
+            self.joules = w.tx_s * radio["tx_power"] + (w.rx_s + w.idle_s) * radio["rx_power"]
+            return
         msg = profile["message"]
         pk = profile["packet"]
-        radio = profile["radio"]
+        self.listen_seconds = 0.0  # receive windows with nothing in them (LoRaWAN class A)
         m = frame + msg["overhead_bytes"]
         first = pk["first_payload_bytes"]
         nxt = pk["next_payload_bytes"]
@@ -92,9 +106,17 @@ class LinkCost:
         lora = profile.get("lora")
         rate = radio["bit_rate"]
         if lora:
-            from edge.lora import lora_airtime
-            tx_s = lora_airtime(lora, m) * packets
+            # airtime packet by packet; then the class A RX1/RX2 windows, listened through
+            from edge.lora import lora_airtime, rx_windows
+            tx_s = lora_airtime(lora, min(m, first))
+            rest = m - first
+            while rest > 0:
+                tx_s += lora_airtime(lora, min(rest, nxt))
+                rest -= nxt
             rx_s = 0.0
+            for w in rx_windows(lora):
+                rx_s += w[2]
+            self.listen_seconds = rx_s
         else:
             tx_s = tx * 8.0 / rate
             rx_s = rx * 8.0 / rate
@@ -179,14 +201,14 @@ class CostModel:
                             self.compact)
 
     def link(self, t):
-        return LinkCost(self.profile, self.frame_bytes(t))
+        return LinkCost(self.profile, self.frame_bytes(t), self.job)
 
     def cost(self, t):
         if self.kind == "paper":
             fpp = 8.0 * self.profile["paper"]["fpp_bytes"]
             return paper_cost(self.profile["paper"], self.metric,
                               paper_payload_bits(self.scheme, self.d, t, fpp))
-        return LinkCost(self.profile, self.frame_bytes(t)).metric(self.metric)
+        return LinkCost(self.profile, self.frame_bytes(t), self.job).metric(self.metric)
 
     def __call__(self, t):
         return self.cost(t)

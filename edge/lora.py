@@ -84,3 +84,27 @@ def duty_cycle_off_time(airtime, duty_cycle):
     if not (0 < duty_cycle <= 1):
         raise ValueError("lora: duty_cycle must be in (0, 1], got %r" % (duty_cycle,))
     return airtime * (1.0 / duty_cycle - 1.0)
+
+
+def rx_window_symbols(sf, bandwidth, min_symbols, max_error_s):
+    """Symbols a class A receive window listens when no downlink comes (LoRaMac-node
+    RegionCommonComputeRxWindowParameters): max(ceil(((2 min - 8) T_sym + 2 err) / T_sym), min)."""
+    ts = (1 << sf) / float(bandwidth)
+    x = ((2 * min_symbols - 8) * ts + 2 * max_error_s) / ts
+    n = int(x)
+    if n < x:
+        n += 1
+    return n if n > min_symbols else int(min_symbols)
+
+
+def rx_windows(lora):
+    """((SF, symbols, seconds) of RX1, of RX2) after one uplink with no downlink, or () when
+    the profile does not model them. RX1 at the uplink's SF (RX1DROffset 0), RX2 at rx2_sf."""
+    if not lora.get("rx2_spreading_factor"):
+        return ()
+    bw = lora["bandwidth"]
+    out = ()
+    for sf in (int(lora["spreading_factor"]), int(lora["rx2_spreading_factor"])):
+        n = rx_window_symbols(sf, bw, lora["min_rx_symbols"], lora["max_rx_error"])
+        out += ((sf, n, n * (1 << sf) / float(bw)),)
+    return out

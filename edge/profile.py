@@ -50,10 +50,12 @@ _RADIO = ("bit_rate rate >0", "tx_power power >=0", "rx_power power >=0")
 _LORA = ("spreading_factor ratio int>0", "bandwidth freq >0",
          "coding_rate ratio int>0", "preamble_symbols symbol int>=0")
 _FLAGS = ("explicit_header", "crc", "low_data_rate_optimize")
+# optional, together: the class A receive windows after each uplink (edge.lora.rx_windows)
+_RXW = ("rx2_spreading_factor ratio int>0", "min_rx_symbols symbol int>0", "max_rx_error time >=0")
 _ENTRY = ("value", "unit", "source")
 _INFS = (float("inf"), float("-inf"))
 _TOP = ("schema", "name", "kind", "description", "default_metric",
-        "message", "packet", "radio", "lora", "limits", "paper")
+        "message", "packet", "radio", "lora", "limits", "paper", "stack")
 
 
 def _keys(spec):
@@ -149,8 +151,8 @@ def validate(raw, filename=None):
            "default_metric": c.text(raw, "default_metric", "default_metric",
                                     LINK_METRICS if kind == "link" else PAPER_METRICS),
            "message": None, "packet": None, "radio": None, "lora": None, "paper": None,
-           "sources": c.sources}
-    for k in ("paper",) if kind == "link" else ("message", "packet", "radio", "lora"):
+           "stack": None, "sources": c.sources}
+    for k in ("paper",) if kind == "link" else ("message", "packet", "radio", "lora", "stack"):
         if k in raw:
             c.fail(k, "not allowed when kind = %r" % kind)
     (_link if kind == "link" else _paper)(c, raw, out)
@@ -180,10 +182,19 @@ def check_head(c, raw, filename):
 
 
 def _link(c, raw, out):
-    msg = c.numbers(c.table(raw, "message", "message", True, _keys(_MESSAGE)), "message", _MESSAGE)
-    if msg["extra_packets"] > 0 and msg["extra_packet_bytes"] == 0:
-        c.fail("message.extra_packet_bytes", "must be > 0 when extra_packets > 0")
-    pk = c.numbers(c.table(raw, "packet", "packet", True, _keys(_PACKET)), "packet", _PACKET)
+    if "stack" in raw:
+        # a walked profile: [stack] says what goes on air, [message] only how large a frame may be
+        if "packet" in raw:
+            c.fail("packet", "not allowed with [stack] (the walk counts the frames)")
+        msg = c.numbers(c.table(raw, "message", "message", True, ("max_bytes",)), "message", _MESSAGE[1:2])
+        pk = None
+        from edge.stackcheck import check_stack  # its own module: this one must compile in 64 KiB
+        out["stack"] = check_stack(c, raw)
+    else:
+        msg = c.numbers(c.table(raw, "message", "message", True, _keys(_MESSAGE)), "message", _MESSAGE)
+        if msg["extra_packets"] > 0 and msg["extra_packet_bytes"] == 0:
+            c.fail("message.extra_packet_bytes", "must be > 0 when extra_packets > 0")
+        pk = c.numbers(c.table(raw, "packet", "packet", True, _keys(_PACKET)), "packet", _PACKET)
     t = c.table(raw, "radio", "radio", True, ["name"] + _keys(_RADIO))
     rname = c.text(t, "radio.name", "name")
     radio = c.numbers(t, "radio", _RADIO)
@@ -198,10 +209,14 @@ def _link(c, raw, out):
     out["message"] = msg
     out["packet"] = pk
     out["radio"] = radio
-    t = c.table(raw, "lora", "lora", False, _keys(_LORA) + list(_FLAGS))
+    t = c.table(raw, "lora", "lora", False, _keys(_LORA) + list(_FLAGS) + _keys(_RXW))
     if t is None:
         return
     lora = c.numbers(t, "lora", _LORA)
+    if [k for k in _keys(_RXW) if k in t]:
+        lora.update(c.numbers(t, "lora", _RXW))
+        if not 6 <= lora["rx2_spreading_factor"] <= 12:
+            c.fail("lora.rx2_spreading_factor", "must be 6..12, got %g" % lora["rx2_spreading_factor"])
     for k in _FLAGS:
         if k not in t or not isinstance(t[k], bool):
             c.fail("lora." + k, "must be true or false")

@@ -131,10 +131,11 @@ def test_cli_names_a_bad_profile_in_one_line(tmp_path: Path, capsys) -> None:
 def test_planned_lorawan_round_by_hand() -> None:
     """stm32wl on LoRaWAN SF7, d = 1000, T = 10 (S), no downlink, one round per 600 s, CR2032.
 
-    Frame 101 B (tests/test_energy.py: airtime 0.194816 s at 29 mA x 3.3 V). Listening, class A
-    with no downlink: RX1 6 symbols at SF7 (6 x 1.024 ms) and RX2 6 symbols at SF12 (6 x 32.768 ms)
-    = 0.2027 s at the SX1276's RX power plus the MCU's 3.46 mA, and the MCU awake during the
-    airtime. Compute from the calibration: host seconds x 26 s / anchor host / 0.286."""
+    Frame 101 B (tests/test_energy.py: airtime 0.194816 s at 29 mA x 3.3 V). Class A windows with
+    no downlink, priced by the link profile (radio term): RX1 24 symbols at SF7 (24 x 1.024 ms) and
+    RX2 6 symbols at SF12 (6 x 32.768 ms) = 0.2212 s at the SX1276's RX power; the MCU awake (3.46
+    mA) through all radio time; no listening beyond it. Compute from the calibration: host seconds
+    x 26 s / anchor host / 0.286."""
     prof = load_profile("lorawan-eu868-sf7")
     board = hwprofile.load_board("stm32wl")
     bat = hwprofile.load_battery("cr2032")
@@ -144,18 +145,18 @@ def test_planned_lorawan_round_by_hand() -> None:
     nd = b["nodes"][0]
     v, ia, isl = 3.3, 3.46e-3, 1.07e-6
     air = 0.194816
-    assert nd["radio_j_per_round"] == pytest.approx(air * 0.029 * 3.3, rel=1e-6)
+    windows = 24 * 128 / 125e3 + 6 * 4096 / 125e3
+    rx_w = prof["radio"]["rx_power"]
+    assert nd["radio_j_per_round"] == pytest.approx(air * 0.029 * 3.3 + windows * rx_w, rel=1e-6)
     s = cal["seconds"]
     host = s["per_nnz"] * 4096 + s["per_dim"] * 1000 + s["per_candidate"] * 10 + s["per_entry"] * 10 + s["fixed"]
     comp_s = host * 26.0 / cal["anchor"]["host_seconds"] / 0.286
     assert nd["compute_s_per_round"] == pytest.approx(comp_s, rel=1e-9)
     assert nd["compute_j_per_round"] == pytest.approx(comp_s * ia * v, rel=1e-9)
-    listen_s = 6 * 128 / 125e3 + 6 * 4096 / 125e3
-    assert nd["listen_s_per_round"] == pytest.approx(listen_s, rel=1e-12)
-    rx_w = prof["radio"]["rx_power"]
-    assert nd["listen_j_per_round"] == pytest.approx(listen_s * (rx_w + ia * v) + air * ia * v, rel=1e-9)
+    assert nd["listen_s_per_round"] == 0.0
+    assert nd["listen_j_per_round"] == pytest.approx((air + windows) * ia * v, rel=1e-9)
     assert nd["wake_j_per_round"] == pytest.approx(5e-6 * ia * v, rel=1e-9)
-    awake = 5e-6 + comp_s + air + listen_s
+    awake = 5e-6 + comp_s + air + windows
     assert nd["sleep_j_per_round"] == pytest.approx((600 - awake) * isl * v, rel=1e-9)
     e = sum(nd[f"{t}_j_per_round"] for t in boardbudget.TERMS)
     assert nd["energy_j_per_round"] == pytest.approx(e)
@@ -189,6 +190,10 @@ def test_listen_modes_count_the_exchanges() -> None:
     lr = boardbudget.link_round(sf7, 100, 600)                   # 600 B: three downlinks (242 B max)
     assert (lr.up_messages, lr.down_messages) == (1, 3)
     s, ups = boardbudget.listen_seconds(boardbudget.Wait("lorawan"), sf7, lr, 100, 600)
+    assert ups == 3 and s == 0.0  # the profile prices RX1/RX2 in the link cost (edge.lora.rx_windows)
+    bare = dict(sf7, lora={k: v for k, v in sf7["lora"].items() if k not in ("rx2_spreading_factor",
+                                                                              "min_rx_symbols", "max_rx_error")})
+    s, ups = boardbudget.listen_seconds(boardbudget.Wait("lorawan"), bare, lr, 100, 600)
     assert ups == 3 and s == pytest.approx(3 * 6 * 128 / 125e3)  # every window carries a downlink: no RX2
     with pytest.raises(boardbudget.BoardBudgetError, match="needs a LoRa link profile"):
         boardbudget.listen_seconds(boardbudget.Wait("lorawan"), coap, lr, 100, 600)

@@ -435,7 +435,7 @@ def test_numpy_ss_draws_stay_within_the_link():
 
 def test_the_simulator_refuses_a_frame_over_the_link_instead_of_pricing_it():
     from aggregator.lab.pricing import FrameRefused, NodeCost, link_models, profile_dict
-    prof = profile_dict("ieee802154-6lowpan-coap")
+    prof = profile_dict("ieee802154-6lowpan-udp")  # one datagram: at most 1,232 B
     m = link_models(prof, 4000, SCHEME_S, "joules", 0, True, 1, 1)[0]
     cost = NodeCost(prof, m)
     assert cost(m.t_max)[0] <= prof["message"]["max_bytes"]

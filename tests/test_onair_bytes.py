@@ -1,0 +1,158 @@
+"""The walked 802.15.4 profiles against independent implementations, byte for byte.
+
+What goes on air for a UDP payload of every size from 1 B to the link's largest is built here
+with scapy's own encoders (Dot15d4 MAC header and FCS, LoWPAN_IPHC, NHC UDP, FRAG1/FRAGN headers),
+cut into fragments by this file's own reading of RFC 4944 §5.3 (not edge/onair.py's), written
+to a pcap with the 802.15.4 link type and decoded by Wireshark's dissectors (tshark): every frame
+must decode without a malformed-packet mark, be at most 127 B, and the reassembled datagram must
+give back the exact UDP payload; frame counts and on-air bytes must equal the walk's. Then the
+CoAP datagrams the real edge client exchanges with the real gateway (aiocoap) are compared with
+the walk's, and go through the same framing.
+
+(scapy's `sixlowpan_fragment` ignores IPHC and cuts every fragment to 8-byte multiples, so it is
+no reference for fragment sizes: fragments are cut here.)
+"""
+
+from __future__ import annotations
+
+import random
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+scapy = pytest.importorskip("scapy")
+from scapy.layers.dot15d4 import Dot15d4Data, Dot15d4FCS  # noqa: E402
+from scapy.layers.inet import UDP  # noqa: E402
+from scapy.layers.inet6 import IPv6  # noqa: E402
+from scapy.layers.sixlowpan import (LoWPAN_IPHC, LoWPAN_NHC, LoWPAN_NHC_UDP,  # noqa: E402
+                                    LoWPANFragmentationFirst, LoWPANFragmentationSubsequent)
+from scapy.packet import Raw  # noqa: E402
+from scapy.utils import wrpcap  # noqa: E402
+
+from edge.onair import walk_up  # noqa: E402
+from edge.profile import load_profile  # noqa: E402
+
+pytestmark = pytest.mark.skipif(shutil.which("tshark") is None, reason="no tshark (apt install tshark)")
+
+WALKED_802154 = ("ieee802154-6lowpan-udp", "ieee802154-6lowpan-coap", "ieee802154-6lowpan-coap-ext")
+LINKTYPE_IEEE802_15_4_WITHFCS = 195
+PAN = 0xABCD
+SHORT = (0x0002, 0x0001)                              # node, gateway
+EXTENDED = (0x0212_3456_789A_BCDE, 0x0211_2233_4455_6677)
+
+
+def _iid(addr: int, nbytes: int) -> str:
+    """Link-local address whose IID comes from the MAC address (RFC 6282 §3.2.2)."""
+    if nbytes == 2:
+        return f"fe80::ff:fe00:{addr:x}"
+    iid = addr ^ (1 << 57)                              # EUI-64 with the U/L bit inverted
+    groups = [(iid >> s) & 0xFFFF for s in (48, 32, 16, 0)]
+    return "fe80::" + ":".join(f"{g:x}" for g in groups)
+
+
+def _mac(st: dict, seq: int, payload: bytes) -> bytes:
+    long_ = st["address_bytes"] == 8
+    src, dst = EXTENDED if long_ else SHORT
+    mode = 3 if long_ else 2
+    f = Dot15d4FCS(fcf_frametype=1, fcf_panidcompress=int(st["pan_id_compression"]), fcf_destaddrmode=mode,
+                   fcf_srcaddrmode=mode, fcf_ackreq=1, seqnum=seq & 0xFF)
+    return bytes(f / Dot15d4Data(dest_panid=PAN, dest_addr=dst, src_addr=src) / Raw(payload))
+
+
+def _compressed_headers(st: dict, payload: bytes) -> bytes:
+    """IPHC (TF elided, NHC, hop limit 64, link-local addresses from the MAC) + NHC UDP with the
+    real checksum, as scapy encodes them."""
+    n = st["address_bytes"]
+    src, dst = EXTENDED if n == 8 else SHORT
+    sport, dport = st["src_port"], st["dst_port"]
+    ip = IPv6(src=_iid(src, n), dst=_iid(dst, n), hlim=64) / UDP(sport=sport, dport=dport) / Raw(payload)
+    csum = IPv6(bytes(ip))[UDP].chksum
+    if sport >> 4 == 0xF0B and dport >> 4 == 0xF0B:
+        p = 3
+    elif sport >> 8 == 0xF0:
+        p = 2
+    elif dport >> 8 == 0xF0:
+        p = 1
+    else:
+        p = 0
+    iphc = LoWPAN_IPHC(tf=3, nh=1, hlim=2, cid=0, sac=0, sam=3, m=0, dac=0, dam=3)
+    nhc = LoWPAN_NHC(exts=[LoWPAN_NHC_UDP(P=p, C=0, udpSourcePort=sport, udpDestPort=dport, udpChecksum=csum)])
+    return bytes(iphc)[:2] + bytes(nhc)
+
+
+def frames_for(st: dict, payload: bytes, tag: int, seq: int) -> list[bytes]:
+    """The 802.15.4 frames (PSDU with FCS) of one datagram: unfragmented when it fits, else FRAG1
+    with the compressed headers and as much data as keeps the covered uncompressed bytes (40 + 8 +
+    data) a multiple of 8, then FRAGNs of 8-byte multiples, the last taking what remains."""
+    mac_room = 127 - len(_mac(st, 0, b""))
+    hdr = _compressed_headers(st, payload)
+    if len(hdr) + len(payload) <= mac_room:
+        return [_mac(st, seq, hdr + payload)]
+    size = 48 + len(payload)
+    first = (mac_room - 4 - len(hdr)) // 8 * 8
+    out = [_mac(st, seq, bytes(LoWPANFragmentationFirst(datagramSize=size, datagramTag=tag)) + hdr + payload[:first])]
+    pos = first
+    while pos < len(payload):
+        rest = len(payload) - pos
+        take = rest if rest <= mac_room - 5 else (mac_room - 5) // 8 * 8
+        frag = LoWPANFragmentationSubsequent(datagramSize=size, datagramTag=tag, datagramOffset=(48 + pos) // 8)
+        out.append(_mac(st, seq + len(out), bytes(frag) + payload[pos:pos + take]))
+        pos += take
+    return out
+
+
+def _ack(seq: int) -> bytes:
+    return bytes(Dot15d4FCS(fcf_frametype=2, seqnum=seq & 0xFF))
+
+
+def _tshark(pcap: Path, *args: str) -> list[list[str]]:
+    out = subprocess.run(["tshark", "-r", str(pcap), *args], capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr
+    return [line.split("|") for line in out.stdout.splitlines()]
+
+
+def tshark(pcap: Path, ports: tuple[int, ...] = ()) -> list[list[str]]:
+    """Per frame: length, frame type, FCS ok, reassembled UDP payload (hex); and no frame may
+    be malformed or carry an error-level expert note (bad FCS, reassembly error). `ports`: UDP
+    ports whose payload is shown as plain data (random bytes are no protocol's messages)."""
+    opts: list[str] = []
+    for p in ports:
+        opts += ["-d", f"udp.port=={p},data"]
+    bad = _tshark(pcap, *opts, "-Y", '_ws.malformed or _ws.expert.severity == "Error"')
+    assert bad == [], bad[:3]
+    return _tshark(pcap, *opts, "-T", "fields", "-E", "separator=|", "-e", "frame.len", "-e", "wpan.frame_type",
+                   "-e", "wpan.fcs_ok", "-e", "udp.payload")
+
+
+@pytest.mark.parametrize("name", WALKED_802154)
+def test_every_datagram_size_frames_as_wireshark_reads_it(tmp_path: Path, name: str) -> None:
+    prof = load_profile(name)
+    st = prof["stack"]
+    rng = random.Random(7)
+    top = 1280 - 48                                      # the IPv6 minimum MTU less IPv6 and UDP headers
+    packets, expect = [], []
+    seq = 0
+    for u in range(1, top + 1):
+        payload = rng.randbytes(u)
+        frames = frames_for(st, payload, tag=u, seq=seq)
+        walked = walk_up(dict(prof, stack=dict(st, transport="udp")), u)
+        assert walked.frames_tx == len(frames), (u, walked.frames_tx, len(frames))
+        assert walked.tx_bytes == sum(6 + len(f) for f in frames), u          # SHR+PHR 6 B before each PSDU
+        assert walked.rx_bytes == len(frames) * (6 + len(_ack(0))) == len(frames) * st["ack_bytes"], u
+        for f in frames:
+            assert len(f) <= 127, (u, len(f))
+            packets.append(f)
+            packets.append(_ack(seq))
+            seq += 1
+        expect.append(payload)
+    pcap = tmp_path / f"{name}.pcap"
+    wrpcap(str(pcap), [Raw(p) for p in packets], linktype=LINKTYPE_IEEE802_15_4_WITHFCS)
+    rows = tshark(pcap, (st["src_port"], st["dst_port"]))
+    assert len(rows) == len(packets)
+    assert [int(r[0]) for r in rows] == [len(p) for p in packets]
+    assert all(r[2] in ("1", "True") for r in rows), [r for r in rows if r[2] not in ("1", "True")][:3]
+    assert {r[1] for r in rows[1::2]} == {"0x0002"} or {int(r[1], 0) for r in rows[1::2]} == {2}  # Imm-Acks
+    got = [bytes.fromhex(r[3].replace(":", "")) for r in rows if r[3]]
+    assert got == expect                                 # each datagram reassembled, byte for byte
