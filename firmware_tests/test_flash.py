@@ -93,6 +93,8 @@ def test_flash_refuses_user_mistakes(tmp_path, capsys):
         (["--node", "1", "--data", str(data), "--gateway", "h:99999", "--stage", "x"], "expected HOST[:PORT]"),
         (["--node", "1", "--data", str(data), "--gateway", "h"], "--device is required"),
         (["--node", "1", "--data", str(data), "--transport", "serial"], "--uart"),
+        (["--node", "1", "--data", str(data), "--gateway", "h", "--stage", "x", "--block-size", "128"],
+         "block_size is 128 B but cost profile ieee802154-6lowpan-coap prices 64 B blocks"),
     ]
     for args, msg in cases:
         assert cli.main(["flash", str(job)] + args) == 2

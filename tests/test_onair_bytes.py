@@ -156,3 +156,163 @@ def test_every_datagram_size_frames_as_wireshark_reads_it(tmp_path: Path, name: 
     assert {r[1] for r in rows[1::2]} == {"0x0002"} or {int(r[1], 0) for r in rows[1::2]} == {2}  # Imm-Acks
     got = [bytes.fromhex(r[3].replace(":", "")) for r in rows if r[3]]
     assert got == expect                                 # each datagram reassembled, byte for byte
+
+
+# ------------------------------------------------------------------ the client's own datagrams
+
+class _Tap:
+    """The edge client's socket, recording every datagram it sends and receives."""
+
+    def __init__(self, sock, log: list) -> None:
+        self.sock, self.log = sock, log
+
+    def sendto(self, data, addr):
+        self.log.append((True, bytes(data)))
+        return self.sock.sendto(data, addr)
+
+    def recvfrom(self, n):
+        data, addr = self.sock.recvfrom(n)
+        self.log.append((False, bytes(data)))
+        return data, addr
+
+    def __getattr__(self, name):
+        return getattr(self.sock, name)
+
+
+def _interleave(runs: list[tuple[bool, int, int]]) -> list[tuple[bool, int]]:
+    """The walk prices a run of equal exchanges as `times` requests then `times` replies; on
+    the wire they alternate."""
+    out: list[tuple[bool, int]] = []
+    i = 0
+    while i < len(runs):
+        s, u, t = runs[i]
+        if i + 1 < len(runs) and s and not runs[i + 1][0] and runs[i + 1][2] == t:
+            out += [(True, u), (False, runs[i + 1][1])] * t
+            i += 2
+        else:
+            out += [(s, u)] * t
+            i += 1
+    return out
+
+
+def _walked(fn, *args) -> list[tuple[bool, int]]:
+    """(sent by the node?, UDP payload bytes) of every datagram a walk prices, in wire order."""
+    runs: list[tuple[bool, int, int]] = []
+    fn(*args, lambda w, u, sending, times, what, frags: runs.append((sending, u, times)))
+    return _interleave(runs)
+
+
+@pytest.fixture(scope="module")
+def gateway(tmp_path_factory):
+    """A real gateway (aiocoap) serving a small job on loopback, and a CoAP edge client to it."""
+    import e2e
+    from aggregator.gateway.config import load_job
+    from aggregator.gateway.service import Endpoints
+    from aggregator.ops.demo import ServiceThread, free_udp_port
+    from edge.coap import CoapClient
+
+    layout = e2e.make_job(tmp_path_factory.mktemp("onair") / "job", nodes=1, rounds=3, quorum=1.0)
+    job = load_job(layout.job_path)
+    port = free_udp_port()
+    svc = ServiceThread(job, Endpoints(coap=("127.0.0.1", port)))
+    svc.start()
+    client = CoapClient("127.0.0.1", port, ack_timeout=1.0, block_size=64)
+    log: list = []
+    client._sock = _Tap(client._sock, log)
+    try:
+        yield layout, job, client, log
+    finally:
+        client.close()
+        svc.stop()
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("n", [1, 40, 64, 65, 128, 200, 500, 1000, 1025, 1100, 4000])
+def test_posts_are_the_exchanges_the_walk_prices(gateway, n: int) -> None:
+    """Bodies of n bytes POSTed by edge/coap.py to the real gateway: every request and every
+    2.31 Continue has the size the walk gives (Block1 NUM >= 16 takes a 2-byte option value
+    from 1,025 B on); the gateway refuses these bodies (they are no frames), so the last reply
+    is its refusal, not the 2.04 'accepted' the walk prices, and is compared by structure."""
+    _, job, client, log = gateway
+    prof = load_profile("ieee802154-6lowpan-coap")
+    log.clear()
+    code, _ = client.post(f"/cat/{job.job_id}/up", bytes(n))
+    assert code >> 5 in (2, 4)
+    seen = [(sending, len(b)) for sending, b in log]
+    want = _walked(lambda p, m, e: walk_up(p, m, job.job_id, e), prof, n)
+    assert seen[:-1] == want[:-1]
+    assert seen[-1][0] is False and want[-1][0] is False
+
+
+def _payload(msg: bytes) -> bytes:
+    """The payload of a CoAP message (after the 0xFF marker; RFC 7252 §3), b"" without one."""
+    tkl = msg[0] & 0x0F
+    pos = 4 + tkl
+    while pos < len(msg) and msg[pos] != 0xFF:
+        head = msg[pos]
+        pos += 1
+        for nib in (head >> 4, head & 0x0F):
+            pos += {13: 1, 14: 2}.get(nib, 0)
+        ln = head & 0x0F
+        if ln == 13:
+            ln = msg[pos - 1] + 13
+        elif ln == 14:
+            ln = (msg[pos - 2] << 8 | msg[pos - 1]) + 269
+        pos += ln
+    return msg[pos + 1:] if pos < len(msg) else b""
+
+
+@pytest.mark.e2e
+def test_a_round_is_priced_to_the_byte(gateway, tmp_path: Path) -> None:
+    """A real node's round through the real gateway: the config and snapshot GETs (Block2) and
+    the update's POST (Block1) have the sizes the downlink and uplink walks give, the update is
+    answered 2.04 'accepted', and the datagrams go on air as Wireshark decodes them (CoAP
+    dissected, nothing malformed, each reassembled byte for byte)."""
+    import time
+    import tomllib
+
+    from edge import datafile
+    from edge.downwalk import coap_down
+    from edge.links import CoapLink
+    from edge.node import EdgeNode
+    from edge.onair import Walk
+
+    layout, job, client, log = gateway
+    prof = load_profile("ieee802154-6lowpan-coap")
+    c = tomllib.loads(layout.node_configs[0].read_text())
+    node = EdgeNode(0, bytes.fromhex(c["key"]), bytes.fromhex(c["downlink_key"]), c["job"],
+                    datafile.DataFile(c["data"]), prof)
+    frames: list[bytes] = []
+    node.record = lambda rnd, frame: frames.append(bytes(frame))
+    log.clear()
+    end = time.monotonic() + 30
+    while node.step(CoapLink(client, job.job_id)) != "sent":
+        assert time.monotonic() < end, "the node sent nothing within 30 s"
+        time.sleep(0.01)
+    post = next(i for i, (s, b) in enumerate(log) if s and b[1] == 0x02)
+    gets, exchange = log[:post], log[post:]
+    # the GETs: split per resource by the request's last Uri-Path segment
+    jl = len(str(job.job_id))
+    for name in (b"config", b"model"):                    # a first round syncs by snapshot
+        idx = [i for i, (s, b) in enumerate(gets) if s and name in b]
+        assert idx, f"the node never fetched {name!r}"
+        part = gets[idx[0]:idx[-1] + 2]
+        body = sum(len(_payload(b)) for s, b in part if not s)
+        w = Walk(prof["stack"], prof["radio"]["bit_rate"])
+        runs: list[tuple[bool, int, int]] = []
+        w.emit = lambda w_, u, sending, times, what, frags: runs.append((sending, u, times))
+        coap_down(w, body, (3, jl, len(name)), ())
+        assert [(s, len(b)) for s, b in part] == _interleave(runs), name
+    assert frames, "the node recorded its update"
+    assert [(s, len(b)) for s, b in exchange] == _walked(
+        lambda p, m, e: walk_up(p, m, job.job_id, e), prof, len(frames[-1]))
+    assert exchange[-1][1].endswith(b"\xffaccepted")
+    packets, seq = [], 0
+    for _, data in log:
+        for f in frames_for(prof["stack"], data, tag=seq, seq=seq):
+            packets.append(f)
+            seq += 1
+    pcap = tmp_path / "round.pcap"
+    wrpcap(str(pcap), [Raw(p) for p in packets], linktype=LINKTYPE_IEEE802_15_4_WITHFCS)
+    rows = tshark(pcap)                                   # CoAP dissected: no decode-as
+    assert [bytes.fromhex(r[3].replace(":", "")) for r in rows if r[3]] == [d for _, d in log]

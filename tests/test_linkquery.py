@@ -1,0 +1,70 @@
+"""`cat-aggregator profile --link NAME --bytes N [--block-size B]`: one message, frame by frame."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from aggregator.cli import main
+from edge.board import make
+from edge.profile import load_profile
+
+LINE = re.compile(r"^link cost: (\d+) B -> (\d+) frames sent, tx (\d+) B, rx (\d+) B, ([\d.]+) ms radio on, (\d+) uJ$")
+
+
+def _ask(capsys, *args: str) -> list[str]:
+    assert main(["profile", *args]) == 0
+    return capsys.readouterr().out.splitlines()
+
+
+@pytest.mark.parametrize(("n", "blocks"), [(500, 8), (1000, 16)])
+def test_frames_sent_are_the_block1_exchanges_the_client_makes(capsys, n: int, blocks: int) -> None:
+    out = _ask(capsys, "--link", "ieee802154-6lowpan-coap", "--bytes", str(n), "--block-size", "64")
+    m = LINE.match(out[0])
+    assert m and int(m[1]) == n and int(m[2]) == blocks        # one frame per 64 B block (<= 107 B datagrams)
+    posts = [ln for ln in out if ln.startswith("node ->")]
+    assert sum(int(re.search(r" x(\d+):", ln)[1]) if " x" in ln.split(":")[0] else 1 for ln in posts) == blocks
+    assert any("2.31 Continue" in ln for ln in out) and "2.04" in out[-2]
+    assert all("FCS 2" in ln for ln in out if ln.startswith("    "))
+
+
+def test_a_larger_block_size_sends_fewer_larger_exchanges(capsys) -> None:
+    small = LINE.match(_ask(capsys, "--link", "ieee802154-6lowpan-coap", "--bytes", "1000")[0])
+    large = _ask(capsys, "--link", "ieee802154-6lowpan-coap", "--bytes", "1000", "--block-size", "512")
+    m = LINE.match(large[0])
+    # two blocks: 538 B and 511 B datagrams, FRAG1 96 B of data then FRAGNs of 104 B, the last up to 111 B
+    assert int(m[2]) == 6 + 5 and "FRAG1" in "\n".join(large)
+    assert float(m[6]) < float(small[6])
+
+
+def test_lorawan_counts_the_class_a_windows(capsys) -> None:
+    out = _ask(capsys, "--link", "lorawan-eu868-sf7", "--bytes", "10")
+    m = LINE.match(out[0])
+    assert m and int(m[2]) == 1 and int(m[3]) == 23
+    assert "RX1 window at SF7, 24 symbols = 24.6 ms" in out[-2] and "RX2 window at SF12, 6 symbols = 196.6 ms" in out[-1]
+    # 23 B PHY payload: (8 + 4.25 + 8 + 8 x 5) symbols of 1.024 ms, then 24 + 6 x 32 symbols listening
+    assert float(m[5]) == pytest.approx(61.696 + 24.576 + 196.608, abs=0.01)
+
+
+@pytest.mark.parametrize(("args", "msg"), [
+    (["--link", "wifi-tcp-mqtt-esp32", "--bytes", "10", "--block-size", "64"], "does not send CoAP block-wise"),
+    (["--link", "ieee802154-6lowpan-coap", "--bytes", "10", "--block-size", "100"], "power of two"),
+    (["--link", "ieee802154-6lowpan-udp", "--bytes", "1233"], "over ieee802154-6lowpan-udp's largest message (1232 B)"),
+    (["--link", "ieee802154-6lowpan-udp", "--bytes", "0"], "--bytes must be >= 1"),
+    (["--link", "ieee802154-6lowpan-udp"], "give --bytes N"),
+    (["--link", "paper-packet-128-64-128", "--bytes", "10"], "paper model"),
+    (["--profile", "ieee802154-6lowpan-udp", "--d", "10", "--rounds", "1", "--scheme", "s", "--T", "1",
+      "--block-size", "64"], "--block-size goes with --bytes"),
+])
+def test_bad_questions_get_one_line(capsys, args: list[str], msg: str) -> None:
+    assert main(["profile", *args]) == 2
+    err = capsys.readouterr().err
+    assert msg in err and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_a_board_whose_block_size_differs_from_its_profile_is_refused() -> None:
+    cfg = {"transport": "coap", "block_size": 128, "profile": load_profile("ieee802154-6lowpan-coap"),
+           "host": "127.0.0.1", "job": 1, "node": 0}
+    with pytest.raises(ValueError, match="block_size is 128 B but cost profile ieee802154-6lowpan-coap prices 64 B"):
+        make(cfg)
