@@ -266,6 +266,7 @@ def walk_up(profile, n, job=None, emit=None, w=None):
         w = Walk(st, profile["radio"]["bit_rate"], emit)
     else:
         w.reset()
+        w.emit = emit
     if st["transport"] == "coap":
         return coap_up(w, n, job)
     return udp_up(w, n)

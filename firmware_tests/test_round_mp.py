@@ -84,7 +84,8 @@ def test_mqtt_rounds_with_umqtt_simple(interp, tmp_path):
         cfg = node_config(job, 1, "data.catd", "mqtt", "127.0.0.1", broker.port)
         root = _board_root(tmp_path, cfg, data, {"lib/umqtt/simple.mpy": cache / "umqtt" / "simple.py"})
         with Gateway(job, Endpoints(mqtt=("127.0.0.1", broker.port))) as gw:
-            heap = "96k" if interp.pointer_bits == 32 else "192k"
+            # .mpy code in the heap, umqtt included, and the link walk of the job's CoAP profile
+            heap = "112k" if interp.pointer_bits == 32 else "208k"
             r = harness.run(interp, root, BOARD_RUN, heap=heap, timeout=120, precompile=True, args=["3"])
             assert r.ok, r.describe()[-3000:]
             assert r.result == {"sent": 3}
@@ -109,7 +110,8 @@ def test_slip_rounds_through_pyserial_bridge(interp, tmp_path):
         cfg = node_config(job, 1, "data.catd", "serial", serial={"path": line.path})
         root = _board_root(tmp_path, cfg, data)
         with Gateway(job, Endpoints(serial=[(line.url, 115200)])) as gw:
-            heap = "96k" if interp.pointer_bits == 32 else "192k"
+            # .mpy code in the heap, the link walk of the walked UDP profile included
+            heap = "112k" if interp.pointer_bits == 32 else "208k"
             r = harness.run(interp, root, BOARD_RUN, heap=heap, timeout=120, precompile=True, args=["2"])
             assert r.ok, r.describe()[-3000:]
             assert r.result == {"sent": 2}
