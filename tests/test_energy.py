@@ -144,3 +144,21 @@ def test_profile_cli_planned(tmp_path, capsys) -> None:
     err = capsys.readouterr().err
     assert "paper model" in err and "--T" in err
     assert not math.isnan(float((out / "budget.csv").read_text().splitlines()[1].split(",")[7]))
+
+
+def test_the_gateway_cannot_serve_a_lorawan_plan_whose_downlink_overflows_its_duty_cycle(tmp_path, capsys) -> None:
+    """SF7, 10 nodes, T = 10 (S+Q), one round per 60 s: each node's RX1 gets the round's delta,
+    so the gateway transmits 10 deltas per round on the 1 % sub-band: about 16 % of its time."""
+    prof = load_profile("lorawan-eu868-sf7")
+    log = energy.log_planned(1000, 5, "sq", 10, nodes=10)
+    gw = energy.budget(log, prof, 60.0, 2400.0, 3.0)["gateway"]
+    one = sum(LinkCost(prof, m).tx_seconds for m in energy.messages(prof, int(log.down_bytes[0])))
+    assert gw["airtime_s_max"] == pytest.approx(10 * one)
+    assert gw["used"] == pytest.approx(10 * one / 60) and 0.15 < gw["used"] < 0.17 and not gw["ok"]
+    assert gw["min_interval_s"] == pytest.approx(10 * one / 0.01)
+    assert energy.budget(log, prof, gw["min_interval_s"], 2400.0, 3.0)["gateway"]["ok"]
+    assert main(["profile", "--profile", "lorawan-eu868-sf7", "--d", "1000", "--scheme", "sq", "--T", "10",
+                 "--nodes", "10", "--rounds", "5", "--interval", "60", "--out", str(tmp_path / "p")]) == 0
+    out = capsys.readouterr().out
+    assert "the gateway CANNOT serve this plan" in out and "against 1 % allowed" in out
+    assert energy.budget(log, load_profile("ieee802154-6lowpan-coap"), 60.0, 2400.0, 3.0)["gateway"] is None

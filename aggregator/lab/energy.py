@@ -197,7 +197,7 @@ def downlink_energy(profile: dict, frame: int) -> FrameEnergy:
     for m in messages(profile, frame):
         lc = LinkCost(profile, m)
         fixed_s = lc.packets * profile["packet"]["fixed_seconds"]
-        ack_s = lc.seconds - lc.tx_seconds - fixed_s - lc.listen_seconds  # the windows carry this message
+        ack_s = max(0.0, lc.seconds - lc.tx_seconds - fixed_s - lc.listen_seconds)  # windows carry it
         out.rx_j += (lc.tx_seconds + fixed_s) * radio["rx_power"]
         out.tx_j += ack_s * radio["tx_power"]
         out.airtime_s += ack_s
@@ -282,11 +282,33 @@ def budget(log: RunLog, profile: dict, interval_s: float, capacity_mah: float, v
             node["headroom_factor"] = (dc * interval_s / a) if a > 0 else math.inf
         nodes.append(node)
     down_over = int((log.down_bytes > max_msg).sum())
+    gateway = gateway_downlink(profile, log, interval_s) if dc and profile.get("lora") else None
     return {"profile": profile["name"], "interval_s": interval_s, "battery_j": e_batt,
             "battery_mah": capacity_mah, "voltage": voltage, "sleep_w": p_sleep, "duty_cycle": dc,
-            "nodes": nodes, "per_round_j": per_round_total,
+            "nodes": nodes, "per_round_j": per_round_total, "gateway": gateway,
             "down_bytes_mean": float(log.down_bytes.mean()) if R else 0.0,
             "down_oversize_rounds": down_over, "max_message_bytes": max_msg}
+
+
+def gateway_downlink(profile: dict, log: RunLog, interval_s: float) -> dict[str, float]:
+    """The gateway's share of the band for the downlink: every node that sent in a round gets
+    that round's downlink in its RX1 window, at the uplink's data rate on the uplink's sub-band,
+    so the gateway transmits under the same duty-cycle limit (ETSI EN 300 220: the limit binds
+    every transmitter, the gateway too). Busiest round's airtime over the interval.
+
+    A downlink is priced as an uplink of the same size (LoRaWAN frames are the same; a downlink
+    PHY carries no payload CRC, 2 B less). RX2 (869.525 MHz, 10 % in EU868) is not considered."""
+    dc = profile["limits"]["duty_cycle"]
+    worst = 0.0
+    for r in range(log.rounds):
+        senders = int((log.frame_bytes[r] > 0).sum())
+        b = int(log.down_bytes[r])
+        if senders and b > 0:
+            air = sum(LinkCost(profile, m).tx_seconds for m in messages(profile, b))
+            worst = max(worst, senders * air)
+    used = worst / interval_s
+    return {"airtime_s_max": worst, "used": used, "allowed": dc, "ok": used <= dc,
+            "min_interval_s": worst / dc}
 
 
 # ------------------------------------------------------------------------------ CLI
@@ -348,6 +370,13 @@ def _cmd_profile(args: argparse.Namespace) -> int:
         lines.append(f"downlink ({args.downlink}): {b['down_bytes_mean']:.0f} B per round on average"
                      + (f"; {b['down_oversize_rounds']} round(s) over the link's {b['max_message_bytes']:.0f} B "
                         "message limit (costed as several packets)" if b["down_oversize_rounds"] else ""))
+    gw = b["gateway"]
+    if gw and gw["airtime_s_max"] > 0:
+        verdict = "OK" if gw["ok"] else ("the gateway CANNOT serve this plan: lengthen the interval to "
+                                         f"{gw['min_interval_s']:.4g} s or send less downlink")
+        lines.append(f"gateway downlink: the busiest round takes {gw['airtime_s_max']:.4g} s of RX1 airtime, "
+                     f"{100 * gw['used']:.4g} % of the gateway's time against {100 * gw['allowed']:.4g} % allowed "
+                     f"({verdict})")
     for nd in b["nodes"]:
         s = (f"node {nd['node']}: {nd['rounds']} rounds, frame {nd['frame_bytes_mean']:.0f} B; per round "
              f"uplink tx {1e3 * nd['uplink_tx_j_per_round']:.4g} mJ + ack rx {1e3 * nd['uplink_rx_j_per_round']:.4g} mJ, "
