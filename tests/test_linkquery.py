@@ -25,7 +25,7 @@ def test_frames_sent_are_the_block1_exchanges_the_client_makes(capsys, n: int, b
     assert m and int(m[1]) == n and int(m[2]) == blocks        # one frame per 64 B block (<= 107 B datagrams)
     posts = [ln for ln in out if ln.startswith("node ->")]
     assert sum(int(re.search(r" x(\d+):", ln)[1]) if " x" in ln.split(":")[0] else 1 for ln in posts) == blocks
-    assert any("2.31 Continue" in ln for ln in out) and "2.04" in out[-2]
+    assert any("2.31 Continue" in ln for ln in out) and "CoAP 2.04" in [ln for ln in out if ln.startswith("node <-")][-1]
     assert all("FCS 2" in ln for ln in out if ln.startswith("    "))
 
 
@@ -36,6 +36,18 @@ def test_a_larger_block_size_sends_fewer_larger_exchanges(capsys) -> None:
     # two blocks: 538 B and 511 B datagrams, FRAG1 96 B of data then FRAGNs of 104 B, the last up to 111 B
     assert int(m[2]) == 6 + 5 and "FRAG1" in "\n".join(large)
     assert float(m[6]) < float(small[6])
+
+
+@pytest.mark.parametrize(("n", "best"), [(20, 64), (100, 128), (1000, 1024)])
+def test_the_cheapest_block_size_is_shown(capsys, n: int, best: int) -> None:
+    """Fewer, larger exchanges beat 64 B blocks once a message needs several (6LoWPAN fragments
+    cost less than a CoAP exchange each); a message that needs no Block1 ties, and the profile's
+    own size is named."""
+    out = _ask(capsys, "--link", "ieee802154-6lowpan-coap", "--bytes", str(n))
+    assert out[-2].startswith("by Block1 size: 16 B: ") and out[-2].count(" frames ") == 7
+    assert out[-1].startswith(f"cheapest block size for {n} B: {best} B (")
+    assert not any(ln.startswith("by Block1") for ln in _ask(capsys, "--link", "ieee802154-6lowpan-udp",
+                                                               "--bytes", str(n)))
 
 
 def test_lorawan_counts_the_class_a_windows(capsys) -> None:

@@ -17,6 +17,7 @@ from edge.cost import LinkCost
 from edge.onair import compressed_headers, mac_overhead, nhc_udp_len
 
 _FRAG1, _FRAGN = 4, 5  # RFC 4944 §5.3 (edge/onair.py)
+BLOCK_SIZES = (16, 32, 64, 128, 256, 512, 1024)  # RFC 7959 §2.2: 2 ** (SZX + 4)
 
 
 def with_block_size(prof: dict, block_size: int | None) -> dict:
@@ -27,7 +28,7 @@ def with_block_size(prof: dict, block_size: int | None) -> dict:
     if not st or st["transport"] != "coap":
         raise ArgumentError(f"--block-size: {prof['name']} does not send CoAP block-wise (no [stack] with "
                             "transport = 'coap')")
-    if block_size not in (16, 32, 64, 128, 256, 512, 1024):
+    if block_size not in BLOCK_SIZES:
         raise ArgumentError(f"--block-size must be a power of two from 16 to 1024 (RFC 7959 §2.2), got {block_size}")
     out = copy.deepcopy(prof)
     out["stack"]["block_size"] = block_size
@@ -113,4 +114,23 @@ def describe(prof: dict, n: int, job: int | None = None) -> list[str]:
         parts = _packet_lines(prof, lc, n)
     head = (f"link cost: {n} B -> {lc.packets} frames sent, tx {lc.tx_bytes:g} B, rx {lc.rx_bytes:g} B, "
             f"{lc.seconds * 1e3:.2f} ms radio on, {lc.joules * 1e6:.0f} uJ")
-    return [head] + parts
+    return [head] + parts + block_sizes(prof, n, job)
+
+
+def block_sizes(prof: dict, n: int, job: int | None = None) -> list[str]:
+    """For a walked CoAP profile: the same message at every Block1 size, and the cheapest.
+
+    Why: larger blocks mean fewer exchanges but 6LoWPAN fragments; the board's receive buffer
+    (block_size + 64 B) is what a larger block costs in RAM."""
+    st = prof.get("stack")
+    if not st or st["transport"] != "coap":
+        return []
+    row = []
+    for b in BLOCK_SIZES:
+        lc = LinkCost(with_block_size(prof, b), n, job)
+        row.append((lc.joules, b, lc.packets))
+    best = min(row, key=lambda r: (round(r[0], 12), r[1] != st["block_size"], r[1]))  # ties: the profile's
+    cells = ", ".join(f"{b} B: {f} frames {j * 1e6:.0f} uJ" for j, b, f in row)
+    return [f"by Block1 size: {cells}",
+            f"cheapest block size for {n} B: {best[1]} B ({best[0] * 1e6:.0f} uJ; the profile's "
+            f"{st['block_size']} B: {LinkCost(prof, n, job).joules * 1e6:.0f} uJ)"]
