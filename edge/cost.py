@@ -90,6 +90,7 @@ class LinkCost:
             self.tx_seconds = w.tx_s
             self.seconds = w.tx_s + w.rx_s + w.idle_s
             self.joules = w.tx_s * radio["tx_power"] + (w.rx_s + w.idle_s) * radio["rx_power"]
+            self.listen_seconds = 0.0  # replies are walked frames, not empty windows
             return
         msg = profile["message"]
         pk = profile["packet"]

@@ -96,6 +96,17 @@ def fragments(st, u):
     return 1 + k, c1, mid, r - (k - 1) * mid
 
 
+def frame_sizes(st, u, frags):
+    """On-air bytes of the first, each middle and the last frame of a datagram of u UDP payload
+    bytes cut as fragments(st, u) = frags says (one frame: (its size, 0, 0))."""
+    f, c1, mid, last = frags
+    oh = mac_overhead(st)
+    h = compressed_headers(st)
+    if f == 1:
+        return oh + h + u, 0, 0
+    return oh + _FRAG1 + h + c1, oh + _FRAGN + mid, oh + _FRAGN + last
+
+
 class Walk:
     """Totals of one walked message, from the node's side.
 
@@ -125,16 +136,16 @@ class Walk:
         """Add `times` datagrams of u UDP payload bytes, sent by the node or to it; `what` names
         them for emit: (message label, first block NUM, blocks, body bytes per block)."""
         st = self.st
-        f, c1, mid, last = fragments(st, u)
-        oh = mac_overhead(st)
-        h = compressed_headers(st)
-        onair = f * oh + h + u + (0 if f == 1 else _FRAG1 + (f - 1) * _FRAGN)
+        frags = fragments(st, u)
+        f = frags[0]
+        first, mid, last = frame_sizes(st, u, frags)
         ack = st["ack_bytes"]
         if f == 1:
-            idle = self._gaps(oh + h + u)
+            onair = first
+            idle = self._gaps(first)
         else:
-            idle = self._gaps(oh + _FRAG1 + h + c1) + (f - 2) * self._gaps(oh + _FRAGN + mid) \
-                + self._gaps(oh + _FRAGN + last)
+            onair = first + (f - 2) * mid + last
+            idle = self._gaps(first) + (f - 2) * self._gaps(mid) + self._gaps(last)
         if sending:
             self.frames_tx += times * f
             self.udp_tx += times * u
@@ -146,7 +157,7 @@ class Walk:
             self.tx_bytes += times * f * ack
         self.idle_s += times * idle
         if self.emit is not None:  # the host formats it (aggregator/lab/linkquery.py)
-            self.emit(self, u, sending, times, what, (f, c1, mid, last))
+            self.emit(self, u, sending, times, what, frags)
 
     def _gaps(self, size):
         # idle time around one acknowledged data frame of `size` bytes on air

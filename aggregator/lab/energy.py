@@ -300,12 +300,14 @@ def gateway_downlink(profile: dict, log: RunLog, interval_s: float) -> dict[str,
     PHY carries no payload CRC, 2 B less). RX2 (869.525 MHz, 10 % in EU868) is not considered."""
     dc = profile["limits"]["duty_cycle"]
     worst = 0.0
+    air: dict[int, float] = {}  # downlink airtime per message size (a delta's size repeats)
     for r in range(log.rounds):
         senders = int((log.frame_bytes[r] > 0).sum())
         b = int(log.down_bytes[r])
         if senders and b > 0:
-            air = sum(LinkCost(profile, m).tx_seconds for m in messages(profile, b))
-            worst = max(worst, senders * air)
+            if b not in air:
+                air[b] = sum(LinkCost(profile, m).tx_seconds for m in messages(profile, b))
+            worst = max(worst, senders * air[b])
     used = worst / interval_s
     return {"airtime_s_max": worst, "used": used, "allowed": dc, "ok": used <= dc,
             "min_interval_s": worst / dc}

@@ -14,9 +14,8 @@ from typing import Callable
 
 from aggregator.lab.cliargs import ArgumentError
 from edge.cost import LinkCost
-from edge.onair import compressed_headers, mac_overhead, nhc_udp_len
+from edge.onair import frame_sizes, mac_overhead, nhc_udp_len
 
-_FRAG1, _FRAGN = 4, 5  # RFC 4944 §5.3 (edge/onair.py)
 BLOCK_SIZES = (16, 32, 64, 128, 256, 512, 1024)  # RFC 7959 §2.2: 2 ** (SZX + 4)
 
 
@@ -81,13 +80,13 @@ def frame_lines(out: list[str]) -> Callable:
         mac = mac_overhead(st) - st["phy_overhead_bytes"] - sec - 2
         head = f"PHY {st['phy_overhead_bytes']} | MAC {mac}" + (f" | security {sec}" if sec else "")
         hc = f"IPHC {st['iphc_bytes']} | UDP {nhc_udp_len(st['src_port'], st['dst_port'])}"
-        oh, h = mac_overhead(st), compressed_headers(st)
+        s_first, s_mid, s_last = frame_sizes(st, u, frags)
         if f == 1:
-            rows = [(1, f"frame: {head} | {hc} | UDP payload {u} | FCS 2", oh + h + u)]
+            rows = [(1, f"frame: {head} | {hc} | UDP payload {u} | FCS 2", s_first)]
         else:
-            rows = [(1, f"FRAG1: {head} | FRAG1 4 | {hc} | UDP payload {c1} | FCS 2", oh + _FRAG1 + h + c1),
-                    (f - 2, f"FRAGN: {head} | FRAGN 5 | UDP payload {mid} | FCS 2", oh + _FRAGN + mid),
-                    (1, f"FRAGN: {head} | FRAGN 5 | UDP payload {last} (last) | FCS 2", oh + _FRAGN + last)]
+            rows = [(1, f"FRAG1: {head} | FRAG1 4 | {hc} | UDP payload {c1} | FCS 2", s_first),
+                    (f - 2, f"FRAGN: {head} | FRAGN 5 | UDP payload {mid} | FCS 2", s_mid),
+                    (1, f"FRAGN: {head} | FRAGN 5 | UDP payload {last} (last) | FCS 2", s_last)]
         for n, text, size in rows:
             if n > 0:
                 out.append(f"    {text} = {size} B on air{f' (x{n})' if n > 1 else ''}, then a "
