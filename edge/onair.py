@@ -3,12 +3,14 @@
 # MicroPython and CPython in O(1) memory (closed forms per datagram, runs of equal blocks).
 #
 # One data frame (IEEE 802.15.4-2006 §5.5.3, §7.2.1; RFC 4944 §5.3; RFC 6282 §3, §4.3):
-#   SHR+PHR 6 | FCF 2 SEQ 1 DPAN 2 DADDR 2/8 [SPAN 2] SADDR 2/8 | [aux sec hdr] |
+#   SHR+PHR 6 | FCF 2 SEQ 1 DPAN 2 DADDR 2/8 [SPAN 2] SADDR 2/8 | [aux sec hdr] | [MESH 5+] |
 #   [FRAG1 4 | FRAGN 5] | [IPHC 2+ | NHC-UDP 4..7] | data | [MIC] | FCS 2        <= 127 B PSDU
+# (the mesh header, RFC 4944 §5.2, rides in every frame of a datagram a mesh-under router sends
+# towards a destination beyond its neighbours; the aux header and MIC, §7.6.2, in every secured one)
 # acknowledged by an Imm-Ack (FCF 2 SEQ 1 FCS 2 = 5 B PSDU, 11 B on air) after aTurnaroundTime.
 #
-# A datagram of u UDP payload bytes has compressed headers h = IPHC + NHC-UDP. With P the MAC
-# payload (127 - MAC header - FCS - security):
+# A datagram of u UDP payload bytes has compressed headers h = IPHC + NHC-UDP. With P the room
+# for them (127 - MAC header - FCS - security - mesh header):
 #   h + u <= P                  one frame, no fragment header (RFC 4944 §5.3: fragment only
 #                               when the datagram does not fit)
 #   otherwise FRAG1             h + c1 data bytes, c1 = floor8(P - 4 - h): the uncompressed
@@ -65,10 +67,11 @@ def nhc_udp_len(src, dst):
 
 
 def mac_overhead(st):
-    """On-air bytes of one data frame besides its MAC payload (PHY, MAC header, security, FCS)."""
+    """On-air bytes of one data frame besides its fragment header, compressed headers and data
+    (PHY, MAC header, security, mesh header, FCS)."""
     a = st["address_bytes"]
     pan = 2 if st["pan_id_compression"] else 4
-    return st["phy_overhead_bytes"] + 3 + pan + 2 * a + st["security_bytes"] + 2
+    return st["phy_overhead_bytes"] + 3 + pan + 2 * a + st["security_bytes"] + st.get("mesh_header_bytes", 0) + 2
 
 
 def mac_payload(st):

@@ -12,6 +12,7 @@ _STACK = ("address_bytes size int>0", "security_bytes size int>=0", "phy_overhea
 _COAP = ("token_bytes size int>0", "block_size size int>0", "reply_payload_bytes size int>=0",
          "job_digits ratio int>0")
 _TRANSPORTS = ("coap", "udp")
+_MESH = (0, 5, 6, 11, 12, 17, 18)
 
 
 def _keys(spec):
@@ -20,7 +21,7 @@ def _keys(spec):
 
 def check_stack(c, raw):
     """The normalised [stack] of raw (c: edge.profile's checker, which names the bad field)."""
-    keys = ["transport", "pan_id_compression"] + _keys(_STACK) + _keys(_COAP)
+    keys = ["transport", "pan_id_compression", "mesh_header_bytes"] + _keys(_STACK) + _keys(_COAP)
     t = c.table(raw, "stack", "stack", True, keys)
     tr = c.text(t, "stack.transport", "transport", _TRANSPORTS)
     for k in _keys(_COAP) if tr != "coap" else ():
@@ -30,6 +31,12 @@ def check_stack(c, raw):
     for k in st:
         if k[-8:] != "_seconds":
             st[k] = int(st[k])
+    if "mesh_header_bytes" in t:  # optional (absent: none); a board's dict stays smaller without it
+        m = int(c.number(t, "stack", "mesh_header_bytes size int>=0"))
+        if m not in _MESH:
+            c.fail("stack.mesh_header_bytes", "must be 0 (none) or 5, 6, 11, 12, 17 or 18: dispatch 1 + originator "
+                   "and final addresses 2 or 8 each + 1 when hops left > 14 (RFC 4944 §5.2), got %r" % m)
+        st["mesh_header_bytes"] = m
     if not isinstance(t.get("pan_id_compression"), bool):
         c.fail("stack.pan_id_compression", "must be true or false")
     st["transport"] = tr

@@ -93,8 +93,11 @@ def test_frozen_round_fits_budget_and_fails_below(mp32_frozen, frozen_setup, d):
 EF_FLOOR_KIB = {1024: 24, 4096: 50}
 # Where error feedback misses the goal (budget.py --ef prints the bisected heaps): since the link
 # cost walks the CoAP exchanges the client makes (edge/onair.py, its [stack] in node.json), SS at
-# d = 1,024 needs 33 KiB (S and S+Q 32).
-EF_KIB = {(1024, "ss"): 33}
+# d = 1,024 needs 33-34 KiB (S and S+Q 32). The last KiB came with the mesh header term of the
+# walk (one dict lookup more per priced frame, no allocation): the 32-bit build's GC scans the C
+# stack conservatively, so a change in what the stack holds moves which blocks stay alive, and
+# the round died at 33 KiB on a 129-byte recvfrom buffer it could not place.
+EF_KIB = {(1024, "ss"): 34}
 
 
 @pytest.mark.parametrize("scheme", ["s", "sq", "ss"])

@@ -50,6 +50,26 @@ def test_the_cheapest_block_size_is_shown(capsys, n: int, best: int) -> None:
                                                                "--bytes", str(n)))
 
 
+def test_thread_frames_show_security_and_the_mesh_header_and_add_up(capsys) -> None:
+    """A mesh-under Thread router: every frame carries 10 B of security (aux header 6 + MIC 4) and
+    a 5 B mesh header, so each header-by-header line sums to the size it prints; the 1,000 B
+    message in 1,024 B blocks is one datagram of 1,020 B in 11 fragments (FRAG1 88 B of data in
+    the 106 - 5 B room, FRAGNs of 96, the last 68)."""
+    out = _ask(capsys, "--link", "ieee802154-thread-coap-mesh", "--bytes", "1000", "--block-size", "1024")
+    m = LINE.match(out[0])
+    assert m and int(m[2]) == 11
+    frames = [ln for ln in out if ln.startswith("    ")]
+    assert frames and all("| security 10 (aux header + MIC) | mesh 5 |" in ln for ln in frames)
+    for ln in frames:
+        parts, total = ln.split(" = ")[0].split(": ", 1)[1], int(ln.split(" = ")[1].split(" B")[0])
+        assert sum(int(re.findall(r"\d+", p)[-1]) for p in parts.split(" | ")) == total <= 133, ln
+    assert "UDP payload 88 " in frames[0] and "UDP payload 96 " in frames[1]
+    plain = LINE.match(_ask(capsys, "--link", "ieee802154-thread-coap", "--bytes", "1000", "--block-size", "1024")[0])
+    # without the mesh header: the same 11 fragments (96 B FRAGNs either way), 5 B less in each,
+    # and in the 2.04 frame received
+    assert int(plain[2]) == 11 and int(m[3]) - int(plain[3]) == 11 * 5 and int(m[4]) - int(plain[4]) == 5
+
+
 def test_lorawan_counts_the_class_a_windows(capsys) -> None:
     out = _ask(capsys, "--link", "lorawan-eu868-sf7", "--bytes", "10")
     m = LINE.match(out[0])

@@ -1,11 +1,14 @@
 """The walked 802.15.4 profiles against independent implementations, byte for byte.
 
 What goes on air for a UDP payload of every size from 1 B to the link's largest is built here
-with scapy's own encoders (Dot15d4 MAC header and FCS, LoWPAN_IPHC, NHC UDP, FRAG1/FRAGN headers),
-cut into fragments by this file's own reading of RFC 4944 §5.3 (not edge/onair.py's), written
-to a pcap with the 802.15.4 link type and decoded by Wireshark's dissectors (tshark): every frame
-must decode without a malformed-packet mark, be at most 127 B, and the reassembled datagram must
-give back the exact UDP payload; frame counts and on-air bytes must equal the walk's. Then the
+with scapy's own encoders (Dot15d4 MAC header, auxiliary security header and FCS, LoWPANMesh,
+LoWPAN_IPHC, NHC UDP, FRAG1/FRAGN headers), cut into fragments by this file's own reading of
+RFC 4944 §5.3 (not edge/onair.py's), written to a pcap with the 802.15.4 link type and decoded
+by Wireshark's dissectors (tshark): every frame must decode without a malformed-packet mark, be
+at most 127 B, and the reassembled datagram must give back the exact UDP payload; frame counts
+and on-air bytes must equal the walk's. Thread frames are really secured (AES-CCM* with a
+32-bit MIC, `cryptography`'s AESCCM) and Wireshark is given the key: it must decrypt and verify
+every one before it can reassemble anything. Then the
 CoAP datagrams the real edge client exchanges with the real gateway (aiocoap) are compared with
 the walk's, and go through the same framing.
 
@@ -23,42 +26,74 @@ from pathlib import Path
 import pytest
 
 scapy = pytest.importorskip("scapy")
-from scapy.layers.dot15d4 import Dot15d4Data, Dot15d4FCS  # noqa: E402
+from scapy.layers.dot15d4 import Dot15d4, Dot15d4AuxSecurityHeader, Dot15d4Data, Dot15d4FCS  # noqa: E402
 from scapy.layers.inet import UDP  # noqa: E402
 from scapy.layers.inet6 import IPv6  # noqa: E402
 from scapy.layers.sixlowpan import (LoWPAN_IPHC, LoWPAN_NHC, LoWPAN_NHC_UDP,  # noqa: E402
-                                    LoWPANFragmentationFirst, LoWPANFragmentationSubsequent)
+                                    LoWPANFragmentationFirst, LoWPANFragmentationSubsequent, LoWPANMesh)
 from scapy.packet import Raw  # noqa: E402
 from scapy.utils import wrpcap  # noqa: E402
+from cryptography.hazmat.primitives.ciphers.aead import AESCCM  # noqa: E402
 
 from edge.onair import walk_up  # noqa: E402
 from edge.profile import load_profile  # noqa: E402
 
 pytestmark = pytest.mark.skipif(shutil.which("tshark") is None, reason="no tshark (apt install tshark)")
 
-WALKED_802154 = ("ieee802154-6lowpan-udp", "ieee802154-6lowpan-coap", "ieee802154-6lowpan-coap-ext")
+WALKED_802154 = ("ieee802154-6lowpan-udp", "ieee802154-6lowpan-coap", "ieee802154-6lowpan-coap-ext",
+                 "ieee802154-thread-coap", "ieee802154-thread-coap-mesh")
 LINKTYPE_IEEE802_15_4_WITHFCS = 195
 PAN = 0xABCD
 SHORT = (0x0002, 0x0001)                              # node, gateway
 EXTENDED = (0x0212_3456_789A_BCDE, 0x0211_2233_4455_6677)
+# Thread: the mesh-local prefix is 6LoWPAN context 0; a mesh-under router's frames go to its
+# parent router (MAC destination) and name the border router as the mesh destination
+MESH_LOCAL = "fd00:db8::"
+PARENT = 0x0400
+KEY = bytes(range(16))                                # the MAC key Wireshark is given
+KEY_INDEX = 1
+THREAD_OPTS = ("-o", f'uat:ieee802154_keys:"{KEY.hex()}","{KEY_INDEX}","No hash"',
+               "-o", f'uat:802154_addresses:"0x{SHORT[0]:04x}","0x{PAN:04x}",{EXTENDED[0]:016x}',
+               "-o", f"6lowpan.context0:{MESH_LOCAL}/64")
 
 
-def _iid(addr: int, nbytes: int) -> str:
-    """Link-local address whose IID comes from the MAC address (RFC 6282 §3.2.2)."""
+def _iid(addr: int, nbytes: int, prefix: str = "fe80::") -> str:
+    """Link-local (or, for Thread, mesh-local RLOC) address whose IID comes from the MAC or mesh
+    header address (RFC 6282 §3.2.2)."""
     if nbytes == 2:
-        return f"fe80::ff:fe00:{addr:x}"
+        return f"{prefix}ff:fe00:{addr:x}"
     iid = addr ^ (1 << 57)                              # EUI-64 with the U/L bit inverted
     groups = [(iid >> s) & 0xFFFF for s in (48, 32, 16, 0)]
     return "fe80::" + ":".join(f"{g:x}" for g in groups)
 
 
 def _mac(st: dict, seq: int, payload: bytes) -> bytes:
+    """One data frame (PSDU with FCS); with security, Thread's: level 5 (ENC-MIC-32), key id mode
+    1, the payload encrypted and a 4 B MIC appended by AES-CCM* (IEEE 802.15.4-2006 §7.6.3: nonce
+    = the sender's extended address, frame counter, security level; the MAC header authenticated)."""
     long_ = st["address_bytes"] == 8
     src, dst = EXTENDED if long_ else SHORT
+    if st.get("mesh_header_bytes"):
+        dst = PARENT
     mode = 3 if long_ else 2
-    f = Dot15d4FCS(fcf_frametype=1, fcf_panidcompress=int(st["pan_id_compression"]), fcf_destaddrmode=mode,
-                   fcf_srcaddrmode=mode, fcf_ackreq=1, seqnum=seq & 0xFF)
-    return bytes(f / Dot15d4Data(dest_panid=PAN, dest_addr=dst, src_addr=src) / Raw(payload))
+    fcf = dict(fcf_frametype=1, fcf_panidcompress=int(st["pan_id_compression"]), fcf_destaddrmode=mode,
+               fcf_srcaddrmode=mode, fcf_ackreq=1, seqnum=seq & 0xFF)
+    data = dict(dest_panid=PAN, dest_addr=dst, src_addr=src)
+    if st["security_bytes"]:
+        fcf.update(fcf_security=1, fcf_framever=1)
+        data["aux_sec_header"] = Dot15d4AuxSecurityHeader(sec_sc_seclevel=5, sec_sc_keyidmode=1,
+                                                          sec_framecounter=seq, sec_keyid_keyindex=KEY_INDEX)
+        header = bytes(Dot15d4(**fcf) / Dot15d4Data(**data))
+        nonce = EXTENDED[0].to_bytes(8, "big") + seq.to_bytes(4, "big") + bytes([5])
+        payload = AESCCM(KEY, tag_length=4).encrypt(nonce, payload, header)
+    return bytes(Dot15d4FCS(**fcf) / Dot15d4Data(**data) / Raw(payload))
+
+
+def _mesh(st: dict) -> bytes:
+    """The mesh header a mesh-under router puts in every frame: node -> border router."""
+    if not st.get("mesh_header_bytes"):
+        return b""
+    return bytes(LoWPANMesh(v=1, f=1, hopsLeft=4, src=SHORT[0], dst=SHORT[1]))
 
 
 def _compressed_headers(st: dict, payload: bytes) -> bytes:
@@ -67,7 +102,9 @@ def _compressed_headers(st: dict, payload: bytes) -> bytes:
     n = st["address_bytes"]
     src, dst = EXTENDED if n == 8 else SHORT
     sport, dport = st["src_port"], st["dst_port"]
-    ip = IPv6(src=_iid(src, n), dst=_iid(dst, n), hlim=64) / UDP(sport=sport, dport=dport) / Raw(payload)
+    thread = bool(st["security_bytes"])                 # mesh-local RLOC addresses from context 0
+    pre = MESH_LOCAL if thread else "fe80::"
+    ip = IPv6(src=_iid(src, n, pre), dst=_iid(dst, n, pre), hlim=64) / UDP(sport=sport, dport=dport) / Raw(payload)
     csum = IPv6(bytes(ip))[UDP].chksum
     if sport >> 4 == 0xF0B and dport >> 4 == 0xF0B:
         p = 3
@@ -77,7 +114,7 @@ def _compressed_headers(st: dict, payload: bytes) -> bytes:
         p = 1
     else:
         p = 0
-    iphc = LoWPAN_IPHC(tf=3, nh=1, hlim=2, cid=0, sac=0, sam=3, m=0, dac=0, dam=3)
+    iphc = LoWPAN_IPHC(tf=3, nh=1, hlim=2, cid=0, sac=int(thread), sam=3, m=0, dac=int(thread), dam=3)
     nhc = LoWPAN_NHC(exts=[LoWPAN_NHC_UDP(P=p, C=0, udpSourcePort=sport, udpDestPort=dport, udpChecksum=csum)])
     return bytes(iphc)[:2] + bytes(nhc)
 
@@ -86,19 +123,21 @@ def frames_for(st: dict, payload: bytes, tag: int, seq: int) -> list[bytes]:
     """The 802.15.4 frames (PSDU with FCS) of one datagram: unfragmented when it fits, else FRAG1
     with the compressed headers and as much data as keeps the covered uncompressed bytes (40 + 8 +
     data) a multiple of 8, then FRAGNs of 8-byte multiples, the last taking what remains."""
-    mac_room = 127 - len(_mac(st, 0, b""))
+    mesh = _mesh(st)
+    mac_room = 127 - len(_mac(st, 0, b"")) - len(mesh)
     hdr = _compressed_headers(st, payload)
     if len(hdr) + len(payload) <= mac_room:
-        return [_mac(st, seq, hdr + payload)]
+        return [_mac(st, seq, mesh + hdr + payload)]
     size = 48 + len(payload)
     first = (mac_room - 4 - len(hdr)) // 8 * 8
-    out = [_mac(st, seq, bytes(LoWPANFragmentationFirst(datagramSize=size, datagramTag=tag)) + hdr + payload[:first])]
+    frag1 = bytes(LoWPANFragmentationFirst(datagramSize=size, datagramTag=tag))
+    out = [_mac(st, seq, mesh + frag1 + hdr + payload[:first])]
     pos = first
     while pos < len(payload):
         rest = len(payload) - pos
         take = rest if rest <= mac_room - 5 else (mac_room - 5) // 8 * 8
         frag = LoWPANFragmentationSubsequent(datagramSize=size, datagramTag=tag, datagramOffset=(48 + pos) // 8)
-        out.append(_mac(st, seq + len(out), bytes(frag) + payload[pos:pos + take]))
+        out.append(_mac(st, seq + len(out), mesh + bytes(frag) + payload[pos:pos + take]))
         pos += take
     return out
 
@@ -113,11 +152,12 @@ def _tshark(pcap: Path, *args: str) -> list[list[str]]:
     return [line.split("|") for line in out.stdout.splitlines()]
 
 
-def tshark(pcap: Path, ports: tuple[int, ...] = ()) -> list[list[str]]:
+def tshark(pcap: Path, ports: tuple[int, ...] = (), secured: bool = False) -> list[list[str]]:
     """Per frame: length, frame type, FCS ok, reassembled UDP payload (hex); and no frame may
     be malformed or carry an error-level expert note (bad FCS, reassembly error). `ports`: UDP
-    ports whose payload is shown as plain data (random bytes are no protocol's messages)."""
-    opts: list[str] = []
+    ports whose payload is shown as plain data (random bytes are no protocol's messages);
+    `secured`: Thread frames, decrypted with the test's key."""
+    opts: list[str] = list(THREAD_OPTS) if secured else []
     for p in ports:
         opts += ["-d", f"udp.port=={p},data"]
     bad = _tshark(pcap, *opts, "-Y", '_ws.malformed or _ws.expert.severity == "Error"')
@@ -149,7 +189,7 @@ def test_every_datagram_size_frames_as_wireshark_reads_it(tmp_path: Path, name: 
         expect.append(payload)
     pcap = tmp_path / f"{name}.pcap"
     wrpcap(str(pcap), [Raw(p) for p in packets], linktype=LINKTYPE_IEEE802_15_4_WITHFCS)
-    rows = tshark(pcap, (st["src_port"], st["dst_port"]))
+    rows = tshark(pcap, (st["src_port"], st["dst_port"]), secured=bool(st["security_bytes"]))
     assert len(rows) == len(packets)
     assert [int(r[0]) for r in rows] == [len(p) for p in packets]
     assert all(r[2] in ("1", "True") for r in rows), [r for r in rows if r[2] not in ("1", "True")][:3]

@@ -40,6 +40,8 @@ SHIPPED = {
     "ieee802154-6lowpan-udp",
     "ieee802154-6lowpan-coap",
     "ieee802154-6lowpan-coap-ext",
+    "ieee802154-thread-coap",
+    "ieee802154-thread-coap-mesh",
     "lorawan-eu868-sf7",
     "lorawan-eu868-sf12",
     "ble5-1m-dle",
@@ -119,7 +121,8 @@ def test_every_shipped_profile_loads_in_the_normalised_shape(name: str) -> None:
         assert p["lora"] is None or set(p["lora"]) == LORA_KEYS
         if walked:
             st = p["stack"]
-            assert set(st) == STACK_KEYS | (COAP_KEYS if st["transport"] == "coap" else set())
+            assert set(st) - {"mesh_header_bytes"} == STACK_KEYS | (COAP_KEYS if st["transport"] == "coap" else set())
+            assert ("mesh_header_bytes" in st) == name.endswith("-mesh")   # optional: absent is none
             for k in set(st) - {"transport", "pan_id_compression"}:
                 assert type(st[k]) is (float if k.endswith("_seconds") else int), k
         assert p["default_metric"] in ("bytes", "bits", "packets", "seconds", "joules")
@@ -347,6 +350,10 @@ BREAKAGES = [
     (FIXTURE, "[radio]", "[radio]]", "(toml)", ""),
     ("ieee802154-6lowpan-coap", "address_bytes = { value = 2,", "address_bytes = { value = 4,",
      "stack.address_bytes", "must be 2 (short) or 8 (extended)"),
+    ("ieee802154-thread-coap-mesh", "mesh_header_bytes = { value = 5,", "mesh_header_bytes = { value = 4,",
+     "stack.mesh_header_bytes", "must be 0 (none) or 5, 6, 11, 12, 17 or 18"),
+    ("ieee802154-thread-coap-mesh", "mesh_header_bytes = { value = 5,", "mesh_header_bytes = { value = 19,",
+     "stack.mesh_header_bytes", "must be 0 (none) or 5, 6, 11, 12, 17 or 18"),
     ("ieee802154-6lowpan-coap", "block_size = { value = 64,", "block_size = { value = 100,",
      "stack.block_size", "power of two from 16 to 1024"),
     ("ieee802154-6lowpan-coap", "token_bytes = { value = 4,", "token_bytes = { value = 9,", "stack.token_bytes", "1..8"),
@@ -404,6 +411,20 @@ def test_a_broken_file_names_the_file_and_the_field(
     assert msg.startswith(f"{path}: {field}: "), msg
     assert problem in msg
     assert isinstance(err.value, ValueError)
+
+
+@pytest.mark.parametrize("mesh", [0, 5, 6, 18])
+def test_every_mesh_header_size_rfc_4944_allows_loads_and_shrinks_each_frames_room(tmp_path: Path, mesh: int) -> None:
+    """0 (none), 5/6 (16-bit addresses, +1 for deep hops left) .. 18 (64-bit ones): each byte of
+    mesh header is a byte less room in every frame."""
+    from edge.onair import mac_payload
+    name = "ieee802154-thread-coap-mesh"
+    path = tmp_path / f"{name}.toml"
+    path.write_text(_sub(source_of(name).read_text(), "mesh_header_bytes = { value = 5,",
+                         f"mesh_header_bytes = {{ value = {mesh},"))
+    st = load(path)["stack"]
+    assert st["mesh_header_bytes"] == mesh
+    assert mac_payload(st) == 127 - 9 - 10 - 2 - mesh      # MAC header, aux security + MIC, FCS
 
 
 def test_the_first_bad_field_in_schema_order_is_reported(tmp_path: Path) -> None:

@@ -76,9 +76,10 @@ def frame_lines(out: list[str]) -> Callable:
         x = f" x{times}" if times > 1 else ""
         out.append(f"{'node ->' if sending else 'node <-'}{x}: {name}; {u} B UDP payload in {f} frame"
                    + ("s" if f > 1 else ""))
-        sec = st["security_bytes"]
-        mac = mac_overhead(st) - st["phy_overhead_bytes"] - sec - 2
-        head = f"PHY {st['phy_overhead_bytes']} | MAC {mac}" + (f" | security {sec}" if sec else "")
+        sec, mesh = st["security_bytes"], st.get("mesh_header_bytes", 0)
+        mac = mac_overhead(st) - st["phy_overhead_bytes"] - sec - mesh - 2
+        head = (f"PHY {st['phy_overhead_bytes']} | MAC {mac}" + (f" | security {sec} (aux header + MIC)" if sec else "")
+                + (f" | mesh {mesh}" if mesh else ""))
         hc = f"IPHC {st['iphc_bytes']} | UDP {nhc_udp_len(st['src_port'], st['dst_port'])}"
         s_first, s_mid, s_last = frame_sizes(st, u, frags)
         if f == 1:
