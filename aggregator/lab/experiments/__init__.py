@@ -13,6 +13,8 @@
                 boards x links, priced on the whole board.
 * grid:         CAT against Alistarh, the best fixed T and GD over nodes x links x targets x
                 error feedback x seeds x sizes x splits; heatmaps and the cells where CAT loses.
+* link-costs:   CAT choosing T on the old 802.15.4 CoAP and LoRaWAN costs against the corrected
+                (walked, receive windows) ones, priced as the radio spends; the delta's share of a round.
 
 Each writes tables (CSV + Markdown), PNG + SVG plots and report.md with the reproducing
 command into --out (default out/<name>-<timestamp>/), and prints its ratios.
@@ -34,11 +36,11 @@ from __future__ import annotations
 
 import argparse
 
-from aggregator.lab.experiments import alpha, bits_vs_t, energy_cat, grid, memory, paper_packet, radios
+from aggregator.lab.experiments import alpha, bits_vs_t, energy_cat, grid, link_costs, memory, paper_packet, radios
 from aggregator.lab.experiments.common import common_args
 
 #: the experiments in the order `cat-aggregator experiment --help` lists them.
-EXPERIMENTS = (alpha, bits_vs_t, paper_packet, radios, memory, energy_cat, grid)
+EXPERIMENTS = (alpha, bits_vs_t, paper_packet, radios, memory, energy_cat, grid, link_costs)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
