@@ -124,7 +124,7 @@ def test_energy_cat_refuses_a_bad_pair_in_one_line_before_writing(tmp_path, caps
 def test_link_costs(tmp_path, capsys) -> None:
     """Both corrected links, every scheme, 1 and 2 nodes: a line per cell with both T and the ratio
     of joules to the target, the old run re-priced by the corrected model (checked against a
-    re-pricing done here), and the delta's share of a round."""
+    re-pricing done here), the delta's share of a round, and the run whose C(T) carries it."""
     out = tmp_path / "lc"
     assert main(["experiment", "link-costs", *TINY, "--nodes", "1,2", "--rounds", "200", "--out", str(out)]) == 0
     text = capsys.readouterr().out
@@ -133,13 +133,17 @@ def test_link_costs(tmp_path, capsys) -> None:
             for n in (1, 2):
                 assert re.search(rf"{link}, {scheme}, {n} node\(s\): T median [\d.]+ on the old cost, [\d.]+ on the "
                                  rf"corrected; joules to the target \(corrected pricing\) [\d.e+-]+ vs [\d.e+-]+, "
-                                 rf"corrected/old [\d.]+.*the delta is [\d.]+ % of a node's round", text), (link, scheme, n)
+                                 rf"corrected/old [\d.]+.*the delta is [\d.]+ % of a node's round; C\(T\) with the "
+                                 rf"delta's share: T median [\d.]+, updates \+ fetches [\d.e+-]+ J = [\d.]+ x", text), \
+                    (link, scheme, n)
     _files(out, "link-costs.csv", "link-costs.md", "link-costs.png", "link-costs.svg")
     import csv
     rows = list(csv.DictReader((out / "link-costs.csv").open()))
     assert len(rows) == 12
     for r in rows:
         assert float(r["corrected_over_old"]) == pytest.approx(float(r["corrected_uplink_j"]) / float(r["old_uplink_j"]))
+        assert float(r["with-delta_over_corrected"]) == pytest.approx(
+            float(r["with-delta_with_downlink_j"]) / float(r["corrected_with_downlink_j"]))
         assert 0 < float(r["corrected_downlink_share"]) < 1
         assert float(r["corrected_with_downlink_j"]) > float(r["corrected_uplink_j"])
     # the first row by hand: CAT on the legacy packet model, re-priced by the walked profile

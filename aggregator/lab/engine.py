@@ -26,6 +26,7 @@ import numpy as np
 from tqdm import tqdm
 
 from aggregator.errors import UserError
+from aggregator.gateway.wire import delta_frame_length
 from aggregator.lab import boardcompute
 from aggregator.lab import datasets as ds
 from aggregator.lab.pricing import COST_METRICS, PACKET_SMALL, NodeCost, link_models, profile_dict
@@ -34,6 +35,7 @@ from aggregator.lab.results import NODE_COLUMNS, SimResult
 from edge import np_backend
 from edge.cat import RULE_NAMES, SCHEME_IDENTITY, SCHEME_NAMES, Rule, rule_id, scheme_id
 from edge.cost import CostModel
+from edge.deltacost import DeltaShare
 from edge.energycost import BoardCost
 from edge.frame import frame_length
 
@@ -77,6 +79,7 @@ class SimConfig:
     label: str = ""
     board: str | None = None        # energy-aware CAT: count this board's CPU joules too (metric joules)
     board_round: bool = True        # ... and the round's T-independent joules (gradient, wake-up)
+    delta_share: bool = False       # CAT counts the node's fetch of the round's delta (edge/deltacost.py)
 
     def name(self) -> str:
         if self.label:
@@ -87,25 +90,48 @@ class SimConfig:
         r = RULE_NAMES[rule_id(self.rule)]
         tag = {"cat": "CAT", "alistarh": "Alistarh", "fixed": f"T={self.rule_param}",
                "hybrid": f"hybrid-{self.rule_param}"}.get(r, r)
-        return f"{tag} {sch}" + (" +EF" if self.error_feedback else "")
+        return f"{tag} {sch}" + (" +EF" if self.error_feedback else "") + (" +delta" if self.delta_share else "")
+
+
+def delta_fetch(prof: dict, dim: int, fmt: int, metric: str, rnd: int = 0) -> Callable[[int], float]:
+    """fetch(m): what fetching the round's delta of m entries costs a node on a link profile, in
+    joules or seconds of radio time (aggregator/lab/energy.py downlink_energy: the Block2 walk on
+    a walked profile), cached per frame size."""
+    from aggregator.lab.energy import downlink_energy
+    if prof["kind"] != "link" or metric not in ("joules", "seconds"):
+        raise SimError("the delta's share needs a link profile and the joules or seconds metric")
+    cache: dict[int, float] = {}
+
+    def fetch(m: int) -> float:
+        n = delta_frame_length(dim, m, fmt, 0, rnd)
+        if n not in cache:
+            e = downlink_energy(prof, n)
+            cache[n] = e.tx_j + e.rx_j if metric == "joules" else e.radio_s
+        return cache[n]
+
+    return fetch
 
 
 def cat_costs(cfg: SimConfig, prof: dict, metric: str, models: list[CostModel], problem: Problem) -> list:
-    """What each node's CAT maximises against: its CostModel, or with cfg.board (energy-aware
-    CAT, edge/energycost.py) the frame's joules plus the board's CPU joules for its data."""
-    if not cfg.board:
-        return models
-    if prof["kind"] != "link" or metric != "joules":
-        raise SimError("energy-aware CAT (board) needs a link profile and the joules metric")
-    board = boardcompute.load("board", cfg.board)
-    cal = boardcompute.load("compute", "micropython32")
-    out = []
-    for m, nnz in zip(models, problem.nnz()):
-        k = min(cfg.cap or problem.dim, m.t_max_all_rounds)
-        terms = boardcompute.cat_terms(board, cal, problem.dim, nnz, k)
-        if not cfg.board_round:
-            terms["round_j"] = 0.0
-        out.append(BoardCost(m, **terms))
+    """What each node's CAT maximises against: its CostModel; with cfg.board (energy-aware CAT,
+    edge/energycost.py) plus the board's CPU joules for its data; with cfg.delta_share
+    (edge/deltacost.py) plus its fetch of the delta every node's T makes."""
+    out: list = list(models)
+    if cfg.board:
+        if prof["kind"] != "link" or metric != "joules":
+            raise SimError("energy-aware CAT (board) needs a link profile and the joules metric")
+        board = boardcompute.load("board", cfg.board)
+        cal = boardcompute.load("compute", "micropython32")
+        out = []
+        for m, nnz in zip(models, problem.nnz()):
+            k = min(cfg.cap or problem.dim, m.t_max_all_rounds)
+            terms = boardcompute.cat_terms(board, cal, problem.dim, nnz, k)
+            if not cfg.board_round:
+                terms["round_j"] = 0.0
+            out.append(BoardCost(m, **terms))
+    if cfg.delta_share:
+        fetch = delta_fetch(prof, problem.dim, cfg.fmt, metric, max(0, int(cfg.rounds) - 1))
+        out = [DeltaShare(c, problem.nodes, fetch) for c in out]
     return out
 
 

@@ -12,7 +12,9 @@ cost is the baseline.
 Beside it, the downlink: every round each node fetches the model delta (a GET with Block2 on
 802.15.4, walked the same way; on LoRaWAN a downlink in its receive window), whose size grows
 with the entries all nodes sent. Its joules are shown as a share of the node's round, by T: where
-the share is large, the frame's cost alone understates what a larger T costs the node.
+the share is large, the frame's cost alone understates what a larger T costs the node. A third
+run lets C(T) carry that share (edge/deltacost.py: the frame plus the fetch of a delta of
+min(d, n T) entries); all three are compared on the joules of updates and fetches together.
 """
 
 from __future__ import annotations
@@ -23,11 +25,9 @@ from typing import Any
 
 import numpy as np
 
-from aggregator.gateway.wire import delta_frame_length
 from aggregator.lab import reports
 from aggregator.lab.cliargs import ArgumentError
-from aggregator.lab.energy import downlink_energy
-from aggregator.lab.engine import Infeasible, SimConfig
+from aggregator.lab.engine import Infeasible, SimConfig, delta_fetch
 from aggregator.lab.experiments.common import Runner, finish, priced, progress_bar, reach
 from aggregator.lab.pricing import profile_dict
 from aggregator.lab.results import SimResult
@@ -57,17 +57,14 @@ def add_arguments(q: argparse.ArgumentParser) -> None:
     q.set_defaults(rounds=400, target=0.1)
 
 
+VARIANTS = ("old", "corrected", "with-delta")
+
+
 def downlink_share(res: SimResult, prof: dict, d: int) -> tuple[np.ndarray, np.ndarray]:
     """Per round: each node's joules fetching the round's delta, and that over its round (its
     update + the delta). The delta carries res.down_entries entries (the union the gateway sent)."""
-    cache: dict[int, float] = {}
-    down = np.zeros(res.rounds)
-    for r in range(res.rounds):
-        n = delta_frame_length(d, int(res.down_entries[r]), 0, 0, r)
-        if n not in cache:
-            e = downlink_energy(prof, n)
-            cache[n] = e.tx_j + e.rx_j
-        down[r] = cache[n]
+    fetch = delta_fetch(prof, d, 0, "joules", max(0, res.rounds - 1))
+    down = np.array([fetch(int(m)) for m in res.down_entries[: res.rounds]])
     up = res.joules[: res.rounds].mean(axis=1)
     return down, down / (up + down)
 
@@ -89,6 +86,8 @@ def _row(link: str, scheme: str, n: int, runs: dict[str, SimResult | str], targe
     if "old_uplink_j" in row and "corrected_uplink_j" in row:
         row["corrected_over_old"] = row["corrected_uplink_j"] / row["old_uplink_j"]
         row["corrected_over_old_with_downlink"] = row["corrected_with_downlink_j"] / row["old_with_downlink_j"]
+    if "with-delta_with_downlink_j" in row and "corrected_with_downlink_j" in row:
+        row["with-delta_over_corrected"] = row["with-delta_with_downlink_j"] / row["corrected_with_downlink_j"]
     return row
 
 
@@ -97,11 +96,16 @@ def _line(row: dict[str, Any]) -> str:
     if "corrected_over_old" not in row:
         return head + "; ".join(f"{t}: {row[f'{t}_note']}" for t in ("old", "corrected") if f"{t}_note" in row)
     mark = "" if row["old_reached"] and row["corrected_reached"] else " (a run missed the target: joules over the budget)"
-    return (head + f"T median {row['old_T_median']:g} on the old cost, {row['corrected_T_median']:g} on the corrected; "
+    line = (head + f"T median {row['old_T_median']:g} on the old cost, {row['corrected_T_median']:g} on the corrected; "
             f"joules to the target (corrected pricing) {row['old_uplink_j']:.4g} vs {row['corrected_uplink_j']:.4g}, "
             f"corrected/old {row['corrected_over_old']:.3g}{mark}; with every node's delta fetch "
             f"{row['corrected_over_old_with_downlink']:.3g}; the delta is {100 * row['corrected_downlink_share']:.3g} % "
             f"of a node's round")
+    if "with-delta_over_corrected" in row:
+        miss = "" if row["with-delta_reached"] else " (target not reached)"
+        line += (f"; C(T) with the delta's share: T median {row['with-delta_T_median']:g}, updates + fetches "
+                 f"{row['with-delta_with_downlink_j']:.4g} J = {row['with-delta_over_corrected']:.3g} x{miss}")
+    return line
 
 
 def _plots(rows: list[dict], shares: dict[str, tuple[np.ndarray, np.ndarray]], out) -> list[str]:
@@ -137,7 +141,7 @@ def run(args: argparse.Namespace) -> int:
     R = Runner(args)
     rows: list[dict] = []
     shares: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-    bar = progress_bar(2 * len(links) * len(nodes) * len(schemes), NAME, R.progress)
+    bar = progress_bar(len(VARIANTS) * len(links) * len(nodes) * len(schemes), NAME, R.progress)
     for n in nodes:
         p = R.problem(n)
         target = args.target * R.gap0[n]
@@ -145,9 +149,9 @@ def run(args: argparse.Namespace) -> int:
             for scheme in schemes:
                 common = dict(rounds=args.rounds, seed=args.seed, stop_gap=target, scheme=scheme, metric="joules")
                 runs: dict[str, SimResult | str] = {}
-                for tag, prof in (("old", olds[link]), ("corrected", link)):
+                for tag, prof in (("old", olds[link]), ("corrected", link), ("with-delta", link)):
                     try:
-                        res = R.run(n, SimConfig(profile=prof, **common))
+                        res = R.run(n, SimConfig(profile=prof, delta_share=tag == "with-delta", **common))
                         runs[tag] = priced(res, link, "joules") if tag == "old" else res
                     except Infeasible as e:
                         runs[tag] = str(e)
@@ -161,9 +165,9 @@ def run(args: argparse.Namespace) -> int:
                     shares[key] = (c.T[: c.rounds].mean(axis=1), share)
     bar.close()
     lines = R.conclude([_line(r) for r in rows])
-    cols = ["link", "scheme", "nodes"] + [f"{t}_{c}" for t in ("old", "corrected") for c in (
+    cols = ["link", "scheme", "nodes"] + [f"{t}_{c}" for t in VARIANTS for c in (
         "T_median", "rounds", "reached", "uplink_j", "with_downlink_j", "downlink_share", "note")] + [
-        "corrected_over_old", "corrected_over_old_with_downlink"]
+        "corrected_over_old", "corrected_over_old_with_downlink", "with-delta_over_corrected"]
     md = reports.write_table(rows, out, NAME, cols)
     plots = _plots(rows, shares, out)
     return finish(args, out, "link-costs: CAT on the old link costs against the corrected ones", lines,
@@ -176,4 +180,6 @@ def run(args: argparse.Namespace) -> int:
                          "uplink_j: the nodes' update frames to the target; with_downlink_j adds every node's "
                          "fetch of every round's delta (aggregator/lab/energy.py downlink_energy: the Block2 "
                          "walk on 802.15.4). downlink_share: the median over rounds of a node's delta fetch "
-                         "over its update + fetch. CAT's C(T) prices the update frame only."))
+                         "over its update + fetch.",
+                         "with-delta: C(T) = the frame's joules + the node's fetch of a delta of min(d, n T) "
+                         "entries (edge/deltacost.py); with-delta_over_corrected compares updates + fetches."))
