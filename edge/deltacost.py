@@ -19,37 +19,18 @@ it with aggregator.lab.energy.downlink_energy).
 """
 
 
-class DeltaShare:
+from edge.energycost import CostOnTop
+
+
+class DeltaShare(CostOnTop):
     """A cost model (CostModel or edge.energycost.BoardCost) plus the node's fetch of the delta."""
 
     def __init__(self, model, nodes, fetch):
         if nodes < 1:
             raise ValueError("nodes must be >= 1, got %r" % (nodes,))
-        self.model = model
+        CostOnTop.__init__(self, model)
         self.nodes = int(nodes)
         self.fetch = fetch
-        self.metric = model.metric
-        self.kind = model.kind
-        self.affine = False
-        self.d = model.d
-        self.scheme = model.scheme
-
-    @property
-    def t_max(self):
-        return self.model.t_max
-
-    @property
-    def version(self):
-        return self.model.version
-
-    def set_round(self, rnd):
-        self.model.set_round(rnd)
-
-    def frame_bytes(self, t):
-        return self.model.frame_bytes(t)
-
-    def link(self, t):
-        return self.model.link(t)
 
     def delta_entries(self, t):
         """Entries of the delta when every node sends t on disjoint supports (at most d)."""
@@ -58,6 +39,3 @@ class DeltaShare:
 
     def cost(self, t):
         return self.model.cost(t) + self.fetch(self.delta_entries(t))
-
-    def __call__(self, t):
-        return self.cost(t)

@@ -15,19 +15,15 @@ node.json ("board_cost"). Runs unchanged on MicroPython and CPython.
 """
 
 
-class BoardCost:
-    """A CostModel's frame joules plus the board's compute energy; same interface as CostModel
-    where CAT, the edge loop and the simulator use it (cost, t_max, version, set_round, link)."""
+class CostOnTop:
+    """A cost model with something added to its cost: forwards what CAT, the edge loop and the
+    simulator read from an edge.cost.CostModel (t_max, version, set_round, frame_bytes, link);
+    a subclass defines cost(t)."""
 
-    def __init__(self, model, power_w, entry_s, round_j=0.0):
-        if model.kind != "link":
-            raise ValueError("energy-aware cost needs a link profile (radio joules)")
+    def __init__(self, model):
         self.model = model
-        self.power_w = float(power_w)
-        self.entry_s = float(entry_s)
-        self.round_j = float(round_j)
-        self.metric = "joules"
-        self.kind = "link"
+        self.metric = model.metric
+        self.kind = model.kind
         self.affine = False
         self.d = model.d
         self.scheme = model.scheme
@@ -49,15 +45,29 @@ class BoardCost:
     def link(self, t):
         return self.model.link(t)
 
+    def __call__(self, t):
+        return self.cost(t)
+
+
+class BoardCost(CostOnTop):
+    """A CostModel's frame joules plus the board's compute energy; same interface as CostModel
+    where CAT, the edge loop and the simulator use it (cost, t_max, version, set_round, link)."""
+
+    def __init__(self, model, power_w, entry_s, round_j=0.0):
+        if model.kind != "link":
+            raise ValueError("energy-aware cost needs a link profile (radio joules)")
+        CostOnTop.__init__(self, model)
+        self.power_w = float(power_w)
+        self.entry_s = float(entry_s)
+        self.round_j = float(round_j)
+        self.metric = "joules"
+
     def compute_j(self, t):
         """The CPU energy of a round that sends t entries (per-entry part and constant)."""
         return self.power_w * self.entry_s * t + self.round_j
 
     def cost(self, t):
         return self.model.link(t).joules + self.compute_j(t)
-
-    def __call__(self, t):
-        return self.cost(t)
 
 
 def from_config(model, terms):

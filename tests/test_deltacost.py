@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -16,6 +18,7 @@ from edge.cost import CostModel
 from edge.deltacost import DeltaShare
 from edge.profile import load_profile
 from test_cat_core import as_array, brute_force
+from test_profiles import needs_micropython, run_micropython
 
 LINK = "ieee802154-6lowpan-coap"
 
@@ -84,3 +87,27 @@ def test_the_simulator_option_records_what_it_ran_and_refuses_what_it_cannot_pri
         simulate(p, SimConfig(profile=LINK, metric="bytes", rounds=2, delta_share=True), progress=False)
     with pytest.raises(SimError, match="needs a link profile"):
         simulate(p, SimConfig(profile="paper-packet-128-64-128", rounds=2, delta_share=True), progress=False)
+
+
+@needs_micropython
+def test_both_costs_on_top_of_a_model_run_on_micropython() -> None:
+    """BoardCost (flashed with energy-aware jobs) and DeltaShare share CostOnTop's forwarding;
+    on the board's interpreter they price what CPython prices."""
+    prof = json.dumps(load_profile(LINK))
+    code = f"""
+import json
+from edge.cost import CostModel
+from edge.energycost import from_config
+from edge.deltacost import DeltaShare
+m = CostModel(json.loads({prof!r}), 1024, 2, "joules")
+b = from_config(m, {{"power_w": 0.01, "entry_s": 1e-4, "round_j": 0.002}})
+s = DeltaShare(b, 4, lambda e: 1e-6 * e)
+b.set_round(3)
+print(b.t_max == m.t_max, b.version == m.version, b.frame_bytes(5) == m.frame_bytes(5))
+print(repr(b(5) - m.link(5).joules), repr(s(5) - b(5)), s.delta_entries(300))
+"""
+    flags, diffs = run_micropython(code, heap="512k").splitlines()
+    assert flags.split() == ["True", "True", "True"]
+    board, share, entries = diffs.split()
+    assert float(board) == pytest.approx(0.01 * 1e-4 * 5 + 0.002, rel=1e-5)
+    assert float(share) == pytest.approx(20e-6, rel=1e-5) and entries == "1024"
