@@ -70,7 +70,8 @@ def paper_cost(paper, metric, payload_bits):
 class LinkCost:
     """What one message of `frame` bytes costs on a link profile.
 
-    tx_bytes: bytes the node puts on air (payload + every packet's overhead);
+    tx_bytes: bytes the node puts on air (payload + every packet's overhead, and its link ACKs
+    for reply packets when the profile says message.replies_acked);
     rx_bytes: bytes it must receive (link ACKs, transport ACK packets);
     packets: link packets it transmits; seconds: radio-on time (tx + rx + fixed per-packet
     time: backoff, CCA, turnaround, inter-frame spacing); joules: tx time x tx power +
@@ -122,6 +123,14 @@ class LinkCost:
             tx_s = tx * 8.0 / rate
             rx_s = rx * 8.0 / rate
         fixed_s = packets * pk["fixed_seconds"]
+        if msg.get("replies_acked"):
+            # each reply packet is a link frame like a sent one, roles reversed: the node listens
+            # through its contention, preamble and SIFS (fixed_seconds) and transmits its link ACK
+            ex = msg["extra_packets"]
+            tx += ex * pk["ack_bytes"]
+            fixed_s += ex * pk["fixed_seconds"]
+            if not lora:
+                tx_s = tx * 8.0 / rate
         self.message_bytes = m
         self.packets = packets
         self.tx_bytes = tx

@@ -38,7 +38,6 @@ _SCALE = {"bit": (1, 8), "ms": (1, 1000), "us": (1, 1000000),
 # edge.cost.paper_cost); the one list of their names
 LINK_METRICS = ("bytes", "bits", "packets", "seconds", "joules")
 PAPER_METRICS = ("bits", "bytes", "packets")
-PAPER_MODELS = ("payload", "affine", "packet")
 
 # "key quantity rule" in check order; rule: >=0, >0, or int>=0 / int>0 (whole numbers)
 _MESSAGE = ("overhead_bytes size >=0", "max_bytes size >0",
@@ -155,7 +154,11 @@ def validate(raw, filename=None):
     for k in ("paper",) if kind == "link" else ("message", "packet", "radio", "lora", "stack"):
         if k in raw:
             c.fail(k, "not allowed when kind = %r" % kind)
-    (_link if kind == "link" else _paper)(c, raw, out)
+    if kind == "link":
+        _link(c, raw, out)
+    else:
+        from edge.stackcheck import check_paper  # its module: this one must compile in 64 KiB
+        check_paper(c, raw, out)
     t = c.table(raw, "limits", "limits", False, ("duty_cycle",))
     duty = None
     if t is not None and "duty_cycle" in t:
@@ -191,9 +194,13 @@ def _link(c, raw, out):
         from edge.stackcheck import check_stack  # its own module: this one must compile in 64 KiB
         out["stack"] = check_stack(c, raw)
     else:
-        msg = c.numbers(c.table(raw, "message", "message", True, _keys(_MESSAGE)), "message", _MESSAGE)
+        t = c.table(raw, "message", "message", True, _keys(_MESSAGE) + ["replies_acked"])
+        msg = c.numbers(t, "message", _MESSAGE)
         if msg["extra_packets"] > 0 and msg["extra_packet_bytes"] == 0:
             c.fail("message.extra_packet_bytes", "must be > 0 when extra_packets > 0")
+        if "replies_acked" in t:
+            from edge.stackcheck import check_replies  # its module: this one must compile in 64 KiB
+            check_replies(c, t, msg)
         pk = c.numbers(c.table(raw, "packet", "packet", True, _keys(_PACKET)), "packet", _PACKET)
     t = c.table(raw, "radio", "radio", True, ["name"] + _keys(_RADIO))
     rname = c.text(t, "radio.name", "name")
@@ -225,29 +232,6 @@ def _link(c, raw, out):
     if bad:
         c.fail(bad[0], bad[1])
     out["lora"] = lora
-
-
-def _paper(c, raw, out):
-    t = c.table(raw, "paper", "paper", True, ("model", "fpp", "c1", "c0", "pmax"))
-    model = c.text(t, "paper.model", "model", PAPER_MODELS)
-    fpp = c.number(t, "paper", "fpp size >0")
-    pmax = None
-    if model == "payload":
-        for k in ("c1", "c0", "pmax"):
-            if k in t:
-                c.fail("paper." + k, "not used by model 'payload' (C(T) = P(T))")
-        c1, c0 = 1.0, 0.0
-        c.sources["paper.c1"] = "payload model, paper eq. (5): C(T) = P(T), so c1 = 1"
-        c.sources["paper.c0"] = "payload model, paper eq. (5): C(T) = P(T), so c0 = 0"
-    else:
-        # affine: c1 is a multiplier of the payload; packet: c1 is a size per packet
-        c1 = c.number(t, "paper", "c1 ratio >0" if model == "affine" else "c1 size >0")
-        c0 = c.number(t, "paper", "c0 size >=0")
-        if model == "packet" or "pmax" in t:
-            pmax = c.number(t, "paper", "pmax size >0")
-    if out["default_metric"] == "packets" and model != "packet":
-        c.fail("default_metric", "'packets' needs paper.model = 'packet'")
-    out["paper"] = {"model": model, "fpp_bytes": fpp, "c1": c1, "c0": c0, "pmax_bytes": pmax}
 
 
 # ------------------------------------------------------------------ files

@@ -1,9 +1,9 @@
-# Validation of a link profile's [stack] table (edge/profile.py calls it for walked profiles):
-# what an IEEE 802.15.4 + 6LoWPAN client puts on air, walked by edge/onair.py. A module of its
-# own so edge/profile.py still compiles inside a 64 KiB MicroPython heap. Schema and sources:
-# cost_profiles/README.md.
+# Profile checks that edge/profile.py loads only when a profile needs them: the [stack] table
+# of walked profiles (what an IEEE 802.15.4 + 6LoWPAN client puts on air, walked by
+# edge/onair.py), message.replies_acked, and the [paper] table of paper profiles. A module of
+# its own so edge/profile.py still compiles inside a 64 KiB MicroPython heap. Schema and
+# sources: cost_profiles/README.md.
 
-from edge.onair import compressed_headers, mac_payload
 
 _STACK = ("address_bytes size int>0", "security_bytes size int>=0", "phy_overhead_bytes size int>0",
           "max_frame_bytes size int>0", "iphc_bytes size int>0", "src_port ratio int>0",
@@ -12,6 +12,7 @@ _STACK = ("address_bytes size int>0", "security_bytes size int>=0", "phy_overhea
 _COAP = ("token_bytes size int>0", "block_size size int>0", "reply_payload_bytes size int>=0",
          "job_digits ratio int>0")
 _TRANSPORTS = ("coap", "udp")
+PAPER_MODELS = ("payload", "affine", "packet")  # the paper's eq. (5), §2.2 affine, eq. (6)
 _MESH = (0, 5, 6, 11, 12, 17, 18)
 
 
@@ -52,6 +53,42 @@ def check_stack(c, raw):
         b = st["block_size"]
         if b not in (16, 32, 64, 128, 256, 512, 1024):
             c.fail("stack.block_size", "must be a power of two from 16 to 1024 (RFC 7959 §2.2), got %r" % b)
+    from edge.onair import compressed_headers, mac_payload
     if mac_payload(st) - 4 - compressed_headers(st) < 8:
         c.fail("stack", "a frame of %d B leaves no room for a first fragment" % st["max_frame_bytes"])
     return st
+
+
+def check_replies(c, t, msg):
+    """message.replies_acked (optional, absent: false): each of the extra_packets replies is a
+    link frame the device acknowledges, with the contention of a sent one (edge/cost.py)."""
+    a = t["replies_acked"]
+    if not isinstance(a, bool):
+        c.fail("message.replies_acked", "must be true or false, got %r" % (a,))
+    if a and not msg["extra_packets"]:
+        c.fail("message.replies_acked", "needs extra_packets > 0 (no reply to acknowledge)")
+    msg["replies_acked"] = a
+
+
+def check_paper(c, raw, out):
+    """The [paper] table of a paper profile (the paper's payload / affine / packet models)."""
+    t = c.table(raw, "paper", "paper", True, ("model", "fpp", "c1", "c0", "pmax"))
+    model = c.text(t, "paper.model", "model", PAPER_MODELS)
+    fpp = c.number(t, "paper", "fpp size >0")
+    pmax = None
+    if model == "payload":
+        for k in ("c1", "c0", "pmax"):
+            if k in t:
+                c.fail("paper." + k, "not used by model 'payload' (C(T) = P(T))")
+        c1, c0 = 1.0, 0.0
+        c.sources["paper.c1"] = "payload model, paper eq. (5): C(T) = P(T), so c1 = 1"
+        c.sources["paper.c0"] = "payload model, paper eq. (5): C(T) = P(T), so c0 = 0"
+    else:
+        # affine: c1 is a multiplier of the payload; packet: c1 is a size per packet
+        c1 = c.number(t, "paper", "c1 ratio >0" if model == "affine" else "c1 size >0")
+        c0 = c.number(t, "paper", "c0 size >=0")
+        if model == "packet" or "pmax" in t:
+            pmax = c.number(t, "paper", "pmax size >0")
+    if out["default_metric"] == "packets" and model != "packet":
+        c.fail("default_metric", "'packets' needs paper.model = 'packet'")
+    out["paper"] = {"model": model, "fpp_bytes": fpp, "c1": c1, "c0": c0, "pmax_bytes": pmax}

@@ -196,7 +196,9 @@ def downlink_energy(profile: dict, frame: int) -> FrameEnergy:
                            w.tx_s + w.rx_s + w.idle_s)
     for m in messages(profile, frame):
         lc = LinkCost(profile, m)
-        fixed_s = lc.packets * profile["packet"]["fixed_seconds"]
+        msg = profile["message"]
+        frames = lc.packets + (msg["extra_packets"] if msg.get("replies_acked") else 0)  # its acked replies too
+        fixed_s = frames * profile["packet"]["fixed_seconds"]
         ack_s = max(0.0, lc.seconds - lc.tx_seconds - fixed_s - lc.listen_seconds)  # windows carry it
         out.rx_j += (lc.tx_seconds + fixed_s) * radio["rx_power"]
         out.tx_j += ack_s * radio["tx_power"]
