@@ -89,11 +89,15 @@ def _merge_config(args):
             setattr(args, k, v)
 
 
-def make_link(args):
+def make_link(args, prof=None):
+    """The transport args name; over CoAP, Block1/Block2 at the block size of prof's [stack]
+    (a walked profile prices exactly those exchanges)."""
     from edge import pi
     t = args.transport or "coap"
     if t == "coap":
-        return pi.AiocoapLink(args.host or "127.0.0.1", args.port or 5683, args.job)
+        st = (prof or {}).get("stack") or {}
+        return pi.AiocoapLink(args.host or "127.0.0.1", args.port or 5683, args.job,
+                              block_size=st.get("block_size"))
     if t == "mqtt":
         tls = {"ca_certs": args.ca_file} if args.ca_file else None
         return pi.PahoLink(args.host or "127.0.0.1", args.port or 1883, args.job, args.node,
@@ -121,7 +125,7 @@ def run(args):
     except ValueError as exc:
         raise CliError("--data: %s" % exc)
     try:
-        link = make_link(args)
+        link = make_link(args, prof)
     except OSError as exc:
         raise CliError("cannot reach the gateway: %s" % exc)
     node = EdgeNode(args.node, key, dkey, args.job, data, prof, k_cap=args.k_cap,

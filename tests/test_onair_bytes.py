@@ -356,3 +356,62 @@ def test_a_round_is_priced_to_the_byte(gateway, tmp_path: Path) -> None:
     wrpcap(str(pcap), [Raw(p) for p in packets], linktype=LINKTYPE_IEEE802_15_4_WITHFCS)
     rows = tshark(pcap)                                   # CoAP dissected: no decode-as
     assert [bytes.fromhex(r[3].replace(":", "")) for r in rows if r[3]] == [d for _, d in log]
+
+
+class _Relay:
+    """A UDP relay on loopback between a client and the gateway, logging every datagram's size
+    (aiocoap owns its socket: the relay is where its datagrams can be seen)."""
+
+    def __init__(self, server_port: int) -> None:
+        import socket
+        import threading
+        self.log: list[tuple[bool, int]] = []
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.settimeout(0.1)
+        self.port = self.sock.getsockname()[1]
+        self.server = ("127.0.0.1", server_port)
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        client = None
+        while not self.stop.is_set():
+            try:
+                data, addr = self.sock.recvfrom(4096)
+            except OSError:
+                continue
+            if addr == self.server:
+                self.log.append((False, len(data)))
+                self.sock.sendto(data, client)
+            else:
+                client = addr
+                self.log.append((True, len(data)))
+                self.sock.sendto(data, self.server)
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(5)
+        self.sock.close()
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("n", [40, 200, 1000])
+def test_the_pi_client_makes_the_walks_exchanges_at_the_profiles_block_size(gateway, n: int) -> None:
+    """cat-edge on a Pi (aiocoap) asks for the profile's 64 B blocks: the same requests and replies
+    as the walk prices, each datagram 2 B shorter (aiocoap's token is 2 B, the board's 4)."""
+    from edge.pi import AiocoapLink
+    _, job, client, _ = gateway
+    prof = load_profile("ieee802154-6lowpan-coap")
+    relay = _Relay(client._addr[1])
+    link = AiocoapLink("127.0.0.1", relay.port, job.job_id, block_size=prof["stack"]["block_size"])
+    try:
+        link.send_update(bytes(n))
+    finally:
+        link.close()
+        relay.close()
+    want = _walked(lambda p, m, e: walk_up(p, m, job.job_id, e), prof, n)
+    seen = relay.log
+    assert [s for s, _ in seen] == [s for s, _ in want]
+    assert [u - 2 for _, u in want[:-1]] == [u for _, u in seen[:-1]]   # the last: the gateway's refusal
