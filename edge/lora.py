@@ -99,10 +99,11 @@ def rx_window_symbols(sf, bandwidth, min_symbols, max_error_s):
 
 def rx_windows(lora):
     """((SF, symbols, seconds) of RX1, of RX2) after one uplink with no downlink, or () when
-    the profile does not model them. RX1 at the uplink's SF (RX1DROffset 0), RX2 at rx2_sf."""
+    the profile does not model them. RX1 at the uplink's SF (RX1DROffset 0), RX2 at rx2_sf,
+    both at rx_bandwidth when the profile gives one (US915), else the uplink's."""
     if not lora.get("rx2_spreading_factor"):
         return ()
-    bw = lora["bandwidth"]
+    bw = lora.get("rx_bandwidth") or lora["bandwidth"]  # US915 answers on 500 kHz channels
     out = ()
     for sf in (int(lora["spreading_factor"]), int(lora["rx2_spreading_factor"])):
         n = rx_window_symbols(sf, bw, lora["min_rx_symbols"], lora["max_rx_error"])

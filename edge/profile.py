@@ -216,7 +216,7 @@ def _link(c, raw, out):
     out["message"] = msg
     out["packet"] = pk
     out["radio"] = radio
-    t = c.table(raw, "lora", "lora", False, _keys(_LORA) + list(_FLAGS) + _keys(_RXW))
+    t = c.table(raw, "lora", "lora", False, _keys(_LORA) + list(_FLAGS) + _keys(_RXW) + ["rx_bandwidth"])
     if t is None:
         return
     lora = c.numbers(t, "lora", _LORA)
@@ -224,6 +224,8 @@ def _link(c, raw, out):
         lora.update(c.numbers(t, "lora", _RXW))
         if not 6 <= lora["rx2_spreading_factor"] <= 12:
             c.fail("lora.rx2_spreading_factor", "must be 6..12, got %g" % lora["rx2_spreading_factor"])
+        if "rx_bandwidth" in t:  # optional: the downlink's bandwidth when not the uplink's (US915)
+            lora["rx_bandwidth"] = c.number(t, "lora", "rx_bandwidth freq >0")
     for k in _FLAGS:
         if k not in t or not isinstance(t[k], bool):
             c.fail("lora." + k, "must be true or false")

@@ -43,6 +43,8 @@ SHIPPED = {
     "ieee802154-thread-coap",
     "ieee802154-thread-coap-mesh",
     "lorawan-eu868-sf7",
+    "lorawan-us915-sf7",
+    "lorawan-us915-sf10",
     "lorawan-eu868-sf12",
     "ble5-1m-dle",
     "wifi-tcp-mqtt-esp32",
@@ -120,7 +122,7 @@ def test_every_shipped_profile_loads_in_the_normalised_shape(name: str) -> None:
                 assert type(p[table][k]) is float, (table, k)
         if not walked:                       # optional, only where a reply is an acked link frame
             assert p["message"].get("replies_acked", False) is (name == "wifi-tcp-mqtt-esp32")
-        assert p["lora"] is None or set(p["lora"]) == LORA_KEYS
+        assert p["lora"] is None or set(p["lora"]) - {"rx_bandwidth"} == LORA_KEYS
         if walked:
             st = p["stack"]
             assert set(st) - {"mesh_header_bytes"} == STACK_KEYS | (COAP_KEYS if st["transport"] == "coap" else set())
@@ -269,6 +271,30 @@ def test_readme_worked_example_for_6lowpan_coap() -> None:
     gaps = 8 * (1.44e-3 + 0.192e-3 + 0.640e-3)                         # 8 frames, all > 18 B MPDU
     assert lc.seconds == pytest.approx((443 + 201) * 32e-6 + gaps)
     assert lc.joules == pytest.approx(443 * 32e-6 * 0.072 + (201 * 32e-6 + gaps) * 0.060)
+
+
+@pytest.mark.parametrize(("name", "sf", "max_frm"), [("lorawan-us915-sf7", 7, 242), ("lorawan-us915-sf10", 10, 11)])
+def test_us915_listens_on_500_khz_and_keeps_every_packet_within_the_dwell_time(name: str, sf: int, max_frm: int) -> None:
+    """RX1 at the uplink's SF and RX2 at SF12, both on 500 kHz channels (LoRaMac-node's window
+    formula: 83 symbols at SF7, 14 at SF10, 7 at SF12); the largest packet each profile prices
+    stays within the 400 ms dwell time a network may enforce (LoRaWAN 1.0.x US902-928), and CAT's
+    largest T is the last whose frame fits max_bytes (none at DR0: 11 B). No duty cycle."""
+    from edge.lora import lora_airtime, rx_windows
+    p = load_profile(name)
+    lora = p["lora"]
+    assert lora["rx_bandwidth"] == 500e3 and p["limits"]["duty_cycle"] is None
+    (sf1, n1, s1), (sf2, n2, s2) = rx_windows(lora)
+    assert (sf1, sf2, n2) == (sf, 12, 7) and n1 == {7: 83, 10: 14}[sf]
+    assert s1 == pytest.approx(n1 * (1 << sf) / 500e3) and s2 == pytest.approx(7 * 4096 / 500e3)
+    assert p["message"]["max_bytes"] == max_frm
+    assert lora_airtime(lora, max_frm + 13) < 0.400
+    lc = LinkCost(p, max_frm)
+    assert lc.seconds == pytest.approx(lora_airtime(lora, max_frm + 13) + s1 + s2)
+    cm = CostModel(p, 1000, SCHEME_SQ, "seconds")       # CAT's largest T: the last frame that fits
+    if sf == 10:
+        assert cm.t_max == 0 and cm.frame_bytes(1) > max_frm    # no CAT frame fits 11 B at DR0
+    else:
+        assert cm.frame_bytes(cm.t_max) <= max_frm < cm.frame_bytes(cm.t_max + 1)
 
 
 def test_the_puback_is_priced_as_an_acked_frame_with_its_contention() -> None:
