@@ -162,3 +162,27 @@ def test_the_gateway_cannot_serve_a_lorawan_plan_whose_downlink_overflows_its_du
     out = capsys.readouterr().out
     assert "the gateway CANNOT serve this plan" in out and "against 1 % allowed" in out
     assert energy.budget(log, load_profile("ieee802154-6lowpan-coap"), 60.0, 2400.0, 3.0)["gateway"] is None
+    # RX2 instead (869.525 MHz, 10 % band) is at SF12: slower than the 10x allowance buys back
+    r2 = gw["rx2"]
+    assert r2["allowed"] == 0.10 and not r2["ok"] and r2["min_interval_s"] > gw["min_interval_s"]
+    assert "gateway downlink in RX2 instead" in out and "it cannot either" in out
+
+
+def test_an_sf12_plan_the_gateway_cannot_serve_in_rx1_fits_the_rx2_band(tmp_path, capsys) -> None:
+    """SF12 uplinks: RX1 and RX2 are both SF12, so RX2's 10 % band serves what RX1's 1 % cannot,
+    with the same airtime (the 8 B delta of T = 2 on d = 100 fits one 51 B RX2 downlink); at the
+    RX1 limit's own shortest interval RX2 is not mentioned."""
+    prof = load_profile("lorawan-eu868-sf12")
+    log = energy.log_planned(100, 5, "sq", 2, nodes=2)
+    gw = energy.budget(log, prof, 600.0, 2400.0, 3.0)["gateway"]
+    assert not gw["ok"] and gw["rx2"]["ok"]
+    assert gw["rx2"]["airtime_s_max"] == pytest.approx(gw["airtime_s_max"])
+    assert main(["profile", "--profile", "lorawan-eu868-sf12", "--d", "100", "--scheme", "sq", "--T", "2",
+                 "--nodes", "2", "--rounds", "5", "--interval", "600", "--out", str(tmp_path / "a")]) == 0
+    assert "(it can)" in capsys.readouterr().out
+    assert main(["profile", "--profile", "lorawan-eu868-sf12", "--d", "100", "--scheme", "sq", "--T", "2",
+                 "--nodes", "2", "--rounds", "5", "--interval", f"{gw['min_interval_s']:.6f}",
+                 "--out", str(tmp_path / "b")]) == 0
+    out = capsys.readouterr().out
+    assert "(OK)" in out and "RX2 instead" not in out
+    assert energy.budget(log, load_profile("lorawan-us915-sf7"), 600.0, 2400.0, 3.0)["gateway"] is None  # no duty cycle
