@@ -14,7 +14,14 @@ the `edge/` package as .mpy, the node's CATD data file and `node.json`:
      "wifi": {"ssid": "...", "password": "..."},                 # optional (ESP32, Pico W)
      "profile": {...},                     # the normalised cost profile (edge/profile.py)
      "board_cost": {"power_w": ..., "entry_s": ..., "round_j": ...},  # optional (edge/energycost.py)
-     "data": "node-3.catd", "k_cap": null, "rounds": null, "timeout": null}
+     "data": "node-3.catd", "k_cap": null, "rounds": null, "timeout": null,
+     "sleep": {"mode": "deep", "state": "state.bin", "interval": 60, "wait": 30}}  # optional
+
+With "sleep" the node does one round per boot and deep-sleeps in between (machine.deepsleep:
+RAM is lost, the board reboots into main.py): edge/sleep.py keeps its state in the "state"
+file and takes it back at boot. `interval` is the sleep in seconds, `wait` how long a boot
+waits for a new round before sleeping again. On the unix port and CPython, which cannot deep-
+sleep, main() returns instead and the process exits: starting it again is the wake-up.
 
 The profile travels as the normalised dict because a board cannot parse TOML; `flash`
 drops its `sources` and `description` (text the edge never reads) to save RAM.
@@ -62,6 +69,12 @@ def load_config(path=CONFIG):
     if t not in ("coap", "mqtt", "serial"):
         raise BoardError("%s: unknown transport %r (use coap, mqtt or serial)" % (path, t))
     cfg["transport"] = t
+    if cfg.get("sleep") is not None:
+        from edge.sleep import check   # only a node that deep-sleeps loads it
+        try:
+            cfg["sleep"] = check(cfg["sleep"], cfg.get("timeout"))
+        except ValueError as e:
+            raise BoardError("%s: %s" % (path, e))
     return cfg
 
 
@@ -143,6 +156,9 @@ def main(path=CONFIG, max_rounds=None, quiet=False):
     if cfg.get("wifi"):
         connect_wifi(cfg["wifi"])
     node, link = make(cfg)
+    if cfg.get("sleep") is not None:
+        from edge.sleep import wake
+        return wake(node, link, cfg["sleep"], None if quiet else report)
     if max_rounds is None:
         max_rounds = cfg.get("rounds")
     sent = node.run(link, max_rounds=max_rounds, on_round=None if quiet else report,

@@ -24,6 +24,10 @@ compute(). With error feedback the gradient buffer holds the residual instead (t
 step-scaled gradient is accumulated into it, edge/feedback.py), so it is never idle: configs
 and deltas then arrive as messages of their own, and a snapshot streamed through the buffer
 restarts the residual from zero (a node that needs one has missed rounds or joined anew).
+
+A board that deep-sleeps between rounds (RAM lost) sets `sleep` to an edge.sleep.SleepState:
+the node then takes its saved state back with the first config after a boot, saves model,
+residual and the frame after computing it and before it leaves, and marks it acknowledged.
 """
 
 try:
@@ -67,6 +71,8 @@ class EdgeNode:
     board_cost: None, or {"power_w", "entry_s", "round_j"} of this board (edge/energycost.py):
     with a job metric of joules, CAT then counts the CPU's energy besides the frame's.
     """
+
+    sleep = None    # edge.sleep.SleepState on a board that deep-sleeps (set on the instance then)
 
     def __init__(self, node, key, downlink_key, job, data, profile, k_cap=None, telemetry=True,
                  board_cost=None):
@@ -220,6 +226,8 @@ class EdgeNode:
             return "idle"
         cfg = frame.decode_config(raw, self.downlink_key)
         self._setup(cfg)
+        if self.sleep is not None and self.sleep.pending:
+            self.sleep.restore(self, cfg)   # after a deep sleep: the state the node saved
         rnd = cfg["round"]
         if rnd >= cfg["rounds"]:
             if self.version < rnd:
@@ -236,10 +244,14 @@ class EdgeNode:
             self.frame_round = rnd
             if self.record is not None:
                 self.record(rnd, memoryview(self.buf)[:self.frame_len])
+            if self.sleep is not None:
+                self.sleep.save(self)       # on the filesystem before the frame leaves
         n = self.frame_len
         ok = link.send_update(memoryview(self.buf)[:n])
         if ok:
             self.last_sent = rnd
+            if self.sleep is not None:
+                self.sleep.acked(self)
         self.last["accepted"] = bool(ok)
         return "sent" if ok else "idle"
 

@@ -69,8 +69,10 @@ def node_config(job: Any, node: int, data_name: str, transport: str = "coap",
                 host: str = "127.0.0.1", port: int | None = None, serial: dict | None = None,
                 wifi: dict | None = None, k_cap: int | None = None, rounds: int | None = None,
                 timeout: float | None = None, block_size: int = 64, ack_timeout: float = 2.0,
-                username: str | None = None, password: str | None = None) -> dict[str, Any]:
-    """The node.json a board reads (edge/board.py): everything to run one node of `job`."""
+                username: str | None = None, password: str | None = None,
+                sleep: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The node.json a board reads (edge/board.py): everything to run one node of `job`.
+    sleep: node.json's "sleep" (sleep_setting): one round per boot, deep sleep in between."""
     if node not in job.node_keys:
         raise UserError(f"node {node} is not in the job's [nodes] (known: {', '.join(map(str, job.nodes))})")
     if transport not in ("coap", "mqtt", "serial"):
@@ -97,7 +99,35 @@ def node_config(job: Any, node: int, data_name: str, transport: str = "coap",
         cfg["max_frame"] = 4 * job.d + 256
     if wifi:
         cfg["wifi"] = wifi
+    if sleep is not None:
+        cfg["sleep"] = sleep
     return cfg
+
+
+def sleep_setting(interval: float, state: str = "state.bin", data_name: str = "",
+                  wait: float | None = None) -> dict[str, Any]:
+    """node.json's "sleep" for `flash --deep-sleep SECONDS [--sleep-state FILE]` (edge/board.py,
+    edge/sleep.py); a UserError names what is wrong in one line."""
+    from edge.sleep import check
+
+    if not 0 < interval < 1e7:     # also refuses nan and inf
+        raise UserError(f"--deep-sleep: expected the seconds to sleep between rounds (> 0), got {interval!r}")
+    if not state or "/" in state or state in ("node.json", "main.py", data_name) or \
+            state.endswith((".py", ".mpy", ".tmp", ".sent")):
+        raise UserError(f"--sleep-state: {state!r} must be a file name of its own in the board's root "
+                        "(not node.json, main.py, the data file, code, or ending in .tmp/.sent)")
+    raw: dict[str, Any] = {"mode": "deep", "state": state, "interval": interval}
+    if wait is not None:
+        raw["wait"] = wait
+    try:
+        return check(raw)
+    except ValueError as exc:
+        raise UserError(f"--deep-sleep: {exc}") from None
+
+
+def state_files(state: str) -> list[str]:
+    """What edge/sleep.py writes next to node.json: the state, its .tmp and the round marker."""
+    return [state, state + ".tmp", state + ".sent"]
 
 
 def compile_edge(dest: Path, arch: str, mpy_cross: str | None = None) -> list[Path]:
@@ -179,12 +209,17 @@ def _mpremote(device: str, args: list[str], what: str, timeout: float) -> str:
     return proc.stdout
 
 
-def copy_to_board(device: str, staged: Path, files: list[str], timeout: float = 300.0) -> str:
-    """One mpremote session: mkdir edge (if missing and edge/ is copied), then cp every staged
-    file. (An empty edge/ in the root would shadow an edge/ installed in /lib.)"""
+def copy_to_board(device: str, staged: Path, files: list[str], timeout: float = 300.0,
+                  remove: list[str] | None = None) -> str:
+    """One mpremote session: remove `remove` from the board (a deep-sleeping node's old state:
+    a re-flashed node starts afresh), mkdir edge (if missing and edge/ is copied), then cp every
+    staged file. (An empty edge/ in the root would shadow an edge/ installed in /lib.)"""
     args: list[str] = []
+    if remove:
+        args = ["exec", "import os\nfor n in %r:\n    try:\n        os.remove(n)\n    except OSError:\n"
+                        "        pass\n" % (list(remove),), "+"]
     if any(rel.startswith("edge/") for rel in files):
-        args = ["exec", "import os\ntry:\n    os.mkdir('edge')\nexcept OSError:\n    pass\n", "+"]
+        args += ["exec", "import os\ntry:\n    os.mkdir('edge')\nexcept OSError:\n    pass\n", "+"]
     for rel in files:
         args += ["fs", "cp", str(staged / rel), ":" + rel, "+"]
     return _mpremote(device, args[:-1], "copy", timeout)
@@ -234,6 +269,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "(frozen into the firmware, or `mpremote mip install` of package.json)")
     p.add_argument("--reset", action="store_true", help="hard reset the board afterwards so main.py runs")
     p.add_argument("--stage", metavar="DIR", help="only build the board filesystem in DIR (no device needed)")
+    p.add_argument("--deep-sleep", type=float, metavar="SECONDS",
+                   help="battery node: one round per boot, then machine.deepsleep for SECONDS; its state "
+                        "(model, residual, last frame) is kept in --sleep-state (edge/sleep.py)")
+    p.add_argument("--sleep-state", default="state.bin", metavar="FILE",
+                   help="with --deep-sleep: the state file on the board (default state.bin; removed on flash)")
     p.add_argument("--board", help="board profile (cost_profiles/boards): with a joules job, CAT on the board "
                                    "counts its CPU energy too (node.json board_cost, edge/energycost.py)")
     p.set_defaults(func=run)
@@ -289,8 +329,11 @@ def run(args: argparse.Namespace) -> int:
             if args.tx is not None and args.rx is not None:
                 serial.update(tx=args.tx, rx=args.rx)
     wifi = {"ssid": args.wifi_ssid, "password": args.wifi_password} if args.wifi_ssid else None
+    sleep = None
+    if args.deep_sleep is not None:
+        sleep = sleep_setting(args.deep_sleep, args.sleep_state, data.name, args.timeout)
     cfg = node_config(job, args.node, data.name, args.transport, host, port, serial, wifi,
-                      args.k_cap, args.rounds, args.timeout, args.block_size)
+                      args.k_cap, args.rounds, args.timeout, args.block_size, sleep=sleep)
     if args.board:
         cfg["board_cost"] = board_cost(args.board, job, data, args.k_cap)
         if job.metric != "joules":
@@ -304,7 +347,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("--device is required (or --stage DIR to only build the files)")
     with tempfile.TemporaryDirectory(prefix="cat-flash-") as tmp:
         files = stage(Path(tmp), cfg, data, args.arch, not args.no_main, not args.no_edge)
-        copy_to_board(args.device, Path(tmp), files)
+        copy_to_board(args.device, Path(tmp), files, remove=state_files(sleep["state"]) if sleep else None)
         size = sum((Path(tmp) / f).stat().st_size for f in files)
     print(f"copied {len(files)} files ({size} bytes, arch {args.arch}) to {args.device}")
     if packages:
