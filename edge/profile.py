@@ -235,8 +235,10 @@ def _link(c, raw, out):
         c.fail(bad[0], bad[1])
     if "region" in t:  # optional: then max_bytes is held to the region's limit at this data rate
         from edge.stackcheck import check_region  # its module: this one must compile in 64 KiB
-        check_region(c, t["region"], lora, out["message"])
+        check_region(c, t["region"], lora, out["message"], pk)
+        lora["region"] = t["region"]
     out["lora"] = lora
+
 
 
 # ------------------------------------------------------------------ files

@@ -5,6 +5,7 @@
 # its own so edge/profile.py still compiles inside a 64 KiB MicroPython heap. Schema and
 # sources: cost_profiles/README.md.
 
+from edge.lora import lora_airtime
 
 _STACK = ("address_bytes size int>0", "security_bytes size int>=0", "phy_overhead_bytes size int>0",
           "max_frame_bytes size int>0", "iphc_bytes size int>0", "src_port ratio int>0",
@@ -106,10 +107,16 @@ _REGION_MAX = {
     "US915": {(10, 125): 11, (9, 125): 53, (8, 125): 125, (7, 125): 242, (8, 500): 242},
 }
 
+# Uplink dwell time by region: in US902-928 "FCC regulation imposes a maximum dwell time of 400ms
+# on uplinks" (LoRaWAN Regional Parameters 1.0.2rB §2.2.3; its payload limits are the largest
+# under it); EU863-870 has none (§2.1.3).
+UPLINK_DWELL_S = {"US915": 0.4}
 
-def check_region(c, region, lora, msg):
+
+def check_region(c, region, lora, msg, pk):
     """[lora] region: the uplink's SF and bandwidth must be one of the region's data rates, and
-    message.max_bytes at most that data rate's FRMPayload limit."""
+    message.max_bytes at most that data rate's FRMPayload limit; the longest packet priced within
+    the region's uplink dwell time (a network that enforces it never receives a longer one)."""
     rates = _REGION_MAX.get(region)
     if rates is None:
         c.fail("lora.region", "must be one of: %s, got %r" % (", ".join(sorted(_REGION_MAX)), region))
@@ -119,3 +126,14 @@ def check_region(c, region, lora, msg):
     if msg["max_bytes"] > rates[key]:
         c.fail("message.max_bytes", "%g B exceeds the %d B FRMPayload %s allows at SF%d/%d kHz"
                % (msg["max_bytes"], rates[key], region, key[0], key[1]))
+    lim = UPLINK_DWELL_S.get(region)
+    if lim is None:
+        return
+    m = msg["max_bytes"] + msg["overhead_bytes"]
+    phy = min(m, pk["first_payload_bytes"]) + pk["first_overhead_bytes"]
+    if m > pk["first_payload_bytes"]:  # a following packet may be the longer one
+        phy = max(phy, min(m - pk["first_payload_bytes"], pk["next_payload_bytes"]) + pk["next_overhead_bytes"])
+    t = lora_airtime(lora, phy)
+    if t > lim:
+        c.fail("message.max_bytes", "a %g B packet takes %.1f ms on air, over the %g ms uplink dwell time of %s"
+               % (phy, t * 1e3, lim * 1e3, region))

@@ -17,19 +17,29 @@ def _lora(sf: int, bw_khz: float, cr: int = 1, ldro: bool = False) -> dict:
             "explicit_header": True, "crc": True, "low_data_rate_optimize": ldro}
 
 
-# The Things Network's airtime calculator (github.com/avbentem/airtime-calculator,
-# src/lora/Airtime.test.ts, "as compared to" TTN's LoRaWAN airtime spreadsheet): PHY payload
-# bytes, SF, bandwidth kHz, coding rate 4/(4+cr), low data rate optimisation -> milliseconds.
+# The Things Network's airtime calculator (github.com/avbentem/airtime-calculator, commit
+# af41bc53, src/lora/Airtime.test.ts, "as compared to" TTN's LoRaWAN airtime spreadsheet; 8
+# preamble symbols, explicit header, CRC): every value it checks. PHY payload bytes, SF,
+# bandwidth kHz, coding rate 4/(4+cr), low data rate optimisation -> milliseconds.
 TTN_CALCULATOR = [
     (14, 7, 125, 1, False, 46.336), (15, 7, 125, 1, False, 46.336), (16, 7, 125, 1, False, 51.456),
-    (25, 7, 125, 1, False, 61.696), (14, 7, 250, 1, False, 23.168), (25, 7, 250, 1, False, 30.848),
-    (14, 7, 125, 4, False, 61.696), (16, 7, 125, 4, False, 69.888), (25, 7, 125, 4, False, 86.272),
-    (14, 8, 125, 1, False, 82.432), (15, 8, 125, 1, False, 92.672), (25, 8, 125, 1, False, 113.152),
-    (14, 11, 125, 1, True, 659.456), (25, 11, 125, 1, True, 823.296),
+    (25, 7, 125, 1, False, 61.696),
+    (14, 7, 250, 1, False, 23.168), (15, 7, 250, 1, False, 23.168), (16, 7, 250, 1, False, 25.728),
+    (25, 7, 250, 1, False, 30.848),
+    (14, 7, 125, 4, False, 61.696), (15, 7, 125, 4, False, 61.696), (16, 7, 125, 4, False, 69.888),
+    (25, 7, 125, 4, False, 86.272),
+    (14, 7, 250, 4, False, 30.848), (15, 7, 250, 4, False, 30.848), (16, 7, 250, 4, False, 34.944),
+    (25, 7, 250, 4, False, 43.136),
+    (14, 8, 125, 1, False, 82.432), (15, 8, 125, 1, False, 92.672), (16, 8, 125, 1, False, 92.672),
+    (25, 8, 125, 1, False, 113.152),
+    (14, 11, 125, 1, True, 659.456), (15, 11, 125, 1, True, 659.456), (16, 11, 125, 1, True, 659.456),
+    (25, 11, 125, 1, True, 823.296),
 ]
 
 # loratools.nl's airtime calculator (https://www.loratools.nl/#/airtime), values truncated to
-# whole milliseconds as an independent LoRaWAN library's tests record them: 125 kHz, CR 4/5,
+# whole milliseconds as Helium's hotspot firmware records them in its tests (github.com/helium/miner,
+# test/miner_lora_throttle_tests.erl, us_time_on_air_test: "Test cases generated with
+# https://www.loratools.nl/#/airtime and truncated to milliseconds"): 125 kHz, CR 4/5,
 # 8 preamble symbols, explicit header, CRC; SF, PHY payload bytes, LDRO -> ms.
 LORATOOLS = [
     (12, 7, True, 991), (12, 51, True, 2465), (11, 7, True, 495), (11, 51, True, 1314),
@@ -46,6 +56,39 @@ def test_lora_airtime_matches_the_ttn_calculator(pl: int, sf: int, bw: float, cr
 @pytest.mark.parametrize(("sf", "pl", "ldro", "ms"), LORATOOLS)
 def test_lora_airtime_matches_loratools(sf: int, pl: int, ldro: bool, ms: int) -> None:
     assert int(lora_airtime(_lora(sf, 125, 1, ldro), pl) * 1e3) == ms
+
+
+# LoRaWAN Regional Parameters v1.0.2rB (LoRa Alliance, 2017; the PDF is kept in
+# github.com/avbentem/airtime-calculator doc/lorawan_regional_parameters_v1.0.2_final_1944_1.pdf):
+# the largest FRMPayload N without a repeater, EU863-870 table 8 (DR0..DR5 at SF12..SF7/125 kHz)
+# and US902-928 table 15 (DR0..DR3 at SF10..SF7/125 kHz); §2.2.3: "FCC regulation imposes a
+# maximum dwell time of 400ms on uplinks"; §2.2.6: the US902-928 limits are "derived from the
+# maximum allowed transmission time at the PHY layer". The same numbers are LoRaMac-node's
+# RegionEU868.h MaxPayloadOfDatarateEU868 and RegionUS915.h MaxPayloadOfDatarateUS915.
+RP_EU868_N = {12: 51, 11: 51, 10: 51, 9: 115, 8: 242, 7: 242}
+RP_US915_N = {10: 11, 9: 53, 8: 125, 7: 242}
+LORAWAN_OVERHEAD = 13  # MHDR 1 + FHDR 7 + FPort 1 + MIC 4
+
+
+@pytest.mark.parametrize(("name", "table"), [("lorawan-eu868-sf7", RP_EU868_N), ("lorawan-eu868-sf12", RP_EU868_N),
+                                             ("lorawan-us915-sf7", RP_US915_N), ("lorawan-us915-sf10", RP_US915_N)])
+def test_each_lorawan_profile_takes_the_regional_parameters_payload_limit(name: str, table: dict) -> None:
+    p = load_profile(name)
+    assert p["lora"]["bandwidth"] == 125e3
+    assert p["message"]["max_bytes"] == table[p["lora"]["spreading_factor"]]
+
+
+@pytest.mark.parametrize(("sf", "n"), sorted(RP_US915_N.items()))
+def test_the_us915_payload_limits_are_the_largest_under_the_400_ms_dwell_time(sf: int, n: int) -> None:
+    """The airtime formula reproduces how the Regional Parameters derived US902-928's limits:
+    N + 13 B fits 400 ms at every uplink data rate, one byte more does not (DR3 is held by the
+    255 B PHY payload instead: 399.6 ms)."""
+    lora = _lora(sf, 125)
+    assert lora_airtime(lora, n + LORAWAN_OVERHEAD) <= 0.400
+    if n + LORAWAN_OVERHEAD < 255:
+        assert lora_airtime(lora, n + LORAWAN_OVERHEAD + 1) > 0.400
+    else:
+        assert n + LORAWAN_OVERHEAD == 255
 
 
 def test_the_lorawan_profiles_price_their_packets_with_that_airtime() -> None:

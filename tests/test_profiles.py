@@ -122,7 +122,9 @@ def test_every_shipped_profile_loads_in_the_normalised_shape(name: str) -> None:
                 assert type(p[table][k]) is float, (table, k)
         if not walked:                       # optional, only where a reply is an acked link frame
             assert p["message"].get("replies_acked", False) is (name == "wifi-tcp-mqtt-esp32")
-        assert p["lora"] is None or set(p["lora"]) - {"rx_bandwidth"} == LORA_KEYS
+        assert p["lora"] is None or set(p["lora"]) - {"rx_bandwidth", "region"} == LORA_KEYS
+        if p["lora"] is not None:            # every shipped LoRaWAN profile names its region
+            assert p["lora"]["region"] == name.split("-")[1].upper()
         if walked:
             st = p["stack"]
             assert set(st) - {"mesh_header_bytes"} == STACK_KEYS | (COAP_KEYS if st["transport"] == "coap" else set())

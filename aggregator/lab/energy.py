@@ -34,10 +34,12 @@ from aggregator.gateway.metrics import read_log
 from aggregator.gateway.wire import delta_frame_length, snapshot_frame_length
 from aggregator.lab import reports, results
 from aggregator.lab.cliargs import ArgumentError, add_fmt_arg, fmt_code
-from aggregator.lab.pricing import messages, profile_dict
+from aggregator.lab.pricing import lorawan_region, messages, profile_dict
 from edge.cat import SCHEME_IDENTITY, scheme_id
 from edge.cost import LinkCost
 from edge.frame import frame_length
+from edge.lora import LDRO_SYMBOL_S
+from edge.stackcheck import UPLINK_DWELL_S
 from edge.downwalk import walk_down
 
 
@@ -185,7 +187,8 @@ def uplink_energy(profile: dict, frame: int) -> FrameEnergy:
 
 def downlink_energy(profile: dict, frame: int) -> FrameEnergy:
     """The node receives `frame` bytes: the packets' airtime and fixed time at rx power, its
-    ACKs (the uplink model's rx part, reversed) at tx power."""
+    ACKs (the uplink model's rx part, reversed) at tx power. LoRa: at RX1's data rate
+    (rx1_downlink: US915 answers on 500 kHz with that data rate's payload limit)."""
     out = FrameEnergy(0.0, 0.0, 0.0, 0.0)
     if frame <= 0:
         return out
@@ -194,6 +197,7 @@ def downlink_energy(profile: dict, frame: int) -> FrameEnergy:
         w = walk_down(profile, frame)
         return FrameEnergy(w.tx_s * radio["tx_power"], (w.rx_s + w.idle_s) * radio["rx_power"], w.tx_s,
                            w.tx_s + w.rx_s + w.idle_s)
+    profile = rx1_downlink(profile)  # US915: the gateway answers on a 500 kHz channel
     for m in messages(profile, frame):
         lc = LinkCost(profile, m)
         msg = profile["message"]
@@ -283,42 +287,94 @@ def budget(log: RunLog, profile: dict, interval_s: float, capacity_mah: float, v
             node["min_interval_s"] = a / dc
             node["headroom_factor"] = (dc * interval_s / a) if a > 0 else math.inf
         nodes.append(node)
-    down_over = int((log.down_bytes > max_msg).sum())
-    gateway = gateway_downlink(profile, log, interval_s) if dc and profile.get("lora") else None
+    down_max = rx1_downlink(profile)["message"]["max_bytes"]  # US915: the RX1 downlink data rate's
+    down_over = int((log.down_bytes > down_max).sum())
+    gateway = gateway_downlink(profile, log, interval_s) if profile.get("lora") else None
     return {"profile": profile["name"], "interval_s": interval_s, "battery_j": e_batt,
             "battery_mah": capacity_mah, "voltage": voltage, "sleep_w": p_sleep, "duty_cycle": dc,
             "nodes": nodes, "per_round_j": per_round_total, "gateway": gateway,
             "down_bytes_mean": float(log.down_bytes.mean()) if R else 0.0,
-            "down_oversize_rounds": down_over, "max_message_bytes": max_msg}
+            "down_oversize_rounds": down_over, "max_message_bytes": max_msg,
+            "down_max_bytes": down_max}
 
 
-def gateway_downlink(profile: dict, log: RunLog, interval_s: float) -> dict[str, float]:
-    """The gateway's share of the band for the downlink: every node that sent in a round gets
-    that round's downlink in its RX1 window, at the uplink's data rate on the uplink's sub-band,
+def gateway_downlink(profile: dict, log: RunLog, interval_s: float) -> dict[str, Any]:
+    """Can the gateway send every delta of the plan? Every node that sent in a round gets that
+    round's downlink in its RX1 window. EU868: at the uplink's data rate on the uplink's sub-band,
     so the gateway transmits under the same duty-cycle limit (ETSI EN 300 220: the limit binds
-    every transmitter, the gateway too). Busiest round's airtime over the interval.
+    every transmitter, the gateway too); US915: on a 500 kHz downlink channel with no duty cycle,
+    where its one transmitter's time is the limit. Busiest round's airtime over the interval.
 
     A downlink is priced as an uplink of the same size (LoRaWAN frames are the same; a downlink
-    PHY carries no payload CRC, 2 B less). The alternative, every delta in RX2, is priced the
-    same way at RX2's data rate under that band's limit (`rx2`, EU868 profiles only)."""
+    PHY carries no payload CRC, 2 B less). EU868 also prices every delta in RX2 (`rx2`: 869.525
+    MHz, SF12, a 10 % band) and both windows shared (`both_min_interval_s`): the gateway may put
+    each downlink in either band, so together they serve what neither serves alone. US915 says
+    how long its longest downlink packet is (`longest_s`): the 400 ms dwell time binds the uplinks
+    on 125 kHz channels, not the 500 kHz downlinks (`dwell_s`)."""
     dc = profile["limits"]["duty_cycle"]
-    worst = _busiest_downlink(profile, log)
-    used = worst / interval_s
-    out: dict[str, Any] = {"airtime_s_max": worst, "used": used, "allowed": dc, "ok": used <= dc,
-                           "min_interval_s": worst / dc, "rx2": None}
+    rx1 = rx1_downlink(profile)
+    worst = _busiest_downlink(rx1, log)
+    allowed = dc or 1.0  # no duty cycle: one transmitter, one packet at a time
+    out: dict[str, Any] = {"airtime_s_max": worst, "used": worst / interval_s, "allowed": allowed,
+                           "ok": worst / interval_s <= allowed, "min_interval_s": worst / allowed,
+                           "duty_cycle": dc, "region": lorawan_region(profile), "rx1": _rate(rx1["lora"]),
+                           "rx2": None, "both_min_interval_s": None, "longest_s": None, "dwell_s": None}
     rx2 = _eu868_rx2(profile)
     if rx2 is not None:
         w2 = _busiest_downlink(rx2, log)
         out["rx2"] = {"airtime_s_max": w2, "used": w2 / interval_s, "allowed": EU868_RX2_DUTY_CYCLE,
                       "ok": w2 / interval_s <= EU868_RX2_DUTY_CYCLE, "min_interval_s": w2 / EU868_RX2_DUTY_CYCLE}
+        out["both_min_interval_s"] = _shared_min_interval(worst, dc, w2, EU868_RX2_DUTY_CYCLE)
+    if out["region"] == "US915":
+        out["longest_s"] = _longest_downlink(rx1, log)
+        out["dwell_s"] = UPLINK_DWELL_S["US915"]
     return out
 
 
 # EU868 RX2: 869.525 MHz, in ETSI EN 300 220-2's band g3 (869.4-869.65 MHz) with a 10 % duty cycle
-# (LoRaMac-node RegionEU868.h EU868_RX_WND_2_FREQ 869525000, band 4 duty cycle 10); its default
-# data rate DR0 (SF12/125 kHz) carries at most 51 B of FRMPayload (MaxPayloadOfDatarateEU868[0]).
+# (LoRaMac-node RegionEU868.c: 869.4-869.65 MHz is band 3, RegionEU868.h EU868_BAND3 duty cycle 10,
+# i.e. 10 %; EU868_RX_WND_2_FREQ 869525000); its default data rate DR0 (SF12/125 kHz, LoRaWAN
+# Regional Parameters 1.0.2rB §2.1.7) carries at most 51 B of FRMPayload (MaxPayloadOfDatarateEU868[0]).
 EU868_RX2_DUTY_CYCLE = 0.10
 EU868_RX2_MAX_BYTES = 51.0
+# US915 downlink data rates DR8..DR13 (SF12..SF7 at 500 kHz): largest FRMPayload without a repeater,
+# LoRaWAN Regional Parameters 1.0.2rB table 15, LoRaMac-node RegionUS915.h
+# MaxPayloadOfDatarateUS915[8..13] = {53, 129, 242, 242, 242, 242}; keyed by SF.
+US915_DOWNLINK_MAX_BYTES = {12: 53.0, 11: 129.0, 10: 242.0, 9: 242.0, 8: 242.0, 7: 242.0}
+
+
+def _at(profile: dict, sf: int, bw: float, max_bytes: float) -> dict:
+    """The profile sending at SF/BW with max_bytes of FRMPayload per message (one packet each)."""
+    lora = dict(profile["lora"], spreading_factor=sf, bandwidth=bw,
+                low_data_rate_optimize=(1 << sf) / bw > LDRO_SYMBOL_S)
+    room = max_bytes + profile["message"]["overhead_bytes"]
+    return dict(profile, lora=lora, message=dict(profile["message"], max_bytes=max_bytes),
+                packet=dict(profile["packet"], first_payload_bytes=room, next_payload_bytes=room))
+
+
+def rx1_downlink(profile: dict) -> dict:
+    """The profile as the gateway's RX1 downlinks go: US915 on its downlink channels' bandwidth
+    (`[lora] rx_bandwidth`, 500 kHz: DR0 -> DR10, DR3 -> DR13 at RX1DROffset 0, the uplink's SF)
+    with that data rate's payload limit; elsewhere the uplink's own data rate (EU868 RX1DROffset 0)."""
+    lora = profile.get("lora") or {}
+    if lorawan_region(profile) != "US915" or not lora.get("rx_bandwidth"):
+        return profile
+    sf = int(lora["spreading_factor"])
+    return _at(profile, sf, lora["rx_bandwidth"], US915_DOWNLINK_MAX_BYTES[sf])
+
+
+def _rate(lora: dict) -> str:
+    """'SF7/500 kHz': the data rate a line names."""
+    return f"SF{int(lora['spreading_factor'])}/{lora['bandwidth'] / 1e3:g} kHz"
+
+
+def _shared_min_interval(a1: float, d1: float, a2: float, d2: float) -> float:
+    """Shortest interval at which two bands with duty cycles d1, d2 serve a round together, the
+    round's downlinks split between them (a share x takes a1 x of band 1, (1 - x) a2 of band 2):
+    feasible when d1 I / a1 + d2 I / a2 >= 1."""
+    if a1 <= 0 or a2 <= 0:
+        return 0.0
+    return 1.0 / (d1 / a1 + d2 / a2)
 
 
 def _busiest_downlink(profile: dict, log: RunLog) -> float:
@@ -335,20 +391,55 @@ def _busiest_downlink(profile: dict, log: RunLog) -> float:
     return worst
 
 
+def _longest_downlink(profile: dict, log: RunLog) -> float:
+    """Airtime of the longest single downlink packet of the plan (its largest message)."""
+    sizes = [max(messages(profile, int(b))) for b in log.down_bytes if b > 0]
+    return LinkCost(profile, max(sizes)).tx_seconds if sizes else 0.0
+
+
 def _eu868_rx2(profile: dict) -> dict | None:
     """The EU868 profile at its RX2 data rate (SF12/125 kHz, 51 B per downlink), or None."""
     lora = profile.get("lora") or {}
-    if not profile["name"].startswith("lorawan-eu868") or not lora.get("rx2_spreading_factor"):
+    if lorawan_region(profile) != "EU868" or not lora.get("rx2_spreading_factor"):
         return None
-    sf = int(lora["rx2_spreading_factor"])
-    rx2 = dict(profile, lora=dict(lora, spreading_factor=sf, low_data_rate_optimize=(1 << sf) / lora["bandwidth"] > 0.016),
-               message=dict(profile["message"], max_bytes=EU868_RX2_MAX_BYTES),
-               packet=dict(profile["packet"], first_payload_bytes=EU868_RX2_MAX_BYTES + profile["message"]["overhead_bytes"],
-                           next_payload_bytes=EU868_RX2_MAX_BYTES + profile["message"]["overhead_bytes"]))
-    return rx2
+    return _at(profile, int(lora["rx2_spreading_factor"]), lora["bandwidth"], EU868_RX2_MAX_BYTES)
 
 
 # ------------------------------------------------------------------------------ CLI
+
+
+def gateway_lines(gw: dict[str, Any], interval_s: float) -> list[str]:
+    """What `profile` says about the gateway's downlink: RX1 under its limit; if RX1 cannot, RX2
+    and both windows shared (EU868); which interval serves the plan when none does; US915's
+    dwell time."""
+    if gw["duty_cycle"]:
+        limit = f"against {100 * gw['allowed']:.4g} % allowed"
+        fix = "lengthen the interval to {:.4g} s or send less downlink"
+    else:
+        limit = "against 100 % (no duty cycle: one transmitter, one packet at a time)"
+        fix = "lengthen the interval to {:.4g} s, send less downlink or add gateways"
+    verdict = "OK" if gw["ok"] else "the gateway CANNOT serve this plan: " + fix.format(gw["min_interval_s"])
+    lines = [f"gateway downlink: the busiest round takes {gw['airtime_s_max']:.4g} s of RX1 airtime ({gw['rx1']}), "
+             f"{100 * gw['used']:.4g} % of the gateway's time {limit} ({verdict})"]
+    r2 = gw["rx2"]
+    if r2 is not None and not gw["ok"]:
+        how = "it can" if r2["ok"] else f"it cannot either: lengthen the interval to {r2['min_interval_s']:.4g} s"
+        lines.append(f"gateway downlink in RX2 instead (869.525 MHz, SF12, 51 B per downlink, "
+                     f"{100 * r2['allowed']:g} % band): the busiest round takes {r2['airtime_s_max']:.4g} s, "
+                     f"{100 * r2['used']:.4g} % of the gateway's time ({how})")
+        both = gw["both_min_interval_s"]
+        if not r2["ok"]:
+            serves = ("it can" if both <= interval_s else
+                      f"not at {interval_s:g} s: the gateway cannot serve this plan at all; the shortest "
+                      f"interval that works is {both:.4g} s")
+            lines.append(f"gateway downlink in RX1 and RX2 together (each delta in whichever band has room): "
+                         f"{serves}")
+    if gw["dwell_s"] is not None:
+        lines.append(f"gateway downlink dwell: the longest downlink packet takes {1e3 * gw['longest_s']:.4g} ms; "
+                     f"{gw['region']}'s {1e3 * gw['dwell_s']:g} ms dwell time binds the uplinks on 125 kHz "
+                     "channels (every priced uplink is within it), not the 500 kHz downlink channels "
+                     "(DTS mode: a power density limit, no dwell time)")
+    return lines
 
 
 def _log_from_args(args: argparse.Namespace) -> RunLog:
@@ -405,21 +496,11 @@ def _cmd_profile(args: argparse.Namespace) -> int:
              + (f", sleep {args.sleep_ua:g} uA" if args.sleep_ua else "")]
     if log.down_bytes.any():
         lines.append(f"downlink ({args.downlink}): {b['down_bytes_mean']:.0f} B per round on average"
-                     + (f"; {b['down_oversize_rounds']} round(s) over the link's {b['max_message_bytes']:.0f} B "
+                     + (f"; {b['down_oversize_rounds']} round(s) over the link's {b['down_max_bytes']:.0f} B "
                         "message limit (costed as several packets)" if b["down_oversize_rounds"] else ""))
     gw = b["gateway"]
     if gw and gw["airtime_s_max"] > 0:
-        verdict = "OK" if gw["ok"] else ("the gateway CANNOT serve this plan: lengthen the interval to "
-                                         f"{gw['min_interval_s']:.4g} s or send less downlink")
-        lines.append(f"gateway downlink: the busiest round takes {gw['airtime_s_max']:.4g} s of RX1 airtime, "
-                     f"{100 * gw['used']:.4g} % of the gateway's time against {100 * gw['allowed']:.4g} % allowed "
-                     f"({verdict})")
-        r2 = gw["rx2"]
-        if r2 is not None and not gw["ok"]:
-            how = "it can" if r2["ok"] else f"it cannot either: lengthen the interval to {r2['min_interval_s']:.4g} s"
-            lines.append(f"gateway downlink in RX2 instead (869.525 MHz, SF12, 51 B per downlink, "
-                         f"{100 * r2['allowed']:g} % band): the busiest round takes {r2['airtime_s_max']:.4g} s, "
-                         f"{100 * r2['used']:.4g} % of the gateway's time ({how})")
+        lines += gateway_lines(gw, args.interval)
     for nd in b["nodes"]:
         s = (f"node {nd['node']}: {nd['rounds']} rounds, frame {nd['frame_bytes_mean']:.0f} B; per round "
              f"uplink tx {1e3 * nd['uplink_tx_j_per_round']:.4g} mJ + ack rx {1e3 * nd['uplink_rx_j_per_round']:.4g} mJ, "

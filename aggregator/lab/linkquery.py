@@ -13,6 +13,7 @@ import copy
 from typing import Callable
 
 from aggregator.lab.cliargs import ArgumentError
+from aggregator.lab.pricing import lorawan_region
 from edge.cost import LinkCost
 from edge.onair import frame_sizes, mac_overhead, nhc_udp_len
 
@@ -46,7 +47,8 @@ def _packet_lines(prof: dict, lc: LinkCost, n: int) -> list[str]:
         body = min(rest, cap)
         rest -= body
         ack = f", then a {pk['ack_bytes']:g} B link ACK back" if pk["ack_bytes"] else ""
-        lines.append(f"    packet {i + 1}: overhead {oh:g} + payload {body:g} = {oh + body:g} B{ack}")
+        lines.append(f"    packet {i + 1}: overhead {oh:g} + payload {body:g} = {oh + body:g} B{ack}"
+                     + _lora_airtime_note(prof, oh + body))
     if msg["extra_packets"]:
         lines.append(f"node <-: {msg['extra_packets']:g} reply packet(s) of {msg['extra_packet_bytes']:g} B")
     if prof.get("lora"):
@@ -55,6 +57,25 @@ def _packet_lines(prof: dict, lc: LinkCost, n: int) -> list[str]:
             lines.append(f"node listens: class A {name} window at SF{sf}, {n} symbols = {sec * 1e3:.1f} ms "
                          f"(no downlink), {sec * prof['radio']['rx_power'] * 1e6:.0f} uJ")
     return lines
+
+
+def _lora_airtime_note(prof: dict, phy_bytes: float) -> str:
+    """A LoRa packet's time on air, held against its region's uplink dwell time (US915: 400 ms;
+    the profile's check keeps a shipped one within it, a what-if is flagged rather than priced
+    as if it would arrive)."""
+    if not prof.get("lora"):
+        return ""
+    from edge.lora import lora_airtime
+    from edge.stackcheck import UPLINK_DWELL_S
+    t = lora_airtime(prof["lora"], phy_bytes)
+    region = lorawan_region(prof)
+    lim = UPLINK_DWELL_S.get(region) if region else None
+    if lim is None:
+        return f", {t * 1e3:.1f} ms on air"
+    if t <= lim:
+        return f", {t * 1e3:.1f} ms on air (within {region}'s {lim * 1e3:g} ms uplink dwell time)"
+    return (f", {t * 1e3:.1f} ms on air: OVER {region}'s {lim * 1e3:g} ms uplink dwell time, a network "
+            "that enforces it never receives this packet")
 
 
 def frame_lines(out: list[str]) -> Callable:

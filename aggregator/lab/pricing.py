@@ -54,6 +54,11 @@ def messages(profile: dict, frame: int) -> list[int]:
     return [mx] * k + ([rest] if rest else [])
 
 
+def lorawan_region(profile: dict) -> str | None:
+    """"EU868", "US915" or None: the profile's [lora] region (checked by edge/stackcheck.py)."""
+    return (profile.get("lora") or {}).get("region")
+
+
 def link_models(prof: dict, dim: int, scheme: int, metric: str, fmt: int, telemetry: bool, nodes: int,
                 rounds: int) -> list[CostModel]:
     """One CostModel per node, and (by building it at the run's last round first) the check
