@@ -70,8 +70,10 @@ def downlink_share(res: SimResult, prof: dict, d: int) -> tuple[np.ndarray, np.n
 
 
 def _row(link: str, scheme: str, n: int, runs: dict[str, SimResult | str], target: float, prof: dict,
-         d: int) -> dict[str, Any]:
+         d: int) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """The table's row of one cell, and each run's per-round downlink share (for the plot)."""
     row: dict[str, Any] = {"link": link, "scheme": scheme, "nodes": n}
+    shares: dict[str, np.ndarray] = {}
     for tag, res in runs.items():
         if isinstance(res, str):
             row[f"{tag}_note"] = res
@@ -79,6 +81,7 @@ def _row(link: str, scheme: str, n: int, runs: dict[str, SimResult | str], targe
         j, ok, rounds = reach(res, target, "joules")
         sl = slice(0, rounds)
         down, share = downlink_share(res, prof, d)
+        shares[tag] = share
         row.update({f"{tag}_T_median": float(np.median(res.T[sl])), f"{tag}_rounds": rounds,
                     f"{tag}_uplink_j": j, f"{tag}_reached": ok,
                     f"{tag}_with_downlink_j": j + n * float(down[sl].sum()),
@@ -88,7 +91,7 @@ def _row(link: str, scheme: str, n: int, runs: dict[str, SimResult | str], targe
         row["corrected_over_old_with_downlink"] = row["corrected_with_downlink_j"] / row["old_with_downlink_j"]
     if "with-delta_with_downlink_j" in row and "corrected_with_downlink_j" in row:
         row["with-delta_over_corrected"] = row["with-delta_with_downlink_j"] / row["corrected_with_downlink_j"]
-    return row
+    return row, shares
 
 
 def _line(row: dict[str, Any]) -> str:
@@ -156,13 +159,11 @@ def run(args: argparse.Namespace) -> int:
                     except Infeasible as e:
                         runs[tag] = str(e)
                     bar.update(1)
-                row = _row(link, scheme, n, runs, target, news[link], p.dim)
+                row, per_run = _row(link, scheme, n, runs, target, news[link], p.dim)
                 rows.append(row)
                 c = runs["corrected"]
-                if not isinstance(c, str):
-                    _, share = downlink_share(c, news[link], p.dim)
-                    key = f"{link} {scheme} n{n}"
-                    shares[key] = (c.T[: c.rounds].mean(axis=1), share)
+                if "corrected" in per_run:
+                    shares[f"{link} {scheme} n{n}"] = (c.T[: c.rounds].mean(axis=1), per_run["corrected"])
     bar.close()
     lines = R.conclude([_line(r) for r in rows])
     cols = ["link", "scheme", "nodes"] + [f"{t}_{c}" for t in VARIANTS for c in (
