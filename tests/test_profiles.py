@@ -49,6 +49,7 @@ SHIPPED = {
     "ble5-1m-dle",
     "wifi-tcp-mqtt-esp32",
     "ethernet-udp",
+    "serial-slip-115200",
     "paper-payload-fpp32",
     "paper-payload-fpp64",
     "paper-packet-128-64-128",
@@ -117,11 +118,14 @@ def test_every_shipped_profile_loads_in_the_normalised_shape(name: str) -> None:
             if keys is None:
                 assert p[table] is None
                 continue
-            assert set(p[table]) - {"replies_acked"} == keys
+            assert set(p[table]) - {"replies_acked", "transport"} == keys
             for k in keys - {"name"}:
                 assert type(p[table][k]) is float, (table, k)
         if not walked:                       # optional, only where a reply is an acked link frame
             assert p["message"].get("replies_acked", False) is (name == "wifi-tcp-mqtt-esp32")
+            # optional: the node transport priced, where a node has one
+            assert p["message"].get("transport") == {"wifi-tcp-mqtt-esp32": "mqtt",
+                                                     "serial-slip-115200": "serial"}.get(name)
         assert p["lora"] is None or set(p["lora"]) - {"rx_bandwidth", "region"} == LORA_KEYS
         if p["lora"] is not None:            # every shipped LoRaWAN profile names its region
             assert p["lora"]["region"] == name.split("-")[1].upper()
