@@ -38,24 +38,17 @@ class BoardError(Exception):
     """The flashed config is unusable (missing field, bad key, unknown transport)."""
 
 
-def profile_transport(profile):
-    """The node transport whose messages a (normalised) cost profile prices: "coap" (a walked
-    CoAP profile's [stack]), "mqtt" or "serial" (a packet-model profile's message.transport);
-    "any" for the paper's models (bits of a payload, no stack); None when it prices nothing a
-    node sends (bare UDP datagrams, LoRaWAN, BLE, raw 802.15.4: simulations and budgets)."""
-    if profile.get("kind") == "paper":
-        return "any"
-    st = profile.get("stack")
-    if st:
-        return "coap" if st["transport"] == "coap" else None
-    return (profile.get("message") or {}).get("transport")
-
-
 def transport_mismatch(profile, transport):
-    """Why a node on `transport` cannot be priced by the profile (CAT would weigh another stack's
-    bytes), or None."""
-    t = profile_transport(profile)
-    if t == "any" or t == transport:
+    """Why a node on `transport` cannot be priced by the (normalised) cost profile, or None. A
+    profile prices "coap" (a walked CoAP profile's [stack]), "mqtt" or "serial" (a packet
+    profile's message.transport), any transport (the paper's models: bits of a payload, no
+    stack) or none a node has (bare UDP, LoRaWAN, BLE, raw 802.15.4: simulations and budgets).
+    One function, no helpers: every global of this module costs a board's heap."""
+    st = profile.get("stack")
+    if profile.get("kind") == "paper":
+        return None
+    t = ("coap" if st["transport"] == "coap" else None) if st else (profile.get("message") or {}).get("transport")
+    if t == transport:
         return None
     name = profile.get("name", "?")
     if t is None:
@@ -63,12 +56,6 @@ def transport_mismatch(profile, transport):
                 "give the node a %s profile" % (transport, name, transport))
     return ("transport %s, but cost profile %s prices %s messages: give the node a %s profile or transport %s"
             % (transport, name, t, transport, t))
-
-
-def coap_stack(profile, key, default):
-    """[stack] key of a walked CoAP profile (block_size, token_bytes), else default."""
-    st = profile.get("stack")
-    return st[key] if st and st["transport"] == "coap" else default
 
 
 def unhex(text, what):
@@ -141,12 +128,12 @@ def make_link(cfg):
     if t == "coap":
         from edge.coap import CoapClient, RX_HEADROOM
         from edge.links import CoapLink
-        prof = cfg["profile"]
-        bs = cfg.get("block_size") or coap_stack(prof, "block_size", 64)
+        st = cfg["profile"].get("stack") or {}   # a walked CoAP profile: its block size and token
+        bs = cfg.get("block_size") or st.get("block_size", 64)
         # recvfrom(n) allocates n bytes per datagram: ask for what a block can be, not 1280
         client = CoapClient(cfg["host"], cfg.get("port", 5683), ack_timeout=cfg.get("ack_timeout", 2.0),
                             block_size=bs, rx_size=cfg.get("rx_size", bs + RX_HEADROOM),
-                            token_len=coap_stack(prof, "token_bytes", 4))
+                            token_len=st.get("token_bytes", 4))
         return CoapLink(client, job)
     if t == "mqtt":
         from umqtt.simple import MQTTClient
@@ -179,7 +166,8 @@ def make(cfg):
         raise ValueError(why)
     if cfg["transport"] == "coap":
         from edge.onair import block_size_mismatch
-        why = block_size_mismatch(cfg["profile"], cfg.get("block_size") or coap_stack(cfg["profile"], "block_size", 64))
+        why = block_size_mismatch(cfg["profile"], cfg.get("block_size") or (cfg["profile"].get("stack") or {}).get(
+            "block_size", 64))
         if why:
             raise ValueError(why)
     node = make_node(cfg)

@@ -90,14 +90,15 @@ def _merge_config(args):
 
 
 def profiles_for(transport):
-    """The shipped link profiles that price a node on this transport (edge.board.profile_transport;
+    """The shipped link profiles that price a node on this transport (edge.board.transport_mismatch;
     the paper's models, which price any, left out)."""
     from edge import profile
-    from edge.board import profile_transport
+    from edge.board import transport_mismatch
     out = []
     for name in profile.list_profiles():
         try:
-            if profile_transport(profile.load_profile(name)) == transport:
+            p = profile.load_profile(name)
+            if p["kind"] == "link" and transport_mismatch(p, transport) is None:
                 out.append(name)
         except (ValueError, OSError):
             continue

@@ -26,7 +26,7 @@ from typing import Any
 
 import edge
 from aggregator.errors import UserError
-from edge.board import coap_stack, transport_mismatch
+from edge.board import transport_mismatch
 from edge.onair import block_size_mismatch
 
 EDGE_DIR = Path(edge.__file__).resolve().parent
@@ -43,6 +43,9 @@ MAIN_PY = ("# cat-iot edge: written by `cat-aggregator flash`\n"
            "from edge import board\n"
            "board.main()\n")
 UMQTT_MIP = "umqtt.simple"
+# the shipped cost profile of each node transport: what `init` and `demo` give a job whose
+# --profile is not given (a node is refused a profile of another transport: edge/board.py)
+DEFAULT_PROFILES = {"coap": "ieee802154-6lowpan-coap", "mqtt": "wifi-tcp-mqtt-esp32", "serial": "serial-slip-115200"}
 
 
 def board_modules() -> list[str]:
@@ -87,21 +90,21 @@ def node_config(job: Any, node: int, data_name: str, transport: str = "coap",
         "profile": board_profile(job.profile),
         "data": data_name, "k_cap": k_cap, "rounds": rounds, "timeout": timeout,
     }
+    if transport == "serial" and not serial:
+        raise UserError("--transport serial needs --uart (a board UART) or --serial-path (a tty)")
     why = transport_mismatch(cfg["profile"], transport)
     if why:
         raise UserError(f"--transport: {why}{profiles_hint(transport)}")
     if transport == "coap":
-        if block_size is None:
-            block_size = coap_stack(cfg["profile"], "block_size", 64)
+        if block_size is None:  # the profile's (a walked CoAP one), else the client's default
+            block_size = (cfg["profile"].get("stack") or {}).get("block_size", 64)
         why = block_size_mismatch(cfg["profile"], block_size)
         if why:
-            raise UserError(f"--block-size: {why} ([cost] profile in the job file)")
+            raise UserError(f"--block-size: {why}")
         cfg.update(host=host, port=port or 5683, block_size=block_size, ack_timeout=ack_timeout)
     elif transport == "mqtt":
         cfg.update(host=host, port=port or 1883, username=username, password=password)
     else:
-        if not serial:
-            raise UserError("--transport serial needs --uart (a board UART) or --serial-path (a tty)")
         cfg["serial"] = serial
         # the SLIP decoder must hold the largest downlink message: the snapshot (4 d bytes + head)
         cfg["max_frame"] = 4 * job.d + 256
