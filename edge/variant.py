@@ -57,6 +57,7 @@ def block_variant(prof, b, err):
         "the name's -b%d: Block1 blocks of %d B (SZX %d, RFC 7959 §2.2), the block size the node's client "
         "must use (flash --block-size %d; cat-edge takes it from the profile); everything else is %s's"
         % (b, b, BLOCK_SIZES.index(b), b, prof["name"]))
+    # the base's text with its block size replaced where it names it (" 64 B block")
     out["description"] = "%s with Block1 blocks of %d B instead of %d B: %s" % (
-        prof["name"], b, st["block_size"], prof["description"])
+        prof["name"], b, st["block_size"], prof["description"].replace(" %d B" % st["block_size"], " %d B" % b))
     return out

@@ -770,6 +770,7 @@ def test_a_block_size_variant_is_its_base_with_another_block_size(base: str, blo
     for k in set(b) - {"name", "stack", "sources", "description"}:
         assert v[k] == b[k], k
     assert f"-b{block}" in v["sources"]["stack.block_size"] and v["description"].startswith(f"{base} with Block1 blocks of {block} B")
+    assert f"one exchange per {block} B block" in v["description"] and " 64 B block" not in v["description"]
     assert load_profile(base)["stack"]["block_size"] == 64       # the base is not changed by deriving
 
 
