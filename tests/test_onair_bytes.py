@@ -397,13 +397,16 @@ class _Relay:
 
 
 @pytest.mark.e2e
-@pytest.mark.parametrize("n", [40, 200, 1000])
-def test_the_pi_client_makes_the_walks_exchanges_at_the_profiles_block_size(gateway, n: int) -> None:
-    """cat-edge on a Pi (aiocoap) asks for the profile's 64 B blocks and 4 B tokens: the same
-    requests and replies as the walk prices, byte for byte (aiocoap's own tokens are 1-3 B)."""
+@pytest.mark.parametrize(("n", "name"), [(40, "ieee802154-6lowpan-coap"), (200, "ieee802154-6lowpan-coap"),
+                                         (1000, "ieee802154-6lowpan-coap"), (1000, "ieee802154-6lowpan-coap-b256"),
+                                         (3000, "ieee802154-thread-coap-b1024")])
+def test_the_pi_client_makes_the_walks_exchanges_at_the_profiles_block_size(gateway, n: int, name: str) -> None:
+    """cat-edge on a Pi (aiocoap) asks for the profile's blocks (64 B, or a variant's) and 4 B
+    tokens: the same requests and replies as the walk prices, byte for byte (aiocoap's own tokens
+    are 1-3 B)."""
     from edge.pi import AiocoapLink
     _, job, client, _ = gateway
-    prof = load_profile("ieee802154-6lowpan-coap")
+    prof = load_profile(name)
     relay = _Relay(client._addr[1])
     link = AiocoapLink("127.0.0.1", relay.port, job.job_id, block_size=prof["stack"]["block_size"],
                        token_bytes=prof["stack"]["token_bytes"])
