@@ -7,7 +7,7 @@ the `edge/` package as .mpy, the node's CATD data file and `node.json`:
      "key": "<64 hex>", "downlink_key": "<64 hex>",
      "transport": "coap",                  # coap | mqtt | serial
      "host": "192.0.2.1", "port": 5683,    # gateway (coap) or broker (mqtt)
-     "block_size": 64, "ack_timeout": 2.0, # coap options (optional)
+     "block_size": 64, "ack_timeout": 2.0, # coap options (optional; block_size: the profile's)
      "username": null, "password": null,   # mqtt options (optional)
      "serial": {"uart": 1, "baud": 115200, "tx": 17, "rx": 16},   # serial on a board, or
      "serial": {"path": "/dev/ttyACM0"},   # a tty (unix port, tests)
@@ -36,6 +36,26 @@ REQUIRED = ("node", "job", "key", "downlink_key", "profile", "data")
 
 class BoardError(Exception):
     """The flashed config is unusable (missing field, bad key, unknown transport)."""
+
+
+def transport_mismatch(profile, transport):
+    """Why a node on `transport` cannot be priced by the (normalised) cost profile, or None. A
+    profile prices "coap" (a walked CoAP profile's [stack]), "mqtt" or "serial" (a packet
+    profile's message.transport), any transport (the paper's models: bits of a payload, no
+    stack) or none a node has (bare UDP, LoRaWAN, BLE, raw 802.15.4: simulations and budgets).
+    One function, no helpers: every global of this module costs a board's heap."""
+    st = profile.get("stack")
+    if profile.get("kind") == "paper":
+        return None
+    t = ("coap" if st["transport"] == "coap" else None) if st else (profile.get("message") or {}).get("transport")
+    if t == transport:
+        return None
+    name = profile.get("name", "?")
+    if t is None:
+        return ("transport %s, but cost profile %s prices nothing a node sends (no coap, mqtt or serial): "
+                "give the node a %s profile" % (transport, name, transport))
+    return ("transport %s, but cost profile %s prices %s messages: give the node a %s profile or transport %s"
+            % (transport, name, t, transport, t))
 
 
 def unhex(text, what):
@@ -69,6 +89,9 @@ def load_config(path=CONFIG):
     if t not in ("coap", "mqtt", "serial"):
         raise BoardError("%s: unknown transport %r (use coap, mqtt or serial)" % (path, t))
     cfg["transport"] = t
+    why = transport_mismatch(cfg["profile"], t)
+    if why:
+        raise BoardError("%s: %s" % (path, why))
     if cfg.get("sleep") is not None:
         from edge.sleep import check   # only a node that deep-sleeps loads it
         try:
@@ -105,10 +128,12 @@ def make_link(cfg):
     if t == "coap":
         from edge.coap import CoapClient, RX_HEADROOM
         from edge.links import CoapLink
-        bs = cfg.get("block_size", 64)
+        st = cfg["profile"].get("stack") or {}   # a walked CoAP profile: its block size and token
+        bs = cfg.get("block_size") or st.get("block_size", 64)
         # recvfrom(n) allocates n bytes per datagram: ask for what a block can be, not 1280
         client = CoapClient(cfg["host"], cfg.get("port", 5683), ack_timeout=cfg.get("ack_timeout", 2.0),
-                            block_size=bs, rx_size=cfg.get("rx_size", bs + RX_HEADROOM))
+                            block_size=bs, rx_size=cfg.get("rx_size", bs + RX_HEADROOM),
+                            token_len=st.get("token_bytes", 4))
         return CoapLink(client, job)
     if t == "mqtt":
         from umqtt.simple import MQTTClient
@@ -136,9 +161,13 @@ def make_node(cfg):
 def make(cfg):
     """(node, link) for the flashed config. The node first: its model and gradient arrays,
     the largest blocks a board allocates, go into the heap before the link's small objects."""
+    why = transport_mismatch(cfg["profile"], cfg["transport"])
+    if why:
+        raise ValueError(why)
     if cfg["transport"] == "coap":
         from edge.onair import block_size_mismatch
-        why = block_size_mismatch(cfg["profile"], cfg.get("block_size", 64))
+        why = block_size_mismatch(cfg["profile"], cfg.get("block_size") or (cfg["profile"].get("stack") or {}).get(
+            "block_size", 64))
         if why:
             raise ValueError(why)
     node = make_node(cfg)

@@ -89,15 +89,31 @@ def _merge_config(args):
             setattr(args, k, v)
 
 
+def profiles_for(transport):
+    """The shipped link profiles that price a node on this transport (edge.board.transport_mismatch;
+    the paper's models, which price any, left out)."""
+    from edge import profile
+    from edge.board import transport_mismatch
+    out = []
+    for name in profile.list_profiles():
+        try:
+            p = profile.load_profile(name)
+            if p["kind"] == "link" and transport_mismatch(p, transport) is None:
+                out.append(name)
+        except (ValueError, OSError):
+            continue
+    return out
+
+
 def make_link(args, prof=None):
-    """The transport args name; over CoAP, Block1/Block2 at the block size of prof's [stack]
-    (a walked profile prices exactly those exchanges)."""
+    """The transport args name; over CoAP, Block1/Block2 at the block size and tokens of the
+    length of prof's [stack] (a walked profile prices exactly those exchanges)."""
     from edge import pi
     t = args.transport or "coap"
     if t == "coap":
         st = (prof or {}).get("stack") or {}
         return pi.AiocoapLink(args.host or "127.0.0.1", args.port or 5683, args.job,
-                              block_size=st.get("block_size"))
+                              block_size=st.get("block_size"), token_bytes=st.get("token_bytes", 4))
     if t == "mqtt":
         tls = {"ca_certs": args.ca_file} if args.ca_file else None
         return pi.PahoLink(args.host or "127.0.0.1", args.port or 1883, args.job, args.node,
@@ -120,6 +136,12 @@ def run(args):
         prof = profile.load_profile(args.profile)
     except (ValueError, OSError) as exc:
         raise CliError("--profile: %s" % exc)
+    from edge.board import transport_mismatch
+    t = args.transport or "coap"
+    why = transport_mismatch(prof, t)
+    if why:
+        names = profiles_for(t)
+        raise CliError("--transport: %s%s" % (why, " (shipped: %s)" % ", ".join(names) if names else ""))
     try:
         data = datafile.DataFile(args.data)
     except ValueError as exc:

@@ -103,20 +103,48 @@ class AiocoapLink(CoapResources):
     """CoAP with aiocoap as the client (its own event loop in this thread).
 
     block_size: Block1/Block2 size (16..1024) asked of aiocoap, which otherwise uses 1,024 B: a
-    walked profile prices the client's exchanges at its [stack] block_size. aiocoap's token is
-    2 B (the board's client sends 4), so each datagram is 2 B shorter than the walk prices."""
+    walked profile prices the client's exchanges at its [stack] block_size.
+    token_bytes: the length of every request's token (default 4, the board's edge/coap.py), a
+    fresh random one per request as RFC 7252 §5.3.1 asks. aiocoap (0.4.17, tokenmanager.py)
+    overwrites any token a request carries with `TokenManager.next_token()`, a counter started
+    at random below 65,536 with its leading zero bytes stripped: 2 B mostly, 1 B or 3 B at times.
+    The link replaces next_token on the context's token managers, so the datagrams are the
+    profile's to the byte ([stack] token_bytes)."""
 
-    def __init__(self, host, port, job, poll=0.05, block_size=None):
+    def __init__(self, host, port, job, poll=0.05, block_size=None, token_bytes=4):
         import aiocoap
+        from aiocoap.tokenmanager import TokenManager
         from edge.coap import szx_for
+        if not 1 <= token_bytes <= 8:  # TKL 0..8, RFC 7252 §3
+            raise ValueError("token_bytes must be 1..8, got %r" % (token_bytes,))
         self.aiocoap = aiocoap
         self.szx = None if block_size is None else szx_for(block_size)
+        self.token_bytes = token_bytes
         self.loop = asyncio.new_event_loop()
         self.ctx = self.loop.run_until_complete(aiocoap.Context.create_client_context())
+        tms = [ri for ri in getattr(self.ctx, "request_interfaces", ()) if isinstance(ri, TokenManager)]
+        if not tms or not all(hasattr(tm, "next_token") for tm in tms):
+            self.close()
+            raise LinkError("aiocoap: no TokenManager.next_token to set the %d B token the profile prices"
+                            % token_bytes)
+        for tm in tms:
+            tm.next_token = self._token_maker(tm)
         self.base = "coap://%s:%d/%s" % (host if ":" not in host else "[%s]" % host, port, job_path(job))
         self.poll = poll
         self.last_code = None
         self.last_reason = b""
+
+    def _token_maker(self, tm):
+        import os
+
+        def next_token():
+            # random, and not the token of a request still waiting for its response
+            busy = {k[0] for k in (tm.outgoing_requests or {})}
+            while True:
+                tok = os.urandom(self.token_bytes)
+                if tok not in busy:
+                    return tok
+        return next_token
 
     def _request(self, code, path, payload=b""):
         msg = self.aiocoap.Message(code=code, uri=self.base + path, payload=payload)

@@ -194,8 +194,10 @@ def _link(c, raw, out):
         from edge.stackcheck import check_stack  # its own module: this one must compile in 64 KiB
         out["stack"] = check_stack(c, raw)
     else:
-        t = c.table(raw, "message", "message", True, _keys(_MESSAGE) + ["replies_acked"])
+        t = c.table(raw, "message", "message", True, _keys(_MESSAGE) + ["replies_acked", "transport"])
         msg = c.numbers(t, "message", _MESSAGE)
+        if "transport" in t:  # the node transport priced (edge/board.py transport_mismatch)
+            msg["transport"] = c.text(t, "message.transport", "transport", ("coap", "mqtt", "serial"))
         if msg["extra_packets"] > 0 and msg["extra_packet_bytes"] == 0:
             c.fail("message.extra_packet_bytes", "must be > 0 when extra_packets > 0")
         if "replies_acked" in t:
@@ -305,6 +307,12 @@ def load(path, check=None):
     return (check or validate)(raw, str(path))
 
 
-# load(find_profile(name_or_path)).
+# load(find_profile(name_or_path)); a name '<base>-b<B>' with no file of its own is the walked
+# CoAP profile <base> with B-byte Block1 blocks (edge.variant, CPython).
 def load_profile(name_or_path):
-    return load(find_profile(name_or_path))
+    try:
+        path = find_profile(name_or_path)
+    except ProfileError as e:
+        from edge.variant import load_variant
+        return load_variant(str(name_or_path), e, find_profile, load)
+    return load(path)

@@ -14,6 +14,7 @@ _STACK = ("address_bytes size int>0", "security_bytes size int>=0", "phy_overhea
 _COAP = ("token_bytes size int>0", "block_size size int>0", "reply_payload_bytes size int>=0",
          "job_digits ratio int>0")
 _TRANSPORTS = ("coap", "udp")
+BLOCK_SIZES = (16, 32, 64, 128, 256, 512, 1024)  # RFC 7959 §2.2: 2 ** (SZX + 4)
 PAPER_MODELS = ("payload", "affine", "packet")  # the paper's eq. (5), §2.2 affine, eq. (6)
 _MESH = (0, 5, 6, 11, 12, 17, 18)
 
@@ -53,8 +54,12 @@ def check_stack(c, raw):
         if st["token_bytes"] > 8:
             c.fail("stack.token_bytes", "must be 1..8 (RFC 7252 §3), got %r" % st["token_bytes"])
         b = st["block_size"]
-        if b not in (16, 32, 64, 128, 256, 512, 1024):
+        if b not in BLOCK_SIZES:
             c.fail("stack.block_size", "must be a power of two from 16 to 1024 (RFC 7959 §2.2), got %r" % b)
+        n = str(raw.get("name", ""))
+        v = n[n.rfind("-b") + 2:] if "-b" in n else ""
+        if v.isdigit() and int(v) in BLOCK_SIZES and int(v) != b:  # '<base>-b<B>' promises B-byte blocks
+            c.fail("stack.block_size", "%d B, but the name %r promises %s B blocks" % (b, n, v))
     from edge.onair import compressed_headers, mac_payload
     if mac_payload(st) - 4 - compressed_headers(st) < 8:
         c.fail("stack", "a frame of %d B leaves no room for a first fragment" % st["max_frame_bytes"])

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import pytest
 
-from firmware_tests.budget import (GOAL_KIB, K, LAYOUT, NNZ, QEMU_BUDGET_KIB, ROUNDS, make_data, make_job,
+from firmware_tests.budget import (GOAL_KIB, K, LAYOUT, NNZ, QEMU_BUDGET_KIB, ROUNDS, SERIAL_PROFILE, make_data, make_job,
                                    round_setup, run_round, slip_rounds)
 
 # Measured minimum (budget.py --frozen, bisected, KiB) for ROUNDS rounds in a row:
@@ -145,9 +145,9 @@ QEMU_DIES_KIB = {1024: 40, 4096: 90}
 
 def test_emulated_board_rounds_fit_budget_and_fail_below(qemu_image, d, tmp_path):
     data = make_data(tmp_path / "d.catd", d, layout=LAYOUT, nnz=NNZ)
-    fit = slip_rounds(qemu_image, tmp_path / "fit", lambda st: make_job(st, d), data, QEMU_BUDGET_KIB[d] * 1024)
+    fit = slip_rounds(qemu_image, tmp_path / "fit", lambda st: make_job(st, d, profile=SERIAL_PROFILE), data, QEMU_BUDGET_KIB[d] * 1024)
     assert fit.run.ok, fit.run.describe()[-3000:]
     assert fit.accepted == ROUNDS and fit.summary["rejected"] == {}
     assert fit.run.result["snapshots"] == 1 and 1 <= fit.run.result["T"] <= K
-    low = slip_rounds(qemu_image, tmp_path / "low", lambda st: make_job(st, d), data, QEMU_DIES_KIB[d] * 1024)
+    low = slip_rounds(qemu_image, tmp_path / "low", lambda st: make_job(st, d, profile=SERIAL_PROFILE), data, QEMU_DIES_KIB[d] * 1024)
     assert not low.run.ok and low.run.memory_error, low.run.describe()[-3000:]

@@ -94,7 +94,15 @@ def test_flash_refuses_user_mistakes(tmp_path, capsys):
         (["--node", "1", "--data", str(data), "--gateway", "h"], "--device is required"),
         (["--node", "1", "--data", str(data), "--transport", "serial"], "--uart"),
         (["--node", "1", "--data", str(data), "--gateway", "h", "--stage", "x", "--block-size", "128"],
-         "block_size is 128 B but cost profile ieee802154-6lowpan-coap prices 64 B blocks"),
+         "block_size is 128 B but cost profile ieee802154-6lowpan-coap prices 64 B blocks: use cost profile "
+         "ieee802154-6lowpan-coap-b128 (or block_size 64)"),
+        (["--node", "1", "--data", str(data), "--gateway", "h", "--stage", "x", "--block-size", "100"],
+         "must be a power of two from 16 to 1024"),
+        (["--node", "1", "--data", str(data), "--gateway", "h", "--stage", "x", "--transport", "mqtt"],
+         "--transport: transport mqtt, but cost profile ieee802154-6lowpan-coap prices coap messages: give the "
+         "node a mqtt profile or transport coap (shipped: wifi-tcp-mqtt-esp32)"),
+        (["--node", "1", "--data", str(data), "--stage", "x", "--transport", "serial", "--uart", "1"],
+         "(shipped: serial-slip-115200)"),
     ]
     for args, msg in cases:
         assert cli.main(["flash", str(job)] + args) == 2
@@ -171,12 +179,23 @@ def test_flashed_board_runs_rounds(tmp_path, board, capsys):
 def test_board_config_is_checked(tmp_path):
     """edge/board.py refuses an unusable node.json with one clear line (CPython run of the board code)."""
     from edge import board
-    good = {"node": 1, "job": 2, "key": "ab" * 32, "downlink_key": "cd" * 32, "profile": {}, "data": "x.catd"}
+    from edge.profile import load_profile
+    coap = flash.board_profile(load_profile("ieee802154-6lowpan-coap"))
+    good = {"node": 1, "job": 2, "key": "ab" * 32, "downlink_key": "cd" * 32, "profile": coap, "data": "x.catd"}
     cases = [
         ({k: v for k, v in good.items() if k != "key"}, "missing 'key'"),
         ({**good, "key": "zz" * 32}, "key: not hex"),
         ({**good, "downlink_key": "ab" * 31}, "downlink_key: must be 32 bytes"),
         ({**good, "transport": "lora"}, "unknown transport"),
+        # a node priced for another stack than it sends on
+        ({**good, "transport": "mqtt"}, "transport mqtt, but cost profile ieee802154-6lowpan-coap prices coap messages"),
+        ({**good, "transport": "serial"}, "transport serial, but cost profile ieee802154-6lowpan-coap prices coap"),
+        ({**good, "profile": flash.board_profile(load_profile("wifi-tcp-mqtt-esp32"))},
+         "transport coap, but cost profile wifi-tcp-mqtt-esp32 prices mqtt messages"),
+        ({**good, "transport": "serial", "profile": flash.board_profile(load_profile("ieee802154-6lowpan-udp"))},
+         "transport serial, but cost profile ieee802154-6lowpan-udp prices nothing a node sends"),
+        ({**good, "transport": "serial", "profile": flash.board_profile(load_profile("lorawan-eu868-sf7"))},
+         "cost profile lorawan-eu868-sf7 prices nothing a node sends"),
     ]
     for cfg, msg in cases:
         p = tmp_path / "node.json"
@@ -191,6 +210,11 @@ def test_board_config_is_checked(tmp_path):
     p.write_text(json.dumps(good))
     cfg = board.load_config(str(p))
     assert cfg["key"] == bytes.fromhex("ab" * 32) and cfg["transport"] == "coap"
+    # each transport with its own profile, and the paper's models (no stack) with any
+    for t, name in (("mqtt", "wifi-tcp-mqtt-esp32"), ("serial", "serial-slip-115200"), ("coap", "paper-payload-fpp32"),
+                    ("mqtt", "paper-packet-128-64-128"), ("coap", "ieee802154-thread-coap-mesh-b1024")):
+        p.write_text(json.dumps({**good, "transport": t, "profile": flash.board_profile(load_profile(name))}))
+        assert board.load_config(str(p))["transport"] == t
 
 
 def test_stage_with_a_board_profile_writes_its_cpu_cost(tmp_path, capsys):

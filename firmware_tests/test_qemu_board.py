@@ -23,7 +23,7 @@ from aggregator.gateway import wire
 from aggregator.gateway.config import Job, load_job
 from aggregator.gateway.service import Endpoints
 from firmware_tests import harness
-from firmware_tests.budget import Gateway, SlipRun, make_data, make_job, slip_rounds
+from firmware_tests.budget import SERIAL_PROFILE, Gateway, SlipRun, make_data, make_job, slip_rounds
 from firmware_tests.qemu_board import QemuBoard
 from firmware_tests.test_flash import write_job
 
@@ -140,7 +140,7 @@ def _same_update(a: wire.Update, b: wire.Update) -> None:
 
 def _slip_job(d: int, scheme: str = "sq"):
     def make(state: Path) -> Job:
-        return make_job(state, d, k_cap=32, scheme=scheme, profile="ieee802154-6lowpan-udp")
+        return make_job(state, d, k_cap=32, scheme=scheme, profile=SERIAL_PROFILE)
     return make
 
 
@@ -220,7 +220,8 @@ def test_cat_aggregator_flash_reaches_the_emulated_board(qemu_image, tmp_path, c
     machine.reset() exits the emulator and the RAM disk with it.)"""
     job_path = write_job(tmp_path / "job.toml", 64, rounds=50)
     # the job has nodes 1 and 2; node 1 alone closes a round (else each waits for the deadline)
-    job_path.write_text(job_path.read_text().replace("deadline_s = 30.0", "deadline_s = 30.0\nquorum = 0.5"))
+    job_path.write_text(job_path.read_text().replace("deadline_s = 30.0", "deadline_s = 30.0\nquorum = 0.5")
+                        .replace('profile = "ieee802154-6lowpan-coap"', 'profile = "serial-slip-115200"'))  # a UART's
     data = make_data(tmp_path / "node-1.catd", 64, rows=16)
     with QemuBoard(qemu_image, heap="256k") as board:
         board.release_console()

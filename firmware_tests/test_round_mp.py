@@ -15,8 +15,8 @@ import pytest
 from aggregator.ops.flash import node_config
 from aggregator.gateway.service import Endpoints
 from firmware_tests import harness
-from firmware_tests.budget import (Gateway, Offline, fetch_umqtt, make_data, make_job, round_setup,
-                                   run_round)
+from firmware_tests.budget import (MQTT_PROFILE, SERIAL_PROFILE, Gateway, Offline, fetch_umqtt, make_data, make_job,
+                                   round_setup, run_round)
 from firmware_tests.conftest import _on_ci
 from firmware_tests.virtual_board import PtySocket
 
@@ -79,12 +79,12 @@ def test_mqtt_rounds_with_umqtt_simple(interp, tmp_path):
     is the aggregator's paho-mqtt front."""
     cache = _need_umqtt()
     with MosquittoBroker(workdir=tmp_path / "mq") as broker:
-        job = make_job(tmp_path / "state", 256, k_cap=32)
+        job = make_job(tmp_path / "state", 256, k_cap=32, profile=MQTT_PROFILE)
         data = make_data(tmp_path / "d.catd", 256, layout="csr", nnz=24)
         cfg = node_config(job, 1, "data.catd", "mqtt", "127.0.0.1", broker.port)
         root = _board_root(tmp_path, cfg, data, {"lib/umqtt/simple.mpy": cache / "umqtt" / "simple.py"})
         with Gateway(job, Endpoints(mqtt=("127.0.0.1", broker.port))) as gw:
-            # .mpy code in the heap, umqtt included, and the link walk of the job's CoAP profile
+            # .mpy code in the heap, umqtt included, priced by the MQTT profile
             heap = "112k" if interp.pointer_bits == 32 else "208k"
             r = harness.run(interp, root, BOARD_RUN, heap=heap, timeout=120, precompile=True, args=["3"])
             assert r.ok, r.describe()[-3000:]
@@ -105,12 +105,12 @@ def test_slip_rounds_through_pyserial_bridge(interp, tmp_path):
     through socket://, as it would a USB-serial adapter."""
     line = PtySocket().start()
     try:
-        job = make_job(tmp_path / "state", 200, k_cap=40, profile="ieee802154-6lowpan-udp")
+        job = make_job(tmp_path / "state", 200, k_cap=40, profile=SERIAL_PROFILE)
         data = make_data(tmp_path / "d.catd", 200, layout="dense")
         cfg = node_config(job, 1, "data.catd", "serial", serial={"path": line.path})
         root = _board_root(tmp_path, cfg, data)
         with Gateway(job, Endpoints(serial=[(line.url, 115200)])) as gw:
-            # .mpy code in the heap, the link walk of the walked UDP profile included
+            # .mpy code in the heap, priced by the serial line's profile
             heap = "112k" if interp.pointer_bits == 32 else "208k"
             r = harness.run(interp, root, BOARD_RUN, heap=heap, timeout=120, precompile=True, args=["2"])
             assert r.ok, r.describe()[-3000:]

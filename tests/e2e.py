@@ -23,8 +23,16 @@ from aggregator.gateway.state import Store
 PY = sys.executable
 
 
-def make_job(root: Path, nodes: int = 4, rounds: int = 30, transports: dict | None = None, **kw) -> jobs.Layout:
-    """A small breast-cancer job (d = 30): fast enough for many rounds in a test."""
+# the job's cost profile by the transport its edges use: a node is refused a profile of another
+# transport (edge/board.py transport_mismatch); edges on both price with a paper model (any)
+PROFILES = {"coap": "ieee802154-6lowpan-coap", "mqtt": "wifi-tcp-mqtt-esp32", "both": "paper-payload-fpp32"}
+
+
+def make_job(root: Path, nodes: int = 4, rounds: int = 30, transports: dict | None = None, transport: str = "coap",
+             **kw) -> jobs.Layout:
+    """A small breast-cancer job (d = 30): fast enough for many rounds in a test. transport:
+    what its edges use, "coap", "mqtt" or "both" (picks the profile)."""
+    kw.setdefault("profile", PROFILES[transport])
     kw.setdefault("scheme", "sq")
     kw.setdefault("k_cap", 8)
     kw.setdefault("deadline_s", 60.0)

@@ -75,7 +75,7 @@ class LockedBroker:
 
 
 def locked_broker(tmp_path: Path, nodes: int = 3, tls: bool = True, rounds: int = 5):
-    layout = e2e.make_job(tmp_path / "job", nodes=nodes, rounds=rounds)
+    layout = e2e.make_job(tmp_path / "job", nodes=nodes, rounds=rounds, transport="mqtt")
     files = broker.write_broker_config(load_job(layout.job_path), tmp_path / "broker",
                                        ("127.0.0.1", free_port("tcp")), tls=tls, node_configs=layout.node_configs)
     return layout, files, LockedBroker(files).start()
@@ -388,7 +388,7 @@ def test_sharded_job_broker_lets_each_node_publish_only_where_its_shard_listens(
     port = free_port("tcp")
     shards = {"a": {"nodes": [0, 1]}, "b": {"nodes": [2, 3]}}
     layout = e2e.make_job(tmp_path / "job", nodes=4, rounds=rounds, shards=shards,
-                          transports={"mqtt": {"host": "127.0.0.1", "port": port}})
+                          transports={"mqtt": {"host": "127.0.0.1", "port": port}}, transport="mqtt")
     job = load_job(layout.job_path)
     files = broker.write_broker_config(job, tmp_path / "broker", ("127.0.0.1", port), tls=False,
                                        node_configs=layout.node_configs)

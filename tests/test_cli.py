@@ -108,8 +108,9 @@ def test_demo_runs_and_writes_table_and_plot(tmp_path, transport, request):
         assert "dataset digits: 1797 rows, 64 features, 10 classes (softmax, d=640)" in r.stdout
     lines = [l for l in r.stdout.splitlines() if re.match(r"(cat|gd)\s+\d", l)]
     assert len(lines) == 2
-    # the whole board too: a row per method and node, and CAT against full gradients on it
-    assert "whole board (nrf52840, 2xaa" in r.stdout
+    # the whole board too: a row per method and node, and CAT against full gradients on it; the
+    # board is the link's (MQTT: the Wi-Fi profile's ESP32, the profile an MQTT node must have)
+    assert f"whole board ({'nrf52840' if transport == 'coap' else 'esp32'}, 2xaa" in r.stdout
     rows = [l.split()[0] for l in r.stdout.splitlines() if re.match(r"(cat|gd)\s+node \d", l)]
     assert "cat" in rows and "gd" in rows  # one row per node the gateway logged
     assert re.search(r"gd / cat: whole-board energy [\d.]+x; battery life cat [\d.e+]+ days", r.stdout)
@@ -165,3 +166,15 @@ def test_serve_prints_one_line_when_the_gateway_cannot_start(tmp_path):
     Store(other.state_dir).save(State(job_id=other.job_id + 1, round=3, model=np.zeros(other.d, np.float32)))
     err = serve_error(job, "--coap", "127.0.0.1:0")
     assert err.startswith(f"cat-aggregator: state in {other.state_dir} belongs to another job")
+
+
+@pytest.mark.parametrize(("args", "msg"), [
+    (["--transport", "mqtt", "--profile", "ieee802154-6lowpan-coap"],
+     "--profile: transport mqtt, but cost profile ieee802154-6lowpan-coap prices coap messages"),
+    (["--profile", "serial-slip-115200"], "--profile: transport coap, but cost profile serial-slip-115200 prices serial"),
+])
+def test_demo_refuses_a_profile_of_another_transport_before_it_starts(tmp_path, capsys, args, msg):
+    from aggregator.cli import main
+    assert main(["demo", "--out", str(tmp_path / "out"), *args]) == 2
+    err = capsys.readouterr().err
+    assert msg in err and len(err.strip().splitlines()) == 1 and not (tmp_path / "out").exists(), err

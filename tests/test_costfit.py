@@ -42,6 +42,7 @@ def test_recovers_affine(tmp_path, sizes) -> None:
     assert main(["fit-cost", str(csv_path), "--name", "loop-affine", "--out", str(out)]) == 0
     prof = load(out / "loop-affine.toml")
     assert prof["default_metric"] == "seconds" and prof["radio"]["name"] == "none"
+    assert "transport" not in prof["message"]      # measured over no node transport: prices none
     for b in (30, 500, 2500):
         assert LinkCost(prof, b).seconds == pytest.approx(fa.predict(np.array([b]))[0], rel=1e-9)
     cm = CostModel(prof, 47236, 1)  # CAT accepts it: costs grow with T, some T fit
@@ -105,7 +106,8 @@ def test_measure_mqtt_loopback(tmp_path, mosquitto_broker, capsys) -> None:
     assert all(float(r["ack_seconds"]) > 0 for r in rows)  # QoS 1: PUBACK timed too
     assert main(["fit-cost", str(out / "measurements.csv"), "--name", "mqtt-loopback", "--out",
                  str(tmp_path / "fit")]) == 0
-    load(tmp_path / "fit" / "mqtt-loopback.toml")
+    prof = load(tmp_path / "fit" / "mqtt-loopback.toml")
+    assert prof["message"]["transport"] == "mqtt"  # a node on MQTT may use it (edge/board.py transport_mismatch)
 
 
 def test_measure_coap_loopback(tmp_path, aiocoap_server_factory) -> None:

@@ -120,7 +120,7 @@ def test_one_round_over_serial_through_the_pyserial_bridge(tmp_path):
 
 def test_cat_edge_cli_reports_bad_arguments_in_one_line(tmp_path):
     base = [sys.executable, "-m", "edge.cli", "--node", "1", "--job", "1", "--data", str(tmp_path / "none.catd"),
-            "--profile", "ieee802154-raw", "--downlink-key", "00" * 32]
+            "--profile", "ieee802154-6lowpan-coap", "--downlink-key", "00" * 32]
     r = subprocess.run(base + ["--key", "zz"], capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and r.stderr.strip() == "cat-edge: --key: not hex"
     r = subprocess.run(base + ["--key", "00" * 31], capture_output=True, text=True, timeout=60)
@@ -130,6 +130,29 @@ def test_cat_edge_cli_reports_bad_arguments_in_one_line(tmp_path):
     r = subprocess.run(base[:-4] + ["--profile", "no-such-link", "--downlink-key", "00" * 32, "--key", "00" * 32],
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and r.stderr.startswith("cat-edge: --profile:")
+
+
+@pytest.mark.parametrize(("args", "err"), [
+    # a node priced for another stack than it sends on: refused before anything is opened
+    (["--profile", "wifi-tcp-mqtt-esp32"], "cat-edge: --transport: transport coap, but cost profile wifi-tcp-mqtt-esp32 "
+     "prices mqtt messages: give the node a coap profile or transport mqtt (shipped: ieee802154-6lowpan-coap, "
+     "ieee802154-6lowpan-coap-ext, ieee802154-thread-coap, ieee802154-thread-coap-mesh)"),
+    (["--profile", "ieee802154-6lowpan-coap", "--transport", "mqtt"], "cat-edge: --transport: transport mqtt, but "
+     "cost profile ieee802154-6lowpan-coap prices coap messages: give the node a mqtt profile or transport coap "
+     "(shipped: wifi-tcp-mqtt-esp32)"),
+    (["--profile", "ieee802154-raw", "--transport", "serial"], "cat-edge: --transport: transport serial, but cost "
+     "profile ieee802154-raw prices nothing a node sends (no coap, mqtt or serial): give the node a serial profile "
+     "(shipped: serial-slip-115200)"),
+    # each with its own transport's profile (a block-size variant too, a paper model with any): on to --data
+    (["--profile", "ieee802154-6lowpan-coap-b256"], "cat-edge: --data:"),
+    (["--profile", "wifi-tcp-mqtt-esp32", "--transport", "mqtt"], "cat-edge: --data:"),
+    (["--profile", "serial-slip-115200", "--transport", "serial"], "cat-edge: --data:"),
+    (["--profile", "paper-payload-fpp32", "--transport", "serial"], "cat-edge: --data:"),
+])
+def test_cat_edge_refuses_a_profile_of_another_transport(tmp_path, args, err):
+    r = subprocess.run([sys.executable, "-m", "edge.cli", "--node", "1", "--job", "1", "--data", str(tmp_path / "none.catd"),
+                        "--key", "00" * 32, "--downlink-key", "00" * 32, *args], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and r.stderr.startswith(err) and len(r.stderr.strip().splitlines()) == 1, r.stderr
 
 
 @pytest.mark.parametrize("scheme", ["s", "sq", "ss"])

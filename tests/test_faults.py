@@ -155,7 +155,7 @@ def test_broker_restart_mid_training_loses_and_repeats_no_round(tmp_path, mosqui
     t0 = time.monotonic()
     broker = mosquitto_factory(persistence=True)
     rounds = 24
-    layout = e2e.make_job(tmp_path / "job", nodes=4, rounds=rounds)
+    layout = e2e.make_job(tmp_path / "job", nodes=4, rounds=rounds, transport="mqtt")
     host, port = broker.host, broker.port
     gw = serve(layout, "--mqtt", f"{host}:{port}")
     procs = [gw]
@@ -228,7 +228,7 @@ def test_sigkill_at_every_fault_point_resumes_consistently(tmp_path, request, tr
     rng.shuffle(plan)
     ctx = f"{transport}, seed {SEED}, plan {plan}"
     rounds = 26
-    layout = e2e.make_job(tmp_path / "job", nodes=3, rounds=rounds)
+    layout = e2e.make_job(tmp_path / "job", nodes=3, rounds=rounds, transport=transport)
     state_dir = load_job(layout.job_path).state_dir
     where = ("--mqtt" if transport == "mqtt" else "--coap", f"{host}:{port}")
     procs: list[subprocess.Popen] = []

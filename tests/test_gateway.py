@@ -36,7 +36,7 @@ def full_loss(layout, model: np.ndarray) -> float:
 
 
 def test_mqtt_end_to_end_four_edges_thirty_rounds(tmp_path, mosquitto_broker):
-    layout = e2e.make_job(tmp_path / "job", nodes=4, rounds=30)
+    layout = e2e.make_job(tmp_path / "job", nodes=4, rounds=30, transport="mqtt")
     host, port = mosquitto_broker.host, mosquitto_broker.port
     gw = e2e.serve(layout, "--mqtt", f"{host}:{port}")
     procs = [gw]

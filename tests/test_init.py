@@ -112,6 +112,12 @@ def test_init_refuses_to_replace_a_job_without_force(tmp_path, capsys):
     (["--gateway", "h:99999"], "--gateway: expected HOST[:PORT], got 'h:99999'"),
     (["--broker-config", "b"], "--broker-config needs --transport mqtt"),
     (["--tls"], "--tls goes with --broker-config"),
+    # the job's profile must price the nodes' transport
+    (["--transport", "mqtt", "--profile", "ieee802154-6lowpan-coap"], "--profile: transport mqtt, but cost profile "
+     "ieee802154-6lowpan-coap prices coap messages: give the node a mqtt profile or transport coap (shipped: "
+     "wifi-tcp-mqtt-esp32)"),
+    (["--profile", "wifi-tcp-mqtt-esp32"], "--profile: transport coap, but cost profile wifi-tcp-mqtt-esp32 prices mqtt"),
+    (["--profile", "lorawan-eu868-sf7"], "--profile: transport coap, but cost profile lorawan-eu868-sf7 prices nothing"),
 ])
 def test_init_refuses_bad_input_and_writes_nothing(tmp_path, capsys, args, message):
     site = tmp_path / "site"

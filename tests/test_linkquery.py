@@ -96,7 +96,37 @@ def test_bad_questions_get_one_line(capsys, args: list[str], msg: str) -> None:
 
 
 def test_a_board_whose_block_size_differs_from_its_profile_is_refused() -> None:
+    """The refusal names the profile that prices the board's block size: '<base>-b<B>'."""
     cfg = {"transport": "coap", "block_size": 128, "profile": load_profile("ieee802154-6lowpan-coap"),
            "host": "127.0.0.1", "job": 1, "node": 0}
-    with pytest.raises(ValueError, match="block_size is 128 B but cost profile ieee802154-6lowpan-coap prices 64 B"):
+    with pytest.raises(ValueError, match=r"^the CoAP client's block_size is 128 B but cost profile ieee802154-6lowpan-coap "
+                                         r"prices 64 B blocks: use cost profile ieee802154-6lowpan-coap-b128 \(or block_size 64\)$"):
         make(cfg)
+    cfg["profile"] = load_profile("ieee802154-thread-coap-b256")
+    with pytest.raises(ValueError, match="prices 256 B blocks: use cost profile ieee802154-thread-coap-b128 "):
+        make(cfg)
+    cfg["block_size"] = None                            # absent: the profile's own
+    with pytest.raises(ValueError, match="nonexistent.catd: cannot open"):  # past the checks, to the data file
+        make(dict(cfg, data="/nonexistent.catd", key=bytes(32), downlink_key=bytes(32)))
+
+
+def test_the_block_table_names_the_cheapest_profile(capsys) -> None:
+    """`profile --block-table`: a row per message size, per-byte cost at every Block1 size, the
+    cheapest in bold and named as the profile to use; ties go to the smaller block (less RAM)."""
+    out = _ask(capsys, "--block-table", "64,65,1000", "--link", "ieee802154-6lowpan-coap")
+    assert out[1].startswith("| link | message | 16 B | 32 B | 64 B |") and len(out) == 6
+    rows = {ln.split(" | ")[1]: ln for ln in out[3:]}
+    assert rows["64 B"].endswith("| ieee802154-6lowpan-coap |")        # one block at 64 B and above: a tie
+    assert rows["65 B"].endswith("| ieee802154-6lowpan-coap-b128 |")   # one byte over: the next size up
+    assert rows["1000 B"].endswith("| ieee802154-6lowpan-coap-b1024 |")
+    assert rows["1000 B"].count("**") == 2
+    every = _ask(capsys, "--block-table")
+    assert {ln.split(" | ")[0][2:] for ln in every[3:]} == {"ieee802154-6lowpan-coap", "ieee802154-6lowpan-coap-ext",
+                                                           "ieee802154-thread-coap", "ieee802154-thread-coap-mesh"}
+    for args, msg in ((["--block-table", "--link", "wifi-tcp-mqtt-esp32"], "does not send CoAP block-wise"),
+                      (["--block-table", "0"], "0 B is not a message"),
+                      (["--block-table", "1,x"], "expected message sizes"),
+                      (["--block-table", "--bytes", "10"], "leave out --bytes")):
+        assert main(["profile", *args]) == 2
+        err = capsys.readouterr().err
+        assert msg in err and len(err.strip().splitlines()) == 1, err

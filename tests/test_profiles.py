@@ -49,6 +49,7 @@ SHIPPED = {
     "ble5-1m-dle",
     "wifi-tcp-mqtt-esp32",
     "ethernet-udp",
+    "serial-slip-115200",
     "paper-payload-fpp32",
     "paper-payload-fpp64",
     "paper-packet-128-64-128",
@@ -117,11 +118,14 @@ def test_every_shipped_profile_loads_in_the_normalised_shape(name: str) -> None:
             if keys is None:
                 assert p[table] is None
                 continue
-            assert set(p[table]) - {"replies_acked"} == keys
+            assert set(p[table]) - {"replies_acked", "transport"} == keys
             for k in keys - {"name"}:
                 assert type(p[table][k]) is float, (table, k)
         if not walked:                       # optional, only where a reply is an acked link frame
             assert p["message"].get("replies_acked", False) is (name == "wifi-tcp-mqtt-esp32")
+            # optional: the node transport priced, where a node has one
+            assert p["message"].get("transport") == {"wifi-tcp-mqtt-esp32": "mqtt",
+                                                     "serial-slip-115200": "serial"}.get(name)
         assert p["lora"] is None or set(p["lora"]) - {"rx_bandwidth", "region"} == LORA_KEYS
         if p["lora"] is not None:            # every shipped LoRaWAN profile names its region
             assert p["lora"]["region"] == name.split("-")[1].upper()
@@ -751,3 +755,43 @@ def test_list_and_find_on_micropython() -> None:
     names, path = out.strip().splitlines()
     assert eval(names) == sorted(SHIPPED)  # noqa: S307 - our own subprocess output
     assert Path(path) == PROFILES / "ethernet-udp.toml"
+
+
+# ----------------------------------------------------------------------------- block-size variants
+@pytest.mark.parametrize("base", ["ieee802154-6lowpan-coap", "ieee802154-6lowpan-coap-ext", "ieee802154-thread-coap",
+                                  "ieee802154-thread-coap-mesh"])
+@pytest.mark.parametrize("block", [16, 32, 128, 256, 512, 1024])
+def test_a_block_size_variant_is_its_base_with_another_block_size(base: str, block: int) -> None:
+    b = load_profile(base)
+    v = load_profile(f"{base}-b{block}")
+    assert v["name"] == f"{base}-b{block}" and v["stack"]["block_size"] == block
+    assert {k: x for k, x in v["stack"].items() if k != "block_size"} == {k: x for k, x in b["stack"].items()
+                                                                            if k != "block_size"}
+    for k in set(b) - {"name", "stack", "sources", "description"}:
+        assert v[k] == b[k], k
+    assert f"-b{block}" in v["sources"]["stack.block_size"] and v["description"].startswith(f"{base} with Block1 blocks of {block} B")
+    assert f"one exchange per {block} B block" in v["description"] and " 64 B block" not in v["description"]
+    assert load_profile(base)["stack"]["block_size"] == 64       # the base is not changed by deriving
+
+
+def test_block_size_variant_names_that_are_refused() -> None:
+    assert load_profile("ieee802154-6lowpan-coap-b64") == load_profile("ieee802154-6lowpan-coap")  # its own size
+    for name, msg in (("ieee802154-6lowpan-coap-b100", "-b100: the block size must be one of 16, 32, 64"),
+                      ("ieee802154-6lowpan-coap-b2048", "-b2048: the block size must be one of"),
+                      ("wifi-tcp-mqtt-esp32-b256", "wifi-tcp-mqtt-esp32 sends no CoAP Block1"),
+                      ("ieee802154-6lowpan-udp-b256", "ieee802154-6lowpan-udp sends no CoAP Block1"),
+                      ("no-such-b256", "no profile"), ("ieee802154-6lowpan-coap-b", "no profile")):
+        with pytest.raises(ProfileError, match=msg):
+            load_profile(name)
+    with pytest.raises(ProfileError, match="a walked CoAP profile is also named <name>-b<B>"):
+        load_profile("no-such-b256")
+
+
+def test_a_file_named_like_a_variant_must_have_its_block_size(tmp_path: Path) -> None:
+    text = (PROFILES / "ieee802154-6lowpan-coap.toml").read_text().replace(
+        'name = "ieee802154-6lowpan-coap"', 'name = "my-link-b256"')
+    (tmp_path / "my-link-b256.toml").write_text(text)
+    with pytest.raises(ProfileError, match="stack.block_size: 64 B, but the name 'my-link-b256' promises 256 B blocks"):
+        load_profile(str(tmp_path / "my-link-b256.toml"))
+    (tmp_path / "my-link-b256.toml").write_text(text.replace('block_size = { value = 64,', 'block_size = { value = 256,'))
+    assert load_profile(str(tmp_path / "my-link-b256.toml"))["stack"]["block_size"] == 256

@@ -147,7 +147,7 @@ def sharded_layout(tmp, broker, nodes: int = 4, rounds: int = 8, **kw) -> jobs.L
     shards = {"a": {"nodes": list(range(half)), "coap": f"127.0.0.1:{free_port('udp')}"},
               "b": {"nodes": list(range(half, nodes))}}
     return e2e.make_job(tmp, nodes=nodes, rounds=rounds, shards=shards,
-                        transports={"mqtt": {"host": broker.host, "port": broker.port}}, **kw)
+                        transports={"mqtt": {"host": broker.host, "port": broker.port}}, transport="both", **kw)
 
 
 def config_edge(layout: jobs.Layout, node: int) -> subprocess.Popen:

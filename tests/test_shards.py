@@ -407,8 +407,13 @@ def test_serve_root_and_flash_name_the_shards(tmp_path, capsys):
                  "--stage", str(stage)]) == 0
     cfg = json.loads((stage / "node.json").read_text())
     assert (cfg["transport"], cfg["host"], cfg["port"], cfg["node"]) == ("coap", "192.0.2.9", 5700, 3)
-    assert main(["flash", str(layout.job_path), "--node", "0", "--transport", "mqtt", "--data",
-                 str(layout.data_files[0]), "--stage", str(stage)]) == 0
+    mqtt = ["flash", str(layout.job_path), "--node", "0", "--transport", "mqtt", "--data", str(layout.data_files[0]),
+            "--stage", str(stage)]
+    assert main(mqtt) == 2      # the job's profile prices CoAP: an MQTT node would be priced for another stack
+    assert "transport mqtt, but cost profile ieee802154-6lowpan-coap prices coap" in capsys.readouterr().err
+    tree["cost"]["profile"] = "wifi-tcp-mqtt-esp32"
+    write_toml(layout.job_path, tree)
+    assert main(mqtt) == 0
     cfg = json.loads((stage / "node.json").read_text())
     assert (cfg["transport"], cfg["host"], cfg["port"]) == ("mqtt", "127.0.0.1", 1883)
 

@@ -349,7 +349,9 @@ def test_an_unacknowledged_frame_is_resent_as_is_and_an_acknowledged_one_never(t
 
 
 def test_node_json_sleep_setting_is_checked(tmp_path):
-    base = {"node": 1, "job": 1, "key": "00" * 32, "downlink_key": "11" * 32, "profile": {}, "data": "x"}
+    from edge.profile import load_profile
+    base = {"node": 1, "job": 1, "key": "00" * 32, "downlink_key": "11" * 32,
+            "profile": load_profile("ieee802154-6lowpan-coap"), "data": "x"}  # a CoAP node's
     for bad, msg in [({"mode": "light"}, 'sleep.mode must be "deep"'),
                      ({"mode": "deep", "interval": 0}, "sleep.interval must be seconds > 0"),
                      ({"mode": "deep", "wait": "x"}, "sleep.wait must be seconds > 0"),

@@ -214,6 +214,14 @@ def read_samples(path: Path, column: str = "seconds") -> tuple[np.ndarray, np.nd
     return np.array(xs), np.array(ts), np.array(ys)
 
 
+def read_transport(path: Path) -> str | None:
+    """The node transport every row of a measurement CSV was taken over ("coap" or "mqtt"), or
+    None (mixed, absent): what the fitted profile's message.transport says it prices."""
+    with open(path) as f:
+        seen = {r.get("transport") for r in csv.DictReader(f)}
+    return seen.pop() if len(seen) == 1 and seen <= {"coap", "mqtt"} else None
+
+
 # ------------------------------------------------------------------------------ fit
 
 
@@ -308,7 +316,8 @@ def choose(fits: Sequence[Fit]) -> Fit:
     return min(fits, key=lambda f: f.bic)
 
 
-def profile_toml(fit: Fit, name: str, description: str, max_bytes: float, source: str) -> str:
+def profile_toml(fit: Fit, name: str, description: str, max_bytes: float, source: str,
+                 transport: str | None = None) -> str:
     """A link cost profile (schema 1) whose `seconds` metric reproduces the fit."""
     p = fit.params
     if fit.model == "affine":
@@ -348,6 +357,8 @@ def profile_toml(fit: Fit, name: str, description: str, max_bytes: float, source
         'default_metric = "seconds"',
         "",
         "[message]",
+        *([f'transport = "{transport}"          # measured over it: a node on it may use this profile']
+          if transport else []),
         "overhead_bytes = " + e(0, "B", "none: the fit is on the whole frame"),
         "max_bytes = " + e(max_bytes, "B", "largest frame measured (the fit is not validated beyond it)"
                            if max_bytes else "given"),
@@ -450,7 +461,7 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     text = profile_toml(best, name, args.description or
                         f"Fitted {best.model} delivery-time model from {Path(args.measurements).name} "
                         f"({len(x)} measurements, frames {int(x.min())}..{int(x.max())} B).",
-                        max_bytes, Path(args.measurements).name)
+                        max_bytes, Path(args.measurements).name, read_transport(Path(args.measurements)))
     path = out / f"{name}.toml"
     path.write_text(text)
     try:

@@ -473,6 +473,8 @@ def _cmd_profile(args: argparse.Namespace) -> int:
     if args.link and args.profile and args.link != args.profile:
         raise ArgumentError("give the profile once: --link or --profile")
     name = args.link or args.profile
+    if args.block_table is not None:
+        return _block_table(args, name)
     if not name:
         raise ArgumentError("give --profile NAME (or --link NAME --bytes N)")
     prof = profile_dict(name)
@@ -557,6 +559,25 @@ def _cmd_profile(args: argparse.Namespace) -> int:
     return 0
 
 
+def _block_table(args: argparse.Namespace, name: str | None) -> int:
+    """`profile --block-table SIZES [--link NAME]`: per-byte cost at every Block1 size."""
+    from aggregator.lab.linkquery import block_table
+    from edge.profile import list_profiles
+    if args.bytes is not None or args.block_size is not None:
+        raise ArgumentError("--block-table prices every block size at its own SIZES: leave out --bytes and --block-size")
+    try:
+        sizes = tuple(int(x) for x in args.block_table.split(",")) if args.block_table else ()
+    except ValueError:
+        raise ArgumentError(f"--block-table: expected message sizes like 64,256,1024, got {args.block_table!r}") from None
+    if name:
+        profs = [profile_dict(name)]
+    else:  # every shipped walked CoAP profile
+        profs = [p for p in map(profile_dict, list_profiles())
+                 if p.get("stack") and p["stack"]["transport"] == "coap"]
+    print("\n".join(block_table(profs, *((sizes,) if sizes else ()))))
+    return 0
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("profile", help="energy budget per node from a run log or a planned job",
                        description=__doc__.split("\n\n")[0])
@@ -565,6 +586,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--link", default=None, help="link profile to ask about (same as --profile)")
     q.add_argument("--bytes", type=int, default=None, help="frame size, B: print what it costs, frame by frame")
     q.add_argument("--block-size", type=int, default=None, help="CoAP block size to price instead of the profile's")
+    q.add_argument("--block-table", nargs="?", const="", default=None, metavar="SIZES",
+                   help="cost per byte at every Block1 size for messages of SIZES bytes (default 64,256,1024,4096,"
+                        "16384), the cheapest marked; of --link NAME, else of every walked CoAP profile")
     p.add_argument("--log", default=None, help="simulate output directory, or the gateway's metrics .jsonl")
     p.add_argument("--d", type=int, default=None, help="model size (planned job; JSON-lines log: for the downlink)")
     p.add_argument("--rounds", type=int, default=None, help="planned job: rounds")

@@ -1,5 +1,7 @@
 """`cat-aggregator profile --link NAME --bytes N [--block-size B]`: what one message of N bytes
-costs on a link, with a breakdown a person can hold against a sniffer trace.
+costs on a link, with a breakdown a person can hold against a sniffer trace; and
+`cat-aggregator profile --block-table SIZES [--link NAME]`: every Block1 size of the walked
+CoAP profiles, per byte, and the cheapest (the table in cost_profiles/README.md).
 
 Why a separate answer from the energy budget: the budget sums whole runs; this shows one
 message frame by frame (walked profiles, edge/onair.py) or packet by packet, so a wrong
@@ -16,12 +18,14 @@ from aggregator.lab.cliargs import ArgumentError
 from aggregator.lab.pricing import lorawan_region
 from edge.cost import LinkCost
 from edge.onair import frame_sizes, mac_overhead, nhc_udp_len
+from edge.stackcheck import BLOCK_SIZES  # RFC 7959 §2.2: 2 ** (SZX + 4)
 
-BLOCK_SIZES = (16, 32, 64, 128, 256, 512, 1024)  # RFC 7959 §2.2: 2 ** (SZX + 4)
+TABLE_SIZES = (64, 256, 1024, 4096, 16384)  # --block-table's default message sizes
 
 
 def with_block_size(prof: dict, block_size: int | None) -> dict:
-    """The profile with its CoAP block size replaced (a what-if: the node must match it)."""
+    """The profile with its CoAP block size replaced, named as load_profile names that variant
+    ('<base>-b<B>', edge/variant.py): the profile a node with that block size must use."""
     if block_size is None:
         return prof
     st = prof.get("stack")
@@ -30,7 +34,12 @@ def with_block_size(prof: dict, block_size: int | None) -> dict:
                             "transport = 'coap')")
     if block_size not in BLOCK_SIZES:
         raise ArgumentError(f"--block-size must be a power of two from 16 to 1024 (RFC 7959 §2.2), got {block_size}")
+    if block_size == prof["stack"]["block_size"]:
+        return prof
     out = copy.deepcopy(prof)
+    own = f"-b{prof['stack']['block_size']}"
+    base = prof["name"][:-len(own)] if prof["name"].endswith(own) else prof["name"]
+    out["name"] = f"{base}-b{block_size}"
     out["stack"]["block_size"] = block_size
     return out
 
@@ -155,3 +164,28 @@ def block_sizes(prof: dict, n: int, job: int | None = None) -> list[str]:
     return [f"by Block1 size: {cells}",
             f"cheapest block size for {n} B: {best[1]} B ({best[0] * 1e6:.0f} uJ; the profile's "
             f"{st['block_size']} B: {LinkCost(prof, n, job).joules * 1e6:.0f} uJ)"]
+
+
+def block_table(profiles: list[dict], sizes: tuple[int, ...] = TABLE_SIZES, metric: str = "joules") -> list[str]:
+    """A Markdown table: for each walked CoAP profile and message size, the cost per byte of the
+    message at every Block1 size (uJ/B for joules), the cheapest in bold, and its name as a
+    profile (what a node that wants it is given: '<name>-b<B>', edge/variant.py)."""
+    unit, scale = {"joules": ("uJ/B", 1e6), "seconds": ("us/B", 1e6)}.get(metric, (f"{metric}/B", 1.0))
+    head = ["| link | message | " + " | ".join(f"{b} B" for b in BLOCK_SIZES) + " | cheapest |",
+            "|---|---:|" + "---:|" * len(BLOCK_SIZES) + "---|"]
+    rows = []
+    for prof in profiles:
+        st = prof.get("stack")
+        if not st or st["transport"] != "coap":
+            raise ArgumentError(f"--block-table: {prof['name']} does not send CoAP block-wise (no [stack] with "
+                                "transport = 'coap')")
+        for n in sizes:
+            if not 1 <= n <= prof["message"]["max_bytes"]:
+                raise ArgumentError(f"--block-table: {n} B is not a message {prof['name']} carries "
+                                    f"(1..{prof['message']['max_bytes']:g} B)")
+            cost = [LinkCost(with_block_size(prof, b), n).metric(metric) / n * scale for b in BLOCK_SIZES]
+            best = min(range(len(cost)), key=lambda i: (round(cost[i], 9), BLOCK_SIZES[i]))  # ties: the smaller block
+            cells = [f"**{c:.2f}**" if i == best else f"{c:.2f}" for i, c in enumerate(cost)]
+            rows.append(f"| {prof['name']} | {n} B | " + " | ".join(cells)
+                        + f" | {with_block_size(prof, BLOCK_SIZES[best])['name']} |")
+    return [f"cost per message byte, {unit} ({metric}), by Block1 size:"] + head + rows

@@ -382,7 +382,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--rule", default="cat", help="cat, fixed, alistarh or hybrid")
     p.add_argument("--rule-param", type=int, default=0)
     p.add_argument("--k-cap", type=int, default=16)
-    p.add_argument("--profile", default="ieee802154-6lowpan-coap")
+    p.add_argument("--profile", default=None,
+                   help="cost profile of the edges' link; it must price --transport (default: "
+                        "ieee802154-6lowpan-coap for coap, wifi-tcp-mqtt-esp32 for mqtt)")
     p.add_argument("--no-error-feedback", action="store_true")
     p.add_argument("--transport", choices=("coap", "mqtt"), default="coap")
     p.add_argument("--broker", metavar="HOST:PORT",
@@ -399,11 +401,18 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from aggregator.ops import jobs
+    from aggregator.lab.pricing import profile_dict
+    from aggregator.ops import flash, jobs
     from aggregator.ops.serve import host_port
+    from edge.board import transport_mismatch
     if args.nodes < 1 or args.rounds < 1:
         raise UserError("--nodes and --rounds must be >= 1")
     broker = host_port(args.broker, "--broker") if args.broker else None
+    if args.profile is None:
+        args.profile = flash.DEFAULT_PROFILES[args.transport]
+    why = transport_mismatch(profile_dict(args.profile), args.transport)
+    if why:  # each cat-edge would refuse it: say so once, before anything is laid out
+        raise UserError(f"--profile: {why}{flash.profiles_hint(args.transport)}")
     out = Path(args.out or f"out/demo-{time.strftime('%Y%m%d-%H%M%S')}")
     try:
         layout = jobs.prepare(out, args.dataset, args.nodes, args.rounds, args.scheme, args.rule,

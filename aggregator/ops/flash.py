@@ -26,6 +26,7 @@ from typing import Any
 
 import edge
 from aggregator.errors import UserError
+from edge.board import transport_mismatch
 from edge.onair import block_size_mismatch
 
 EDGE_DIR = Path(edge.__file__).resolve().parent
@@ -35,13 +36,16 @@ ARCHES = ("none", "xtensawin", "xtensa", "armv6m", "armv7m", "armv7em", "armv7em
 # Modules a board never imports: CPython-only ones (numpy, paho/aiocoap/pyserial, argparse)
 # and the TOML profile loader (the board gets the profile already normalised in node.json).
 HOST_ONLY = ("cli.py", "pi.py", "np_backend.py", "profile.py", "stackcheck.py", "downwalk.py", "hwprofile.py",
-             "deltacost.py")
+             "deltacost.py", "variant.py")
 # Profile fields the edge never reads on a board (long text): dropped to save RAM.
 PROFILE_DROP = ("sources", "description")
 MAIN_PY = ("# cat-iot edge: written by `cat-aggregator flash`\n"
            "from edge import board\n"
            "board.main()\n")
 UMQTT_MIP = "umqtt.simple"
+# the shipped cost profile of each node transport: what `init` and `demo` give a job whose
+# --profile is not given (a node is refused a profile of another transport: edge/board.py)
+DEFAULT_PROFILES = {"coap": "ieee802154-6lowpan-coap", "mqtt": "wifi-tcp-mqtt-esp32", "serial": "serial-slip-115200"}
 
 
 def board_modules() -> list[str]:
@@ -68,11 +72,13 @@ def split_host_port(text: str, default_port: int) -> tuple[str, int]:
 def node_config(job: Any, node: int, data_name: str, transport: str = "coap",
                 host: str = "127.0.0.1", port: int | None = None, serial: dict | None = None,
                 wifi: dict | None = None, k_cap: int | None = None, rounds: int | None = None,
-                timeout: float | None = None, block_size: int = 64, ack_timeout: float = 2.0,
+                timeout: float | None = None, block_size: int | None = None, ack_timeout: float = 2.0,
                 username: str | None = None, password: str | None = None,
                 sleep: dict[str, Any] | None = None) -> dict[str, Any]:
     """The node.json a board reads (edge/board.py): everything to run one node of `job`.
-    sleep: node.json's "sleep" (sleep_setting): one round per boot, deep sleep in between."""
+    sleep: node.json's "sleep" (sleep_setting): one round per boot, deep sleep in between.
+    block_size: the CoAP client's; None takes the profile's (64 B without a walked CoAP one).
+    The transport must be the one the job's profile prices (edge.board.transport_mismatch)."""
     if node not in job.node_keys:
         raise UserError(f"node {node} is not in the job's [nodes] (known: {', '.join(map(str, job.nodes))})")
     if transport not in ("coap", "mqtt", "serial"):
@@ -84,7 +90,14 @@ def node_config(job: Any, node: int, data_name: str, transport: str = "coap",
         "profile": board_profile(job.profile),
         "data": data_name, "k_cap": k_cap, "rounds": rounds, "timeout": timeout,
     }
+    if transport == "serial" and not serial:
+        raise UserError("--transport serial needs --uart (a board UART) or --serial-path (a tty)")
+    why = transport_mismatch(cfg["profile"], transport)
+    if why:
+        raise UserError(f"--transport: {why}{profiles_hint(transport)}")
     if transport == "coap":
+        if block_size is None:  # the profile's (a walked CoAP one), else the client's default
+            block_size = (cfg["profile"].get("stack") or {}).get("block_size", 64)
         why = block_size_mismatch(cfg["profile"], block_size)
         if why:
             raise UserError(f"--block-size: {why}")
@@ -92,8 +105,6 @@ def node_config(job: Any, node: int, data_name: str, transport: str = "coap",
     elif transport == "mqtt":
         cfg.update(host=host, port=port or 1883, username=username, password=password)
     else:
-        if not serial:
-            raise UserError("--transport serial needs --uart (a board UART) or --serial-path (a tty)")
         cfg["serial"] = serial
         # the SLIP decoder must hold the largest downlink message: the snapshot (4 d bytes + head)
         cfg["max_frame"] = 4 * job.d + 256
@@ -102,6 +113,13 @@ def node_config(job: Any, node: int, data_name: str, transport: str = "coap",
     if sleep is not None:
         cfg["sleep"] = sleep
     return cfg
+
+
+def profiles_hint(transport: str) -> str:
+    """' (shipped: a, b)': the shipped link profiles that price this node transport."""
+    from edge.cli import profiles_for
+    names = profiles_for(transport)
+    return f" (shipped: {', '.join(names)})" if names else ""
 
 
 def sleep_setting(interval: float, state: str = "state.bin", data_name: str = "",
@@ -249,7 +267,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--transport", default="coap", choices=("coap", "mqtt", "serial"))
     p.add_argument("--gateway", metavar="HOST[:PORT]",
                    help="CoAP gateway or MQTT broker address (default: the job's [transports] entry)")
-    p.add_argument("--block-size", type=int, default=64, help="CoAP block size (16..1024, default 64)")
+    p.add_argument("--block-size", type=int, default=None,
+                   help="CoAP block size (16..1024); default: the profile's. A profile prices one block size: "
+                        "ieee802154-6lowpan-coap-b256 is ieee802154-6lowpan-coap with 256 B blocks")
     p.add_argument("--uart", type=int, help="serial transport: the board's UART id")
     p.add_argument("--baud", type=int, default=115200)
     p.add_argument("--tx", type=int, help="UART TX pin")

@@ -41,7 +41,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--rule", default="cat", help="cat, fixed, alistarh or hybrid")
     p.add_argument("--rule-param", type=int, default=0)
     p.add_argument("--k-cap", type=int, default=16, help="candidate cap K (board RAM)")
-    p.add_argument("--profile", default="ieee802154-6lowpan-coap", help="cost profile of the edges' link")
+    p.add_argument("--profile", default=None,
+                   help="cost profile of the edges' link; it must price --transport (default: "
+                        "ieee802154-6lowpan-coap for coap, wifi-tcp-mqtt-esp32 for mqtt)")
     p.add_argument("--job-id", type=int, default=1)
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--quorum", type=float, default=1.0, help="fraction (<= 1) or count of nodes a round waits for")
@@ -99,6 +101,8 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"{root} already holds a job ({old[0].name}, ...): pass --force to replace it "
                         "(new keys: the old edges stop working)")
     host, port = flash.split_host_port(args.gateway, 8883 if args.tls else DEFAULT_PORTS[args.transport])
+    if args.profile is None:
+        args.profile = flash.DEFAULT_PROFILES[args.transport]
     try:
         plan = jobs.plan(root, args.dataset, _ids(args), args.rounds, args.scheme, args.rule, args.rule_param,
                          args.k_cap, args.profile, job_id=args.job_id, seed=args.seed, quorum=args.quorum,
@@ -107,6 +111,10 @@ def run(args: argparse.Namespace) -> int:
                          node_extra={"transport": args.transport, "host": host, "port": port})
     except (KeyError, ValueError, OSError) as exc:
         raise UserError(f"cannot lay out the job: {exc}") from None
+    from edge.board import transport_mismatch
+    why = transport_mismatch(plan.job.profile, args.transport)
+    if why:  # before anything is written or an old job cleared: its nodes would all be refused
+        raise UserError(f"--profile: {why}{flash.profiles_hint(args.transport)}")
     try:
         kept = _clear(root, plan.job.state_dir) if old else None
         layout = jobs.write(plan)
