@@ -33,7 +33,21 @@ import numpy as np
 from aggregator.errors import UserError
 
 
+# Below Linux's ephemeral range (net.ipv4.ip_local_port_range, 32768-60999 by default): a port
+# probed free there is not handed to some other process's client socket before the gateway binds it.
+_PROBE_PORTS = (20000, 32000)
+
+
 def free_udp_port(host: str = "127.0.0.1") -> int:
+    """A UDP port free on host, for a gateway started right after."""
+    for _ in range(64):
+        port = secrets.randbelow(_PROBE_PORTS[1] - _PROBE_PORTS[0]) + _PROBE_PORTS[0]
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                continue
+            return port
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.bind((host, 0))
         return s.getsockname()[1]
