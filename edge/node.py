@@ -151,6 +151,10 @@ class EdgeNode:
         self.buf = None     # the old frame buffer goes before the new one is allocated
         self.buf = bytearray(size)
         self.rule = Rule(cfg["rule"], cfg["rule_param"]) if self.scheme != _SCHEME_IDENTITY else None
+        self.agreement = None   # catavg (S, S+Q): what the synced deltas kept of this node's entries
+        if self.rule is not None and self.scheme != _SCHEME_SS:
+            self.agreement = self.rule.agree(self.ws.k, d)
+        self.sent_n = 0         # entries of the last computed update (ws.idx / ws.vals)
         self.cost = CostModel(self.profile, d, self.scheme, cfg["metric"], cfg["fmt"],
                               self.telemetry, self.job, self.node, 0, cfg["compact"])
         if self.board_cost is not None and cfg["metric"] == "joules" and self.profile["kind"] == "link":
@@ -166,7 +170,20 @@ class EdgeNode:
 
     # ------------------------------------------------------------------ model sync
     def sync(self, link, rnd):
-        """Bring the local model to version rnd: deltas while they chain, else the snapshot."""
+        """Bring the local model to version rnd: deltas while they chain, else the snapshot.
+
+        catavg: the delta that follows this node's last update (base = its round) is read
+        against that update, still in ws (edge.cat.Agreement); any other way to rnd forgets it."""
+        ag = self.agreement if self.version < rnd else None
+        if ag is not None:
+            ag.forget()
+        try:
+            return self._sync(link, rnd, ag)
+        finally:
+            if ag is not None and ag._open:
+                ag.forget()     # the delta was refused half-read
+
+    def _sync(self, link, rnd, ag):
         while self.version < rnd:
             msg = None
             if self.version >= 0:
@@ -182,11 +199,20 @@ class EdgeNode:
                 else:
                     msg = link.get_delta(self.version)
             if msg is not None:
+                obs = None
+                if ag is not None and self.version == self.frame_round == self.last_sent and self.sent_n:
+                    ag.begin(self.ws.idx, self.ws.vals, self.sent_n)
+                    obs = ag.seen
                 try:
-                    self.version = frame.apply_model(msg, self.downlink_key, self.model, self.version, self.job)
+                    self.version = frame.apply_model(msg, self.downlink_key, self.model, self.version, self.job,
+                                                     obs)
                     self.deltas += 1
+                    if obs is not None:
+                        ag.end()
                     continue
                 except frame.FrameError:
+                    if ag is not None:
+                        ag.forget()
                     pass  # stale or mismatched delta (VersionMismatch is one): take the snapshot
             stream = getattr(link, "stream_snapshot", None)
             if stream is not None:
@@ -283,6 +309,7 @@ class EdgeNode:
             if self.feedback is not None:
                 self.feedback.store(self.ws, res)
             t = res.n
+            self.sent_n = t
             imp = res.choice.improvement
             idx = self.ws.idx
             vals = self.ws.vals
