@@ -163,11 +163,12 @@ class Agreement:
     w_j = Delta_j / u_j clamped to [0, 1] for the entries j the node sent last round (u its
     update, Delta the averaged update it synced: 1 when every node sent the same step, 1/n
     when it alone sent j, 0 when the others cancelled it); an entry it did not send (or sent
-    as 0) gets 1/n, its own share when no other node sends it. Before any observation every entry has
-    1/n, so the first round chooses as CAT does. One node: Delta = u, w = 1 everywhere.
+    as 0) gets 1/n, its own share when no other node sends it. Before any observation every
+    entry has 1/n, so the first round chooses as CAT does. One node: Delta = u, w = 1.
 
     Use: begin(idx, vals, m) with the node's last update (idx ascending), then seen(j, v)
-    for the delta's entries in ascending j (any superset of idx[0:m]), then end().
+    for the delta's entries in ascending j (an entry of idx the delta lacks was cancelled),
+    then end(). While reading (between the two) every weight is the prior.
     """
 
     def __init__(self, k, nodes, d=65536):
@@ -180,7 +181,7 @@ class Agreement:
         self.m = 0
         self.prior = 1.0 / nodes
         self._p = 0
-        self._open = False
+        self.reading = False
 
     def begin(self, idx, vals, m):
         k = len(self.idx)
@@ -191,7 +192,7 @@ class Agreement:
             self.w[i] = vals[i]
         self.m = m
         self._p = 0
-        self._open = True
+        self.reading = True
 
     def seen(self, j, v):
         """One delta entry (j ascending): if the node sent j, store Delta_j / u_j in [0, 1]."""
@@ -218,16 +219,16 @@ class Agreement:
             self._absent(p)
             p += 1
         self._p = p
-        self._open = False
+        self.reading = False
 
     def forget(self):
         """No delta this round (a snapshot, a missed round): back to the prior everywhere."""
         self.m = 0
-        self._open = False
+        self.reading = False
 
     def weight(self, j):
         """v = w^2 for index j (binary search in the last support; the prior otherwise)."""
-        if self._open:
+        if self.reading:
             return self.prior * self.prior
         idx = self.idx
         lo = 0

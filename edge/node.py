@@ -180,7 +180,7 @@ class EdgeNode:
         try:
             return self._sync(link, rnd, ag)
         finally:
-            if ag is not None and ag._open:
+            if ag is not None and ag.reading:
                 ag.forget()     # the delta was refused half-read
 
     def _sync(self, link, rnd, ag):

@@ -131,7 +131,7 @@ def weights(agreement, order):
     p = agreement.prior
     v = np.full(order.shape[0], p * p)
     m = agreement.m
-    if m and not agreement._open:
+    if m and not agreement.reading:
         idx = np.asarray(agreement.idx[:m], dtype=np.int64)
         w = np.asarray(agreement.w[:m], dtype=np.float64)
         pos = np.minimum(np.searchsorted(idx, order), m - 1)
@@ -151,7 +151,7 @@ def observe(agreement, idx, vals, delta):
     np.frombuffer(agreement.idx, dtype=np.dtype(agreement.idx.typecode))[:m] = idx[:m]
     np.frombuffer(agreement.w, dtype=np.float32)[:m] = np.clip(r, 0.0, 1.0)
     agreement.m = m
-    agreement._open = False
+    agreement.reading = False
 
 
 def weighted_improvements(scheme, a, v, s2):
