@@ -123,126 +123,6 @@ class Choice:
         self.ns = ns
 
 
-class WScan:
-    """Improvement of the averaged update (rule catavg) over T = 1, 2, ...: next(a, v) with
-    a = |g| of the T-th candidate and v = w^2, w its agreement (Agreement.weight).
-
-    With the node's estimate that the gateway's average keeps w_i of its entry i (and that
-    F's gradient there is w_i g_i), the descent lemma on F gives, at the best step,
-    S:  sum v a^2 / S2              SQ: (sum v a)^2 / (S2 sum v)
-    normalised like alpha and beta by ||g||^2 / (2L); both <= 1 because v <= 1. Uniform v
-    (no observation yet, or one node) gives alpha and beta times a constant: CAT's argmax.
-    SS is not covered: it keeps omega (Scan).
-    """
-
-    def __init__(self, scheme, s2):
-        self.scheme = scheme
-        self.s2 = s2
-        self.t = 0
-        self.aw = 0.0   # S: sum v a^2; SQ: sum v a
-        self.vw = 0.0   # sum v
-
-    def next(self, a, v):
-        self.t += 1
-        s2 = self.s2
-        if self.scheme == _SCHEME_S:
-            self.aw += v * (a * a)
-            if s2 <= 0.0:
-                return 0.0
-            return self.aw / s2
-        self.aw += v * a
-        self.vw += v
-        if s2 <= 0.0 or self.vw <= 0.0:
-            return 0.0
-        return self.aw * self.aw / (self.vw * s2)
-
-
-class Agreement:
-    """What the gateway's average kept of this node's last update, entry by entry: O(K).
-
-    w_j = Delta_j / u_j clamped to [0, 1] for the entries j the node sent last round (u its
-    update, Delta the averaged update it synced: 1 when every node sent the same step, 1/n
-    when it alone sent j, 0 when the others cancelled it); an entry it did not send (or sent
-    as 0) gets 1/n, its own share when no other node sends it. Before any observation every
-    entry has 1/n, so the first round chooses as CAT does. One node: Delta = u, w = 1.
-
-    Use: begin(idx, vals, m) with the node's last update (idx ascending), then seen(j, v)
-    for the delta's entries in ascending j (an entry of idx the delta lacks was cancelled),
-    then end(). While reading (between the two) every weight is the prior.
-    """
-
-    def __init__(self, k, nodes, d=65536):
-        from edge.learner import zeros
-        from edge.topk import alloc_index
-        if nodes < 1:
-            raise ValueError("catavg needs the job's node count >= 1, got %r" % (nodes,))
-        self.idx = alloc_index(k, d if d > k else k)
-        self.w = zeros(k)
-        self.m = 0
-        self.prior = 1.0 / nodes
-        self._p = 0
-        self.reading = False
-
-    def begin(self, idx, vals, m):
-        k = len(self.idx)
-        if m > k:
-            m = k
-        for i in range(m):
-            self.idx[i] = idx[i]
-            self.w[i] = vals[i]
-        self.m = m
-        self._p = 0
-        self.reading = True
-
-    def seen(self, j, v):
-        """One delta entry (j ascending): if the node sent j, store Delta_j / u_j in [0, 1]."""
-        p = self._p
-        m = self.m
-        idx = self.idx
-        while p < m and idx[p] < j:
-            self._absent(p)
-            p += 1
-        if p < m and idx[p] == j:
-            u = self.w[p]
-            r = v / u if u != 0.0 else self.prior
-            self.w[p] = 0.0 if r < 0.0 else (1.0 if r > 1.0 else r)
-            p += 1
-        self._p = p
-
-    def _absent(self, p):
-        # the delta does not carry it: the average cancelled it (a zero the node sent says nothing)
-        self.w[p] = self.prior if self.w[p] == 0.0 else 0.0
-
-    def end(self):
-        p = self._p
-        while p < self.m:
-            self._absent(p)
-            p += 1
-        self._p = p
-        self.reading = False
-
-    def forget(self):
-        """No delta this round (a snapshot, a missed round): back to the prior everywhere."""
-        self.m = 0
-        self.reading = False
-
-    def weight(self, j):
-        """v = w^2 for index j (binary search in the last support; the prior otherwise)."""
-        if self.reading:
-            return self.prior * self.prior
-        idx = self.idx
-        lo = 0
-        hi = self.m
-        while lo < hi:
-            mid = (lo + hi) >> 1
-            if idx[mid] < j:
-                lo = mid + 1
-            else:
-                hi = mid
-        w = self.w[lo] if lo < self.m and idx[lo] == j else self.prior
-        return w * w
-
-
 def cat_choose(scheme, g, idx, n, s1, s2, cost, t_max, early_stop=False, cap=None, weight=None):
     """Exact argmax of Improvement(T)/cost(T) over 1 <= T <= min(n, t_max).
 
@@ -250,7 +130,7 @@ def cat_choose(scheme, g, idx, n, s1, s2, cost, t_max, early_stop=False, cap=Non
     early_stop may be True only for S with an affine cost (quasi-concave ratio).
     cap is the RAM cap K; Choice.cap_binding says the best T sat at K while larger T
     were allowed by the link (so a bigger K might have found a better T).
-    weight(j): rule catavg's v for index j (WScan, S and SQ); None: the paper's measures.
+    weight(j): rule catavg's v for index j (edge.catavg, S and SQ); None: the paper's measures.
     """
     top = n if n < t_max else t_max
     if top < 1:
@@ -262,7 +142,8 @@ def cat_choose(scheme, g, idx, n, s1, s2, cost, t_max, early_stop=False, cap=Non
     # Pass 1: the maximum ratio. Pass 2: the first T within RATIO_RTOL of it.
     # Two O(K) scans instead of storing K ratios: RAM is the scarce thing on a board.
     if weight is not None and scheme != _SCHEME_SS:
-        return _wchoose(scheme, g, idx, top, s2, cost, t_max, cap, n, weight)
+        from edge.catavg import wchoose
+        return wchoose(scheme, g, idx, top, s2, cost, t_max, cap, n, weight)
     stop = early_stop and scheme == _SCHEME_S
     sc = Scan(scheme, s1, s2, mag)
     best_r = -1.0
@@ -288,29 +169,6 @@ def cat_choose(scheme, g, idx, n, s1, s2, cost, t_max, early_stop=False, cap=Non
     k = cap if cap is not None else n
     binding = best_t == k and k < t_max and k < len(g)
     return Choice(best_t, best_imp, best_r, best_c, binding, best_ns)
-
-
-def _wchoose(scheme, g, idx, top, s2, cost, t_max, cap, n, weight):
-    """cat_choose with WScan: the same two passes, the same tie rule, no early stop."""
-    sc = WScan(scheme, s2)
-    best_r = -1.0
-    for t in range(1, top + 1):
-        j = idx[t - 1]
-        r = sc.next(abs(g[j]), weight(j)) / cost(t)
-        if r > best_r:
-            best_r = r
-    floor = best_r * (1.0 - RATIO_RTOL)
-    sc = WScan(scheme, s2)
-    for t in range(1, top + 1):
-        j = idx[t - 1]
-        imp = sc.next(abs(g[j]), weight(j))
-        c = cost(t)
-        r = imp / c
-        if r >= floor:
-            break
-    k = cap if cap is not None else n
-    binding = t == k and k < t_max and k < len(g)
-    return Choice(t, imp, r, c, binding, 0)
 
 
 def improvement_at(scheme, g, idx, t, s1, s2):
@@ -362,8 +220,8 @@ class Rule:
 
     kind: RULE_CAT, RULE_FIXED (param = T), RULE_ALISTARH (S+Q only),
     RULE_HYBRID (param = period S: CAT every S rounds, T reused between), RULE_IDENTITY,
-    RULE_CATAVG (param = the job's node count n: CAT on the averaged update, WScan, with the
-    node's Agreement, created by agree(k) and fed by the caller after every delta).
+    RULE_CATAVG (param = the job's node count n: CAT on the averaged update, edge/catavg.py,
+    with the node's Agreement, created by agree(k, d) and fed by the caller after every delta).
     """
 
     def __init__(self, kind, param=0):
@@ -378,6 +236,7 @@ class Rule:
     def agree(self, k, d):
         """catavg: the node's Agreement for up to k entries of d (None for the other rules)."""
         if self.kind == _RULE_CATAVG and (self.agreement is None or len(self.agreement.idx) < k):
+            from edge.catavg import Agreement  # only catavg nodes load it
             self.agreement = None
             self.agreement = Agreement(k, self.param, d)
         return self.agreement

@@ -151,10 +151,8 @@ class EdgeNode:
         self.buf = None     # the old frame buffer goes before the new one is allocated
         self.buf = bytearray(size)
         self.rule = Rule(cfg["rule"], cfg["rule_param"]) if self.scheme != _SCHEME_IDENTITY else None
-        self.agreement = None   # catavg (S, S+Q): what the synced deltas kept of this node's entries
         if self.rule is not None and self.scheme != _SCHEME_SS:
-            self.agreement = self.rule.agree(self.ws.k, d)
-        self.sent_n = 0         # entries of the last computed update (ws.idx / ws.vals)
+            self.rule.agree(self.ws.k, d)   # catavg (S, S+Q): rule.agreement; other rules: None
         self.cost = CostModel(self.profile, d, self.scheme, cfg["metric"], cfg["fmt"],
                               self.telemetry, self.job, self.node, 0, cfg["compact"])
         if self.board_cost is not None and cfg["metric"] == "joules" and self.profile["kind"] == "link":
@@ -173,17 +171,10 @@ class EdgeNode:
         """Bring the local model to version rnd: deltas while they chain, else the snapshot.
 
         catavg: the delta that follows this node's last update (base = its round) is read
-        against that update, still in ws (edge.cat.Agreement); any other way to rnd forgets it."""
-        ag = self.agreement if self.version < rnd else None
+        against that update, still in ws (edge.catavg.Agreement); any other way to rnd forgets it."""
+        ag = self.rule.agreement if self.rule is not None and self.version < rnd else None
         if ag is not None:
             ag.forget()
-        try:
-            return self._sync(link, rnd, ag)
-        finally:
-            if ag is not None and ag.reading:
-                ag.forget()     # the delta was refused half-read
-
-    def _sync(self, link, rnd, ag):
         while self.version < rnd:
             msg = None
             if self.version >= 0:
@@ -200,8 +191,10 @@ class EdgeNode:
                     msg = link.get_delta(self.version)
             if msg is not None:
                 obs = None
-                if ag is not None and self.version == self.frame_round == self.last_sent and self.sent_n:
-                    ag.begin(self.ws.idx, self.ws.vals, self.sent_n)
+                last = self.last      # no "T" after a restart from a sleep state: ws holds nothing
+                if ag is not None and last is not None and "T" in last \
+                        and last["round"] == self.version == self.last_sent:
+                    ag.begin(self.ws.idx, self.ws.vals, last["T"])   # this node's update, still in ws
                     obs = ag.seen
                 try:
                     self.version = frame.apply_model(msg, self.downlink_key, self.model, self.version, self.job,
@@ -212,8 +205,8 @@ class EdgeNode:
                     continue
                 except frame.FrameError:
                     if ag is not None:
-                        ag.forget()
-                    pass  # stale or mismatched delta (VersionMismatch is one): take the snapshot
+                        ag.forget()   # refused, perhaps half-read
+                    # stale or mismatched delta (VersionMismatch is one): take the snapshot
             stream = getattr(link, "stream_snapshot", None)
             if stream is not None:
                 # Block by block through the gradient buffer (idle while syncing): a board
@@ -309,7 +302,6 @@ class EdgeNode:
             if self.feedback is not None:
                 self.feedback.store(self.ws, res)
             t = res.n
-            self.sent_n = t
             imp = res.choice.improvement
             idx = self.ws.idx
             vals = self.ws.vals

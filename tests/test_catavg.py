@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from edge import cat, compress, np_backend as nb, topk
+from edge import cat, catavg, compress, np_backend as nb, topk
 from edge.cat import SCHEME_S, SCHEME_SQ, SCHEME_SS
 from edge.cost import CostModel
 from tests.test_cat_core import AFFINE, KINDS, PACKET, PAYLOAD, as_array, gradient
@@ -50,12 +50,12 @@ def observed(rng, d, nodes, k):
                            [u, u / nodes, 0.0, -u, 2 * u], rng.random(m) * u)
     extra = rng.choice(d, min(d, 5), replace=False)           # entries only the others sent
     delta[extra] = np.where(np.isin(extra, idx), delta[extra], rng.normal(size=extra.shape[0]))
-    ag = cat.Agreement(k, nodes, d)
+    ag = catavg.Agreement(k, nodes, d)
     ag.begin(idx, u, m)
     for j in np.flatnonzero(delta):
         ag.seen(int(j), float(delta[j]))
     ag.end()
-    ag2 = cat.Agreement(k, nodes, d)
+    ag2 = catavg.Agreement(k, nodes, d)
     nb.observe(ag2, idx, u, delta)
     assert ag2.m == ag.m == m
     assert list(ag2.idx[:m]) == list(ag.idx[:m]) and list(ag2.w[:m]) == list(ag.w[:m])
@@ -106,7 +106,7 @@ def test_exact_ties_go_to_the_smaller_t_on_both_backends():
 
 
 def test_agreement_reads_the_delta_entry_by_entry():
-    ag = cat.Agreement(8, 4, 100)
+    ag = catavg.Agreement(8, 4, 100)
     assert ag.weight(0) == ag.weight(99) == 1 / 16            # nothing observed: the prior 1/n
     ag.begin([0, 5, 9, 50, 99], [1.0, 2.0, -1.0, 0.0, 4.0], 5)
     for j, v in ((0, 1.0), (3, 7.0), (5, 0.5), (9, 1.0), (50, 3.0), (99, 8.0)):
@@ -124,7 +124,7 @@ def test_agreement_reads_the_delta_entry_by_entry():
     ag.begin([1], [1.0], 1)
     assert ag.weight(1) == 0.0625                               # half-read: the prior, not the buffer
     with pytest.raises(ValueError, match="node count"):
-        cat.Agreement(4, 0)
+        catavg.Agreement(4, 0)
     with pytest.raises(ValueError, match="parameter"):
         cat.Rule("catavg", 0)
 

@@ -175,13 +175,13 @@ def test_catavg_nodes_read_each_delta_against_their_own_update(tmp_path):
         nodes = [node_for(layout, k) for k in range(3)]
         for k in range(3):
             send_round(nodes[k], links[k])                       # round 0
-        sent = [(list(nd.ws.idx[:nd.sent_n]), list(nd.ws.vals[:nd.sent_n])) for nd in nodes]
+        sent = [(list(nd.ws.idx[:nd.last["T"]]), list(nd.ws.vals[:nd.last["T"]])) for nd in nodes]
         x0 = np.array(nodes[0].model, dtype=np.float64)
         for k in range(3):
             send_round(nodes[k], links[k])                       # round 1: synced by the delta 0 -> 1
         x1 = np.array(nodes[0].model, dtype=np.float64)
         for nd, (idx, vals) in zip(nodes, sent):
-            ag = nd.agreement
+            ag = nd.rule.agreement
             assert nd.deltas == 1 and ag.m == len(idx) > 0
             assert list(ag.idx[:ag.m]) == idx
             for j, u, w in zip(idx, vals, ag.w[:ag.m]):

@@ -33,7 +33,7 @@ from aggregator.lab.pricing import COST_METRICS, PACKET_SMALL, NodeCost, link_mo
 from aggregator.lab.problem import Problem
 from aggregator.lab.results import NODE_COLUMNS, SimResult
 from edge import np_backend
-from edge.cat import RULE_NAMES, SCHEME_IDENTITY, SCHEME_NAMES, Rule, rule_id, scheme_id
+from edge.cat import RULE_NAMES, SCHEME_IDENTITY, SCHEME_NAMES, SCHEME_SS, Rule, rule_id, scheme_id
 from edge.cost import CostModel
 from edge.deltacost import DeltaShare
 from edge.energycost import BoardCost
@@ -234,7 +234,9 @@ def simulate(problem: Problem, cfg: SimConfig, progress: bool = True,
         raise Infeasible(f"{prof['name']}: the smallest {SCHEME_NAMES[scheme]} frame ({smallest} B) "
                          f"exceeds the link's largest message ({prof['message']['max_bytes']:.0f} B)")
     rules = _rules(cfg, scheme, n, t_max, prof)
-    agreements = [r.agree(min(dim, t_max, cfg.cap or dim), dim) if r is not None else None for r in rules]
+    # catavg's Agreement per node (S and S+Q; under SS it is cat's omega)
+    agreements = [r.agree(min(dim, t_max, cfg.cap or dim), dim) if r is not None and scheme != SCHEME_SS else None
+                  for r in rules]
     sent: list = [None] * n
     rng_ss = [np.random.default_rng([cfg.seed, 1, k]) for k in range(n)]
     rng_mb = [np.random.default_rng([cfg.seed, 2, k]) for k in range(n)]
