@@ -3,7 +3,7 @@
 The gateway applies the mean of the n nodes' updates. A node's entry j keeps w_j of its step
 in that mean (1 when every node sent it alike, 1/n when it alone did, 0 when the others
 cancelled it); with F's gradient there taken as w_j g_j, the descent lemma on F scores T by
-WScan's measures instead of alpha and beta. The node learns w from the delta it syncs after
+`improvement` instead of alpha and beta. The node learns w from the delta it syncs after
 its own update (Agreement, O(K)). Loaded only by catavg jobs, like edge/ss.py for SS: a board
 running another rule never holds this code or its objects. Runs unchanged on MicroPython.
 """
@@ -12,40 +12,6 @@ from edge.cat import RATIO_RTOL, Choice
 from edge.cbor import const
 
 _SCHEME_S = const(1)  # edge.cat's scheme numbers (folded: no dict entries on a board)
-
-
-class WScan:
-    """Improvement of the averaged update (rule catavg) over T = 1, 2, ...: next(a, v) with
-    a = |g| of the T-th candidate and v = w^2, w its agreement (Agreement.weight).
-
-    With the node's estimate that the gateway's average keeps w_i of its entry i (and that
-    F's gradient there is w_i g_i), the descent lemma on F gives, at the best step,
-    S:  sum v a^2 / S2              SQ: (sum v a)^2 / (S2 sum v)
-    normalised like alpha and beta by ||g||^2 / (2L); both <= 1 because v <= 1. Uniform v
-    (no observation yet, or one node) gives alpha and beta times a constant: CAT's argmax.
-    SS is not covered: it keeps omega (Scan).
-    """
-
-    def __init__(self, scheme, s2):
-        self.scheme = scheme
-        self.s2 = s2
-        self.t = 0
-        self.aw = 0.0   # S: sum v a^2; SQ: sum v a
-        self.vw = 0.0   # sum v
-
-    def next(self, a, v):
-        self.t += 1
-        s2 = self.s2
-        if self.scheme == _SCHEME_S:
-            self.aw += v * (a * a)
-            if s2 <= 0.0:
-                return 0.0
-            return self.aw / s2
-        self.aw += v * a
-        self.vw += v
-        if s2 <= 0.0 or self.vw <= 0.0:
-            return 0.0
-        return self.aw * self.aw / (self.vw * s2)
 
 
 class Agreement:
@@ -134,20 +100,52 @@ class Agreement:
         return w * w
 
 
+def improvement(scheme, aw, vw, s2):
+    """Improvement of the averaged update from the running sums over the first T candidates:
+    S: aw = sum v a^2 -> aw / S2; S+Q: aw = sum v a, vw = sum v -> aw^2 / (S2 vw), v = w^2.
+
+    With the node's estimate that the gateway's average keeps w_i of its entry i (and that
+    F's gradient there is w_i g_i), the descent lemma on F gives these at the best step,
+    normalised like alpha and beta by ||g||^2 / (2L); both <= 1 because v <= 1. Uniform v
+    (no observation yet, or one node) gives alpha and beta times a constant: CAT's argmax.
+    SS is not covered: it keeps omega (edge.cat.Scan)."""
+    if scheme == _SCHEME_S:
+        return aw / s2 if s2 > 0.0 else 0.0
+    if s2 <= 0.0 or vw <= 0.0:
+        return 0.0
+    return aw * aw / (vw * s2)
+
+
 def wchoose(scheme, g, idx, top, s2, cost, t_max, cap, n, weight):
-    """edge.cat.cat_choose with WScan: the same two passes, the same tie rule, no early stop."""
-    sc = WScan(scheme, s2)
+    """edge.cat.cat_choose for catavg: the same two passes and tie rule, no early stop, and
+    plain locals for the sums (no scan object: RAM on a board)."""
+    sq = scheme != _SCHEME_S
     best_r = -1.0
+    aw = vw = 0.0
     for t in range(1, top + 1):
         j = idx[t - 1]
-        r = sc.next(abs(g[j]), weight(j)) / cost(t)
+        a = abs(g[j])
+        v = weight(j)
+        if sq:
+            aw += v * a
+            vw += v
+        else:
+            aw += v * (a * a)
+        r = improvement(scheme, aw, vw, s2) / cost(t)
         if r > best_r:
             best_r = r
     floor = best_r * (1.0 - RATIO_RTOL)
-    sc = WScan(scheme, s2)
+    aw = vw = 0.0
     for t in range(1, top + 1):
         j = idx[t - 1]
-        imp = sc.next(abs(g[j]), weight(j))
+        a = abs(g[j])
+        v = weight(j)
+        if sq:
+            aw += v * a
+            vw += v
+        else:
+            aw += v * (a * a)
+        imp = improvement(scheme, aw, vw, s2)
         c = cost(t)
         r = imp / c
         if r >= floor:

@@ -702,7 +702,7 @@ def apply_model(data, key, model, version, job=None, observe=None):
     x[j] = float32(x[j] + v), and returns base + 1; otherwise raises VersionMismatch so the
     caller falls back to the snapshot. Everything is validated before model is touched.
     observe(j, -v), if given, sees every applied delta entry in ascending j: the averaged
-    update the gateway subtracted there (rule catavg's edge.cat.Agreement.seen)."""
+    update the gateway subtracted there (rule catavg's edge.catavg.Agreement.seen)."""
     p, end = _open(data, key)
     f = {}
     _fields(data, p, end, (_KIND_SNAPSHOT, _KIND_DELTA), f)

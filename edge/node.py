@@ -56,6 +56,7 @@ _SCHEME_IDENTITY = const(0)  # edge.cat's scheme numbers (folded: no dict entrie
 _SCHEME_S = const(1)
 _SCHEME_SQ = const(2)
 _SCHEME_SS = const(3)
+_RULE_CATAVG = const(5)       # edge.cat's rule number
 
 
 class EdgeError(Exception):
@@ -151,8 +152,6 @@ class EdgeNode:
         self.buf = None     # the old frame buffer goes before the new one is allocated
         self.buf = bytearray(size)
         self.rule = Rule(cfg["rule"], cfg["rule_param"]) if self.scheme != _SCHEME_IDENTITY else None
-        if self.rule is not None and self.scheme != _SCHEME_SS:
-            self.rule.agree(self.ws.k, d)   # catavg (S, S+Q): rule.agreement; other rules: None
         self.cost = CostModel(self.profile, d, self.scheme, cfg["metric"], cfg["fmt"],
                               self.telemetry, self.job, self.node, 0, cfg["compact"])
         if self.board_cost is not None and cfg["metric"] == "joules" and self.profile["kind"] == "link":
@@ -170,9 +169,11 @@ class EdgeNode:
     def sync(self, link, rnd):
         """Bring the local model to version rnd: deltas while they chain, else the snapshot.
 
-        catavg: the delta that follows this node's last update (base = its round) is read
-        against that update, still in ws (edge.catavg.Agreement); any other way to rnd forgets it."""
-        ag = self.rule.agreement if self.rule is not None and self.version < rnd else None
+        catavg (S, S+Q): the delta that follows this node's last update (base = its round) is
+        read against that update, still in ws (edge.catavg.Agreement, allocated at the first
+        such delta, past round 0's snapshot); any other way to rnd forgets it."""
+        rule = self.rule
+        ag = rule.agreement if rule is not None and self.version < rnd else None
         if ag is not None:
             ag.forget()
         while self.version < rnd:
@@ -192,8 +193,9 @@ class EdgeNode:
             if msg is not None:
                 obs = None
                 last = self.last      # no "T" after a restart from a sleep state: ws holds nothing
-                if ag is not None and last is not None and "T" in last \
-                        and last["round"] == self.version == self.last_sent:
+                if rule is not None and rule.kind == _RULE_CATAVG and self.scheme != _SCHEME_SS \
+                        and last is not None and "T" in last and last["round"] == self.version == self.last_sent:
+                    ag = rule.agree(self.ws.k, self.cfg["d"])
                     ag.begin(self.ws.idx, self.ws.vals, last["T"])   # this node's update, still in ws
                     obs = ag.seen
                 try:
@@ -204,7 +206,7 @@ class EdgeNode:
                         ag.end()
                     continue
                 except frame.FrameError:
-                    if ag is not None:
+                    if obs is not None:
                         ag.forget()   # refused, perhaps half-read
                     # stale or mismatched delta (VersionMismatch is one): take the snapshot
             stream = getattr(link, "stream_snapshot", None)

@@ -127,7 +127,7 @@ def _omega(a, s1, s2, ns_out):
 
 
 def weights(agreement, order):
-    """Rule catavg's v = w^2 for the candidates `order` (edge.cat.Agreement.weight on numpy)."""
+    """Rule catavg's v = w^2 for the candidates `order` (edge.catavg.Agreement.weight on numpy)."""
     p = agreement.prior
     v = np.full(order.shape[0], p * p)
     m = agreement.m
@@ -141,7 +141,7 @@ def weights(agreement, order):
 
 
 def observe(agreement, idx, vals, delta):
-    """edge.cat.Agreement's begin / seen / end on numpy: the node's last update (idx
+    """edge.catavg.Agreement's begin / seen / end on numpy: the node's last update (idx
     ascending, float32 vals) against the dense averaged update `delta` it synced."""
     m = min(int(idx.shape[0]), len(agreement.idx))
     u = np.asarray(vals[:m], dtype=np.float32).astype(np.float64)
@@ -155,7 +155,7 @@ def observe(agreement, idx, vals, delta):
 
 
 def weighted_improvements(scheme, a, v, s2):
-    """edge.cat.WScan for T = 1..len(a), operation by operation (sequential cumsums)."""
+    """edge.catavg.improvement for T = 1..len(a), operation by operation (sequential cumsums)."""
     n = a.shape[0]
     if scheme == SCHEME_S:
         aw = np.cumsum(v * (a * a))
