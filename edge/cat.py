@@ -143,7 +143,9 @@ def cat_choose(scheme, g, idx, n, s1, s2, cost, t_max, early_stop=False, cap=Non
     # Two O(K) scans instead of storing K ratios: RAM is the scarce thing on a board.
     if weight is not None and scheme != _SCHEME_SS:
         from edge.catavg import wchoose
-        return wchoose(scheme, g, idx, top, s2, cost, t_max, cap, n, weight)
+        t, imp, r, c = wchoose(scheme, g, idx, top, s2, cost, weight, RATIO_RTOL)
+        k = cap if cap is not None else n
+        return Choice(t, imp, r, c, t == k and k < t_max and k < len(g), 0)
     stop = early_stop and scheme == _SCHEME_S
     sc = Scan(scheme, s1, s2, mag)
     best_r = -1.0

@@ -8,7 +8,6 @@ its own update (Agreement, O(K)). Loaded only by catavg jobs, like edge/ss.py fo
 running another rule never holds this code or its objects. Runs unchanged on MicroPython.
 """
 
-from edge.cat import RATIO_RTOL, Choice
 from edge.cbor import const
 
 _SCHEME_S = const(1)  # edge.cat's scheme numbers (folded: no dict entries on a board)
@@ -116,9 +115,10 @@ def improvement(scheme, aw, vw, s2):
     return aw * aw / (vw * s2)
 
 
-def wchoose(scheme, g, idx, top, s2, cost, t_max, cap, n, weight):
-    """edge.cat.cat_choose for catavg: the same two passes and tie rule, no early stop, and
-    plain locals for the sums (no scan object: RAM on a board)."""
+def wchoose(scheme, g, idx, top, s2, cost, weight, rtol):
+    """(T, Improvement, ratio, C) for edge.cat.cat_choose under catavg: the same two passes
+    and tie rule (rtol = edge.cat.RATIO_RTOL), no early stop, plain locals for the sums (no
+    scan object: RAM on a board)."""
     sq = scheme != _SCHEME_S
     best_r = -1.0
     aw = vw = 0.0
@@ -134,7 +134,7 @@ def wchoose(scheme, g, idx, top, s2, cost, t_max, cap, n, weight):
         r = improvement(scheme, aw, vw, s2) / cost(t)
         if r > best_r:
             best_r = r
-    floor = best_r * (1.0 - RATIO_RTOL)
+    floor = best_r * (1.0 - rtol)
     aw = vw = 0.0
     for t in range(1, top + 1):
         j = idx[t - 1]
@@ -150,6 +150,4 @@ def wchoose(scheme, g, idx, top, s2, cost, t_max, cap, n, weight):
         r = imp / c
         if r >= floor:
             break
-    k = cap if cap is not None else n
-    binding = t == k and k < t_max and k < len(g)
-    return Choice(t, imp, r, c, binding, 0)
+    return t, imp, r, c
