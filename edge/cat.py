@@ -226,6 +226,8 @@ class Rule:
     with the node's Agreement, created by agree(k, d) and fed by the caller after every delta).
     """
 
+    agreement = None    # a class default: no instance slot for the other rules (RAM on a board)
+
     def __init__(self, kind, param=0):
         self.kind = rule_id(kind)
         self.param = int(param)
@@ -233,7 +235,6 @@ class Rule:
             raise ValueError("rule %s needs a parameter >= 1" % RULE_NAMES[self.kind])
         self.calls = 0
         self.last_t = 0
-        self.agreement = None
 
     def agree(self, k, d):
         """catavg: the node's Agreement for up to k entries of d (None for the other rules)."""

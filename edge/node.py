@@ -172,10 +172,8 @@ class EdgeNode:
         catavg (S, S+Q): the delta that follows this node's last update (base = its round) is
         read against that update, still in ws (edge.catavg.Agreement, allocated at the first
         such delta, past round 0's snapshot); any other way to rnd forgets it."""
-        rule = self.rule
-        ag = rule.agreement if rule is not None and self.version < rnd else None
-        if ag is not None:
-            ag.forget()
+        if self.version < rnd and self.rule is not None and self.rule.agreement is not None:
+            self.rule.agreement.forget()
         while self.version < rnd:
             msg = None
             if self.version >= 0:
@@ -191,23 +189,17 @@ class EdgeNode:
                 else:
                     msg = link.get_delta(self.version)
             if msg is not None:
-                obs = None
-                last = self.last      # no "T" after a restart from a sleep state: ws holds nothing
-                if rule is not None and rule.kind == _RULE_CATAVG and self.scheme != _SCHEME_SS \
-                        and last is not None and "T" in last and last["round"] == self.version == self.last_sent:
-                    ag = rule.agree(self.ws.k, self.cfg["d"])
-                    ag.begin(self.ws.idx, self.ws.vals, last["T"])   # this node's update, still in ws
-                    obs = ag.seen
+                obs = self._observer()
                 try:
                     self.version = frame.apply_model(msg, self.downlink_key, self.model, self.version, self.job,
                                                      obs)
                     self.deltas += 1
                     if obs is not None:
-                        ag.end()
+                        self.rule.agreement.end()
                     continue
                 except frame.FrameError:
                     if obs is not None:
-                        ag.forget()   # refused, perhaps half-read
+                        self.rule.agreement.forget()   # refused, perhaps half-read
                     # stale or mismatched delta (VersionMismatch is one): take the snapshot
             stream = getattr(link, "stream_snapshot", None)
             if stream is not None:
@@ -230,6 +222,18 @@ class EdgeNode:
                 return False  # the gateway has not published round rnd's model yet
             self.version = v
         return self.version == rnd
+
+    def _observer(self):
+        """catavg: Agreement.seen for the delta that follows this node's own update (still in
+        ws; allocated at the first such delta, past round 0's snapshot), else None."""
+        rule = self.rule
+        last = self.last      # no "T" after a restart from a sleep state: ws holds nothing
+        if rule is None or rule.kind != _RULE_CATAVG or self.scheme == _SCHEME_SS or last is None \
+                or "T" not in last or not last["round"] == self.version == self.last_sent:
+            return None
+        ag = rule.agree(self.ws.k, self.cfg["d"])
+        ag.begin(self.ws.idx, self.ws.vals, last["T"])
+        return ag.seen
 
     # ------------------------------------------------------------------ one round
     def step(self, link):
