@@ -123,13 +123,14 @@ class Choice:
         self.ns = ns
 
 
-def cat_choose(scheme, g, idx, n, s1, s2, cost, t_max, early_stop=False, cap=None):
+def cat_choose(scheme, g, idx, n, s1, s2, cost, t_max, early_stop=False, cap=None, weight=None):
     """Exact argmax of Improvement(T)/cost(T) over 1 <= T <= min(n, t_max).
 
     idx[0:n] are candidate indices by decreasing |g|; cost(T) > 0 must be nondecreasing.
     early_stop may be True only for S with an affine cost (quasi-concave ratio).
     cap is the RAM cap K; Choice.cap_binding says the best T sat at K while larger T
     were allowed by the link (so a bigger K might have found a better T).
+    weight(j): rule catavg's v for index j (edge.catavg, S and SQ); None: the paper's measures.
     """
     top = n if n < t_max else t_max
     if top < 1:
@@ -140,6 +141,11 @@ def cat_choose(scheme, g, idx, n, s1, s2, cost, t_max, early_stop=False, cap=Non
 
     # Pass 1: the maximum ratio. Pass 2: the first T within RATIO_RTOL of it.
     # Two O(K) scans instead of storing K ratios: RAM is the scarce thing on a board.
+    if weight is not None and scheme != _SCHEME_SS:
+        from edge.catavg import wchoose
+        t, imp, r, c = wchoose(scheme, g, idx, top, s2, cost, weight, RATIO_RTOL)
+        k = cap if cap is not None else n
+        return Choice(t, imp, r, c, t == k and k < t_max and k < len(g), 0)
     stop = early_stop and scheme == _SCHEME_S
     sc = Scan(scheme, s1, s2, mag)
     best_r = -1.0
@@ -196,34 +202,47 @@ _RULE_FIXED = const(1)
 _RULE_ALISTARH = const(2)
 _RULE_HYBRID = const(3)
 _RULE_IDENTITY = const(4)
-RULE_NAMES = ("cat", "fixed", "alistarh", "hybrid", "identity")  # index = rule number
+_RULE_CATAVG = const(5)
+RULE_NAMES = ("cat", "fixed", "alistarh", "hybrid", "identity", "catavg")  # index = rule number
 
 
 def rule_id(name):
     if isinstance(name, int):
-        if 0 <= name <= 4:
+        if 0 <= name <= 5:
             return name
         raise ValueError("unknown rule %r" % name)
     key = name.lower()
     if key in RULE_NAMES:
         return RULE_NAMES.index(key)
-    raise ValueError("unknown rule %r (use cat, fixed, alistarh, hybrid or identity)" % name)
+    raise ValueError("unknown rule %r (use cat, catavg, fixed, alistarh, hybrid or identity)" % name)
 
 
 class Rule:
     """A T-selection policy with its little state (hybrid-S remembers T between CAT runs).
 
     kind: RULE_CAT, RULE_FIXED (param = T), RULE_ALISTARH (S+Q only),
-    RULE_HYBRID (param = period S: CAT every S rounds, T reused between), RULE_IDENTITY.
+    RULE_HYBRID (param = period S: CAT every S rounds, T reused between), RULE_IDENTITY,
+    RULE_CATAVG (param = the job's node count n: CAT on the averaged update, edge/catavg.py,
+    with the node's Agreement, created by agree(k, d) and fed by the caller after every delta).
     """
+
+    agreement = None    # a class default: no instance slot for the other rules (RAM on a board)
 
     def __init__(self, kind, param=0):
         self.kind = rule_id(kind)
         self.param = int(param)
-        if self.kind in (_RULE_FIXED, _RULE_HYBRID) and self.param < 1:
+        if self.kind in (_RULE_FIXED, _RULE_HYBRID, _RULE_CATAVG) and self.param < 1:
             raise ValueError("rule %s needs a parameter >= 1" % RULE_NAMES[self.kind])
         self.calls = 0
         self.last_t = 0
+
+    def agree(self, k, d):
+        """catavg: the node's Agreement for up to k entries of d (None for the other rules)."""
+        if self.kind == _RULE_CATAVG and (self.agreement is None or len(self.agreement.idx) < k):
+            from edge.catavg import Agreement  # only catavg nodes load it
+            self.agreement = None
+            self.agreement = Agreement(k, self.param, d)
+        return self.agreement
 
     def needs(self, d, t_max):
         """How many candidates the selection kernel must produce for this rule."""
@@ -235,6 +254,12 @@ class Rule:
         kind = self.kind
         self.calls += 1
         top = n if n < t_max else t_max
+        if kind == _RULE_CATAVG:
+            ag = self.agreement
+            ch = cat_choose(scheme, g, idx, n, s1, s2, cost, t_max, False, cap,
+                            ag.weight if ag is not None else None)
+            self.last_t = ch.t
+            return ch
         if kind == _RULE_CAT or (kind == _RULE_HYBRID and (self.calls - 1) % self.param == 0):
             ch = cat_choose(scheme, g, idx, n, s1, s2, cost, t_max, early_stop, cap)
             self.last_t = ch.t

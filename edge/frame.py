@@ -85,6 +85,7 @@ _RULE_FIXED = const(1)
 _RULE_ALISTARH = const(2)
 _RULE_HYBRID = const(3)
 _RULE_IDENTITY = const(4)
+_RULE_CATAVG = const(5)
 
 _MODEL_LOGISTIC = const(0)
 _MODEL_SOFTMAX = const(1)
@@ -582,7 +583,7 @@ def _config(data, off):
             if ck == _CFG_SCHEME:
                 lim = 3
             elif ck == _CFG_RULE:
-                lim = 4
+                lim = 5
             elif ck == _CFG_FMT or ck == _CFG_MODEL:
                 lim = 1
             else:
@@ -693,13 +694,15 @@ def _indices(data, code, s, T, d):
     return _iter_packed(data, s, T, index_bits(d))
 
 
-def apply_model(data, key, model, version, job=None):
+def apply_model(data, key, model, version, job=None, observe=None):
     """Verify a snapshot or delta (kid 'gw') and apply it to the array('f') model in place.
 
     Snapshot: overwrites model, returns its version (older than `version` -> VersionMismatch;
     pass version=-1 when there is no model yet). Delta: applies only if its base == version,
     x[j] = float32(x[j] + v), and returns base + 1; otherwise raises VersionMismatch so the
-    caller falls back to the snapshot. Everything is validated before model is touched."""
+    caller falls back to the snapshot. Everything is validated before model is touched.
+    observe(j, -v), if given, sees every applied delta entry in ascending j: the averaged
+    update the gateway subtracted there (rule catavg's edge.catavg.Agreement.seen)."""
     p, end = _open(data, key)
     f = {}
     _fields(data, p, end, (_KIND_SNAPSHOT, _KIND_DELTA), f)
@@ -771,6 +774,8 @@ def apply_model(data, key, model, version, job=None):
         else:
             v = struct.unpack_from('<f', data, o)[0]
         model[j] = model[j] + v
+        if observe is not None:
+            observe(j, -v)
         k += 1
     return rnd + 1
 

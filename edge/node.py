@@ -56,6 +56,7 @@ _SCHEME_IDENTITY = const(0)  # edge.cat's scheme numbers (folded: no dict entrie
 _SCHEME_S = const(1)
 _SCHEME_SQ = const(2)
 _SCHEME_SS = const(3)
+_RULE_CATAVG = const(5)       # edge.cat's rule number
 
 
 class EdgeError(Exception):
@@ -166,7 +167,13 @@ class EdgeNode:
 
     # ------------------------------------------------------------------ model sync
     def sync(self, link, rnd):
-        """Bring the local model to version rnd: deltas while they chain, else the snapshot."""
+        """Bring the local model to version rnd: deltas while they chain, else the snapshot.
+
+        catavg (S, S+Q): the delta that follows this node's last update (base = its round) is
+        read against that update, still in ws (edge.catavg.Agreement, allocated at the first
+        such delta, past round 0's snapshot); any other way to rnd forgets it."""
+        if self.version < rnd and self.rule is not None and self.rule.agreement is not None:
+            self.rule.agreement.forget()
         while self.version < rnd:
             msg = None
             if self.version >= 0:
@@ -182,12 +189,18 @@ class EdgeNode:
                 else:
                     msg = link.get_delta(self.version)
             if msg is not None:
+                obs = self._observer()
                 try:
-                    self.version = frame.apply_model(msg, self.downlink_key, self.model, self.version, self.job)
+                    self.version = frame.apply_model(msg, self.downlink_key, self.model, self.version, self.job,
+                                                     obs)
                     self.deltas += 1
+                    if obs is not None:
+                        self.rule.agreement.end()
                     continue
                 except frame.FrameError:
-                    pass  # stale or mismatched delta (VersionMismatch is one): take the snapshot
+                    if obs is not None:
+                        self.rule.agreement.forget()   # refused, perhaps half-read
+                    # stale or mismatched delta (VersionMismatch is one): take the snapshot
             stream = getattr(link, "stream_snapshot", None)
             if stream is not None:
                 # Block by block through the gradient buffer (idle while syncing): a board
@@ -209,6 +222,18 @@ class EdgeNode:
                 return False  # the gateway has not published round rnd's model yet
             self.version = v
         return self.version == rnd
+
+    def _observer(self):
+        """catavg: Agreement.seen for the delta that follows this node's own update (still in
+        ws; allocated at the first such delta, past round 0's snapshot), else None."""
+        rule = self.rule
+        last = self.last      # no "T" after a restart from a sleep state: ws holds nothing
+        if rule is None or rule.kind != _RULE_CATAVG or self.scheme == _SCHEME_SS or last is None \
+                or "T" not in last or not last["round"] == self.version == self.last_sent:
+            return None
+        ag = rule.agree(self.ws.k, self.cfg["d"])
+        ag.begin(self.ws.idx, self.ws.vals, last["T"])
+        return ag.seen
 
     # ------------------------------------------------------------------ one round
     def step(self, link):

@@ -15,7 +15,7 @@ import math
 
 import numpy as np
 
-from edge.cat import (RATIO_RTOL, RULE_ALISTARH, RULE_CAT, RULE_FIXED, RULE_HYBRID, RULE_IDENTITY,
+from edge.cat import (RATIO_RTOL, RULE_ALISTARH, RULE_CAT, RULE_CATAVG, RULE_FIXED, RULE_HYBRID, RULE_IDENTITY,
                       SCHEME_IDENTITY, SCHEME_S, SCHEME_SQ, SCHEME_SS, Choice)
 from edge.ss import SS_OVERFLOW, ss_headroom, ss_t_max
 from edge.topk import exponent
@@ -126,6 +126,47 @@ def _omega(a, s1, s2, ns_out):
     return imp, ns_out
 
 
+def weights(agreement, order):
+    """Rule catavg's v = w^2 for the candidates `order` (edge.catavg.Agreement.weight on numpy)."""
+    p = agreement.prior
+    v = np.full(order.shape[0], p * p)
+    m = agreement.m
+    if m and not agreement.reading:
+        idx = np.asarray(agreement.idx[:m], dtype=np.int64)
+        w = np.asarray(agreement.w[:m], dtype=np.float64)
+        pos = np.minimum(np.searchsorted(idx, order), m - 1)
+        hit = idx[pos] == order
+        v[hit] = w[pos[hit]] * w[pos[hit]]
+    return v
+
+
+def observe(agreement, idx, vals, delta):
+    """edge.catavg.Agreement's begin / seen / end on numpy: the node's last update (idx
+    ascending, float32 vals) against the dense averaged update `delta` it synced."""
+    m = min(int(idx.shape[0]), len(agreement.idx))
+    u = np.asarray(vals[:m], dtype=np.float32).astype(np.float64)
+    dv = np.asarray(delta, dtype=np.float64)[idx[:m]]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        r = np.where(u != 0.0, dv / np.where(u != 0.0, u, 1.0), agreement.prior)
+    np.frombuffer(agreement.idx, dtype=np.dtype(agreement.idx.typecode))[:m] = idx[:m]
+    np.frombuffer(agreement.w, dtype=np.float32)[:m] = np.clip(r, 0.0, 1.0)
+    agreement.m = m
+    agreement.reading = False
+
+
+def weighted_improvements(scheme, a, v, s2):
+    """edge.catavg.improvement for T = 1..len(a), operation by operation (sequential cumsums)."""
+    n = a.shape[0]
+    if scheme == SCHEME_S:
+        aw = np.cumsum(v * (a * a))
+        return aw / s2 if s2 > 0.0 else np.zeros(n)
+    aw = np.cumsum(v * a)
+    vw = np.cumsum(v)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        imp = aw * aw / (vw * s2)
+    return np.where((vw > 0.0) & (s2 > 0.0), imp, 0.0)
+
+
 def best_ratio(imp, costs):
     """(T*, ratio at T*, max ratio) with edge.cat's tie rule (first T within RATIO_RTOL of the max)."""
     ratio = imp / costs
@@ -165,6 +206,29 @@ def _cat_choose(scheme, g, table, t_max, cap=None, start_k=1024):
     return Choice(t, float(imp[t - 1]), r, float(costs[t - 1]), binding, int(ns[t - 1])), order, s1, s2
 
 
+def _wcat_choose(scheme, g, table, t_max, cap, agreement, start_k=1024):
+    """_cat_choose for rule catavg (S and S+Q): the same K growth, since every improvement of
+    the averaged update is <= 1 too (v <= 1)."""
+    d = g.shape[0]
+    top = min(d, t_max, cap if cap is not None else d)
+    if top < 1:
+        raise ValueError("CAT: no feasible T (the smallest frame exceeds the link's largest message)")
+    a64 = np.abs(g.astype(np.float64))
+    s1 = float(np.cumsum(a64)[-1])
+    s2 = float(np.cumsum(a64 * a64)[-1])
+    k = min(top, start_k)
+    while True:
+        order = _top(a64, k)
+        imp = weighted_improvements(scheme, a64[order], weights(agreement, order), s2)
+        costs = table.upto(k)
+        t, r, best = best_ratio(imp, costs)
+        if k >= top or best >= 1.0 / table.upto(k + 1)[k]:
+            break
+        k = min(top, 4 * k)
+    binding = cap is not None and t == cap and cap < min(d, t_max)
+    return Choice(t, float(imp[t - 1]), r, float(costs[t - 1]), binding, 0), order, s1, s2
+
+
 def _safe(g):
     """(g as an array scaled by 2^-e, e) as edge.topk.exponent says (the sums of squares of a
     float64 gradient near 1e160 would overflow); a clear error for an empty gradient or a
@@ -199,7 +263,11 @@ def _choose(rule, scheme, g, table, t_max, cap=None):
     top = min(d, t_max, cap if cap is not None else d)
     if kind == RULE_IDENTITY:
         raise ValueError("identity rule sends the full gradient; no T to choose")
-    if kind == RULE_CAT or (kind == RULE_HYBRID and (rule.calls - 1) % rule.param == 0):
+    if kind == RULE_CATAVG and rule.agreement is not None and scheme != SCHEME_SS:
+        ch, order, s1, s2 = _wcat_choose(scheme, g, table, t_max, cap, rule.agreement)
+        rule.last_t = ch.t
+        return ch, order, s1, s2
+    if kind in (RULE_CAT, RULE_CATAVG) or (kind == RULE_HYBRID and (rule.calls - 1) % rule.param == 0):
         ch, order, s1, s2 = _cat_choose(scheme, g, table, t_max, cap)
         rule.last_t = ch.t
         return ch, order, s1, s2

@@ -90,12 +90,14 @@ def build_cases() -> dict:
     for i, (kind, d, k) in enumerate([("heavy", 1000, 100), ("ties", 300, 300), ("flat", 64, 10),
                                       ("sparse", 65600, 20), ("normal", 1, 1), ("normal", 257, 64)]):
         cases.append({"id": f"select-{i}", "kind": "select", "g": files.put(_grad(kind, d, rng)), "k": k})
-    rules = [("cat", 0), ("fixed", 7), ("hybrid", 2), ("alistarh", 0)]
+    rules = [("cat", 0), ("fixed", 7), ("hybrid", 2), ("alistarh", 0), ("catavg", 4)]
     n = 0
     for scheme in (SCHEME_S, SCHEME_SQ, SCHEME_SS):
         for ri, (rule, param) in enumerate(rules):
             if rule == "alistarh" and scheme != SCHEME_SQ:
                 continue
+            if rule == "catavg" and scheme == SCHEME_SS:
+                continue            # SS under catavg is cat's omega
             for pi, prof in enumerate(LINK_PROFILES + PAPER_PROFILES):
                 if (pi + ri + scheme) % 3:  # a third of the grid keeps the run short
                     continue
@@ -104,7 +106,7 @@ def build_cases() -> dict:
                     metric = ("bytes", "packets", "seconds", "joules")[(pi + scheme) % 4]
                 kind = ("heavy", "normal", "ties", "sparse", "flat")[n % 5]
                 d = (200, 1024, 333, 4096)[n % 4]
-                rounds = 3 if rule == "hybrid" or n % 4 == 0 else 1
+                rounds = 3 if rule in ("hybrid", "catavg") or n % 4 == 0 else 1
                 cases.append({
                     "id": f"compress-{n}", "kind": "compress", "d": d, "k": 128 if d > 300 else 40,
                     "scheme": scheme, "rule": rule, "param": param, "profile": prof, "metric": metric,
@@ -257,7 +259,7 @@ def roots(spec, tmp_path_factory) -> dict:
 def test_reference_covers_every_scheme_rule_and_format(spec, reference):
     comp = [c for c in spec["cases"] if c["kind"] == "compress"]
     assert {c["scheme"] for c in comp} == {SCHEME_S, SCHEME_SQ, SCHEME_SS}
-    assert {c["rule"] for c in comp} == {"cat", "fixed", "hybrid", "alistarh"}
+    assert {c["rule"] for c in comp} == {"cat", "fixed", "hybrid", "alistarh", "catavg"}
     assert {c["fmt"] for c in comp} == {0, 1} and any(c["ef"] for c in comp)
     assert {spec["profiles"][c["profile"]]["kind"] for c in comp} == {"link", "paper"}
     # The reference itself is CAT's exact argmax (brute force over T) on round 0.

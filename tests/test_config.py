@@ -70,7 +70,8 @@ def test_defaults_are_read_like_given_values():
     """A default passes the same check a given value does (a bad default would fail here)."""
     job = parse_job(minimal())
     assert (job.rounds, job.seed, job.k_cap, job.history) == (30, 1, 128, 16)
-    assert job.scheme == cat.SCHEME_SQ and job.rule == cat.RULE_CAT and job.fmt == wire.FMT_F32
+    assert job.scheme == cat.SCHEME_SQ and job.rule == cat.RULE_CATAVG and job.fmt == wire.FMT_F32
+    assert job.rule_param == 1                  # catavg: the node count of [nodes]
     assert job.error_feedback is False and job.max_frame_bytes == 1 << 20
     assert job.metric == profiles.load_profile(job.profile_name)["default_metric"]
     assert job.security.rate_limit_burst == 2 and job.aggregation.rule == "mean"
@@ -163,3 +164,16 @@ def test_job_file_snippets_in_the_docs_are_valid(name, block):
     for sec, body in snippet.items():
         tree[sec] = {**tree.get(sec, {}), **body}
     parse_job(tree, name)
+
+
+def test_catavg_takes_the_job_node_count_unless_given():
+    tree = minimal()
+    tree["nodes"] = {"1": HEX, "2": HEX, "7": HEX}
+    tree["training"] = {"scheme": "sq", "rule": "catavg"}
+    job = parse_job(tree)
+    assert (job.rule, job.rule_param) == (cat.RULE_CATAVG, 3)
+    tree["training"]["rule_param"] = 16                    # a fleet larger than this table (shards)
+    assert parse_job(tree).rule_param == 16
+    tree["training"]["rule_param"] = -1
+    with pytest.raises(ConfigError, match="rule_param must be >= 0"):
+        parse_job(tree)

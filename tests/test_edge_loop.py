@@ -185,3 +185,30 @@ def test_error_feedback_keeps_its_residual_in_the_gradient_array(tmp_path, schem
         assert np.array(nd.model, dtype=np.float32).tobytes() == agg.state.model.tobytes()
     finally:
         svc.stop()
+
+
+def test_catavg_nodes_read_each_delta_against_their_own_update(tmp_path):
+    """Rule catavg on real nodes: the job fills its node count in, and the delta that follows a
+    node's update is read against it (w = Delta_j / u_j in [0, 1], Delta = the model's step)."""
+    layout = e2e.make_job(tmp_path / "job", nodes=3, rounds=4, rule="catavg")
+    job = load_job(layout.job_path)
+    assert job.rule == 5 and job.rule_param == 3
+    svc, links = coap_gateway(job, 3)
+    try:
+        nodes = [node_for(layout, k) for k in range(3)]
+        for k in range(3):
+            send_round(nodes[k], links[k])                       # round 0
+        sent = [(list(nd.ws.idx[:nd.last["T"]]), list(nd.ws.vals[:nd.last["T"]])) for nd in nodes]
+        x0 = np.array(nodes[0].model, dtype=np.float64)
+        for k in range(3):
+            send_round(nodes[k], links[k])                       # round 1: synced by the delta 0 -> 1
+        x1 = np.array(nodes[0].model, dtype=np.float64)
+        for nd, (idx, vals) in zip(nodes, sent):
+            ag = nd.rule.agreement
+            assert nd.deltas == 1 and ag.m == len(idx) > 0
+            assert list(ag.idx[:ag.m]) == idx
+            for j, u, w in zip(idx, vals, ag.w[:ag.m]):
+                want = 1 / 3 if u == 0.0 else min(1.0, max(0.0, (x0[j] - x1[j]) / u))
+                assert w == pytest.approx(want, abs=1e-4)
+    finally:
+        svc.stop()

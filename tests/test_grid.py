@@ -31,13 +31,17 @@ def test_the_grid_writes_its_lines_files_and_every_cell(tiny, tmp_path, capsys):
         return tuple(r[k] for k in grid.CELL_KEYS)
     cells = {cell(r) for r in rows}
     assert len(cells) == 2 * 2 * len(grid.TARGETS) * 2          # nodes x links x targets x 2 seeds
-    fit = {c for c in cells if all(r["bits"] for r in rows if r["method"] in ("CAT S+Q", "Alistarh S+Q")
+    fit = {c for c in cells if all(r["bits"] for r in rows if r["method"] in (grid.DEFAULT, "Alistarh S+Q")
                                    and cell(r) == c)}
-    n1 = sum(1 for ln in printed if ln.startswith("cells where CAT needs more bits than Alistarh S+Q: "))
-    assert n1 == 1
-    line = next(ln for ln in printed if ln.startswith("cells where CAT needs more bits than Alistarh S+Q: "))
-    assert line.endswith(f" of {len(fit)}")
-    assert any(ln.startswith("cells where CAT needs more than 1.1x the best fixed T: ") for ln in printed)
+    default = f"cells where rule {grid.DEFAULT_RULE} (default) needs more"
+    other = f"cells where rule {grid.OTHER_RULE} needs more"
+    lines = [ln for ln in printed if ln.startswith("cells where rule ")]
+    # the default rule's two lines, then the other rule's two, each naming its rule
+    assert [ln.split(":")[0] for ln in lines] == [default + " bits than Alistarh S+Q", default + " than 1.1x the best fixed T",
+                                                  other + " bits than Alistarh S+Q", other + " than 1.1x the best fixed T"]
+    assert lines[0].endswith(f" of {len(fit)}")
+    assert {r["method"] for r in rows} >= {grid.DEFAULT, grid.OTHER, "CATavg S+Q", "CAT S+Q"}
+    assert grid.OTHER in (out / "descent.csv").read_text()
     for *_, stem, _title in grid.COMPARISONS:
         assert (out / f"{stem}.png").stat().st_size > 0
     report = (out / "report.md").read_text()

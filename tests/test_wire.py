@@ -783,7 +783,7 @@ def test_downlink_encoders_refuse_bad_input() -> None:
                            GW_KEY, fmt=1, d=8)
     assert wire.decode_downlink(ok, GW_KEY, MAX).values[0] == np.float32(np.float16(0.1))
     cfg = wire.JobConfig(**json.loads((VEC / "config.json").read_text())["config"])
-    for bad in (dict(rule=5), dict(scheme=4), dict(d=0), dict(L=math.inf), dict(classes=-1),
+    for bad in (dict(rule=6), dict(scheme=4), dict(d=0), dict(L=math.inf), dict(classes=-1),
                 dict(fmt=2), dict(model=2)):
         with pytest.raises(ValueError):
             wire.encode_config(1, 0, wire.JobConfig(**dict(cfg.__dict__, **bad)), GW_KEY)

@@ -18,8 +18,8 @@ not marked required has a default, and the example shows it:
     L = 0.26                           # required: smoothness bound of the data (`partition` prints it)
     [training]
     scheme = "sq"                      # identity | s | sq | ss
-    rule = "cat"                       # cat | fixed | alistarh | hybrid | identity
-    rule_param = 0                     # T for fixed, period S for hybrid
+    rule = "catavg"                    # cat | fixed | alistarh | hybrid | identity | catavg
+    rule_param = 0                     # T for fixed, period S for hybrid, node count for catavg (0: [nodes])
     k_cap = 128                        # candidate cap K (RAM on the boards)
     fmt = "f32"                        # f32 | f16
     step_multiplier = 1.0              # step = step_multiplier / L
@@ -197,6 +197,8 @@ def _rule(v: str, got: dict[str, Any]) -> int:
 def _rule_param(v: int, got: dict[str, Any]) -> int:
     if got["training.rule"] in (cat.RULE_FIXED, cat.RULE_HYBRID) and v < 1:
         raise ValueError("fixed and hybrid rules need rule_param >= 1")
+    if v < 0:
+        raise ValueError("rule_param must be >= 0")
     return v
 
 
@@ -251,9 +253,9 @@ KEYS: tuple[Key, ...] = (
         read=_POSITIVE, attr="L", wire="L", example=0.26),
     Key("training", "scheme", str, "sq", " | ".join(cat.SCHEME_NAMES),
         read=_scheme, attr="scheme", wire="scheme"),
-    Key("training", "rule", str, "cat", " | ".join(cat.RULE_NAMES),
+    Key("training", "rule", str, "catavg", " | ".join(cat.RULE_NAMES),
         read=_rule, attr="rule", wire="rule"),
-    Key("training", "rule_param", int, 0, "T for fixed, period S for hybrid",
+    Key("training", "rule_param", int, 0, "T for fixed, period S for hybrid, node count for catavg (0: [nodes])",
         read=_rule_param, attr="rule_param", wire="rule_param"),
     Key("training", "k_cap", int, 128, "candidate cap K (RAM on the boards)",
         read=_at_least(1), attr="k_cap", wire="k_cap"),
@@ -683,6 +685,8 @@ def parse_job(raw: dict[str, Any], name: str = "job.toml", base_dir: Path | None
     if base_dir is not None and not state_dir.is_absolute():
         got["state.dir"] = base_dir / state_dir
     top = {k.attr: got[k.path] for k in KEYS if k.attr and k.section not in GROUPS}
+    if top["rule"] == cat.RULE_CATAVG and top["rule_param"] == 0:
+        top["rule_param"] = len(node_keys)  # catavg's parameter is the job's node count
     return Job(path=name, node_keys=node_keys, transports=transports, shards=shards,
                security=Security(**_group(got, "security")),
                aggregation=Aggregation(**_group(got, "aggregation")), **top)

@@ -86,6 +86,7 @@ RULE_FIXED = 1
 RULE_ALISTARH = 2
 RULE_HYBRID = 3
 RULE_IDENTITY = 4
+RULE_CATAVG = 5
 
 MODEL_LOGISTIC = 0
 MODEL_SOFTMAX = 1
@@ -124,7 +125,7 @@ CONFIG_FIELDS = ("d", "scheme", "rule", "rule_param", "k_cap", "fmt", "L", "step
                  "rounds", "seed", "compact")
 _CFG_F32 = {CFG_L, CFG_STEP, CFG_LAMBDA}
 _CFG_TSTR = {CFG_PROFILE, CFG_METRIC}
-_CFG_LIMIT = {CFG_SCHEME: 3, CFG_RULE: 4, CFG_FMT: 1, CFG_MODEL: 1}
+_CFG_LIMIT = {CFG_SCHEME: 3, CFG_RULE: 5, CFG_FMT: 1, CFG_MODEL: 1}
 
 _UPDATE_KEYS = frozenset({0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 13, 14})
 _COMPACT_KEYS = frozenset({1, 4, 7, 8, 9, 11, 13, 14})

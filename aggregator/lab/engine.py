@@ -33,7 +33,7 @@ from aggregator.lab.pricing import COST_METRICS, PACKET_SMALL, NodeCost, link_mo
 from aggregator.lab.problem import Problem
 from aggregator.lab.results import NODE_COLUMNS, SimResult
 from edge import np_backend
-from edge.cat import RULE_NAMES, SCHEME_IDENTITY, SCHEME_NAMES, Rule, rule_id, scheme_id
+from edge.cat import RULE_NAMES, SCHEME_IDENTITY, SCHEME_NAMES, SCHEME_SS, Rule, rule_id, scheme_id
 from edge.cost import CostModel
 from edge.deltacost import DeltaShare
 from edge.energycost import BoardCost
@@ -62,7 +62,7 @@ class SimConfig:
     """One simulated run. rule_param is T for `fixed` and the period S for `hybrid`."""
 
     scheme: str = "s"
-    rule: str = "cat"
+    rule: str = "catavg"            # the project's default; "cat" is the paper's rule
     rule_param: int = 0
     profile: str = PACKET_SMALL
     metric: str | None = None
@@ -88,7 +88,7 @@ class SimConfig:
             return "GD"
         sch = scheme_label(self.scheme)
         r = RULE_NAMES[rule_id(self.rule)]
-        tag = {"cat": "CAT", "alistarh": "Alistarh", "fixed": f"T={self.rule_param}",
+        tag = {"cat": "CAT", "catavg": "CATavg", "alistarh": "Alistarh", "fixed": f"T={self.rule_param}",
                "hybrid": f"hybrid-{self.rule_param}"}.get(r, r)
         return f"{tag} {sch}" + (" +EF" if self.error_feedback else "") + (" +delta" if self.delta_share else "")
 
@@ -147,6 +147,8 @@ def _rules(cfg: SimConfig, scheme: int, nodes: int, t_max: int, prof: dict) -> l
     if kind == rule_id("fixed") and cfg.rule_param > t_max:
         raise Infeasible(f"{prof['name']}: T={cfg.rule_param} exceeds the largest T whose frame fits "
                          f"the link ({t_max})")
+    if kind == rule_id("catavg"):
+        return [Rule(kind, nodes) for _ in range(nodes)]  # its parameter is the job's node count
     return [Rule(kind, cfg.rule_param) for _ in range(nodes)]
 
 
@@ -232,6 +234,10 @@ def simulate(problem: Problem, cfg: SimConfig, progress: bool = True,
         raise Infeasible(f"{prof['name']}: the smallest {SCHEME_NAMES[scheme]} frame ({smallest} B) "
                          f"exceeds the link's largest message ({prof['message']['max_bytes']:.0f} B)")
     rules = _rules(cfg, scheme, n, t_max, prof)
+    # catavg's Agreement per node (S and S+Q; under SS it is cat's omega)
+    agreements = [r.agree(min(dim, t_max, cfg.cap or dim), dim) if r is not None and scheme != SCHEME_SS else None
+                  for r in rules]
+    sent: list = [None] * n
     rng_ss = [np.random.default_rng([cfg.seed, 1, k]) for k in range(n)]
     rng_mb = [np.random.default_rng([cfg.seed, 2, k]) for k in range(n)]
     x = np.zeros(dim, dtype=np.float32)
@@ -284,13 +290,21 @@ def simulate(problem: Problem, cfg: SimConfig, progress: bool = True,
                 e[k] = ek
             acc_sum[idx] += vals
             mask[idx] = True
+            sent[k] = (idx, vals)
             node["T"][r, k] = dim if ch is None else ch.t
             node["entries"][r, k] = m
             rec.node_costs(r, k, costs[k](m))
             node["improvement"][r, k] = 1.0 if ch is None else ch.improvement
         rec.down_entries[r] = int(np.count_nonzero(mask))
         mask[:] = False
-        x = (x.astype(np.float64) - acc_sum / n).astype(np.float32)
+        x_new = (x.astype(np.float64) - acc_sum / n).astype(np.float32)
+        if agreements[0] is not None and scheme != SCHEME_IDENTITY:
+            # catavg: each node reads the delta it syncs (the gateway's float32 of the mean)
+            # against its own update
+            synced = (acc_sum / n).astype(np.float32).astype(np.float64)
+            for k, ag in enumerate(agreements):
+                np_backend.observe(ag, sent[k][0], sent[k][1], synced)
+        x = x_new
         rec.round_s[r] = time.perf_counter() - t0
         if not np.all(np.isfinite(x)):
             raise Diverged(f"model diverged at round {r} ({cfg.name()}); lower --step")

@@ -118,7 +118,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_data_args(p, default="synthetic")
     p.add_argument("--nodes", type=int, default=4)
     p.add_argument("--scheme", default="s", help="identity, s, sq (S+Q) or ss")
-    p.add_argument("--rule", default="cat", help="cat, fixed, alistarh, hybrid or identity")
+    p.add_argument("--rule", default="catavg",
+                   help="catavg (default: CAT on the averaged update), cat (the paper's), fixed, alistarh, hybrid or identity")
     p.add_argument("--T", type=int, default=0, help="fixed rule: entries per update")
     p.add_argument("--period", type=int, default=200, help="hybrid rule: CAT every S rounds")
     p.add_argument("--profile", default=PACKET_SMALL, help="cost profile name or .toml path")

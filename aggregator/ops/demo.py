@@ -393,7 +393,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--nodes", type=int, default=4)
     p.add_argument("--rounds", type=int, default=30)
     p.add_argument("--scheme", default="sq", help="s, sq or ss")
-    p.add_argument("--rule", default="cat", help="cat, fixed, alistarh or hybrid")
+    p.add_argument("--rule", default="catavg", help="catavg (default), cat, fixed, alistarh or hybrid")
     p.add_argument("--rule-param", type=int, default=0)
     p.add_argument("--k-cap", type=int, default=16)
     p.add_argument("--profile", default=None,

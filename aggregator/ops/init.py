@@ -38,7 +38,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="rows per node: even (i.i.d.) or skewed (label skew, Dirichlet 0.5)")
     p.add_argument("--rounds", type=int, default=30)
     p.add_argument("--scheme", default="sq", help="s, sq or ss")
-    p.add_argument("--rule", default="cat", help="cat, fixed, alistarh or hybrid")
+    p.add_argument("--rule", default="catavg", help="catavg (default), cat, fixed, alistarh or hybrid")
     p.add_argument("--rule-param", type=int, default=0)
     p.add_argument("--k-cap", type=int, default=16, help="candidate cap K (board RAM)")
     p.add_argument("--profile", default=None,

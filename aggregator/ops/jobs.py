@@ -90,7 +90,7 @@ class Plan:
 
 
 def plan(root: str | Path, dataset: "str | datasets.Dataset" = "breast_cancer", nodes: int | Sequence[int] = 4, rounds: int = 30,
-         scheme: str = "sq", rule: str = "cat", rule_param: int = 0, k_cap: int = 16,
+         scheme: str = "sq", rule: str = "catavg", rule_param: int = 0, k_cap: int = 16,
          profile: str = "ieee802154-6lowpan-coap", metric: str | None = None,
          error_feedback: bool = True, lam: float = 1e-3, job_id: int = 1, seed: int = 1,
          quorum: float = 1.0, deadline_s: float = 10.0, split: str = "even",

@@ -51,6 +51,7 @@ def run_compress(c, profiles):
     fmt = c["fmt"]
     ws = Workspace(d, c["k"], fmt)
     rule = Rule(c["rule"], c["param"])
+    ag = rule.agree(c["k"], d) if scheme != 3 else None   # catavg: fed a made-up delta below
     cost = CostModel(prof, d, scheme, c["metric"], fmt, True, c["job"], c["node"], c["rnd"])
     rng = XorShift32(c["seed"])
     fb = Feedback(zeros(d)) if c["ef"] else None
@@ -67,6 +68,13 @@ def run_compress(c, profiles):
         res = compress(ws, g, scheme, rule, cost, cost.t_max, scale, rng)
         if fb is not None:
             fb.store(ws, res)
+        if ag is not None:
+            # Delta_j / u_j = 1, 1/2, -1 (clamped to 0), 2 (clamped to 1), every third entry absent
+            ag.begin(ws.idx, ws.vals, res.n)
+            for i in range(res.n):
+                if i % 3 != 2:
+                    ag.seen(ws.idx[i], ws.vals[i] * (1.0, 0.5, -1.0, 2.0)[i % 4])
+            ag.end()
         ch = res.choice
         tel = (0.25, ch.improvement, 0.5, 0.125)  # float32-exact except the improvement
         nb = frame.encode_update(buf, unhexlify(c["key"]), c["job"], c["node"], c["rnd"] + r, scheme, d,

@@ -7,7 +7,9 @@ the target (a fraction of that problem's initial gap); a method that never gets 
 charged its bits over the whole round budget and marked `reached = False` (its ratio is a
 bound). A method whose frames do not fit the link is `n/a` there (GD on LoRa).
 
-Methods: CAT S, S+Q and SS (cost-aware: trained once per link); Alistarh's S+Q rule, GD and
+Methods: CAT S, S+Q and SS under the project's default rule (`catavg`: CAT on the averaged
+update, edge/cat.py), CAT S+Q under the paper's rule (`cat`) (cost-aware: trained once per
+link); Alistarh's S+Q rule, GD and
 fixed T on a grid (cost-blind: trained once per problem and priced on every link, as
 `common.priced` explains); the best fixed T of the cell is an oracle no user has (it is chosen
 after the fact, per cell, from the grid).
@@ -15,9 +17,10 @@ after the fact, per cell, from the grid).
 Output: grid.csv (one row per cell and method), one heatmap per comparison (median ratio over
 seeds, sizes, splits and error feedback, per link and nodes x target), report.md with the
 command, and the two lines the project tracks:
-`cells where CAT needs more bits than Alistarh S+Q: N of M` and
-`cells where CAT needs more than 1.1x the best fixed T: N of M` (CAT S+Q with the default rule
-in both; M counts the cells where both sides fit the link).
+`cells where rule catavg (default) needs more bits than Alistarh S+Q: N of M` and
+`cells where rule catavg (default) needs more than 1.1x the best fixed T: N of M` (CAT S+Q under
+the project's default rule; M counts the cells where both sides fit the link), then the same two
+lines for the other CAT rule (`OTHER_RULE`: the paper's `cat`, S+Q only), side by side.
 """
 
 from __future__ import annotations
@@ -50,8 +53,12 @@ CAT_SCHEMES = ("s", "sq", "ss")
 #: (rows, features) of the synthetic RCV1-like problems; the quick grid runs the first.
 SIZES = ((4000, 400), (12000, 1200))
 NNZ = 20.0
-#: the default rule every CAT method here uses (the project's one default: edge.cat's `cat`)
-DEFAULT_RULE = "cat"
+#: the rule every CAT scheme here runs with (the project's one default: edge.cat's `catavg`)
+DEFAULT_RULE = "catavg"
+#: the other CAT rule, run with S+Q beside the default (the paper's `cat`)
+OTHER_RULE = "cat"
+#: how rows and tables name a rule's CAT (`CATavg S+Q`, `CAT S+Q`)
+RULE_TAGS = {"cat": "CAT", "catavg": "CATavg"}
 SLACK = 1.1
 #: what names a cell in grid.csv's rows
 CELL_KEYS = ("nodes", "link", "target", "ef", "seed", "size", "split")
@@ -106,17 +113,22 @@ def _train(g: Group, problem, rounds: int, stop: float, bar) -> dict[str, dict[s
             blind(f"T={t} S+Q", SimConfig(scheme="sq", rule="fixed", rule_param=t, profile=PACKET_SMALL, **common))
         else:
             bar.update()
-    for scheme in CAT_SCHEMES:
-        label = f"CAT {scheme_label(scheme)}"
+    for rule, scheme in [(DEFAULT_RULE, s) for s in CAT_SCHEMES] + [(OTHER_RULE, "sq")]:
+        label = cat_label(rule, scheme)
         out[label] = {}
         for link in LINKS:
             try:
-                out[label][link] = simulate(problem, SimConfig(scheme=scheme, rule=DEFAULT_RULE, profile=link,
+                out[label][link] = simulate(problem, SimConfig(scheme=scheme, rule=rule, profile=link,
                                                                **common), progress=False)
             except Infeasible:
                 out[label][link] = None
             bar.update()
     return out
+
+
+def cat_label(rule: str, scheme: str) -> str:
+    """A CAT method's name in grid.csv: `CATavg S+Q` (rule catavg), `CAT S+Q` (rule cat)."""
+    return f"{RULE_TAGS[rule]} {scheme_label(scheme)}"
 
 
 def descent(res: SimResult) -> dict:
@@ -134,7 +146,7 @@ def descent(res: SimResult) -> dict:
 
 
 def runs_per_group() -> int:
-    return 2 + len(FIXED_T) + len(CAT_SCHEMES) * len(LINKS)
+    return 2 + len(FIXED_T) + (len(CAT_SCHEMES) + 1) * len(LINKS)
 
 
 def _cell_rows(g: Group, link: str, frac: float, gap0: float, runs: dict) -> list[dict]:
@@ -219,25 +231,41 @@ def heatmap(ratios: list[dict], out, stem: str, title: str) -> list[str]:
     ax.set_xticks(range(len(cols)), [f"{n}n {t:g}" for n, t in cols], rotation=45, ha="right", fontsize=8)
     ax.set_yticks(range(len(LINKS)), [LINK_LABELS[k] for k in LINKS], fontsize=8)
     ax.set_xlabel("nodes, target (fraction of the initial gap)")
-    ax.set_title(title + " (median; > 1: CAT needs more)", fontsize=9)
+    ax.set_title(title + " (median; > 1: the first needs more)", fontsize=9)
     fig.colorbar(im, ax=ax, label="log2 ratio")
     fig.tight_layout()
     return reports.save_fig(fig, out, stem)
 
 
-COMPARISONS = (("CAT S+Q", "Alistarh S+Q", 1.0, "cat-sq-vs-alistarh", "bits CAT S+Q / Alistarh S+Q"),
-               ("CAT S+Q", "best fixed T S+Q", SLACK, "cat-sq-vs-best-fixed", "bits CAT S+Q / best fixed T"),
-               ("CAT S+Q", "GD", 1.0, "cat-sq-vs-gd", "bits CAT S+Q / GD"),
-               ("CAT S", "CAT S+Q", 1.0, "cat-s-vs-sq", "bits CAT S / CAT S+Q"),
-               ("CAT SS", "CAT S+Q", 1.0, "cat-ss-vs-sq", "bits CAT SS / CAT S+Q"))
+DEF_TAG, OTHER_TAG = RULE_TAGS[DEFAULT_RULE], RULE_TAGS[OTHER_RULE]
+DEFAULT, OTHER = cat_label(DEFAULT_RULE, "sq"), cat_label(OTHER_RULE, "sq")
+DEF_STEM, OTHER_STEM = DEF_TAG.lower(), OTHER_TAG.lower()
+
+
+def _cmp(a: str, b: str, slack: float, stem: str) -> tuple:
+    return (a, b, slack, stem, f"bits {a} / {b if b != 'best fixed T S+Q' else 'best fixed T'}")
+
+
+COMPARISONS = (_cmp(DEFAULT, "Alistarh S+Q", 1.0, f"{DEF_STEM}-sq-vs-alistarh"),
+               _cmp(DEFAULT, "best fixed T S+Q", SLACK, f"{DEF_STEM}-sq-vs-best-fixed"),
+               _cmp(OTHER, "Alistarh S+Q", 1.0, f"{OTHER_STEM}-sq-vs-alistarh"),
+               _cmp(OTHER, "best fixed T S+Q", SLACK, f"{OTHER_STEM}-sq-vs-best-fixed"),
+               _cmp(DEFAULT, OTHER, 1.0, f"{DEF_STEM}-sq-vs-{OTHER_STEM}-sq"),
+               _cmp(DEFAULT, "GD", 1.0, f"{DEF_STEM}-sq-vs-gd"),
+               _cmp(f"{DEF_TAG} S", DEFAULT, 1.0, f"{DEF_STEM}-s-vs-sq"),
+               _cmp(f"{DEF_TAG} SS", DEFAULT, 1.0, f"{DEF_STEM}-ss-vs-sq"))
 
 
 def headline(counts: dict[str, tuple[int, int]]) -> list[str]:
-    """The two tracked lines, from compare's (worse, compared) per COMPARISONS stem."""
-    n1, m1 = counts["cat-sq-vs-alistarh"]
-    n2, m2 = counts["cat-sq-vs-best-fixed"]
-    return [f"cells where CAT needs more bits than Alistarh S+Q: {n1} of {m1}",
-            f"cells where CAT needs more than {SLACK:g}x the best fixed T: {n2} of {m2}"]
+    """The two tracked lines for the default rule, then for the other rule, from compare's
+    (worse, compared) per COMPARISONS stem."""
+    lines = []
+    for rule, stem, note in ((DEFAULT_RULE, DEF_STEM, " (default)"), (OTHER_RULE, OTHER_STEM, "")):
+        n1, m1 = counts[f"{stem}-sq-vs-alistarh"]
+        n2, m2 = counts[f"{stem}-sq-vs-best-fixed"]
+        lines += [f"cells where rule {rule}{note} needs more bits than Alistarh S+Q: {n1} of {m1}",
+                  f"cells where rule {rule}{note} needs more than {SLACK:g}x the best fixed T: {n2} of {m2}"]
+    return lines
 
 
 def run(args: argparse.Namespace) -> int:
@@ -262,7 +290,7 @@ def run(args: argparse.Namespace) -> int:
         f0, _ = problem.loss_grad(np.zeros(problem.dim))
         gap0 = float(f0 - problem.f_star)
         runs = _train(g, problem, args.rounds, min(TARGETS) * gap0, bar)
-        for method in ("CAT S+Q", "Alistarh S+Q"):
+        for method in (DEFAULT, OTHER, "Alistarh S+Q"):
             res = runs[method].get(PACKET_SMALL)
             if res is not None and g.seed == 0 and not g.ef and g.split == "even" and g.size == SIZES[0]:
                 analysis.append({"nodes": g.nodes, "method": method} | descent(res))

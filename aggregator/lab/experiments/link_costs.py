@@ -150,7 +150,8 @@ def run(args: argparse.Namespace) -> int:
         target = args.target * R.gap0[n]
         for link in links:
             for scheme in schemes:
-                common = dict(rounds=args.rounds, seed=args.seed, stop_gap=target, scheme=scheme, metric="joules")
+                common = dict(rounds=args.rounds, seed=args.seed, stop_gap=target, scheme=scheme, metric="joules",
+                              rule="cat")  # the paper's rule on both costs
                 runs: dict[str, SimResult | str] = {}
                 for tag, prof in (("old", olds[link]), ("corrected", link), ("with-delta", link)):
                     try:
