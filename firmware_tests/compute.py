@@ -130,7 +130,10 @@ def main(argv: list[str] | None = None) -> int:
     for k in ("per_nnz", "per_dim", "per_candidate", "per_entry", "fixed"):
         print(f"{k}: {f[k] * 1e6:.4g} us")
     if args.write:
-        OUT.write_text(toml_text(f))
+        # keep the state-file figures firmware_tests/statecost.py set (not measured here)
+        old = OUT.read_text() if OUT.exists() else ""
+        keep = [ln for ln in old.splitlines() if ln.startswith(("state_per_byte = ", "state_fixed = "))]
+        OUT.write_text(toml_text(f) + "".join(ln + "\n" for ln in keep))
         print(f"wrote {OUT}")
     return 0
 

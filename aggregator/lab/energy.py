@@ -484,12 +484,20 @@ def _cmd_profile(args: argparse.Namespace) -> int:
         return 0
     if args.block_size is not None:
         raise ArgumentError("--block-size goes with --bytes (one message)")
+    args.interval_given = args.interval is not None
+    if args.interval is None:
+        args.interval = 600.0
+    if not getattr(args, "board", None) and (getattr(args, "deep_sleep", None) is not None
+                                             or getattr(args, "error_feedback", False)):
+        raise ArgumentError("--deep-sleep prices a board's state file: give --board (and --battery)")
     log = _log_from_args(args)
-    b = budget(log, prof, args.interval, args.battery_mah, args.voltage, args.sleep_ua)
     whole = None
     hook = getattr(args, "_whole_board", None)  # (prepare, report) from aggregator/lab/boardbudget.py
     if getattr(args, "board", None) and hook:
         whole = hook[0](args, log, prof)  # before anything is written: a bad option changes nothing
+        if whole["interval_s"] != args.interval:   # --deep-sleep SECONDS: a round is awake time + SECONDS
+            args.interval = whole["interval_s"]
+    b = budget(log, prof, args.interval, args.battery_mah, args.voltage, args.sleep_ua)
     out = reports.out_dir(args.out, "profile")
     lines = [f"{log.source} under {prof['name']}: one round every {args.interval:g} s, "
              f"battery {args.battery_mah:g} mAh at {args.voltage:g} V = {b['battery_j']:.4g} J"
@@ -574,7 +582,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_fmt_arg(p)
     p.add_argument("--downlink", choices=("delta", "snapshot", "none"), default="delta",
                    help="what a node receives each round (default: the sparse model delta)")
-    p.add_argument("--interval", type=float, default=600.0, help="seconds between rounds (default 600)")
+    p.add_argument("--interval", type=float, default=None, help="seconds between rounds (default 600)")
     p.add_argument("--battery-mah", type=float, default=2400.0, help="battery capacity, mAh (default 2400)")
     p.add_argument("--voltage", type=float, default=3.0, help="battery voltage, V (default 3.0)")
     p.add_argument("--sleep-ua", type=float, default=0.0, help="sleep current between rounds, uA")
