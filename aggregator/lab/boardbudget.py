@@ -176,12 +176,13 @@ def listen_seconds(w: Wait, profile: dict, lr: LinkRound, up_bytes: int, down_by
 STATE_HEADER = 44           # edge/sleep.py: header bytes before the model
 STATE_DIGEST = 32           # the SHA-256 after the frame
 MARKER_BYTES = 16           # <state>.sent
-# littlefs commits a metadata entry when the state file is closed and renamed and each time the
-# 16-byte marker is rewritten (an inline file): three commits a round. Assumption: a commit
-# programs 64 bytes (tags, the marker or the file's CTZ head, CRC), at least one program unit;
-# the occasional compaction of a full metadata pair (one block erase every few dozen commits)
-# is left out.
-METADATA_COMMITS = 3
+# littlefs commits to the directory's metadata pair when the state's .tmp is created, when it
+# is closed (its CTZ head), when it is renamed over the old file, and each time the 16-byte
+# marker (an inline file) is rewritten: five commits a round. Assumption: a commit programs
+# 64 bytes (tags, the marker or the file's head, CRC), at least one program unit; a metadata
+# block of B bytes fills after B / 64 commits and is then compacted into its pair's other block
+# (one erase), priced per round as 5 x 64 / B of a block erase.
+METADATA_COMMITS = 5
 METADATA_COMMIT_BYTES = 64
 
 
@@ -213,13 +214,15 @@ def lfs_block_use(size: int, block: int) -> list[int]:
 def state_round(board: dict, cal: dict, size: int) -> dict[str, float]:
     """Seconds and joules of one round's state-file I/O on the board (edge/sleep.py): read
     the file and marker at boot, erase the blocks the new file spans and program its pages,
-    three metadata commits, and the CPU's part, each at its current:
+    five metadata commits and their share of a compaction, and the CPU's part, each at its
+    current:
 
         read    = (size + 16) / read_rate                          at read_current + active_current
-        erase   = blocks x erase_time                              at write_current + active_current
-        program = (pages + 3 x ceil(64 / page)) x program_time     at write_current + active_current
+        erase   = (blocks + 5 x 64 / block) x erase_time           at write_current + active_current
+        program = (pages + 5 x ceil(64 / page)) x program_time     at write_current + active_current
         cpu     = (state_per_byte x size + state_fixed) x host_to_board   at active_current
-    """
+
+    blocks and pages: lfs_block_use (each block's pages rounded up)."""
     st = board.get("storage")
     if st is None:
         raise BoardBudgetError(f"{board['name']}: --deep-sleep needs the board profile's [storage] table (the "
@@ -230,7 +233,7 @@ def state_round(board: dict, cal: dict, size: int) -> dict[str, float]:
     use = lfs_block_use(int(size), int(st["block_size"]))
     pages = sum(-(-u // page) for u in use) + METADATA_COMMITS * max(1, -(-METADATA_COMMIT_BYTES // page))
     read_s = (int(size) + MARKER_BYTES) / st["read_rate"]
-    erase_s = len(use) * st["erase_time"]
+    erase_s = (len(use) + METADATA_COMMITS * METADATA_COMMIT_BYTES / st["block_size"]) * st["erase_time"]
     program_s = pages * st["program_time"]
     s = cal["seconds"]
     cpu_s = (s.get("state_per_byte", 0.0) * int(size) + s.get("state_fixed", 0.0)) * host_to_board(board, cal)
