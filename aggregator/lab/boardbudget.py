@@ -392,7 +392,8 @@ def board_budget(log: energy.RunLog, profile: dict, board: dict, battery: dict, 
                 f"{st['name']}, {st['filesystem']}: per round {b_['blocks']} block(s) of {st['block_size']:.0f} B "
                 f"erased ({1e3 * b_['erase_s']:.4g} ms), {b_['pages']} page(s) of {st['page_size']:.0f} B programmed "
                 f"({1e3 * b_['program_s']:.4g} ms), read {1e3 * b_['read_s']:.3g} ms, CPU (SHA-256 and chunks, "
-                f"scaled from the 32-bit build) {1e3 * b_['cpu_s']:.3g} ms")
+                f"scaled from the 32-bit build) {1e3 * b_['cpu_s']:.3g} ms; between rounds the board profile's "
+                f"sleep: {sl['state']}")
             if "state_per_byte" not in cal["seconds"]:
                 notes.append("state: the calibration has no state_per_byte/state_fixed: the CPU's part is not "
                              "priced (run firmware_tests/statecost.py --write)")
