@@ -195,6 +195,9 @@ def test_the_cli_prints_the_state_term_and_both_battery_lives(tmp_path: Path, ca
     out = capsys.readouterr().out
     first = out.splitlines()[0]
     assert re.search(r"one round every 60[0-9]\.[0-9]+ s", first), first   # awake time + 600 s
+    # report.md's command reproduces the run: the round's timing given once
+    cmd = [ln for ln in (tmp_path / "p" / "report.md").read_text().splitlines() if ln.startswith("cat-aggregator")]
+    assert cmd and "--deep-sleep 600" in cmd[0] and "--interval" not in cmd[0]
 
 
 def test_without_deep_sleep_the_documented_figures_are_unchanged(tmp_path: Path, capsys) -> None:

@@ -424,7 +424,8 @@ def plot_breakdown(b: dict, out: Path, stem: str = "energy-breakdown") -> list[s
         ax.bar(labels, vals, bottom=bottom, label=t, color=COLORS[t])
         bottom += vals
     ax.set_ylabel("mJ per round")
-    ax.set_title(f"{b['board']} on {b['profile']}, one round per {b['interval_s']:g} s", fontsize=9)
+    ax.set_title(f"{b['board']} on {b['profile']}, one round per {b['interval_s']:g} s"
+                 + (", deep sleep with a state file" if b.get("state") else ""), fontsize=9)
     ax.legend(fontsize=7)
     ax.grid(True, axis="y", alpha=0.3)
     fig.tight_layout()
