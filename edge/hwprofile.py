@@ -24,13 +24,17 @@ UNITS = {
     "ratio": ("1", "%"),
     "charge": ("mAh", "Ah"),
     "rate": ("%/year", "%/month", "1/year"),
+    "size": ("B", "KiB", "MiB"),
+    "byterate": ("B/s", "kB/s", "MB/s", "KiB/s", "MiB/s"),
 }
 YEAR_S = 31557600  # a Julian year (365.25 days), the year of "per year" and "year"
 _SCALE = {"mA": (1, 1000), "uA": (1, 1000000), "mV": (1, 1000), "ms": (1, 1000), "us": (1, 1000000),
           "h": (3600, 1), "day": (86400, 1), "year": (YEAR_S, 1), "kHz": (1000, 1), "MHz": (1000000, 1),
-          "%": (1, 100), "Ah": (1000, 1), "%/year": (1, 100), "%/month": (12, 100)}
+          "%": (1, 100), "Ah": (1000, 1), "%/year": (1, 100), "%/month": (12, 100),
+          "KiB": (1024, 1), "MiB": (1048576, 1), "kB/s": (1000, 1), "MB/s": (1000000, 1),
+          "KiB/s": (1024, 1), "MiB/s": (1048576, 1)}
 
-_TOP = {"board": ("schema", "name", "kind", "description", "default_for", "mcu", "sleep", "supply"),
+_TOP = {"board": ("schema", "name", "kind", "description", "default_for", "mcu", "sleep", "supply", "storage"),
         "battery": ("schema", "name", "kind", "description", "cell"),
         "compute": ("schema", "name", "kind", "description", "host", "anchor", "seconds")}
 _MCU = ("clock freq >0", "active_current current >0", "wait_current current >=0", "speed ratio >0")
@@ -40,11 +44,20 @@ _CELL = ("capacity charge >0", "voltage voltage >0", "usable_fraction ratio >0",
 _ANCHOR = ("board_seconds time >0", "host_seconds time >0")
 _SECONDS = ("per_nnz time >=0", "per_dim time >=0", "per_candidate time >=0", "per_entry time >=0",
             "fixed time >=0")
+# optional: the CPU side of a deep-sleeping node's state file (firmware_tests/statecost.py)
+_STATE_SECONDS = ("state_per_byte time >=0", "state_fixed time >=0")
+# optional [storage] of a board: the non-volatile memory a deep-sleeping node keeps its state
+# file in (edge/sleep.py), priced by aggregator/lab/boardbudget.py state_round
+_STORAGE = ("block_size size int>0", "page_size size int>0", "erase_time time >0", "program_time time >0",
+            "read_rate byterate >0", "write_current current >=0", "read_current current >=0")
 
 
-def _section(c, raw, key, texts, spec):
-    t = c.table(raw, key, key, True, list(texts) + _keys(spec))
+def _section(c, raw, key, texts, spec, optional=()):
+    t = c.table(raw, key, key, True, list(texts) + _keys(spec) + _keys(optional))
     out = c.numbers(t, key, spec)
+    for o in optional:
+        if o.split()[0] in t:
+            out[o.split()[0]] = c.number(t, key, o)
     for k in texts:
         out[k] = c.text(t, key + "." + k, k)
     return out
@@ -74,6 +87,11 @@ def validate(raw, filename=None, kind=None):
         out["mcu"] = mcu
         out["sleep"] = _section(c, raw, "sleep", ("state",), _SLEEP)
         out["supply"] = _section(c, raw, "supply", (), ("voltage voltage >0",))
+        if "storage" in raw:
+            st = _section(c, raw, "storage", ("name", "filesystem"), _STORAGE)
+            if st["page_size"] > st["block_size"]:
+                c.fail("storage.page_size", "%r B is larger than the block (%r B)" % (st["page_size"], st["block_size"]))
+            out["storage"] = st
     elif k == "battery":
         cell = _section(c, raw, "cell", ("chemistry",), _CELL)
         if cell["usable_fraction"] > 1:
@@ -84,7 +102,7 @@ def validate(raw, filename=None, kind=None):
     else:
         out["host"] = _section(c, raw, "host", ("cpu", "interpreter"), ())
         out["anchor"] = _section(c, raw, "anchor", ("board", "code"), _ANCHOR)
-        out["seconds"] = _section(c, raw, "seconds", (), _SECONDS)
+        out["seconds"] = _section(c, raw, "seconds", (), _SECONDS, _STATE_SECONDS)
     return out
 
 

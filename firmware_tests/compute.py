@@ -120,6 +120,14 @@ def toml_text(f: dict[str, float]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def write(f: dict[str, float], path: Path = OUT) -> None:
+    """Write the calibration, keeping the state-file figures firmware_tests/statecost.py set
+    there (not measured here)."""
+    old = path.read_text() if path.exists() else ""
+    keep = [ln for ln in old.splitlines() if ln.startswith(("state_per_byte = ", "state_fixed = "))]
+    path.write_text(toml_text(f) + "".join(ln + "\n" for ln in keep))
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--write", action="store_true", help=f"write {OUT.relative_to(harness.REPO)}")
@@ -130,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     for k in ("per_nnz", "per_dim", "per_candidate", "per_entry", "fixed"):
         print(f"{k}: {f[k] * 1e6:.4g} us")
     if args.write:
-        OUT.write_text(toml_text(f))
+        write(f)
         print(f"wrote {OUT}")
     return 0
 

@@ -486,14 +486,19 @@ def _cmd_profile(args: argparse.Namespace) -> int:
         return 0
     if args.block_size is not None:
         raise ArgumentError("--block-size goes with --bytes (one message)")
+    if not getattr(args, "board", None) and (getattr(args, "deep_sleep", None) is not None
+                                             or getattr(args, "error_feedback", False)):
+        raise ArgumentError("--deep-sleep prices a board's state file: give --board (and --battery)")
     log = _log_from_args(args)
-    b = budget(log, prof, args.interval, args.battery_mah, args.voltage, args.sleep_ua)
     whole = None
     hook = getattr(args, "_whole_board", None)  # (prepare, report) from aggregator/lab/boardbudget.py
     if getattr(args, "board", None) and hook:
         whole = hook[0](args, log, prof)  # before anything is written: a bad option changes nothing
+    # --deep-sleep SECONDS: a round lasts the board's awake time + SECONDS, not --interval
+    interval = whole["interval_s"] if whole is not None else args.interval
+    b = budget(log, prof, interval, args.battery_mah, args.voltage, args.sleep_ua)
     out = reports.out_dir(args.out, "profile")
-    lines = [f"{log.source} under {prof['name']}: one round every {args.interval:g} s, "
+    lines = [f"{log.source} under {prof['name']}: one round every {interval:g} s, "
              f"battery {args.battery_mah:g} mAh at {args.voltage:g} V = {b['battery_j']:.4g} J"
              + (f", sleep {args.sleep_ua:g} uA" if args.sleep_ua else "")]
     if log.down_bytes.any():
@@ -502,7 +507,7 @@ def _cmd_profile(args: argparse.Namespace) -> int:
                         "message limit (costed as several packets)" if b["down_oversize_rounds"] else ""))
     gw = b["gateway"]
     if gw and gw["airtime_s_max"] > 0:
-        lines += gateway_lines(gw, args.interval)
+        lines += gateway_lines(gw, interval)
     for nd in b["nodes"]:
         s = (f"node {nd['node']}: {nd['rounds']} rounds, frame {nd['frame_bytes_mean']:.0f} B; per round "
              f"uplink tx {1e3 * nd['uplink_tx_j_per_round']:.4g} mJ + ack rx {1e3 * nd['uplink_rx_j_per_round']:.4g} mJ, "
@@ -578,6 +583,15 @@ def _block_table(args: argparse.Namespace, name: str | None) -> int:
     return 0
 
 
+class _Given(argparse.Action):
+    """Store the value and note that the option was given (args.<dest>_given): --deep-sleep
+    SECONDS refuses a second, different round timing."""
+
+    def __call__(self, parser, namespace, values, option_string=None):  # type: ignore[no-untyped-def]
+        setattr(namespace, self.dest, values)
+        setattr(namespace, self.dest + "_given", True)
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("profile", help="energy budget per node from a run log or a planned job",
                        description=__doc__.split("\n\n")[0])
@@ -598,7 +612,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_fmt_arg(p)
     p.add_argument("--downlink", choices=("delta", "snapshot", "none"), default="delta",
                    help="what a node receives each round (default: the sparse model delta)")
-    p.add_argument("--interval", type=float, default=600.0, help="seconds between rounds (default 600)")
+    p.add_argument("--interval", type=float, default=600.0, action=_Given,
+                   help="seconds between rounds (default 600)")
     p.add_argument("--battery-mah", type=float, default=2400.0, help="battery capacity, mAh (default 2400)")
     p.add_argument("--voltage", type=float, default=3.0, help="battery voltage, V (default 3.0)")
     p.add_argument("--sleep-ua", type=float, default=0.0, help="sleep current between rounds, uA")
