@@ -3,7 +3,7 @@
 ROUNDS full rounds in a row (firmware_tests/scripts/round.py, what a flashed board does: the
 first syncs the model by snapshot, the others by delta, in a heap fragmented by the earlier
 ones). A round: node.json, the 64-row CATD file, CoAP GET config, GET snapshot (block by block
-through edge.frame.SnapshotSink) or delta (staged in the idle gradient buffer), logistic
+through edge.snapshot.SnapshotSink) or delta (staged in the idle gradient buffer), logistic
 gradient streamed from the file, CAT S+Q with K = 128, frame encode, CoAP POST to the
 aggregator's aiocoap front.
 
