@@ -18,7 +18,7 @@ import pytest
 import scipy.sparse as sp
 
 from aggregator.lab import datasets as ds
-from edge import evaluate, learner
+from edge import datatools, evaluate, learner
 from edge.datafile import DataFile, DataFileError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -192,7 +192,7 @@ def test_reader_rows_match_matrix(tmp_path, layout):
         assert rows == 33
     assert id(df.values) == vals_id and id(df.index) == idx_id  # same buffers throughout
     assert df.read_row() == -1
-    df.validate()
+    datatools.validate(df)
 
 
 # ---------------------------------------------------------------------------------------
@@ -320,10 +320,11 @@ VALIDATE_SCRIPT = r"""
 import sys
 sys.path.insert(0, sys.argv[1])
 from edge.datafile import DataFile
+from edge.datatools import validate
 for path in sys.argv[2:]:
     try:
         df = DataFile(path)
-        df.validate()
+        validate(df)
         n = 0
         for y in df.rows():
             n += 1
@@ -356,7 +357,7 @@ def test_micropython_validates_and_reports_corruption(tmp_path, layout):
     with pytest.raises(DataFileError, match="truncated"):
         DataFile(str(trunc))
     with pytest.raises(DataFileError, match="data CRC-32 mismatch"):
-        DataFile(str(flip)).validate()
+        datatools.validate(DataFile(str(flip)))
 
 
 @pytest.mark.parametrize("kind,layout", CASES)

@@ -20,7 +20,7 @@ import scipy.optimize
 import scipy.sparse as sp
 from scipy.special import expit, logsumexp
 
-from edge import datafile as edf
+from edge import datafile as edf, datatools
 
 #: files below this density are written as CSR when layout="auto" (the CSR row costs
 #: 8 bytes per entry against 4 per feature for dense, so CSR wins below 0.5; 0.25
@@ -171,7 +171,7 @@ def write_datafile(path, X, y, classes: int | None = None, layout: str = "auto",
                 f.write(b)
             code = edf.LAYOUT_CSR
         f.seek(0)
-        f.write(edf.pack_header(code, n, d, classes, max_nnz, total, crc))
+        f.write(datatools.pack_header(code, n, d, classes, max_nnz, total, crc))
     return path
 
 
