@@ -432,6 +432,7 @@ class CoapClient:
             body = None
             got = len(pay)
             sink(pay)
+        pay = None  # each datagram is garbage once its block is taken: a board's heap holds one
         while b2 >= 0 and (b2 & 8):
             bszx = b2 & 7
             if bszx == 7:
@@ -441,6 +442,7 @@ class CoapClient:
                 raise CoapError("Block2 block with M=1 is not a multiple of the block size")
             # RFC 7959 §2.4 / §3.3: ask for the next block, same method, no payload
             nxt = ((off >> (bszx + 4)) << 4) | bszx
+            data = None
             data = self._do(method, segs, qs, None, nxt, -1, -1, None, 0, 0)
             if self._r_code >> 5 != 2:
                 raise CoapError("Block2 transfer failed at offset %d with %s"
