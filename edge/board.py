@@ -123,9 +123,7 @@ def connect_wifi(wifi, timeout_s=20):
 
 def make_link(cfg):
     """The edge link for cfg['transport'] (edge/links.py: CoAP; edge/pushlinks.py: MQTT, serial)."""
-    t = cfg["transport"]
-    job = cfg["job"]
-    if t == "coap":
+    if cfg["transport"] == "coap":
         from edge.coap import CoapClient, RX_HEADROOM
         from edge.links import CoapLink
         st = cfg["profile"].get("stack") or {}   # a walked CoAP profile: its block size and token
@@ -134,20 +132,9 @@ def make_link(cfg):
         client = CoapClient(cfg["host"], cfg.get("port", 5683), ack_timeout=cfg.get("ack_timeout", 2.0),
                             block_size=bs, rx_size=cfg.get("rx_size", bs + RX_HEADROOM),
                             token_len=st.get("token_bytes", 4))
-        return CoapLink(client, job)
-    if t == "mqtt":
-        from umqtt.simple import MQTTClient
-        from edge.pushlinks import UmqttLink
-        cid = "cat-%d-%d" % (job, cfg["node"])
-        # keepalive 0 by default: umqtt.simple never pings by itself, so a broker would drop a
-        # node that waits longer than 1.5 keepalives for the next round
-        c = MQTTClient(cid, cfg["host"], cfg.get("port", 1883), cfg.get("username"), cfg.get("password"),
-                       keepalive=cfg.get("keepalive", 0))
-        c.connect()
-        return UmqttLink(c, job, cfg["node"])
-    from edge.pushlinks import SlipLink, open_serial
-    # max_frame must hold the largest downlink message, the snapshot: flash writes 4 d + 256
-    return SlipLink(open_serial(cfg["serial"]), cfg.get("max_frame", 4352), cfg.get("rbuf", 64))
+        return CoapLink(client, cfg["job"])
+    from edge.pushlinks import make_push_link  # MQTT and serial nodes only load it
+    return make_push_link(cfg)
 
 
 def make_node(cfg):

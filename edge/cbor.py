@@ -192,29 +192,5 @@ def read_bool(data, off, what):
     return v == _SIMPLE_TRUE, off
 
 
-def skip_item(data, off):
-    """Offset just past the data item starting at off (used only to reject it cleanly)."""
-    major, v, off = read_head(data, off)
-    if major == _MT_BSTR or major == _MT_TSTR:
-        if off + v > len(data):
-            raise FrameError('not_cbor', 'string runs past the end')
-        return off + v
-    if major == _MT_ARRAY:
-        i = 0
-        while i < v:
-            off = skip_item(data, off)
-            i += 1
-        return off
-    if major == _MT_MAP:
-        i = 0
-        while i < 2 * v:
-            off = skip_item(data, off)
-            i += 1
-        return off
-    if major == _MT_TAG:
-        return skip_item(data, off)
-    return off
-
-
 if "_MT_MAP" in globals():  # CPython (on MicroPython the constants are folded away)
     publish(globals())

@@ -286,6 +286,7 @@ class CoapClient:
         self._mv = memoryview(self._buf)
         self._empty = bytearray(4)  # empty ACK/RST, RFC 7252 §4.1
         self._token = bytearray(token_len)
+        self._rx = None  # the response request() hands to _finish
         r = self._rand(2)
         self._mid = (r[0] << 8) | r[1]  # random initial Message ID, RFC 7252 §4.4
         self._last_sep_mid = -1
@@ -355,11 +356,13 @@ class CoapClient:
         total = len(mv)
         # Block2 in the first GET announces the size we want (RFC 7959 §2.4, early negotiation)
         first_b2 = self.szx if method == _GET else -1
+        # the response goes to _finish through self._rx, not as an argument: this frame then
+        # holds no reference to the first datagram while Block2 fetches the others
         if total <= self.block_size:
-            data = self._do(method, segs, qs, content_format, first_b2, -1, -1, mv, 0, total)
+            self._rx = self._do(method, segs, qs, content_format, first_b2, -1, -1, mv, 0, total)
         else:
-            data = self._block1(method, segs, qs, content_format, mv, total)
-        return self._finish(method, segs, qs, data, sink)
+            self._rx = self._block1(method, segs, qs, content_format, mv, total)
+        return self._finish(method, segs, qs, sink)
 
     # --------------------------------------------------------------- block-wise
     def _block1(self, method, segs, qs, cf, mv, total):
@@ -408,8 +411,11 @@ class CoapClient:
             # §2.3: continue at the next offset with the server's preferred (smaller) size
             szx = rszx
 
-    def _finish(self, method, segs, qs, data, sink=None):
-        """Return (code, payload); follow Block2 when the response has more blocks."""
+    def _finish(self, method, segs, qs, sink=None):
+        """Return (code, payload) of the response in self._rx; follow Block2 when it has more
+        blocks."""
+        data = self._rx
+        self._rx = None
         code = self._r_code
         if code >> 5 != 2:
             sink = None  # an error response's text is returned, not streamed
@@ -432,6 +438,7 @@ class CoapClient:
             body = None
             got = len(pay)
             sink(pay)
+        pay = None  # each datagram is garbage once its block is taken: a board's heap holds one
         while b2 >= 0 and (b2 & 8):
             bszx = b2 & 7
             if bszx == 7:
@@ -441,6 +448,7 @@ class CoapClient:
                 raise CoapError("Block2 block with M=1 is not a multiple of the block size")
             # RFC 7959 §2.4 / §3.3: ask for the next block, same method, no payload
             nxt = ((off >> (bszx + 4)) << 4) | bszx
+            data = None
             data = self._do(method, segs, qs, None, nxt, -1, -1, None, 0, 0)
             if self._r_code >> 5 != 2:
                 raise CoapError("Block2 transfer failed at offset %d with %s"

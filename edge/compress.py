@@ -45,8 +45,19 @@ class XorShift32:
 
 
 def _round_f16(x):
-    from edge.frame import round_value
+    from edge.f16 import round_value  # only float16 jobs load it
     return round_value(x, 1)
+
+
+def capacity(d, k, extra=None):
+    """Entries the value/index buffers of Workspace(d, k, fmt, extra) hold: the frame buffer
+    is sized from it before the Workspace exists (the larger block first)."""
+    if k > d:
+        k = d
+    if extra is None:
+        from edge.ss import ss_headroom
+        extra = ss_headroom(k)
+    return k + extra
 
 
 class Workspace:
@@ -63,10 +74,7 @@ class Workspace:
         self.d = d
         self.k = k
         self.fmt = fmt
-        if extra is None:
-            from edge.ss import ss_headroom
-            extra = ss_headroom(k)
-        self.cap = k + extra
+        self.cap = capacity(d, k, extra)
         self.idx = topk.alloc_index(self.cap, d)
         self.vals = zeros(self.cap)  # no 4 cap-byte temporary
         self.n = 0       # entries in the last update

@@ -167,7 +167,7 @@ def check_kid(got, want):
 def parse_head(data):
     """Parse the envelope up to the payload's head: (kid_bytes, payload_off, payload_len).
 
-    Shared by parse() (a whole message) and frame.SnapshotSink (the first block of one)."""
+    Shared by parse() (a whole message) and snapshot.SnapshotSink (the first block of one)."""
     n = len(data)
     if n < 1 or data[0] != 0xD1:
         raise FrameError('not_mac0', 'not CBOR tag 17')

@@ -13,58 +13,15 @@ Two families (the paper's §2.2; schema and sources in cost_profiles/README.md):
 Every cost is nondecreasing in T, which CAT relies on (frames only grow with T).
 
 The metric names (LINK_METRICS, PAPER_METRICS) live in edge/profile.py, which a board does
-not load: here a metric is whatever LinkCost.metric and paper_cost compute, and the names
-are imported only to word the error for one they do not.
+not load: here a metric is whatever LinkCost.metric and edge.papercost compute, and the names
+are imported only to word the error for one they do not (edge.papercost.no_metric).
 """
 
 from edge.cbor import const, head_len
-from edge.frame import frame_length, index_bits
+from edge.frame import frame_length
 
 _SCHEME_IDENTITY = const(0)  # edge.cat's scheme numbers (folded: no dict entries on a board)
-_SCHEME_SQ = const(2)
 _WALK = [None]  # the one edge.onair.Walk LinkCost refills (a board allocates it once)
-
-
-def _no_metric(text, link):
-    """The ValueError for a metric this module does not compute, naming the ones it does."""
-    from edge.profile import LINK_METRICS, PAPER_METRICS
-    return ValueError("%s (use %s)" % (text, ", ".join(LINK_METRICS if link else PAPER_METRICS)))
-
-
-def paper_payload_bits(scheme, d, t, fpp_bits):
-    """P(T) of eq. (5): S and SS send T (index, float) pairs; S+Q one float and T indices."""
-    if scheme == _SCHEME_IDENTITY:
-        return d * fpp_bits
-    b = index_bits(d)
-    if scheme == _SCHEME_SQ:
-        return fpp_bits + t * b
-    return t * (b + fpp_bits)
-
-
-def paper_cost(paper, metric, payload_bits):
-    """Cost of a payload under the paper's payload / affine / packet model (units: bits by default)."""
-    model = paper["model"]
-    if model == "payload":
-        bits = payload_bits
-        packets = 1
-    elif model == "affine":
-        bits = paper["c1"] * payload_bits + 8.0 * paper["c0"]
-        packets = 1
-    elif model == "packet":
-        pmax = 8.0 * paper["pmax_bytes"]
-        packets = int((payload_bits + pmax - 1) // pmax)
-        if packets < 1:
-            packets = 1
-        bits = 8.0 * (paper["c1"] * packets + paper["c0"])
-    else:
-        raise ValueError("unknown paper model %r" % model)
-    if metric == "bits":
-        return float(bits)
-    if metric == "bytes":
-        return bits / 8.0
-    if metric == "packets":
-        return float(packets)
-    raise _no_metric("metric %r is not defined for paper profiles" % metric, False)
 
 
 class LinkCost:
@@ -93,51 +50,8 @@ class LinkCost:
             self.joules = w.tx_s * radio["tx_power"] + (w.rx_s + w.idle_s) * radio["rx_power"]
             self.listen_seconds = 0.0  # replies are walked frames, not empty windows
             return
-        msg = profile["message"]
-        pk = profile["packet"]
-        self.listen_seconds = 0.0  # receive windows with nothing in them (LoRaWAN class A)
-        m = frame + msg["overhead_bytes"]
-        first = pk["first_payload_bytes"]
-        nxt = pk["next_payload_bytes"]
-        if m <= first:
-            packets = 1
-        else:
-            packets = 1 + int((m - first + nxt - 1) // nxt)
-        tx = m + pk["first_overhead_bytes"] + (packets - 1) * pk["next_overhead_bytes"]
-        rx = packets * pk["ack_bytes"] + msg["extra_packets"] * msg["extra_packet_bytes"]
-        lora = profile.get("lora")
-        rate = radio["bit_rate"]
-        if lora:
-            # airtime packet by packet; then the class A RX1/RX2 windows, listened through
-            from edge.lora import lora_airtime, rx_windows
-            tx_s = lora_airtime(lora, min(m, first))
-            rest = m - first
-            while rest > 0:
-                tx_s += lora_airtime(lora, min(rest, nxt))
-                rest -= nxt
-            rx_s = 0.0
-            for w in rx_windows(lora):
-                rx_s += w[2]
-            self.listen_seconds = rx_s
-        else:
-            tx_s = tx * 8.0 / rate
-            rx_s = rx * 8.0 / rate
-        fixed_s = packets * pk["fixed_seconds"]
-        if msg.get("replies_acked"):
-            # each reply packet is a link frame like a sent one, roles reversed: the node listens
-            # through its contention, preamble and SIFS (fixed_seconds) and transmits its link ACK
-            ex = msg["extra_packets"]
-            tx += ex * pk["ack_bytes"]
-            fixed_s += ex * pk["fixed_seconds"]
-            if not lora:
-                tx_s = tx * 8.0 / rate
-        self.message_bytes = m
-        self.packets = packets
-        self.tx_bytes = tx
-        self.rx_bytes = rx
-        self.tx_seconds = tx_s
-        self.seconds = tx_s + rx_s + fixed_s
-        self.joules = tx_s * radio["tx_power"] + (rx_s + fixed_s) * radio["rx_power"]
+        from edge.pktcost import packet_cost  # only profiles priced packet by packet load it
+        packet_cost(self, profile, frame)
 
     def metric(self, name):
         if name == "bytes":
@@ -150,17 +64,8 @@ class LinkCost:
             return self.seconds
         if name == "joules":
             return self.joules
-        raise _no_metric("unknown cost metric %r" % name, True)
-
-
-def min_interval(profile, frame):
-    """Shortest time between messages the duty-cycle limit allows (0 when there is none)."""
-    dc = profile.get("limits", {}) or {}
-    dc = dc.get("duty_cycle")
-    if not dc:
-        return 0.0
-    lc = LinkCost(profile, frame)
-    return lc.tx_seconds / dc
+        from edge.papercost import no_metric
+        raise no_metric("unknown cost metric %r" % name, True)
 
 
 class CostModel:
@@ -215,6 +120,7 @@ class CostModel:
 
     def cost(self, t):
         if self.kind == "paper":
+            from edge.papercost import paper_cost, paper_payload_bits  # only paper profiles load it
             fpp = 8.0 * self.profile["paper"]["fpp_bytes"]
             return paper_cost(self.profile["paper"], self.metric,
                               paper_payload_bits(self.scheme, self.d, t, fpp))

@@ -10,7 +10,7 @@ nothing on MicroPython (its stream `readinto(buf, nbytes)` takes a length).
 Integrity is checked early: magic, version, a CRC-32 of the header, and the file
 size against the size the header implies (so a truncated copy fails at open, not
 mid-training). Each row is checked cheaply as it is read (nnz <= max nnz, label <
-classes); `validate()` does a full pass (CRC-32 of the data, indices strictly
+classes); edge.datatools.validate does a full pass (CRC-32 of the data, indices strictly
 ascending and < d, finite values, total nnz).
 
 Runs unchanged on MicroPython and CPython. Assumes a little-endian host on
@@ -43,35 +43,6 @@ class DataFileError(ValueError):
     """A CATD file is missing, truncated, corrupt or not a CATD file."""
 
 
-def _crc32_table():
-    t = array("I", bytes(1024))
-    for i in range(256):
-        c = i
-        for _ in range(8):
-            if c & 1:
-                c = 0xEDB88320 ^ (c >> 1)
-            else:
-                c >>= 1
-        t[i] = c
-    return t
-
-
-_TABLE = None
-
-
-def crc32_py(buf, crc=0):
-    """CRC-32 (IEEE 802.3, as zlib.crc32) in pure Python: fallback for ports
-    built without binascii.crc32."""
-    global _TABLE
-    if _TABLE is None:
-        _TABLE = _crc32_table()
-    t = _TABLE
-    c = crc ^ 0xFFFFFFFF
-    for b in buf:
-        c = t[(c ^ b) & 0xFF] ^ (c >> 8)
-    return c ^ 0xFFFFFFFF
-
-
 try:
     import binascii
 
@@ -85,6 +56,7 @@ def crc32(buf, crc=0):
     """CRC-32 of a bytes-like object, continuing from `crc`."""
     if _crc is not None:
         return _crc(buf, crc) & 0xFFFFFFFF
+    from edge.crc32 import crc32_py  # only a port without binascii.crc32 loads it
     return crc32_py(buf, crc)
 
 
@@ -97,16 +69,6 @@ def zeros(typecode, n):
     for i in range(n):
         a[i] = 0
     return a
-
-
-def pack_header(layout, n, d, classes, max_nnz, total_nnz, data_crc):
-    """The 48 header bytes (the writer in aggregator/lab/datasets.py uses this too)."""
-    head = struct.pack(
-        HEADER_FMT, MAGIC, VERSION, HEADER_SIZE, layout, LABEL_U32, VALUE_F32, 0,
-        n, d, classes, max_nnz, total_nnz, data_crc & 0xFFFFFFFF, 0, 0,
-    )
-    hcrc = crc32(head[:HEADER_CRC_SPAN])
-    return head[:HEADER_CRC_SPAN] + struct.pack("<I", hcrc)
 
 
 def parse_header(head, where="datafile"):
@@ -296,47 +258,3 @@ class DataFile:
             if y < 0:
                 return
             yield y
-
-    def validate(self, chunk=512):
-        """Full check: data CRC-32, then every row's labels, indices (strictly
-        ascending, < d), values (finite) and the total nnz. Raises DataFileError.
-        Leaves the file rewound."""
-        f = self._f
-        f.seek(self.header_size)
-        buf = bytearray(chunk)
-        left = self.size - self.header_size
-        c = 0
-        while left > 0:
-            k = chunk if left > chunk else left
-            got = f.readinto(buf)
-            if not got or got < k:
-                raise DataFileError("%s: truncated while checking CRC" % self.path)
-            c = crc32(buf if k == chunk else memoryview(buf)[:k], c)
-            left -= k
-        if c != self.data_crc:
-            raise DataFileError("%s: data CRC-32 mismatch (file corrupt)" % self.path)
-        total = 0
-        d = self.d
-        vals = self.values
-        idx = self.index
-        csr = self._layout_code == LAYOUT_CSR
-        self.rewind()
-        while True:
-            y = self.read_row()
-            if y < 0:
-                break
-            nnz = self.nnz
-            total += nnz
-            prev = -1
-            for k in range(nnz):
-                v = vals[k]
-                if v != v or v - v != 0.0:
-                    raise DataFileError("%s: row %d has a non-finite value" % (self.path, self.row - 1))
-                if csr:
-                    j = idx[k]
-                    if j <= prev or j >= d:
-                        raise DataFileError("%s: row %d has index %d out of order or >= d %d" % (self.path, self.row - 1, j, d))
-                    prev = j
-        if total != self.total_nnz:
-            raise DataFileError("%s: rows hold %d entries, header says %d" % (self.path, total, self.total_nnz))
-        self.rewind()

@@ -2,12 +2,22 @@
 # uplink walk and the frame diagram are in edge/onair.py). Host-side only: the gateway's
 # energy budgets price the downlink, a board never does, so it does not load this.
 
-from edge.onair import Walk, block_runs, digits, opt_len, path_len, szx_of, uint_len
+from edge.onair import Walk, block_runs, digits, opt_len, szx_of, uint_len
 
 _OPT_URI_PATH = 11  # RFC 7252 §5.10, RFC 7959 §2.1 (as in edge/coap.py and edge/onair.py)
 _OPT_CF = 12
 _OPT_URI_QUERY = 15
 _OPT_BLOCK2 = 23
+
+
+def path_len(segs_lens, first_delta):
+    """Bytes of repeated options (Uri-Path, Uri-Query) with these value lengths."""
+    n = 0
+    d = first_delta
+    for ln in segs_lens:
+        n += opt_len(d, ln)
+        d = 0
+    return n
 
 
 def coap_down(w, n, path_lens, query_lens, cf=60):

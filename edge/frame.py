@@ -113,9 +113,6 @@ class VersionMismatch(FrameError):
         self.version = version
 
 
-_S = bytearray(4)  # scratch for float bit conversions
-
-
 # ---------------------------------------------------------------------------- sizes
 
 def index_bits(d):
@@ -190,83 +187,6 @@ def buffer_size(d, K, scheme, fmt):
 
 # ---------------------------------------------------------------------------- floats
 
-def _f32_halves(x):
-    try:
-        struct.pack_into('<f', _S, 0, x)
-    except OverflowError:  # CPython refuses |x| > FLT_MAX; MicroPython gives inf
-        struct.pack_into('<f', _S, 0, float('inf') if x > 0 else float('-inf'))
-    return (_S[3] << 8) | _S[2], (_S[1] << 8) | _S[0]
-
-
-def f16_bits(x):
-    """binary16 bit pattern of x: x is first rounded to binary32, then to binary16 with
-    round-to-nearest-even (IEEE 754 §4.3.1); overflow gives +-inf."""
-    hi, lo = _f32_halves(x)
-    sign = hi & 0x8000
-    e = (hi >> 7) & 0xFF
-    m = ((hi & 0x7F) << 16) | lo
-    if e == 0xFF:
-        return sign | 0x7C00 | (0x200 if m else 0)
-    e16 = e - 112  # rebias 127 -> 15
-    if e16 >= 31:
-        return sign | 0x7C00
-    if e16 <= 0:
-        if e == 0:
-            return sign
-        shift = 14 - e16
-        if shift > 24:
-            return sign
-        mm = m | 0x800000
-        q = mm >> shift
-        r = mm & ((1 << shift) - 1)
-        half = 1 << (shift - 1)
-        if r > half or (r == half and (q & 1)):
-            q += 1
-        return sign | q
-    q = (e16 << 10) | (m >> 13)
-    r = m & 0x1FFF
-    if r > 0x1000 or (r == 0x1000 and (q & 1)):
-        q += 1
-    return sign | q
-
-
-def f16_value(h):
-    """The float whose binary16 bit pattern is h (exact)."""
-    sign = h & 0x8000
-    e = (h >> 10) & 0x1F
-    m = h & 0x3FF
-    if e == 0:
-        if m == 0:
-            e32 = 0
-        else:
-            e32 = 113
-            while not (m & 0x400):
-                m <<= 1
-                e32 -= 1
-            m &= 0x3FF
-    elif e == 31:
-        e32 = 0xFF
-    else:
-        e32 = e + 112
-    f = m << 13
-    struct.pack_into('<HH', _S, 0, f & 0xFFFF, sign | (e32 << 7) | (f >> 16))
-    return struct.unpack_from('<f', _S, 0)[0]
-
-
-def round_value(x, fmt):
-    """The float the receiver decodes when x is sent in format fmt (FMT_F32 or FMT_F16).
-
-    Compressors use it so that error-feedback residuals are exact. Out of range gives +-inf
-    (which encode_update refuses)."""
-    if fmt == _FMT_F16:
-        return f16_value(f16_bits(x))
-    try:
-        struct.pack_into('<f', _S, 0, x)
-    except OverflowError:
-        return float('inf') if x > 0 else float('-inf')
-    return struct.unpack_from('<f', _S, 0)[0]
-
-
 def _f32_finite(data, o):
     """Whether the '<f' at data[o:o+4] is finite (its exponent is not all ones)."""
     return not ((data[o + 3] & 0x7F) == 0x7F and (data[o + 2] & 0x80))
@@ -275,6 +195,7 @@ def _f32_finite(data, o):
 def _put_value(buf, off, v, fmt):
     """Write one value; raise ValueError if it is not finite in that format."""
     if fmt == _FMT_F16:
+        from edge.f16 import f16_bits  # only float16 jobs load it
         h = f16_bits(v)
         if (h & 0x7C00) == 0x7C00:
             raise ValueError('value %r is not finite in float16 (|v| <= 65504)' % v)
@@ -470,7 +391,7 @@ def encode_update(buf, key, job, node, rnd, scheme, d, T, idx, vals, fmt, teleme
 # Every downlink message (config, snapshot, delta) is read by one walk: _open checks the
 # envelope (kid 'gw' and the MAC), _fields reads the payload map key by key and checks the
 # header fields as they come, _model_keys checks which keys a model message holds and its
-# job and d. decode_config, apply_model, SnapshotSink (the same walk over the first block of
+# job and d. decode_config, apply_model, edge.snapshot.SnapshotSink (the same walk over the first block of
 # a snapshot, whose MAC is computed as the blocks pass) and peek (routing on push links)
 # differ only in what they do with the fields.
 
@@ -766,6 +687,8 @@ def apply_model(data, key, model, version, job=None, observe=None):
             raise FrameError('non_finite', 'delta value %d' % k)
         k += 1
     # pass 2: apply in float32 (array('f') rounds the sum to binary32)
+    if fmt == _FMT_F16:
+        from edge.f16 import f16_value  # only float16 jobs load it
     k = 0
     for j in _indices(data, code, s, T, d):
         o = vs + w * k
@@ -780,175 +703,8 @@ def apply_model(data, key, model, version, job=None, observe=None):
     return rnd + 1
 
 
-
-
-class SnapshotSink:
-    """A snapshot (kind 2) received in pieces, e.g. CoAP Block2 blocks, and applied without
-    ever holding the whole message: on a board the message (4 d bytes) and its copies are the
-    largest allocation of a round, next to the model and gradient themselves.
-
-    feed(piece) for every piece, in order; finish() returns the snapshot's version. The
-    model's floats go to `stage`, an array('f') of at least d entries (the edge's gradient
-    buffer, idle while it syncs); the MAC is computed as the bytes pass, and `model` is
-    written only after the MAC and the checks apply_model(data, key, model, -1, job) makes,
-    with the same reasons. Envelope errors raise from feed, everything else from finish.
-    """
-
-    HEAD = 64  # envelope + payload map up to the model bstr's content: <= 51 bytes
-
-    def __init__(self, key, model, stage, job=None):
-        if len(stage) < len(model):
-            raise ValueError('stage holds %d floats, the model has %d' % (len(stage), len(model)))
-        self.key = key
-        self.model = model
-        self.stage = stage
-        self.job = job
-        self.head = bytearray(self.HEAD)
-        self.hlen = 0
-        self.n = 0              # message bytes seen
-        self.parsed = False
-        self.h = None
-        self.opad = None
-        self.suffix = bytearray(_SUFFIX)
-        self.carry = bytearray(4)
-        self.nc = 0
-        self.j = 0              # floats staged
-        self.bad_float = -1     # first non-finite float
-        self.err = None         # first payload error (raised after the MAC checks out)
-
-    def feed(self, piece):
-        mv = memoryview(piece)
-        if not self.parsed:
-            k = len(mv)
-            room = self.HEAD - self.hlen
-            if k > room:
-                k = room
-            self.head[self.hlen:self.hlen + k] = mv[:k]
-            self.hlen += k
-            self.n += k
-            if self.hlen < self.HEAD:
-                return
-            self._parse(False)
-            self._body(memoryview(self.head)[self.fs:], self.fs)
-            mv = mv[k:]
-        if len(mv):
-            pos = self.n
-            self.n += len(mv)
-            self._body(mv, pos)
-
-    def _parse(self, final):
-        """Envelope (errors raise now, as cose.verify's parse does) and the payload map up
-        to the model bstr (errors kept for after the MAC)."""
-        data = memoryview(self.head)[:self.hlen]
-        try:
-            kid, off, blen = cose.parse_head(data)
-        except (FrameError, IndexError) as e:
-            if isinstance(e, FrameError) and (e.reason != 'not_cbor' or final):
-                raise
-            raise FrameError('structure', 'message truncated')
-        cose.check_kid(kid, cose.KID_GW)
-        self.pay = off
-        self.pend = off + blen
-        self.h, self.opad = cose.mac_begin(self.key, blen)
-        self.parsed = True
-        self.f = {}
-        self.fs = self.fe = self.pend   # no model bytes unless key 16 is found
-        try:
-            _fields(data, off, self.pend, (_KIND_SNAPSHOT, _KIND_DELTA), self.f, -1, True)
-        except (FrameError, IndexError) as e:
-            if not isinstance(e, FrameError) or e.reason == 'not_cbor':
-                e = FrameError('structure', 'snapshot header truncated or longer than %d bytes' % self.HEAD)
-            self.err = e
-        m = self.f.get(_K_MODEL)
-        if self.err is None and m is not None and m[1] == 4 * len(self.model):
-            self.fs = m[0]
-            self.fe = m[0] + m[1]
-        # the payload bytes already in head go through the MAC now
-        end = self.hlen if self.hlen < self.pend else self.pend
-        if end > self.pay:
-            self.h.update(data[self.pay:end])
-        self._hashed = end
-
-    def _body(self, mv, pos):
-        """Bytes at message offset pos: MAC, floats to stage, tag."""
-        end = pos + len(mv)
-        pend = self.pend
-        a = self._hashed if self._hashed > pos else pos
-        b = end if end < pend else pend
-        if b > a:
-            self.h.update(mv[a - pos:b - pos])
-            self._hashed = b
-        a = self.fs if self.fs > pos else pos
-        b = end if end < self.fe else self.fe
-        if b > a:
-            self._floats(mv[a - pos:b - pos])
-        if end > pend:
-            a = pend if pend > pos else pos
-            while a < end:
-                k = a - pend
-                if k < _SUFFIX:
-                    self.suffix[k] = mv[a - pos]
-                a += 1
-
-    def _floats(self, mv):
-        c = self.carry
-        nc = self.nc
-        i = 0
-        m = len(mv)
-        while i < m:
-            if nc or m - i < 4:
-                c[nc] = mv[i]
-                nc += 1
-                i += 1
-                if nc == 4:
-                    self._put(c, 0)
-                    nc = 0
-            else:
-                self._put(mv, i)
-                i += 4
-        self.nc = nc
-
-    def _put(self, buf, off):
-        if self.bad_float < 0 and not _f32_finite(buf, off):
-            self.bad_float = self.j
-        self.stage[self.j] = struct.unpack_from('<f', buf, off)[0]
-        self.j += 1
-
-    def finish(self):
-        """Check everything, copy the staged model in; return the snapshot's version."""
-        if not self.parsed:
-            self._parse(True)
-            self._body(memoryview(self.head)[self.fs:self.hlen], self.fs)
-        total = self.pend + _SUFFIX
-        if self.n < total:
-            raise FrameError('structure', 'message truncated')
-        if self.suffix[0] != 0x48:
-            raise FrameError('structure', 'tag must be an 8-byte bstr')
-        if self.n > total:
-            raise FrameError('trailing_bytes', '%d bytes after the message' % (self.n - total))
-        if not cose.ct_equal(cose.mac_end(self.h, self.opad), memoryview(self.suffix)[1:]):
-            raise FrameError('bad_mac', 'MAC does not verify')
-        if self.err is not None:
-            raise self.err
-        f = self.f
-        kind, d = _model_keys(f, self.job, len(self.model))
-        if kind != _KIND_SNAPSHOT:
-            raise FrameError('bad_kind', 'a delta where a snapshot was expected')
-        n = f[_K_MODEL][1]
-        if n != 4 * d:
-            raise FrameError('values_length', 'snapshot has %d bytes, needs %d' % (n, 4 * d))
-        if self.bad_float >= 0:
-            raise FrameError('non_finite', 'snapshot value %d' % self.bad_float)
-        model = self.model
-        stage = self.stage
-        j = 0
-        while j < d:
-            model[j] = stage[j]
-            j += 1
-        return f[_K_ROUND]
-
-
 if "_K_MODEL" in globals():  # CPython: the constants by their public names
     from edge.cbor import publish
     publish(globals())
     del publish
+    from edge.f16 import f16_bits, f16_value, round_value  # host callers' old names

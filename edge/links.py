@@ -110,7 +110,7 @@ class CoapLink(CoapResources):
         return None if r is False else r
 
     def stream_snapshot(self, sink):
-        """GET the snapshot block by block into sink (edge.frame.SnapshotSink), never holding
+        """GET the snapshot block by block into sink (edge.snapshot.SnapshotSink), never holding
         the message whole; returns the snapshot's version, or None when there is none."""
         code, _ = self._call(self.client.get, self.base + "model", sink.feed)
         self.last_code = code

@@ -11,7 +11,7 @@ object with these methods (edge/links.py has the CoAP one, edge/pushlinks.py MQT
 
 and optionally (edge.links.CoapLink) the ones that spare a board the message's RAM:
 
-    stream_snapshot(sink)      -> the snapshot block by block into an edge.frame.SnapshotSink
+    stream_snapshot(sink)      -> the snapshot block by block into an edge.snapshot.SnapshotSink
     get_config_into(buf)       -> the config written into buf, as a memoryview; None when
                                   there is none, False when it is larger than buf
     get_delta_into(base, buf)  -> the same for a delta (None also when larger than buf)
@@ -48,7 +48,7 @@ except ImportError:
 from edge import frame, learner
 from edge.cat import Rule
 from edge.cbor import const
-from edge.compress import Workspace, XorShift32, compress
+from edge.compress import Workspace, XorShift32, capacity, compress
 from edge.cost import CostModel
 from edge.links import LinkError
 
@@ -136,21 +136,24 @@ class EdgeNode:
         k = cfg["k_cap"]
         if self.local_cap is not None and self.local_cap < k:
             k = self.local_cap
+        self.ws = None      # the old buffers go before the new ones are allocated
+        self.buf = None
         if self.scheme == _SCHEME_IDENTITY:
-            self.ws = None
             size = frame.buffer_size(d, d, self.scheme, cfg["fmt"])
         else:
             # only SS may draw more than K entries: S and SQ need no headroom
-            self.ws = Workspace(d, k, cfg["fmt"], None if self.scheme == _SCHEME_SS else 0)
-            size = frame.buffer_size(d, self.ws.cap, self.scheme, cfg["fmt"])
+            extra = None if self.scheme == _SCHEME_SS else 0
+            cap = capacity(d, k, extra)
+            size = frame.buffer_size(d, cap, self.scheme, cfg["fmt"])
             if cfg["error_feedback"] and self.scheme == _SCHEME_SQ:
                 # the frame buffer stages configs and deltas then: room for K values, as a
                 # delta of this node's K entries carries (an S+Q frame carries one)
-                s_size = frame.buffer_size(d, self.ws.cap, _SCHEME_S, cfg["fmt"])
+                s_size = frame.buffer_size(d, cap, _SCHEME_S, cfg["fmt"])
                 if s_size > size:
                     size = s_size
-        self.buf = None     # the old frame buffer goes before the new one is allocated
-        self.buf = bytearray(size)
+        self.buf = bytearray(size)  # the frame buffer first: the largest of the O(K) blocks
+        if self.scheme != _SCHEME_IDENTITY:
+            self.ws = Workspace(d, k, cfg["fmt"], extra)
         self.rule = Rule(cfg["rule"], cfg["rule_param"]) if self.scheme != _SCHEME_IDENTITY else None
         self.cost = CostModel(self.profile, d, self.scheme, cfg["metric"], cfg["fmt"],
                               self.telemetry, self.job, self.node, 0, cfg["compact"])
@@ -205,8 +208,9 @@ class EdgeNode:
             if stream is not None:
                 # Block by block through the gradient buffer (idle while syncing): a board
                 # never holds the 4 d-byte message, let alone the copies of a reassembly.
+                from edge.snapshot import SnapshotSink  # only a sync by snapshot loads it
                 try:
-                    v = stream(frame.SnapshotSink(self.downlink_key, self.model, self.grad, self.job))
+                    v = stream(SnapshotSink(self.downlink_key, self.model, self.grad, self.job))
                 finally:
                     if self.feedback is not None:
                         self.feedback.reset()      # the residual's array held the staged model
@@ -301,8 +305,9 @@ class EdgeNode:
             idx = None
             vals = g
             if cfg["fmt"]:
+                from edge.f16 import round_value  # only float16 jobs load it
                 for j in range(d):
-                    g[j] = frame.round_value(g[j], 1)
+                    g[j] = round_value(g[j], 1)
         else:
             res = compress(self.ws, g, self.scheme, self.rule, self.cost, self.cost.t_max, scale, self.rng)
             if self.feedback is not None:

@@ -176,16 +176,6 @@ class Walk:
         return self
 
 
-def path_len(segs_lens, first_delta):
-    """Bytes of repeated options (Uri-Path, Uri-Query) with these value lengths."""
-    n = 0
-    d = first_delta
-    for ln in segs_lens:
-        n += opt_len(d, ln)
-        d = 0
-    return n
-
-
 def digits(v):
     """Decimal digits of v >= 0 (a job or round number in a Uri-Path or Uri-Query)."""
     n = 1

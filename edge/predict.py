@@ -10,7 +10,7 @@ classify its own readings with it:
 
 The model's size says what it is: len(x) weights is logistic (class 1 iff w.x > 0),
 classes * len(x) weights is softmax (the argmax of W x, the lowest class on ties). That is
-the rule of edge.learner.accuracy and of the gateway's aggregator.lab.datasets.predict_np.
+the rule of edge.evaluate.accuracy and of the gateway's aggregator.lab.datasets.predict_np.
 
 Keeps no buffer of its own (probs is the caller's array('f') of 2 or `classes` entries; the
 only temporaries are floats), so it runs in a sensor loop on a board with little heap left.

@@ -35,7 +35,7 @@ _SCALE = {"bit": (1, 8), "ms": (1, 1000), "us": (1, 1000000),
           "kbit/s": (1000, 1), "mW": (1, 1000), "kHz": (1000, 1)}
 
 # the cost metrics CAT can maximise against (computed by edge.cost.LinkCost.metric and
-# edge.cost.paper_cost); the one list of their names
+# edge.papercost.paper_cost); the one list of their names
 LINK_METRICS = ("bytes", "bits", "packets", "seconds", "joules")
 PAPER_METRICS = ("bits", "bytes", "packets")
 

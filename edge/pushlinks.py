@@ -194,3 +194,20 @@ def open_serial(s):
     else:
         uart.init(s.get("baud", 115200), timeout=0)
     return uart
+
+
+def make_push_link(cfg):
+    """The link of a node.json whose transport is "mqtt" or "serial" (edge/board.py makes
+    CoAP links itself: a CoAP board never loads this module)."""
+    job = cfg["job"]
+    if cfg["transport"] == "mqtt":
+        from umqtt.simple import MQTTClient
+        cid = "cat-%d-%d" % (job, cfg["node"])
+        # keepalive 0 by default: umqtt.simple never pings by itself, so a broker would drop a
+        # node that waits longer than 1.5 keepalives for the next round
+        c = MQTTClient(cid, cfg["host"], cfg.get("port", 1883), cfg.get("username"), cfg.get("password"),
+                       keepalive=cfg.get("keepalive", 0))
+        c.connect()
+        return UmqttLink(c, job, cfg["node"])
+    # max_frame must hold the largest downlink message, the snapshot: flash writes 4 d + 256
+    return SlipLink(open_serial(cfg["serial"]), cfg.get("max_frame", 4352), cfg.get("rbuf", 64))

@@ -4,8 +4,6 @@ gateway's bound on an honest edge's T). A module of its own so that a board runn
 never loads it. MicroPython and CPython.
 """
 
-from edge.frame import round_value
-
 SS_OVERFLOW = "SS drew more than %d entries 8 times; lower K or use a link with larger frames"
 
 
@@ -82,6 +80,7 @@ def sample(ws, g, choice, s1, scale, rng, d, limit):
             n += 1
         if n >= 0:
             if fmt:
+                from edge.f16 import round_value  # only float16 jobs load it
                 for i in range(n):
                     vals[i] = round_value(vals[i], 1)
             return n

@@ -301,18 +301,18 @@ def test_kernels_match_cpython(interp, mode, spec, reference, roots):
 
 LEARNER_SCRIPT = harness.EMIT_SNIPPET + """
 from binascii import hexlify
-from edge import learner
+from edge import learner, evaluate
 from edge.datafile import DataFile
 out = {}
 for kind, path in (("logistic", "bin.catd"), ("softmax", "multi.catd")):
     df = DataFile(path)
-    x = learner.new_model(df, kind)
-    g = learner.new_model(df, kind)
+    x = evaluate.new_model(df, kind)
+    g = evaluate.new_model(df, kind)
     for j in range(len(x)):
         x[j] = ((j * 7) % 11 - 5) * 0.03
     f = learner.loss_and_grad(x, df, 1e-3, g, kind)
-    out[kind] = {"f": f, "g": hexlify(bytes(g)).decode(), "acc": learner.accuracy(x, df, kind),
-                 "L": learner.smoothness(df, 1e-3, kind)}
+    out[kind] = {"f": f, "g": hexlify(bytes(g)).decode(), "acc": evaluate.accuracy(x, df, kind),
+                 "L": evaluate.smoothness(df, 1e-3, kind)}
     df.close()
 emit(out)
 """

@@ -1,4 +1,4 @@
-"""edge.frame.SnapshotSink (a snapshot applied block by block, for small heaps) against
+"""edge.snapshot.SnapshotSink (a snapshot applied block by block, for small heaps) against
 edge.frame.apply_model (the whole message at once): same model, same version, same refusal
 reasons, and the model untouched on refusal. Runs on CPython; the device side runs in every
 CoAP round of test_round_mp.py / test_budget.py (edge/node.py syncs through the sink there).
@@ -13,6 +13,7 @@ import pytest
 
 from aggregator.gateway import wire
 from edge import cose, frame
+from edge.snapshot import SnapshotSink
 from edge.cbor import FrameError
 
 KEY = bytes(range(100, 132))
@@ -35,7 +36,7 @@ def by_apply(msg: bytes, d: int, job: int | None = 3):
 def by_sink(msg: bytes, d: int, piece: int, job: int | None = 3, stage_d: int | None = None):
     model = array("f", [1.5] * d)
     stage = array("f", [0.0] * (stage_d or d))
-    sink = frame.SnapshotSink(KEY, model, stage, job)
+    sink = SnapshotSink(KEY, model, stage, job)
     try:
         for i in range(0, len(msg), piece):
             sink.feed(msg[i:i + piece])
@@ -123,4 +124,4 @@ def test_authentic_but_wrong_payloads(piece):
 
 def test_stage_must_hold_the_model():
     with pytest.raises(ValueError):
-        frame.SnapshotSink(KEY, array("f", [0.0] * 8), array("f", [0.0] * 7))
+        SnapshotSink(KEY, array("f", [0.0] * 8), array("f", [0.0] * 7))

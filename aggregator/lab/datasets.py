@@ -20,7 +20,7 @@ import scipy.optimize
 import scipy.sparse as sp
 from scipy.special import expit, logsumexp
 
-from edge import datafile as edf
+from edge import datafile as edf, datatools
 
 #: files below this density are written as CSR when layout="auto" (the CSR row costs
 #: 8 bytes per entry against 4 per feature for dense, so CSR wins below 0.5; 0.25
@@ -171,7 +171,7 @@ def write_datafile(path, X, y, classes: int | None = None, layout: str = "auto",
                 f.write(b)
             code = edf.LAYOUT_CSR
         f.seek(0)
-        f.write(edf.pack_header(code, n, d, classes, max_nnz, total, crc))
+        f.write(datatools.pack_header(code, n, d, classes, max_nnz, total, crc))
     return path
 
 
@@ -619,7 +619,7 @@ def loss_grad_np(X, y, w, lam: float, kind: str) -> tuple[float, np.ndarray]:
 
 def predict_np(X, w, kind: str) -> np.ndarray:
     """Predicted class per row: logistic 1 iff a.x > 0; softmax the argmax of the logits,
-    lowest class on ties (the rule of edge.learner.accuracy and edge.predict)."""
+    lowest class on ties (the rule of edge.evaluate.accuracy and edge.predict)."""
     X = sp.csr_matrix(X, dtype=np.float64) if sp.issparse(X) else np.asarray(X, dtype=np.float64)
     w = np.asarray(w, dtype=np.float64).ravel()
     d = X.shape[1]
@@ -629,7 +629,7 @@ def predict_np(X, w, kind: str) -> np.ndarray:
 
 
 def accuracy_np(X, y, w, kind: str) -> float:
-    """Fraction classified correctly, same rule as edge.learner.accuracy."""
+    """Fraction classified correctly, same rule as edge.evaluate.accuracy."""
     X, y, w = _prep(X, y, w, kind)
     return float(np.mean(predict_np(X, w, kind) == y))
 
@@ -673,7 +673,7 @@ def smoothness_np(X, lam: float, kind: str, method: str = "trace") -> float:
     """Smoothness constant L of f.
 
     method="trace": sum ||a_i||^2 / (4N) + lam (logistic) or / (2N) (softmax), exactly
-    edge.learner.smoothness (see its docstring for the Hessian bounds).
+    edge.evaluate.smoothness (see its docstring for the Hessian bounds).
     method="spectral": lambda_max(X^T X) / (4N) + lam (or / 2N), the tighter bound
     from the same Hessian argument, by a sparse SVD.
     """

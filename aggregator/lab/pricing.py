@@ -10,7 +10,8 @@ from __future__ import annotations
 import math
 
 from aggregator.errors import UserError
-from edge.cost import CostModel, LinkCost, paper_cost, paper_payload_bits
+from edge.cost import CostModel, LinkCost
+from edge.papercost import paper_cost, paper_payload_bits
 from edge.frame import frame_length
 from edge.profile import LINK_METRICS, PAPER_METRICS, ProfileError, load_profile
 
