@@ -183,8 +183,10 @@ def cat_choose(scheme, g, table, t_max, cap=None, start_k=1024):
     return _cat_choose(scheme, _safe(g)[0], table, t_max, cap, start_k)
 
 
-def _cat_choose(scheme, g, table, t_max, cap=None, start_k=1024):
-    """cat_choose on a gradient _safe has checked and scaled."""
+def _cat_choose(scheme, g, table, t_max, cap=None, start_k=1024, agreement=None):
+    """cat_choose on a gradient _safe has checked and scaled. With `agreement` (rule catavg,
+    S and S+Q) the improvements are those of the averaged update; the K growth is the same,
+    since they are <= 1 too (v <= 1)."""
     d = g.shape[0]
     top = min(d, t_max, cap if cap is not None else d)
     if top < 1:
@@ -195,38 +197,18 @@ def _cat_choose(scheme, g, table, t_max, cap=None, start_k=1024):
     k = min(top, start_k)
     while True:
         order = _top(a64, k)
-        a = a64[order]
-        imp, ns = improvements(scheme, a, s1, s2)
+        if agreement is None:
+            imp, ns = improvements(scheme, a64[order], s1, s2)
+        else:
+            imp, ns = weighted_improvements(scheme, a64[order], weights(agreement, order), s2), None
         costs = table.upto(k)
         t, r, best = best_ratio(imp, costs)
         if k >= top or best >= 1.0 / table.upto(k + 1)[k]:
             break
         k = min(top, 4 * k)
     binding = cap is not None and t == cap and cap < min(d, t_max)
-    return Choice(t, float(imp[t - 1]), r, float(costs[t - 1]), binding, int(ns[t - 1])), order, s1, s2
-
-
-def _wcat_choose(scheme, g, table, t_max, cap, agreement, start_k=1024):
-    """_cat_choose for rule catavg (S and S+Q): the same K growth, since every improvement of
-    the averaged update is <= 1 too (v <= 1)."""
-    d = g.shape[0]
-    top = min(d, t_max, cap if cap is not None else d)
-    if top < 1:
-        raise ValueError("CAT: no feasible T (the smallest frame exceeds the link's largest message)")
-    a64 = np.abs(g.astype(np.float64))
-    s1 = float(np.cumsum(a64)[-1])
-    s2 = float(np.cumsum(a64 * a64)[-1])
-    k = min(top, start_k)
-    while True:
-        order = _top(a64, k)
-        imp = weighted_improvements(scheme, a64[order], weights(agreement, order), s2)
-        costs = table.upto(k)
-        t, r, best = best_ratio(imp, costs)
-        if k >= top or best >= 1.0 / table.upto(k + 1)[k]:
-            break
-        k = min(top, 4 * k)
-    binding = cap is not None and t == cap and cap < min(d, t_max)
-    return Choice(t, float(imp[t - 1]), r, float(costs[t - 1]), binding, 0), order, s1, s2
+    return (Choice(t, float(imp[t - 1]), r, float(costs[t - 1]), binding, 0 if ns is None else int(ns[t - 1])),
+            order, s1, s2)
 
 
 def _safe(g):
@@ -264,7 +246,7 @@ def _choose(rule, scheme, g, table, t_max, cap=None):
     if kind == RULE_IDENTITY:
         raise ValueError("identity rule sends the full gradient; no T to choose")
     if kind == RULE_CATAVG and rule.agreement is not None and scheme != SCHEME_SS:
-        ch, order, s1, s2 = _wcat_choose(scheme, g, table, t_max, cap, rule.agreement)
+        ch, order, s1, s2 = _cat_choose(scheme, g, table, t_max, cap, agreement=rule.agreement)
         rule.last_t = ch.t
         return ch, order, s1, s2
     if kind in (RULE_CAT, RULE_CATAVG) or (kind == RULE_HYBRID and (rule.calls - 1) % rule.param == 0):
