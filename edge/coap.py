@@ -30,9 +30,9 @@ Outgoing messages are composed in one preallocated ``bytearray``. Counters
 import socket
 
 try:
-    from os import urandom as _urandom
+    from os import urandom
 except ImportError:  # ports without os.urandom: random.getrandbits (see _rand)
-    _urandom = None
+    urandom = None
 
 try:
     from micropython import const
@@ -43,10 +43,10 @@ except ImportError:  # CPython
 try:
     from time import ticks_ms, ticks_diff  # MicroPython
 except ImportError:
-    from time import monotonic as _monotonic
+    from time import monotonic
 
     def ticks_ms():
-        return int(_monotonic() * 1000)
+        return int(monotonic() * 1000)
 
     def ticks_diff(a, b):
         return a - b
@@ -475,8 +475,8 @@ class CoapClient:
 
     # ------------------------------------------------------------ one exchange
     def _rand(self, n):
-        if _urandom is not None:
-            return _urandom(n)
+        if urandom is not None:
+            return urandom(n)
         import random
         b = bytearray(n)
         for i in range(n):

@@ -707,4 +707,3 @@ if "_K_MODEL" in globals():  # CPython: the constants by their public names
     from edge.cbor import publish
     publish(globals())
     del publish
-    from edge.f16 import f16_bits, f16_value, round_value  # host callers' old names
