@@ -50,6 +50,7 @@ from aggregator.gateway import pipeline, wire  # noqa: E402
 from aggregator.gateway.config import Job, parse_job  # noqa: E402
 from aggregator.gateway.metrics import MetricsLog  # noqa: E402
 from aggregator.gateway.state import Store  # noqa: E402
+from edge import f16  # noqa: E402
 from edge import frame as eframe  # noqa: E402
 
 D = 40                     # b = 6 bits per index: packed for T <= 6, bitmap above
@@ -179,7 +180,7 @@ class Generator:
         T = r.randint(1, K_CAP)
         idx = array("I", sorted(r.sample(range(D), T)))
         fmt = 0
-        vals = array("f", [eframe.round_value(r.uniform(-0.05, 0.05), fmt) for _ in range(T)])
+        vals = array("f", [f16.round_value(r.uniform(-0.05, 0.05), fmt) for _ in range(T)])
         tel = [r.random(), r.random(), 0.01, 0.001] if r.random() < 0.5 else None
         n = eframe.encode_update(self.buf, key or self.keys[node], JOB_ID, node, rnd, eframe.SCHEME_S, D, T,
                                  idx, vals, fmt, tel)

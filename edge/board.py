@@ -30,8 +30,6 @@ Runs on MicroPython and CPython (where it is only imported by tests and tools).
 
 import json
 
-CONFIG = "node.json"
-REQUIRED = ("node", "job", "key", "downlink_key", "profile", "data")
 
 
 class BoardError(Exception):
@@ -71,7 +69,7 @@ def unhex(text, what):
     return key
 
 
-def load_config(path=CONFIG):
+def load_config(path="node.json"):
     """Parse and check node.json; returns the dict with keys as bytes."""
     try:
         with open(path) as f:
@@ -80,7 +78,7 @@ def load_config(path=CONFIG):
         raise BoardError("%s: cannot read (%s)" % (path, e))
     except ValueError as e:
         raise BoardError("%s: not JSON (%s)" % (path, e))
-    for k in REQUIRED:
+    for k in ("node", "job", "key", "downlink_key", "profile", "data"):  # the required keys
         if k not in cfg:
             raise BoardError("%s: missing %r" % (path, k))
     cfg["key"] = unhex(cfg["key"], "key")
@@ -99,26 +97,6 @@ def load_config(path=CONFIG):
         except ValueError as e:
             raise BoardError("%s: %s" % (path, e))
     return cfg
-
-
-def connect_wifi(wifi, timeout_s=20):
-    """Join a WLAN on ports with `network` (ESP32, Pico W); no-op without one."""
-    try:
-        import network
-    except ImportError:
-        return False
-    import time
-    sta = network.WLAN(network.STA_IF)
-    sta.active(True)
-    if not sta.isconnected():
-        sta.connect(wifi["ssid"], wifi.get("password", ""))
-        t = 0
-        while not sta.isconnected():
-            if t >= timeout_s * 10:
-                raise BoardError("wifi: no connection to %r after %d s" % (wifi["ssid"], timeout_s))
-            time.sleep(0.1)
-            t += 1
-    return True
 
 
 def make_link(cfg):
@@ -166,10 +144,11 @@ def report(last):
     print("cat-round", json.dumps(last))
 
 
-def main(path=CONFIG, max_rounds=None, quiet=False):
+def main(path="node.json", max_rounds=None, quiet=False):
     """Run the edge loop until the job's last round (or max_rounds updates); returns updates sent."""
     cfg = load_config(path)
     if cfg.get("wifi"):
+        from edge.wifi import connect_wifi  # Wi-Fi boards only load it
         connect_wifi(cfg["wifi"])
     node, link = make(cfg)
     if cfg.get("sleep") is not None:

@@ -30,9 +30,9 @@ Outgoing messages are composed in one preallocated ``bytearray``. Counters
 import socket
 
 try:
-    from os import urandom as _urandom
+    from os import urandom
 except ImportError:  # ports without os.urandom: random.getrandbits (see _rand)
-    _urandom = None
+    urandom = None
 
 try:
     from micropython import const
@@ -43,10 +43,10 @@ except ImportError:  # CPython
 try:
     from time import ticks_ms, ticks_diff  # MicroPython
 except ImportError:
-    from time import monotonic as _monotonic
+    from time import monotonic
 
     def ticks_ms():
-        return int(_monotonic() * 1000)
+        return int(monotonic() * 1000)
 
     def ticks_diff(a, b):
         return a - b
@@ -475,8 +475,8 @@ class CoapClient:
 
     # ------------------------------------------------------------ one exchange
     def _rand(self, n):
-        if _urandom is not None:
-            return _urandom(n)
+        if urandom is not None:
+            return urandom(n)
         import random
         b = bytearray(n)
         for i in range(n):
@@ -532,23 +532,25 @@ class CoapClient:
             pos += n
         return self._exchange(pos)
 
-    def _send(self, msg):
-        self._sock.sendto(msg, self._addr)
+    def _send(self, data):
+        self._sock.sendto(data, self._addr)
         self.datagrams_sent += 1
-        self.bytes_sent += len(msg)
+        self.bytes_sent += len(data)
 
-    def _send_empty(self, mtype, mid):
+    def _send_empty(self, t, n):
+        # an empty message of type t with Message ID n
         e = self._empty
-        e[0] = 0x40 | (mtype << 4)
+        e[0] = 0x40 | (t << 4)
         e[1] = 0
-        e[2] = mid >> 8
-        e[3] = mid & 0xFF
+        e[2] = n >> 8
+        e[3] = n & 0xFF
         self._send(e)
 
-    def _recv(self, wait_ms):
-        if wait_ms < 1:
-            wait_ms = 1
-        self._sock.settimeout(wait_ms / 1000)
+    def _recv(self, t):
+        # one datagram from the server within t ms, or None
+        if t < 1:
+            t = 1
+        self._sock.settimeout(t / 1000)
         try:
             # one byte more than accepted: a datagram that fills it was cut by the kernel
             data, addr = self._sock.recvfrom(self.rx_size + 1)
@@ -642,9 +644,10 @@ class CoapClient:
                 return False
         return True
 
-    def _exchange(self, mlen):
-        """Send the CON message in the buffer until ACKed; return the matching response."""
-        msg = self._mv[:mlen]
+    def _exchange(self, n):
+        """Send the CON message in the buffer's first n bytes until ACKed; return the matching
+        response."""
+        msg = self._mv[:n]
         mid = self._mid
         self.exchanges += 1
         # RFC 7252 §4.2: initial timeout random in [ACK_TIMEOUT, ACK_TIMEOUT*ACK_RANDOM_FACTOR]

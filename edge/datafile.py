@@ -21,19 +21,27 @@ import struct
 import sys
 from array import array
 
+try:
+    from micropython import const
+except ImportError:  # CPython
+    def const(x):
+        return x
+
+# private int constants: no dict entry on a board, public names on CPython (edge.cbor.publish;
+# edge.datatools, the writer, keeps its own copies)
 MAGIC = b"CATD"
-VERSION = 1
-HEADER_SIZE = 48
+_CATD_VERSION = const(1)
+_HEADER_SIZE = const(48)
 # magic, version, header size, layout, label type, value type, reserved,
 # n, d, classes, max nnz, total nnz (u64), data crc32, reserved, header crc32
 HEADER_FMT = "<4sHHBBBBIIIIQIII"
-HEADER_CRC_SPAN = 44  # the header CRC covers bytes [0, 44)
+_HEADER_CRC_SPAN = const(44)  # the header CRC covers bytes [0, 44)
 
-LAYOUT_DENSE = 0
-LAYOUT_CSR = 1
+_LAYOUT_DENSE = const(0)
+_LAYOUT_CSR = const(1)
 LAYOUT_NAMES = ("dense", "csr")
-LABEL_U32 = 1  # uint32 class index in [0, classes)
-VALUE_F32 = 1  # IEEE-754 binary32, little-endian
+_LABEL_U32 = const(1)  # uint32 class index in [0, classes)
+_VALUE_F32 = const(1)  # IEEE-754 binary32, little-endian
 
 _MP = sys.implementation.name == "micropython"
 _SWAP = sys.byteorder != "little"
@@ -74,24 +82,24 @@ def zeros(typecode, n):
 def parse_header(head, where="datafile"):
     """Decode and check 48 header bytes; returns a tuple
     (layout, n, d, classes, max_nnz, total_nnz, data_crc, header_size)."""
-    if len(head) < HEADER_SIZE:
-        raise DataFileError("%s: not a CATD file: %d bytes, header needs %d" % (where, len(head), HEADER_SIZE))
-    f = struct.unpack(HEADER_FMT, head[:HEADER_SIZE])
+    if len(head) < _HEADER_SIZE:
+        raise DataFileError("%s: not a CATD file: %d bytes, header needs %d" % (where, len(head), _HEADER_SIZE))
+    f = struct.unpack(HEADER_FMT, head[:_HEADER_SIZE])
     if f[0] != MAGIC:
         raise DataFileError("%s: not a CATD file (magic %r, expected %r)" % (where, f[0], MAGIC))
-    if f[1] != VERSION:
-        raise DataFileError("%s: unsupported CATD version %d (this reader knows %d)" % (where, f[1], VERSION))
-    if crc32(head[:HEADER_CRC_SPAN]) != f[14]:
+    if f[1] != _CATD_VERSION:
+        raise DataFileError("%s: unsupported CATD version %d (this reader knows %d)" % (where, f[1], _CATD_VERSION))
+    if crc32(head[:_HEADER_CRC_SPAN]) != f[14]:
         raise DataFileError("%s: corrupt header (CRC-32 mismatch)" % where)
     hsize, layout, ltype, vtype = f[2], f[3], f[4], f[5]
     n, d, classes, max_nnz, total = f[7], f[8], f[9], f[10], f[11]
-    if hsize < HEADER_SIZE:
-        raise DataFileError("%s: header size %d < %d" % (where, hsize, HEADER_SIZE))
-    if layout != LAYOUT_DENSE and layout != LAYOUT_CSR:
+    if hsize < _HEADER_SIZE:
+        raise DataFileError("%s: header size %d < %d" % (where, hsize, _HEADER_SIZE))
+    if layout != _LAYOUT_DENSE and layout != _LAYOUT_CSR:
         raise DataFileError("%s: unknown layout code %d (0 dense, 1 csr)" % (where, layout))
-    if ltype != LABEL_U32:
+    if ltype != _LABEL_U32:
         raise DataFileError("%s: unsupported label type %d (1 = uint32 class index)" % (where, ltype))
-    if vtype != VALUE_F32:
+    if vtype != _VALUE_F32:
         raise DataFileError("%s: unsupported value type %d (1 = float32)" % (where, vtype))
     if d < 1:
         raise DataFileError("%s: d must be >= 1, header says %d" % (where, d))
@@ -99,7 +107,7 @@ def parse_header(head, where="datafile"):
         raise DataFileError("%s: classes must be >= 2, header says %d" % (where, classes))
     if max_nnz > d:
         raise DataFileError("%s: max nnz %d > d %d" % (where, max_nnz, d))
-    if layout == LAYOUT_DENSE:
+    if layout == _LAYOUT_DENSE:
         if max_nnz != d or total != n * d:
             raise DataFileError("%s: dense header must have max nnz = d and total nnz = n*d" % where)
     elif total > n * max_nnz:
@@ -107,9 +115,9 @@ def parse_header(head, where="datafile"):
     return layout, n, d, classes, max_nnz, total, f[12], hsize
 
 
-def expected_size(layout, n, d, total_nnz, header_size=HEADER_SIZE):
+def expected_size(layout, n, d, total_nnz, header_size=_HEADER_SIZE):
     """File size in bytes that a header implies."""
-    if layout == LAYOUT_DENSE:
+    if layout == _LAYOUT_DENSE:
         return header_size + n * (4 + 4 * d)
     return header_size + 8 * n + 8 * total_nnz
 
@@ -139,7 +147,7 @@ class DataFile:
             raise DataFileError("%s: cannot open (%s)" % (path, e))
         self._f = f
         try:
-            head = f.read(HEADER_SIZE)
+            head = f.read(_HEADER_SIZE)
             h = parse_header(head, path)
             size = f.seek(0, 2)
             if size is None:  # pragma: no cover - very old stream API
@@ -164,8 +172,8 @@ class DataFile:
         self.data_crc = dcrc
         self.header_size = hsize
         self.size = size
-        self.values = zeros("f", max_nnz if layout == LAYOUT_CSR else d)
-        self.index = zeros("I", max_nnz) if layout == LAYOUT_CSR else None
+        self.values = zeros("f", max_nnz if layout == _LAYOUT_CSR else d)
+        self.index = zeros("I", max_nnz) if layout == _LAYOUT_CSR else None
         self._hdr = zeros("I", 2)
         if _MP:
             self._vv = self._iv = self._hv = None
@@ -228,7 +236,7 @@ class DataFile:
         if self.row >= self.n:
             return -1
         hdr = self._hdr
-        if self._layout_code == LAYOUT_DENSE:
+        if self._layout_code == _LAYOUT_DENSE:
             self._fill(hdr, self._hv, 4)
             y = hdr[0]
             nnz = self.d
@@ -258,3 +266,9 @@ class DataFile:
             if y < 0:
                 return
             yield y
+
+
+if not _MP:  # CPython: the constants by their public names (no edge.cbor on a board's reader)
+    from edge.cbor import publish
+    publish(globals())
+    del publish

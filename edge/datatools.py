@@ -4,18 +4,25 @@
 
 import struct
 
-from edge.datafile import (HEADER_CRC_SPAN, HEADER_FMT, HEADER_SIZE, LABEL_U32, LAYOUT_CSR, MAGIC,
-                           VALUE_F32, VERSION, DataFileError, crc32)
+from edge.datafile import HEADER_FMT, MAGIC, DataFileError, const, crc32
+
+# edge.datafile's header constants (folded there on MicroPython: no module attributes to import)
+_CATD_VERSION = const(1)
+_HEADER_SIZE = const(48)
+_HEADER_CRC_SPAN = const(44)
+_LAYOUT_CSR = const(1)
+_LABEL_U32 = const(1)
+_VALUE_F32 = const(1)
 
 
 def pack_header(layout, n, d, classes, max_nnz, total_nnz, data_crc):
     """The 48 header bytes (the writer in aggregator/lab/datasets.py uses this too)."""
     head = struct.pack(
-        HEADER_FMT, MAGIC, VERSION, HEADER_SIZE, layout, LABEL_U32, VALUE_F32, 0,
+        HEADER_FMT, MAGIC, _CATD_VERSION, _HEADER_SIZE, layout, _LABEL_U32, _VALUE_F32, 0,
         n, d, classes, max_nnz, total_nnz, data_crc & 0xFFFFFFFF, 0, 0,
     )
-    hcrc = crc32(head[:HEADER_CRC_SPAN])
-    return head[:HEADER_CRC_SPAN] + struct.pack("<I", hcrc)
+    hcrc = crc32(head[:_HEADER_CRC_SPAN])
+    return head[:_HEADER_CRC_SPAN] + struct.pack("<I", hcrc)
 
 
 def validate(df, chunk=512):
@@ -40,7 +47,7 @@ def validate(df, chunk=512):
     d = df.d
     vals = df.values
     idx = df.index
-    csr = df._layout_code == LAYOUT_CSR
+    csr = df._layout_code == _LAYOUT_CSR
     df.rewind()
     while True:
         y = df.read_row()

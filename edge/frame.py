@@ -187,9 +187,9 @@ def buffer_size(d, K, scheme, fmt):
 
 # ---------------------------------------------------------------------------- floats
 
-def _f32_finite(data, o):
-    """Whether the '<f' at data[o:o+4] is finite (its exponent is not all ones)."""
-    return not ((data[o + 3] & 0x7F) == 0x7F and (data[o + 2] & 0x80))
+def _f32_finite(data, off):
+    """Whether the '<f' at data[off:off+4] is finite (its exponent is not all ones)."""
+    return not ((data[off + 3] & 0x7F) == 0x7F and (data[off + 2] & 0x80))
 
 
 def _put_value(buf, off, v, fmt):
@@ -414,11 +414,12 @@ def _open(data, key):
     return p, p + n
 
 
-def _next_key(data, off, prev):
+def _next_key(data, off, n):
+    # the next map key, above the previous one n (RFC 8949 §4.2.1 order)
     major, k, off = read_head(data, off)
     if major != _MT_UINT:
         raise FrameError('unknown_key', 'map keys must be uints')
-    if k <= prev:
+    if k <= n:
         raise FrameError('not_deterministic', 'map keys not in ascending order')
     return k, off
 
@@ -707,4 +708,3 @@ if "_K_MODEL" in globals():  # CPython: the constants by their public names
     from edge.cbor import publish
     publish(globals())
     del publish
-    from edge.f16 import f16_bits, f16_value, round_value  # host callers' old names

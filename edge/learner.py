@@ -114,26 +114,26 @@ def _check(model, data, kind, grad_out=None, lam=0.0):
         raise ValueError("data file %s has no rows" % (data.path,))
 
 
-def _logits(model, data, z, c_count):
-    # z[c] = W_c . a for the current row
+def _logits(model, data, out, n):
+    # out[c] = W_c . a for the current row, c < n
     d = data.d
     vals = data.values
     nnz = data.nnz
     if data.index is None:
-        for c in range(c_count):
+        for c in range(n):
             b = c * d
             s = 0.0
             for j in range(d):
                 s += model[b + j] * vals[j]
-            z[c] = s
+            out[c] = s
     else:
         idx = data.index
-        for c in range(c_count):
+        for c in range(n):
             b = c * d
             s = 0.0
             for k in range(nnz):
                 s += model[b + idx[k]] * vals[k]
-            z[c] = s
+            out[c] = s
 
 
 def _dot(model, data):
@@ -149,17 +149,17 @@ def _dot(model, data):
     return s
 
 
-def _axpy(coef, data, out, base):
-    # out[base + j] += coef * a_j over the current row
+def _axpy(v, data, out, base):
+    # out[base + j] += v * a_j over the current row
     vals = data.values
     if data.index is None:
         for j in range(data.d):
-            out[base + j] += coef * vals[j]
+            out[base + j] += v * vals[j]
     else:
         idx = data.index
         for k in range(data.nnz):
             j = base + idx[k]
-            out[j] += coef * vals[k]
+            out[j] += v * vals[k]
 
 
 def loss_and_grad(model, data, lam, grad_out, kind, add=0.0):

@@ -1,16 +1,12 @@
 """Device-side transports for the edge loop (edge/node.py): CoAP here; MQTT (umqtt.simple)
 and serial SLIP in edge/pushlinks.py, loaded only by the boards that use them. Here too what
-the links share: LinkError, job_path, pause, and HELLO, the serial link's first message (the
-gateway's serial bridge answers it; edge.pushlinks.SlipLink sends it).
+the links share: LinkError, job_path, pause.
 
 These run on MicroPython and on CPython. The Raspberry Pi variants built on paho-mqtt,
 aiocoap and pyserial are in edge/pi.py. Topics and resources: docs/protocol.md.
 """
 
 import time
-
-
-HELLO = b"\xf6"   # CBOR null: a board's "send me config and model" on a serial link
 
 
 class LinkError(Exception):

@@ -2,14 +2,16 @@
 MQTT with micropython-lib's umqtt.simple, and serial SLIP (with the board's serial port:
 open_serial, PollStream). MicroPython and CPython.
 
-Apart from edge/links.py (CoAP, and what the links share: LinkError, job_path, pause, HELLO)
-so that a CoAP board never loads them.
+Apart from edge/links.py (CoAP, and what the links share: LinkError, job_path, pause)
+so that a CoAP board never loads them. HELLO is the serial link's first message (the gateway's
+serial bridge, aggregator/gateway/serial_front.py, answers it; SlipLink sends it).
 """
 
 from edge.cbor import const
 from edge.frame import peek
-from edge.links import HELLO, LinkError, job_path, pause
+from edge.links import LinkError, job_path, pause
 
+HELLO = b"\xf6"   # CBOR null: a board's "send me config and model" on a serial link
 _KIND_CONFIG = const(1)  # edge.frame's message kinds (folded: no dict entries on a board)
 _KIND_SNAPSHOT = const(2)
 _KIND_DELTA = const(3)

@@ -133,7 +133,8 @@ def _mpy_cross_binary() -> Path:
 def compile_module(src: Path, dst: Path, source_name: str, arch: str | None = None) -> str | None:
     """Compile one .py to .mpy; returns mpy-cross's message on failure, None on success.
 
-    ``source_name`` is embedded for tracebacks (e.g. ``edge/topk.py``). No ``-march``
+    ``source_name`` is embedded for tracebacks (``edge/topk.mpy``, the path the board imports, as
+    `cat-aggregator flash` names it: aggregator/ops/flash.py compile_edge). No ``-march``
     when ``arch`` is None: bytecode-only output, which loads on every interpreter.
     """
     dst.parent.mkdir(parents=True, exist_ok=True)
@@ -144,7 +145,7 @@ def compile_module(src: Path, dst: Path, source_name: str, arch: str | None = No
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
     if proc.returncode != 0 or not dst.is_file():
         msg = (proc.stderr or proc.stdout).strip().replace("\n", " | ")
-        return f"{source_name}: {msg or f'mpy-cross exit {proc.returncode}'}"
+        return f"{Path(source_name).with_suffix('.py').as_posix()}: {msg or f'mpy-cross exit {proc.returncode}'}"
     return None
 
 
@@ -166,7 +167,7 @@ def _install_item(item: Path, root: Path, mode: str, arch: str | None, errors: l
     for f in files:
         rel = f.relative_to(base)
         if f.suffix == ".py" and mode == "mpy":
-            err = compile_module(f, root / rel.with_suffix(".mpy"), rel.as_posix(), arch)
+            err = compile_module(f, root / rel.with_suffix(".mpy"), rel.with_suffix(".mpy").as_posix(), arch)
             if err:
                 errors.append(err)
         else:
@@ -423,7 +424,7 @@ def cross_compile_all(arch: str, src: Path | str = EDGE_DIR) -> list[str]:
     with tempfile.TemporaryDirectory(prefix=f"xc-{arch}-") as out:
         for f in _py_files(src):
             rel = f.relative_to(base)
-            err = compile_module(f, Path(out) / rel.with_suffix(".mpy"), rel.as_posix(), arch)
+            err = compile_module(f, Path(out) / rel.with_suffix(".mpy"), rel.with_suffix(".mpy").as_posix(), arch)
             if err:
                 errors.append(err)
     return errors

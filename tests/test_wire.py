@@ -34,6 +34,7 @@ sys.path.insert(0, str(ROOT))
 from aggregator.gateway import wire  # noqa: E402
 from edge import cbor as ecbor  # noqa: E402
 from edge import cose as ecose  # noqa: E402
+from edge import f16  # noqa: E402
 from edge import frame  # noqa: E402
 
 MAX = 1 << 20
@@ -818,7 +819,7 @@ def test_frame_length_equals_encoded_length(args, seed: int, compact: bool) -> N
     rng = random.Random(seed)
     idx = array("I", sorted(rng.sample(range(d), T))) if scheme else array("I")
     if scheme == 2:
-        m = frame.round_value(rng.uniform(0, 2), fmt)
+        m = f16.round_value(rng.uniform(0, 2), fmt)
         vals = array("f", [m if rng.random() < 0.5 else -m for _ in range(T)])
     else:
         vals = array("f", [rng.uniform(-100, 100) for _ in range(T)])
@@ -841,7 +842,7 @@ def test_frame_length_equals_encoded_length(args, seed: int, compact: bool) -> N
     assert u.node == node and u.wire_bytes == want
     if scheme:
         assert u.indices.tolist() == list(idx)
-    want_vals = [frame.round_value(v, fmt) for v in vals]
+    want_vals = [f16.round_value(v, fmt) for v in vals]
     assert u.values.tolist() == want_vals
     with pytest.raises(ValueError):
         frame.encode_update(bytearray(want - 1), key, job, node, rnd, scheme, d, T, idx, vals,
@@ -974,7 +975,7 @@ def test_f16_decode_is_exact_for_all_patterns() -> None:
     h = np.arange(65536, dtype=np.uint16)
     want = h.view(np.float16).astype(np.float64)
     for i in range(65536):
-        got = frame.f16_value(i)
+        got = f16.f16_value(i)
         if math.isnan(want[i]):
             assert math.isnan(got)
         else:
@@ -987,13 +988,13 @@ def test_f16_rounding_matches_ieee(bits: int) -> None:
     x = float(np.uint32(bits).view(np.float32))
     with np.errstate(over="ignore", invalid="ignore"):
         want = np.float32(x).astype(np.float16)
-    got = frame.f16_bits(x)
+    got = f16.f16_bits(x)
     if np.isnan(want):
         assert (got & 0x7C00) == 0x7C00 and (got & 0x3FF)
     else:
         assert got == int(want.view(np.uint16)), (hex(bits), hex(got))
-        assert frame.round_value(x, 1) == float(want)
-    assert frame.round_value(x, 0) == x or math.isnan(x)
+        assert f16.round_value(x, 1) == float(want)
+    assert f16.round_value(x, 0) == x or math.isnan(x)
 
 
 @pytest.mark.parametrize("x", [65504.0, 65519.99, 65520.0, 1e-8, 2.0**-24, 2.0**-25,
@@ -1001,8 +1002,8 @@ def test_f16_rounding_matches_ieee(bits: int) -> None:
 def test_f16_rounding_edges(x: float) -> None:
     with np.errstate(over="ignore"):
         want = float(np.float32(x).astype(np.float16)) if abs(x) < 3.5e38 else math.inf
-    assert frame.round_value(x, 1) == want
-    assert math.copysign(1, frame.round_value(x, 1)) == math.copysign(1, x)
+    assert f16.round_value(x, 1) == want
+    assert math.copysign(1, f16.round_value(x, 1)) == math.copysign(1, x)
 
 
 # ------------------------------------------------------------ gateway/edge model sync
@@ -1305,7 +1306,7 @@ def test_compact_refusals(over: dict, implied, reason: str) -> None:
 def test_compact_sq_and_identity_round_trip() -> None:
     key = bytes(range(32))
     buf = bytearray(100)
-    m = frame.round_value(0.375, 1)
+    m = f16.round_value(0.375, 1)
     n = frame.encode_update(buf, key, 9, 300, 70000, 2, 47236, 3, array("I", [5, 600, 47235]),
                             array("f", [m, -m, m]), 1, None, True)
     assert n == frame.frame_length(47236, 3, 2, 1, False, 9, 300, 70000, True)

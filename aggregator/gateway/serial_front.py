@@ -13,7 +13,7 @@ import serial
 from aggregator.errors import UserError
 from aggregator.gateway.pipeline import Aggregator
 from edge import slip
-from edge.links import HELLO
+from edge.pushlinks import HELLO
 
 
 class SerialPortError(UserError, OSError):

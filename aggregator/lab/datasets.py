@@ -556,7 +556,7 @@ def write_partition(directory, parts: Sequence[tuple], classes: int, layout: str
         counts = np.bincount(np.asarray(yk, dtype=np.int64), minlength=classes)
         nodes.append({"node": k, "file": pth.name, "rows": int(Xk.shape[0]),
                       "class_counts": [int(c) for c in counts]})
-    manifest = {"format": "CATD", "version": edf.VERSION, "d": int(d), "classes": int(classes),
+    manifest = {"format": "CATD", "version": edf.CATD_VERSION, "d": int(d), "classes": int(classes),
                 "layout": layout, "nodes": nodes, "meta": meta or {}}
     tmp = directory / "partition.json.tmp"
     tmp.write_text(json.dumps(manifest, indent=1, sort_keys=True))

@@ -158,7 +158,9 @@ def compile_edge(dest: Path, arch: str, mpy_cross: str | None = None) -> list[Pa
     for name in board_modules():
         src = EDGE_DIR / name
         dst = out / (src.stem + ".mpy")
-        cmd = [exe, "-o", str(dst), "-s", f"edge/{src.name}"]
+        # the source name tracebacks show: the path the board imports (its __file__), one qstr
+        # where edge/<name>.py would intern a second per module (docs/firmware.md, "The qstr pools")
+        cmd = [exe, "-o", str(dst), "-s", f"edge/{dst.name}"]
         if arch != "none":
             cmd.append(f"-march={arch}")
         cmd.append(str(src))
