@@ -149,7 +149,9 @@ def main(path="node.json", max_rounds=None, quiet=False):
     cfg = load_config(path)
     if cfg.get("wifi"):
         from edge.wifi import connect_wifi  # Wi-Fi boards only load it
-        connect_wifi(cfg["wifi"])
+        why = connect_wifi(cfg["wifi"])
+        if why:
+            raise BoardError(why)
     node, link = make(cfg)
     if cfg.get("sleep") is not None:
         from edge.sleep import wake

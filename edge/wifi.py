@@ -1,17 +1,17 @@
 """Joining a WLAN (ESP32, Pico W): a module of its own, so a board on another link never
 loads its names (edge/board.py imports it only when node.json has "wifi").
-MicroPython and CPython (where it is a no-op: no `network` module).
+MicroPython and CPython (where it is a no-op: no `network` module). It imports nothing from
+edge/: the caller turns a failure into its own error.
 """
-
-from edge.board import BoardError
 
 
 def connect_wifi(wifi, timeout_s=20):
-    """Join a WLAN on ports with `network` (ESP32, Pico W); no-op without one."""
+    """Join a WLAN on ports with `network` (ESP32, Pico W). None when joined (or there is no
+    `network`), else why not, in one line."""
     try:
         import network
     except ImportError:
-        return False
+        return None
     import time
     sta = network.WLAN(network.STA_IF)
     sta.active(True)
@@ -20,7 +20,7 @@ def connect_wifi(wifi, timeout_s=20):
         t = 0
         while not sta.isconnected():
             if t >= timeout_s * 10:
-                raise BoardError("wifi: no connection to %r after %d s" % (wifi["ssid"], timeout_s))
+                return "wifi: no connection to %r after %d s" % (wifi["ssid"], timeout_s)
             time.sleep(0.1)
             t += 1
-    return True
+    return None
