@@ -125,10 +125,8 @@ def make_node(cfg):
 
 def make(cfg):
     """(node, link) for the flashed config. The node first: its model and gradient arrays,
-    the largest blocks a board allocates, go into the heap before the link's small objects."""
-    why = transport_mismatch(cfg["profile"], cfg["transport"])
-    if why:
-        raise ValueError(why)
+    the largest blocks a board allocates, go into the heap before the link's small objects.
+    (load_config has checked the transport against the profile.)"""
     if cfg["transport"] == "coap":
         from edge.onair import block_size_mismatch
         why = block_size_mismatch(cfg["profile"], cfg.get("block_size") or (cfg["profile"].get("stack") or {}).get(
