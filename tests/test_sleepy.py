@@ -89,6 +89,16 @@ def read_state(path: Path, ef: bool) -> dict:
             "frame": raw[off:off + flen], "size": len(raw)}
 
 
+def reference(d: Path, job, port: int) -> tuple:
+    """The always-on twin of the board in d (same node.json) on the gateway at port: node,
+    link, and the frames it records by round."""
+    ref = board.make_node(board.load_config(str(d / "node.json")))
+    link = CoapLink(CoapClient("127.0.0.1", port, ack_timeout=0.5), job.job_id)
+    frames: dict[int, bytes] = {}
+    ref.record = lambda r, mv: frames.__setitem__(r, bytes(mv))
+    return ref, link, frames
+
+
 def send_round(node, link, timeout: float = 30.0) -> None:
     end = time.monotonic() + timeout
     while node.step(link) != "sent":
@@ -113,11 +123,7 @@ def test_sleepy_node_trains_exactly_like_one_that_never_sleeps(tmp_path, scheme,
     ref_svc, ref_port = gateway(ref_job(layout))
     try:
         d = board_dir(tmp_path, layout, job, k, port)
-        ref_cfg = board.load_config(str(d / "node.json"))
-        ref = board.make_node(ref_cfg)
-        ref_link = CoapLink(CoapClient("127.0.0.1", ref_port, ack_timeout=0.5), job.job_id)
-        frames: dict[int, bytes] = {}
-        ref.record = lambda r, mv: frames.__setitem__(r, bytes(mv))
+        ref, ref_link, frames = reference(d, job, ref_port)
         agg = svc.service.agg
         for r in range(5):
             out = wake(d)
@@ -289,10 +295,7 @@ def test_a_cut_between_writing_and_renaming_keeps_the_old_state(tmp_path):
     ref_svc, ref_port = gateway(ref_job(layout))
     try:
         d = board_dir(tmp_path, layout, job, k, port)
-        ref = board.make_node(board.load_config(str(d / "node.json")))
-        ref_link = CoapLink(CoapClient("127.0.0.1", ref_port, ack_timeout=0.5), job.job_id)
-        frames: dict[int, bytes] = {}
-        ref.record = lambda r, mv: frames.__setitem__(r, bytes(mv))
+        ref, ref_link, frames = reference(d, job, ref_port)
         agg = svc.service.agg
         assert wake(d)["sent"] == 1
         send_round(ref, ref_link)
