@@ -34,12 +34,14 @@ def load_variant(name, missing, find_profile, load):
 
 
 def block_variant(prof, b, err):
-    """The walked CoAP profile prof with Block1 blocks of b bytes, named '<name>-b<b>' (prof
-    itself when b is its own block size): what `load_profile("<name>-b<b>")` returns. Only the
-    block size differs, so the variant needs no file and cannot drift from its base. err: the
+    """The walked CoAP profile prof with Block1 blocks of b bytes, named '<base>-b<b>' (base:
+    prof's name without its own '-b<B>'; prof itself when b is its own block size): what
+    `load_profile("<name>-b<b>")` returns, and `profile --block-size` prices. Only the block size differs, so the variant needs no file and cannot drift from its base. err: the
     exception class to raise (edge.profile.ProfileError; passed in: no import cycle)."""
-    name = "%s-b%d" % (prof["name"], b)
     st = prof.get("stack")
+    own = "-b%d" % st["block_size"] if st and "block_size" in st else ""
+    base = prof["name"][:-len(own)] if own and prof["name"].endswith(own) else prof["name"]
+    name = "%s-b%d" % (base, b)    # a variant's variant is named after the base
     if not st or st["transport"] != "coap":
         raise err("%s: name: %s sends no CoAP Block1 (no [stack] with transport = 'coap'), so it has no "
                   "-b<B> block-size variants" % (name, prof["name"]))

@@ -10,7 +10,6 @@ assumption in a profile is visible where it is made.
 
 from __future__ import annotations
 
-import copy
 
 from typing import Callable
 
@@ -19,13 +18,14 @@ from aggregator.lab.pricing import lorawan_region
 from edge.cost import LinkCost
 from edge.onair import frame_sizes, mac_overhead, nhc_udp_len
 from edge.stackcheck import BLOCK_SIZES  # RFC 7959 §2.2: 2 ** (SZX + 4)
+from edge.variant import block_variant
 
 TABLE_SIZES = (64, 256, 1024, 4096, 16384)  # --block-table's default message sizes
 
 
 def with_block_size(prof: dict, block_size: int | None) -> dict:
     """The profile with its CoAP block size replaced, named as load_profile names that variant
-    ('<base>-b<B>', edge/variant.py): the profile a node with that block size must use."""
+    ('<base>-b<B>', edge/variant.py builds it): the profile a node with that block size must use."""
     if block_size is None:
         return prof
     st = prof.get("stack")
@@ -34,14 +34,7 @@ def with_block_size(prof: dict, block_size: int | None) -> dict:
                             "transport = 'coap')")
     if block_size not in BLOCK_SIZES:
         raise ArgumentError(f"--block-size must be a power of two from 16 to 1024 (RFC 7959 §2.2), got {block_size}")
-    if block_size == prof["stack"]["block_size"]:
-        return prof
-    out = copy.deepcopy(prof)
-    own = f"-b{prof['stack']['block_size']}"
-    base = prof["name"][:-len(own)] if prof["name"].endswith(own) else prof["name"]
-    out["name"] = f"{base}-b{block_size}"
-    out["stack"]["block_size"] = block_size
-    return out
+    return block_variant(prof, block_size, ArgumentError)
 
 
 def _packet_lines(prof: dict, lc: LinkCost, n: int) -> list[str]:
