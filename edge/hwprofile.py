@@ -26,6 +26,7 @@ UNITS = {
     "rate": ("%/year", "%/month", "1/year"),
     "size": ("B", "KiB", "MiB"),
     "byterate": ("B/s", "kB/s", "MB/s", "KiB/s", "MiB/s"),
+    "cycles": ("cycles",),
 }
 YEAR_S = 31557600  # a Julian year (365.25 days), the year of "per year" and "year"
 _SCALE = {"mA": (1, 1000), "uA": (1, 1000000), "mV": (1, 1000), "ms": (1, 1000), "us": (1, 1000000),
@@ -50,6 +51,9 @@ _STATE_SECONDS = ("state_per_byte time >=0", "state_fixed time >=0")
 # file in (edge/sleep.py), priced by aggregator/lab/boardbudget.py state_round
 _STORAGE = ("block_size size int>0", "page_size size int>0", "erase_time time >0", "program_time time >0",
             "read_rate byterate >0", "write_current current >=0", "read_current current >=0")
+# optional in [storage]: the file system's size and the erase cycles a block endures (whether the
+# state file fits, and how long the flash lasts: aggregator/lab/flashwear.py)
+_STORAGE_OPT = ("fs_size size int>0", "endurance cycles >0")
 
 
 def _section(c, raw, key, texts, spec, optional=()):
@@ -88,7 +92,7 @@ def validate(raw, filename=None, kind=None):
         out["sleep"] = _section(c, raw, "sleep", ("state",), _SLEEP)
         out["supply"] = _section(c, raw, "supply", (), ("voltage voltage >0",))
         if "storage" in raw:
-            st = _section(c, raw, "storage", ("name", "filesystem"), _STORAGE)
+            st = _section(c, raw, "storage", ("name", "filesystem"), _STORAGE, _STORAGE_OPT)
             if st["page_size"] > st["block_size"]:
                 c.fail("storage.page_size", "%r B is larger than the block (%r B)" % (st["page_size"], st["block_size"]))
             out["storage"] = st

@@ -39,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from aggregator.lab import energy, reports
+from aggregator.lab import energy, flashwear, reports
 from aggregator.lab.boardcompute import BoardBudgetError, compute_seconds, host_to_board, load
 from aggregator.lab.problem import Problem
 from aggregator.lab.results import SimResult
@@ -233,13 +233,14 @@ def state_round(board: dict, cal: dict, size: int) -> dict[str, float]:
     use = lfs_block_use(int(size), int(st["block_size"]))
     pages = sum(-(-u // page) for u in use) + METADATA_COMMITS * max(1, -(-METADATA_COMMIT_BYTES // page))
     read_s = (int(size) + MARKER_BYTES) / st["read_rate"]
-    erase_s = (len(use) + METADATA_COMMITS * METADATA_COMMIT_BYTES / st["block_size"]) * st["erase_time"]
+    erased = len(use) + METADATA_COMMITS * METADATA_COMMIT_BYTES / st["block_size"]
+    erase_s = erased * st["erase_time"]
     program_s = pages * st["program_time"]
     s = cal["seconds"]
     cpu_s = (s.get("state_per_byte", 0.0) * int(size) + s.get("state_fixed", 0.0)) * host_to_board(board, cal)
     joules = v * (read_s * (st["read_current"] + act) + (erase_s + program_s) * (st["write_current"] + act)
                   + cpu_s * act)
-    return {"bytes": int(size), "blocks": len(use), "pages": pages, "read_s": read_s, "erase_s": erase_s,
+    return {"bytes": int(size), "blocks": len(use), "erased": erased, "pages": pages, "read_s": read_s, "erase_s": erase_s,
             "program_s": program_s, "cpu_s": cpu_s, "seconds": read_s + erase_s + program_s + cpu_s,
             "joules": joules}
 
@@ -394,6 +395,12 @@ def board_budget(log: energy.RunLog, profile: dict, board: dict, battery: dict, 
                 f"({1e3 * b_['program_s']:.4g} ms), read {1e3 * b_['read_s']:.3g} ms, CPU (SHA-256 and chunks, "
                 f"scaled from the 32-bit build) {1e3 * b_['cpu_s']:.3g} ms; between rounds the board profile's "
                 f"sleep: {sl['state']}")
+            worst = min(nodes, key=lambda nd: nd["battery_life_days"]) if nodes else None
+            if worst is not None:
+                state["lines"] = flashwear.summary_lines(st, b_, worst["interval_s"], worst["battery_life_days"])
+            if "fs_size" not in st:
+                notes.append(f"state: {board['name']}'s [storage] gives no fs_size: whether the state file fits "
+                             "and how long the flash lasts are not checked")
             if "state_per_byte" not in cal["seconds"]:
                 notes.append("state: the calibration has no state_per_byte/state_fixed: the CPU's part is not "
                              "priced (run firmware_tests/statecost.py --write)")
@@ -459,6 +466,7 @@ def summary_lines(b: dict, rounds: int) -> list[str]:
                      f"the round's {1e3 * e:.4g} mJ")
     worst = min(b["nodes"], key=lambda nd: nd["battery_life_days"])
     if sleepy:
+        lines.extend((b.get("state") or {}).get("lines", []))
         lines.append(f"battery life: {worst['battery_life_days']:.4g} days with the state file's "
                      f"{1e3 * worst['state_j_per_round']:.4g} mJ per round ({worst['battery_life_days_without_state']:.4g} "
                      "days without it)")
