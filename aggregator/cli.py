@@ -13,6 +13,7 @@ import sys
 
 from aggregator.errors import UserError
 from edge import __version__
+from edge.cli import OneLineParser
 from edge.profile import ProfileError
 
 # One line per subcommand module (kept in the order `--help` lists them).
@@ -36,7 +37,7 @@ COMMANDS = [
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="cat-aggregator",
         description="Gateway for communication-aware federated learning (CAT) on IoT links.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")

@@ -18,6 +18,14 @@ class CliError(Exception):
     pass
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse with a bad argument reported in one line (what was wrong, and where the usage
+    is) instead of the whole usage block; subcommands inherit it (add_subparsers)."""
+
+    def error(self, message):
+        self.exit(2, "%s: %s (see %s --help)\n" % (self.prog, message, self.prog))
+
+
 FIELDS = ("node", "key", "key_file", "downlink_key", "downlink_key_file", "job", "data", "profile",
           "transport", "host", "port", "serial_port", "baud", "k_cap", "rounds", "timeout",
           "username", "password", "ca_file", "no_telemetry")
@@ -42,7 +50,7 @@ def _read_key(args, name):
 
 def build_parser():
     from edge import __version__
-    p = argparse.ArgumentParser(prog="cat-edge", description="Run a CPython CAT edge against a gateway.")
+    p = OneLineParser(prog="cat-edge", description="Run a CPython CAT edge against a gateway.")
     p.add_argument("--version", action="version", version="%(prog)s " + __version__)
     p.add_argument("--config", help="TOML file with any of the options below (command line wins)")
     p.add_argument("--node", type=int, help="node id (0..65535)")

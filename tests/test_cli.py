@@ -178,3 +178,20 @@ def test_demo_refuses_a_profile_of_another_transport_before_it_starts(tmp_path, 
     assert main(["demo", "--out", str(tmp_path / "out"), *args]) == 2
     err = capsys.readouterr().err
     assert msg in err and len(err.strip().splitlines()) == 1 and not (tmp_path / "out").exists(), err
+
+
+@pytest.mark.parametrize("cmd, message", [
+    (CLI + ["simulate", "--nodes", "x"],
+     "cat-aggregator simulate: argument --nodes: invalid int value: 'x' (see cat-aggregator simulate --help)"),
+    (CLI + ["experiment", "link-costs", "--rule", "fixed"],
+     "cat-aggregator experiment link-costs: argument --rule: invalid choice: 'fixed' (choose from 'cat', 'catavg') "
+     "(see cat-aggregator experiment link-costs --help)"),
+    (CLI + ["profile", "--bytes"], "cat-aggregator profile: argument --bytes: expected one argument "
+                                   "(see cat-aggregator profile --help)"),
+    ([sys.executable, "-m", "edge.cli", "--transport", "ftp"],
+     "cat-edge: argument --transport: invalid choice: 'ftp' (choose from 'coap', 'mqtt', 'serial') "
+     "(see cat-edge --help)"),
+])
+def test_a_bad_argument_is_one_line_not_the_usage_block(cmd, message):
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and r.stderr.strip() == message and r.stdout == ""

@@ -212,3 +212,27 @@ def test_priced_raises_one_past_the_link() -> None:
                                          rf"\({t_max}\)"):
         priced(over, "lorawan-eu868-sf7")
 
+
+
+def test_link_costs_rule_reaches_every_run(tmp_path, capsys, monkeypatch) -> None:
+    """--rule catavg: every run (old, corrected, with the delta's share) chooses T by it, and the
+    report names it; the runs themselves are real (the spy only records their configs)."""
+    from aggregator.lab.experiments import common
+    seen: list[str] = []
+    real = common.Runner.run
+
+    def spy(self, n, cfg):
+        seen.append(cfg.rule)
+        return real(self, n, cfg)
+
+    monkeypatch.setattr(common.Runner, "run", spy)
+    out = tmp_path / "lc"
+    assert main(["experiment", "link-costs", *TINY, "--links", "lorawan-eu868-sf7", "--nodes", "2", "--schemes",
+                 "sq", "--rounds", "60", "--rule", "catavg", "--out", str(out)]) == 0
+    assert seen == ["catavg"] * 3
+    assert "catavg" in (out / "report.md").read_text()
+    with pytest.raises(SystemExit) as e:
+        main(["experiment", "link-costs", *TINY, "--rule", "fixed", "--out", str(tmp_path / "x")])
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "argument --rule: invalid choice: 'fixed'" in err[0]
