@@ -52,7 +52,7 @@ _STATE_SECONDS = ("state_per_byte time >=0", "state_fixed time >=0")
 _STORAGE = ("block_size size int>0", "page_size size int>0", "erase_time time >0", "program_time time >0",
             "read_rate byterate >0", "write_current current >=0", "read_current current >=0")
 # optional in [storage]: the file system's size and the erase cycles a block endures (whether the
-# state file fits, and how long the flash lasts: aggregator/lab/flashwear.py)
+# state file fits, and how long the flash lasts: aggregator/lab/statefile.py)
 _STORAGE_OPT = ("fs_size size int>0", "endurance cycles >0")
 
 

@@ -39,7 +39,9 @@ from typing import Any
 
 import numpy as np
 
-from aggregator.lab import energy, flashwear, reports
+from aggregator.lab import energy, reports, statefile
+from aggregator.lab.statefile import (MARKER_BYTES, METADATA_COMMIT_BYTES, METADATA_COMMITS, erased_blocks,
+                                      lfs_block_use, state_bytes)
 from aggregator.lab.boardcompute import BoardBudgetError, compute_seconds, host_to_board, load
 from aggregator.lab.problem import Problem
 from aggregator.lab.results import SimResult
@@ -173,44 +175,6 @@ def listen_seconds(w: Wait, profile: dict, lr: LinkRound, up_bytes: int, down_by
 
 # ------------------------------------------------------------------------------ state file
 
-STATE_HEADER = 44           # edge/sleep.py: header bytes before the model
-STATE_DIGEST = 32           # the SHA-256 after the frame
-MARKER_BYTES = 16           # <state>.sent
-# littlefs commits to the directory's metadata pair when the state's .tmp is created, when it
-# is closed (its CTZ head), when it is renamed over the old file, and each time the 16-byte
-# marker (an inline file) is rewritten: five commits a round. Assumption: a commit programs
-# 64 bytes (tags, the marker or the file's head, CRC), at least one program unit; a metadata
-# block of B bytes fills after B / 64 commits and is then compacted into its pair's other block
-# (one erase), priced per round as 5 x 64 / B of a block erase.
-METADATA_COMMITS = 5
-METADATA_COMMIT_BYTES = 64
-
-
-def state_bytes(n: int, frame: int, error_feedback: bool) -> int:
-    """Bytes of edge/sleep.py's state file: header, model (and residual), frame, SHA-256."""
-    return STATE_HEADER + 4 * int(n) * (2 if error_feedback else 1) + int(frame) + STATE_DIGEST
-
-
-def lfs_block_use(size: int, block: int) -> list[int]:
-    """Bytes used in each block of a littlefs file of `size` bytes (its CTZ skip-list: block
-    i > 0 starts with ctz(i) + 1 pointers of 4 bytes; block 0 has none), so len() = blocks.
-    littlefs keeps files smaller than its inline limit (at most a block / 8) in the metadata
-    instead; a state file (44 + 4n + L + 32 bytes) of a real model is not one of them."""
-    if size <= 0:
-        return []
-    block = int(block)
-    use = [min(size, block)]
-    left = size - use[0]
-    i = 1
-    while left > 0:
-        ptr = 4 * ((i & -i).bit_length())            # ctz(i) + 1 pointers
-        data = min(left, block - ptr)
-        use.append(ptr + data)
-        left -= data
-        i += 1
-    return use
-
-
 def state_round(board: dict, cal: dict, size: int) -> dict[str, float]:
     """Seconds and joules of one round's state-file I/O on the board (edge/sleep.py): read
     the file and marker at boot, erase the blocks the new file spans and program its pages,
@@ -233,7 +197,7 @@ def state_round(board: dict, cal: dict, size: int) -> dict[str, float]:
     use = lfs_block_use(int(size), int(st["block_size"]))
     pages = sum(-(-u // page) for u in use) + METADATA_COMMITS * max(1, -(-METADATA_COMMIT_BYTES // page))
     read_s = (int(size) + MARKER_BYTES) / st["read_rate"]
-    erased = len(use) + METADATA_COMMITS * METADATA_COMMIT_BYTES / st["block_size"]
+    erased = erased_blocks(len(use), st["block_size"])
     erase_s = erased * st["erase_time"]
     program_s = pages * st["program_time"]
     s = cal["seconds"]
@@ -397,7 +361,7 @@ def board_budget(log: energy.RunLog, profile: dict, board: dict, battery: dict, 
                 f"sleep: {sl['state']}")
             worst = min(nodes, key=lambda nd: nd["battery_life_days"]) if nodes else None
             if worst is not None:
-                state["lines"] = flashwear.summary_lines(st, b_, worst["interval_s"], worst["battery_life_days"])
+                state["lines"] = statefile.summary_lines(st, b_, worst["interval_s"], worst["battery_life_days"])
             if "fs_size" not in st:
                 notes.append(f"state: {board['name']}'s [storage] gives no fs_size: whether the state file fits "
                              "and how long the flash lasts are not checked")

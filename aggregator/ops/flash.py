@@ -315,6 +315,21 @@ def board_cost(board: str, job: Any, data: Path, k_cap: int | None) -> dict[str,
                                   job.d, nnz, k)
 
 
+def state_check(board: str, job: Any, sleep_s: float) -> list[str]:
+    """--deep-sleep with --board: a state file the board's file system cannot hold is refused
+    before anything is copied (aggregator/lab/statefile.py); else its space and wear, to print."""
+    from aggregator.lab import boardcompute, statefile
+
+    storage = boardcompute.load("board", board).get("storage")
+    if storage is None:
+        return [f"note: board {board} has no [storage]: the state file's space is not checked"]
+    try:
+        return statefile.flash_check(storage, job.d, job.error_feedback, sleep_s)
+    except ValueError as exc:
+        raise UserError(f"--deep-sleep on {board}: {exc}; use a smaller model, no error feedback, or a "
+                        "larger file system") from None
+
+
 def _gateway(args: argparse.Namespace, job: Any) -> tuple[str, int | None]:
     """--gateway, else the node's endpoint in the job: its shard's in a job with [shards]."""
     if args.gateway:
@@ -357,6 +372,9 @@ def run(args: argparse.Namespace) -> int:
     cfg = node_config(job, args.node, data.name, args.transport, host, port, serial, wifi,
                       args.k_cap, args.rounds, args.timeout, args.block_size, sleep=sleep)
     if args.board:
+        if sleep is not None:
+            for line in state_check(args.board, job, sleep["interval"]):
+                print(line)
         cfg["board_cost"] = board_cost(args.board, job, data, args.k_cap)
         if job.metric != "joules":
             print(f"note: the job's metric is {job.metric}, so the board counts no CPU joules (board_cost unused)")
