@@ -280,3 +280,7 @@ def test_as923_dr2_downlinks_take_the_dwell_0_limit_and_outlast_the_dwell_time(c
     assert "OVER AS923's 400 ms dwell time" in text and "send smaller deltas or use a faster data rate" in text
     # the shipped SF7 profile is its own RX1 profile (242 B both ways)
     assert energy.rx1_downlink(load_profile(AS)) == load_profile(AS)
+    # where the network lifted the dwell time, nothing holds the downlinks to it
+    free = energy.budget(log, _with(AS, 115, sf=10, dwell=False), 3600.0, 2400.0, 3.0)["gateway"]
+    assert free["dwell_s"] is None and free["dwell_ok"] is None and free["longest_s"] is None
+    assert "dwell" not in "\n".join(energy.gateway_lines(free, 3600.0))

@@ -39,7 +39,7 @@ from edge.cat import SCHEME_IDENTITY, scheme_id
 from edge.cost import LinkCost
 from edge.frame import frame_length
 from edge.lora import LDRO_SYMBOL_S
-from edge.regions import AS923_NO_DWELL_MAX, UPLINK_DWELL_S
+from edge.regions import AS923_NO_DWELL_MAX, uplink_dwell_s
 from edge.downwalk import walk_down
 
 
@@ -313,7 +313,7 @@ def gateway_downlink(profile: dict, log: RunLog, interval_s: float) -> dict[str,
     on 125 kHz channels, not the 500 kHz downlinks (`dwell_s`). AS923: no duty cycle priced (the
     profile's `[limits]` says otherwise), RX1 on the uplink's channel and data rate, so where local
     rules impose the 400 ms dwell time it binds the gateway's downlinks too: `longest_s` against
-    `dwell_s`, `dwell_ok`."""
+    `dwell_s`, `dwell_ok` (none with `[lora] uplink_dwell_time = false`)."""
     dc = profile["limits"]["duty_cycle"]
     rx1 = rx1_downlink(profile)
     worst = _busiest_downlink(rx1, log)
@@ -329,10 +329,11 @@ def gateway_downlink(profile: dict, log: RunLog, interval_s: float) -> dict[str,
         out["rx2"] = {"airtime_s_max": w2, "used": w2 / interval_s, "allowed": EU868_RX2_DUTY_CYCLE,
                       "ok": w2 / interval_s <= EU868_RX2_DUTY_CYCLE, "min_interval_s": w2 / EU868_RX2_DUTY_CYCLE}
         out["both_min_interval_s"] = _shared_min_interval(worst, dc, w2, EU868_RX2_DUTY_CYCLE)
-    if out["region"] in ("US915", "AS923"):
+    dwell = uplink_dwell_s(profile["lora"])  # AS923 with uplink_dwell_time = false: none
+    if dwell is not None:
         out["longest_s"] = _longest_downlink(rx1, log)
-        out["dwell_s"] = UPLINK_DWELL_S[out["region"]]
-        out["dwell_ok"] = out["longest_s"] <= out["dwell_s"]
+        out["dwell_s"] = dwell
+        out["dwell_ok"] = out["longest_s"] <= dwell
     return out
 
 
