@@ -218,7 +218,8 @@ def _link(c, raw, out):
     out["message"] = msg
     out["packet"] = pk
     out["radio"] = radio
-    t = c.table(raw, "lora", "lora", False, _keys(_LORA) + list(_FLAGS) + _keys(_RXW) + ["rx_bandwidth", "region"])
+    t = c.table(raw, "lora", "lora", False, _keys(_LORA) + list(_FLAGS) + _keys(_RXW) + ["rx_bandwidth", "region",
+                                                                                     "uplink_dwell_time"])
     if t is None:
         return
     lora = c.numbers(t, "lora", _LORA)
@@ -235,10 +236,9 @@ def _link(c, raw, out):
     bad = check_lora(lora, pk)
     if bad:
         c.fail(bad[0], bad[1])
-    if "region" in t:  # optional: then max_bytes is held to the region's limit at this data rate
-        from edge.stackcheck import check_region  # its module: this one must compile in 64 KiB
-        check_region(c, t["region"], lora, out["message"], pk)
-        lora["region"] = t["region"]
+    if "region" in t or "uplink_dwell_time" in t:  # optional: max_bytes held to the region's limit
+        from edge.regions import check_region  # its module: this one must compile in 64 KiB
+        check_region(c, t, lora, out["message"], pk)
     out["lora"] = lora
 
 

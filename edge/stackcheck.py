@@ -1,11 +1,8 @@
 # Profile checks that edge/profile.py loads only when a profile needs them: the [stack] table
 # of walked profiles (what an IEEE 802.15.4 + 6LoWPAN client puts on air, walked by
-# edge/onair.py), message.replies_acked, a LoRaWAN region's payload limits, and the [paper]
-# table of paper profiles. A module of
-# its own so edge/profile.py still compiles inside a 64 KiB MicroPython heap. Schema and
-# sources: cost_profiles/README.md.
-
-from edge.lora import lora_airtime
+# edge/onair.py), message.replies_acked and the [paper] table of paper profiles (a LoRaWAN
+# region's: edge/regions.py). A module of its own so edge/profile.py still compiles inside a
+# 64 KiB MicroPython heap. Schema and sources: cost_profiles/README.md.
 
 _STACK = ("address_bytes size int>0", "security_bytes size int>=0", "phy_overhead_bytes size int>0",
           "max_frame_bytes size int>0", "iphc_bytes size int>0", "src_port ratio int>0",
@@ -99,46 +96,3 @@ def check_paper(c, raw, out):
     if out["default_metric"] == "packets" and model != "packet":
         c.fail("default_metric", "'packets' needs paper.model = 'packet'")
     out["paper"] = {"model": model, "fpp_bytes": fpp, "c1": c1, "c0": c0, "pmax_bytes": pmax}
-
-
-# LoRaWAN Regional Parameters' largest FRMPayload per uplink data rate, keyed by (SF, bandwidth
-# in kHz): LoRaMac-node RegionEU868.h MaxPayloadOfDatarateEU868 = {51, 51, 51, 115, 242, 242,
-# 242, 242} for DR0..DR7 (SF12..SF7 at 125 kHz, SF7 at 250 kHz; DR7 is FSK), RegionUS915.h
-# MaxPayloadOfDatarateUS915 = {11, 53, 125, 242, 242} for DR0..DR4 (SF10..SF7 at 125 kHz, SF8 at
-# 500 kHz); without a repeater.
-_REGION_MAX = {
-    "EU868": {(12, 125): 51, (11, 125): 51, (10, 125): 51, (9, 125): 115, (8, 125): 242, (7, 125): 242,
-              (7, 250): 242},
-    "US915": {(10, 125): 11, (9, 125): 53, (8, 125): 125, (7, 125): 242, (8, 500): 242},
-}
-
-# Uplink dwell time by region: in US902-928 "FCC regulation imposes a maximum dwell time of 400ms
-# on uplinks" (LoRaWAN Regional Parameters 1.0.2rB §2.2.3; its payload limits are the largest
-# under it); EU863-870 has none (§2.1.3).
-UPLINK_DWELL_S = {"US915": 0.4}
-
-
-def check_region(c, region, lora, msg, pk):
-    """[lora] region: the uplink's SF and bandwidth must be one of the region's data rates, and
-    message.max_bytes at most that data rate's FRMPayload limit; the longest packet priced within
-    the region's uplink dwell time (a network that enforces it never receives a longer one)."""
-    rates = _REGION_MAX.get(region)
-    if rates is None:
-        c.fail("lora.region", "must be one of: %s, got %r" % (", ".join(sorted(_REGION_MAX)), region))
-    key = (lora["spreading_factor"], int(lora["bandwidth"] / 1000))
-    if key not in rates:
-        c.fail("lora.spreading_factor", "SF%d at %d kHz is no %s uplink data rate" % (key[0], key[1], region))
-    if msg["max_bytes"] > rates[key]:
-        c.fail("message.max_bytes", "%g B exceeds the %d B FRMPayload %s allows at SF%d/%d kHz"
-               % (msg["max_bytes"], rates[key], region, key[0], key[1]))
-    lim = UPLINK_DWELL_S.get(region)
-    if lim is None:
-        return
-    m = msg["max_bytes"] + msg["overhead_bytes"]
-    phy = min(m, pk["first_payload_bytes"]) + pk["first_overhead_bytes"]
-    if m > pk["first_payload_bytes"]:  # a following packet may be the longer one
-        phy = max(phy, min(m - pk["first_payload_bytes"], pk["next_payload_bytes"]) + pk["next_overhead_bytes"])
-    t = lora_airtime(lora, phy)
-    if t > lim:
-        c.fail("message.max_bytes", "a %g B packet takes %.1f ms on air, over the %g ms uplink dwell time of %s"
-               % (phy, t * 1e3, lim * 1e3, region))

@@ -67,28 +67,41 @@ def test_lora_airtime_matches_loratools(sf: int, pl: int, ldro: bool, ms: int) -
 # RegionEU868.h MaxPayloadOfDatarateEU868 and RegionUS915.h MaxPayloadOfDatarateUS915.
 RP_EU868_N = {12: 51, 11: 51, 10: 51, 9: 115, 8: 242, 7: 242}
 RP_US915_N = {10: 11, 9: 53, 8: 125, 7: 242}
+# AS923: LoRaWAN Regional Parameters RP002-1.0.5 (LoRa Alliance, 2025) table 73, the N columns
+# for DwellTime = 1 (400 ms; DR0 and DR1 "N/A") and DwellTime = 0; the same numbers as
+# LoRaMac-node RegionAS923.h MaxPayloadOfDatarateDwell1AS923 / MaxPayloadOfDatarateDwell0AS923.
+RP_AS923_DWELL1_N = {10: 11, 9: 53, 8: 125, 7: 242}
+RP_AS923_DWELL0_N = {12: 51, 11: 51, 10: 115, 9: 115, 8: 242, 7: 242}
 LORAWAN_OVERHEAD = 13  # MHDR 1 + FHDR 7 + FPort 1 + MIC 4
 
 
 @pytest.mark.parametrize(("name", "table"), [("lorawan-eu868-sf7", RP_EU868_N), ("lorawan-eu868-sf12", RP_EU868_N),
-                                             ("lorawan-us915-sf7", RP_US915_N), ("lorawan-us915-sf10", RP_US915_N)])
+                                             ("lorawan-us915-sf7", RP_US915_N), ("lorawan-us915-sf10", RP_US915_N),
+                                             ("lorawan-as923-sf7", RP_AS923_DWELL1_N)])
 def test_each_lorawan_profile_takes_the_regional_parameters_payload_limit(name: str, table: dict) -> None:
     p = load_profile(name)
     assert p["lora"]["bandwidth"] == 125e3
     assert p["message"]["max_bytes"] == table[p["lora"]["spreading_factor"]]
 
 
-@pytest.mark.parametrize(("sf", "n"), sorted(RP_US915_N.items()))
-def test_the_us915_payload_limits_are_the_largest_under_the_400_ms_dwell_time(sf: int, n: int) -> None:
-    """The airtime formula reproduces how the Regional Parameters derived US902-928's limits:
-    N + 13 B fits 400 ms at every uplink data rate, one byte more does not (DR3 is held by the
-    255 B PHY payload instead: 399.6 ms)."""
+@pytest.mark.parametrize(("sf", "n"), sorted(RP_US915_N.items()) + sorted(RP_AS923_DWELL1_N.items()))
+def test_the_dwell_time_payload_limits_are_the_largest_under_400_ms(sf: int, n: int) -> None:
+    """The airtime formula reproduces how the Regional Parameters derived US902-928's limits and
+    AS923's with its dwell time (the same SF7..SF10 numbers): N + 13 B fits 400 ms at every
+    uplink data rate, one byte more does not (SF7 is held by the 255 B PHY payload instead:
+    399.6 ms)."""
     lora = _lora(sf, 125)
     assert lora_airtime(lora, n + LORAWAN_OVERHEAD) <= 0.400
     if n + LORAWAN_OVERHEAD < 255:
         assert lora_airtime(lora, n + LORAWAN_OVERHEAD + 1) > 0.400
     else:
         assert n + LORAWAN_OVERHEAD == 255
+
+
+def test_the_as923_tables_are_the_checks_tables() -> None:
+    from edge.regions import _REGION_MAX, AS923_NO_DWELL_MAX
+    assert {sf: n for (sf, bw), n in _REGION_MAX["AS923"].items() if bw == 125} == RP_AS923_DWELL1_N
+    assert {sf: n for (sf, bw), n in AS923_NO_DWELL_MAX.items() if bw == 125} == RP_AS923_DWELL0_N
 
 
 def test_the_lorawan_profiles_price_their_packets_with_that_airtime() -> None:

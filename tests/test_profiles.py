@@ -45,6 +45,7 @@ SHIPPED = {
     "lorawan-eu868-sf7",
     "lorawan-us915-sf7",
     "lorawan-us915-sf10",
+    "lorawan-as923-sf7",
     "lorawan-eu868-sf12",
     "ble5-1m-dle",
     "wifi-tcp-mqtt-esp32",
@@ -126,7 +127,7 @@ def test_every_shipped_profile_loads_in_the_normalised_shape(name: str) -> None:
             # optional: the node transport priced, where a node has one
             assert p["message"].get("transport") == {"wifi-tcp-mqtt-esp32": "mqtt",
                                                      "serial-slip-115200": "serial"}.get(name)
-        assert p["lora"] is None or set(p["lora"]) - {"rx_bandwidth", "region"} == LORA_KEYS
+        assert p["lora"] is None or set(p["lora"]) - {"rx_bandwidth", "region", "uplink_dwell_time"} == LORA_KEYS
         if p["lora"] is not None:            # every shipped LoRaWAN profile names its region
             assert p["lora"]["region"] == name.split("-")[1].upper()
         if walked:
@@ -402,7 +403,7 @@ BREAKAGES = [
     (FIXTURE, "[radio]", "[radio]]", "(toml)", ""),
     ("ieee802154-6lowpan-coap", "address_bytes = { value = 2,", "address_bytes = { value = 4,",
      "stack.address_bytes", "must be 2 (short) or 8 (extended)"),
-    ("lorawan-eu868-sf7", 'region = "EU868"', 'region = "EU433"', "lora.region", "must be one of: EU868, US915"),
+    ("lorawan-eu868-sf7", 'region = "EU868"', 'region = "EU433"', "lora.region", "must be one of: AS923, EU868, US915"),
     ("lorawan-eu868-sf7", "max_bytes = { value = 242,", "max_bytes = { value = 243,", "message.max_bytes",
      "243 B exceeds the 242 B FRMPayload EU868 allows at SF7/125 kHz"),
     ("lorawan-eu868-sf12", "max_bytes = { value = 51,", "max_bytes = { value = 52,", "message.max_bytes",
@@ -411,6 +412,10 @@ BREAKAGES = [
      "12 B exceeds the 11 B FRMPayload US915 allows at SF10/125 kHz"),
     ("lorawan-us915-sf7", "bandwidth = { value = 125,", "bandwidth = { value = 250,", "lora.spreading_factor",
      "SF7 at 250 kHz is no US915 uplink data rate"),
+    ("lorawan-as923-sf7", "max_bytes = { value = 242,", "max_bytes = { value = 243,", "message.max_bytes",
+     "243 B exceeds the 242 B FRMPayload AS923 allows at SF7/125 kHz"),
+    ("lorawan-as923-sf7", "uplink_dwell_time = true", 'uplink_dwell_time = "yes"', "lora.uplink_dwell_time",
+     "must be true or false"),
     ("wifi-tcp-mqtt-esp32", "replies_acked = true", 'replies_acked = "yes"', "message.replies_acked", "true or false"),
     ("wifi-tcp-mqtt-esp32", "replies_acked = true", "replies_acked = 1", "message.replies_acked", "true or false"),
     ("wifi-tcp-mqtt-esp32", "extra_packets = { value = 1,", "extra_packets = { value = 0,", "message.replies_acked",

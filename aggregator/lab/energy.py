@@ -39,7 +39,7 @@ from edge.cat import SCHEME_IDENTITY, scheme_id
 from edge.cost import LinkCost
 from edge.frame import frame_length
 from edge.lora import LDRO_SYMBOL_S
-from edge.stackcheck import UPLINK_DWELL_S
+from edge.regions import AS923_NO_DWELL_MAX, uplink_dwell_s
 from edge.downwalk import walk_down
 
 
@@ -310,7 +310,10 @@ def gateway_downlink(profile: dict, log: RunLog, interval_s: float) -> dict[str,
     MHz, SF12, a 10 % band) and both windows shared (`both_min_interval_s`): the gateway may put
     each downlink in either band, so together they serve what neither serves alone. US915 says
     how long its longest downlink packet is (`longest_s`): the 400 ms dwell time binds the uplinks
-    on 125 kHz channels, not the 500 kHz downlinks (`dwell_s`)."""
+    on 125 kHz channels, not the 500 kHz downlinks (`dwell_s`). AS923: no duty cycle priced (the
+    profile's `[limits]` says otherwise), RX1 on the uplink's channel and data rate, so where local
+    rules impose the 400 ms dwell time it binds the gateway's downlinks too: `longest_s` against
+    `dwell_s`, `dwell_ok` (none with `[lora] uplink_dwell_time = false`)."""
     dc = profile["limits"]["duty_cycle"]
     rx1 = rx1_downlink(profile)
     worst = _busiest_downlink(rx1, log)
@@ -318,16 +321,19 @@ def gateway_downlink(profile: dict, log: RunLog, interval_s: float) -> dict[str,
     out: dict[str, Any] = {"airtime_s_max": worst, "used": worst / interval_s, "allowed": allowed,
                            "ok": worst / interval_s <= allowed, "min_interval_s": worst / allowed,
                            "duty_cycle": dc, "region": lorawan_region(profile), "rx1": _rate(rx1["lora"]),
-                           "rx2": None, "both_min_interval_s": None, "longest_s": None, "dwell_s": None}
+                           "rx2": None, "both_min_interval_s": None, "longest_s": None, "dwell_s": None,
+                           "dwell_ok": None}
     rx2 = _eu868_rx2(profile)
     if rx2 is not None:
         w2 = _busiest_downlink(rx2, log)
         out["rx2"] = {"airtime_s_max": w2, "used": w2 / interval_s, "allowed": EU868_RX2_DUTY_CYCLE,
                       "ok": w2 / interval_s <= EU868_RX2_DUTY_CYCLE, "min_interval_s": w2 / EU868_RX2_DUTY_CYCLE}
         out["both_min_interval_s"] = _shared_min_interval(worst, dc, w2, EU868_RX2_DUTY_CYCLE)
-    if out["region"] == "US915":
+    dwell = uplink_dwell_s(profile["lora"])  # AS923 with uplink_dwell_time = false: none
+    if dwell is not None:
         out["longest_s"] = _longest_downlink(rx1, log)
-        out["dwell_s"] = UPLINK_DWELL_S["US915"]
+        out["dwell_s"] = dwell
+        out["dwell_ok"] = out["longest_s"] <= dwell
     return out
 
 
@@ -355,11 +361,17 @@ def _at(profile: dict, sf: int, bw: float, max_bytes: float) -> dict:
 def rx1_downlink(profile: dict) -> dict:
     """The profile as the gateway's RX1 downlinks go: US915 on its downlink channels' bandwidth
     (`[lora] rx_bandwidth`, 500 kHz: DR0 -> DR10, DR3 -> DR13 at RX1DROffset 0, the uplink's SF)
-    with that data rate's payload limit; elsewhere the uplink's own data rate (EU868 RX1DROffset 0)."""
+    with that data rate's payload limit; elsewhere the uplink's own data rate (RX1DROffset 0),
+    in AS923 with the DownlinkDwellTime = 0 limit a device enforces on every downlink
+    (RP002-1.0.5 §3.10.6: 115 B at DR2 where an uplink under the dwell time carries 11 B)."""
     lora = profile.get("lora") or {}
-    if lorawan_region(profile) != "US915" or not lora.get("rx_bandwidth"):
+    region = lorawan_region(profile)
+    sf = int(lora.get("spreading_factor") or 0)
+    if region == "AS923":
+        n = float(AS923_NO_DWELL_MAX[(sf, int(lora["bandwidth"] / 1000))])
+        return profile if n == profile["message"]["max_bytes"] else _at(profile, sf, lora["bandwidth"], n)
+    if region != "US915" or not lora.get("rx_bandwidth"):
         return profile
-    sf = int(lora["spreading_factor"])
     return _at(profile, sf, lora["rx_bandwidth"], US915_DOWNLINK_MAX_BYTES[sf])
 
 
@@ -434,7 +446,13 @@ def gateway_lines(gw: dict[str, Any], interval_s: float) -> list[str]:
                       f"interval that works is {both:.4g} s")
             lines.append(f"gateway downlink in RX1 and RX2 together (each delta in whichever band has room): "
                          f"{serves}")
-    if gw["dwell_s"] is not None:
+    if gw["dwell_s"] is not None and gw["region"] == "AS923":
+        within = "within" if gw["dwell_ok"] else "OVER"
+        lines.append(f"gateway downlink dwell: the longest downlink packet takes {1e3 * gw['longest_s']:.4g} ms, "
+                     f"{within} AS923's {1e3 * gw['dwell_s']:g} ms dwell time, which binds the gateway's RX1 "
+                     "downlinks (the uplink's channel) where local rules impose it"
+                     + ("" if gw["dwell_ok"] else ": there, send smaller deltas or use a faster data rate"))
+    elif gw["dwell_s"] is not None:
         lines.append(f"gateway downlink dwell: the longest downlink packet takes {1e3 * gw['longest_s']:.4g} ms; "
                      f"{gw['region']}'s {1e3 * gw['dwell_s']:g} ms dwell time binds the uplinks on 125 kHz "
                      "channels (every priced uplink is within it), not the 500 kHz downlink channels "

@@ -62,16 +62,16 @@ def _packet_lines(prof: dict, lc: LinkCost, n: int) -> list[str]:
 
 
 def _lora_airtime_note(prof: dict, phy_bytes: float) -> str:
-    """A LoRa packet's time on air, held against its region's uplink dwell time (US915: 400 ms;
+    """A LoRa packet's time on air, held against its region's uplink dwell time (US915, AS923: 400 ms;
     the profile's check keeps a shipped one within it, a what-if is flagged rather than priced
     as if it would arrive)."""
     if not prof.get("lora"):
         return ""
     from edge.lora import lora_airtime
-    from edge.stackcheck import UPLINK_DWELL_S
+    from edge.regions import uplink_dwell_s
     t = lora_airtime(prof["lora"], phy_bytes)
     region = lorawan_region(prof)
-    lim = UPLINK_DWELL_S.get(region) if region else None
+    lim = uplink_dwell_s(prof["lora"])
     if lim is None:
         return f", {t * 1e3:.1f} ms on air"
     if t <= lim:

@@ -56,7 +56,7 @@ def messages(profile: dict, frame: int) -> list[int]:
 
 
 def lorawan_region(profile: dict) -> str | None:
-    """"EU868", "US915" or None: the profile's [lora] region (checked by edge/stackcheck.py)."""
+    """"EU868", "US915", "AS923" or None: the profile's [lora] region (checked by edge/regions.py)."""
     return (profile.get("lora") or {}).get("region")
 
 
