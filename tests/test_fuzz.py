@@ -222,10 +222,14 @@ def test_fuzz_run_security_on_flags_insiders_never_honest_nodes():
 
 @pytest.mark.slow
 def test_memory_does_not_grow_with_the_number_of_frames():
-    """tracemalloc from frame N/4 to N: a few KiB of caches, nothing per frame."""
+    """tracemalloc from frame N/4 to N: a few KiB of caches, nothing per frame. Anything kept per
+    frame is at least one Python object (a small int is 28 B): 6,000 frames would grow by at
+    least 168,000 B. The caches themselves move with timing (token buckets, quarantine: about
+    10 KB on an idle machine, once 60 KB beside the whole suite), so the bound is 20 B a frame,
+    below the smallest leak and well above the caches."""
     res = fuzz.run(8000, seed=13, trace_memory=True, log_events=True)
     assert res.crashes == res.applied == res.model_changed == 0
-    assert res.mem_growth is not None and res.mem_growth < 60_000, res.mem_growth   # < 10 bytes/frame
+    assert res.mem_growth is not None and res.mem_growth < 120_000, res.mem_growth   # < 20 bytes/frame
 
 
 def test_benchmark_prints_the_contract_line():
