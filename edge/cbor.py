@@ -46,20 +46,22 @@ def errmsg(n, args=()):
     The messages of errors a board round never meets (malformed messages and files, bad
     arguments) live there, not as string constants in the modules that raise them: as .mpy
     each constant is a str object in a board's heap, loaded with its module (~200 of them,
-    docs/firmware.md "The code a round imports"). errtext is imported when an error is raised
-    and let go again; if that finds no memory, the error carries its number instead."""
+    docs/firmware.md "The code a round imports"). On MicroPython errtext is imported when an
+    error is raised and let go again; if that finds no memory, the error carries its number
+    instead. CPython keeps it (no import races between threads)."""
     import sys
     try:
         from edge.errtext import TEXT
         t = TEXT[n] % args
     except MemoryError:
         t = 'edge error %d %r' % (n, args)
-    sys.modules.pop('edge.errtext', None)
-    import edge
-    try:
-        del edge.errtext    # the package's reference to its submodule
-    except (AttributeError, KeyError):  # not there (MicroPython raises KeyError)
-        pass
+    if sys.implementation.name == 'micropython':
+        sys.modules.pop('edge.errtext', None)
+        import edge
+        try:
+            del edge.errtext    # the package's reference to its submodule
+        except (AttributeError, KeyError):  # not there (MicroPython raises KeyError)
+            pass
     return t
 
 
