@@ -30,6 +30,7 @@ Runs on MicroPython and CPython (where it is only imported by tests and tools).
 
 import json
 
+from edge.cbor import errmsg
 
 
 class BoardError(Exception):
@@ -63,9 +64,9 @@ def unhex(text, what):
     try:
         key = binascii.unhexlify(text)
     except (ValueError, TypeError):
-        raise BoardError("%s: not hex" % what)
+        raise BoardError(errmsg(156, what))
     if len(key) != 32:
-        raise BoardError("%s: must be 32 bytes (64 hex digits), got %d" % (what, len(key)))
+        raise BoardError(errmsg(157, (what, len(key))))
     return key
 
 
@@ -75,17 +76,17 @@ def load_config(path="node.json"):
         with open(path) as f:
             cfg = json.load(f)
     except OSError as e:
-        raise BoardError("%s: cannot read (%s)" % (path, e))
+        raise BoardError(errmsg(158, (path, e)))
     except ValueError as e:
-        raise BoardError("%s: not JSON (%s)" % (path, e))
+        raise BoardError(errmsg(159, (path, e)))
     for k in ("node", "job", "key", "downlink_key", "profile", "data"):  # the required keys
         if k not in cfg:
-            raise BoardError("%s: missing %r" % (path, k))
+            raise BoardError(errmsg(160, (path, k)))
     cfg["key"] = unhex(cfg["key"], "key")
     cfg["downlink_key"] = unhex(cfg["downlink_key"], "downlink_key")
     t = cfg.get("transport", "coap")
     if t not in ("coap", "mqtt", "serial"):
-        raise BoardError("%s: unknown transport %r (use coap, mqtt or serial)" % (path, t))
+        raise BoardError(errmsg(161, (path, t)))
     cfg["transport"] = t
     why = transport_mismatch(cfg["profile"], t)
     if why:

@@ -40,6 +40,31 @@ def publish(g):
             g[n[1:]] = g[n]
 
 
+def errmsg(n, args=()):
+    """Message n of edge/errtext.py, formatted with args (as `text % args`).
+
+    The messages of errors a board round never meets (malformed messages and files, bad
+    arguments) live there, not as string constants in the modules that raise them: as .mpy
+    each constant is a str object in a board's heap, loaded with its module (~200 of them,
+    docs/firmware.md "The code a round imports"). On MicroPython errtext is imported when an
+    error is raised and let go again; if that finds no memory, the error carries its number
+    instead. CPython keeps it (no import races between threads)."""
+    import sys
+    try:
+        from edge.errtext import TEXT
+        t = TEXT[n] % args
+    except MemoryError:
+        t = 'edge error %d %r' % (n, args)
+    if sys.implementation.name == 'micropython':
+        sys.modules.pop('edge.errtext', None)
+        import edge
+        try:
+            del edge.errtext    # the package's reference to its submodule
+        except (AttributeError, KeyError):  # not there (MicroPython raises KeyError)
+            pass
+    return t
+
+
 class FrameError(ValueError):
     """A message was refused. `reason` is a short stable identifier (see docs/wire-format.md)."""
 
@@ -68,7 +93,7 @@ def head_len(v):
 def put_head(buf, off, major, v):
     """Write the shortest head for (major, argument v) at buf[off:]; return the new offset."""
     if v < 0:
-        raise ValueError('CBOR argument must be >= 0')
+        raise ValueError(errmsg(52))
     mt = major << 5
     if v < 24:
         buf[off] = mt | v
@@ -98,7 +123,7 @@ def put_head(buf, off, major, v):
             s -= 8
             i += 1
         return off + 9
-    raise ValueError('CBOR argument does not fit 64 bits')
+    raise ValueError(errmsg(51))
 
 
 def put_uint(buf, off, v):
@@ -126,7 +151,7 @@ def read_head(data, off):
     not in its shortest form (FrameError 'not_cbor' / 'not_deterministic')."""
     n = len(data)
     if off >= n:
-        raise FrameError('not_cbor', 'truncated at byte %d' % off)
+        raise FrameError('not_cbor', errmsg(53, off))
     ib = data[off]
     major = ib >> 5
     ai = ib & 0x1F
@@ -135,13 +160,13 @@ def read_head(data, off):
         return major, ai, off
     if major == _MT_SIMPLE and ai >= 25:
         if ai <= 27:
-            raise FrameError('wrong_type', 'CBOR float at byte %d (floats travel in bstrs)' % (off - 1))
-        raise FrameError('not_cbor', 'break/reserved byte at %d' % (off - 1))
+            raise FrameError('wrong_type', errmsg(65, off - 1))
+        raise FrameError('not_cbor', errmsg(54, off - 1))
     if ai > 27:
-        raise FrameError('not_deterministic', 'indefinite or reserved length at byte %d' % (off - 1))
+        raise FrameError('not_deterministic', errmsg(55, off - 1))
     w = 1 << (ai - 24)  # 1, 2, 4 or 8 bytes
     if off + w > n:
-        raise FrameError('not_cbor', 'truncated head at byte %d' % (off - 1))
+        raise FrameError('not_cbor', errmsg(56, off - 1))
     v = 0
     i = 0
     while i < w:
@@ -149,16 +174,16 @@ def read_head(data, off):
         i += 1
     # shortest form: a 1-byte argument must be >= 24, a 2-byte one >= 256, ...
     if (w == 1 and v < 24) or (w > 1 and v < (1 << (4 * w))):
-        raise FrameError('not_deterministic', 'non-shortest head at byte %d' % (off - 1))
+        raise FrameError('not_deterministic', errmsg(57, off - 1))
     if major == _MT_SIMPLE:
-        raise FrameError('wrong_type', 'two-byte simple value at byte %d' % (off - 1))
+        raise FrameError('wrong_type', errmsg(58, off - 1))
     return major, v, off + w
 
 
 def read_uint(data, off, what):
     major, v, off = read_head(data, off)
     if major != _MT_UINT:
-        raise FrameError('wrong_type', '%s must be a uint' % what)
+        raise FrameError('wrong_type', errmsg(59, what))
     return v, off
 
 
@@ -166,29 +191,29 @@ def read_bstr(data, off, what):
     """Return (start, length, new_offset) of a bstr's content; the bytes stay in data."""
     major, n, off = read_head(data, off)
     if major != _MT_BSTR:
-        raise FrameError('wrong_type', '%s must be a bstr' % what)
+        raise FrameError('wrong_type', errmsg(60, what))
     if off + n > len(data):
-        raise FrameError('not_cbor', '%s runs past the end' % what)
+        raise FrameError('not_cbor', errmsg(61, what))
     return off, n, off + n
 
 
 def read_tstr(data, off, what):
     major, n, off = read_head(data, off)
     if major != _MT_TSTR:
-        raise FrameError('wrong_type', '%s must be a tstr' % what)
+        raise FrameError('wrong_type', errmsg(62, what))
     if off + n > len(data):
-        raise FrameError('not_cbor', '%s runs past the end' % what)
+        raise FrameError('not_cbor', errmsg(63, what))
     try:
         s = bytes(data[off:off + n]).decode('utf-8')
     except Exception:
-        raise FrameError('wrong_type', '%s is not valid UTF-8' % what)
+        raise FrameError('wrong_type', errmsg(66, what))
     return s, off + n
 
 
 def read_bool(data, off, what):
     major, v, off = read_head(data, off)
     if major != _MT_SIMPLE or (v != _SIMPLE_TRUE and v != _SIMPLE_FALSE):
-        raise FrameError('wrong_type', '%s must be a bool' % what)
+        raise FrameError('wrong_type', errmsg(64, what))
     return v == _SIMPLE_TRUE, off
 
 

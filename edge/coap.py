@@ -29,6 +29,8 @@ Outgoing messages are composed in one preallocated ``bytearray``. Counters
 
 import socket
 
+from edge.cbor import errmsg
+
 try:
     from os import urandom
 except ImportError:  # ports without os.urandom: random.getrandbits (see _rand)
@@ -129,7 +131,7 @@ def szx_for(block_size):
         if (16 << szx) == block_size:
             return szx
         szx += 1
-    raise ValueError("block_size must be a power of two from 16 to 1024, got %r" % (block_size,))
+    raise ValueError(errmsg(111, (block_size,)))
 
 
 def _uint_len(v):
@@ -198,7 +200,7 @@ def _uint(data, pos, n):
 def _split_path(path):
     """Split "/a/b?x=1&y" into Uri-Path and Uri-Query segments (UTF-8 bytes)."""
     if not isinstance(path, str):
-        raise ValueError("path must be a str, got %r" % (path,))
+        raise ValueError(errmsg(112, (path,)))
     query = ""
     q = path.find("?")
     if q >= 0:
@@ -209,7 +211,7 @@ def _split_path(path):
         if s:
             b = s.encode()
             if len(b) > 255:  # Uri-Path length 0-255, RFC 7252 §5.10
-                raise ValueError("Uri-Path segment longer than 255 bytes: %r" % (s[:20],))
+                raise ValueError(errmsg(113, (s[:20],)))
             segs.append(b)
     qs = []
     if query:
@@ -217,7 +219,7 @@ def _split_path(path):
             if s:
                 b = s.encode()
                 if len(b) > 255:
-                    raise ValueError("Uri-Query segment longer than 255 bytes")
+                    raise ValueError(errmsg(114))
                 qs.append(b)
     return segs, qs
 
@@ -254,15 +256,15 @@ class CoapClient:
                  block_size=64, random_factor=ACK_RANDOM_FACTOR, response_timeout=None,
                  max_body=65536, token_len=4, rx_size=_RX_SIZE):
         if ack_timeout <= 0:
-            raise ValueError("ack_timeout must be > 0, got %r" % (ack_timeout,))
+            raise ValueError(errmsg(115, (ack_timeout,)))
         if max_retransmit < 0:
-            raise ValueError("max_retransmit must be >= 0, got %r" % (max_retransmit,))
+            raise ValueError(errmsg(116, (max_retransmit,)))
         if random_factor < 1.0:
-            raise ValueError("random_factor must be >= 1, got %r" % (random_factor,))
+            raise ValueError(errmsg(117, (random_factor,)))
         if token_len < 1 or token_len > 8:  # TKL 0-8, RFC 7252 §3
-            raise ValueError("token_len must be 1..8, got %r" % (token_len,))
+            raise ValueError(errmsg(118, (token_len,)))
         if rx_size < 32:
-            raise ValueError("rx_size must be >= 32, got %r" % (rx_size,))
+            raise ValueError(errmsg(119, (rx_size,)))
         self.szx = szx_for(block_size)
         self.block_size = block_size
         self.ack_timeout = ack_timeout
@@ -346,9 +348,9 @@ class CoapClient:
         if self._sock is None:
             raise CoapError("client is closed")
         if method not in (_GET, _POST, _PUT, _DELETE):
-            raise ValueError("unsupported method code %r" % (method,))
+            raise ValueError(errmsg(120, (method,)))
         if content_format is not None and (content_format < 0 or content_format > 0xFFFF):
-            raise ValueError("content_format must be 0..65535, got %r" % (content_format,))
+            raise ValueError(errmsg(121, (content_format,)))
         segs, qs = _split_path(path)
         if payload is None:
             payload = b""
@@ -391,22 +393,21 @@ class CoapClient:
                 continue
             if not more:
                 if code == _CONTINUE:
-                    raise CoapError("server answered 2.31 Continue to the last Block1 block")
+                    raise CoapError(errmsg(122))
                 return data  # the final response
             if code >> 5 != 2:
                 return data  # an error response (4.xx/5.xx) the caller gets to see
             if rb < 0:
                 # a 2.xx without Block1 to a non-final block: the server ignored Block1 and
                 # did not get the whole body; do not report that as success
-                raise CoapError("server answered %s without Block1 to block %d of %d bytes"
-                                % (code_str(code), num, total))
+                raise CoapError(errmsg(123, (code_str(code), num, total)))
             rszx = rb & 7
             if rszx == 7 or rszx > szx:
-                raise CoapError("server asked for a larger Block1 size (SZX %d > %d)" % (rszx, szx))
+                raise CoapError(errmsg(124, (rszx, szx)))
             # the server echoes our NUM (RFC 7959 §2.3 figure 6 / aiocoap) or the NUM of the
             # same offset in its smaller size
             if (rb >> 4) != num and (rb >> 4) << (rszx + 4) != off:
-                raise CoapError("server acknowledged Block1 NUM %d, expected %d" % (rb >> 4, num))
+                raise CoapError(errmsg(125, (rb >> 4, num)))
             off += n
             # §2.3: continue at the next offset with the server's preferred (smaller) size
             szx = rszx
@@ -423,13 +424,13 @@ class CoapClient:
         b2 = self._r_block2
         if b2 < 0 or not (b2 & 8):
             if b2 >= 0 and (b2 >> 4) != 0:
-                raise CoapError("response starts with Block2 NUM %d, expected 0" % (b2 >> 4))
+                raise CoapError(errmsg(126, b2 >> 4))
             if sink is not None:
                 sink(pay)
                 return code, b""
             return code, bytes(pay)
         if (b2 >> 4) != 0:
-            raise CoapError("response starts with Block2 NUM %d, expected 0" % (b2 >> 4))
+            raise CoapError(errmsg(127, b2 >> 4))
         etag = self._r_etag
         if sink is None:
             body = bytearray(pay)
@@ -442,27 +443,25 @@ class CoapClient:
         while b2 >= 0 and (b2 & 8):
             bszx = b2 & 7
             if bszx == 7:
-                raise CoapError("Block2 SZX 7 is reserved (RFC 7959 §2.2)")
+                raise CoapError(errmsg(128))
             off = got
             if off & ((16 << bszx) - 1):
-                raise CoapError("Block2 block with M=1 is not a multiple of the block size")
+                raise CoapError(errmsg(129))
             # RFC 7959 §2.4 / §3.3: ask for the next block, same method, no payload
             nxt = ((off >> (bszx + 4)) << 4) | bszx
             data = None
             data = self._do(method, segs, qs, None, nxt, -1, -1, None, 0, 0)
             if self._r_code >> 5 != 2:
-                raise CoapError("Block2 transfer failed at offset %d with %s"
-                                % (off, code_str(self._r_code)))
+                raise CoapError(errmsg(130, (off, code_str(self._r_code))))
             b2 = self._r_block2
             if b2 < 0:
-                raise CoapError("Block2 response without a Block2 option")
+                raise CoapError(errmsg(131))
             if (b2 >> 4) << ((b2 & 7) + 4) != off:
-                raise CoapError("Block2 response for offset %d, expected %d"
-                                % ((b2 >> 4) << ((b2 & 7) + 4), off))
+                raise CoapError(errmsg(132, ((b2 >> 4) << ((b2 & 7) + 4), off)))
             if self._r_etag != etag:  # RFC 7959 §2.4: the representation changed
-                raise CoapError("resource changed during Block2 transfer (ETag differs)")
+                raise CoapError(errmsg(133))
             if off + len(data) - self._r_pay > self.max_body:
-                raise CoapError("response body exceeds max_body=%d" % self.max_body)
+                raise CoapError(errmsg(134, self.max_body))
             if body is None:
                 sink(memoryview(data)[self._r_pay:])
             else:
@@ -716,7 +715,7 @@ class CoapClient:
 
     def _check_crit(self):
         if self._r_crit:
-            raise CoapError("response carries unrecognised critical option %d" % self._r_crit)
+            raise CoapError(errmsg(135, self._r_crit))
 
 
 if "_CONTENT" in globals():  # CPython: the constants by their public names

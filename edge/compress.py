@@ -20,7 +20,7 @@ objects.
 
 from edge import topk
 from edge.learner import zeros
-from edge.cbor import const
+from edge.cbor import const, errmsg
 
 _SCHEME_IDENTITY = const(0)  # edge.cat's scheme numbers (folded: no dict entries on a board)
 _SCHEME_S = const(1)
@@ -102,9 +102,9 @@ def compress(ws, g, scheme, rule, cost, t_max, scale, rng=None, early_stop=False
     """
     d = len(g)
     if scheme == _SCHEME_IDENTITY:
-        raise ValueError("identity is not sparse: send g * scale as a full update")
+        raise ValueError(errmsg(153))
     if d == 0:
-        raise ValueError("compress: empty gradient")
+        raise ValueError(errmsg(154))
     link_max = t_max
     if scheme == _SCHEME_SS:
         from edge.ss import ss_t_max
@@ -163,5 +163,5 @@ def _finish(ws, g, scheme, rule, cost, t_max, link_max, scale, rng, early_stop, 
         # The drawn count varies around T: never more than the buffer or the link takes.
         limit = ws.cap if ws.cap < link_max else link_max
         return Result(scheme, sample(ws, g, choice, s1, scale, rng, d, limit), choice, d)
-    raise ValueError("unknown scheme %r" % scheme)
+    raise ValueError(errmsg(155, scheme))
 

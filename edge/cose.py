@@ -17,7 +17,7 @@
 
 import hashlib
 
-from edge.cbor import FrameError, const, head_len, put_head, read_head
+from edge.cbor import FrameError, const, errmsg, head_len, put_head, read_head
 
 _MT_UINT = const(0)          # CBOR major types (edge.cbor)
 _MT_BSTR = const(2)
@@ -76,7 +76,7 @@ def overhead(payload_len):
 
 def check_key(key):
     if len(key) != 32:
-        raise ValueError('MAC key must be 32 bytes, got %d' % len(key))
+        raise ValueError(errmsg(67, len(key)))
 
 
 def _mac_head(payload_len, aad):
@@ -118,7 +118,7 @@ def mac_end(h, opad):
 def write_prefix(buf, off, kid, payload_len):
     """Write the envelope up to and including the payload's bstr head; return the payload offset."""
     if len(kid) != _KID_LEN:
-        raise ValueError('kid must be 2 bytes')
+        raise ValueError(errmsg(68))
     buf[off:off + 9] = _MAC0_HEAD
     buf[off + 9] = kid[0]
     buf[off + 10] = kid[1]
@@ -161,7 +161,7 @@ def ct_equal(a, b):
 def check_kid(got, want):
     """Refuse ('unknown_kid') a message whose kid is not the one expected."""
     if got != want:
-        raise FrameError('unknown_kid', 'kid %02x%02x not accepted' % (got[0], got[1]))
+        raise FrameError('unknown_kid', errmsg(69, (got[0], got[1])))
 
 
 def parse_head(data):
@@ -170,29 +170,29 @@ def parse_head(data):
     Shared by parse() (a whole message) and snapshot.SnapshotSink (the first block of one)."""
     n = len(data)
     if n < 1 or data[0] != 0xD1:
-        raise FrameError('not_mac0', 'not CBOR tag 17')
+        raise FrameError('not_mac0', errmsg(70))
     if n < 2 or data[1] != 0x84:
-        raise FrameError('structure', 'COSE_Mac0 must be an array of 4')
+        raise FrameError('structure', errmsg(71))
     major, plen, off = read_head(data, 2)
     if major != _MT_BSTR:
-        raise FrameError('structure', 'protected header must be a bstr')
+        raise FrameError('structure', errmsg(72))
     if bytes(data[off:off + plen]) != PROTECTED:
-        raise FrameError('bad_alg', 'protected header must be exactly {1: 4} (HMAC 256/64)')
+        raise FrameError('bad_alg', errmsg(73))
     off += plen
     major, cnt, off = read_head(data, off)
     if major != _MT_MAP or cnt != 1:
-        raise FrameError('structure', 'unprotected header must be {4: kid}')
+        raise FrameError('structure', errmsg(74))
     major, lab, off = read_head(data, off)
     if major != _MT_UINT or lab != _HDR_KID:
-        raise FrameError('structure', 'unprotected header must be {4: kid}')
+        raise FrameError('structure', errmsg(75))
     major, klen, off = read_head(data, off)
     if major != _MT_BSTR or klen != _KID_LEN or off + klen > n:
-        raise FrameError('structure', 'kid must be a 2-byte bstr')
+        raise FrameError('structure', errmsg(76))
     kid = bytes(data[off:off + klen])
     off += klen
     major, blen, off = read_head(data, off)
     if major != _MT_BSTR:
-        raise FrameError('structure', 'payload must be a bstr')
+        raise FrameError('structure', errmsg(77))
     return kid, off, blen
 
 
@@ -203,12 +203,12 @@ def parse(data):
     pay = off
     off += blen
     if off + _SUFFIX_LEN > n:
-        raise FrameError('structure', 'message truncated')
+        raise FrameError('structure', errmsg(78))
     if data[off] != 0x48:
-        raise FrameError('structure', 'tag must be an 8-byte bstr')
+        raise FrameError('structure', errmsg(79))
     off += _SUFFIX_LEN
     if off != n:
-        raise FrameError('trailing_bytes', '%d bytes after the message' % (n - off))
+        raise FrameError('trailing_bytes', errmsg(80, n - off))
     return kid, pay, blen
 
 
@@ -223,7 +223,7 @@ def verify(data, key, kid=None):
     want = mac_tag(key, mv[pay:pay + plen])
     tag_off = pay + plen + 1
     if not ct_equal(want, mv[tag_off:tag_off + _TAG_LEN]):
-        raise FrameError('bad_mac', 'MAC does not verify')
+        raise FrameError('bad_mac', errmsg(81))
     return got_kid, pay, plen
 
 

@@ -21,6 +21,8 @@ import struct
 import sys
 from array import array
 
+from edge.cbor import errmsg
+
 try:
     from micropython import const
 except ImportError:  # CPython
@@ -83,35 +85,35 @@ def parse_header(head, where="datafile"):
     """Decode and check 48 header bytes; returns a tuple
     (layout, n, d, classes, max_nnz, total_nnz, data_crc, header_size)."""
     if len(head) < _HEADER_SIZE:
-        raise DataFileError("%s: not a CATD file: %d bytes, header needs %d" % (where, len(head), _HEADER_SIZE))
+        raise DataFileError(errmsg(82, (where, len(head), _HEADER_SIZE)))
     f = struct.unpack(HEADER_FMT, head[:_HEADER_SIZE])
     if f[0] != MAGIC:
-        raise DataFileError("%s: not a CATD file (magic %r, expected %r)" % (where, f[0], MAGIC))
+        raise DataFileError(errmsg(83, (where, f[0], MAGIC)))
     if f[1] != _CATD_VERSION:
-        raise DataFileError("%s: unsupported CATD version %d (this reader knows %d)" % (where, f[1], _CATD_VERSION))
+        raise DataFileError(errmsg(84, (where, f[1], _CATD_VERSION)))
     if crc32(head[:_HEADER_CRC_SPAN]) != f[14]:
-        raise DataFileError("%s: corrupt header (CRC-32 mismatch)" % where)
+        raise DataFileError(errmsg(85, where))
     hsize, layout, ltype, vtype = f[2], f[3], f[4], f[5]
     n, d, classes, max_nnz, total = f[7], f[8], f[9], f[10], f[11]
     if hsize < _HEADER_SIZE:
-        raise DataFileError("%s: header size %d < %d" % (where, hsize, _HEADER_SIZE))
+        raise DataFileError(errmsg(86, (where, hsize, _HEADER_SIZE)))
     if layout != _LAYOUT_DENSE and layout != _LAYOUT_CSR:
-        raise DataFileError("%s: unknown layout code %d (0 dense, 1 csr)" % (where, layout))
+        raise DataFileError(errmsg(87, (where, layout)))
     if ltype != _LABEL_U32:
-        raise DataFileError("%s: unsupported label type %d (1 = uint32 class index)" % (where, ltype))
+        raise DataFileError(errmsg(88, (where, ltype)))
     if vtype != _VALUE_F32:
-        raise DataFileError("%s: unsupported value type %d (1 = float32)" % (where, vtype))
+        raise DataFileError(errmsg(89, (where, vtype)))
     if d < 1:
-        raise DataFileError("%s: d must be >= 1, header says %d" % (where, d))
+        raise DataFileError(errmsg(90, (where, d)))
     if classes < 2:
-        raise DataFileError("%s: classes must be >= 2, header says %d" % (where, classes))
+        raise DataFileError(errmsg(91, (where, classes)))
     if max_nnz > d:
-        raise DataFileError("%s: max nnz %d > d %d" % (where, max_nnz, d))
+        raise DataFileError(errmsg(92, (where, max_nnz, d)))
     if layout == _LAYOUT_DENSE:
         if max_nnz != d or total != n * d:
-            raise DataFileError("%s: dense header must have max nnz = d and total nnz = n*d" % where)
+            raise DataFileError(errmsg(93, where))
     elif total > n * max_nnz:
-        raise DataFileError("%s: total nnz %d > n * max nnz %d" % (where, total, n * max_nnz))
+        raise DataFileError(errmsg(94, (where, total, n * max_nnz)))
     return layout, n, d, classes, max_nnz, total, f[12], hsize
 
 
@@ -144,7 +146,7 @@ class DataFile:
         try:
             f = open(path, "rb")
         except OSError as e:
-            raise DataFileError("%s: cannot open (%s)" % (path, e))
+            raise DataFileError(errmsg(99, (path, e)))
         self._f = f
         try:
             head = f.read(_HEADER_SIZE)
@@ -160,8 +162,8 @@ class DataFile:
         if size != exp:
             f.close()
             if size < exp:
-                raise DataFileError("%s: truncated: header implies %d bytes, file has %d" % (path, exp, size))
-            raise DataFileError("%s: %d trailing bytes after the %d the header implies" % (path, size - exp, exp))
+                raise DataFileError(errmsg(100, (path, exp, size)))
+            raise DataFileError(errmsg(95, (path, size - exp, exp)))
         self._layout_code = layout
         self.layout = LAYOUT_NAMES[layout]
         self.n = n
@@ -202,7 +204,7 @@ class DataFile:
     def rewind(self):
         """Go back to the first row."""
         if self._f is None:
-            raise DataFileError("%s: file is closed" % self.path)
+            raise DataFileError(errmsg(96, self.path))
         self._f.seek(self.header_size)
         self.row = 0
         self.nnz = 0
@@ -226,7 +228,7 @@ class DataFile:
                 break
             got += more
         if got < nbytes:
-            raise DataFileError("%s: truncated in row %d (file changed since open?)" % (self.path, self.row))
+            raise DataFileError(errmsg(97, (self.path, self.row)))
         if _SWAP:  # pragma: no cover - big-endian CPython only
             buf.byteswap()
 
@@ -246,12 +248,12 @@ class DataFile:
             y = hdr[0]
             nnz = hdr[1]
             if nnz > self.max_nnz:
-                raise DataFileError("%s: row %d has nnz %d > header max %d" % (self.path, self.row, nnz, self.max_nnz))
+                raise DataFileError(errmsg(101, (self.path, self.row, nnz, self.max_nnz)))
             if nnz:
                 self._fill(self.index, self._iv, 4 * nnz)
                 self._fill(self.values, self._vv, 4 * nnz)
         if y >= self.classes:
-            raise DataFileError("%s: row %d has label %d >= classes %d" % (self.path, self.row, y, self.classes))
+            raise DataFileError(errmsg(98, (self.path, self.row, y, self.classes)))
         self.row += 1
         self.nnz = nnz
         self.label = y

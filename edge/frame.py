@@ -11,7 +11,7 @@
 
 import struct
 
-from edge.cbor import (FrameError, const, head_len, put_head, put_kv_uint, read_head, read_uint,
+from edge.cbor import (FrameError, const, errmsg, head_len, put_head, put_kv_uint, read_head, read_uint,
                        read_bstr, read_tstr, read_bool)
 from edge import cose
 
@@ -198,16 +198,16 @@ def _put_value(buf, off, v, fmt):
         from edge.f16 import f16_bits  # only float16 jobs load it
         h = f16_bits(v)
         if (h & 0x7C00) == 0x7C00:
-            raise ValueError('value %r is not finite in float16 (|v| <= 65504)' % v)
+            raise ValueError(errmsg(29, v))
         buf[off] = h & 0xFF
         buf[off + 1] = h >> 8
         return off + 2
     try:
         struct.pack_into('<f', buf, off, v)
     except OverflowError:
-        raise ValueError('value %r is out of float32 range' % v)
+        raise ValueError(errmsg(30, v))
     if not _f32_finite(buf, off):
-        raise ValueError('value %r is not finite in float32' % v)
+        raise ValueError(errmsg(0, v))
     return off + 4
 
 
@@ -232,7 +232,7 @@ def _write_indices(buf, off, idx, T, d, code, nbytes, b):
         while k < T:
             j = idx[k]
             if j <= prev or j >= d:
-                raise ValueError('idx[%d]=%d not strictly ascending in [0, d)' % (k, j))
+                raise ValueError(errmsg(39, (k, j)))
             prev = j
             buf[off + (j >> 3)] |= 1 << (j & 7)
             k += 1
@@ -244,7 +244,7 @@ def _write_indices(buf, off, idx, T, d, code, nbytes, b):
     while k < T:
         j = idx[k]
         if j <= prev or j >= d:
-            raise ValueError('idx[%d]=%d not strictly ascending in [0, d)' % (k, j))
+            raise ValueError(errmsg(31, (k, j)))
         prev = j
         if b > 16:
             acc = (acc << (b - 16)) | (j >> 16)
@@ -290,28 +290,28 @@ def encode_update(buf, key, job, node, rnd, scheme, d, T, idx, vals, fmt, teleme
     bad input."""
     cose.check_key(key)
     if scheme < 0 or scheme > 3:
-        raise ValueError('scheme must be 0..3, got %r' % scheme)
+        raise ValueError(errmsg(1, scheme))
     if fmt != _FMT_F32 and fmt != _FMT_F16:
-        raise ValueError('fmt must be 0 (float32) or 1 (float16), got %r' % fmt)
+        raise ValueError(errmsg(2, fmt))
     if d < 1 or d > _D_MAX:
-        raise ValueError('d must be in 1..2**32-1, got %r' % d)
+        raise ValueError(errmsg(3, d))
     if T < 1 or T > d:
-        raise ValueError('T must be in 1..d, got T=%r d=%r' % (T, d))
+        raise ValueError(errmsg(4, (T, d)))
     if scheme == _SCHEME_IDENTITY and T != d:
-        raise ValueError('identity needs T == d')
+        raise ValueError(errmsg(5))
     if node < 0 or node > _NODE_MAX:
-        raise ValueError('node must be in 0..65535, got %r' % node)
+        raise ValueError(errmsg(6, node))
     if job < 0 or rnd < 0:
-        raise ValueError('job and round must be >= 0')
+        raise ValueError(errmsg(7))
     if len(vals) < T or (scheme != _SCHEME_IDENTITY and len(idx) < T):
-        raise ValueError('idx/vals hold fewer than T entries')
+        raise ValueError(errmsg(8))
     if telemetry is not None and len(telemetry) != 4:
-        raise ValueError('telemetry must be None or 4 floats')
+        raise ValueError(errmsg(9))
     tel = telemetry is not None
     plen = payload_length(d, T, scheme, fmt, tel, job, node, rnd, compact)
     total = cose.overhead(plen) + plen
     if len(buf) < total:
-        raise ValueError('buffer of %d bytes too small, frame needs %d' % (len(buf), total))
+        raise ValueError(errmsg(10, (len(buf), total)))
     kid = bytes((node >> 8, node & 0xFF))
     p0 = cose.write_prefix(buf, 0, kid, plen)
     w = 2 if fmt == _FMT_F16 else 4
@@ -361,10 +361,10 @@ def encode_update(buf, key, job, node, rnd, scheme, d, T, idx, vals, fmt, teleme
             v = vals[k]
             if v < 0:
                 if v != -m:
-                    raise ValueError('SQ values must all be +-m: vals[%d]=%r, m=%r' % (k, v, m))
+                    raise ValueError(errmsg(43, (k, v, m)))
                 buf[off + (k >> 3)] |= 1 << (k & 7)
             elif v != m:
-                raise ValueError('SQ values must all be +-m: vals[%d]=%r, m=%r' % (k, v, m))
+                raise ValueError(errmsg(44, (k, v, m)))
             k += 1
         off += sb
     else:
@@ -381,7 +381,7 @@ def encode_update(buf, key, job, node, rnd, scheme, d, T, idx, vals, fmt, teleme
             off = _put_value(buf, off, telemetry[k], _FMT_F32)
             k += 1
     if off - p0 != plen:  # would be a bug in payload_length
-        raise ValueError('internal: payload %d bytes, expected %d' % (off - p0, plen))
+        raise ValueError(errmsg(11, (off - p0, plen)))
     aad = uplink_aad(job, node, scheme, d, fmt) if compact else None
     return cose.write_tag(buf, off, key, p0, plen, aad)
 
@@ -398,9 +398,9 @@ def encode_update(buf, key, job, node, rnd, scheme, d, T, idx, vals, fmt, teleme
 def _read_f32(data, off, what):
     s, n, off = read_bstr(data, off, what)
     if n != 4:
-        raise FrameError('wrong_type', '%s must be a 4-byte float32 bstr' % what)
+        raise FrameError('wrong_type', errmsg(12, what))
     if not _f32_finite(data, s):
-        raise FrameError('non_finite', '%s is not finite' % what)
+        raise FrameError('non_finite', errmsg(13, what))
     return struct.unpack_from('<f', data, s)[0], off
 
 
@@ -418,9 +418,9 @@ def _next_key(data, off, n):
     # the next map key, above the previous one n (RFC 8949 §4.2.1 order)
     major, k, off = read_head(data, off)
     if major != _MT_UINT:
-        raise FrameError('unknown_key', 'map keys must be uints')
+        raise FrameError('unknown_key', errmsg(14))
     if k <= n:
-        raise FrameError('not_deterministic', 'map keys not in ascending order')
+        raise FrameError('not_deterministic', errmsg(15))
     return k, off
 
 
@@ -438,7 +438,7 @@ def _fields(data, off, end, kinds, f, upto=-1, stream=False):
     payload; the walk returns the offset of the model's content, which data need not hold."""
     major, cnt, off = read_head(data, off)
     if major != _MT_MAP:
-        raise FrameError('structure', 'payload must be a map')
+        raise FrameError('structure', errmsg(16))
     config = kinds[0] == _KIND_CONFIG
     prev = -1
     while cnt:
@@ -451,9 +451,9 @@ def _fields(data, off, end, kinds, f, upto=-1, stream=False):
         if k in (_K_VERSION, _K_KIND, _K_JOB, _K_ROUND) or (not config and k in (_K_D, _K_T, _K_FMT)):
             v, off = read_uint(data, off, 'key %d' % k)
             if k == _K_VERSION and v != _VERSION:
-                raise FrameError('bad_version', 'version %d, expected %d' % (v, _VERSION))
+                raise FrameError('bad_version', errmsg(40, (v, _VERSION)))
             if k == _K_KIND and v not in kinds:
-                raise FrameError('bad_kind', 'kind %d not expected here' % v)
+                raise FrameError('bad_kind', errmsg(41, v))
             f[k] = v
         elif config and k == _K_CONFIG:
             f[k], off = _config(data, off)
@@ -463,20 +463,20 @@ def _fields(data, off, end, kinds, f, upto=-1, stream=False):
                 f[k] = (s, n)
                 continue
             if k != _K_MODEL:
-                raise FrameError('unknown_key', 'key %d not allowed in kind %d' % (k, _KIND_SNAPSHOT))
+                raise FrameError('unknown_key', errmsg(46, (k, _KIND_SNAPSHOT)))
             major, n, off = read_head(data, off)
             if major != _MT_BSTR:
-                raise FrameError('wrong_type', 'key 16 must be a bstr')
+                raise FrameError('wrong_type', errmsg(47))
             if cnt:
-                raise FrameError('unknown_key', 'key after the model in a snapshot')
+                raise FrameError('unknown_key', errmsg(48))
             if off + n != end:
-                raise FrameError('trailing_bytes', 'payload has bytes after the map')
+                raise FrameError('trailing_bytes', errmsg(49))
             f[k] = (off, n)
             return off
         else:
-            raise FrameError('unknown_key', 'key %d in a %s' % (k, 'config' if config else 'model message'))
+            raise FrameError('unknown_key', errmsg(45, (k, 'config' if config else 'model message')))
     if off != end:
-        raise FrameError('trailing_bytes', 'payload has bytes after the map')
+        raise FrameError('trailing_bytes', errmsg(17))
     return off
 
 
@@ -484,7 +484,7 @@ def _config(data, off):
     """The config map (key 15) at off: (dict of CONFIG_FIELDS, offset after it)."""
     major, n, off = read_head(data, off)
     if major != _MT_MAP:
-        raise FrameError('wrong_type', 'config must be a map')
+        raise FrameError('wrong_type', errmsg(18))
     out = {}
     cprev = -1
     while n:
@@ -492,7 +492,7 @@ def _config(data, off):
         ck, off = _next_key(data, off, cprev)
         cprev = ck
         if ck > _CFG_COMPACT:
-            raise FrameError('unknown_key', 'config key %d' % ck)
+            raise FrameError('unknown_key', errmsg(32, ck))
         name = CONFIG_FIELDS[ck]
         if ck == _CFG_L or ck == _CFG_STEP or ck == _CFG_LAMBDA:
             v, off = _read_f32(data, off, name)
@@ -511,7 +511,7 @@ def _config(data, off):
             else:
                 lim = -1
             if lim >= 0 and v > lim:
-                raise FrameError('bad_value', '%s=%d out of range 0..%d' % (name, v, lim))
+                raise FrameError('bad_value', errmsg(50, (name, v, lim)))
         out[name] = v
     return out, off
 
@@ -525,7 +525,7 @@ def _model_keys(f, job, model_d):
     """The checks on a model message's fields (from _fields) before its body is looked at:
     required and allowed keys for its kind, job (unless None), d; returns (kind, d)."""
     if _K_VERSION not in f or _K_KIND not in f:
-        raise FrameError('missing_key', 'version and kind are required')
+        raise FrameError('missing_key', errmsg(19))
     kind = f[_K_KIND]
     if kind == _KIND_SNAPSHOT:
         need = (_K_VERSION, _K_KIND, _K_JOB, _K_ROUND, _K_D, _K_MODEL)
@@ -536,13 +536,13 @@ def _model_keys(f, job, model_d):
             raise FrameError('missing_key', 'key %d' % k)
     for k in f:
         if k not in need and (kind == _KIND_SNAPSHOT or (k != _K_IDX_PACKED and k != _K_IDX_BITMAP)):
-            raise FrameError('unknown_key', 'key %d not allowed in kind %d' % (k, kind))
+            raise FrameError('unknown_key', errmsg(33, (k, kind)))
     if job is not None and f[_K_JOB] != job:
-        raise FrameError('job_mismatch', 'job %d, expected %d' % (f[_K_JOB], job))
+        raise FrameError('job_mismatch', errmsg(20, (f[_K_JOB], job)))
     d = f[_K_D]
     _check_d(d)
     if d != model_d:
-        raise FrameError('d_mismatch', 'message d=%d, model has %d' % (d, model_d))
+        raise FrameError('d_mismatch', errmsg(21, (d, model_d)))
     return kind, d
 
 
@@ -561,13 +561,13 @@ def decode_config(data, key):
     f = {}
     _fields(data, p, end, (_KIND_CONFIG,), f)
     if _K_VERSION not in f or _K_JOB not in f or _K_ROUND not in f or _K_CONFIG not in f:
-        raise FrameError('missing_key', 'config needs keys 0, 1, 2, 4, 15')
+        raise FrameError('missing_key', errmsg(22))
     out = f[_K_CONFIG]
     if 'compact' not in out:
         out['compact'] = False  # key 16 is optional (configs from before it: false)
     for name in CONFIG_FIELDS:
         if name not in out:
-            raise FrameError('missing_key', 'config field %s' % name)
+            raise FrameError('missing_key', errmsg(34, name))
     _check_d(out['d'])
     out['job'] = f[_K_JOB]
     out['round'] = f[_K_ROUND]
@@ -594,7 +594,7 @@ def _iter_packed(data, s, T, b):
         yield j
         k += 1
     if nb and (acc & ((1 << nb) - 1)):
-        raise FrameError('padding', 'packed index padding bits not zero')
+        raise FrameError('padding', errmsg(23))
 
 
 def _iter_bitmap(data, s, nbytes):
@@ -633,13 +633,13 @@ def apply_model(data, key, model, version, job=None, observe=None):
     if kind == _KIND_SNAPSHOT:
         s, n = f[_K_MODEL]
         if n != 4 * d:
-            raise FrameError('values_length', 'snapshot has %d bytes, needs %d' % (n, 4 * d))
+            raise FrameError('values_length', errmsg(35, (n, 4 * d)))
         if version >= 0 and rnd < version:
             raise VersionMismatch(rnd, version)
         j = 0
         while j < d:
             if not _f32_finite(data, s + 4 * j):
-                raise FrameError('non_finite', 'snapshot value %d' % j)
+                raise FrameError('non_finite', errmsg(42, j))
             j += 1
         j = 0
         while j < d:
@@ -652,17 +652,17 @@ def apply_model(data, key, model, version, job=None, observe=None):
     if fmt > _FMT_F16:
         raise FrameError('bad_fmt', 'fmt %d' % fmt)
     if T > d:
-        raise FrameError('t_gt_d', 'T=%d > d=%d' % (T, d))
+        raise FrameError('t_gt_d', errmsg(24, (T, d)))
     code, nbytes = index_code(d, T)
     if (_K_IDX_PACKED in f) + (_K_IDX_BITMAP in f) != 1 or code not in f:
-        raise FrameError('index_code', 'delta must carry key %d for d=%d, T=%d' % (code, d, T))
+        raise FrameError('index_code', errmsg(25, (code, d, T)))
     s, n = f[code]
     if n != nbytes:
-        raise FrameError('index_length', '%d index bytes, needs %d' % (n, nbytes))
+        raise FrameError('index_length', errmsg(26, (n, nbytes)))
     w = 2 if fmt == _FMT_F16 else 4
     vs, vn = f[_K_VALUES]
     if vn != T * w:
-        raise FrameError('values_length', '%d value bytes, needs %d' % (vn, T * w))
+        raise FrameError('values_length', errmsg(27, (vn, T * w)))
     if rnd != version:
         raise VersionMismatch(rnd, version)
     # pass 1: validate indices and values
@@ -670,13 +670,13 @@ def apply_model(data, key, model, version, job=None, observe=None):
     prev = -1
     for j in _indices(data, code, s, T, d):
         if j <= prev:
-            raise FrameError('index_order', 'indices not strictly ascending')
+            raise FrameError('index_order', errmsg(36))
         if j >= d:
-            raise FrameError('index_range', 'index %d >= d=%d' % (j, d))
+            raise FrameError('index_range', errmsg(37, (j, d)))
         prev = j
         cnt += 1
     if cnt != T:
-        raise FrameError('index_length', 'bitmap has %d bits set, T=%d' % (cnt, T))
+        raise FrameError('index_length', errmsg(28, (cnt, T)))
     k = 0
     while k < T:
         o = vs + w * k
@@ -685,7 +685,7 @@ def apply_model(data, key, model, version, job=None, observe=None):
         else:
             ok = _f32_finite(data, o)
         if not ok:
-            raise FrameError('non_finite', 'delta value %d' % k)
+            raise FrameError('non_finite', errmsg(38, k))
         k += 1
     # pass 2: apply in float32 (array('f') rounds the sum to binary32)
     if fmt == _FMT_F16:

@@ -22,6 +22,8 @@ Runs unchanged on MicroPython and CPython.
 import math
 from array import array
 
+from edge.cbor import errmsg
+
 KINDS = ("logistic", "softmax")  # index = the config's model number (docs/wire-format.md §3.2)
 
 
@@ -56,7 +58,7 @@ def model_size(d, classes, kind):
         return d
     if kind == "softmax":
         return classes * d
-    raise ValueError("kind must be 'logistic' or 'softmax', got %r" % (kind,))
+    raise ValueError(errmsg(136, (kind,)))
 
 
 def zeros(n):
@@ -100,18 +102,18 @@ def _get_scratch(c):
 
 def _check(model, data, kind, grad_out=None, lam=0.0):
     if kind != "logistic" and kind != "softmax":
-        raise ValueError("kind must be 'logistic' or 'softmax', got %r" % (kind,))
+        raise ValueError(errmsg(137, (kind,)))
     if kind == "logistic" and data.classes != 2:
-        raise ValueError("logistic needs a binary file (classes=2), this one has classes=%d; use kind='softmax'" % data.classes)
+        raise ValueError(errmsg(138, data.classes))
     m = model_size(data.d, data.classes, kind)
     if len(model) != m:
-        raise ValueError("model has %d entries, %s on d=%d, classes=%d needs %d" % (len(model), kind, data.d, data.classes, m))
+        raise ValueError(errmsg(139, (len(model), kind, data.d, data.classes, m)))
     if grad_out is not None and len(grad_out) != m:
-        raise ValueError("grad_out has %d entries, model has %d" % (len(grad_out), m))
+        raise ValueError(errmsg(140, (len(grad_out), m)))
     if not (lam >= 0.0):
-        raise ValueError("lam must be >= 0, got %r" % (lam,))
+        raise ValueError(errmsg(141, (lam,)))
     if data.n < 1:
-        raise ValueError("data file %s has no rows" % (data.path,))
+        raise ValueError(errmsg(142, (data.path,)))
 
 
 def _logits(model, data, out, n):

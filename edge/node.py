@@ -47,7 +47,7 @@ except ImportError:
 
 from edge import frame, learner
 from edge.cat import Rule
-from edge.cbor import const
+from edge.cbor import const, errmsg
 from edge.compress import Workspace, XorShift32, capacity, compress
 from edge.cost import CostModel
 from edge.links import LinkError
@@ -109,14 +109,13 @@ class EdgeNode:
     # ------------------------------------------------------------------ set-up
     def _setup(self, cfg):
         if cfg["job"] != self.job:
-            raise EdgeError("config is for job %d, this node runs job %d" % (cfg["job"], self.job))
+            raise EdgeError(errmsg(162, (cfg["job"], self.job)))
         if cfg["profile"] != self.profile["name"]:
-            raise EdgeError("job uses cost profile %s, this node has %s" % (cfg["profile"], self.profile["name"]))
+            raise EdgeError(errmsg(163, (cfg["profile"], self.profile["name"])))
         kind = learner.KINDS[cfg["model"]]
         d = cfg["d"]
         if learner.model_size(self.data.d, cfg["classes"], kind) != d:
-            raise EdgeError("job model has d=%d, local data gives %d" %
-                            (d, learner.model_size(self.data.d, cfg["classes"], kind)))
+            raise EdgeError(errmsg(164, (d, learner.model_size(self.data.d, cfg["classes"], kind))))
         if self.cfg is not None and self.cfg["d"] == d and self.cfg["scheme"] == cfg["scheme"] \
                 and self.cfg["k_cap"] == cfg["k_cap"] and self.cfg["fmt"] == cfg["fmt"] \
                 and self.cfg["compact"] == cfg["compact"]:

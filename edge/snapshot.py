@@ -7,7 +7,7 @@ CPython.
 import struct
 
 from edge import cose
-from edge.cbor import FrameError, const
+from edge.cbor import FrameError, const, errmsg
 from edge.frame import _f32_finite, _fields, _model_keys
 
 _SUFFIX = const(9)          # edge.cose: 48 + the 8-byte tag (as in edge.frame)
@@ -33,7 +33,7 @@ class SnapshotSink:
 
     def __init__(self, key, model, stage, job=None):
         if len(stage) < len(model):
-            raise ValueError('stage holds %d floats, the model has %d' % (len(stage), len(model)))
+            raise ValueError(errmsg(102, (len(stage), len(model))))
         self.key = key
         self.model = model
         self.stage = stage
@@ -80,7 +80,7 @@ class SnapshotSink:
         except (FrameError, IndexError) as e:
             if isinstance(e, FrameError) and (e.reason != 'not_cbor' or final):
                 raise
-            raise FrameError('structure', 'message truncated')
+            raise FrameError('structure', errmsg(110))
         cose.check_kid(kid, cose.KID_GW)
         self.pay = off
         self.pend = off + blen
@@ -156,24 +156,24 @@ class SnapshotSink:
             self._body(memoryview(self.head)[self.fs:self.hlen], self.fs)
         total = self.pend + _SUFFIX
         if self.n < total:
-            raise FrameError('structure', 'message truncated')
+            raise FrameError('structure', errmsg(103))
         if self.suffix[0] != 0x48:
-            raise FrameError('structure', 'tag must be an 8-byte bstr')
+            raise FrameError('structure', errmsg(104))
         if self.n > total:
-            raise FrameError('trailing_bytes', '%d bytes after the message' % (self.n - total))
+            raise FrameError('trailing_bytes', errmsg(105, self.n - total))
         if not cose.ct_equal(cose.mac_end(self.h, self.opad), memoryview(self.suffix)[1:]):
-            raise FrameError('bad_mac', 'MAC does not verify')
+            raise FrameError('bad_mac', errmsg(106))
         if self.err is not None:
             raise self.err
         f = self.f
         kind, d = _model_keys(f, self.job, len(self.model))
         if kind != _KIND_SNAPSHOT:
-            raise FrameError('bad_kind', 'a delta where a snapshot was expected')
+            raise FrameError('bad_kind', errmsg(107))
         n = f[_K_MODEL][1]
         if n != 4 * d:
-            raise FrameError('values_length', 'snapshot has %d bytes, needs %d' % (n, 4 * d))
+            raise FrameError('values_length', errmsg(108, (n, 4 * d)))
         if self.bad_float >= 0:
-            raise FrameError('non_finite', 'snapshot value %d' % self.bad_float)
+            raise FrameError('non_finite', errmsg(109, self.bad_float))
         model = self.model
         stage = self.stage
         j = 0

@@ -4,6 +4,8 @@ gateway's bound on an honest edge's T). A module of its own so that a board runn
 never loads it. MicroPython and CPython.
 """
 
+from edge.cbor import errmsg
+
 SS_OVERFLOW = "SS drew more than %d entries 8 times; lower K or use a link with larger frames"
 
 
@@ -46,7 +48,7 @@ def sample(ws, g, choice, s1, scale, rng, d, limit):
     """Draw the SS sparsifier: p_j = min(1, c |g_j|), value (omega * scale) g_j / p_j, into
     ws.idx / ws.vals (at most `limit` entries); returns the number drawn."""
     if rng is None:
-        raise ValueError("SS needs a random source (XorShift32)")
+        raise ValueError(errmsg(165))
     t = choice.t
     ns = choice.ns
     idx = ws.idx

@@ -10,6 +10,8 @@ Time O(d log K); on a board the only allocation is the float boxing of g[j] read
 Runs unchanged on MicroPython (no heapq: it has no key functions there).
 """
 
+from edge.cbor import errmsg
+
 
 # Magnitudes whose squares, summed over up to 2^16 entries, stay normal floats even in single
 # precision (a 32-bit board: 2^-126 .. 2^128); outside this band compress works on g * 2^-e.
@@ -82,16 +84,16 @@ def select(g, k, idx):
     if k > d:
         k = d
     if k < 1:
-        raise ValueError("select: need k >= 1 and a non-empty gradient")
+        raise ValueError(errmsg(150))
     if len(idx) < k:
-        raise ValueError("select: index buffer holds %d, need %d" % (len(idx), k))
+        raise ValueError(errmsg(151, (len(idx), k)))
     n = 0
     s1 = 0.0
     s2 = 0.0
     for j in range(d):
         v = g[j]
         if v - v != 0.0:
-            raise ValueError("gradient entry %d is not finite (%r)" % (j, v))
+            raise ValueError(errmsg(152, (j, v)))
         a = v if v >= 0.0 else -v
         s1 += a
         s2 += v * v

@@ -517,6 +517,38 @@ def _measure(interp: harness.Interpreter, tmp: Path, d: int, naive: bool, quick:
         setup.close()
 
 
+# The edge modules a CoAP round with error feedback imports (SS, d = 4,096: the budget's .mpy
+# round), each after the ones it imports, so that a module's heap is its own.
+ROUND_MODULES = ("__init__", "cbor", "cose", "frame", "learner", "topk", "compress", "cat", "onair", "cost",
+                 "links", "coap", "datafile", "node", "board", "snapshot", "ss", "feedback")
+MODULES_SCRIPT = """\
+import gc, sys
+class Q:
+    pass
+q = Q()
+for i in range(1270):  # grow the qstr pools first (the 1,280-slot one): no module is charged for a pool
+    setattr(q, 'q%d' % i, 0)
+q = None
+import struct, json, socket, math, array, hashlib, binascii, time, os, micropython
+gc.collect()
+for m in sys.argv[1:]:
+    a = gc.mem_alloc()
+    __import__("edge" if m == "__init__" else "edge." + m)
+    gc.collect()
+    print("@@RESULT", gc.mem_alloc() - a)
+"""
+
+
+def module_heaps(tmp: Path) -> list[tuple[str, int, int]]:
+    """(module, .mpy bytes, heap bytes) of each of ROUND_MODULES as .mpy on the 32-bit build:
+    gc.mem_alloc() around its import, after gc.collect(), its own imports already loaded."""
+    root = harness.make_device_root(tmp, mode="mpy")
+    r = harness.run(harness.mp32(), root, MODULES_SCRIPT, heap="512k", precompile=True, args=list(ROUND_MODULES))
+    if not r.ok or len(r.results) != len(ROUND_MODULES):
+        raise harness.HarnessError(r.describe())
+    return [(m, (root / "edge" / f"{m}.mpy").stat().st_size, heap) for m, heap in zip(ROUND_MODULES, r.results)]
+
+
 PHASES_SCRIPT = SCRIPTS / "phases.py"
 
 
@@ -578,6 +610,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ef", action="store_true",
                     help="only the error-feedback section: S, S+Q and SS with error feedback on the "
                          "32-bit build, frozen (d = 1,024 and 4,096) and as .mpy (d = 4,096)")
+    ap.add_argument("--modules", action="store_true",
+                    help="only the heap of each edge/ module a CoAP round imports, as .mpy (32-bit build)")
     ap.add_argument("--qemu", choices=("yes", "no", "only"), default="yes",
                     help="the emulated board's section (QEMU mps2-an385; builds its firmware with "
                          "build_qemu.sh): yes (default), no, or only that section")
@@ -588,6 +622,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.ef:
         with tempfile.TemporaryDirectory(prefix="cat-budget-") as tmp:
             return ef_section(Path(tmp))
+    if args.modules:
+        with tempfile.TemporaryDirectory(prefix="cat-budget-") as tmp:
+            rows = module_heaps(Path(tmp))
+        print("edge/ modules a CoAP round imports, as .mpy on the 32-bit build: file bytes, heap KiB")
+        for m, size, heap in sorted(rows, key=lambda r: -r[2]):
+            print(f"{m:10} {size:7,d} {heap / 1024:6.1f}")
+        print(f"{'total':10} {sum(r[1] for r in rows):7,d} {sum(r[2] for r in rows) / 1024:6.1f}")
+        return 0
     if args.phases:
         args.interp = "mp32"
     interps: list[tuple[harness.Interpreter, bool]] = []

@@ -30,6 +30,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
+from aggregator.ops.flash import MPY_OPT, mpy_cross_cmd
+
 REPO = Path(__file__).resolve().parent.parent
 EDGE_DIR = REPO / "edge"
 BUILD_SCRIPT = REPO / "firmware_tests" / "build_mp32.sh"
@@ -130,18 +132,18 @@ def _mpy_cross_binary() -> Path:
     return Path(found)
 
 
-def compile_module(src: Path, dst: Path, source_name: str, arch: str | None = None) -> str | None:
+def compile_module(src: Path, dst: Path, source_name: str, arch: str | None = None,
+                   opt: int | None = None) -> str | None:
     """Compile one .py to .mpy; returns mpy-cross's message on failure, None on success.
 
-    ``source_name`` is embedded for tracebacks (``edge/topk.mpy``, the path the board imports, as
-    `cat-aggregator flash` names it: aggregator/ops/flash.py compile_edge). No ``-march``
-    when ``arch`` is None: bytecode-only output, which loads on every interpreter.
+    The command line is `cat-aggregator flash`'s (aggregator/ops/flash.py mpy_cross_cmd):
+    ``source_name`` is the path the board imports (``edge/topk.mpy``); ``opt`` the -O level
+    (None: flash's, MPY_OPT). No ``-march`` when ``arch`` is None: bytecode-only output,
+    which loads on every interpreter.
     """
     dst.parent.mkdir(parents=True, exist_ok=True)
-    cmd = [str(_mpy_cross_binary()), "-o", str(dst), "-s", source_name]
-    if arch:
-        cmd.append(f"-march={arch}")
-    cmd.append(str(src))
+    cmd = mpy_cross_cmd(str(_mpy_cross_binary()), src, dst, source_name, arch,
+                        MPY_OPT if opt is None else opt)
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
     if proc.returncode != 0 or not dst.is_file():
         msg = (proc.stderr or proc.stdout).strip().replace("\n", " | ")
@@ -335,7 +337,10 @@ def run(
     if precompile:
         tmp_src = Path(tempfile.mkdtemp(prefix="driver-")) / f"{DRIVER_NAME}.py"
         tmp_src.write_text(source)
-        err = compile_module(tmp_src, compiled, f"{DRIVER_NAME}.py")
+        # -O0: the driver is the test's code, not the board's (whose .mpy files flash builds
+        # -O3); its heap layout stays put when flash's level changes (a frozen round at its
+        # limit moves by a KiB with the driver's size)
+        err = compile_module(tmp_src, compiled, f"{DRIVER_NAME}.py", opt=0)
         shutil.rmtree(tmp_src.parent, ignore_errors=True)
         if err:
             raise CompileError([err])

