@@ -64,9 +64,9 @@ def unhex(text, what):
     try:
         key = binascii.unhexlify(text)
     except (ValueError, TypeError):
-        raise BoardError(errmsg(156, what))
+        raise BoardError(errmsg(140, what))
     if len(key) != 32:
-        raise BoardError(errmsg(157, (what, len(key))))
+        raise BoardError(errmsg(141, (what, len(key))))
     return key
 
 
@@ -76,17 +76,17 @@ def load_config(path="node.json"):
         with open(path) as f:
             cfg = json.load(f)
     except OSError as e:
-        raise BoardError(errmsg(158, (path, e)))
+        raise BoardError(errmsg(142, (path, e)))
     except ValueError as e:
-        raise BoardError(errmsg(159, (path, e)))
+        raise BoardError(errmsg(143, (path, e)))
     for k in ("node", "job", "key", "downlink_key", "profile", "data"):  # the required keys
         if k not in cfg:
-            raise BoardError(errmsg(160, (path, k)))
+            raise BoardError(errmsg(144, (path, k)))
     cfg["key"] = unhex(cfg["key"], "key")
     cfg["downlink_key"] = unhex(cfg["downlink_key"], "downlink_key")
     t = cfg.get("transport", "coap")
     if t not in ("coap", "mqtt", "serial"):
-        raise BoardError(errmsg(161, (path, t)))
+        raise BoardError(errmsg(145, (path, t)))
     cfg["transport"] = t
     why = transport_mismatch(cfg["profile"], t)
     if why:

@@ -36,11 +36,11 @@ def scheme_id(name):
     if isinstance(name, int):
         if 0 <= name <= 3:
             return name
-        raise ValueError(errmsg(143, name))
+        raise ValueError(errmsg(128, name))
     key = name.lower().replace("+", "")
     if key in SCHEME_NAMES:
         return SCHEME_NAMES.index(key)
-    raise ValueError(errmsg(144, name))
+    raise ValueError(errmsg(129, name))
 
 
 class Scan:
@@ -134,7 +134,7 @@ def cat_choose(scheme, g, idx, n, s1, s2, cost, t_max, early_stop=False, cap=Non
     """
     top = n if n < t_max else t_max
     if top < 1:
-        raise ValueError(errmsg(145))
+        raise ValueError(errmsg(130))
 
     def mag(i):
         return abs(g[idx[i]])
@@ -210,11 +210,11 @@ def rule_id(name):
     if isinstance(name, int):
         if 0 <= name <= 5:
             return name
-        raise ValueError(errmsg(146, name))
+        raise ValueError(errmsg(131, name))
     key = name.lower()
     if key in RULE_NAMES:
         return RULE_NAMES.index(key)
-    raise ValueError(errmsg(147, name))
+    raise ValueError(errmsg(132, name))
 
 
 class Rule:
@@ -232,7 +232,7 @@ class Rule:
         self.kind = rule_id(kind)
         self.param = int(param)
         if self.kind in (_RULE_FIXED, _RULE_HYBRID, _RULE_CATAVG) and self.param < 1:
-            raise ValueError(errmsg(148, RULE_NAMES[self.kind]))
+            raise ValueError(errmsg(133, RULE_NAMES[self.kind]))
         self.calls = 0
         self.last_t = 0
 
@@ -271,7 +271,7 @@ class Rule:
         elif kind == _RULE_ALISTARH:
             t = alistarh_t(g, idx, top, s2)
         else:
-            raise ValueError(errmsg(149))
+            raise ValueError(errmsg(134))
         if t > top:
             t = top
         imp, ns = improvement_at(scheme, g, idx, t, s1, s2)

@@ -93,7 +93,7 @@ def head_len(v):
 def put_head(buf, off, major, v):
     """Write the shortest head for (major, argument v) at buf[off:]; return the new offset."""
     if v < 0:
-        raise ValueError(errmsg(52))
+        raise ValueError(errmsg(48))
     mt = major << 5
     if v < 24:
         buf[off] = mt | v
@@ -123,7 +123,7 @@ def put_head(buf, off, major, v):
             s -= 8
             i += 1
         return off + 9
-    raise ValueError(errmsg(51))
+    raise ValueError(errmsg(47))
 
 
 def put_uint(buf, off, v):
@@ -151,7 +151,7 @@ def read_head(data, off):
     not in its shortest form (FrameError 'not_cbor' / 'not_deterministic')."""
     n = len(data)
     if off >= n:
-        raise FrameError('not_cbor', errmsg(53, off))
+        raise FrameError('not_cbor', errmsg(49, off))
     ib = data[off]
     major = ib >> 5
     ai = ib & 0x1F
@@ -160,13 +160,13 @@ def read_head(data, off):
         return major, ai, off
     if major == _MT_SIMPLE and ai >= 25:
         if ai <= 27:
-            raise FrameError('wrong_type', errmsg(65, off - 1))
-        raise FrameError('not_cbor', errmsg(54, off - 1))
+            raise FrameError('wrong_type', errmsg(60, off - 1))
+        raise FrameError('not_cbor', errmsg(50, off - 1))
     if ai > 27:
-        raise FrameError('not_deterministic', errmsg(55, off - 1))
+        raise FrameError('not_deterministic', errmsg(51, off - 1))
     w = 1 << (ai - 24)  # 1, 2, 4 or 8 bytes
     if off + w > n:
-        raise FrameError('not_cbor', errmsg(56, off - 1))
+        raise FrameError('not_cbor', errmsg(52, off - 1))
     v = 0
     i = 0
     while i < w:
@@ -174,16 +174,16 @@ def read_head(data, off):
         i += 1
     # shortest form: a 1-byte argument must be >= 24, a 2-byte one >= 256, ...
     if (w == 1 and v < 24) or (w > 1 and v < (1 << (4 * w))):
-        raise FrameError('not_deterministic', errmsg(57, off - 1))
+        raise FrameError('not_deterministic', errmsg(53, off - 1))
     if major == _MT_SIMPLE:
-        raise FrameError('wrong_type', errmsg(58, off - 1))
+        raise FrameError('wrong_type', errmsg(54, off - 1))
     return major, v, off + w
 
 
 def read_uint(data, off, what):
     major, v, off = read_head(data, off)
     if major != _MT_UINT:
-        raise FrameError('wrong_type', errmsg(59, what))
+        raise FrameError('wrong_type', errmsg(55, what))
     return v, off
 
 
@@ -191,29 +191,29 @@ def read_bstr(data, off, what):
     """Return (start, length, new_offset) of a bstr's content; the bytes stay in data."""
     major, n, off = read_head(data, off)
     if major != _MT_BSTR:
-        raise FrameError('wrong_type', errmsg(60, what))
+        raise FrameError('wrong_type', errmsg(56, what))
     if off + n > len(data):
-        raise FrameError('not_cbor', errmsg(61, what))
+        raise FrameError('not_cbor', errmsg(57, what))
     return off, n, off + n
 
 
 def read_tstr(data, off, what):
     major, n, off = read_head(data, off)
     if major != _MT_TSTR:
-        raise FrameError('wrong_type', errmsg(62, what))
+        raise FrameError('wrong_type', errmsg(58, what))
     if off + n > len(data):
-        raise FrameError('not_cbor', errmsg(63, what))
+        raise FrameError('not_cbor', errmsg(57, what))
     try:
         s = bytes(data[off:off + n]).decode('utf-8')
     except Exception:
-        raise FrameError('wrong_type', errmsg(66, what))
+        raise FrameError('wrong_type', errmsg(61, what))
     return s, off + n
 
 
 def read_bool(data, off, what):
     major, v, off = read_head(data, off)
     if major != _MT_SIMPLE or (v != _SIMPLE_TRUE and v != _SIMPLE_FALSE):
-        raise FrameError('wrong_type', errmsg(64, what))
+        raise FrameError('wrong_type', errmsg(59, what))
     return v == _SIMPLE_TRUE, off
 
 

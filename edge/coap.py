@@ -131,7 +131,7 @@ def szx_for(block_size):
         if (16 << szx) == block_size:
             return szx
         szx += 1
-    raise ValueError(errmsg(111, (block_size,)))
+    raise ValueError(errmsg(98, (block_size,)))
 
 
 def _uint_len(v):
@@ -200,7 +200,7 @@ def _uint(data, pos, n):
 def _split_path(path):
     """Split "/a/b?x=1&y" into Uri-Path and Uri-Query segments (UTF-8 bytes)."""
     if not isinstance(path, str):
-        raise ValueError(errmsg(112, (path,)))
+        raise ValueError(errmsg(99, (path,)))
     query = ""
     q = path.find("?")
     if q >= 0:
@@ -211,7 +211,7 @@ def _split_path(path):
         if s:
             b = s.encode()
             if len(b) > 255:  # Uri-Path length 0-255, RFC 7252 §5.10
-                raise ValueError(errmsg(113, (s[:20],)))
+                raise ValueError(errmsg(100, (s[:20],)))
             segs.append(b)
     qs = []
     if query:
@@ -219,7 +219,7 @@ def _split_path(path):
             if s:
                 b = s.encode()
                 if len(b) > 255:
-                    raise ValueError(errmsg(114))
+                    raise ValueError(errmsg(101))
                 qs.append(b)
     return segs, qs
 
@@ -256,15 +256,15 @@ class CoapClient:
                  block_size=64, random_factor=ACK_RANDOM_FACTOR, response_timeout=None,
                  max_body=65536, token_len=4, rx_size=_RX_SIZE):
         if ack_timeout <= 0:
-            raise ValueError(errmsg(115, (ack_timeout,)))
+            raise ValueError(errmsg(102, (ack_timeout,)))
         if max_retransmit < 0:
-            raise ValueError(errmsg(116, (max_retransmit,)))
+            raise ValueError(errmsg(103, (max_retransmit,)))
         if random_factor < 1.0:
-            raise ValueError(errmsg(117, (random_factor,)))
+            raise ValueError(errmsg(104, (random_factor,)))
         if token_len < 1 or token_len > 8:  # TKL 0-8, RFC 7252 §3
-            raise ValueError(errmsg(118, (token_len,)))
+            raise ValueError(errmsg(105, (token_len,)))
         if rx_size < 32:
-            raise ValueError(errmsg(119, (rx_size,)))
+            raise ValueError(errmsg(106, (rx_size,)))
         self.szx = szx_for(block_size)
         self.block_size = block_size
         self.ack_timeout = ack_timeout
@@ -348,9 +348,9 @@ class CoapClient:
         if self._sock is None:
             raise CoapError("client is closed")
         if method not in (_GET, _POST, _PUT, _DELETE):
-            raise ValueError(errmsg(120, (method,)))
+            raise ValueError(errmsg(107, (method,)))
         if content_format is not None and (content_format < 0 or content_format > 0xFFFF):
-            raise ValueError(errmsg(121, (content_format,)))
+            raise ValueError(errmsg(108, (content_format,)))
         segs, qs = _split_path(path)
         if payload is None:
             payload = b""
@@ -393,21 +393,21 @@ class CoapClient:
                 continue
             if not more:
                 if code == _CONTINUE:
-                    raise CoapError(errmsg(122))
+                    raise CoapError(errmsg(109))
                 return data  # the final response
             if code >> 5 != 2:
                 return data  # an error response (4.xx/5.xx) the caller gets to see
             if rb < 0:
                 # a 2.xx without Block1 to a non-final block: the server ignored Block1 and
                 # did not get the whole body; do not report that as success
-                raise CoapError(errmsg(123, (code_str(code), num, total)))
+                raise CoapError(errmsg(110, (code_str(code), num, total)))
             rszx = rb & 7
             if rszx == 7 or rszx > szx:
-                raise CoapError(errmsg(124, (rszx, szx)))
+                raise CoapError(errmsg(111, (rszx, szx)))
             # the server echoes our NUM (RFC 7959 §2.3 figure 6 / aiocoap) or the NUM of the
             # same offset in its smaller size
             if (rb >> 4) != num and (rb >> 4) << (rszx + 4) != off:
-                raise CoapError(errmsg(125, (rb >> 4, num)))
+                raise CoapError(errmsg(112, (rb >> 4, num)))
             off += n
             # §2.3: continue at the next offset with the server's preferred (smaller) size
             szx = rszx
@@ -424,13 +424,13 @@ class CoapClient:
         b2 = self._r_block2
         if b2 < 0 or not (b2 & 8):
             if b2 >= 0 and (b2 >> 4) != 0:
-                raise CoapError(errmsg(126, b2 >> 4))
+                raise CoapError(errmsg(113, b2 >> 4))
             if sink is not None:
                 sink(pay)
                 return code, b""
             return code, bytes(pay)
         if (b2 >> 4) != 0:
-            raise CoapError(errmsg(127, b2 >> 4))
+            raise CoapError(errmsg(113, b2 >> 4))
         etag = self._r_etag
         if sink is None:
             body = bytearray(pay)
@@ -443,25 +443,25 @@ class CoapClient:
         while b2 >= 0 and (b2 & 8):
             bszx = b2 & 7
             if bszx == 7:
-                raise CoapError(errmsg(128))
+                raise CoapError(errmsg(114))
             off = got
             if off & ((16 << bszx) - 1):
-                raise CoapError(errmsg(129))
+                raise CoapError(errmsg(115))
             # RFC 7959 §2.4 / §3.3: ask for the next block, same method, no payload
             nxt = ((off >> (bszx + 4)) << 4) | bszx
             data = None
             data = self._do(method, segs, qs, None, nxt, -1, -1, None, 0, 0)
             if self._r_code >> 5 != 2:
-                raise CoapError(errmsg(130, (off, code_str(self._r_code))))
+                raise CoapError(errmsg(116, (off, code_str(self._r_code))))
             b2 = self._r_block2
             if b2 < 0:
-                raise CoapError(errmsg(131))
+                raise CoapError(errmsg(117))
             if (b2 >> 4) << ((b2 & 7) + 4) != off:
-                raise CoapError(errmsg(132, ((b2 >> 4) << ((b2 & 7) + 4), off)))
+                raise CoapError(errmsg(118, ((b2 >> 4) << ((b2 & 7) + 4), off)))
             if self._r_etag != etag:  # RFC 7959 §2.4: the representation changed
-                raise CoapError(errmsg(133))
+                raise CoapError(errmsg(119))
             if off + len(data) - self._r_pay > self.max_body:
-                raise CoapError(errmsg(134, self.max_body))
+                raise CoapError(errmsg(120, self.max_body))
             if body is None:
                 sink(memoryview(data)[self._r_pay:])
             else:
@@ -715,7 +715,7 @@ class CoapClient:
 
     def _check_crit(self):
         if self._r_crit:
-            raise CoapError(errmsg(135, self._r_crit))
+            raise CoapError(errmsg(121, self._r_crit))
 
 
 if "_CONTENT" in globals():  # CPython: the constants by their public names

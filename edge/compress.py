@@ -102,9 +102,9 @@ def compress(ws, g, scheme, rule, cost, t_max, scale, rng=None, early_stop=False
     """
     d = len(g)
     if scheme == _SCHEME_IDENTITY:
-        raise ValueError(errmsg(153))
+        raise ValueError(errmsg(138))
     if d == 0:
-        raise ValueError(errmsg(154))
+        raise ValueError(errmsg(139))
     link_max = t_max
     if scheme == _SCHEME_SS:
         from edge.ss import ss_t_max
@@ -163,5 +163,5 @@ def _finish(ws, g, scheme, rule, cost, t_max, link_max, scale, rng, early_stop, 
         # The drawn count varies around T: never more than the buffer or the link takes.
         limit = ws.cap if ws.cap < link_max else link_max
         return Result(scheme, sample(ws, g, choice, s1, scale, rng, d, limit), choice, d)
-    raise ValueError(errmsg(155, scheme))
+    raise ValueError(errmsg(128, scheme))
 

@@ -76,7 +76,7 @@ def overhead(payload_len):
 
 def check_key(key):
     if len(key) != 32:
-        raise ValueError(errmsg(67, len(key)))
+        raise ValueError(errmsg(62, len(key)))
 
 
 def _mac_head(payload_len, aad):
@@ -118,7 +118,7 @@ def mac_end(h, opad):
 def write_prefix(buf, off, kid, payload_len):
     """Write the envelope up to and including the payload's bstr head; return the payload offset."""
     if len(kid) != _KID_LEN:
-        raise ValueError(errmsg(68))
+        raise ValueError(errmsg(63))
     buf[off:off + 9] = _MAC0_HEAD
     buf[off + 9] = kid[0]
     buf[off + 10] = kid[1]
@@ -161,7 +161,7 @@ def ct_equal(a, b):
 def check_kid(got, want):
     """Refuse ('unknown_kid') a message whose kid is not the one expected."""
     if got != want:
-        raise FrameError('unknown_kid', errmsg(69, (got[0], got[1])))
+        raise FrameError('unknown_kid', errmsg(64, (got[0], got[1])))
 
 
 def parse_head(data):
@@ -170,29 +170,29 @@ def parse_head(data):
     Shared by parse() (a whole message) and snapshot.SnapshotSink (the first block of one)."""
     n = len(data)
     if n < 1 or data[0] != 0xD1:
-        raise FrameError('not_mac0', errmsg(70))
+        raise FrameError('not_mac0', errmsg(65))
     if n < 2 or data[1] != 0x84:
-        raise FrameError('structure', errmsg(71))
+        raise FrameError('structure', errmsg(66))
     major, plen, off = read_head(data, 2)
     if major != _MT_BSTR:
-        raise FrameError('structure', errmsg(72))
+        raise FrameError('structure', errmsg(67))
     if bytes(data[off:off + plen]) != PROTECTED:
-        raise FrameError('bad_alg', errmsg(73))
+        raise FrameError('bad_alg', errmsg(68))
     off += plen
     major, cnt, off = read_head(data, off)
     if major != _MT_MAP or cnt != 1:
-        raise FrameError('structure', errmsg(74))
+        raise FrameError('structure', errmsg(69))
     major, lab, off = read_head(data, off)
     if major != _MT_UINT or lab != _HDR_KID:
-        raise FrameError('structure', errmsg(75))
+        raise FrameError('structure', errmsg(69))
     major, klen, off = read_head(data, off)
     if major != _MT_BSTR or klen != _KID_LEN or off + klen > n:
-        raise FrameError('structure', errmsg(76))
+        raise FrameError('structure', errmsg(70))
     kid = bytes(data[off:off + klen])
     off += klen
     major, blen, off = read_head(data, off)
     if major != _MT_BSTR:
-        raise FrameError('structure', errmsg(77))
+        raise FrameError('structure', errmsg(71))
     return kid, off, blen
 
 
@@ -203,12 +203,12 @@ def parse(data):
     pay = off
     off += blen
     if off + _SUFFIX_LEN > n:
-        raise FrameError('structure', errmsg(78))
+        raise FrameError('structure', errmsg(72))
     if data[off] != 0x48:
-        raise FrameError('structure', errmsg(79))
+        raise FrameError('structure', errmsg(73))
     off += _SUFFIX_LEN
     if off != n:
-        raise FrameError('trailing_bytes', errmsg(80, n - off))
+        raise FrameError('trailing_bytes', errmsg(74, n - off))
     return kid, pay, blen
 
 
@@ -223,7 +223,7 @@ def verify(data, key, kid=None):
     want = mac_tag(key, mv[pay:pay + plen])
     tag_off = pay + plen + 1
     if not ct_equal(want, mv[tag_off:tag_off + _TAG_LEN]):
-        raise FrameError('bad_mac', errmsg(81))
+        raise FrameError('bad_mac', errmsg(75))
     return got_kid, pay, plen
 
 

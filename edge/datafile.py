@@ -85,35 +85,35 @@ def parse_header(head, where="datafile"):
     """Decode and check 48 header bytes; returns a tuple
     (layout, n, d, classes, max_nnz, total_nnz, data_crc, header_size)."""
     if len(head) < _HEADER_SIZE:
-        raise DataFileError(errmsg(82, (where, len(head), _HEADER_SIZE)))
+        raise DataFileError(errmsg(76, (where, len(head), _HEADER_SIZE)))
     f = struct.unpack(HEADER_FMT, head[:_HEADER_SIZE])
     if f[0] != MAGIC:
-        raise DataFileError(errmsg(83, (where, f[0], MAGIC)))
+        raise DataFileError(errmsg(77, (where, f[0], MAGIC)))
     if f[1] != _CATD_VERSION:
-        raise DataFileError(errmsg(84, (where, f[1], _CATD_VERSION)))
+        raise DataFileError(errmsg(78, (where, f[1], _CATD_VERSION)))
     if crc32(head[:_HEADER_CRC_SPAN]) != f[14]:
-        raise DataFileError(errmsg(85, where))
+        raise DataFileError(errmsg(79, where))
     hsize, layout, ltype, vtype = f[2], f[3], f[4], f[5]
     n, d, classes, max_nnz, total = f[7], f[8], f[9], f[10], f[11]
     if hsize < _HEADER_SIZE:
-        raise DataFileError(errmsg(86, (where, hsize, _HEADER_SIZE)))
+        raise DataFileError(errmsg(80, (where, hsize, _HEADER_SIZE)))
     if layout != _LAYOUT_DENSE and layout != _LAYOUT_CSR:
-        raise DataFileError(errmsg(87, (where, layout)))
+        raise DataFileError(errmsg(81, (where, layout)))
     if ltype != _LABEL_U32:
-        raise DataFileError(errmsg(88, (where, ltype)))
+        raise DataFileError(errmsg(82, (where, ltype)))
     if vtype != _VALUE_F32:
-        raise DataFileError(errmsg(89, (where, vtype)))
+        raise DataFileError(errmsg(83, (where, vtype)))
     if d < 1:
-        raise DataFileError(errmsg(90, (where, d)))
+        raise DataFileError(errmsg(84, (where, d)))
     if classes < 2:
-        raise DataFileError(errmsg(91, (where, classes)))
+        raise DataFileError(errmsg(85, (where, classes)))
     if max_nnz > d:
-        raise DataFileError(errmsg(92, (where, max_nnz, d)))
+        raise DataFileError(errmsg(86, (where, max_nnz, d)))
     if layout == _LAYOUT_DENSE:
         if max_nnz != d or total != n * d:
-            raise DataFileError(errmsg(93, where))
+            raise DataFileError(errmsg(87, where))
     elif total > n * max_nnz:
-        raise DataFileError(errmsg(94, (where, total, n * max_nnz)))
+        raise DataFileError(errmsg(88, (where, total, n * max_nnz)))
     return layout, n, d, classes, max_nnz, total, f[12], hsize
 
 
@@ -146,7 +146,7 @@ class DataFile:
         try:
             f = open(path, "rb")
         except OSError as e:
-            raise DataFileError(errmsg(99, (path, e)))
+            raise DataFileError(errmsg(93, (path, e)))
         self._f = f
         try:
             head = f.read(_HEADER_SIZE)
@@ -162,8 +162,8 @@ class DataFile:
         if size != exp:
             f.close()
             if size < exp:
-                raise DataFileError(errmsg(100, (path, exp, size)))
-            raise DataFileError(errmsg(95, (path, size - exp, exp)))
+                raise DataFileError(errmsg(94, (path, exp, size)))
+            raise DataFileError(errmsg(89, (path, size - exp, exp)))
         self._layout_code = layout
         self.layout = LAYOUT_NAMES[layout]
         self.n = n
@@ -204,7 +204,7 @@ class DataFile:
     def rewind(self):
         """Go back to the first row."""
         if self._f is None:
-            raise DataFileError(errmsg(96, self.path))
+            raise DataFileError(errmsg(90, self.path))
         self._f.seek(self.header_size)
         self.row = 0
         self.nnz = 0
@@ -228,7 +228,7 @@ class DataFile:
                 break
             got += more
         if got < nbytes:
-            raise DataFileError(errmsg(97, (self.path, self.row)))
+            raise DataFileError(errmsg(91, (self.path, self.row)))
         if _SWAP:  # pragma: no cover - big-endian CPython only
             buf.byteswap()
 
@@ -248,12 +248,12 @@ class DataFile:
             y = hdr[0]
             nnz = hdr[1]
             if nnz > self.max_nnz:
-                raise DataFileError(errmsg(101, (self.path, self.row, nnz, self.max_nnz)))
+                raise DataFileError(errmsg(95, (self.path, self.row, nnz, self.max_nnz)))
             if nnz:
                 self._fill(self.index, self._iv, 4 * nnz)
                 self._fill(self.values, self._vv, 4 * nnz)
         if y >= self.classes:
-            raise DataFileError(errmsg(98, (self.path, self.row, y, self.classes)))
+            raise DataFileError(errmsg(92, (self.path, self.row, y, self.classes)))
         self.row += 1
         self.nnz = nnz
         self.label = y

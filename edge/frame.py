@@ -232,7 +232,7 @@ def _write_indices(buf, off, idx, T, d, code, nbytes, b):
         while k < T:
             j = idx[k]
             if j <= prev or j >= d:
-                raise ValueError(errmsg(39, (k, j)))
+                raise ValueError(errmsg(31, (k, j)))
             prev = j
             buf[off + (j >> 3)] |= 1 << (j & 7)
             k += 1
@@ -361,10 +361,10 @@ def encode_update(buf, key, job, node, rnd, scheme, d, T, idx, vals, fmt, teleme
             v = vals[k]
             if v < 0:
                 if v != -m:
-                    raise ValueError(errmsg(43, (k, v, m)))
+                    raise ValueError(errmsg(42, (k, v, m)))
                 buf[off + (k >> 3)] |= 1 << (k & 7)
             elif v != m:
-                raise ValueError(errmsg(44, (k, v, m)))
+                raise ValueError(errmsg(42, (k, v, m)))
             k += 1
         off += sb
     else:
@@ -451,9 +451,9 @@ def _fields(data, off, end, kinds, f, upto=-1, stream=False):
         if k in (_K_VERSION, _K_KIND, _K_JOB, _K_ROUND) or (not config and k in (_K_D, _K_T, _K_FMT)):
             v, off = read_uint(data, off, 'key %d' % k)
             if k == _K_VERSION and v != _VERSION:
-                raise FrameError('bad_version', errmsg(40, (v, _VERSION)))
+                raise FrameError('bad_version', errmsg(39, (v, _VERSION)))
             if k == _K_KIND and v not in kinds:
-                raise FrameError('bad_kind', errmsg(41, v))
+                raise FrameError('bad_kind', errmsg(40, v))
             f[k] = v
         elif config and k == _K_CONFIG:
             f[k], off = _config(data, off)
@@ -463,18 +463,18 @@ def _fields(data, off, end, kinds, f, upto=-1, stream=False):
                 f[k] = (s, n)
                 continue
             if k != _K_MODEL:
-                raise FrameError('unknown_key', errmsg(46, (k, _KIND_SNAPSHOT)))
+                raise FrameError('unknown_key', errmsg(33, (k, _KIND_SNAPSHOT)))
             major, n, off = read_head(data, off)
             if major != _MT_BSTR:
-                raise FrameError('wrong_type', errmsg(47))
+                raise FrameError('wrong_type', errmsg(44))
             if cnt:
-                raise FrameError('unknown_key', errmsg(48))
+                raise FrameError('unknown_key', errmsg(45))
             if off + n != end:
-                raise FrameError('trailing_bytes', errmsg(49))
+                raise FrameError('trailing_bytes', errmsg(17))
             f[k] = (off, n)
             return off
         else:
-            raise FrameError('unknown_key', errmsg(45, (k, 'config' if config else 'model message')))
+            raise FrameError('unknown_key', errmsg(43, (k, 'config' if config else 'model message')))
     if off != end:
         raise FrameError('trailing_bytes', errmsg(17))
     return off
@@ -511,7 +511,7 @@ def _config(data, off):
             else:
                 lim = -1
             if lim >= 0 and v > lim:
-                raise FrameError('bad_value', errmsg(50, (name, v, lim)))
+                raise FrameError('bad_value', errmsg(46, (name, v, lim)))
         out[name] = v
     return out, off
 
@@ -639,7 +639,7 @@ def apply_model(data, key, model, version, job=None, observe=None):
         j = 0
         while j < d:
             if not _f32_finite(data, s + 4 * j):
-                raise FrameError('non_finite', errmsg(42, j))
+                raise FrameError('non_finite', errmsg(41, j))
             j += 1
         j = 0
         while j < d:

@@ -58,7 +58,7 @@ def model_size(d, classes, kind):
         return d
     if kind == "softmax":
         return classes * d
-    raise ValueError(errmsg(136, (kind,)))
+    raise ValueError(errmsg(122, (kind,)))
 
 
 def zeros(n):
@@ -102,18 +102,18 @@ def _get_scratch(c):
 
 def _check(model, data, kind, grad_out=None, lam=0.0):
     if kind != "logistic" and kind != "softmax":
-        raise ValueError(errmsg(137, (kind,)))
+        raise ValueError(errmsg(122, (kind,)))
     if kind == "logistic" and data.classes != 2:
-        raise ValueError(errmsg(138, data.classes))
+        raise ValueError(errmsg(123, data.classes))
     m = model_size(data.d, data.classes, kind)
     if len(model) != m:
-        raise ValueError(errmsg(139, (len(model), kind, data.d, data.classes, m)))
+        raise ValueError(errmsg(124, (len(model), kind, data.d, data.classes, m)))
     if grad_out is not None and len(grad_out) != m:
-        raise ValueError(errmsg(140, (len(grad_out), m)))
+        raise ValueError(errmsg(125, (len(grad_out), m)))
     if not (lam >= 0.0):
-        raise ValueError(errmsg(141, (lam,)))
+        raise ValueError(errmsg(126, (lam,)))
     if data.n < 1:
-        raise ValueError(errmsg(142, (data.path,)))
+        raise ValueError(errmsg(127, (data.path,)))
 
 
 def _logits(model, data, out, n):

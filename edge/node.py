@@ -109,13 +109,13 @@ class EdgeNode:
     # ------------------------------------------------------------------ set-up
     def _setup(self, cfg):
         if cfg["job"] != self.job:
-            raise EdgeError(errmsg(162, (cfg["job"], self.job)))
+            raise EdgeError(errmsg(146, (cfg["job"], self.job)))
         if cfg["profile"] != self.profile["name"]:
-            raise EdgeError(errmsg(163, (cfg["profile"], self.profile["name"])))
+            raise EdgeError(errmsg(147, (cfg["profile"], self.profile["name"])))
         kind = learner.KINDS[cfg["model"]]
         d = cfg["d"]
         if learner.model_size(self.data.d, cfg["classes"], kind) != d:
-            raise EdgeError(errmsg(164, (d, learner.model_size(self.data.d, cfg["classes"], kind))))
+            raise EdgeError(errmsg(148, (d, learner.model_size(self.data.d, cfg["classes"], kind))))
         if self.cfg is not None and self.cfg["d"] == d and self.cfg["scheme"] == cfg["scheme"] \
                 and self.cfg["k_cap"] == cfg["k_cap"] and self.cfg["fmt"] == cfg["fmt"] \
                 and self.cfg["compact"] == cfg["compact"]:

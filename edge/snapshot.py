@@ -33,7 +33,7 @@ class SnapshotSink:
 
     def __init__(self, key, model, stage, job=None):
         if len(stage) < len(model):
-            raise ValueError(errmsg(102, (len(stage), len(model))))
+            raise ValueError(errmsg(96, (len(stage), len(model))))
         self.key = key
         self.model = model
         self.stage = stage
@@ -80,7 +80,7 @@ class SnapshotSink:
         except (FrameError, IndexError) as e:
             if isinstance(e, FrameError) and (e.reason != 'not_cbor' or final):
                 raise
-            raise FrameError('structure', errmsg(110))
+            raise FrameError('structure', errmsg(72))
         cose.check_kid(kid, cose.KID_GW)
         self.pay = off
         self.pend = off + blen
@@ -156,24 +156,24 @@ class SnapshotSink:
             self._body(memoryview(self.head)[self.fs:self.hlen], self.fs)
         total = self.pend + _SUFFIX
         if self.n < total:
-            raise FrameError('structure', errmsg(103))
+            raise FrameError('structure', errmsg(72))
         if self.suffix[0] != 0x48:
-            raise FrameError('structure', errmsg(104))
+            raise FrameError('structure', errmsg(73))
         if self.n > total:
-            raise FrameError('trailing_bytes', errmsg(105, self.n - total))
+            raise FrameError('trailing_bytes', errmsg(74, self.n - total))
         if not cose.ct_equal(cose.mac_end(self.h, self.opad), memoryview(self.suffix)[1:]):
-            raise FrameError('bad_mac', errmsg(106))
+            raise FrameError('bad_mac', errmsg(75))
         if self.err is not None:
             raise self.err
         f = self.f
         kind, d = _model_keys(f, self.job, len(self.model))
         if kind != _KIND_SNAPSHOT:
-            raise FrameError('bad_kind', errmsg(107))
+            raise FrameError('bad_kind', errmsg(97))
         n = f[_K_MODEL][1]
         if n != 4 * d:
-            raise FrameError('values_length', errmsg(108, (n, 4 * d)))
+            raise FrameError('values_length', errmsg(35, (n, 4 * d)))
         if self.bad_float >= 0:
-            raise FrameError('non_finite', errmsg(109, self.bad_float))
+            raise FrameError('non_finite', errmsg(41, self.bad_float))
         model = self.model
         stage = self.stage
         j = 0

@@ -48,7 +48,7 @@ def sample(ws, g, choice, s1, scale, rng, d, limit):
     """Draw the SS sparsifier: p_j = min(1, c |g_j|), value (omega * scale) g_j / p_j, into
     ws.idx / ws.vals (at most `limit` entries); returns the number drawn."""
     if rng is None:
-        raise ValueError(errmsg(165))
+        raise ValueError(errmsg(149))
     t = choice.t
     ns = choice.ns
     idx = ws.idx

@@ -84,16 +84,16 @@ def select(g, k, idx):
     if k > d:
         k = d
     if k < 1:
-        raise ValueError(errmsg(150))
+        raise ValueError(errmsg(135))
     if len(idx) < k:
-        raise ValueError(errmsg(151, (len(idx), k)))
+        raise ValueError(errmsg(136, (len(idx), k)))
     n = 0
     s1 = 0.0
     s2 = 0.0
     for j in range(d):
         v = g[j]
         if v - v != 0.0:
-            raise ValueError(errmsg(152, (j, v)))
+            raise ValueError(errmsg(137, (j, v)))
         a = v if v >= 0.0 else -v
         s1 += a
         s2 += v * v

@@ -28,10 +28,11 @@ def _calls():
                 yield path.name, node.lineno, node.args[0].value, node.args[1] if len(node.args) > 1 else None
 
 
-def test_every_text_is_used_once_with_its_number_of_arguments():
+def test_every_text_is_raised_and_written_once_with_its_number_of_arguments():
     calls = list(_calls())
-    used = sorted(n for _, _, n, _ in calls)
-    assert used == list(range(len(errtext.TEXT))), "a number used twice, unknown, or a text no one raises"
+    used = sorted({n for _, _, n, _ in calls})
+    assert used == list(range(len(errtext.TEXT))), "an unknown number, or a text no one raises"
+    assert len(set(errtext.TEXT)) == len(errtext.TEXT), "a text written twice: raise it by its first number"
     for mod, line, n, args in calls:
         convs = [c for c in _CONV.findall(errtext.TEXT[n]) if c != "%%"]
         if args is None:
