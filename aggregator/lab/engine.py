@@ -2,14 +2,18 @@
 
 Every round each node k computes g_k = grad f_k(x) (full or a mini-batch) on its partition
 of a `problem.Problem`, compresses it with the *edge's own* numpy backend
-(`edge.np_backend.compress`, the same decisions the boards make; no second implementation
-lives here) under its own `Rule` and a `CostTable` of its `CostModel` (with `SimConfig.board`,
+(`edge.np_backend.compress`, the same decisions the boards make, for every node of the round
+at once as `compress_rows`; no second implementation lives here) under its own `Rule` and a `CostTable` of its `CostModel` (with `SimConfig.board`,
 energy-aware CAT: the frame's joules plus the board's CPU joules, `cat_costs`), and the gateway
 applies x <- x - (1/n) sum_k u_k to a float32 model. With error feedback node k keeps e_k
 and compresses v = g_k / L + e_k instead (scale 1), then e_k <- v - q.
 
 Why vectorised numpy/scipy and not the edge's pure loops: the gradient on RCV1-sized CSR
-data is the cost of a round; it is two sparse mat-vecs per node here.
+data is the cost of a round; it is two sparse mat-vecs here. Why across nodes too: with many
+nodes and small parts, one numpy or scipy call per node per step costs more than the
+arithmetic, so a round's gradients are one pair of mat-vecs on the stacked parts and its
+selections one `compress_rows` call, each bit-identical to the node-by-node loop
+(`simulate(..., batched=False)`, kept as the reference).
 
 Per round it records the loss, ||grad F||, accuracy, and per node: T, entries sent, the
 exact wire-frame bytes, link bytes/bits/packets/airtime/energy under the profile, the
@@ -287,9 +291,8 @@ def simulate(problem: Problem, cfg: SimConfig, progress: bool = True,
         for k, (idx, vals, ch) in enumerate(picks):
             m = int(idx.shape[0])
             if e is not None:
-                ek = v[k].copy()
-                ek[idx] -= vals
-                e[k] = ek
+                e[k] = v[k]
+                e[k, idx] -= vals
             acc_sum[idx] += vals
             mask[idx] = True
             sent[k] = (idx, vals)
