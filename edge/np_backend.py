@@ -355,7 +355,7 @@ def compress_rows(rows, scheme, rules, tables, t_maxes, scales, rngs=None, fmt=0
     rows = np.asarray(rows, dtype=np.float32)
     n, d = rows.shape
     rngs = [None] * n if rngs is None else rngs
-    if scheme == SCHEME_IDENTITY or n == 0:
+    if scheme == SCHEME_IDENTITY or n <= 1:  # nothing to batch: one row costs less on its own
         return [compress(rows[k], scheme, rules[k], tables[k], t_maxes[k], scales[k], rngs[k], fmt, cap)
                 for k in range(n)]
     rows, es = _safe_rows(rows)
