@@ -3,8 +3,9 @@
 Every round each node k computes g_k = grad f_k(x) (full or a mini-batch) on its partition
 of a `problem.Problem`, compresses it with the *edge's own* numpy backend
 (`edge.np_backend.compress`, the same decisions the boards make, for every node of the round
-at once as `compress_rows`; no second implementation lives here) under its own `Rule` and a `CostTable` of its `CostModel` (with `SimConfig.board`,
-energy-aware CAT: the frame's joules plus the board's CPU joules, `cat_costs`), and the gateway
+at once as `compress_rows`; no second implementation lives here) under its own `Rule` and a
+`CostTable` of its `CostModel` (with `SimConfig.board`, energy-aware CAT: the frame's joules
+plus the board's CPU joules, `cat_costs`), and the gateway
 applies x <- x - (1/n) sum_k u_k to a float32 model. With error feedback node k keeps e_k
 and compresses v = g_k / L + e_k instead (scale 1), then e_k <- v - q.
 
