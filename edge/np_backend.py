@@ -288,10 +288,18 @@ def compress(g, scheme, rule, table, t_max, scale, rng=None, fmt=0, cap=None):
     g, e = _safe(g)                                 # the edge's scale-safe sums (edge.topk)
     if e:
         scale = math.ldexp(scale, e)
-    link_max = t_max
-    if scheme == SCHEME_SS:
-        t_max = ss_t_max(t_max, g.shape[0])          # the edge's rule (edge.ss)
-    ch, order, s1, s2 = _choose(rule, scheme, g, table, t_max, cap)
+    ch, order, s1, _ = _choose(rule, scheme, g, table, _scheme_t_max(scheme, t_max, g.shape[0]), cap)
+    return _values(g, scheme, ch, order, s1, scale, rng, fmt, cap, t_max)
+
+
+def _scheme_t_max(scheme, t_max, d):
+    """The largest T the rule may choose: the link's, or under SS the edge's rule (edge.ss)."""
+    return ss_t_max(t_max, d) if scheme == SCHEME_SS else t_max
+
+
+def _values(g, scheme, ch, order, s1, scale, rng, fmt, cap, link_max):
+    """compress's update for the chosen T: indices ascending, step-scaled values rounded to
+    the wire's format (S: g_j, S+Q: +-m, SS: the draw)."""
     t = ch.t
     if scheme == SCHEME_S:
         idx = np.sort(order[:t])
@@ -302,26 +310,320 @@ def compress(g, scheme, rule, table, t_max, scale, rng=None, fmt=0, cap=None):
         idx = np.sort(order[:t])
         return idx, np.where(g[idx] >= 0.0, m, -m).astype(np.float32), ch
     if scheme == SCHEME_SS:
-        if rng is None:
-            raise ValueError("SS needs a random source (numpy Generator)")
-        a64 = np.abs(g.astype(np.float64))
-        ns = ch.ns
-        a1s = float(np.cumsum(a64[order[:ns]])[-1]) if ns else 0.0
-        r = s1 - a1s
-        c = (t - ns) / r if r > 0.0 else 0.0
-        p = np.minimum(1.0, c * a64)
-        if ns and c == 0.0:
-            p = (a64 >= a64[order[ns - 1]]).astype(np.float64)
-        # As edge.ss.sample: the drawn count never exceeds what the link (and, with a K cap,
-        # the edge's buffer of K + ss_headroom(K)) takes; redrawn up to 8 times.
-        limit = link_max if cap is None else min(link_max, cap + ss_headroom(cap))
-        for _ in range(8):
-            keep = (p >= 1.0) | ((p > 0.0) & (rng.random(p.shape[0]) < p))
-            idx = np.flatnonzero(keep)
-            if idx.shape[0] <= limit:
-                break
-        else:
-            raise ValueError(SS_OVERFLOW % limit)
-        vals = g[idx].astype(np.float64) / p[idx] * (ch.improvement * scale)
-        return idx, _round(vals, fmt), ch
+        return _ss_values(g, ch, order, s1, scale, rng, fmt, cap, link_max)
     raise ValueError("unknown scheme %r" % scheme)
+
+
+def _ss_values(g, ch, order, s1, scale, rng, fmt, cap, link_max):
+    """SS's draw at the chosen T (water level n_s, probabilities p_j, rescaled values)."""
+    if rng is None:
+        raise ValueError("SS needs a random source (numpy Generator)")
+    t = ch.t
+    a64 = np.abs(g.astype(np.float64))
+    ns = ch.ns
+    a1s = float(np.cumsum(a64[order[:ns]])[-1]) if ns else 0.0
+    r = s1 - a1s
+    c = (t - ns) / r if r > 0.0 else 0.0
+    p = np.minimum(1.0, c * a64)
+    if ns and c == 0.0:
+        p = (a64 >= a64[order[ns - 1]]).astype(np.float64)
+    # As edge.ss.sample: the drawn count never exceeds what the link (and, with a K cap,
+    # the edge's buffer of K + ss_headroom(K)) takes; redrawn up to 8 times.
+    limit = link_max if cap is None else min(link_max, cap + ss_headroom(cap))
+    for _ in range(8):
+        keep = (p >= 1.0) | ((p > 0.0) & (rng.random(p.shape[0]) < p))
+        idx = np.flatnonzero(keep)
+        if idx.shape[0] <= limit:
+            break
+    else:
+        raise ValueError(SS_OVERFLOW % limit)
+    vals = g[idx].astype(np.float64) / p[idx] * (ch.improvement * scale)
+    return idx, _round(vals, fmt), ch
+
+
+# ----------------------------------------------------------------------------------------
+# Every node of a simulated round at once. Row k of a (nodes, d) array gets exactly what
+# compress gives it alone (same T, indices, values, ties and rule state): the per-row sums
+# are the same sequential cumsums, argpartition's threshold and the tie rule are those of
+# _top, and the scan's arithmetic is elementwise. One numpy call per step instead of one per
+# node is what pays when a round has many nodes with small gradients.
+
+
+def compress_rows(rows, scheme, rules, tables, t_maxes, scales, rngs=None, fmt=0, cap=None):
+    """[compress(rows[k], scheme, rules[k], tables[k], t_maxes[k], scales[k], rngs[k], fmt,
+    cap) for every k], with the selection and the CAT / catavg scan batched across rows."""
+    rows = np.asarray(rows, dtype=np.float32)
+    n, d = rows.shape
+    rngs = [None] * n if rngs is None else rngs
+    if scheme == SCHEME_IDENTITY or n <= 1:  # nothing to batch: one row costs less on its own
+        return [compress(rows[k], scheme, rules[k], tables[k], t_maxes[k], scales[k], rngs[k], fmt, cap)
+                for k in range(n)]
+    rows, es = _safe_rows(rows)
+    scales = [math.ldexp(s, e) if e else s for s, e in zip(scales, es)]
+    limits = [_scheme_t_max(scheme, t, d) for t in t_maxes]
+    picks = _choose_rows(rules, scheme, rows, tables, limits, cap)
+    if scheme in (SCHEME_S, SCHEME_SQ):
+        return _values_rows(rows, scheme, picks, scales, fmt)
+    return [_values(rows[k], scheme, ch, order, s1, scales[k], rngs[k], fmt, cap, t_maxes[k])
+            for k, (ch, order, s1, _) in enumerate(picks)]
+
+
+def _values_rows(rows, scheme, picks, scales, fmt):
+    """_values for S and S+Q on every row at once: the chosen entries marked in one (rows, d)
+    mask read back row-major (each row's indices ascending); S+Q's A1(T) from a sequential
+    cumsum of each row's first T magnitudes in the order chosen, as _values sums them."""
+    n = rows.shape[0]
+    ts = np.array([ch.t for ch, _, _, _ in picks], dtype=np.int64)
+    who = np.repeat(np.arange(n), ts)
+    cols = np.concatenate([order[:ch.t] for ch, order, _, _ in picks])
+    mask = np.zeros(rows.shape, dtype=bool)
+    mask[who, cols] = True
+    r, c = np.nonzero(mask)
+    g = rows[r, c]
+    scale = np.array(scales, dtype=np.float64)
+    if scheme == SCHEME_S:
+        vals = _round(g.astype(np.float64) * scale[r], fmt)
+    else:
+        first = np.zeros((n, int(ts.max())))
+        first[who, np.arange(cols.shape[0]) - np.repeat(np.cumsum(ts) - ts, ts)] = \
+            np.abs(rows[who, cols].astype(np.float64))
+        a1 = np.cumsum(first, axis=1)[np.arange(n), ts - 1]
+        m = _round(a1 * scale / ts, fmt)
+        vals = np.where(g >= 0.0, m[r], -m[r]).astype(np.float32)
+    cut = np.cumsum(ts)[:-1]
+    return [(i, v, ch) for i, v, (ch, _, _, _) in zip(np.split(c, cut), np.split(vals, cut), picks)]
+
+
+def _safe_rows(rows):
+    """_safe for every row: (rows, each row's exponent); a row outside the safe range is
+    scaled on its own (rare), a non-finite entry or an empty row raises as _safe does."""
+    if rows.shape[1] == 0:
+        raise ValueError("CAT: empty gradient")
+    amax = np.max(np.abs(rows), axis=1)
+    es = [0] * rows.shape[0]
+    for k in range(rows.shape[0]):
+        a = float(amax[k])
+        if not math.isfinite(a):
+            select(rows[k], 1)  # raises with the offending index
+        es[k] = exponent(a)
+    if any(es):
+        rows = rows.copy()
+        for k, e in enumerate(es):
+            if e:
+                rows[k] = _safe(rows[k])[0]
+    return rows, es
+
+
+def _scans(rule, scheme):
+    """Whether this call of `rule` is a CAT scan (cat, catavg, hybrid on its CAT rounds);
+    counts the call as _choose does."""
+    kind = rule.kind
+    if kind not in (RULE_CAT, RULE_CATAVG, RULE_HYBRID):
+        return False
+    if kind == RULE_HYBRID and rule.calls % rule.param != 0:
+        return False
+    rule.calls += 1
+    return True
+
+
+def _choose_rows(rules, scheme, rows, tables, t_maxes, cap):
+    """[_choose(rules[k], scheme, rows[k], ...)]: the CAT scans as one batch, the fixed T's
+    (rule fixed, hybrid between its scans) as another, Alistarh's rule row by row."""
+    n, d = rows.shape
+    picks = [None] * n
+    scan, fixed = [], []
+    for k, rule in enumerate(rules):
+        if _scans(rule, scheme):
+            scan.append(k)
+            continue
+        t = _fixed_t(rule, min(d, t_maxes[k], cap if cap is not None else d))
+        if t:
+            rule.calls += 1
+            fixed.append((k, t))
+        else:
+            picks[k] = _choose(rule, scheme, rows[k], tables[k], t_maxes[k], cap)
+    if scan:
+        agree = [_agreement(rules[k], scheme) for k in scan]
+        got = _cat_rows(scheme, rows[scan], [tables[k] for k in scan], [t_maxes[k] for k in scan], cap, agree)
+        for k, pick in zip(scan, got):
+            rules[k].last_t = pick[0].t
+            picks[k] = pick
+    if fixed:
+        ks = [k for k, _ in fixed]
+        for k, pick in zip(ks, _fixed_rows(scheme, rows[ks], [t for _, t in fixed], [tables[k] for k in ks])):
+            picks[k] = pick
+    return picks
+
+
+def _fixed_t(rule, top):
+    """The T of a rule that sends a set number of entries this call (fixed; hybrid between
+    its scans: its last T), capped at `top` as _choose caps it; 0 for the other rules."""
+    if rule.kind == RULE_FIXED:
+        t = rule.param
+    elif rule.kind == RULE_HYBRID:
+        t = rule.last_t
+    else:
+        return 0
+    return max(0, min(t, top))
+
+
+def _fixed_rows(scheme, rows, ts, tables):
+    """_choose's fixed-T branch for every row (T = ts[i]): the T largest and Improvement(T);
+    rows with the same T are selected together."""
+    a64, s1, s2 = _sums_rows(rows)
+    out = [None] * rows.shape[0]
+    for t in sorted(set(ts)):
+        same = [i for i, ti in enumerate(ts) if ti == t]
+        order = top_rows(a64[same], t)
+        a = np.take_along_axis(a64[same], order, axis=1)
+        if scheme == SCHEME_SS:
+            pairs = [improvements(scheme, a[j], float(s1[i]), float(s2[i])) for j, i in enumerate(same)]
+        else:
+            imp = _plain_rows(scheme, a, s2[same])
+            pairs = [(imp[j], None) for j in range(len(same))]
+        for j, i in enumerate(same):
+            imp_t = float(pairs[j][0][t - 1])
+            c = float(tables[i].upto(t)[t - 1])
+            ns = 0 if pairs[j][1] is None else int(pairs[j][1][t - 1])
+            out[i] = (Choice(t, imp_t, imp_t / c, c, False, ns), order[j], float(s1[i]), float(s2[i]))
+    return out
+
+
+def _sums_rows(rows):
+    """|rows| in float64 and every row's S1, S2 (the sequential sums of select)."""
+    a64 = np.abs(rows.astype(np.float64))
+    return a64, np.cumsum(a64, axis=1)[:, -1], np.cumsum(a64 * a64, axis=1)[:, -1]
+
+
+def _agreement(rule, scheme):
+    """The Agreement a scan weighs its improvements by (catavg on S and S+Q), else None."""
+    if rule.kind == RULE_CATAVG and rule.agreement is not None and scheme != SCHEME_SS:
+        return rule.agreement
+    return None
+
+
+def _cat_rows(scheme, rows, tables, t_maxes, cap=None, agreements=None, start_k=1024):
+    """[_cat_choose(scheme, rows[i], tables[i], t_maxes[i], cap, start_k, agreements[i])]:
+    every row's candidate set grows as _cat_choose's does; the rows at the same K are scanned
+    together."""
+    n, d = rows.shape
+    agreements = [None] * n if agreements is None else agreements
+    tops = [min(d, t, cap if cap is not None else d) for t in t_maxes]
+    if min(tops) < 1:
+        raise ValueError("CAT: no feasible T (the smallest frame exceeds the link's largest message)")
+    a64, s1, s2 = _sums_rows(rows)
+    ks = [min(top, start_k) for top in tops]
+    out = [None] * n
+    while True:
+        todo = [i for i in range(n) if out[i] is None]
+        if not todo:
+            break
+        k = ks[todo[0]]
+        same = [i for i in todo if ks[i] == k]
+        for i, res in zip(same, _scan_at(scheme, a64[same], s1[same], s2[same], k,
+                                         [tables[i] for i in same], [agreements[i] for i in same])):
+            t, imp, ns, ratio, best, order, costs = res
+            if k >= tops[i] or best >= 1.0 / tables[i].upto(k + 1)[k]:
+                binding = cap is not None and t == cap and cap < min(d, t_maxes[i])
+                out[i] = (Choice(t, imp, ratio, costs, binding, ns), order, float(s1[i]), float(s2[i]))
+            else:
+                ks[i] = min(tops[i], 4 * k)
+    return out
+
+
+def _scan_at(scheme, a64, s1, s2, k, tables, agreements):
+    """One scan of rows whose candidate sets have K = k: per row (T*, improvement at T*,
+    n_s(T*), ratio at T*, max ratio, candidate order, C(T*))."""
+    order = top_rows(a64, k)
+    a = np.take_along_axis(a64, order, axis=1)
+    imp, ns = _improvements_rows(scheme, a, s1, s2, order, agreements)
+    costs = np.stack([tab.upto(k) for tab in tables])
+    ratio = imp / costs
+    top = ratio.max(axis=1)
+    t = np.argmax(ratio >= (top * (1.0 - RATIO_RTOL))[:, None], axis=1)
+    res = []
+    for i in range(a.shape[0]):
+        ti = int(t[i])
+        res.append((ti + 1, float(imp[i, ti]), 0 if ns is None else int(ns[i][ti]), float(ratio[i, ti]),
+                    float(top[i]), order[i], float(costs[i, ti])))
+    return res
+
+
+def top_rows(a, k):
+    """_top for every row of a (nonnegative magnitudes): the k largest, ties to the lower
+    index, best first. The set is {a > thr} and the first of {a == thr}, thr the k-th largest,
+    so it has exactly k members per row and the rows stay one array."""
+    m, d = a.shape
+    k = min(k, d)
+    if k >= d:
+        return np.argsort(-a, axis=1, kind="stable")
+    thr = -np.partition(-a, k - 1, axis=1)[:, k - 1:k]
+    greater = a > thr
+    ties = a == thr
+    need = k - np.count_nonzero(greater, axis=1)
+    keep = greater | (ties & (np.cumsum(ties, axis=1) <= need[:, None]))
+    cand = np.nonzero(keep)[1].reshape(m, k)
+    vals = np.take_along_axis(a, cand, axis=1)
+    return np.take_along_axis(cand, np.argsort(-vals, axis=1, kind="stable"), axis=1)
+
+
+def _improvements_rows(scheme, a, s1, s2, order, agreements):
+    """improvements (or, for rows with an Agreement, weighted_improvements) of every row's
+    candidates a[i]; ns per row for SS (None otherwise)."""
+    if scheme == SCHEME_SS:
+        pairs = [improvements(scheme, a[i], float(s1[i]), float(s2[i])) for i in range(a.shape[0])]
+        return np.stack([p[0] for p in pairs]), [p[1] for p in pairs]
+    weighted = [i for i, ag in enumerate(agreements) if ag is not None]
+    if weighted:
+        imp = _weighted_rows(scheme, a, _weights_rows(agreements, order), s2)
+        if len(weighted) < a.shape[0]:
+            plain = [i for i in range(a.shape[0]) if agreements[i] is None]
+            imp[plain] = _plain_rows(scheme, a[plain], s2[plain])
+        return imp, None
+    return _plain_rows(scheme, a, s2), None
+
+
+def _weights_rows(agreements, order):
+    """weights(agreements[i], order[i]) for every row with an Agreement (1 for the others),
+    looked up in a dense row of v = w^2 per node instead of a search per candidate: the same
+    values, since an Agreement's indices are distinct (ascending)."""
+    d = int(order.max()) + 1
+    dense = np.ones((order.shape[0], d))
+    for i, ag in enumerate(agreements):
+        if ag is None:
+            continue
+        p = ag.prior
+        dense[i] = p * p
+        m = ag.m
+        if m and not ag.reading:
+            idx = np.frombuffer(ag.idx, dtype=np.dtype(ag.idx.typecode))[:m]
+            w = np.frombuffer(ag.w, dtype=np.float32)[:m].astype(np.float64)
+            inside = idx < d
+            dense[i, idx[inside]] = w[inside] * w[inside]
+    return np.take_along_axis(dense, order, axis=1)
+
+
+def _plain_rows(scheme, a, s2):
+    """improvements for S and S+Q, row by row of a (the same operations, rows at once)."""
+    col = s2[:, None]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        if scheme == SCHEME_S:
+            imp = np.cumsum(a * a, axis=1) / col
+        elif scheme == SCHEME_SQ:
+            a1 = np.cumsum(a, axis=1)
+            imp = a1 * a1 / (np.arange(1, a.shape[1] + 1, dtype=np.float64) * col)
+        else:
+            imp = np.ones(a.shape)
+    return np.where(col > 0.0, imp, 0.0)
+
+
+def _weighted_rows(scheme, a, v, s2):
+    """weighted_improvements row by row of a (catavg's v per row)."""
+    col = s2[:, None]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        if scheme == SCHEME_S:
+            return np.where(col > 0.0, np.cumsum(v * (a * a), axis=1) / col, 0.0)
+        aw = np.cumsum(v * a, axis=1)
+        vw = np.cumsum(v, axis=1)
+        imp = aw * aw / (vw * col)
+    return np.where((vw > 0.0) & (col > 0.0), imp, 0.0)

@@ -2,14 +2,19 @@
 
 Every round each node k computes g_k = grad f_k(x) (full or a mini-batch) on its partition
 of a `problem.Problem`, compresses it with the *edge's own* numpy backend
-(`edge.np_backend.compress`, the same decisions the boards make; no second implementation
-lives here) under its own `Rule` and a `CostTable` of its `CostModel` (with `SimConfig.board`,
-energy-aware CAT: the frame's joules plus the board's CPU joules, `cat_costs`), and the gateway
+(`edge.np_backend.compress`, the same decisions the boards make, for every node of the round
+at once as `compress_rows`; no second implementation lives here) under its own `Rule` and a
+`CostTable` of its `CostModel` (with `SimConfig.board`, energy-aware CAT: the frame's joules
+plus the board's CPU joules, `cat_costs`), and the gateway
 applies x <- x - (1/n) sum_k u_k to a float32 model. With error feedback node k keeps e_k
 and compresses v = g_k / L + e_k instead (scale 1), then e_k <- v - q.
 
 Why vectorised numpy/scipy and not the edge's pure loops: the gradient on RCV1-sized CSR
-data is the cost of a round; it is two sparse mat-vecs per node here.
+data is the cost of a round; it is two sparse mat-vecs here. Why across nodes too: with many
+nodes and small parts, one numpy or scipy call per node per step costs more than the
+arithmetic, so a round's gradients are one pair of mat-vecs on the stacked parts and its
+selections one `compress_rows` call, each bit-identical to the node-by-node loop
+(`simulate(..., batched=False)`, kept as the reference).
 
 Per round it records the loss, ||grad F||, accuracy, and per node: T, entries sent, the
 exact wire-frame bytes, link bytes/bits/packets/airtime/energy under the profile, the
@@ -28,7 +33,6 @@ from tqdm import tqdm
 from aggregator.errors import UserError
 from aggregator.gateway.wire import delta_frame_length
 from aggregator.lab import boardcompute
-from aggregator.lab import datasets as ds
 from aggregator.lab.pricing import COST_METRICS, PACKET_SMALL, NodeCost, link_models, profile_dict
 from aggregator.lab.problem import Problem
 from aggregator.lab.results import NODE_COLUMNS, SimResult
@@ -165,13 +169,12 @@ class _Records:
         self.node = {c: np.zeros((rounds, nodes), dtype=np.int64 if c in ints else np.float64)
                      for c in NODE_COLUMNS}
 
-    def evaluate(self, r: int, problem: Problem, x64: np.ndarray, accuracy: bool = True) -> None:
-        """Loss, ||grad F|| (and accuracy) at model r, on every node's full data."""
-        f, g = problem.loss_grad(x64)
+    def evaluate(self, r: int, problem: Problem, x64: np.ndarray, batched: bool = True) -> None:
+        """Loss, ||grad F|| and accuracy at model r, on every node's full data."""
+        f, g = problem.loss_grad(x64, stacked=batched)
         self.loss[r] = f
         self.grad_norm[r] = float(np.linalg.norm(g))
-        if accuracy:
-            self.accuracy[r] = problem.accuracy(x64)
+        self.accuracy[r] = problem.accuracy(x64, stacked=batched)
 
     def node_costs(self, r: int, k: int, priced: tuple) -> None:
         """Store NodeCost's (frame bytes, COST_METRICS..., CAT metric) for node k in round r."""
@@ -190,29 +193,34 @@ class _Records:
 
 
 def _gradients(problem: Problem, x64: np.ndarray, batch: int | None,
-               rng_mb: list[np.random.Generator]) -> tuple[list[np.ndarray], float | None]:
-    """Every node's gradient at x64 (full data, or a mini-batch of `batch` rows), and F(x)
-    when it came for free (full data)."""
+               rng_mb: list[np.random.Generator], batched: bool = True) -> tuple[np.ndarray, float | None]:
+    """Every node's gradient at x64 (full data, or a mini-batch of `batch` rows) as a
+    (nodes, dim) array, and F(x) when it came for free (full data). batched: all nodes in one
+    computation when their parts stack (`Problem.loss_grads`), else part by part."""
     full = batch is None or batch <= 0
-    grads = []
+    rows = None
+    if not full:
+        rows = [rng_mb[k].choice(X.shape[0], size=min(int(batch), X.shape[0]), replace=False)
+                for k, (X, _) in enumerate(problem.parts)]
+    fs, grads = problem.loss_grads(x64, rows, stacked=batched)
+    if not full:
+        return grads, None
     fsum = 0.0
-    for k, (X, y) in enumerate(problem.parts):
-        if full:
-            fk, gk = ds.loss_grad_np(X, y, x64, problem.lam, problem.kind)
-            fsum += fk
-        else:
-            b = min(int(batch), X.shape[0])
-            rows = rng_mb[k].choice(X.shape[0], size=b, replace=False)
-            _, gk = ds.loss_grad_np(X[rows], y[rows], x64, problem.lam, problem.kind)
-        grads.append(gk)
-    return grads, (fsum / problem.nodes if full else None)
+    for fk in fs:
+        fsum += fk
+    return grads, fsum / problem.nodes
 
 
 def simulate(problem: Problem, cfg: SimConfig, progress: bool = True,
-             callback: Callable[[int, np.ndarray, list], None] | None = None) -> SimResult:
+             callback: Callable[[int, np.ndarray, np.ndarray], None] | None = None,
+             batched: bool = True) -> SimResult:
     """Run cfg.rounds rounds of eq. (10) on problem; see the module docstring.
 
-    callback(r, x, grads) sees the model and the node gradients of every round (alpha experiment).
+    callback(r, x, grads) sees the model and the node gradients (one row per node) of every
+    round (alpha experiment). batched: every node's gradient and selection of a round in one
+    computation (`Problem.loss_grads`, `np_backend.compress_rows`); False runs them node by
+    node, the reference the batched run equals array for array (select_s and the wall-clocks
+    aside).
     Raises Infeasible when the scheme's smallest frame (or a fixed T) does not fit the link,
     SimError for a rule that does not go with the scheme, Diverged when the model blows up.
     """
@@ -241,7 +249,8 @@ def simulate(problem: Problem, cfg: SimConfig, progress: bool = True,
     rng_ss = [np.random.default_rng([cfg.seed, 1, k]) for k in range(n)]
     rng_mb = [np.random.default_rng([cfg.seed, 2, k]) for k in range(n)]
     x = np.zeros(dim, dtype=np.float32)
-    e = [np.zeros(dim, dtype=np.float32) for _ in range(n)] if cfg.error_feedback else None
+    e = np.zeros((n, dim), dtype=np.float32) if cfg.error_feedback else None
+    select = _select_rows if batched else _select_each
 
     rec = _Records(R, n)
     node = rec.node
@@ -255,39 +264,36 @@ def simulate(problem: Problem, cfg: SimConfig, progress: bool = True,
     for r in bar:
         t0 = time.perf_counter()
         x64 = x.astype(np.float64)
-        grads, f = _gradients(problem, x64, cfg.batch, rng_mb)
+        grads, f = _gradients(problem, x64, cfg.batch, rng_mb, batched)
         if f is not None:
             rec.loss[r] = f
             rec.grad_norm[r] = float(np.linalg.norm(sum(grads) / n))
             if r % cfg.eval_every == 0:
-                rec.accuracy[r] = problem.accuracy(x64)
+                rec.accuracy[r] = problem.accuracy(x64, stacked=batched)
         elif r % cfg.eval_every == 0:
-            rec.evaluate(r, problem, x64)
+            rec.evaluate(r, problem, x64, batched)
         if callback is not None:
             callback(r, x, grads)
         if cfg.stop_gap is not None and f_star is not None and rec.loss[r] - f_star <= cfg.stop_gap:
             ran = r
             break
         acc_sum[:] = 0.0
-        for k in range(n):
-            if link:
-                models[k].set_round(r)
-            g = grads[k].astype(np.float32)
-            if e is not None:
-                v = (g.astype(np.float64) * scale + e[k]).astype(np.float32)
-                s = 1.0
-            else:
-                v = g
-                s = scale
-            ts = time.perf_counter()
-            idx, vals, ch = np_backend.compress(v, scheme, rules[k], tables[k], models[k].t_max, s,
-                                                rng_ss[k], cfg.fmt, cfg.cap)
-            node["select_s"][r, k] = time.perf_counter() - ts
+        if link:
+            for mk in models:
+                mk.set_round(r)
+        g = grads.astype(np.float32)
+        if e is not None:
+            v = (g.astype(np.float64) * scale + e).astype(np.float32)
+            s = 1.0
+        else:
+            v = g
+            s = scale
+        picks = select(v, scheme, rules, tables, [mk.t_max for mk in models], s, rng_ss, cfg, node["select_s"][r])
+        for k, (idx, vals, ch) in enumerate(picks):
             m = int(idx.shape[0])
             if e is not None:
-                ek = v.copy()
-                ek[idx] -= vals
-                e[k] = ek
+                e[k] = v[k]
+                e[k, idx] -= vals
             acc_sum[idx] += vals
             mask[idx] = True
             sent[k] = (idx, vals)
@@ -309,7 +315,7 @@ def simulate(problem: Problem, cfg: SimConfig, progress: bool = True,
         if not np.all(np.isfinite(x)):
             raise Diverged(f"model diverged at round {r} ({cfg.name()}); lower --step")
     else:
-        rec.evaluate(R, problem, x.astype(np.float64))
+        rec.evaluate(R, problem, x.astype(np.float64), batched)
     bar.close()
     return SimResult(
         config=asdict(cfg) | {"metric": metric, "scale": scale, "t_max": t_max, "name": cfg.name()},
@@ -317,7 +323,30 @@ def simulate(problem: Problem, cfg: SimConfig, progress: bool = True,
                  "kind": problem.kind, "lam": problem.lam, "L": problem.L, "classes": problem.classes}
         | problem.meta,
         **rec.arrays(ran), f_star=f_star, wall_s=time.perf_counter() - t_start, label=cfg.name(), x_final=x,
-        ef_memory=e)
+        ef_memory=None if e is None else list(e))
+
+
+def _select_rows(v: np.ndarray, scheme: int, rules: list, tables: list, t_maxes: list[int], scale: float,
+                 rngs: list, cfg: SimConfig, select_s: np.ndarray) -> list:
+    """Every node's compress of its row of v in one batch (np_backend.compress_rows); each
+    node's select_s is the batch's wall-clock shared evenly (one call cannot be split)."""
+    ts = time.perf_counter()
+    out = np_backend.compress_rows(v, scheme, rules, tables, t_maxes, [scale] * v.shape[0], rngs,
+                                   cfg.fmt, cfg.cap)
+    select_s[:] = (time.perf_counter() - ts) / v.shape[0]
+    return out
+
+
+def _select_each(v: np.ndarray, scheme: int, rules: list, tables: list, t_maxes: list[int], scale: float,
+                 rngs: list, cfg: SimConfig, select_s: np.ndarray) -> list:
+    """Node by node (np_backend.compress per row, each timed): the reference of _select_rows."""
+    out = []
+    for k in range(v.shape[0]):
+        ts = time.perf_counter()
+        out.append(np_backend.compress(v[k], scheme, rules[k], tables[k], t_maxes[k], scale, rngs[k],
+                                       cfg.fmt, cfg.cap))
+        select_s[k] = time.perf_counter() - ts
+    return out
 
 
 def recost(res: SimResult, profile: str | dict, metric: str | None = None) -> dict[str, np.ndarray]:

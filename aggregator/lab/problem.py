@@ -69,10 +69,36 @@ class Problem:
     f_star: float | None = None
     w_star: np.ndarray | None = None
     meta: dict = field(default_factory=dict)
+    _stacked: Any = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def nodes(self) -> int:
         return len(self.parts)
+
+    @property
+    def stacked(self) -> ds.StackedParts | None:
+        """The parts as one matrix (`datasets.StackedParts`: every node's loss, gradient and
+        accuracy in one call, bit-identical to the per-part references), built on first use;
+        None when they cannot be stacked (a dense part)."""
+        if self._stacked is None and ds.StackedParts.fits(self.parts):
+            self._stacked = ds.StackedParts(self.parts, self.lam, self.kind, self.dim)
+        return self._stacked
+
+    def loss_grads(self, x: np.ndarray, rows: list | None = None,
+                   stacked: bool = True) -> tuple[list[float], np.ndarray]:
+        """Every node's f_k(x) and grad f_k(x) (a (nodes, dim) array); with `rows`, on the rows
+        rows[k] of each part (a mini-batch). stacked=False: part by part (the reference)."""
+        st = self.stacked if stacked else None
+        if st is not None:
+            return st.loss_grads(x, rows)
+        fs, gs = [], []
+        for k, (X, y) in enumerate(self.parts):
+            if rows is not None:
+                X, y = X[rows[k]], y[rows[k]]
+            fk, gk = ds.loss_grad_np(X, y, x, self.lam, self.kind)
+            fs.append(fk)
+            gs.append(gk)
+        return fs, np.stack(gs)
 
     @property
     def rows(self) -> int:
@@ -83,22 +109,25 @@ class Problem:
         compute model); a dense part counts every entry."""
         return [int(X.nnz) if sp.issparse(X) else int(X.size) for X, _ in self.parts]
 
-    def loss_grad(self, x: np.ndarray) -> tuple[float, np.ndarray]:
+    def loss_grad(self, x: np.ndarray, stacked: bool = True) -> tuple[float, np.ndarray]:
         """F(x) and grad F(x) = (1/n) sum_k grad f_k(x)."""
+        fs, gs = self.loss_grads(x, stacked=stacked)
         f = 0.0
         g = np.zeros(self.dim)
-        for X, y in self.parts:
-            fk, gk = ds.loss_grad_np(X, y, x, self.lam, self.kind)
+        for fk, gk in zip(fs, gs):
             f += fk
             g += gk
         n = len(self.parts)
         return f / n, g / n
 
-    def accuracy(self, x: np.ndarray) -> float:
+    def accuracy(self, x: np.ndarray, stacked: bool = True) -> float:
         """Fraction of all rows (every node's) classified correctly."""
+        st = self.stacked if stacked else None
+        each = st.accuracies(x) if st is not None else \
+            [ds.accuracy_np(X, y, x, self.kind) for X, y in self.parts]
         good = 0.0
-        for X, y in self.parts:
-            good += ds.accuracy_np(X, y, x, self.kind) * X.shape[0]
+        for acc, (X, _) in zip(each, self.parts):
+            good += acc * X.shape[0]
         return good / self.rows
 
     def solve(self, tol: float = 1e-9, max_iter: int = 5000) -> float:
