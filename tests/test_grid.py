@@ -79,3 +79,32 @@ def test_the_grid_names_the_flags_it_does_not_use(capsys):
     assert main(["experiment", "grid", "--quick", "--data", "digits"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("cat-aggregator: grid:") and "--data" in err and len(err.strip().splitlines()) == 1
+
+
+def _args(*argv: str):
+    import argparse
+    q = argparse.ArgumentParser()
+    grid.add_arguments(q)
+    return q.parse_args(list(argv))
+
+
+def test_ef_and_split_narrow_the_grid_and_quick_keeps_the_rest():
+    full = grid.groups(_args())
+    assert len(full) == len(grid.NODES) * 3 * len(grid.SIZES) * 2 * 2        # seeds x sizes x splits x EF
+    on = grid.groups(_args("--ef", "on", "--split", "skewed"))
+    assert len(on) == len(full) // 4 and all(g.ef and g.split == "skewed" for g in on)
+    quick = grid.groups(_args("--quick"))
+    assert {(g.ef, g.split) for g in quick} == {(False, "even")} and len(quick) == len(grid.NODES) * 2
+    quick_ef = grid.groups(_args("--quick", "--ef", "on"))
+    assert [(g.nodes, g.seed, g.size, g.split) for g in quick_ef] == [(g.nodes, g.seed, g.size, g.split) for g in quick]
+    assert all(g.ef for g in quick_ef)
+    assert all(not g.ef for g in grid.groups(_args("--ef", "off")))
+
+
+def test_a_narrowed_grid_runs_and_says_so(tiny, tmp_path, capsys):
+    out = tmp_path / "g"
+    assert main(["experiment", "grid", "--quick", "--ef", "on", "--quiet", "--rounds", "10", "--out", str(out)]) == 0
+    rows = list(csv.DictReader(open(out / "grid.csv")))
+    assert rows and {r["ef"] for r in rows} == {"True"} and {r["split"] for r in rows} == {"even"}
+    report = (out / "report.md").read_text()
+    assert "--ef on" in report and "error feedback: on" in report

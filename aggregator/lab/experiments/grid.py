@@ -78,14 +78,24 @@ def add_arguments(q: argparse.ArgumentParser) -> None:
     q.add_argument("--quick", action="store_true",
                    help="1 problem size, even split, error feedback off, 2 seeds: 90 cells in minutes")
     q.add_argument("--seeds", type=int, default=3, help="seeds per cell (default 3; --quick: 2)")
+    q.add_argument("--ef", choices=("off", "on"), default=None,
+                   help="only the cells with error feedback off or on (default both; --quick: off)")
+    q.add_argument("--split", choices=("even", "skewed"), default=None,
+                   help="only the cells of this data split (default both; --quick: even)")
     q.set_defaults(rounds=600)
 
 
 def groups(args: argparse.Namespace) -> list[Group]:
+    """The problems to train on: --quick's or the full grid's, narrowed by --ef and --split
+    (`--quick --ef on` is the quick grid with error feedback: what a rule for it iterates on)."""
     if args.quick:
         seeds, sizes, splits, efs = range(min(args.seeds, 2)), SIZES[:1], ("even",), (False,)
     else:
         seeds, sizes, splits, efs = range(args.seeds), SIZES, ("even", "skewed"), (False, True)
+    if args.ef is not None:
+        efs = (args.ef == "on",)
+    if args.split is not None:
+        splits = (args.split,)
     return [Group(n, ef, s, size, split)
             for size, split, s, ef, n in itertools.product(sizes, splits, seeds, efs, NODES)]
 
@@ -326,5 +336,7 @@ def run(args: argparse.Namespace) -> int:
                    "a method that never reaches a target is charged its bits over the whole budget"]
                   + data_lines + lines,
                   tables, plots,
-                  params={"quick": args.quick, "rounds budget": args.rounds, "nodes": list(NODES),
+                  params={"quick": args.quick, "error feedback": args.ef or ("off" if args.quick else "off, on"),
+                          "split": args.split or ("even" if args.quick else "even, skewed"),
+                          "rounds budget": args.rounds, "nodes": list(NODES),
                           "links": list(LINKS), "fixed T grid": list(FIXED_T)})
