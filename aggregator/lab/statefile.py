@@ -144,5 +144,6 @@ def flash_check(storage: dict, n: int, error_feedback: bool, sleep_s: float) -> 
     w = wear(storage, erased_blocks(blocks, storage["block_size"]), blocks, sleep_s)
     if w is not None:
         out.append(f"flash wear: at one round per {sleep_s:g} s at most, worn out after at least "
-                   f"{_span(w['days_least'])} (at most {_span(w['days_most'])} with the file system otherwise empty)")
+                   f"{_span(w['days_least'])} if other files leave it only the state's room "
+                   f"({_span(w['days_most'])} with the file system otherwise empty)")
     return out
