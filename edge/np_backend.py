@@ -239,20 +239,16 @@ def choose(rule, scheme, g, table, t_max, cap=None):
 
 def _choose(rule, scheme, g, table, t_max, cap=None):
     """choose on a gradient _safe has checked and scaled."""
+    if _scans(rule, scheme):  # counts the call
+        ch, order, s1, s2 = _cat_choose(scheme, g, table, t_max, cap, agreement=_agreement(rule, scheme))
+        rule.last_t = ch.t
+        return ch, order, s1, s2
     kind = rule.kind
     rule.calls += 1
     d = g.shape[0]
     top = min(d, t_max, cap if cap is not None else d)
     if kind == RULE_IDENTITY:
         raise ValueError("identity rule sends the full gradient; no T to choose")
-    if kind == RULE_CATAVG and rule.agreement is not None and scheme != SCHEME_SS:
-        ch, order, s1, s2 = _cat_choose(scheme, g, table, t_max, cap, agreement=rule.agreement)
-        rule.last_t = ch.t
-        return ch, order, s1, s2
-    if kind in (RULE_CAT, RULE_CATAVG) or (kind == RULE_HYBRID and (rule.calls - 1) % rule.param == 0):
-        ch, order, s1, s2 = _cat_choose(scheme, g, table, t_max, cap)
-        rule.last_t = ch.t
-        return ch, order, s1, s2
     if kind == RULE_ALISTARH:
         k = min(top, 1024)
         while True:
@@ -263,8 +259,7 @@ def _choose(rule, scheme, g, table, t_max, cap=None):
                 break
             k = min(top, 4 * k)
     else:
-        t = rule.param if kind == RULE_FIXED else rule.last_t
-        t = min(t, top)
+        t = _fixed_t(rule, top)
         order, s1, s2 = select(g, t)
         a = np.abs(g[order].astype(np.float64))
     t = min(t, top)
@@ -416,7 +411,7 @@ def _safe_rows(rows):
 
 def _scans(rule, scheme):
     """Whether this call of `rule` is a CAT scan (cat, catavg, hybrid on its CAT rounds);
-    counts the call as _choose does."""
+    counts the call if it is (_choose and _choose_rows count the others themselves)."""
     kind = rule.kind
     if kind not in (RULE_CAT, RULE_CATAVG, RULE_HYBRID):
         return False
