@@ -203,12 +203,7 @@ def _gradients(problem: Problem, x64: np.ndarray, batch: int | None,
         rows = [rng_mb[k].choice(X.shape[0], size=min(int(batch), X.shape[0]), replace=False)
                 for k, (X, _) in enumerate(problem.parts)]
     fs, grads = problem.loss_grads(x64, rows, stacked=batched)
-    if not full:
-        return grads, None
-    fsum = 0.0
-    for fk in fs:
-        fsum += fk
-    return grads, fsum / problem.nodes
+    return grads, (sum(fs) / problem.nodes if full else None)
 
 
 def simulate(problem: Problem, cfg: SimConfig, progress: bool = True,
