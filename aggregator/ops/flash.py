@@ -322,7 +322,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def board_cost(board: str, job: Any, data: Path, k_cap: int | None) -> dict[str, float]:
+def board_cost(board: dict, job: Any, data: Path, k_cap: int | None) -> dict[str, float]:
     """node.json's board_cost: the board's CPU power, seconds per entry sent and per-round joules
     for this node's data (aggregator/lab/boardcompute.cat_terms)."""
     from aggregator.lab import boardcompute
@@ -332,22 +332,22 @@ def board_cost(board: str, job: Any, data: Path, k_cap: int | None) -> dict[str,
     nnz = df.total_nnz if df.layout == "csr" else df.n * df.d
     df.close()
     k = min(job.k_cap, k_cap or job.k_cap, job.d)
-    return boardcompute.cat_terms(boardcompute.load("board", board), boardcompute.load("compute", "micropython32"),
-                                  job.d, nnz, k)
+    return boardcompute.cat_terms(board, boardcompute.load("compute", "micropython32"), job.d, nnz, k)
 
 
-def state_check(board: str, job: Any, sleep_s: float) -> list[str]:
-    """--deep-sleep with --board: a state file the board's file system cannot hold is refused
-    before anything is copied (aggregator/lab/statefile.py); else its space and wear, to print."""
-    from aggregator.lab import boardcompute, statefile
+def state_check(board: dict, name: str, job: Any, sleep_s: float) -> list[str]:
+    """--deep-sleep with --board `name` (its profile `board`): a state file the board's file
+    system cannot hold is refused before anything is copied (aggregator/lab/statefile.py);
+    else its space and wear, to print."""
+    from aggregator.lab import statefile
 
-    storage = boardcompute.load("board", board).get("storage")
+    storage = board.get("storage")
     if storage is None:
-        return [f"note: board {board} has no [storage]: the state file's space is not checked"]
+        return [f"note: board {name} has no [storage]: the state file's space is not checked"]
     try:
         return statefile.flash_check(storage, job.d, job.error_feedback, sleep_s)
     except ValueError as exc:
-        raise UserError(f"--deep-sleep on {board}: {exc}; use a smaller model, no error feedback, or a "
+        raise UserError(f"--deep-sleep on {name}: {exc}; use a smaller model, no error feedback, or a "
                         "larger file system") from None
 
 
@@ -393,10 +393,12 @@ def run(args: argparse.Namespace) -> int:
     cfg = node_config(job, args.node, data.name, args.transport, host, port, serial, wifi,
                       args.k_cap, args.rounds, args.timeout, args.block_size, sleep=sleep)
     if args.board:
+        from aggregator.lab import boardcompute
+        board = boardcompute.load("board", args.board)
         if sleep is not None:
-            for line in state_check(args.board, job, sleep["interval"]):
+            for line in state_check(board, args.board, job, sleep["interval"]):
                 print(line)
-        cfg["board_cost"] = board_cost(args.board, job, data, args.k_cap)
+        cfg["board_cost"] = board_cost(board, job, data, args.k_cap)
         if job.metric != "joules":
             print(f"note: the job's metric is {job.metric}, so the board counts no CPU joules (board_cost unused)")
     packages = list(args.mip) + ([UMQTT_MIP] if args.umqtt else [])
