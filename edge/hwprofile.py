@@ -35,11 +35,17 @@ _SCALE = {"mA": (1, 1000), "uA": (1, 1000000), "mV": (1, 1000), "ms": (1, 1000),
           "KiB": (1024, 1), "MiB": (1048576, 1), "kB/s": (1000, 1), "MB/s": (1000000, 1),
           "KiB/s": (1024, 1), "MiB/s": (1048576, 1)}
 
-_TOP = {"board": ("schema", "name", "kind", "description", "default_for", "mcu", "sleep", "supply", "storage"),
+_TOP = {"board": ("schema", "name", "kind", "description", "default_for", "mcu", "sleep", "deep_sleep", "supply",
+                  "storage"),
         "battery": ("schema", "name", "kind", "description", "cell"),
         "compute": ("schema", "name", "kind", "description", "host", "anchor", "seconds")}
 _MCU = ("clock freq >0", "active_current current >0", "wait_current current >=0", "speed ratio >0")
 _SLEEP = ("current current >=0", "wake_time time >=0", "wake_current current >=0")
+# optional [deep_sleep] of a board: what machine.deepsleep(ms) does on its MicroPython port, the
+# sleep of a node that keeps its state in a file between rounds (edge/sleep.py): the same
+# quantities as [sleep] (the wake-up is a reset: a boot), or `none`, saying why the port has no
+# timed deep sleep (aggregator/lab/boardbudget.py deep_sleep_state refuses such a board)
+_DEEP_NONE = "none"
 _CELL = ("capacity charge >0", "voltage voltage >0", "usable_fraction ratio >0",
          "self_discharge rate >=0", "shelf_life time >0")
 _ANCHOR = ("board_seconds time >0", "host_seconds time >0")
@@ -90,6 +96,13 @@ def validate(raw, filename=None, kind=None):
             c.fail("mcu.runtime", "%r is not one of: %s" % (mcu["runtime"], ", ".join(RUNTIMES)))
         out["mcu"] = mcu
         out["sleep"] = _section(c, raw, "sleep", ("state",), _SLEEP)
+        if "deep_sleep" in raw:
+            ds = raw["deep_sleep"]
+            if isinstance(ds, dict) and _DEEP_NONE in ds:
+                c.table(raw, "deep_sleep", "deep_sleep", True, (_DEEP_NONE,))
+                out["deep_sleep"] = {_DEEP_NONE: c.text(ds, "deep_sleep." + _DEEP_NONE, _DEEP_NONE)}
+            else:
+                out["deep_sleep"] = _section(c, raw, "deep_sleep", ("state",), _SLEEP)
         out["supply"] = _section(c, raw, "supply", (), ("voltage voltage >0",))
         if "storage" in raw:
             st = _section(c, raw, "storage", ("name", "filesystem"), _STORAGE, _STORAGE_OPT)

@@ -134,6 +134,36 @@ def test_a_fixed_sleep_makes_the_round_awake_time_plus_the_sleep() -> None:
     assert b["interval_s"] == pytest.approx(nd["interval_s"])
 
 
+def test_deep_sleep_prices_the_deep_sleep_table_not_the_light_sleep() -> None:
+    # rp2040-picow: its [sleep] is machine.lightsleep (1 ms wake-up), its [deep_sleep] the rp2
+    # port's lightsleep-then-reset: the same 1.3 mA, and a boot of 0.5 s at 25 mA, at 5 V
+    board, cal = copy.deepcopy(hwprofile.load_board("rp2040-picow")), _cal()
+    assert board["sleep"]["wake_time"] == pytest.approx(1e-3)
+    plain = _budget(board, cal, _log(99, 1024))["nodes"][0]
+    deep = _budget(board, cal, _log(99, 1024), boardbudget.DeepSleep())["nodes"][0]
+    assert plain["wake_j_per_round"] == pytest.approx(1e-3 * 25e-3 * 5.0)
+    assert deep["wake_j_per_round"] == pytest.approx(0.5 * 25e-3 * 5.0)
+    assert deep["awake_s_per_round"] == pytest.approx(plain["awake_s_per_round"] + 0.5 - 1e-3
+                                                      + deep["state_s_per_round"])
+    # a different deep-sleep current is the one the sleep term uses
+    board["deep_sleep"]["current"] = 2e-6
+    deep = _budget(board, cal, _log(99, 1024), boardbudget.DeepSleep(sleep_s=100.0))["nodes"][0]
+    assert deep["sleep_j_per_round"] == pytest.approx(100.0 * 2e-6 * 5.0)
+
+
+def test_a_board_without_a_timed_deep_sleep_is_refused_in_one_line() -> None:
+    board, cal = copy.deepcopy(hwprofile.load_board("nrf52840")), _cal()
+    with pytest.raises(boardbudget.BoardBudgetError, match=r"^--deep-sleep: board nrf52840 cannot deep-sleep "
+                       r"between rounds: MicroPython v1\.25's nrf port has no timed deep sleep: "
+                       r"machine\.deepsleep\(\) calls mp_machine_reset\(\) at once"):
+        _budget(board, cal, _log(99, 1024), boardbudget.DeepSleep())
+    _budget(board, cal, _log(99, 1024))      # awake between rounds: priced with its [sleep]
+    board = _board()
+    board.pop("deep_sleep")
+    with pytest.raises(boardbudget.BoardBudgetError, match=r"board esp32 has no \[deep_sleep\] table"):
+        _budget(board, cal, _log(99, 1024), boardbudget.DeepSleep())
+
+
 def test_no_calibration_figures_leaves_the_cpu_out_and_says_so() -> None:
     board, cal = _board(), _cal()
     del cal["seconds"]["state_per_byte"], cal["seconds"]["state_fixed"]
@@ -173,7 +203,9 @@ BASE = ["profile", "--profile", "wifi-tcp-mqtt-esp32", "--d", "1024", "--rounds"
     (["--board", "esp32", "--error-feedback"], "give --deep-sleep too"),
     (["--board", "esp32", "--deep-sleep", "--classes", "0"], "--classes must be >= 1, got 0"),
     (["--deep-sleep"], "--deep-sleep prices a board's state file: give --board"),
-    (["--board", "raspberry-pi", "--deep-sleep"], "raspberry-pi: --deep-sleep needs the board profile's [storage]"),
+    (["--board", "raspberry-pi", "--deep-sleep"], "--deep-sleep: board raspberry-pi cannot deep-sleep between rounds"),
+    (["--board", "nrf52840", "--deep-sleep"], "board nrf52840 cannot deep-sleep between rounds: MicroPython v1.25's "
+                                              "nrf port has no timed deep sleep"),
     (["--board", "esp32", "--deep-sleep", "--wait", "mqtt-keepalive"], "it does not deep-sleep"),
 ])
 def test_bad_deep_sleep_options_are_one_line_errors(tmp_path: Path, capsys, extra: list, message: str) -> None:
@@ -238,6 +270,31 @@ def test_storage_schema_errors_name_the_field(tmp_path: Path, edit, message: str
     edit(raw["storage"])
     with pytest.raises(ProfileError, match=re.escape(message)):
         hwprofile.validate(raw, str(tmp_path / "esp32.toml"), "board")
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda r: r["deep_sleep"].pop("wake_time"), "esp32.toml: deep_sleep.wake_time: missing"),
+    (lambda r: r["deep_sleep"]["current"].__setitem__("value", -1), "deep_sleep.current: must be >=0, got -1"),
+    (lambda r: r["deep_sleep"].pop("state"), "deep_sleep.state: missing"),
+    (lambda r: r.__setitem__("deep_sleep", {"none": "no timer", "current": r["sleep"]["current"]}),
+     "deep_sleep.current: unknown key (allowed: none)"),
+    (lambda r: r.__setitem__("deep_sleep", {"none": ""}), "deep_sleep.none: must be a non-empty string"),
+    (lambda r: r.__setitem__("deep_sleep", "none"), "deep_sleep: must be a table"),
+])
+def test_deep_sleep_schema_errors_name_the_field(tmp_path: Path, edit, message: str) -> None:
+    raw = _raw()
+    edit(raw)
+    with pytest.raises(ProfileError, match=re.escape(message)):
+        hwprofile.validate(raw, str(tmp_path / "esp32.toml"), "board")
+
+
+def test_every_shipped_board_says_what_its_deep_sleep_is() -> None:
+    none = {b for b in hwprofile.list_kind("board") if "none" in hwprofile.load_board(b)["deep_sleep"]}
+    assert none == {"nrf52840", "raspberry-pi"}
+    for b in ("esp32", "esp32-c6"):            # their [sleep] is machine.deepsleep already
+        bd = hwprofile.load_board(b)
+        assert {k: bd["deep_sleep"][k] for k in ("current", "wake_time", "wake_current")} == \
+            {k: bd["sleep"][k] for k in ("current", "wake_time", "wake_current")}
 
 
 def test_storage_is_optional_and_units_normalise() -> None:

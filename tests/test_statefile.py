@@ -62,20 +62,20 @@ def test_summary_lines_say_when_the_flash_dies_before_the_battery() -> None:
     assert "it does NOT fit" in lines[0] and "sooner" not in lines[1]
 
 
-BASE = ["profile", "--profile", "ieee802154-6lowpan-coap", "--board", "nrf52840", "--scheme", "sq", "--T", "32",
+BASE = ["profile", "--profile", "lorawan-eu868-sf7", "--board", "stm32wl", "--scheme", "sq", "--T", "32",
         "--rounds", "2", "--interval", "600", "--deep-sleep"]
 
 
 def test_the_cli_refuses_nothing_but_says_a_state_file_does_not_fit(tmp_path: Path, capsys) -> None:
-    # MicroPython's nrf port keeps a 64 KiB file system: 16 blocks; d = 4,096 with error
-    # feedback is a 9-block file, which needs 20
-    assert main(BASE + ["--d", "4096", "--error-feedback", "--out", str(tmp_path / "a")]) == 0
+    # MicroPython's NUCLEO_WL55 keeps a 24 KiB file system: 12 blocks of 2 KiB. d = 1,024 with
+    # error feedback is a 5-block file, which needs exactly 12; d = 2,048 a 9-block one: 20
+    assert main(BASE + ["--d", "2048", "--error-feedback", "--out", str(tmp_path / "a")]) == 0
     out = capsys.readouterr().out
-    assert "state file space: 20 of the file system's 16 blocks of 4096 B" in out and "it does NOT fit" in out
-    assert main(BASE + ["--d", "1024", "--out", str(tmp_path / "b")]) == 0
+    assert "state file space: 20 of the file system's 12 blocks of 2048 B" in out and "it does NOT fit" in out
+    assert main(BASE + ["--d", "1024", "--error-feedback", "--out", str(tmp_path / "b")]) == 0
     out = capsys.readouterr().out
-    assert "state file space: 6 of the file system's 16 blocks" in out and "NOT" not in out
-    assert re.search(r"flash wear: 2\.08 blocks erased per round at 10,000 cycles a block: worn out after", out)
+    assert "state file space: 12 of the file system's 12 blocks" in out and "NOT" not in out
+    assert re.search(r"flash wear: 5\.16 blocks erased per round at 10,000 cycles a block: worn out after", out)
 
 
 def test_a_board_without_fs_size_says_it_is_not_checked(tmp_path: Path, capsys) -> None:
@@ -143,5 +143,11 @@ def test_flash_refuses_a_state_file_the_board_cannot_hold(tmp_path: Path, capsys
                    "(at least 316 B: 30 floats and the residual) needs 4 of the board's 3 file-system blocks while it is renamed: it "
                    "cannot fit; use a smaller model, no error feedback, or a larger file system")
     assert not (tmp_path / "bad").exists()
+    # a board whose port has no timed deep sleep is refused before the state file is looked at
+    assert main(base + ["--board", "nrf52840", "--stage", str(tmp_path / "nrf")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("cat-aggregator: --deep-sleep on nrf52840: board nrf52840 cannot deep-sleep between "
+                          "rounds: MicroPython v1.25's nrf port has no timed deep sleep") and len(err.splitlines()) == 1
+    assert not (tmp_path / "nrf").exists()
     # without --deep-sleep the board's file system is not the state's concern
     assert main(base[:-2] + ["--board", str(_board_with_fs(tmp_path, 2)), "--stage", str(tmp_path / "awake")]) == 0

@@ -12,12 +12,14 @@ A round of a duty-cycled node costs
            protocol waits (`listen_seconds`: CoAP polling or Observe, MQTT, LoRaWAN class A
            receive windows), plus the MCU awake while the radio works;
 * wake:    the wake-up from sleep (time x current: a boot on ESP32, a clock start on nRF52);
+           with --deep-sleep the board's [deep_sleep] (what machine.deepsleep does on its
+           port, `deep_sleep_state`) sets this and the sleep current: the wake-up is a boot;
 * state:   only for a node that deep-sleeps with a state file (`--deep-sleep`, edge/sleep.py):
            reading the file at boot, erasing and programming it again (littlefs writes a
            rewritten file into freshly erased blocks), the round marker's two rewrites, and the
            CPU's part (SHA-256 over the file, twice) from the board's [storage] table and the
            calibration's state_per_byte/state_fixed (`state_round`);
-* sleep:   the sleep current for the rest of the interval.
+* sleep:   the sleep (or deep-sleep) current for the rest of the interval.
 
 Battery life = usable energy / (mean power + self-discharge power), self-discharge being a
 fraction of the nominal energy per year. Energy at the board is current x its supply
@@ -113,6 +115,19 @@ class DeepSleep:
     error_feedback: bool = False
     sleep_s: float | None = None
     classes: int = 1
+
+
+def deep_sleep_state(board: dict) -> dict:
+    """The board profile's [deep_sleep] (what machine.deepsleep does on its port: current and
+    the boot it wakes with), the sleep of a node that keeps its state in a file. A ValueError
+    names why there is none: no table, or the port has no timed deep sleep (nrf52840)."""
+    ds = board.get("deep_sleep")
+    if ds is None:
+        raise ValueError(f"board {board['name']} has no [deep_sleep] table (what machine.deepsleep does on its "
+                         "port: cost_profiles/README.md)")
+    if "none" in ds:
+        raise ValueError(f"board {board['name']} cannot deep-sleep between rounds: {ds['none']}")
+    return ds
 
 
 def default_wait(profile: dict) -> str:
@@ -246,6 +261,11 @@ def board_budget(log: energy.RunLog, profile: dict, board: dict, battery: dict, 
     R, n = log.frame_bytes.shape
     v = board["supply"]["voltage"]
     mcu, sl = board["mcu"], board["sleep"]
+    if deep_sleep is not None:
+        try:
+            sl = deep_sleep_state(board)
+        except ValueError as exc:
+            raise BoardBudgetError(f"--deep-sleep: {exc}") from None
     rx_w = profile["radio"]["rx_power"]
     wait_w = mcu["wait_current"] * v
     terms = STATE_TERMS if deep_sleep is not None else TERMS
@@ -358,7 +378,7 @@ def board_budget(log: energy.RunLog, profile: dict, board: dict, battery: dict, 
                 f"erased ({1e3 * b_['erase_s']:.4g} ms), {b_['pages']} page(s) of {st['page_size']:.0f} B programmed "
                 f"({1e3 * b_['program_s']:.4g} ms), read {1e3 * b_['read_s']:.3g} ms, CPU (SHA-256 and chunks, "
                 f"scaled from the 32-bit build) {1e3 * b_['cpu_s']:.3g} ms; between rounds the board profile's "
-                f"sleep: {sl['state']}")
+                f"deep sleep: {sl['state']}")
             worst = min(nodes, key=lambda nd: nd["battery_life_days"]) if nodes else None
             if worst is not None:
                 state["lines"] = statefile.summary_lines(st, b_, worst["interval_s"], worst["battery_life_days"])
@@ -572,7 +592,8 @@ def report_parts(b: dict, rounds: int, out: Path) -> tuple[list[str], dict[str, 
     plots = plot_breakdown(b, out)
     notes = list(b["notes"]) + [
         f"listening: {b['wait']} (see aggregator/lab/boardbudget.py listen_seconds); sleep: the board profile's "
-        "sleep current for the rest of the interval; battery life includes the cell's self-discharge."]
+        f"{'[deep_sleep]' if sleepy else '[sleep]'} current for the rest of the interval"
+        f"{' and its wake-up (a boot)' if sleepy else ''}; battery life includes the cell's self-discharge."]
     if sleepy:
         notes.append("state: a deep-sleeping node's state file read at boot and written again each round "
                      "(aggregator/lab/boardbudget.py state_round, the board's [storage] table)")

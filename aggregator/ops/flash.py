@@ -314,7 +314,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--stage", metavar="DIR", help="only build the board filesystem in DIR (no device needed)")
     p.add_argument("--deep-sleep", type=float, metavar="SECONDS",
                    help="battery node: one round per boot, then machine.deepsleep for SECONDS; its state "
-                        "(model, residual, last frame) is kept in --sleep-state (edge/sleep.py)")
+                        "(model, residual, last frame) is kept in --sleep-state (edge/sleep.py); with --board, a "
+                        "board whose port cannot deep-sleep or hold the state is refused")
     p.add_argument("--sleep-state", default="state.bin", metavar="FILE",
                    help="with --deep-sleep: the state file on the board (default state.bin; removed on flash)")
     p.add_argument("--board", help="board profile (cost_profiles/boards): with a joules job, CAT on the board "
@@ -336,11 +337,17 @@ def board_cost(board: dict, job: Any, data: Path, k_cap: int | None) -> dict[str
 
 
 def state_check(board: dict, name: str, job: Any, sleep_s: float) -> list[str]:
-    """--deep-sleep with --board `name` (its profile `board`): a state file the board's file
-    system cannot hold is refused before anything is copied (aggregator/lab/statefile.py);
-    else its space and wear, to print."""
+    """--deep-sleep with --board `name` (its profile `board`): a board whose port has no timed
+    deep sleep, or a state file its file system cannot hold, is refused before anything is
+    copied (boardbudget.deep_sleep_state, aggregator/lab/statefile.py); else its space and wear,
+    to print."""
     from aggregator.lab import statefile
+    from aggregator.lab.boardbudget import deep_sleep_state
 
+    try:
+        deep_sleep_state(board)
+    except ValueError as exc:
+        raise UserError(f"--deep-sleep on {name}: {exc}") from None
     storage = board.get("storage")
     if storage is None:
         return [f"note: board {name} has no [storage]: the state file's space is not checked"]
