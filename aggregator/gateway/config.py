@@ -23,7 +23,7 @@ not marked required has a default, and the example shows it:
     k_cap = 128                        # candidate cap K (RAM on the boards)
     fmt = "f32"                        # f32 | f16
     step_multiplier = 1.0              # step = step_multiplier / L
-    error_feedback = false             # edges keep what they did not send
+    error_feedback = false             # edges keep what they did not send (on for label-skewed data)
     compact = false                    # compact (kind 4) updates: LoRaWAN SF12's 51 B payloads
     [cost]
     profile = "ieee802154-6lowpan-coap"  # cost profile (cost_profiles/)
@@ -263,7 +263,7 @@ KEYS: tuple[Key, ...] = (
         read=_fmt, attr="fmt", wire="fmt"),
     Key("training", "step_multiplier", float, 1.0, "step = step_multiplier / L",
         read=_POSITIVE, attr="step_multiplier", wire="step"),
-    Key("training", "error_feedback", bool, False, "edges keep what they did not send",
+    Key("training", "error_feedback", bool, False, "edges keep what they did not send (on for label-skewed data)",
         attr="error_feedback", wire="error_feedback"),
     Key("training", "compact", bool, False, "compact (kind 4) updates: LoRaWAN SF12's 51 B payloads",
         attr="compact", wire="compact"),
