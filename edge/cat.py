@@ -123,7 +123,7 @@ class Choice:
         self.ns = ns
 
 
-def cat_choose(scheme, g, idx, n, s1, s2, cost, t_max, early_stop=False, cap=None, weight=None, grad=None):
+def cat_choose(scheme, g, idx, n, s1, s2, cost, t_max, early_stop=False, cap=None, weight=None):
     """Exact argmax of Improvement(T)/cost(T) over 1 <= T <= min(n, t_max).
 
     idx[0:n] are candidate indices by decreasing |g|; cost(T) > 0 must be nondecreasing.
@@ -131,8 +131,6 @@ def cat_choose(scheme, g, idx, n, s1, s2, cost, t_max, early_stop=False, cap=Non
     cap is the RAM cap K; Choice.cap_binding says the best T sat at K while larger T
     were allowed by the link (so a bigger K might have found a better T).
     weight(j): rule catavg's v for index j (edge.catavg, S and SQ); None: the paper's measures.
-    grad (with weight): error feedback's step-scaled gradient, g then being the vector
-    compressed: the direction sent is scored against it (edge.catef).
     """
     top = n if n < t_max else t_max
     if top < 1:
@@ -144,15 +142,8 @@ def cat_choose(scheme, g, idx, n, s1, s2, cost, t_max, early_stop=False, cap=Non
     # Pass 1: the maximum ratio. Pass 2: the first T within RATIO_RTOL of it.
     # Two O(K) scans instead of storing K ratios: RAM is the scarce thing on a board.
     if weight is not None and scheme != _SCHEME_SS:
-        if grad is not None:
-            from edge.catef import efchoose
-            s2g = 0.0
-            for j in range(len(grad)):
-                s2g += grad[j] * grad[j]
-            t, imp, r, c = efchoose(scheme, g, idx, top, grad, s2g, cost, weight, RATIO_RTOL)
-        else:
-            from edge.catavg import wchoose
-            t, imp, r, c = wchoose(scheme, g, idx, top, s2, cost, weight, RATIO_RTOL)
+        from edge.catavg import wchoose
+        t, imp, r, c = wchoose(scheme, g, idx, top, s2, cost, weight, RATIO_RTOL)
         k = cap if cap is not None else n
         return Choice(t, imp, r, c, t == k and k < t_max and k < len(g), 0)
     stop = early_stop and scheme == _SCHEME_S
@@ -236,7 +227,6 @@ class Rule:
     """
 
     agreement = None    # a class default: no instance slot for the other rules (RAM on a board)
-    grad = None         # catavg under error feedback: the step-scaled gradient to score against (edge.catef)
 
     def __init__(self, kind, param=0):
         self.kind = rule_id(kind)
@@ -267,7 +257,7 @@ class Rule:
         if kind == _RULE_CATAVG:
             ag = self.agreement
             ch = cat_choose(scheme, g, idx, n, s1, s2, cost, t_max, False, cap,
-                            ag.weight if ag is not None else None, self.grad)
+                            ag.weight if ag is not None else None)
             self.last_t = ch.t
             return ch
         if kind == _RULE_CAT or (kind == _RULE_HYBRID and (self.calls - 1) % self.param == 0):

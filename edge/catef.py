@@ -7,13 +7,46 @@ descent of F. Here the update sent, q = C_T(u) (S: u on its top T; S+Q: sign u t
 one magnitude), is scored by the descent lemma on F against h, with catavg's agreement
 weights, at the best step along q: the scheme's own step is error feedback's (the residual
 has to go out), so only the direction is scored, as `edge.catavg.improvement` scores S+Q.
-A module of its own, not flashed: a board folds h into the residual's array
-(edge/feedback.py) and has no h at the candidates. Runs unchanged on MicroPython.
+The measure is invariant to the scale of h and of u, each on its own, so the scale-safe shift
+edge.compress applies to u (edge.topk.exponent) needs none of h. A module of its own (EFRule,
+a catavg Rule), not flashed: a board folds h into the residual's array (edge/feedback.py) and
+has no h at the candidates. Runs unchanged on MicroPython.
 """
 
-from edge.cbor import const
+from edge.cat import Choice, Rule
+from edge.cbor import const, errmsg
 
 _SCHEME_S = const(1)  # edge.cat's scheme numbers (folded: no dict entries on a board)
+_SCHEME_SS = const(3)
+
+
+class EFRule(Rule):
+    """Rule catavg (its Agreement, its number) whose CAT scan, while `grad` holds the node's
+    step-scaled gradient (indexable by entry, set by the caller every round), scores the
+    direction error feedback sends against it (efchoose); with grad None, or under SS, it is
+    catavg."""
+
+    def __init__(self, nodes, grad=None):
+        Rule.__init__(self, "catavg", nodes)
+        self.grad = grad
+
+    def choose(self, scheme, g, idx, n, s1, s2, cost, t_max, early_stop=False, cap=None):
+        ag = self.agreement
+        grad = self.grad
+        if grad is None or ag is None or scheme == _SCHEME_SS:
+            return Rule.choose(self, scheme, g, idx, n, s1, s2, cost, t_max, early_stop, cap)
+        self.calls += 1
+        top = n if n < t_max else t_max
+        if top < 1:
+            raise ValueError(errmsg(130))
+        s2g = 0.0
+        for j in range(len(grad)):
+            s2g += grad[j] * grad[j]
+        from edge.cat import RATIO_RTOL
+        t, imp, r, c = efchoose(scheme, g, idx, top, grad, s2g, cost, ag.weight, RATIO_RTOL)
+        k = cap if cap is not None else n
+        self.last_t = t
+        return Choice(t, imp, r, c, t == k and k < t_max and k < len(g), 0)
 
 
 def ef_improvement(p, q, s2g):

@@ -120,17 +120,12 @@ def compress(ws, g, scheme, rule, cost, t_max, scale, rng=None, early_stop=False
         return _finish(ws, g, scheme, rule, cost, t_max, link_max, scale, rng, early_stop, d, n, s1, s2)
     from math import ldexp
     topk.shift(g, -e)
-    grad = rule.grad  # error feedback under catavg: scored against it, so scaled alike
-    if grad is not None:
-        topk.shift(grad, -e)
     try:
         n, s1, s2 = topk.select(g, k, ws.idx)
         return _finish(ws, g, scheme, rule, cost, t_max, link_max, ldexp(scale, e), rng, early_stop, d,
                        n, s1, s2)
     finally:
         topk.shift(g, e)
-        if grad is not None:
-            topk.shift(grad, e)
 
 
 def _finish(ws, g, scheme, rule, cost, t_max, link_max, scale, rng, early_stop, d, n, s1, s2):

@@ -194,8 +194,8 @@ def cat_choose(scheme, g, table, t_max, cap=None, start_k=1024):
 def _cat_choose(scheme, g, table, t_max, cap=None, start_k=1024, agreement=None, grad=None):
     """cat_choose on a gradient _safe has checked and scaled. With `agreement` (rule catavg,
     S and S+Q) the improvements are those of the averaged update; with `grad` too (error
-    feedback: g is then the vector compressed, grad the step-scaled gradient, both scaled
-    alike) those of the direction sent, scored against grad (edge.catef.ef_improvement).
+    feedback: g is then the vector compressed, grad the step-scaled gradient) those of the
+    direction sent, scored against grad (edge.catef.ef_improvement).
     The K growth is the same, since both are <= 1 too."""
     d = g.shape[0]
     top = min(d, t_max, cap if cap is not None else d)
@@ -250,26 +250,22 @@ def alistarh_t(a, s2):
 
 def choose(rule, scheme, g, table, t_max, cap=None):
     """Mirror of edge.cat.Rule.choose on numpy: returns (Choice, order, S1, S2)."""
-    g, e = _safe(g)
-    return _choose(rule, scheme, g, table, t_max, cap, e)
+    return _choose(rule, scheme, _safe(g)[0], table, t_max, cap)
 
 
-def _grad(rule, e):
-    """rule.grad (catavg under error feedback: the step-scaled gradient the direction sent is
-    scored against, edge.cat.Rule) scaled by 2^-e as _safe scaled the vector compressed."""
-    grad = rule.grad
-    if grad is None:
-        return None
-    grad = np.asarray(grad, dtype=np.float64)
-    return np.ldexp(grad, -e) if e else grad
+def _grad(rule):
+    """The step-scaled gradient an edge.catef.EFRule scores the direction sent against (None
+    for the other rules). Unscaled: the measure does not depend on its scale."""
+    grad = getattr(rule, "grad", None)
+    return None if grad is None else np.asarray(grad, dtype=np.float64)
 
 
-def _choose(rule, scheme, g, table, t_max, cap=None, e=0):
-    """choose on a gradient _safe has checked and scaled (by 2^-e)."""
+def _choose(rule, scheme, g, table, t_max, cap=None):
+    """choose on a gradient _safe has checked and scaled."""
     if _scans(rule, scheme):  # counts the call
         ag = _agreement(rule, scheme)
         ch, order, s1, s2 = _cat_choose(scheme, g, table, t_max, cap, agreement=ag,
-                                        grad=None if ag is None else _grad(rule, e))
+                                        grad=None if ag is None else _grad(rule))
         rule.last_t = ch.t
         return ch, order, s1, s2
     kind = rule.kind
@@ -310,9 +306,9 @@ def compress(g, scheme, rule, table, t_max, scale, rng=None, fmt=0, cap=None):
     if scheme == SCHEME_IDENTITY:
         return np.arange(g.shape[0]), _round(g.astype(np.float64) * scale, fmt), None
     g, e = _safe(g)                                 # the edge's scale-safe sums (edge.topk)
-    ch, order, s1, _ = _choose(rule, scheme, g, table, _scheme_t_max(scheme, t_max, g.shape[0]), cap, e)
     if e:
         scale = math.ldexp(scale, e)
+    ch, order, s1, _ = _choose(rule, scheme, g, table, _scheme_t_max(scheme, t_max, g.shape[0]), cap)
     return _values(g, scheme, ch, order, s1, scale, rng, fmt, cap, t_max)
 
 
@@ -385,7 +381,7 @@ def compress_rows(rows, scheme, rules, tables, t_maxes, scales, rngs=None, fmt=0
     rows, es = _safe_rows(rows)
     scales = [math.ldexp(s, e) if e else s for s, e in zip(scales, es)]
     limits = [_scheme_t_max(scheme, t, d) for t in t_maxes]
-    picks = _choose_rows(rules, scheme, rows, tables, limits, cap, es)
+    picks = _choose_rows(rules, scheme, rows, tables, limits, cap)
     if scheme in (SCHEME_S, SCHEME_SQ):
         return _values_rows(rows, scheme, picks, scales, fmt)
     return [_values(rows[k], scheme, ch, order, s1, scales[k], rngs[k], fmt, cap, t_maxes[k])
@@ -450,11 +446,10 @@ def _scans(rule, scheme):
     return True
 
 
-def _choose_rows(rules, scheme, rows, tables, t_maxes, cap, es=None):
-    """[_choose(rules[k], scheme, rows[k], ..., es[k])]: the CAT scans as one batch, the fixed
-    T's (rule fixed, hybrid between its scans) as another, Alistarh's rule row by row."""
+def _choose_rows(rules, scheme, rows, tables, t_maxes, cap):
+    """[_choose(rules[k], scheme, rows[k], ...)]: the CAT scans as one batch, the fixed T's
+    (rule fixed, hybrid between its scans) as another, Alistarh's rule row by row."""
     n, d = rows.shape
-    es = [0] * n if es is None else es
     picks = [None] * n
     scan, fixed = [], []
     for k, rule in enumerate(rules):
@@ -466,10 +461,10 @@ def _choose_rows(rules, scheme, rows, tables, t_maxes, cap, es=None):
             rule.calls += 1
             fixed.append((k, t))
         else:
-            picks[k] = _choose(rule, scheme, rows[k], tables[k], t_maxes[k], cap, es[k])
+            picks[k] = _choose(rule, scheme, rows[k], tables[k], t_maxes[k], cap)
     if scan:
         agree = [_agreement(rules[k], scheme) for k in scan]
-        grads = [None if ag is None else _grad(rules[k], es[k]) for k, ag in zip(scan, agree)]
+        grads = [None if ag is None else _grad(rules[k]) for k, ag in zip(scan, agree)]
         got = _cat_rows(scheme, rows[scan], [tables[k] for k in scan], [t_maxes[k] for k in scan], cap, agree,
                         grads=grads)
         for k, pick in zip(scan, got):

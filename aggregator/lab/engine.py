@@ -38,6 +38,7 @@ from aggregator.lab.problem import Problem
 from aggregator.lab.results import NODE_COLUMNS, SimResult
 from edge import np_backend
 from edge.cat import RULE_NAMES, SCHEME_IDENTITY, SCHEME_NAMES, SCHEME_SS, Rule, rule_id, scheme_id
+from edge.catef import EFRule
 from edge.cost import CostModel
 from edge.deltacost import DeltaShare
 from edge.energycost import BoardCost
@@ -154,10 +155,7 @@ def _rules(cfg: SimConfig, scheme: int, nodes: int, t_max: int, prof: dict) -> l
     if cfg.rule == EF_RULE:
         if not cfg.error_feedback:
             raise SimError(f"rule {EF_RULE} scores the update error feedback sends: it needs error feedback")
-        rules = [Rule("catavg", nodes) for _ in range(nodes)]
-        for r in rules:
-            r.grad = np.zeros(0)  # set every round to the node's step-scaled gradient (simulate)
-        return rules
+        return [EFRule(nodes, np.zeros(0)) for _ in range(nodes)]  # grad: set every round (simulate)
     kind = rule_id(cfg.rule)
     if kind == rule_id("identity"):
         raise SimError("rule identity goes with scheme identity")
@@ -295,7 +293,7 @@ def simulate(problem: Problem, cfg: SimConfig, progress: bool = True,
             v = (gh + e).astype(np.float32)
             s = 1.0
             for k, rule in enumerate(rules):
-                if rule is not None and rule.grad is not None:
+                if isinstance(rule, EFRule):
                     rule.grad = gh[k]
         else:
             v = g
