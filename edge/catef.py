@@ -13,7 +13,7 @@ a catavg Rule), not flashed: a board folds h into the residual's array (edge/fee
 has no h at the candidates. Runs unchanged on MicroPython.
 """
 
-from edge.cat import Choice, Rule
+from edge.cat import RATIO_RTOL, Choice, Rule
 from edge.cbor import const, errmsg
 
 _SCHEME_S = const(1)  # edge.cat's scheme numbers (folded: no dict entries on a board)
@@ -42,7 +42,6 @@ class EFRule(Rule):
         s2g = 0.0
         for j in range(len(grad)):
             s2g += grad[j] * grad[j]
-        from edge.cat import RATIO_RTOL
         t, imp, r, c = efchoose(scheme, g, idx, top, grad, s2g, cost, ag.weight, RATIO_RTOL)
         k = cap if cap is not None else n
         self.last_t = t
