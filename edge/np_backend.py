@@ -167,6 +167,14 @@ def weighted_improvements(scheme, a, v, s2):
     return np.where((vw > 0.0) & (s2 > 0.0), imp, 0.0)
 
 
+def ef_improvements(scheme, u, gh, v, s2g):
+    """edge.catef.ef_improvement for T = 1..len(u), operation by operation (sequential
+    cumsums): u the candidates' signed entries of the compressed vector (error feedback's
+    step-scaled gradient + residual, by decreasing |u|), gh the step-scaled gradient at them,
+    v catavg's w^2, s2g = ||gh||^2 over every entry."""
+    return _ef_rows(scheme, u[None, :], gh[None, :], v[None, :], np.array([s2g]))[0]
+
+
 def best_ratio(imp, costs):
     """(T*, ratio at T*, max ratio) with edge.cat's tie rule (first T within RATIO_RTOL of the max)."""
     ratio = imp / costs
@@ -183,10 +191,12 @@ def cat_choose(scheme, g, table, t_max, cap=None, start_k=1024):
     return _cat_choose(scheme, _safe(g)[0], table, t_max, cap, start_k)
 
 
-def _cat_choose(scheme, g, table, t_max, cap=None, start_k=1024, agreement=None):
+def _cat_choose(scheme, g, table, t_max, cap=None, start_k=1024, agreement=None, grad=None):
     """cat_choose on a gradient _safe has checked and scaled. With `agreement` (rule catavg,
-    S and S+Q) the improvements are those of the averaged update; the K growth is the same,
-    since they are <= 1 too (v <= 1)."""
+    S and S+Q) the improvements are those of the averaged update; with `grad` too (error
+    feedback: g is then the vector compressed, grad the step-scaled gradient) those of the
+    direction sent, scored against grad (edge.catef.ef_improvement).
+    The K growth is the same, since both are <= 1 too."""
     d = g.shape[0]
     top = min(d, t_max, cap if cap is not None else d)
     if top < 1:
@@ -194,11 +204,17 @@ def _cat_choose(scheme, g, table, t_max, cap=None, start_k=1024, agreement=None)
     a64 = np.abs(g.astype(np.float64))
     s1 = float(np.cumsum(a64)[-1])
     s2 = float(np.cumsum(a64 * a64)[-1])
+    if grad is not None:
+        gh = np.asarray(grad, dtype=np.float64)
+        s2g = float(np.cumsum(gh * gh)[-1])
     k = min(top, start_k)
     while True:
         order = _top(a64, k)
         if agreement is None:
             imp, ns = improvements(scheme, a64[order], s1, s2)
+        elif grad is not None:
+            imp, ns = ef_improvements(scheme, g[order].astype(np.float64), gh[order], weights(agreement, order),
+                                      s2g), None
         else:
             imp, ns = weighted_improvements(scheme, a64[order], weights(agreement, order), s2), None
         costs = table.upto(k)
@@ -237,10 +253,19 @@ def choose(rule, scheme, g, table, t_max, cap=None):
     return _choose(rule, scheme, _safe(g)[0], table, t_max, cap)
 
 
+def _grad(rule):
+    """The step-scaled gradient an edge.catef.EFRule scores the direction sent against (None
+    for the other rules). Unscaled: the measure does not depend on its scale."""
+    grad = getattr(rule, "grad", None)
+    return None if grad is None else np.asarray(grad, dtype=np.float64)
+
+
 def _choose(rule, scheme, g, table, t_max, cap=None):
     """choose on a gradient _safe has checked and scaled."""
     if _scans(rule, scheme):  # counts the call
-        ch, order, s1, s2 = _cat_choose(scheme, g, table, t_max, cap, agreement=_agreement(rule, scheme))
+        ag = _agreement(rule, scheme)
+        ch, order, s1, s2 = _cat_choose(scheme, g, table, t_max, cap, agreement=ag,
+                                        grad=None if ag is None else _grad(rule))
         rule.last_t = ch.t
         return ch, order, s1, s2
     kind = rule.kind
@@ -439,7 +464,9 @@ def _choose_rows(rules, scheme, rows, tables, t_maxes, cap):
             picks[k] = _choose(rule, scheme, rows[k], tables[k], t_maxes[k], cap)
     if scan:
         agree = [_agreement(rules[k], scheme) for k in scan]
-        got = _cat_rows(scheme, rows[scan], [tables[k] for k in scan], [t_maxes[k] for k in scan], cap, agree)
+        grads = [None if ag is None else _grad(rules[k]) for k, ag in zip(scan, agree)]
+        got = _cat_rows(scheme, rows[scan], [tables[k] for k in scan], [t_maxes[k] for k in scan], cap, agree,
+                        grads=grads)
         for k, pick in zip(scan, got):
             rules[k].last_t = pick[0].t
             picks[k] = pick
@@ -497,12 +524,16 @@ def _agreement(rule, scheme):
     return None
 
 
-def _cat_rows(scheme, rows, tables, t_maxes, cap=None, agreements=None, start_k=1024):
-    """[_cat_choose(scheme, rows[i], tables[i], t_maxes[i], cap, start_k, agreements[i])]:
-    every row's candidate set grows as _cat_choose's does; the rows at the same K are scanned
-    together."""
+def _cat_rows(scheme, rows, tables, t_maxes, cap=None, agreements=None, start_k=1024, grads=None):
+    """[_cat_choose(scheme, rows[i], tables[i], t_maxes[i], cap, start_k, agreements[i],
+    grads[i])]: every row's candidate set grows as _cat_choose's does; the rows at the same K
+    are scanned together."""
     n, d = rows.shape
     agreements = [None] * n if agreements is None else agreements
+    ef = None
+    if grads is not None and any(gr is not None for gr in grads):  # error feedback: scored against grad
+        gh = np.stack([np.zeros(d) if gr is None else np.asarray(gr, dtype=np.float64) for gr in grads])
+        ef = (rows, gh, np.cumsum(gh * gh, axis=1)[:, -1], [gr is not None for gr in grads])
     tops = [min(d, t, cap if cap is not None else d) for t in t_maxes]
     if min(tops) < 1:
         raise ValueError("CAT: no feasible T (the smallest frame exceeds the link's largest message)")
@@ -515,8 +546,9 @@ def _cat_rows(scheme, rows, tables, t_maxes, cap=None, agreements=None, start_k=
             break
         k = ks[todo[0]]
         same = [i for i in todo if ks[i] == k]
+        sub = None if ef is None else (ef[0][same], ef[1][same], ef[2][same], [ef[3][i] for i in same])
         for i, res in zip(same, _scan_at(scheme, a64[same], s1[same], s2[same], k,
-                                         [tables[i] for i in same], [agreements[i] for i in same])):
+                                         [tables[i] for i in same], [agreements[i] for i in same], sub)):
             t, imp, ns, ratio, best, order, costs = res
             if k >= tops[i] or best >= 1.0 / tables[i].upto(k + 1)[k]:
                 binding = cap is not None and t == cap and cap < min(d, t_maxes[i])
@@ -526,12 +558,20 @@ def _cat_rows(scheme, rows, tables, t_maxes, cap=None, agreements=None, start_k=
     return out
 
 
-def _scan_at(scheme, a64, s1, s2, k, tables, agreements):
+def _scan_at(scheme, a64, s1, s2, k, tables, agreements, ef=None):
     """One scan of rows whose candidate sets have K = k: per row (T*, improvement at T*,
-    n_s(T*), ratio at T*, max ratio, candidate order, C(T*))."""
+    n_s(T*), ratio at T*, max ratio, candidate order, C(T*)). ef: (the signed rows, their
+    grads, ||grad||^2, which rows have one) when some row scores the direction sent (_cat_rows)."""
     order = top_rows(a64, k)
     a = np.take_along_axis(a64, order, axis=1)
     imp, ns = _improvements_rows(scheme, a, s1, s2, order, agreements)
+    if ef is not None and scheme != SCHEME_SS:
+        rows, gh, s2g, has = ef
+        sel = [i for i, h in enumerate(has) if h]
+        if sel:
+            u = np.take_along_axis(rows[sel], order[sel], axis=1).astype(np.float64)
+            imp[sel] = _ef_rows(scheme, u, np.take_along_axis(gh[sel], order[sel], axis=1),
+                                _weights_rows([agreements[i] for i in sel], order[sel]), s2g[sel])
     costs = np.stack([tab.upto(k) for tab in tables])
     ratio = imp / costs
     top = ratio.max(axis=1)
@@ -622,3 +662,19 @@ def _weighted_rows(scheme, a, v, s2):
         vw = np.cumsum(v, axis=1)
         imp = aw * aw / (vw * col)
     return np.where((vw > 0.0) & (col > 0.0), imp, 0.0)
+
+
+def _ef_rows(scheme, u, gh, v, s2g):
+    """ef_improvements row by row of u (signed candidates; gh the grads at them, v catavg's
+    w^2, s2g each row's ||grad||^2): p and q of edge.catef.ef_improvement as sequential
+    cumsums, then p^2 / (q s2g) where p, q, s2g > 0, else 0."""
+    if scheme == SCHEME_S:
+        p = np.cumsum(v * (gh * u), axis=1)
+        q = np.cumsum(v * (u * u), axis=1)
+    else:
+        p = np.cumsum(v * np.where(u >= 0.0, gh, -gh), axis=1)
+        q = np.cumsum(v, axis=1)
+    col = s2g[:, None]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        imp = p * p / (q * col)
+    return np.where((p > 0.0) & (q > 0.0) & (col > 0.0), imp, 0.0)

@@ -42,8 +42,9 @@ def test_the_grid_writes_its_lines_files_and_every_cell(tiny, tmp_path, capsys):
     assert lines[0].endswith(f" of {len(fit)}")
     assert {r["method"] for r in rows} >= {grid.DEFAULT, grid.OTHER, "CATavg S+Q", "CAT S+Q"}
     assert grid.OTHER in (out / "descent.csv").read_text()
-    for *_, stem, _title in grid.COMPARISONS:
-        assert (out / f"{stem}.png").stat().st_size > 0
+    assert grid.EF not in {r["method"] for r in rows}               # rule catef runs only with error feedback
+    for a, b, _, stem, _title in grid.COMPARISONS:
+        assert (out / f"{stem}.png").exists() == (grid.EF not in (a, b))
     report = (out / "report.md").read_text()
     assert "cat-aggregator experiment grid" in report and "--quick" in report and "Why: descent achieved" in report
     assert not any(r["method"] == "T=64 S+Q" for r in rows)
@@ -106,5 +107,11 @@ def test_a_narrowed_grid_runs_and_says_so(tiny, tmp_path, capsys):
     assert main(["experiment", "grid", "--quick", "--ef", "on", "--quiet", "--rounds", "10", "--out", str(out)]) == 0
     rows = list(csv.DictReader(open(out / "grid.csv")))
     assert rows and {r["ef"] for r in rows} == {"True"} and {r["split"] for r in rows} == {"even"}
+    # with error feedback rule catef runs beside the others, and its two lines follow theirs
+    assert grid.EF in {r["method"] for r in rows}
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("cells where rule ")]
+    assert [ln.split(" needs")[0] for ln in lines[4:]] == ["cells where rule catef (error feedback only)"] * 2
+    for *_, stem, _title in grid.COMPARISONS:
+        assert (out / f"{stem}.png").stat().st_size > 0
     report = (out / "report.md").read_text()
     assert "--ef on" in report and "error feedback: on" in report

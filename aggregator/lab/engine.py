@@ -38,10 +38,17 @@ from aggregator.lab.problem import Problem
 from aggregator.lab.results import NODE_COLUMNS, SimResult
 from edge import np_backend
 from edge.cat import RULE_NAMES, SCHEME_IDENTITY, SCHEME_NAMES, SCHEME_SS, Rule, rule_id, scheme_id
+from edge.catef import EFRule
 from edge.cost import CostModel
 from edge.deltacost import DeltaShare
 from edge.energycost import BoardCost
 from edge.frame import frame_length
+
+
+#: rule catavg scoring the direction error feedback sends against the node's gradient
+#: (edge/catef.py), a simulator rule: a board does not keep the gradient apart from the
+#: residual (edge/feedback.py), so a job cannot select it
+EF_RULE = "catef"
 
 
 class SimError(UserError):
@@ -66,7 +73,7 @@ class SimConfig:
     """One simulated run. rule_param is T for `fixed` and the period S for `hybrid`."""
 
     scheme: str = "s"
-    rule: str = "catavg"            # the project's default; "cat" is the paper's rule
+    rule: str = "catavg"            # the project's default; "cat" is the paper's rule; EF_RULE a simulator one
     rule_param: int = 0
     profile: str = PACKET_SMALL
     metric: str | None = None
@@ -91,9 +98,9 @@ class SimConfig:
         if scheme_id(self.scheme) == SCHEME_IDENTITY:
             return "GD"
         sch = scheme_label(self.scheme)
-        r = RULE_NAMES[rule_id(self.rule)]
-        tag = {"cat": "CAT", "catavg": "CATavg", "alistarh": "Alistarh", "fixed": f"T={self.rule_param}",
-               "hybrid": f"hybrid-{self.rule_param}"}.get(r, r)
+        r = EF_RULE if self.rule == EF_RULE else RULE_NAMES[rule_id(self.rule)]
+        tag = {"cat": "CAT", "catavg": "CATavg", EF_RULE: "CATef", "alistarh": "Alistarh",
+               "fixed": f"T={self.rule_param}", "hybrid": f"hybrid-{self.rule_param}"}.get(r, r)
         return f"{tag} {sch}" + (" +EF" if self.error_feedback else "") + (" +delta" if self.delta_share else "")
 
 
@@ -145,6 +152,10 @@ def _rules(cfg: SimConfig, scheme: int, nodes: int, t_max: int, prof: dict) -> l
     by the backend; the paper uses it for S+Q."""
     if scheme == SCHEME_IDENTITY:
         return [None] * nodes
+    if cfg.rule == EF_RULE:
+        if not cfg.error_feedback:
+            raise SimError(f"rule {EF_RULE} scores the update error feedback sends: it needs error feedback")
+        return [EFRule(nodes, np.zeros(0)) for _ in range(nodes)]  # grad: set every round (simulate)
     kind = rule_id(cfg.rule)
     if kind == rule_id("identity"):
         raise SimError("rule identity goes with scheme identity")
@@ -278,8 +289,12 @@ def simulate(problem: Problem, cfg: SimConfig, progress: bool = True,
                 mk.set_round(r)
         g = grads.astype(np.float32)
         if e is not None:
-            v = (g.astype(np.float64) * scale + e).astype(np.float32)
+            gh = g.astype(np.float64) * scale
+            v = (gh + e).astype(np.float32)
             s = 1.0
+            for k, rule in enumerate(rules):
+                if isinstance(rule, EFRule):
+                    rule.grad = gh[k]
         else:
             v = g
             s = scale

@@ -28,9 +28,11 @@ from edge.cat import SCHEME_IDENTITY, rule_id, scheme_id
 def _cmd_simulate(args: argparse.Namespace) -> int:
     try:
         scheme_id(args.scheme)
-        rk = rule_id(args.rule)
+        rk = rule_id("catavg" if args.rule == engine.EF_RULE else args.rule)
     except ValueError as e:
         raise ArgumentError(str(e)) from None
+    if args.rule == engine.EF_RULE and not args.ef:
+        raise ArgumentError(f"--rule {engine.EF_RULE} scores what error feedback sends: it needs --ef")
     if scheme_id(args.scheme) == SCHEME_IDENTITY:
         args.rule = "identity"
     elif rk == rule_id("identity"):
@@ -119,7 +121,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--nodes", type=int, default=4)
     p.add_argument("--scheme", default="s", help="identity, s, sq (S+Q) or ss")
     p.add_argument("--rule", default="catavg",
-                   help="catavg (default: CAT on the averaged update), cat (the paper's), fixed, alistarh, hybrid or identity")
+                   help="catavg (default: CAT on the averaged update), cat (the paper's), fixed, alistarh, hybrid, "
+                        "identity, or catef (with --ef: catavg scoring the direction sent against the gradient; "
+                        "simulator only)")
     p.add_argument("--T", type=int, default=0, help="fixed rule: entries per update")
     p.add_argument("--period", type=int, default=200, help="hybrid rule: CAT every S rounds")
     p.add_argument("--profile", default=PACKET_SMALL, help="cost profile name or .toml path")

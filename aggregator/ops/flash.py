@@ -36,7 +36,7 @@ ARCHES = ("none", "xtensawin", "xtensa", "armv6m", "armv7m", "armv7em", "armv7em
 # Modules a board never imports: CPython-only ones (numpy, paho/aiocoap/pyserial, argparse)
 # and the TOML profile loader (the board gets the profile already normalised in node.json).
 HOST_ONLY = ("cli.py", "pi.py", "np_backend.py", "profile.py", "stackcheck.py", "regions.py", "downwalk.py",
-             "hwprofile.py", "deltacost.py", "variant.py")
+             "hwprofile.py", "deltacost.py", "variant.py", "catef.py")
 # Profile fields the edge never reads on a board (long text): dropped to save RAM.
 PROFILE_DROP = ("sources", "description")
 MAIN_PY = ("# cat-iot edge: written by `cat-aggregator flash`\n"

@@ -20,7 +20,9 @@ command, and the two lines the project tracks:
 `cells where rule catavg (default) needs more bits than Alistarh S+Q: N of M` and
 `cells where rule catavg (default) needs more than 1.1x the best fixed T: N of M` (CAT S+Q under
 the project's default rule; M counts the cells where both sides fit the link), then the same two
-lines for the other CAT rule (`OTHER_RULE`: the paper's `cat`, S+Q only), side by side.
+lines for the other CAT rule (`OTHER_RULE`: the paper's `cat`, S+Q only), side by side, and on
+cells with error feedback for rule `catef` (`EF_RULE`, S+Q: catavg scoring the direction error
+feedback sends against the node's gradient; not run, and no lines, without error feedback).
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ import numpy as np
 
 from aggregator.lab import reports
 from aggregator.lab.cliargs import ArgumentError
-from aggregator.lab.engine import Infeasible, SimConfig, scheme_label, simulate
+from aggregator.lab.engine import EF_RULE, Infeasible, SimConfig, scheme_label, simulate
 from aggregator.lab.experiments.common import finish, priced, progress_bar, reach
 from aggregator.lab.pricing import PACKET_LARGE, PACKET_SMALL
 from aggregator.lab.problem import load_data, make_problem
@@ -58,7 +60,7 @@ DEFAULT_RULE = "catavg"
 #: the other CAT rule, run with S+Q beside the default (the paper's `cat`)
 OTHER_RULE = "cat"
 #: how rows and tables name a rule's CAT (`CATavg S+Q`, `CAT S+Q`)
-RULE_TAGS = {"cat": "CAT", "catavg": "CATavg"}
+RULE_TAGS = {"cat": "CAT", "catavg": "CATavg", EF_RULE: "CATef"}
 SLACK = 1.1
 #: what names a cell in grid.csv's rows
 CELL_KEYS = ("nodes", "link", "target", "ef", "seed", "size", "split")
@@ -123,7 +125,8 @@ def _train(g: Group, problem, rounds: int, stop: float, bar) -> dict[str, dict[s
             blind(f"T={t} S+Q", SimConfig(scheme="sq", rule="fixed", rule_param=t, profile=PACKET_SMALL, **common))
         else:
             bar.update()
-    for rule, scheme in [(DEFAULT_RULE, s) for s in CAT_SCHEMES] + [(OTHER_RULE, "sq")]:
+    for rule, scheme in [(DEFAULT_RULE, s) for s in CAT_SCHEMES] + [(OTHER_RULE, "sq")] + \
+            ([(EF_RULE, "sq")] if g.ef else []):
         label = cat_label(rule, scheme)
         out[label] = {}
         for link in LINKS:
@@ -155,8 +158,8 @@ def descent(res: SimResult) -> dict:
             "median T": float(np.median(res.T)), "mean Improvement(T)": float(np.mean(res.improvement))}
 
 
-def runs_per_group() -> int:
-    return 2 + len(FIXED_T) + (len(CAT_SCHEMES) + 1) * len(LINKS)
+def runs_per_group(ef: bool = False) -> int:
+    return 2 + len(FIXED_T) + (len(CAT_SCHEMES) + 1 + ef) * len(LINKS)
 
 
 def _cell_rows(g: Group, link: str, frac: float, gap0: float, runs: dict) -> list[dict]:
@@ -250,6 +253,10 @@ def heatmap(ratios: list[dict], out, stem: str, title: str) -> list[str]:
 DEF_TAG, OTHER_TAG = RULE_TAGS[DEFAULT_RULE], RULE_TAGS[OTHER_RULE]
 DEFAULT, OTHER = cat_label(DEFAULT_RULE, "sq"), cat_label(OTHER_RULE, "sq")
 DEF_STEM, OTHER_STEM = DEF_TAG.lower(), OTHER_TAG.lower()
+#: rule catef, run with S+Q on the cells with error feedback only (catavg scoring the direction
+#: error feedback sends against the node's gradient, edge/catef.py; a simulator rule)
+EF = cat_label(EF_RULE, "sq")
+EF_STEM = RULE_TAGS[EF_RULE].lower()
 
 
 def _cmp(a: str, b: str, slack: float, stem: str) -> tuple:
@@ -263,14 +270,20 @@ COMPARISONS = (_cmp(DEFAULT, "Alistarh S+Q", 1.0, f"{DEF_STEM}-sq-vs-alistarh"),
                _cmp(DEFAULT, OTHER, 1.0, f"{DEF_STEM}-sq-vs-{OTHER_STEM}-sq"),
                _cmp(DEFAULT, "GD", 1.0, f"{DEF_STEM}-sq-vs-gd"),
                _cmp(f"{DEF_TAG} S", DEFAULT, 1.0, f"{DEF_STEM}-s-vs-sq"),
-               _cmp(f"{DEF_TAG} SS", DEFAULT, 1.0, f"{DEF_STEM}-ss-vs-sq"))
+               _cmp(f"{DEF_TAG} SS", DEFAULT, 1.0, f"{DEF_STEM}-ss-vs-sq"),
+               _cmp(EF, "Alistarh S+Q", 1.0, f"{EF_STEM}-sq-vs-alistarh"),
+               _cmp(EF, "best fixed T S+Q", SLACK, f"{EF_STEM}-sq-vs-best-fixed"),
+               _cmp(EF, DEFAULT, 1.0, f"{EF_STEM}-sq-vs-{DEF_STEM}-sq"))
 
 
 def headline(counts: dict[str, tuple[int, int]]) -> list[str]:
-    """The two tracked lines for the default rule, then for the other rule, from compare's
-    (worse, compared) per COMPARISONS stem."""
+    """The two tracked lines for the default rule, then for the other rule, then for catef when
+    it ran (cells with error feedback), from compare's (worse, compared) per COMPARISONS stem."""
     lines = []
-    for rule, stem, note in ((DEFAULT_RULE, DEF_STEM, " (default)"), (OTHER_RULE, OTHER_STEM, "")):
+    for rule, stem, note in ((DEFAULT_RULE, DEF_STEM, " (default)"), (OTHER_RULE, OTHER_STEM, ""),
+                             (EF_RULE, EF_STEM, " (error feedback only)")):
+        if f"{stem}-sq-vs-alistarh" not in counts:
+            continue
         n1, m1 = counts[f"{stem}-sq-vs-alistarh"]
         n2, m2 = counts[f"{stem}-sq-vs-best-fixed"]
         lines += [f"cells where rule {rule}{note} needs more bits than Alistarh S+Q: {n1} of {m1}",
@@ -286,7 +299,7 @@ def run(args: argparse.Namespace) -> int:
                             "--target are not used")
     out = reports.out_dir(args.out, NAME)
     todo = groups(args)
-    bar = progress_bar(len(todo) * runs_per_group(), NAME, not args.quiet)
+    bar = progress_bar(sum(runs_per_group(g.ef) for g in todo), NAME, not args.quiet)
     rows: list[dict] = []
     data_lines: list[str] = []
     data_cache: dict[tuple, object] = {}
@@ -317,6 +330,8 @@ def run(args: argparse.Namespace) -> int:
     counts: dict[str, tuple[int, int]] = {}
     for a, b, slack, stem, title in COMPARISONS:
         n, m, ratios = compare(rows, a, b, slack)
+        if not m and EF in (a, b):
+            continue  # no cell with error feedback: rule catef did not run
         counts[stem] = (n, m)
         plots += heatmap(ratios, out, stem, title)
         med = float(np.median([r["ratio"] for r in ratios])) if ratios else math.nan
