@@ -49,7 +49,7 @@ import gc
 
 from edge import frame, learner
 from edge.cat import Rule
-from edge.cbor import const, errmsg
+from edge.cbor import const, drop, errmsg
 from edge.compress import Workspace, XorShift32, capacity, compress
 from edge.cost import CostModel
 from edge.links import LinkError
@@ -223,6 +223,7 @@ class EdgeNode:
                 finally:
                     if self.feedback is not None:
                         self.feedback.reset()      # the residual's array held the staged model
+                    drop("edge.snapshot", "snapshot")  # a board's code for it goes until the next one
                 if v is None:
                     return False
             else:
