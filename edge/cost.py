@@ -132,8 +132,9 @@ class CostModel:
         once per cost version (a link profile; a paper profile has no walk to spare). cost,
         joules and packets read them from then on, instead of the 2 n walks of every CAT scan;
         then the walk's code (edge.onair) is let go on a board until the next version or config
-        needs it (docs/firmware.md, "What was changed in edge/"). The values are the walk's own floats, held exactly (array 'd', or 'f' where floats are
-        single precision), so CAT chooses the same T as without the table."""
+        needs it (docs/firmware.md, "What was changed in edge/"). The values are the walk's
+        own floats, held exactly (array 'd', or 'f' where floats are single precision), so
+        CAT chooses the same T as without the table."""
         if self.kind == "paper":
             return
         if n > self.t_max:
