@@ -49,20 +49,29 @@ def errmsg(n, args=()):
     docs/firmware.md "The code a round imports"). On MicroPython errtext is imported when an
     error is raised and let go again; if that finds no memory, the error carries its number
     instead. CPython keeps it (no import races between threads)."""
-    import sys
     try:
         from edge.errtext import TEXT
         t = TEXT[n] % args
     except MemoryError:
         t = 'edge error %d %r' % (n, args)
+    drop('edge.errtext', 'errtext')
+    return t
+
+
+def drop(mod, name):
+    """MicroPython: forget the module mod = edge.<name> (sys.modules and the package's reference),
+    so that its code is collected once nothing else holds it; the next import loads it again.
+    For code a board needs rarely and briefly (errtext, snapshot, onair). Both names are given
+    so that it allocates nothing (errmsg calls it with the heap full). CPython keeps it (no
+    import races between threads)."""
+    import sys
     if sys.implementation.name == 'micropython':
-        sys.modules.pop('edge.errtext', None)
+        sys.modules.pop(mod, None)
         import edge
         try:
-            del edge.errtext    # the package's reference to its submodule
+            delattr(edge, name)    # the package's reference to its submodule
         except (AttributeError, KeyError):  # not there (MicroPython raises KeyError)
             pass
-    return t
 
 
 class FrameError(ValueError):

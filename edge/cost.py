@@ -17,7 +17,10 @@ not load: here a metric is whatever LinkCost.metric and edge.papercost compute, 
 are imported only to word the error for one they do not (edge.papercost.no_metric).
 """
 
-from edge.cbor import const, head_len
+import gc
+from array import array
+
+from edge.cbor import const, drop, head_len
 from edge.frame import frame_length
 
 _SCHEME_IDENTITY = const(0)  # edge.cat's scheme numbers (folded: no dict entries on a board)
@@ -88,6 +91,7 @@ class CostModel:
         self.rnd = rnd
         self.compact = compact  # kind-4 frames (docs/wire-format.md §3.1.1): no job/node/d/... header
         self.version = 0  # bumps whenever C(T) may have changed (see set_round)
+        self.table = None  # (version, n, C, joules, packets) for T = 1..n (see tabulate)
         if metric is None:
             metric = profile["default_metric"]
         self.metric = metric
@@ -99,6 +103,11 @@ class CostModel:
         else:
             self.affine = False
             self.t_max = self._largest_fitting_t()
+            if scheme != _SCHEME_IDENTITY:
+                # the walk's code goes until tabulate needs it (as there; identity's T = d is
+                # walked every round, so it keeps it)
+                _WALK[0] = None
+                drop("edge.onair", "onair")
 
     def set_round(self, rnd):
         """The round number is in the frame header: its CBOR head (1, 2, 3, 5 or 9 bytes) shifts
@@ -118,7 +127,57 @@ class CostModel:
     def link(self, t):
         return LinkCost(self.profile, self.frame_bytes(t), self.job)
 
+    def tabulate(self, n):
+        """C(T), and the frame's joules and link packets, for T = 1..min(n, t_max) into arrays,
+        once per cost version (a link profile; a paper profile has no walk to spare). cost,
+        joules and packets read them from then on, instead of the 2 n walks of every CAT scan;
+        then the walk's code (edge.onair) is let go on a board until the next version or config
+        needs it (docs/firmware.md, "What was changed in edge/"). The values are the walk's
+        own floats, held exactly (array 'd', or 'f' where floats are single precision), so
+        CAT chooses the same T as without the table."""
+        if self.kind == "paper":
+            return
+        if n > self.t_max:
+            n = self.t_max
+        tb = self.table
+        if tb is not None and tb[0] == self.version and tb[1] >= n:
+            return
+        self.table = None  # the old arrays go before the new ones
+        gc.collect()  # the garbage of the import and the round so far: free room for the arrays
+        # the platform's float exactly: 'f' where floats are single precision (a 32-bit board),
+        # else 'd'; sized from len(range(n)), no 8 n-byte temporary
+        tc = "f" if 1.0 + 2.0 ** -30 == 1.0 else "d"
+        jl = array(tc, range(n))
+        pk = array("H", range(n))  # a message of max_bytes is far fewer than 65,536 packets
+        c = jl if self.metric == "joules" else array(tc, range(n))
+        for t in range(1, n + 1):
+            lc = self.link(t)
+            jl[t - 1] = lc.joules
+            pk[t - 1] = lc.packets
+            if c is not jl:
+                c[t - 1] = lc.metric(self.metric)
+        self.table = (self.version, n, c, jl, pk)
+        _WALK[0] = None  # its class holds the module
+        drop("edge.onair", "onair")  # a board only; edge.pktcost (small) stays
+
+    def joules(self, t):
+        """The radio joules of the frame carrying t entries (a link profile)."""
+        tb = self.table
+        if tb is not None and t <= tb[1] and tb[0] == self.version:
+            return tb[3][t - 1]
+        return self.link(t).joules
+
+    def packets(self, t):
+        """The link packets the node transmits for the frame carrying t entries."""
+        tb = self.table
+        if tb is not None and t <= tb[1] and tb[0] == self.version:
+            return tb[4][t - 1]
+        return self.link(t).packets
+
     def cost(self, t):
+        tb = self.table
+        if tb is not None and t <= tb[1] and tb[0] == self.version:
+            return tb[2][t - 1]
         if self.kind == "paper":
             from edge.papercost import paper_cost, paper_payload_bits  # only paper profiles load it
             fpp = 8.0 * self.profile["paper"]["fpp_bytes"]

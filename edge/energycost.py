@@ -17,7 +17,8 @@ node.json ("board_cost"). Runs unchanged on MicroPython and CPython.
 
 class CostOnTop:
     """A cost model with something added to its cost: forwards what CAT, the edge loop and the
-    simulator read from an edge.cost.CostModel (t_max, version, set_round, frame_bytes, link);
+    simulator read from an edge.cost.CostModel (t_max, version, set_round, frame_bytes, link,
+    tabulate, joules, packets);
     a subclass defines cost(t)."""
 
     def __init__(self, model):
@@ -45,6 +46,15 @@ class CostOnTop:
     def link(self, t):
         return self.model.link(t)
 
+    def tabulate(self, n):
+        self.model.tabulate(n)
+
+    def joules(self, t):
+        return self.model.joules(t)
+
+    def packets(self, t):
+        return self.model.packets(t)
+
     def __call__(self, t):
         return self.cost(t)
 
@@ -67,7 +77,7 @@ class BoardCost(CostOnTop):
         return self.power_w * self.entry_s * t + self.round_j
 
     def cost(self, t):
-        return self.model.link(t).joules + self.compute_j(t)
+        return self.model.joules(t) + self.compute_j(t)
 
 
 def from_config(model, terms):

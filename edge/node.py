@@ -49,7 +49,7 @@ import gc
 
 from edge import frame, learner
 from edge.cat import Rule
-from edge.cbor import const, errmsg
+from edge.cbor import const, drop, errmsg
 from edge.compress import Workspace, XorShift32, capacity, compress
 from edge.cost import CostModel
 from edge.links import LinkError
@@ -223,6 +223,7 @@ class EdgeNode:
                 finally:
                     if self.feedback is not None:
                         self.feedback.reset()      # the residual's array held the staged model
+                    drop("edge.snapshot", "snapshot")  # a board's code for it goes until the next one
                 if v is None:
                     return False
             else:
@@ -318,6 +319,7 @@ class EdgeNode:
                 for j in range(d):
                     g[j] = round_value(g[j], 1)
         else:
+            self.cost.tabulate(self.ws.cap)  # C(T) for every T CAT may try, once per cost version
             res = compress(self.ws, g, self.scheme, self.rule, self.cost, self.cost.t_max, scale, self.rng)
             if self.feedback is not None:
                 self.feedback.store(self.ws, res)
@@ -329,9 +331,8 @@ class EdgeNode:
         energy = 0.0
         packets = 1
         if self.profile["kind"] == "link":
-            lc = self.cost.link(t)
-            energy = lc.joules
-            packets = lc.packets
+            energy = self.cost.joules(t)   # from the table when t is in it
+            packets = self.cost.packets(t)
         tel = (loss, imp, compute_s, energy) if self.telemetry else None
         n = frame.encode_update(self.buf, self.key, self.job, self.node, rnd, self.scheme, d, t,
                                 idx, vals, cfg["fmt"], tel, cfg["compact"])
