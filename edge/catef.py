@@ -65,38 +65,33 @@ def ef_improvement(p, q, s2g):
     return p * p / (q * s2g)
 
 
+def _running(sq, g, idx, top, grad, s2g, weight):
+    """(T, ef_improvement) for T = 1..top, from the running sums over the first T candidates."""
+    p = q = 0.0
+    for t in range(1, top + 1):
+        j = idx[t - 1]
+        u = g[j]
+        v = weight(j)
+        if sq:
+            p += v * (grad[j] if u >= 0.0 else -grad[j])
+            q += v
+        else:
+            p += v * (grad[j] * u)
+            q += v * (u * u)
+        yield t, ef_improvement(p, q, s2g)
+
+
 def efchoose(scheme, g, idx, top, grad, s2g, cost, weight, rtol):
     """edge.catavg.wchoose for the update error feedback sends: g is the compressed vector,
     grad[j] the step-scaled gradient, s2g = ||grad||^2; the same two passes and tie rule."""
     sq = scheme != _SCHEME_S
     best_r = -1.0
-    p = q = 0.0
-    for t in range(1, top + 1):
-        j = idx[t - 1]
-        u = g[j]
-        v = weight(j)
-        if sq:
-            p += v * (grad[j] if u >= 0.0 else -grad[j])
-            q += v
-        else:
-            p += v * (grad[j] * u)
-            q += v * (u * u)
-        r = ef_improvement(p, q, s2g) / cost(t)
+    for t, imp in _running(sq, g, idx, top, grad, s2g, weight):
+        r = imp / cost(t)
         if r > best_r:
             best_r = r
     floor = best_r * (1.0 - rtol)
-    p = q = 0.0
-    for t in range(1, top + 1):
-        j = idx[t - 1]
-        u = g[j]
-        v = weight(j)
-        if sq:
-            p += v * (grad[j] if u >= 0.0 else -grad[j])
-            q += v
-        else:
-            p += v * (grad[j] * u)
-            q += v * (u * u)
-        imp = ef_improvement(p, q, s2g)
+    for t, imp in _running(sq, g, idx, top, grad, s2g, weight):
         c = cost(t)
         r = imp / c
         if r >= floor:
