@@ -17,10 +17,9 @@ not load: here a metric is whatever LinkCost.metric and edge.papercost compute, 
 are imported only to word the error for one they do not (edge.papercost.no_metric).
 """
 
-import gc
 from array import array
 
-from edge.cbor import const, drop, head_len
+from edge.cbor import collect, const, drop, head_len
 from edge.frame import frame_length
 
 _SCHEME_IDENTITY = const(0)  # edge.cat's scheme numbers (folded: no dict entries on a board)
@@ -143,7 +142,7 @@ class CostModel:
         if tb is not None and tb[0] == self.version and tb[1] >= n:
             return
         self.table = None  # the old arrays go before the new ones
-        gc.collect()  # the garbage of the import and the round so far: free room for the arrays
+        collect()  # the garbage of the import and the round so far: free room for the arrays
         # the platform's float exactly: 'f' where floats are single precision (a 32-bit board),
         # else 'd'; sized from len(range(n)), no 8 n-byte temporary
         tc = "f" if 1.0 + 2.0 ** -30 == 1.0 else "d"

@@ -45,11 +45,9 @@ except ImportError:
         return _now() - t0
 
 
-import gc
-
 from edge import frame, learner
 from edge.cat import Rule
-from edge.cbor import const, drop, errmsg
+from edge.cbor import collect, const, drop, errmsg
 from edge.compress import Workspace, XorShift32, capacity, compress
 from edge.cost import CostModel
 from edge.links import LinkError
@@ -109,7 +107,7 @@ class EdgeNode:
         # raw-code records, module-level bytecode) is free then, so the small objects made
         # next fill its holes instead of the room the large blocks need; measured 1-4 KiB
         # less heap for a board's rounds (docs/firmware.md, "What was changed in edge/").
-        gc.collect()
+        collect()
         self.model = learner.zeros(n)
         self.grad = learner.zeros(n)
         self.stage = learner.byte_view(self.grad)  # the gradient's bytes (None: not on this port)
@@ -145,7 +143,7 @@ class EdgeNode:
             k = self.local_cap
         self.ws = None      # the old buffers go before the new ones are allocated
         self.buf = None
-        gc.collect()        # before the O(K) blocks (see __init__)
+        collect()           # before the O(K) blocks (see __init__)
         if self.scheme == _SCHEME_IDENTITY:
             size = frame.buffer_size(d, d, self.scheme, cfg["fmt"])
         else:
@@ -216,7 +214,7 @@ class EdgeNode:
             if stream is not None:
                 # Block by block through the gradient buffer (idle while syncing): a board
                 # never holds the 4 d-byte message, let alone the copies of a reassembly.
-                gc.collect()    # before the sink's code and buffers (see __init__)
+                collect()       # before the sink's code and buffers (see __init__)
                 from edge.snapshot import SnapshotSink  # only a sync by snapshot loads it
                 try:
                     v = stream(SnapshotSink(self.downlink_key, self.model, self.grad, self.job))
