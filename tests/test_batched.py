@@ -48,6 +48,19 @@ def nodes_of(scheme: int, rule: str, d: int, n: int, prof: dict) -> tuple[list, 
     return rules, tables, t_maxes
 
 
+def observe_round(one: list, batch: list, want: list, got: list, d: int) -> None:
+    """Both copies of the nodes (rules `one` and `batch`, their updates `want` and `got`) read
+    the round's averaged delta, as the gateway sends it (float32), into their agreements."""
+    n = len(got)
+    delta = np.zeros(d)
+    for idx, vals, _ in got:
+        delta[idx] += vals
+    synced = (delta / n).astype(np.float32).astype(np.float64)
+    for k in range(n):
+        nb.observe(one[k].agreement, want[k][0], want[k][1], synced)
+        nb.observe(batch[k].agreement, got[k][0], got[k][1], synced)
+
+
 def assert_same(one: tuple, row: tuple) -> None:
     (i1, v1, c1), (i2, v2, c2) = one, row
     assert np.array_equal(i1, i2)
@@ -97,14 +110,8 @@ def test_compress_rows_is_compress_row_by_row(scheme, rule, ef):
             if ef:
                 e[k] = v[k]
                 e[k][got[k][0]] -= got[k][1]
-        if rule == "catavg" and sch != SCHEME_SS:  # the agreements read the same delta
-            delta = np.zeros(d)
-            for idx, vals, _ in got:
-                delta[idx] += vals
-            synced = (delta / n).astype(np.float32).astype(np.float64)
-            for k in range(n):
-                nb.observe(one[0][k].agreement, want[k][0], want[k][1], synced)
-                nb.observe(batch[0][k].agreement, got[k][0], got[k][1], synced)
+        if rule == "catavg" and sch != SCHEME_SS:
+            observe_round(one[0], batch[0], want, got, d)
     for r1, r2 in zip(one[0], batch[0]):
         assert (r1.calls, r1.last_t) == (r2.calls, r2.last_t)
 

@@ -188,7 +188,7 @@ def test_compress_rows_scores_each_row_against_its_gradient(scheme):
     """Ten rounds of error feedback on seven nodes (tied, flat, zero and out-of-range rows, one
     node without a gradient to score against): compress_rows row by row equal to compress,
     rule state included."""
-    from tests.test_batched import PACKET as BPACKET, assert_same, nodes_of, tied_rows
+    from tests.test_batched import PACKET as BPACKET, assert_same, nodes_of, observe_round, tied_rows
     n, d = 7, 64
     rng = np.random.default_rng(9)
     one = nodes_of(scheme, "catavg", d, n, BPACKET)
@@ -207,16 +207,11 @@ def test_compress_rows_scores_each_row_against_its_gradient(scheme):
             batch[0][k].grad = gh[k]
         want = [nb.compress(v[k], scheme, one[0][k], one[1][k], one[2][k], 1.0) for k in range(n)]
         got = nb.compress_rows(v, scheme, batch[0], batch[1], batch[2], [1.0] * n)
-        delta = np.zeros(d)
         for k in range(n):
             assert_same(want[k], got[k])
             e[k] = v[k]
             e[k][got[k][0]] -= got[k][1]
-            delta[got[k][0]] += got[k][1]
-        synced = (delta / n).astype(np.float32).astype(np.float64)
-        for k in range(n):
-            nb.observe(one[0][k].agreement, want[k][0], want[k][1], synced)
-            nb.observe(batch[0][k].agreement, got[k][0], got[k][1], synced)
+        observe_round(one[0], batch[0], want, got, d)
     for r1, r2 in zip(one[0], batch[0]):
         assert (r1.calls, r1.last_t) == (r2.calls, r2.last_t)
 
