@@ -4,8 +4,9 @@ The gateway applies the mean of the n nodes' updates. A node's entry j keeps w_j
 in that mean (1 when every node sent it alike, 1/n when it alone did, 0 when the others
 cancelled it); with F's gradient there taken as w_j g_j, the descent lemma on F scores T by
 `improvement` instead of alpha and beta. The node learns w from the delta it syncs after
-its own update (Agreement, O(K)). Loaded only by catavg jobs, like edge/ss.py for SS: a board
-running another rule never holds this code or its objects. Runs unchanged on MicroPython.
+its own update (Agreement, O(K)), and before it from its own sampling noise
+(edge/noiseprior.py). Loaded only by catavg jobs, like edge/ss.py for SS: a board running
+another rule never holds this code or its objects. Runs unchanged on MicroPython.
 """
 
 from edge.cbor import const
@@ -19,8 +20,10 @@ class Agreement:
     w_j = Delta_j / u_j clamped to [0, 1] for the entries j the node sent last round (u its
     update, Delta the averaged update it synced: 1 when every node sent the same step, 1/n
     when it alone sent j, 0 when the others cancelled it); an entry it did not send (or sent
-    as 0) gets 1/n, its own share when no other node sends it. Before any observation every
-    entry has 1/n, so the first round chooses as CAT does. One node: Delta = u, w = 1.
+    as 0) gets 1/n, its own share when no other node sends it. Before any observation (n = 0
+    entries held) the node fills w at its K candidates from its own sampling noise
+    (edge/noiseprior.py, on several nodes); uniform weights would choose as CAT does. One
+    node: Delta = u, w = 1.
 
     Use: begin(idx, vals, m) with the node's last update (idx ascending), then seen(j, v)
     for the delta's entries in ascending j (an entry of idx the delta lacks was cancelled),
@@ -34,7 +37,7 @@ class Agreement:
             raise ValueError("catavg needs the job's node count >= 1, got %r" % (nodes,))
         self.idx = alloc_index(k, d if d > k else k)
         self.w = zeros(k)
-        self.m = 0
+        self.n = 0
         self.prior = 1.0 / nodes
         self._p = 0
         self.reading = False
@@ -46,14 +49,14 @@ class Agreement:
         for i in range(m):
             self.idx[i] = idx[i]
             self.w[i] = vals[i]
-        self.m = m
+        self.n = m
         self._p = 0
         self.reading = True
 
     def seen(self, j, v):
         """One delta entry (j ascending): if the node sent j, store Delta_j / u_j in [0, 1]."""
         p = self._p
-        m = self.m
+        m = self.n
         idx = self.idx
         while p < m and idx[p] < j:
             self._absent(p)
@@ -71,7 +74,7 @@ class Agreement:
 
     def end(self):
         p = self._p
-        while p < self.m:
+        while p < self.n:
             self._absent(p)
             p += 1
         self._p = p
@@ -79,7 +82,7 @@ class Agreement:
 
     def forget(self):
         """No delta this round (a snapshot, a missed round): back to the prior everywhere."""
-        self.m = 0
+        self.n = 0
         self.reading = False
 
     def weight(self, j):
@@ -88,14 +91,14 @@ class Agreement:
             return self.prior * self.prior
         idx = self.idx
         lo = 0
-        hi = self.m
+        hi = self.n
         while lo < hi:
             mid = (lo + hi) >> 1
             if idx[mid] < j:
                 lo = mid + 1
             else:
                 hi = mid
-        w = self.w[lo] if lo < self.m and idx[lo] == j else self.prior
+        w = self.w[lo] if lo < self.n and idx[lo] == j else self.prior
         return w * w
 
 

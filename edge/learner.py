@@ -164,6 +164,31 @@ def _axpy(v, data, out, base):
             out[j] += v * vals[k]
 
 
+def softmax_row(model, data, out, n, label):
+    """The current row's softmax loss (returned) and dloss/dz_c = p_c - [c == label] in
+    out[0:n], n classes: the gradient pass and the noise pass of rule catavg
+    (edge/noiseprior.py) share it. (Parameter names that were qstrs of a round already.)"""
+    _logits(model, data, out, n)
+    zmax = out[0]
+    for c in range(1, n):
+        if out[c] > zmax:
+            zmax = out[c]
+    zy = out[label]
+    ssum = 0.0
+    for c in range(n):
+        e = math.exp(out[c] - zmax)  # <= 1: cannot overflow
+        out[c] = e
+        ssum += e
+    inv = 1.0 / ssum
+    for c in range(n):
+        coef = out[c] * inv
+        if c == label:
+            coef -= 1.0
+        out[c] = coef
+    # loss_i = logsumexp(z) - z_y = zmax + log(ssum) - z_y, ssum in [1, C]
+    return (zmax - zy) + math.log(ssum)
+
+
 def loss_and_grad(model, data, lam, grad_out, kind, add=0.0):
     """Local objective f(x) (returned) and its gradient (written into grad_out).
 
@@ -206,24 +231,9 @@ def loss_and_grad(model, data, lam, grad_out, kind, add=0.0):
             y = data.read_row()
             if y < 0:
                 break
-            _logits(model, data, z, cc)
-            zmax = z[0]
-            for c in range(1, cc):
-                if z[c] > zmax:
-                    zmax = z[c]
-            zy = z[y]
-            ssum = 0.0
+            total += softmax_row(model, data, z, cc, y)
             for c in range(cc):
-                e = math.exp(z[c] - zmax)  # <= 1: cannot overflow
-                z[c] = e
-                ssum += e
-            # loss_i = logsumexp(z) - z_y = zmax + log(ssum) - z_y, ssum in [1, C]
-            total += (zmax - zy) + math.log(ssum)
-            inv = 1.0 / ssum
-            for c in range(cc):
-                coef = z[c] * inv
-                if c == y:
-                    coef -= 1.0
+                coef = z[c]
                 if coef != 0.0:
                     _axpy(coef if add == 0.0 else coef * row, data, grad_out, c * d)
     inv_n = 1.0 / data.n

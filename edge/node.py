@@ -179,8 +179,9 @@ class EdgeNode:
         """Bring the local model to version rnd: deltas while they chain, else the snapshot.
 
         catavg (S, S+Q): the delta that follows this node's last update (base = its round) is
-        read against that update, still in ws (edge.catavg.Agreement, allocated at the first
-        such delta, past round 0's snapshot); any other way to rnd forgets it."""
+        read against that update, still in ws (edge.catavg.Agreement, allocated after round
+        0's snapshot: by the noise prior on several nodes, else by the first such delta); any
+        other way to rnd forgets it (the next compute then weighs by the noise prior again)."""
         if self.version < rnd and self.rule is not None and self.rule.agreement is not None:
             self.rule.agreement.forget()
         while self.version < rnd:
@@ -237,7 +238,7 @@ class EdgeNode:
 
     def _observer(self):
         """catavg: Agreement.seen for the delta that follows this node's own update (still in
-        ws; allocated at the first such delta, past round 0's snapshot), else None."""
+        ws; allocated after round 0's snapshot), else None."""
         rule = self.rule
         last = self.last      # no "T" after a restart from a sleep state: ws holds nothing
         if rule is None or rule.kind != _RULE_CATAVG or self.scheme == _SCHEME_SS or last is None \
@@ -317,6 +318,15 @@ class EdgeNode:
                 for j in range(d):
                     g[j] = round_value(g[j], 1)
         else:
+            rule = self.rule
+            if rule.kind == _RULE_CATAVG and self.scheme != _SCHEME_SS and rule.param > 1:
+                ag = rule.agree(self.ws.k, d)
+                if not ag.n:
+                    # no delta read yet (round 0, after a snapshot or missed rounds): weights
+                    # from the node's own sampling noise, a second pass over its data at the K
+                    # candidates (edge/noiseprior.py; a board lets that code go after it)
+                    from edge.noiseprior import compute as prior
+                    prior(ag, self.ws.vals, g, self.model, self.data, cfg["lam"], self.kind, rule.param)
             self.cost.tabulate(self.ws.cap)  # C(T) for every T CAT may try, once per cost version
             res = compress(self.ws, g, self.scheme, self.rule, self.cost, self.cost.t_max, scale, self.rng)
             if self.feedback is not None:

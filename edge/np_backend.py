@@ -130,7 +130,7 @@ def weights(agreement, order):
     """Rule catavg's v = w^2 for the candidates `order` (edge.catavg.Agreement.weight on numpy)."""
     p = agreement.prior
     v = np.full(order.shape[0], p * p)
-    m = agreement.m
+    m = agreement.n
     if m and not agreement.reading:
         idx = np.asarray(agreement.idx[:m], dtype=np.int64)
         w = np.asarray(agreement.w[:m], dtype=np.float64)
@@ -150,8 +150,33 @@ def observe(agreement, idx, vals, delta):
         r = np.where(u != 0.0, dv / np.where(u != 0.0, u, 1.0), agreement.prior)
     np.frombuffer(agreement.idx, dtype=np.dtype(agreement.idx.typecode))[:m] = idx[:m]
     np.frombuffer(agreement.w, dtype=np.float32)[:m] = np.clip(r, 0.0, 1.0)
-    agreement.m = m
+    agreement.n = m
     agreement.reading = False
+
+
+def noise_prior(agreement, g, m1, m2, rows, lamx, nodes):
+    """edge.noiseprior.compute on numpy: the Agreement's weights at the K candidates of g (the
+    row the node compresses) from m1, m2 = the means over its `rows` rows of c a and (c a)^2
+    (every entry: aggregator.lab.datasets.grad_moments_np) and lamx = lam x."""
+    g = np.asarray(g)
+    k = min(len(agreement.idx), g.shape[0])
+    idx = np.sort(_top(np.abs(g.astype(np.float64)), k))
+    mean = np.asarray(m1, dtype=np.float64)[idx]
+    var = (1.0 - 1.0 / nodes) / rows * (np.asarray(m2, dtype=np.float64)[idx] - mean * mean)
+    w = noise_weights(var, mean + np.asarray(lamx, dtype=np.float64)[idx])
+    np.frombuffer(agreement.idx, dtype=np.dtype(agreement.idx.typecode))[:k] = idx
+    np.frombuffer(agreement.w, dtype=np.float32)[:k] = w
+    agreement.n = k
+    agreement.reading = False
+
+
+def noise_weights(var, g):
+    """edge.noiseprior.weight entry by entry: max(0, 1 - var / g^2), 1 where var <= 0, 0 where
+    g = 0 with noise or var / g^2 is not a number."""
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        g2 = g * g
+        r = var / g2
+        return np.where(var <= 0.0, 1.0, np.where((g2 > 0.0) & (r < 1.0), 1.0 - r, 0.0))
 
 
 def weighted_improvements(scheme, a, v, s2):
@@ -629,7 +654,7 @@ def _weights_rows(agreements, order):
             continue
         p = ag.prior
         dense[i] = p * p
-        m = ag.m
+        m = ag.n
         if m and not ag.reading:
             idx = np.frombuffer(ag.idx, dtype=np.dtype(ag.idx.typecode))[:m]
             w = np.frombuffer(ag.w, dtype=np.float32)[:m].astype(np.float64)

@@ -226,12 +226,15 @@ def make_data(path: Path, d: int, rows: int = ROWS, layout: str = "dense", nnz: 
 def make_job(state_dir: Path, d: int, nodes: int = 1, rounds: int = 10_000, k_cap: int = K,
              scheme: str = "sq", profile: str = PROFILE, lam: float = 1e-3, quorum: float = 1.0,
              deadline_s: float = 30.0, error_feedback: bool = False, job_id: int = 5,
-             transports: dict | None = None, max_frame: int = 1 << 20, rule: str = "cat") -> Job:
-    """A logistic job over `nodes` nodes (ids 1..nodes) with test keys."""
+             transports: dict | None = None, max_frame: int = 1 << 20, rule: str = "cat",
+             rule_param: int = 0) -> Job:
+    """A logistic job over `nodes` nodes (ids 1..nodes) with test keys; rule_param 0: the
+    rule's default (catavg: the node count)."""
     raw = {
         "job": {"id": job_id, "rounds": rounds, "seed": 1},
         "model": {"kind": "logistic", "features": d, "classes": 2, "lambda": lam, "L": 0.25 + lam},
-        "training": {"scheme": scheme, "rule": rule, "k_cap": k_cap, "error_feedback": error_feedback},
+        "training": {"scheme": scheme, "rule": rule, "rule_param": rule_param, "k_cap": k_cap,
+                     "error_feedback": error_feedback},
         "cost": {"profile": profile},
         "rounds": {"quorum": quorum, "deadline_s": deadline_s, "max_frame_bytes": max_frame},
         "nodes": {str(i): key_for(i).hex() for i in range(1, nodes + 1)},
@@ -350,14 +353,15 @@ class RoundSetup:
 
 def round_setup(tmp: Path, d: int, mode: str = "mpy", layout: str = LAYOUT, block_size: int = 64,
                 k_cap: int = K, scheme: str = "sq", ack_timeout: float = 1.0,
-                error_feedback: bool = False, rule: str = "cat") -> RoundSetup:
+                error_feedback: bool = False, rule: str = "cat", rule_param: int = 0) -> RoundSetup:
     """Start a gateway and lay out a device root (edge as .mpy, node.json, data) for node 1.
 
     mode "frozen": no edge/ in the root (the interpreter has it frozen in). round_extras
     goes in as .mpy in both modes ("py": as source)."""
     tmp.mkdir(parents=True, exist_ok=True)
     gw, job, port = start_coap_gateway(tmp, lambda state: make_job(state, d, k_cap=k_cap, scheme=scheme,
-                                                                   error_feedback=error_feedback, rule=rule))
+                                                                   error_feedback=error_feedback, rule=rule,
+                                                                   rule_param=rule_param))
     data = make_data(tmp / f"data-{d}.catd", d, layout=layout, nnz=NNZ)
     cfg = node_config(job, 1, "data.catd", "coap", "127.0.0.1", port, block_size=block_size,
                       ack_timeout=ack_timeout)

@@ -57,7 +57,7 @@ def observed(rng, d, nodes, k):
     ag.end()
     ag2 = catavg.Agreement(k, nodes, d)
     nb.observe(ag2, idx, u, delta)
-    assert ag2.m == ag.m == m
+    assert ag2.n == ag.n == m
     assert list(ag2.idx[:m]) == list(ag.idx[:m]) and list(ag2.w[:m]) == list(ag.w[:m])
     assert all(0.0 <= w <= 1.0 for w in ag.w[:m])
     return ag
@@ -140,7 +140,7 @@ def test_one_node_chooses_as_cat_and_ss_keeps_omega():
             rule.agree(d, d)
             idx, vals, ch = nb.compress(g, scheme, rule, nb.CostTable(cm), cm.t_max, 1.0, np.random.default_rng(1))
             nb.observe(rule.agreement, idx, vals, np.bincount(idx, vals, d))   # one node: Delta = u
-            assert all(rule.agreement.w[i] == 1.0 for i in range(rule.agreement.m) if vals[i] != 0.0)
+            assert all(rule.agreement.w[i] == 1.0 for i in range(rule.agreement.n) if vals[i] != 0.0)
             g2 = gradient(kind, d, rng)
             ch_avg, _, _, _ = nb.choose(rule, scheme, g2, nb.CostTable(cm), cm.t_max)
             ch_cat, _, _, _ = nb.choose(cat.Rule("cat"), scheme, g2, nb.CostTable(cm), cm.t_max)

@@ -17,7 +17,8 @@ import pytest
 from aggregator.gateway.config import load_job
 from aggregator.ops.demo import ServiceThread, free_udp_port
 from aggregator.gateway.service import Endpoints
-from edge import datafile, profile, slip
+from aggregator.lab import datasets
+from edge import catavg, datafile, learner, np_backend as nb, profile, slip
 from edge.coap import CoapClient
 from edge.links import CoapLink
 from edge.pushlinks import SlipLink
@@ -188,8 +189,9 @@ def test_error_feedback_keeps_its_residual_in_the_gradient_array(tmp_path, schem
 
 
 def test_catavg_nodes_read_each_delta_against_their_own_update(tmp_path):
-    """Rule catavg on real nodes: the job fills its node count in, and the delta that follows a
-    node's update is read against it (w = Delta_j / u_j in [0, 1], Delta = the model's step)."""
+    """Rule catavg on real nodes: the job fills its node count in, round 0 weighs by each node's
+    sampling noise (the simulator's weights), and the delta that follows a node's update is
+    read against it (w = Delta_j / u_j in [0, 1], Delta = the model's step)."""
     layout = e2e.make_job(tmp_path / "job", nodes=3, rounds=4, rule="catavg")
     job = load_job(layout.job_path)
     assert job.rule == 5 and job.rule_param == 3
@@ -200,14 +202,25 @@ def test_catavg_nodes_read_each_delta_against_their_own_update(tmp_path):
             send_round(nodes[k], links[k])                       # round 0
         sent = [(list(nd.ws.idx[:nd.last["T"]]), list(nd.ws.vals[:nd.last["T"]])) for nd in nodes]
         x0 = np.array(nodes[0].model, dtype=np.float64)
+        for nd in nodes:     # no delta yet: the weights of the noise prior, as the simulator's
+            ag = nd.rule.agreement
+            data = datasets.read_datafile(nd.data.path)
+            m1, m2 = datasets.grad_moments_np(data.X, data.y, x0, job.model_kind)
+            v = learner.zeros(len(x0))   # what the node compressed (its grad array holds the residual now)
+            learner.loss_and_grad(nd.model, nd.data, job.lam, v, job.model_kind,
+                                  nd.cfg["step"] / nd.cfg["L"] if nd.feedback is not None else 0.0)
+            ref = catavg.Agreement(nd.ws.k, 3, len(x0))
+            nb.noise_prior(ref, np.array(v), m1, m2, data.X.shape[0], job.lam * x0, 3)
+            assert ag.n == ref.n == nd.ws.k and list(ag.idx[:ag.n]) == list(ref.idx[:ref.n])
+            np.testing.assert_allclose(ag.w[:ag.n], ref.w[:ref.n], rtol=1e-4, atol=1e-5)
         for k in range(3):
             send_round(nodes[k], links[k])                       # round 1: synced by the delta 0 -> 1
         x1 = np.array(nodes[0].model, dtype=np.float64)
         for nd, (idx, vals) in zip(nodes, sent):
             ag = nd.rule.agreement
-            assert nd.deltas == 1 and ag.m == len(idx) > 0
-            assert list(ag.idx[:ag.m]) == idx
-            for j, u, w in zip(idx, vals, ag.w[:ag.m]):
+            assert nd.deltas == 1 and ag.n == len(idx) > 0
+            assert list(ag.idx[:ag.n]) == idx
+            for j, u, w in zip(idx, vals, ag.w[:ag.n]):
                 want = 1 / 3 if u == 0.0 else min(1.0, max(0.0, (x0[j] - x1[j]) / u))
                 assert w == pytest.approx(want, abs=1e-4)
     finally:

@@ -597,24 +597,44 @@ def loss_grad_np(X, y, w, lam: float, kind: str) -> tuple[float, np.ndarray]:
     matrix flattened row-major, C = len(w) / d).
     """
     X, y, w = _prep(X, y, w, kind)
+    n = X.shape[0]
+    loss, r = _row_coefs(X, y, w, kind)
+    g = _per_entry(X, r, kind) / n + lam * w
+    return loss + 0.5 * lam * float(w @ w), g
+
+
+def _row_coefs(X, y, w, kind: str) -> tuple[float, np.ndarray]:
+    """The mean data loss and every row's dloss/dz: logistic (N,), softmax (N, C) = P - Y."""
     n, d = X.shape
     if kind == "logistic":
         s = 2.0 * y - 1.0
         z = X @ w
-        loss = float(np.mean(np.logaddexp(0.0, -s * z)))
-        r = -s * expit(-s * z)
-        g = (X.T @ r) / n
-    else:
-        C = w.size // d
-        W = w.reshape(C, d)
-        Z = np.asarray(X @ W.T)
-        lse = logsumexp(Z, axis=1)
-        loss = float(np.mean(lse - Z[np.arange(n), y]))
-        P = np.exp(Z - lse[:, None])
-        P[np.arange(n), y] -= 1.0
-        g = np.asarray(X.T @ P).T.ravel() / n
-    g = np.asarray(g).ravel() + lam * w
-    return loss + 0.5 * lam * float(w @ w), g
+        return float(np.mean(np.logaddexp(0.0, -s * z))), -s * expit(-s * z)
+    C = w.size // d
+    Z = np.asarray(X @ w.reshape(C, d).T)
+    lse = logsumexp(Z, axis=1)
+    loss = float(np.mean(lse - Z[np.arange(n), y]))
+    P = np.exp(Z - lse[:, None])
+    P[np.arange(n), y] -= 1.0
+    return loss, P
+
+
+def _per_entry(X, r: np.ndarray, kind: str) -> np.ndarray:
+    """sum_i r_i a_i in the model's layout (softmax: class-major, C x d flattened)."""
+    if kind == "logistic":
+        return np.asarray(X.T @ r).ravel()
+    return np.asarray(X.T @ r).T.ravel()
+
+
+def grad_moments_np(X, y, w, kind: str) -> tuple[np.ndarray, np.ndarray]:
+    """Means over the rows of c_i a_ij and (c_i a_ij)^2 (c_i = dloss/dz, no L2 term), entry by
+    entry in the model's layout: the sampling noise of the gradient that rule catavg's prior
+    weighs (edge.noiseprior, which sums the same at its K candidates on a board)."""
+    X, y, w = _prep(X, y, w, kind)
+    n = X.shape[0]
+    _, r = _row_coefs(X, y, w, kind)
+    X2 = X.multiply(X).tocsr() if sp.issparse(X) else X * X
+    return _per_entry(X, r, kind) / n, _per_entry(X2, r * r, kind) / n
 
 
 def predict_np(X, w, kind: str) -> np.ndarray:

@@ -33,6 +33,7 @@ from tqdm import tqdm
 from aggregator.errors import UserError
 from aggregator.gateway.wire import delta_frame_length
 from aggregator.lab import boardcompute
+from aggregator.lab import datasets as ds
 from aggregator.lab.pricing import COST_METRICS, PACKET_SMALL, NodeCost, link_models, profile_dict
 from aggregator.lab.problem import Problem
 from aggregator.lab.results import NODE_COLUMNS, SimResult
@@ -214,7 +215,21 @@ def _gradients(problem: Problem, x64: np.ndarray, batch: int | None,
         rows = [rng_mb[k].choice(X.shape[0], size=min(int(batch), X.shape[0]), replace=False)
                 for k, (X, _) in enumerate(problem.parts)]
     fs, grads = problem.loss_grads(x64, rows, stacked=batched)
-    return grads, (sum(fs) / problem.nodes if full else None)
+    return grads, (sum(fs) / problem.nodes if full else None), rows
+
+
+def _noise_priors(problem: Problem, x64: np.ndarray, v: np.ndarray, rows: list | None, rules: list,
+                  agreements: list) -> None:
+    """catavg: the weights of every node that has read no delta yet (round 0) from its own
+    sampling noise (edge.noiseprior), on the rows its gradient used; one node needs none."""
+    for k, ag in enumerate(agreements):
+        if ag is None or ag.n or rules[k].param < 2:
+            continue
+        X, y = problem.parts[k]
+        if rows is not None:
+            X, y = X[rows[k]], y[rows[k]]
+        m1, m2 = ds.grad_moments_np(X, y, x64, problem.kind)
+        np_backend.noise_prior(ag, v[k], m1, m2, X.shape[0], problem.lam * x64, rules[k].param)
 
 
 def simulate(problem: Problem, cfg: SimConfig, progress: bool = True,
@@ -270,7 +285,7 @@ def simulate(problem: Problem, cfg: SimConfig, progress: bool = True,
     for r in bar:
         t0 = time.perf_counter()
         x64 = x.astype(np.float64)
-        grads, f = _gradients(problem, x64, cfg.batch, rng_mb, batched)
+        grads, f, rows = _gradients(problem, x64, cfg.batch, rng_mb, batched)
         if f is not None:
             rec.loss[r] = f
             rec.grad_norm[r] = float(np.linalg.norm(sum(grads) / n))
@@ -298,6 +313,8 @@ def simulate(problem: Problem, cfg: SimConfig, progress: bool = True,
         else:
             v = g
             s = scale
+        if agreements[0] is not None and scheme != SCHEME_IDENTITY:
+            _noise_priors(problem, x64, v, rows, rules, agreements)
         picks = select(v, scheme, rules, tables, [mk.t_max for mk in models], s, rng_ss, cfg, node["select_s"][r])
         for k, (idx, vals, ch) in enumerate(picks):
             m = int(idx.shape[0])
