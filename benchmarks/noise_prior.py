@@ -2,7 +2,7 @@
 
 In a round without a delta read (round 0, after a snapshot or missed rounds) a catavg node of a
 multi-node job makes a second pass over its data file (edge/noiseprior.py compute: selection,
-then c a and (c a)^2 summed at the K candidates by binary search). Here, in one process, the
+then c a and (c a)^2 summed at the K candidates, each row walked against them). Here, in one process, the
 edge's pure-Python gradient pass (edge.learner.loss_and_grad) and the noise pass on the same
 file, as a ratio (best of REPS each), on the firmware budget's problem shape (d = 1,024 and
 4,096, 64 stored entries a row, K = 128) and a softmax one.

@@ -109,7 +109,8 @@ def improvement(scheme, aw, vw, s2):
     With the node's estimate that the gateway's average keeps w_i of its entry i (and that
     F's gradient there is w_i g_i), the descent lemma on F gives these at the best step,
     normalised like alpha and beta by ||g||^2 / (2L); both <= 1 because v <= 1. Uniform v
-    (no observation yet, or one node) gives alpha and beta times a constant: CAT's argmax.
+    (one node, or a node that weighs no entry) gives alpha and beta times a constant: CAT's
+    argmax.
     SS is not covered: it keeps omega (edge.cat.Scan)."""
     if scheme == _SCHEME_S:
         return aw / s2 if s2 > 0.0 else 0.0

@@ -319,14 +319,18 @@ class EdgeNode:
                     g[j] = round_value(g[j], 1)
         else:
             rule = self.rule
-            if rule.kind == _RULE_CATAVG and self.scheme != _SCHEME_SS and rule.param > 1:
+            if rule.kind == _RULE_CATAVG and self.scheme != _SCHEME_SS and rule.param > 1 \
+                    and self.sleep is None:
                 ag = rule.agree(self.ws.k, d)
                 if not ag.n:
                     # no delta read yet (round 0, after a snapshot or missed rounds): weights
                     # from the node's own sampling noise, a second pass over its data at the K
-                    # candidates (edge/noiseprior.py; a board lets that code go after it)
+                    # candidates (edge/noiseprior.py; a board lets that code go after it). Not
+                    # on a node that deep-sleeps: its state file does not keep its update, so
+                    # it reads no delta against it and every wake would make the pass.
                     from edge.noiseprior import compute as prior
                     prior(ag, self.ws.vals, g, self.model, self.data, cfg["lam"], self.kind, rule.param)
+                    del prior
             self.cost.tabulate(self.ws.cap)  # C(T) for every T CAT may try, once per cost version
             res = compress(self.ws, g, self.scheme, self.rule, self.cost, self.cost.t_max, scale, self.rng)
             if self.feedback is not None:

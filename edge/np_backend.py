@@ -162,21 +162,23 @@ def noise_prior(agreement, g, m1, m2, rows, lamx, nodes):
     k = min(len(agreement.idx), g.shape[0])
     idx = np.sort(_top(np.abs(g.astype(np.float64)), k))
     mean = np.asarray(m1, dtype=np.float64)[idx]
-    var = (1.0 - 1.0 / nodes) / rows * (np.asarray(m2, dtype=np.float64)[idx] - mean * mean)
-    w = noise_weights(var, mean + np.asarray(lamx, dtype=np.float64)[idx])
+    var = (np.asarray(m2, dtype=np.float64)[idx] - mean * mean) / rows
+    w = noise_weights(var, mean + np.asarray(lamx, dtype=np.float64)[idx], nodes)
     np.frombuffer(agreement.idx, dtype=np.dtype(agreement.idx.typecode))[:k] = idx
     np.frombuffer(agreement.w, dtype=np.float32)[:k] = w
     agreement.n = k
     agreement.reading = False
 
 
-def noise_weights(var, g):
-    """edge.noiseprior.weight entry by entry: max(0, 1 - var / g^2), 1 where var <= 0, 0 where
-    g = 0 with noise or var / g^2 is not a number."""
+def noise_weights(var, g, nodes):
+    """edge.noiseprior.weight entry by entry: 1/n + (1 - 1/n) max(0, 1 - var / g^2), 1 where
+    var <= 0, 1/n where g = 0 with noise or var / g^2 is not a number."""
+    p = 1.0 / nodes
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         g2 = g * g
         r = var / g2
-        return np.where(var <= 0.0, 1.0, np.where((g2 > 0.0) & (r < 1.0), 1.0 - r, 0.0))
+        rho = np.where((g2 > 0.0) & (r < 1.0), 1.0 - r, 0.0)
+        return np.where(var <= 0.0, 1.0, p + (1.0 - p) * rho)
 
 
 def weighted_improvements(scheme, a, v, s2):

@@ -18,7 +18,7 @@ from aggregator.gateway.config import load_job
 from aggregator.ops.demo import ServiceThread, free_udp_port
 from aggregator.gateway.service import Endpoints
 from aggregator.lab import datasets
-from edge import catavg, datafile, learner, np_backend as nb, profile, slip
+from edge import catavg, datafile, learner, np_backend as nb, profile, sleep, slip
 from edge.coap import CoapClient
 from edge.links import CoapLink
 from edge.pushlinks import SlipLink
@@ -223,5 +223,23 @@ def test_catavg_nodes_read_each_delta_against_their_own_update(tmp_path):
             for j, u, w in zip(idx, vals, ag.w[:ag.n]):
                 want = 1 / 3 if u == 0.0 else min(1.0, max(0.0, (x0[j] - x1[j]) / u))
                 assert w == pytest.approx(want, abs=1e-4)
+    finally:
+        svc.stop()
+
+
+def test_a_node_that_deep_sleeps_makes_no_noise_pass(tmp_path):
+    """Its state file does not keep its update, so after a wake it reads no delta against it:
+    the noise prior would run on every wake. Such a node weighs uniformly (catavg = cat), as
+    before the prior; an awake node of the same job makes the pass in round 0."""
+    layout = e2e.make_job(tmp_path / "job", nodes=2, rounds=3, rule="catavg")
+    job = load_job(layout.job_path)
+    svc, links = coap_gateway(job, 2)
+    try:
+        nodes = [node_for(layout, k) for k in range(2)]
+        nodes[0].sleep = sleep.SleepState(str(tmp_path / "state.bin"))
+        for k in range(2):
+            send_round(nodes[k], links[k])
+        assert nodes[0].sleep.saves == 1 and nodes[0].rule.agreement is None
+        assert nodes[1].rule.agreement.n == nodes[1].ws.k
     finally:
         svc.stop()

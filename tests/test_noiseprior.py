@@ -13,33 +13,36 @@ import pytest
 import scipy.sparse as sp
 
 from aggregator.lab import datasets
+from aggregator.lab import engine
 from aggregator.lab.engine import SimConfig, simulate
 from aggregator.lab.problem import load_data, make_problem
 from edge import catavg, compress, datafile, learner, noiseprior, np_backend as nb
 from edge.cat import SCHEME_S, SCHEME_SQ, Rule
 from edge.cost import CostModel
-from tests.test_cat_core import PACKET
+from tests.test_cat_core import AFFINE, PACKET
 
 F32_MAX = float(np.finfo(np.float32).max)
 
-# (var, g) -> w: no noise; rounding below zero; g = 0 with and without noise; var = g^2
-# exactly (the first r that is not below 1) and one float32 ulp under it; overflowed sums
+# (var, g, nodes) -> w: no noise; rounding below zero; g = 0 with and without noise; var = g^2
+# exactly (the first r that is not below 1: the floor 1/n) and one float32 ulp under it;
+# overflowed sums; one node (always 1)
 WEIGHTS = [
-    (0.0, 0.5, 1.0), (0.0, 0.0, 1.0), (-1e-30, 0.5, 1.0), (1e-9, 0.0, 0.0),
-    (0.25, 0.5, 0.0), (float(np.nextafter(np.float32(0.25), np.float32(0))), 0.5, None),
-    (0.01, 0.5, 0.96), (math.inf, 0.5, 0.0), (math.inf, math.inf, 0.0), (math.nan, 0.5, 0.0),
+    (0.0, 0.5, 4, 1.0), (0.0, 0.0, 4, 1.0), (-1e-30, 0.5, 4, 1.0), (1e-9, 0.0, 4, 0.25),
+    (0.25, 0.5, 4, 0.25), (float(np.nextafter(np.float32(0.25), np.float32(0))), 0.5, 4, None),
+    (0.01, 0.5, 4, 0.97), (0.01, 0.5, 1, 1.0), (0.25, 0.5, 1, 1.0), (0.01, 0.5, 16, 0.9625),
+    (math.inf, 0.5, 4, 0.25), (math.inf, math.inf, 4, 0.25), (math.nan, 0.5, 4, 0.25),
 ]
 
 
-@pytest.mark.parametrize("var,g,want", WEIGHTS)
-def test_weight_at_its_boundaries_on_both_backends(var, g, want):
-    w = noiseprior.weight(var, g)
-    if want is None:                              # just under var = g^2: small and positive
-        assert 0.0 < w < 1e-6
+@pytest.mark.parametrize("var,g,nodes,want", WEIGHTS)
+def test_weight_at_its_boundaries_on_both_backends(var, g, nodes, want):
+    w = noiseprior.weight(var, g, nodes)
+    if want is None:                              # just under var = g^2: just over the floor
+        assert 0.25 < w < 0.25 + 1e-6
     else:
         assert w == pytest.approx(want, abs=1e-12)
     with np.errstate(invalid="ignore"):
-        assert nb.noise_weights(np.array([var]), np.array([g]))[0] == w
+        assert nb.noise_weights(np.array([var]), np.array([g]), nodes)[0] == w
 
 
 def _problem(kind: str, layout: str, rng: np.random.Generator, rows: int = 60, d: int = 40):
@@ -75,7 +78,41 @@ def test_board_pass_equals_numpy(tmp_path, kind, layout):
     assert list(ag.idx[:k]) == list(ref.idx[:k]) == sorted(ag.idx[:k])
     w, w_ref = np.array(ag.w[:k]), np.array(ref.w[:k])
     np.testing.assert_allclose(w, w_ref, rtol=1e-4, atol=1e-5)
-    assert w.min() < 0.1 and w.max() > 0.8        # entries mostly noise and mostly signal
+    assert w.min() == pytest.approx(1 / nodes) and w.max() > 0.8   # entries mostly noise and mostly signal
+
+
+@pytest.mark.parametrize("nodes", [2, 16])
+def test_weights_are_the_definition_row_by_row(tmp_path, nodes):
+    """w_j = 1/n + (1 - 1/n) max(0, 1 - s_j^2 / (N g_j^2)) from the rows' terms c_i a_ij
+    written out one by one (s_j^2 their population variance, g_j their mean + lam x_j), with
+    lam x large enough to matter."""
+    rng = np.random.default_rng(21)
+    X, y, classes, _ = _problem("logistic", "csr", rng)
+    x = rng.normal(0.0, 1.0, X.shape[1]).astype(np.float32)
+    lam, k = 0.5, 25
+    data = datafile.DataFile(str(datasets.write_datafile(tmp_path / "n.catd", X, y, classes)))
+    model = array("f", x)
+    grad = learner.zeros(len(x))
+    learner.loss_and_grad(model, data, lam, grad, "logistic")
+    ag = catavg.Agreement(k, nodes, len(x))
+    noiseprior.compute(ag, learner.zeros(k), grad, model, data, lam, "logistic", nodes)
+    A = X.toarray().astype(np.float64)
+    xs = x.astype(np.float64)
+    N = A.shape[0]
+    want = []
+    for j in ag.idx[:k]:
+        terms = []
+        for i in range(N):
+            z = float(A[i] @ xs)
+            c = -1.0 / (1.0 + math.exp(z)) if y[i] else 1.0 / (1.0 + math.exp(-z))
+            terms.append(c * A[i, j])
+        mean = sum(terms) / N
+        var = sum(t * t for t in terms) / N - mean * mean
+        g = mean + lam * xs[j]
+        rho = max(0.0, 1.0 - var / (N * g * g))
+        want.append(1 / nodes + (1 - 1 / nodes) * rho)
+    np.testing.assert_allclose(np.array(ag.w[:k]), want, rtol=1e-4, atol=1e-5)
+    assert any(abs(lam * xs[j]) > abs(g - lam * xs[j]) for j, g in zip(ag.idx[:k], np.array(grad)[list(ag.idx[:k])]))
 
 
 def test_weights_do_not_depend_on_how_g_is_scaled(tmp_path):
@@ -101,10 +138,10 @@ def test_the_prior_changes_the_choice_only_where_the_weights_differ():
     them, checked on both backends); weights of 1 everywhere are cat's argmax."""
     rng = np.random.default_rng(8)
     d = 300
-    g = np.where(np.arange(d) < 5, 10.0, rng.uniform(1.5, 2.5, d)).astype(np.float32)
+    g = np.where(np.arange(d) < 5, 4.0, rng.uniform(1.5, 2.5, d)).astype(np.float32)
     m1 = g.astype(np.float64)
-    for scheme in (SCHEME_S, SCHEME_SQ):
-        cm = CostModel(PACKET, d, scheme)
+    for scheme, prof in ((SCHEME_S, AFFINE), (SCHEME_SQ, AFFINE), (SCHEME_SQ, PACKET)):
+        cm = CostModel(prof, d, scheme)
         ts = []
         for noise in (0.0, 9.0):          # per-row variance: none, then past the tail's g^2
             rule = Rule("catavg", 16)
@@ -116,7 +153,7 @@ def test_the_prior_changes_the_choice_only_where_the_weights_differ():
             assert res.choice.t == ch2.t
             ts.append(res.choice.t)
         cat_t = nb.choose(Rule("cat"), scheme, g, nb.CostTable(cm), cm.t_max)[0].t
-        assert ts[0] == cat_t > 5 and ts[1] == 5      # the tail is within its noise: the head alone
+        assert ts[0] == cat_t > 5 and ts[1] < cat_t    # the tail is within its noise
 
 
 def test_first_round_on_sixteen_nodes_sends_fewer_entries_than_cat():
@@ -160,3 +197,31 @@ def test_the_walk_finds_the_candidates_in_a_row_in_order_or_not(index):
         noiseprior._gather(0.5, row, idx, 5, sums, sq, base)
         want = [0.5 * where.get(j - base, 0.0) for j in idx]
         assert list(sums) == want and list(sq) == [t * t for t in want]
+
+
+def test_the_simulator_weighs_on_the_rows_the_gradient_used():
+    """With mini-batches the prior's moments are the batch's rows (and N their count), as the
+    gradient's; a node that has read a delta (n > 0) or a job of one node is left alone."""
+    data = load_data("synthetic", 400, 60, 8.0, 3, False)
+    problem = make_problem(data, 2, "even", 1e-4, None, 3, 0.5, "spectral")
+    x = np.zeros(problem.dim)
+    rows = [np.arange(0, 40), np.arange(10, 90)]
+    _, g = problem.loss_grads(x, rows)
+    out = {}
+    for name, rr in (("batch", rows), ("full", None)):
+        rules = [Rule("catavg", 2) for _ in range(2)]
+        ags = [r.agree(20, problem.dim) for r in rules]
+        engine._noise_priors(problem, x, g, rr, rules, ags)
+        out[name] = [np.array(a.w[:a.n]) for a in ags]
+    for k in range(2):
+        X, y = problem.parts[k]
+        m1, m2 = datasets.grad_moments_np(X[rows[k]], y[rows[k]], x, problem.kind)
+        ref = catavg.Agreement(20, 2, problem.dim)
+        nb.noise_prior(ref, g[k], m1, m2, len(rows[k]), problem.lam * x, 2)
+        assert list(out["batch"][k]) == list(ref.w[:ref.n])
+        assert list(out["batch"][k]) != list(out["full"][k])
+    rules = [Rule("catavg", 2), Rule("catavg", 1)]
+    ags = [r.agree(20, problem.dim) for r in rules]
+    ags[0].n = 3                                   # read a delta already
+    engine._noise_priors(problem, x, g, None, rules, ags)
+    assert ags[0].n == 3 and ags[1].n == 0
