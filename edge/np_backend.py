@@ -148,8 +148,14 @@ def observe(agreement, idx, vals, delta):
     dv = np.asarray(delta, dtype=np.float64)[idx[:m]]
     with np.errstate(divide="ignore", invalid="ignore"):
         r = np.where(u != 0.0, dv / np.where(u != 0.0, u, 1.0), agreement.prior)
-    np.frombuffer(agreement.idx, dtype=np.dtype(agreement.idx.typecode))[:m] = idx[:m]
-    np.frombuffer(agreement.w, dtype=np.float32)[:m] = np.clip(r, 0.0, 1.0)
+    _hold(agreement, idx[:m], np.clip(r, 0.0, 1.0))
+
+
+def _hold(agreement, idx, w):
+    """The Agreement holds w at the ascending indices idx (its first len(idx) entries), read."""
+    m = idx.shape[0]
+    np.frombuffer(agreement.idx, dtype=np.dtype(agreement.idx.typecode))[:m] = idx
+    np.frombuffer(agreement.w, dtype=np.float32)[:m] = w
     agreement.n = m
     agreement.reading = False
 
@@ -163,11 +169,7 @@ def noise_prior(agreement, g, m1, m2, rows, lamx, nodes):
     idx = np.sort(_top(np.abs(g.astype(np.float64)), k))
     mean = np.asarray(m1, dtype=np.float64)[idx]
     var = (np.asarray(m2, dtype=np.float64)[idx] - mean * mean) / rows
-    w = noise_weights(var, mean + np.asarray(lamx, dtype=np.float64)[idx], nodes)
-    np.frombuffer(agreement.idx, dtype=np.dtype(agreement.idx.typecode))[:k] = idx
-    np.frombuffer(agreement.w, dtype=np.float32)[:k] = w
-    agreement.n = k
-    agreement.reading = False
+    _hold(agreement, idx, noise_weights(var, mean + np.asarray(lamx, dtype=np.float64)[idx], nodes))
 
 
 def noise_weights(var, g, nodes):
