@@ -27,7 +27,7 @@ from typing import Any
 import edge
 from aggregator.errors import UserError
 from edge.board import transport_mismatch
-from edge.onair import block_size_mismatch
+from edge.board import block_size_mismatch
 
 EDGE_DIR = Path(edge.__file__).resolve().parent
 # mpy-cross -march values for the boards we target; "none" = portable bytecode (any port).
