@@ -51,10 +51,22 @@ def transport_mismatch(profile, transport):
         return None
     name = profile.get("name", "?")
     if t is None:
-        return ("transport %s, but cost profile %s prices nothing a node sends (no coap, mqtt or serial): "
-                "give the node a %s profile" % (transport, name, transport))
-    return ("transport %s, but cost profile %s prices %s messages: give the node a %s profile or transport %s"
-            % (transport, name, t, transport, t))
+        return errmsg(152, (transport, name, transport))
+    return errmsg(153, (transport, name, t, transport, t))
+
+
+def block_size_mismatch(profile, block_size):
+    """Why a CoAP client with this block size cannot be priced by the profile, or None; the
+    answer names the profile that prices it: '<base>-b<B>' (edge.profile.load_profile)."""
+    st = profile.get("stack")
+    if not st or st["transport"] != "coap" or st["block_size"] == block_size:
+        return None
+    if block_size not in (16, 32, 64, 128, 256, 512, 1024):  # RFC 7959 §2.2
+        return errmsg(150, (block_size,))
+    name = profile["name"]
+    own = "-b%d" % st["block_size"]
+    base = name[:-len(own)] if name.endswith(own) else name
+    return errmsg(151, (block_size, name, st["block_size"], base, block_size, st["block_size"]))
 
 
 def unhex(text, what):
@@ -129,7 +141,6 @@ def make(cfg):
     the largest blocks a board allocates, go into the heap before the link's small objects.
     (load_config has checked the transport against the profile.)"""
     if cfg["transport"] == "coap":
-        from edge.onair import block_size_mismatch
         why = block_size_mismatch(cfg["profile"], cfg.get("block_size") or (cfg["profile"].get("stack") or {}).get(
             "block_size", 64))
         if why:

@@ -37,7 +37,11 @@ class LinkCost:
     (rx + fixed) time x rx power.
     """
 
+    tx_bytes = packets = seconds = joules = 0  # what metric() reads, for LinkCost(profile, None)
+
     def __init__(self, profile, frame, job=None):
+        if frame is None:
+            return  # no message: CostModel checks a metric's name on it, without a walk
         radio = profile["radio"]
         if profile.get("stack"):
             # walked profile (edge/onair.py): the exchanges, datagrams and frames the client sends
@@ -95,18 +99,18 @@ class CostModel:
             metric = profile["default_metric"]
         self.metric = metric
         self.kind = profile["kind"]
-        self.cost(1)  # a metric the profile's kind does not define raises here, not in CAT
+        # a metric the profile's kind does not define raises here, not in CAT; a link profile's
+        # without a walk, so that a board loads the walk's code (edge.onair) only to tabulate
+        if self.kind == "paper":
+            self.cost(1)
+        else:
+            LinkCost(profile, None).metric(metric)
         if self.kind == "paper":
             self.affine = profile["paper"]["model"] in ("payload", "affine")
             self.t_max = d
         else:
             self.affine = False
             self.t_max = self._largest_fitting_t()
-            if scheme != _SCHEME_IDENTITY:
-                # the walk's code goes until tabulate needs it (as there; identity's T = d is
-                # walked every round, so it keeps it)
-                _WALK[0] = None
-                drop("edge.onair", "onair")
 
     def set_round(self, rnd):
         """The round number is in the frame header: its CBOR head (1, 2, 3, 5 or 9 bytes) shifts

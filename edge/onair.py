@@ -252,21 +252,6 @@ def udp_up(w, n):
     return w.finish()
 
 
-def block_size_mismatch(profile, block_size):
-    """Why a CoAP client with this block size cannot be priced by the profile, or None; the
-    answer names the profile that prices it: '<base>-b<B>' (edge.profile.load_profile)."""
-    st = profile.get("stack")
-    if not st or st["transport"] != "coap" or st["block_size"] == block_size:
-        return None
-    if block_size not in (16, 32, 64, 128, 256, 512, 1024):  # RFC 7959 §2.2
-        return "the CoAP block_size must be a power of two from 16 to 1024 (RFC 7959 §2.2), got %r" % (block_size,)
-    name = profile["name"]
-    own = "-b%d" % st["block_size"]
-    base = name[:-len(own)] if name.endswith(own) else name
-    return ("the CoAP client's block_size is %d B but cost profile %s prices %d B blocks: use cost profile "
-            "%s-b%d (or block_size %d)" % (block_size, name, st["block_size"], base, block_size, st["block_size"]))
-
-
 def walk_up(profile, n, job=None, emit=None, w=None):
     """The node sends an n-byte frame on a walked profile: its Walk (w, reset and refilled,
     when given one for this profile: CAT prices many T per round without new objects)."""

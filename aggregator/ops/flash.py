@@ -27,7 +27,7 @@ from typing import Any
 import edge
 from aggregator.errors import UserError
 from edge.board import transport_mismatch
-from edge.onair import block_size_mismatch
+from edge.board import block_size_mismatch
 
 EDGE_DIR = Path(edge.__file__).resolve().parent
 # mpy-cross -march values for the boards we target; "none" = portable bytecode (any port).
@@ -37,8 +37,10 @@ ARCHES = ("none", "xtensawin", "xtensa", "armv6m", "armv7m", "armv7em", "armv7em
 # and the TOML profile loader (the board gets the profile already normalised in node.json).
 HOST_ONLY = ("cli.py", "pi.py", "np_backend.py", "profile.py", "stackcheck.py", "regions.py", "downwalk.py",
              "hwprofile.py", "deltacost.py", "variant.py", "catef.py")
-# Profile fields the edge never reads on a board (long text): dropped to save RAM.
-PROFILE_DROP = ("sources", "description")
+# Profile fields the edge never reads on a board (long text, the schema number, the duty-cycle
+# limit the gateway applies): dropped, with the sections a profile leaves empty (None) and the
+# radio's name, to save a board's RAM (each is a dict, str or float object in its heap).
+PROFILE_DROP = ("sources", "description", "schema", "limits")
 MAIN_PY = ("# cat-iot edge: written by `cat-aggregator flash`\n"
            "from edge import board\n"
            "board.main()\n")
@@ -55,8 +57,11 @@ def board_modules() -> list[str]:
 
 
 def board_profile(profile: dict[str, Any]) -> dict[str, Any]:
-    """The normalised profile without the text fields the edge never reads."""
-    return {k: v for k, v in profile.items() if k not in PROFILE_DROP}
+    """The normalised profile without the fields the edge never reads (PROFILE_DROP)."""
+    out = {k: v for k, v in profile.items() if k not in PROFILE_DROP and v is not None}
+    if "radio" in out:
+        out["radio"] = {k: v for k, v in out["radio"].items() if k != "name"}
+    return out
 
 
 def split_host_port(text: str, default_port: int) -> tuple[str, int]:

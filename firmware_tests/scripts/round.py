@@ -4,60 +4,64 @@
 # argv: [rounds] [naive] [sync] [frames] [portable] -- "naive" swaps the bounded-heap kernel for a
 # sorted() top-T; "sync" catches up with the gateway afterwards and reports a CRC of the model;
 # "frames" prints every frame as it is sent; "portable" computes exp/log without the port's libm
-# (all from round_extras, a module of its own: this driver's bytecode is in RAM, so it stays
-# small). Runs over any link edge/board.py makes (CoAP, serial).
+# (all from round_extras.run, a module of its own). Runs over any link edge/board.py makes
+# (CoAP, serial).
+#
+# This driver stands in for a board's main.py (`from edge import board` / `board.main()`), so it
+# keeps out of the heap what main.py does not put there: its code is small, and it interns as
+# few names of its own as it can (each name a qstr, and MicroPython's qstr pool grows by 4.4 KiB
+# when the round's 621st is interned; docs/firmware.md, "The qstr pools"): its variables are a
+# function's locals (not interned), its options are round_extras' names, and its report is one
+# format string (a str constant, whose keys are not interned).
 import gc
-import sys
 import json
+import sys
 import time
 
-gc.collect()
-base_alloc = gc.mem_alloc()
+REPORT = ('@@RESULT {"status": %s, "round": %d, "T": %d, "bytes": %d, "loss": %s, "compute_ms": %s, '
+          '"round_ms": %s, "version": %d, "snapshots": %d, "accepted": %s, "code": %s, "mem_free": %d, '
+          '"mem_alloc": %d, "base_alloc": %d, "extra": %s}')
 
-argv = [a for a in sys.argv[1:] if a != "-c"]
-rounds = int(argv[0]) if argv and argv[0].isdigit() else 1
-naive = "naive" in argv
 
-from edge import board
+def run(argv):
+    gc.collect()
+    base = gc.mem_alloc()
+    rounds = int(argv[0]) if argv and argv[0].isdigit() else 1
+    extras = None
+    if len(argv) > 1:
+        import round_extras
+        extras = round_extras
+        extras.run(argv, None, None)  # before the node is made ("naive")
+    from edge import board
+    cfg = board.load_config("node.json")
+    node, link = board.make(cfg)
+    del cfg
+    if extras is not None:
+        extras.run(argv, node, link)  # "frames", "portable"
+    gc.collect()
+    sent = 0
+    ms = []
+    comp = []
+    code = None
+    while sent < rounds:
+        t0 = time.ticks_ms()
+        st = node.step(link)
+        if st == "sent":
+            ms.append(time.ticks_diff(time.ticks_ms(), t0))
+            comp.append(int(node.last["compute_s"] * 1000))
+            code = getattr(link, "last_code", None)  # CoAP response code; None on push links
+            sent += 1
+        elif st == "done":
+            raise RuntimeError("job finished before the round")
+        else:
+            link.wait(0.05)
+    last = node.last
+    extra = {} if extras is None else extras.run(argv, node, link, last["round"])  # "sync"
+    gc.collect()
+    print(REPORT % (json.dumps(st), last["round"], last["T"], last["bytes"], json.dumps(last["loss"]),
+                    json.dumps(comp), json.dumps(ms), node.version, node.snapshots,
+                    json.dumps(last["accepted"]), json.dumps(code), gc.mem_free(), gc.mem_alloc(), base,
+                    json.dumps(extra)))
 
-if naive:
-    import round_extras
-    round_extras.use_naive_select()
 
-cfg = board.load_config("node.json")
-node, link = board.make(cfg)
-del cfg
-if "frames" in argv:
-    import round_extras
-    round_extras.print_frames(node)
-if "portable" in argv:
-    import round_extras
-    round_extras.use_portable_math()
-gc.collect()
-sent = 0
-ms = []
-comp = []
-while sent < rounds:
-    t0 = time.ticks_ms()
-    st = node.step(link)
-    if st == "sent":
-        ms.append(time.ticks_diff(time.ticks_ms(), t0))
-        comp.append(int(node.last["compute_s"] * 1000))
-        post_code = getattr(link, "last_code", None)  # CoAP response code; None on push links
-        sent += 1
-    elif st == "done":
-        raise RuntimeError("job finished before the round")
-    else:
-        link.wait(0.05)
-last = node.last
-extra = {}
-if "sync" in argv:
-    import round_extras
-    extra = round_extras.catch_up(link, node, last["round"])
-gc.collect()
-print("@@RESULT", json.dumps({
-    "status": st, "round": last["round"], "T": last["T"], "bytes": last["bytes"],
-    "loss": last["loss"], "compute_ms": comp, "round_ms": ms,
-    "version": node.version, "snapshots": node.snapshots, "accepted": last["accepted"],
-    "code": post_code, "mem_free": gc.mem_free(), "mem_alloc": gc.mem_alloc(),
-    "base_alloc": base_alloc, "naive": naive, "extra": extra}))
+run([a for a in sys.argv[1:] if a != "-c"])

@@ -1,6 +1,22 @@
 # Optional parts of firmware_tests/scripts/round.py, in their own module so that the budget
-# runs (round.py without them) do not carry their bytecode: budget.round_setup compiles
-# this file to .mpy into the device root.
+# runs (round.py without them) do not carry their bytecode or their names: budget.round_setup
+# compiles this file to .mpy into the device root.
+
+
+def run(argv, node, link, last_round=None):
+    """round.py's options: before the node is made (node None) "naive"; after it "frames" and
+    "portable"; after the rounds (last_round given) "sync", whose report this returns."""
+    if node is None:
+        if "naive" in argv:
+            use_naive_select()
+        return None
+    if last_round is None:
+        if "frames" in argv:
+            print_frames(node)
+        if "portable" in argv:
+            use_portable_math()
+        return None
+    return catch_up(link, node, last_round) if "sync" in argv else {}
 
 
 def use_naive_select():
