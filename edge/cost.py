@@ -132,7 +132,8 @@ class CostModel:
 
     def tabulate(self, n):
         """C(T), and the frame's joules and link packets, for T = 1..min(n, t_max) into arrays,
-        once per cost version (a link profile; a paper profile has no walk to spare). cost,
+        once per cost version (a link profile; a paper profile has no walk to spare; a new version
+        refills the arrays when they hold n, so that a board allocates none mid-job). cost,
         joules and packets read them from then on, instead of the 2 n walks of every CAT scan;
         then the walk's code (edge.onair) is let go on a board until the next version or config
         needs it (docs/firmware.md, "What was changed in edge/"). The values are the walk's
@@ -145,14 +146,20 @@ class CostModel:
         tb = self.table
         if tb is not None and tb[0] == self.version and tb[1] >= n:
             return
-        self.table = None  # the old arrays go before the new ones
-        collect()  # the garbage of the import and the round so far: free room for the arrays
-        # the platform's float exactly: 'f' where floats are single precision (a 32-bit board),
-        # else 'd'; sized from len(range(n)), no 8 n-byte temporary
-        tc = "f" if 1.0 + 2.0 ** -30 == 1.0 else "d"
-        jl = array(tc, range(n))
-        pk = array("H", range(n))  # a message of max_bytes is far fewer than 65,536 packets
-        c = jl if self.metric == "joules" else array(tc, range(n))
+        self.table = None
+        if tb is not None and len(tb[4]) >= n:
+            # a new version (round 24, 256, ...: a longer CBOR head, a t_max no larger): the
+            # arrays it has are refilled, not made again in a heap the rounds have fragmented
+            c, jl, pk = tb[2], tb[3], tb[4]
+        else:
+            tb = None  # the old arrays go before the new ones
+            collect()  # the garbage of the import and the round so far: free room for the arrays
+            # the platform's float exactly: 'f' where floats are single precision (a 32-bit
+            # board), else 'd'; sized from len(range(n)), no 8 n-byte temporary
+            tc = "f" if 1.0 + 2.0 ** -30 == 1.0 else "d"
+            jl = array(tc, range(n))
+            pk = array("H", range(n))  # a message of max_bytes is far fewer than 65,536 packets
+            c = jl if self.metric == "joules" else array(tc, range(n))
         for t in range(1, n + 1):
             lc = self.link(t)
             jl[t - 1] = lc.joules

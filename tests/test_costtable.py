@@ -46,10 +46,26 @@ def test_table_follows_the_cost_version() -> None:
     m.set_round(24)  # the round's CBOR head grows from 1 to 2 bytes: every frame 1 byte longer
     assert m.version == v + 1
     assert m.cost(1) == walked(m, 1)[0]          # stale table not used
+    arrays = m.table[2:]
     m.tabulate(128)
     assert m.table[0] == m.version
     assert [m.cost(t) for t in range(1, 129)] == [walked(m, t)[0] for t in range(1, 129)]
     assert [m.cost(t) for t in range(1, 129)] != before
+    # refilled in place: a board allocates no new arrays in its fragmented heap at round 24
+    assert all(new is old for new, old in zip(m.table[2:], arrays))
+    assert [m.packets(t) for t in range(1, 129)] == [walked(m, t)[2] for t in range(1, 129)]
+
+
+def test_a_new_version_with_more_entries_gets_new_arrays() -> None:
+    """Refilling needs arrays that hold n entries; a larger n (a new config's K) gets new ones."""
+    m = CostModel(load_profile("ieee802154-6lowpan-coap"), 1024, SCHEME_S, "seconds")
+    m.set_round(23)
+    m.tabulate(40)
+    small = m.table[2]
+    m.set_round(24)
+    m.tabulate(60)
+    assert m.table[1] == 60 and m.table[2] is not small and len(m.table[2]) == 60
+    assert [(m.cost(t), m.joules(t), m.packets(t)) for t in range(1, 61)] == [walked(m, t) for t in range(1, 61)]
 
 
 def test_table_clipped_at_t_max_and_grows() -> None:
