@@ -24,7 +24,7 @@ waits for a new round before sleeping again. On the unix port and CPython, which
 sleep, main() returns instead and the process exits: starting it again is the wake-up.
 
 The profile travels as the normalised dict because a board cannot parse TOML; `flash`
-drops its `sources` and `description` (text the edge never reads) to save RAM.
+drops what the edge never reads (text, schema, limits, empty sections) to save RAM.
 Runs on MicroPython and CPython (where it is only imported by tests and tools).
 """
 
