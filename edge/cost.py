@@ -103,12 +103,10 @@ class CostModel:
         # without a walk, so that a board loads the walk's code (edge.onair) only to tabulate
         if self.kind == "paper":
             self.cost(1)
-        else:
-            LinkCost(profile, None).metric(metric)
-        if self.kind == "paper":
             self.affine = profile["paper"]["model"] in ("payload", "affine")
             self.t_max = d
         else:
+            LinkCost(profile, None).metric(metric)
             self.affine = False
             self.t_max = self._largest_fitting_t()
 
