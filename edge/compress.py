@@ -49,13 +49,21 @@ def _round_f16(x):
     return round_value(x, 1)
 
 
+def ss_headroom(k):
+    """Entries beyond K that the buffers for an SS draw hold: the drawn count varies around
+    T <= K (a sum of Bernoullis, standard deviation <= sqrt(T)), so 8 + 4 sqrt(K) puts their
+    end more than 4 standard deviations above the largest T the candidates allow. Here, with
+    the buffers, not in edge.ss: a board loads the sampler's code at its first draw, after
+    the first round's snapshot and cost table, not with the buffers."""
+    return 8 + 4 * int(k ** 0.5)
+
+
 def capacity(d, k, extra=None):
     """Entries the value/index buffers of Workspace(d, k, fmt, extra) hold: the frame buffer
     is sized from it before the Workspace exists (the larger block first)."""
     if k > d:
         k = d
     if extra is None:
-        from edge.ss import ss_headroom
         extra = ss_headroom(k)
     return k + extra
 
@@ -65,7 +73,7 @@ class Workspace:
 
     k is the candidate cap (RAM or the link's largest frame). SS may draw a few more
     than T entries, so the value/index buffers of the result have headroom `extra`
-    (None: edge.ss.ss_headroom(k); S and S+Q need 0).
+    (None: ss_headroom(k); S and S+Q need 0).
     """
 
     def __init__(self, d, k, fmt=0, extra=None):

@@ -17,7 +17,8 @@ import numpy as np
 
 from edge.cat import (RATIO_RTOL, RULE_ALISTARH, RULE_CAT, RULE_CATAVG, RULE_FIXED, RULE_HYBRID, RULE_IDENTITY,
                       SCHEME_IDENTITY, SCHEME_S, SCHEME_SQ, SCHEME_SS, Choice)
-from edge.ss import SS_OVERFLOW, ss_headroom, ss_t_max
+from edge.compress import ss_headroom
+from edge.ss import SS_OVERFLOW, ss_t_max
 from edge.topk import exponent
 
 

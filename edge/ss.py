@@ -9,13 +9,6 @@ from edge.cbor import errmsg
 SS_OVERFLOW = "SS drew more than %d entries 8 times; lower K or use a link with larger frames"
 
 
-def ss_headroom(k):
-    """Entries beyond K that the buffers for an SS draw hold: the drawn count varies around
-    T <= K (a sum of Bernoullis, standard deviation <= sqrt(T)), so 8 + 4 sqrt(K) puts their
-    end more than 4 standard deviations above the largest T the candidates allow."""
-    return 8 + 4 * int(k ** 0.5)
-
-
 def ss_budget(limit):
     """Largest expected count T whose draws stay within `limit` entries with 3 standard
     deviations to spare (the count is a sum of Bernoullis: variance <= T)."""
@@ -49,43 +42,47 @@ def sample(ws, g, choice, s1, scale, rng, d, limit):
     ws.idx / ws.vals (at most `limit` entries); returns the number drawn."""
     if rng is None:
         raise ValueError(errmsg(149))
-    t = choice.t
     ns = choice.ns
-    idx = ws.idx
-    c = ss_level(g, idx, ns, s1, t)
+    c = ss_level(g, ws.idx, ns, s1, choice.t)
     step = choice.improvement * scale
-    vals = ws.vals
-    cap = limit
-    fmt = ws.fmt
     for attempt in range(8):
-        n = 0
-        for j in range(d):
-            v = g[j]
-            if v == 0.0:
-                continue
-            a = v if v > 0.0 else -v
-            if ns > 0 and c == 0.0:
-                p = 1.0 if a >= abs(g[idx[ns - 1]]) else 0.0
-            else:
-                p = c * a
-            if p >= 1.0:
-                q = v
-            elif p > 0.0 and rng.random() < p:
-                q = v / p
-            else:
-                continue
-            if n >= cap:
-                n = -1
-                break
-            idx[n] = j
-            vals[n] = q * step
-            n += 1
+        n = _draw(ws, g, ns, c, step, rng, d, limit)
         if n >= 0:
-            if fmt:
+            if ws.fmt:
                 from edge.f16 import round_value  # only float16 jobs load it
+                vals = ws.vals
                 for i in range(n):
                     vals[i] = round_value(vals[i], 1)
             return n
     # Redrawing conditions on the count, a bias that is negligible while T sits a few
     # standard deviations (sqrt(T)) below the limit; CAT's t_max keeps it there in practice.
-    raise ValueError(SS_OVERFLOW % cap)
+    raise ValueError(SS_OVERFLOW % limit)
+
+
+def _draw(ws, g, ns, c, step, rng, d, limit):
+    # One draw into ws.idx / ws.vals: the count, or -1 when it passes `limit`. Apart from
+    # sample, so that each function's bytecode fits a smaller hole in a board's heap.
+    idx = ws.idx
+    vals = ws.vals
+    n = 0
+    for j in range(d):
+        v = g[j]
+        if v == 0.0:
+            continue
+        a = v if v > 0.0 else -v
+        if ns > 0 and c == 0.0:
+            p = 1.0 if a >= abs(g[idx[ns - 1]]) else 0.0
+        else:
+            p = c * a
+        if p >= 1.0:
+            q = v
+        elif p > 0.0 and rng.random() < p:
+            q = v / p
+        else:
+            continue
+        if n >= limit:
+            return -1
+        idx[n] = j
+        vals[n] = q * step
+        n += 1
+    return n

@@ -9,7 +9,8 @@ from hypothesis import given, settings, strategies as st, HealthCheck
 
 from edge import cat, compress, np_backend as nb, topk
 from edge.feedback import Feedback
-from edge.ss import ss_headroom, ss_level
+from edge.compress import ss_headroom
+from edge.ss import ss_level
 from edge.cat import SCHEME_S, SCHEME_SQ, SCHEME_SS
 from edge.cost import CostModel
 
@@ -374,7 +375,7 @@ def test_ss_never_draws_more_than_the_link_takes():
 
 @pytest.mark.parametrize("d,k", [(1, 1), (40, 40), (40, 1000), (5000, 128), (5000, 4999), (10**6, 10**4)])
 def test_ss_headroom_is_what_the_workspace_holds_and_the_gateway_accepts(tmp_path, d, k):
-    """One formula (edge.ss.ss_headroom) sizes an SS draw's buffers on the edge and bounds T on
+    """One formula (edge.compress.ss_headroom) sizes an SS draw's buffers on the edge and bounds T on
     the gateway (pipeline.t_cap); a draw of T = K entries on average stays 4 standard
     deviations (sqrt(K)) inside the buffers."""
     from aggregator.gateway.config import parse_job

@@ -103,9 +103,9 @@ class RoundClose:
 
 
 def t_cap(job: Job) -> int:
-    """Largest T an honest edge can send: K, plus the SS sampler's headroom (edge.ss.ss_headroom,
-    what edge.compress.Workspace allocates for an SS draw)."""
-    from edge.ss import ss_headroom
+    """Largest T an honest edge can send: K, plus the SS sampler's headroom
+    (edge.compress.ss_headroom, what edge.compress.Workspace allocates for an SS draw)."""
+    from edge.compress import ss_headroom
 
     if job.scheme == SCHEME_IDENTITY:
         return job.d
