@@ -4,7 +4,8 @@ since a board's round never runs it (the gateway sends L in the config). MicroPy
 CPython, one pass over the file like edge.learner.
 """
 
-from edge.learner import _check, _dot, _get_scratch, _logits, model_size, zeros
+from edge.learner import _check, _dot, model_size, zeros
+from edge.softmax import logits, scratch
 
 
 def new_model(data, kind):
@@ -28,12 +29,12 @@ def accuracy(model, data, kind):
                 good += 1
     else:
         cc = data.classes
-        z = _get_scratch(cc)
+        z = scratch(cc)
         while True:
             y = data.read_row()
             if y < 0:
                 break
-            _logits(model, data, z, cc)
+            logits(model, data, z, cc)
             best = 0
             for c in range(1, cc):
                 if z[c] > z[best]:

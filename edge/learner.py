@@ -11,7 +11,8 @@ Objective on a node holding N rows (a_i, y_i):
 
 Every call makes one pass over the file through the DataFile's single row buffer,
 so memory is O(1) beyond the caller's model and gradient arrays (softmax keeps one
-C-sized scratch array, allocated once and reused). Numerically stable: softplus and
+C-sized scratch array, allocated once and reused; its per-row code is edge/softmax.py,
+which a board training a logistic model never loads). Numerically stable: softplus and
 the sigmoid never exponentiate a positive number, softmax subtracts the max logit,
 and log(1+e) uses Goldberg's log1p trick (MicroPython has no math.log1p), so nothing
 overflows on single-precision boards either (math.exp overflows past ~88 there).
@@ -85,21 +86,6 @@ def byte_view(a):
     return uctypes.bytearray_at(uctypes.addressof(a), 4 * len(a))
 
 
-_scratch = None
-
-
-def _get_scratch(c):
-    # One C-sized buffer for the logits, reused across calls; double where the
-    # port has it so CPython matches numpy, float elsewhere.
-    global _scratch
-    if _scratch is None or len(_scratch) < c:
-        try:
-            _scratch = array("d", bytes(8 * c))
-        except ValueError:  # pragma: no cover - port without 'd'
-            _scratch = array("f", bytes(4 * c))
-    return _scratch
-
-
 def _check(model, data, kind, grad_out=None, lam=0.0):
     if kind != "logistic" and kind != "softmax":
         raise ValueError(errmsg(122, (kind,)))
@@ -114,28 +100,6 @@ def _check(model, data, kind, grad_out=None, lam=0.0):
         raise ValueError(errmsg(126, (lam,)))
     if data.n < 1:
         raise ValueError(errmsg(127, (data.path,)))
-
-
-def _logits(model, data, out, n):
-    # out[c] = W_c . a for the current row, c < n
-    d = data.d
-    vals = data.values
-    nnz = data.nnz
-    if data.index is None:
-        for c in range(n):
-            b = c * d
-            s = 0.0
-            for j in range(d):
-                s += model[b + j] * vals[j]
-            out[c] = s
-    else:
-        idx = data.index
-        for c in range(n):
-            b = c * d
-            s = 0.0
-            for k in range(nnz):
-                s += model[b + idx[k]] * vals[k]
-            out[c] = s
 
 
 def _dot(model, data):
@@ -162,31 +126,6 @@ def _axpy(v, data, out, base):
         for k in range(data.nnz):
             j = base + idx[k]
             out[j] += v * vals[k]
-
-
-def softmax_row(model, data, out, n, label):
-    """The current row's softmax loss (returned) and dloss/dz_c = p_c - [c == label] in
-    out[0:n], n classes: the gradient pass and the noise pass of rule catavg
-    (edge/noiseprior.py) share it. (Parameter names that were qstrs of a round already.)"""
-    _logits(model, data, out, n)
-    zmax = out[0]
-    for c in range(1, n):
-        if out[c] > zmax:
-            zmax = out[c]
-    zy = out[label]
-    ssum = 0.0
-    for c in range(n):
-        e = math.exp(out[c] - zmax)  # <= 1: cannot overflow
-        out[c] = e
-        ssum += e
-    inv = 1.0 / ssum
-    for c in range(n):
-        coef = out[c] * inv
-        if c == label:
-            coef -= 1.0
-        out[c] = coef
-    # loss_i = logsumexp(z) - z_y = zmax + log(ssum) - z_y, ssum in [1, C]
-    return (zmax - zy) + math.log(ssum)
 
 
 def loss_and_grad(model, data, lam, grad_out, kind, add=0.0):
@@ -225,8 +164,9 @@ def loss_and_grad(model, data, lam, grad_out, kind, add=0.0):
             if coef != 0.0:
                 _axpy(coef if add == 0.0 else coef * row, data, grad_out, 0)
     else:
+        from edge.softmax import scratch, softmax_row  # only softmax models load it
         cc = data.classes
-        z = _get_scratch(cc)
+        z = scratch(cc)
         while True:
             y = data.read_row()
             if y < 0:

@@ -27,7 +27,7 @@ row has none, w = 1.
 Cost: a second pass over the data file, made only in a round without an observation, that
 sums c_i a_ij and (c_i a_ij)^2 at the K candidates (a merge walk of each row against them) into
 the Agreement's weight array and the workspace's value buffer, both idle then: O(K) memory,
-nothing allocated but the softmax's C logits (edge.learner's scratch). Loaded only for that
+nothing allocated but the softmax's C logits (edge.softmax's scratch). Loaded only for that
 pass, which lets its code go on a board (edge.cbor.drop). `compute` is the one name the node
 imports: it was a qstr of every round already (docs/firmware.md, "The qstr pools").
 Runs unchanged on MicroPython.
@@ -74,14 +74,18 @@ def compute(ag, sums, g, model, data, lam, kind, nodes):
     dd = data.d
     soft = kind != "logistic"
     cc = data.classes if soft else 1
-    z = learner._get_scratch(cc)
+    if soft:
+        from edge.softmax import scratch, softmax_row  # only softmax models load it
+        z = scratch(cc)
+    else:
+        z = [0.0]
     data.rewind()
     while True:
         y = data.read_row()
         if y < 0:
             break
         if soft:
-            learner.softmax_row(model, data, z, cc, y)
+            softmax_row(model, data, z, cc, y)
         else:   # dloss/dz of edge.learner.loss_and_grad's logistic rows
             t = learner._dot(model, data)
             z[0] = -learner.sigmoid(-t) if y else learner.sigmoid(t)
