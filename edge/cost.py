@@ -40,8 +40,14 @@ class LinkCost:
     tx_bytes = packets = seconds = joules = 0  # what metric() reads, for LinkCost(profile, None)
 
     def __init__(self, profile, frame, job=None):
-        if frame is None:
-            return  # no message: CostModel checks a metric's name on it, without a walk
+        if frame is not None:  # None: CostModel checks a metric's name on it, without a walk
+            self.price(profile, frame, job)
+
+    def price(self, profile, frame, job=None):
+        """Fill the attributes for a message of `frame` bytes. CostModel.tabulate refills one
+        LinkCost for every T: on a board its attribute table (96 bytes with the object, grown
+        in steps) is then allocated once, not again for every T in the heap the round has
+        filled."""
         radio = profile["radio"]
         if profile.get("stack"):
             # walked profile (edge/onair.py): the exchanges, datagrams and frames the client sends
@@ -158,8 +164,9 @@ class CostModel:
             jl = array(tc, range(n))
             pk = array("H", range(n))  # a message of max_bytes is far fewer than 65,536 packets
             c = jl if self.metric == "joules" else array(tc, range(n))
+        lc = LinkCost(self.profile, None)
         for t in range(1, n + 1):
-            lc = self.link(t)
+            lc.price(self.profile, self.frame_bytes(t), self.job)
             jl[t - 1] = lc.joules
             pk[t - 1] = lc.packets
             if c is not jl:
