@@ -54,6 +54,8 @@ from firmware_tests import harness
 SCRIPTS = Path(__file__).resolve().parent / "scripts"
 ROUND_SCRIPT = SCRIPTS / "round.py"
 ROUND_EXTRAS = SCRIPTS / "round_extras.py"  # imported by round.py only for its options (naive, sync, ...)
+# what a device root holds besides edge/ for round.py: its options and its report (loaded after the rounds)
+DRIVER_MODULES = (ROUND_EXTRAS, SCRIPTS / "round_report.py")
 PROFILE = "ieee802154-6lowpan-coap"
 # a node is priced for the stack it sends on (edge/board.py transport_mismatch): SLIP and MQTT runs
 SERIAL_PROFILE = "serial-slip-115200"
@@ -356,8 +358,8 @@ def round_setup(tmp: Path, d: int, mode: str = "mpy", layout: str = LAYOUT, bloc
                 error_feedback: bool = False, rule: str = "cat", rule_param: int = 0) -> RoundSetup:
     """Start a gateway and lay out a device root (edge as .mpy, node.json, data) for node 1.
 
-    mode "frozen": no edge/ in the root (the interpreter has it frozen in). round_extras
-    goes in as .mpy in both modes ("py": as source)."""
+    mode "frozen": no edge/ in the root (the interpreter has it frozen in). The driver's
+    modules (DRIVER_MODULES) go in as .mpy in both modes ("py": as source)."""
     tmp.mkdir(parents=True, exist_ok=True)
     gw, job, port = start_coap_gateway(tmp, lambda state: make_job(state, d, k_cap=k_cap, scheme=scheme,
                                                                    error_feedback=error_feedback, rule=rule,
@@ -367,7 +369,7 @@ def round_setup(tmp: Path, d: int, mode: str = "mpy", layout: str = LAYOUT, bloc
                       ack_timeout=ack_timeout)
     root = harness.make_device_root(tmp, mode="mpy" if mode == "frozen" else mode, extra={
         "node.json": json.dumps(cfg), "data.catd": data},
-        packages=(ROUND_EXTRAS,) if mode == "frozen" else (harness.EDGE_DIR, ROUND_EXTRAS))
+        packages=DRIVER_MODULES if mode == "frozen" else (harness.EDGE_DIR, *DRIVER_MODULES))
     return RoundSetup(gw, job, root, cfg)
 
 
@@ -422,11 +424,11 @@ class SlipRun:
 
 
 def slip_root(tmp: Path, job: Job, data: Path, serial: dict, frozen: bool) -> Path:
-    """Device root for node 1 of `job` on a serial link: node.json, the data file, round_extras
+    """Device root for node 1 of `job` on a serial link: node.json, the data file, the driver's modules
     (and edge/ as .mpy unless the firmware has it frozen)."""
     cfg = node_config(job, 1, "data.catd", "serial", serial=serial)
     return harness.make_device_root(tmp, mode="mpy", extra={"node.json": json.dumps(cfg), "data.catd": data},
-                                    packages=(ROUND_EXTRAS,) if frozen else (harness.EDGE_DIR, ROUND_EXTRAS))
+                                    packages=DRIVER_MODULES if frozen else (harness.EDGE_DIR, *DRIVER_MODULES))
 
 
 def slip_rounds(target: harness.Interpreter | Path, tmp: Path, make: Callable[[Path], Job], data: Path,

@@ -18,7 +18,7 @@ import pytest
 
 from aggregator.ops.flash import node_config
 from firmware_tests import harness
-from firmware_tests.budget import (GOAL_KIB, LAYOUT, NNZ, ROUND_EXTRAS, ROUND_SCRIPT, make_data, make_job,
+from firmware_tests.budget import (DRIVER_MODULES, GOAL_KIB, LAYOUT, NNZ, ROUND_SCRIPT, make_data, make_job,
                                    start_coap_gateway)
 
 WAKE = Path(__file__).resolve().parent / "scripts" / "wake.py"
@@ -49,7 +49,7 @@ class Sleepy:
         cfg["telemetry"] = False          # a frame is then a function of model, residual and data
         if sleep:
             cfg["sleep"] = {"mode": "deep", "state": "state.bin", "interval": 1, "wait": 30}
-        pk = (ROUND_EXTRAS,) if frozen else (harness.EDGE_DIR, ROUND_EXTRAS)
+        pk = DRIVER_MODULES if frozen else (harness.EDGE_DIR, *DRIVER_MODULES)
         self.root = harness.make_device_root(tmp, mode="mpy", extra={"node.json": json.dumps(cfg), "data.catd": data},
                                              packages=pk)
         self.ef = ef

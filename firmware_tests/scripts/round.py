@@ -11,16 +11,12 @@
 # keeps out of the heap what main.py does not put there: its code is small, and it interns as
 # few names of its own as it can (each name a qstr, and MicroPython's qstr pool grows by 4.4 KiB
 # when the round's 621st is interned; docs/firmware.md, "The qstr pools"): its variables are a
-# function's locals (not interned), its options are round_extras' names, and its report is one
-# format string (a str constant, whose keys are not interned).
+# function's locals (not interned), its options are round_extras' names, and its report is
+# printed by round_report.report, loaded after the rounds with the node let go (its format
+# string and code are not in the heap while the rounds run).
 import gc
-import json
 import sys
 import time
-
-REPORT = ('@@RESULT {"status": %s, "round": %d, "T": %d, "bytes": %d, "loss": %s, "compute_ms": %s, '
-          '"round_ms": %s, "version": %d, "snapshots": %d, "accepted": %s, "code": %s, "mem_free": %d, '
-          '"mem_alloc": %d, "base_alloc": %d, "extra": %s}')
 
 
 def run(argv):
@@ -58,10 +54,11 @@ def run(argv):
     last = node.last
     extra = {} if extras is None else extras.run(argv, node, link, last["round"])  # "sync"
     gc.collect()
-    print(REPORT % (json.dumps(st), last["round"], last["T"], last["bytes"], json.dumps(last["loss"]),
-                    json.dumps(comp), json.dumps(ms), node.version, node.snapshots,
-                    json.dumps(last["accepted"]), json.dumps(code), gc.mem_free(), gc.mem_alloc(), base,
-                    json.dumps(extra)))
+    res = (st, last, comp, ms, node.version, node.snapshots, code, gc.mem_free(), gc.mem_alloc(), base, extra)
+    node = link = extras = None
+    gc.collect()
+    import round_report
+    round_report.report(res)
 
 
 run([a for a in sys.argv[1:] if a != "-c"])
