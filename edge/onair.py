@@ -221,12 +221,20 @@ def coap_up(w, n, job=None):
     tk = 4 + st["token_bytes"]
     base = tk + _up_path(st, job)
     reply = st["reply_payload_bytes"]
-    bs = st["block_size"]
-    if n <= bs:
+    if n <= st["block_size"]:
         w.exchanges += 1
         w.datagram(base + 1 + n, True, 1, ("POST", -1, 1, n))
         w.datagram(tk + (1 + reply if reply else 0), False, 1, ("2.04", -1, 1, reply))
-        return w.finish()
+    else:
+        _block1_up(w, n, tk, base, reply)
+    return w.finish()
+
+
+def _block1_up(w, n, tk, base, reply):
+    # RFC 7959 Block1: runs of blocks whose option values have the same length, each block
+    # answered by 2.31 Continue, the last by 2.04 (apart from coap_up: shorter functions load
+    # into smaller holes of a board's heap)
+    bs = w.st["block_size"]
     szx = szx_of(bs)
     nb = (n + bs - 1) // bs
     for num, cnt in block_runs(nb):
@@ -242,7 +250,6 @@ def coap_up(w, n, job=None):
             w.datagram(tk + rb1, False, cnt, ("2.31 Continue", num, cnt, 0))
         else:
             w.datagram(tk + rb1 + (1 + reply if reply else 0), False, 1, ("2.04", num, 1, reply))
-    return w.finish()
 
 
 def udp_up(w, n):

@@ -86,6 +86,16 @@ class SnapshotSink:
         self.pend = off + blen
         self.h, self.opad = cose.mac_begin(self.key, blen)
         self.parsed = True
+        self._map(data, off)
+        # the payload bytes already in head go through the MAC now
+        end = self.hlen if self.hlen < self.pend else self.pend
+        if end > self.pay:
+            self.h.update(data[self.pay:end])
+        self._hashed = end
+
+    def _map(self, data, off):
+        # The payload map up to the model bstr, its errors kept for after the MAC. (Each of
+        # these methods is short: a board loads this module into the holes of a full heap.)
         self.f = {}
         self.fs = self.fe = self.pend   # no model bytes unless key 16 is found
         try:
@@ -98,11 +108,6 @@ class SnapshotSink:
         if self.err is None and m is not None and m[1] == 4 * len(self.model):
             self.fs = m[0]
             self.fe = m[0] + m[1]
-        # the payload bytes already in head go through the MAC now
-        end = self.hlen if self.hlen < self.pend else self.pend
-        if end > self.pay:
-            self.h.update(data[self.pay:end])
-        self._hashed = end
 
     def _body(self, mv, pos):
         """Bytes at message offset pos: MAC, floats to stage, tag."""
@@ -154,6 +159,18 @@ class SnapshotSink:
         if not self.parsed:
             self._parse(True)
             self._body(memoryview(self.head)[self.fs:self.hlen], self.fs)
+        self._check_mac()
+        d = self._check_payload()
+        model = self.model
+        stage = self.stage
+        j = 0
+        while j < d:
+            model[j] = stage[j]
+            j += 1
+        return self.f[_K_ROUND]
+
+    def _check_mac(self):
+        # the message's length, the tag's head, the tag itself
         total = self.pend + _SUFFIX
         if self.n < total:
             raise FrameError('structure', errmsg(72))
@@ -163,6 +180,9 @@ class SnapshotSink:
             raise FrameError('trailing_bytes', errmsg(74, self.n - total))
         if not cose.ct_equal(cose.mac_end(self.h, self.opad), memoryview(self.suffix)[1:]):
             raise FrameError('bad_mac', errmsg(75))
+
+    def _check_payload(self):
+        # what apply_model checks after the MAC: kind, job, d, the values; returns d
         if self.err is not None:
             raise self.err
         f = self.f
@@ -174,10 +194,4 @@ class SnapshotSink:
             raise FrameError('values_length', errmsg(35, (n, 4 * d)))
         if self.bad_float >= 0:
             raise FrameError('non_finite', errmsg(41, self.bad_float))
-        model = self.model
-        stage = self.stage
-        j = 0
-        while j < d:
-            model[j] = stage[j]
-            j += 1
-        return f[_K_ROUND]
+        return d
