@@ -163,13 +163,16 @@ def main(path="node.json", max_rounds=None, quiet=False):
         if why:
             raise BoardError(why)
     node, link = make(cfg)
-    if cfg.get("sleep") is not None:
-        from edge.sleep import wake
-        return wake(node, link, cfg["sleep"], None if quiet else report)
+    sleep = cfg.get("sleep")
+    timeout = cfg.get("timeout")
     if max_rounds is None:
         max_rounds = cfg.get("rounds")
-    sent = node.run(link, max_rounds=max_rounds, on_round=None if quiet else report,
-                    timeout=cfg.get("timeout"))
+    del cfg  # the rest of node.json (addresses, paths, options) is not held through the rounds
+    on_round = None if quiet else report
+    if sleep is not None:
+        from edge.sleep import wake
+        return wake(node, link, sleep, on_round)
+    sent = node.run(link, max_rounds=max_rounds, on_round=on_round, timeout=timeout)
     if not quiet:
         print("cat-done", json.dumps({"node": node.node, "sent": sent, "version": node.version,
                                       "deltas": node.deltas, "snapshots": node.snapshots}))
