@@ -143,13 +143,11 @@ class CostModel:
         needs it (docs/firmware.md, "What was changed in edge/"). The values are the walk's
         own floats, held exactly (array 'd', or 'f' where floats are single precision), so
         CAT chooses the same T as without the table."""
-        if self.kind == "paper":
+        if self.tabulated(n):
             return
         if n > self.t_max:
             n = self.t_max
         tb = self.table
-        if tb is not None and tb[0] == self.version and tb[1] >= n:
-            return
         self.table = None
         if tb is not None and len(tb[4]) >= n:
             # a new version (round 24, 256, ...: a longer CBOR head, a t_max no larger): the
@@ -174,6 +172,14 @@ class CostModel:
         self.table = (self.version, n, c, jl, pk)
         _WALK[0] = None  # its class holds the module
         drop("edge.onair", "onair")  # a board only; edge.pktcost (small) stays
+
+    def tabulated(self, n):
+        """Whether tabulate(n) has nothing to do: the table holds T = 1..min(n, t_max) for this
+        cost version (a paper profile has none to build)."""
+        if self.kind == "paper":
+            return True
+        tb = self.table
+        return tb is not None and tb[0] == self.version and tb[1] >= (n if n < self.t_max else self.t_max)
 
     def joules(self, t):
         """The radio joules of the frame carrying t entries (a link profile)."""

@@ -18,7 +18,7 @@ node.json ("board_cost"). Runs unchanged on MicroPython and CPython.
 class CostOnTop:
     """A cost model with something added to its cost: forwards what CAT, the edge loop and the
     simulator read from an edge.cost.CostModel (t_max, version, set_round, frame_bytes, link,
-    tabulate, joules, packets);
+    tabulated, tabulate, joules, packets);
     a subclass defines cost(t)."""
 
     def __init__(self, model):
@@ -45,6 +45,9 @@ class CostOnTop:
 
     def link(self, t):
         return self.model.link(t)
+
+    def tabulated(self, n):
+        return self.model.tabulated(n)
 
     def tabulate(self, n):
         self.model.tabulate(n)

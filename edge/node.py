@@ -331,7 +331,12 @@ class EdgeNode:
                     from edge.noiseprior import compute as prior
                     prior(ag, self.ws.vals, g, self.model, self.data, cfg["lam"], self.kind, rule.param)
                     del prior
-            self.cost.tabulate(self.ws.cap)  # C(T) for every T CAT may try, once per cost version
+            if not self.cost.tabulated(self.ws.cap):
+                # C(T) for every T CAT may try, once per cost version. The walk's code and SS's
+                # sampler are never in a board's heap at once: the sampler loads again at the
+                # next draw, into the holes the walk's code left (docs/firmware.md)
+                drop("edge.ss", "ss")
+                self.cost.tabulate(self.ws.cap)
             res = compress(self.ws, g, self.scheme, self.rule, self.cost, self.cost.t_max, scale, self.rng)
             if self.feedback is not None:
                 self.feedback.store(self.ws, res)
