@@ -53,8 +53,8 @@ def ss_headroom(k):
     """Entries beyond K that the buffers for an SS draw hold: the drawn count varies around
     T <= K (a sum of Bernoullis, standard deviation <= sqrt(T)), so 8 + 4 sqrt(K) puts their
     end more than 4 standard deviations above the largest T the candidates allow. Here, with
-    the buffers, not in edge.ss: a board loads the sampler's code at its first draw, after
-    the first round's snapshot and cost table, not with the buffers."""
+    the buffers, not in edge.ss: a board loads the sampler's code in compress, after the first
+    round's snapshot and cost table, not when it sizes the buffers."""
     return 8 + 4 * int(k ** 0.5)
 
 

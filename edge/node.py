@@ -333,8 +333,8 @@ class EdgeNode:
                     del prior
             if not self.cost.tabulated(self.ws.cap):
                 # C(T) for every T CAT may try, once per cost version. The walk's code and SS's
-                # sampler are never in a board's heap at once: the sampler loads again at the
-                # next draw, into the holes the walk's code left (docs/firmware.md)
+                # sampler are never in a board's heap at once: compress loads the sampler again,
+                # into the holes the walk's code left (docs/firmware.md)
                 drop("edge.ss", "ss")
                 self.cost.tabulate(self.ws.cap)
             res = compress(self.ws, g, self.scheme, self.rule, self.cost, self.cost.t_max, scale, self.rng)

@@ -27,9 +27,10 @@ row has none, w = 1.
 Cost: a second pass over the data file, made only in a round without an observation, that
 sums c_i a_ij and (c_i a_ij)^2 at the K candidates (a merge walk of each row against them) into
 the Agreement's weight array and the workspace's value buffer, both idle then: O(K) memory,
-nothing allocated but the softmax's C logits (edge.softmax's scratch). Loaded only for that
-pass, which lets its code go on a board (edge.cbor.drop). `compute` is the one name the node
-imports: it was a qstr of every round already (docs/firmware.md, "The qstr pools").
+nothing allocated but the softmax's C logits (edge.softmax's scratch; a one-entry list for
+logistic). Loaded only for that pass, which lets its code go on a board (edge.cbor.drop).
+`compute` is the one name the node imports: it was a qstr of every round already
+(docs/firmware.md, "The qstr pools").
 Runs unchanged on MicroPython.
 """
 

@@ -3,6 +3,7 @@
     .venv/bin/python firmware_tests/budget.py [--quick] [--interp mp32|mp64|both] [--frozen] [--qemu no]
     .venv/bin/python firmware_tests/budget.py --phases [--frozen]
     .venv/bin/python firmware_tests/budget.py --qemu only
+    .venv/bin/python firmware_tests/budget.py --ef | --modules | --starts 96,97,98
 
 For each interpreter and d in (1,024; 4,096) it prints the smallest heap (bisected, KiB)
 that completes ROUNDS full edge rounds, the time per round and the bytes of the frame; then
@@ -14,7 +15,8 @@ mps2-an385, edge/ frozen; firmware_tests/qemu_board.py): its smallest boot-time 
 same rounds over SLIP on its UART1, next to the 32-bit unix build's (frozen, same rounds and
 link), and last `qemu mps2-an385 rounds accepted: A of B` (the gateway's count of ROUNDS rounds
 per d at the board's heap budget, QEMU_BUDGET_KIB). --phases prints instead where the heap goes, phase by phase
-(scripts/phases.py).
+(scripts/phases.py); --starts, for the heaps given, from which of several points of a job
+(STARTS, each on a fresh gateway) S, S+Q and SS with error feedback fit as .mpy at d = 4,096.
 
 "A full edge round" (what a flashed board does, edge/board.py): read node.json, open the
 64-row CATD data file, CoAP GET config (decode), GET snapshot (model sync), logistic
@@ -599,6 +601,18 @@ def print_phases(interps: list[tuple[harness.Interpreter, bool]], tmp: Path) -> 
             print(f"  {rnd or '-':>5} {name:40}{cells}")
 
 
+def kib_list(text: str) -> list[int]:
+    """argparse type for --starts: comma-separated heaps in KiB, each 8..4096."""
+    try:
+        heaps = [int(x) for x in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a comma-separated list of KiB: {text!r}") from None
+    bad = [k for k in heaps if not 8 <= k <= 4096]
+    if bad:
+        raise argparse.ArgumentTypeError(f"heap {bad[0]} KiB outside 8..4096")
+    return heaps
+
+
 def main(argv: list[str] | None = None) -> int:
     import tempfile
 
@@ -616,6 +630,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ef", action="store_true",
                     help="only the error-feedback section: S, S+Q and SS with error feedback on the "
                          "32-bit build, frozen (d = 1,024 and 4,096) and as .mpy (d = 4,096)")
+    ap.add_argument("--starts", metavar="KIB,KIB", type=kib_list,
+                    help="only S, S+Q and SS with error feedback as .mpy at d = 4,096 at these heaps, "
+                         "each from several points of a job (fresh gateways: " + ", ".join(map(str, STARTS))
+                    + "); the rounds a bisection on one gateway may miss, such as round 24's")
     ap.add_argument("--modules", action="store_true",
                     help="only the heap of each edge/ module a CoAP round imports, as .mpy (32-bit build)")
     ap.add_argument("--qemu", choices=("yes", "no", "only"), default="yes",
@@ -628,6 +646,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.ef:
         with tempfile.TemporaryDirectory(prefix="cat-budget-") as tmp:
             return ef_section(Path(tmp))
+    if args.starts:
+        with tempfile.TemporaryDirectory(prefix="cat-budget-") as tmp:
+            return starts_section(Path(tmp), args.starts)
     if args.modules:
         with tempfile.TemporaryDirectory(prefix="cat-budget-") as tmp:
             rows = module_heaps(Path(tmp))
@@ -740,6 +761,51 @@ def ef_section(tmp: Path) -> int:
     for (frozen, d), kib in worst.items():
         how = "frozen" if frozen else ".mpy"
         print(f"min heap for d={d} with error feedback, {how}, 32-bit: {kib} KiB")
+    return 0
+
+
+#: the node's first rounds for --starts: a job's start, early and later rounds, across round 24
+STARTS = (0, 3, 7, 15, 22, 30, 45)
+
+
+def start_matrix(interp: harness.Interpreter, tmp: Path, scheme: str, heaps: list[int],
+                 starts: tuple[int, ...] = STARTS, d: int = 4096, mode: str = "mpy") -> dict[int, str]:
+    """For each heap, one character per start s: '+' when ROUNDS rounds fit from round s on a
+    fresh gateway (its rounds before s run by the node at 512 KiB), '-' on a MemoryError.
+    A bisection on one gateway sees whichever rounds its runs near the minimum get; this sees
+    the same points of a job for every heap."""
+    out = {}
+    for kib in heaps:
+        marks = ""
+        for st in starts:
+            setup = round_setup(tmp / f"starts-{scheme}-{kib}-{st}", d, mode=mode, scheme=scheme,
+                                error_feedback=True)
+            try:
+                if st:
+                    r = run_round(interp, setup, "512k", rounds=st)
+                    if not r.ok:
+                        raise harness.HarnessError(r.describe())
+                r = run_round(interp, setup, f"{kib}k")
+            finally:
+                setup.close()
+            if not r.ok and not r.memory_error:
+                raise harness.HarnessError(r.describe())
+            marks += "+" if r.ok else "-"
+        out[kib] = marks
+    return out
+
+
+def starts_section(tmp: Path, heaps: list[int]) -> int:
+    """--starts: error feedback on, .mpy at d = 4,096, S / S+Q / SS from each of STARTS."""
+    mp32 = harness.mp32()
+    if mp32.problem():
+        print(f"{mp32.problem()}; build it with: {harness.MP32_BUILD_CMD}", file=sys.stderr)
+        return 2
+    print(f"error feedback on, .mpy, d=4096: {ROUNDS} rounds from rounds {', '.join(map(str, STARTS))} "
+          "of a fresh gateway each; + fits, - MemoryError")
+    for scheme in EF_SCHEMES:
+        row = start_matrix(mp32, tmp, scheme, heaps)
+        print(f"{scheme:3} " + "  ".join(f"{kib} KiB {marks}" for kib, marks in row.items()), flush=True)
     return 0
 
 

@@ -83,8 +83,29 @@ def test_table_clipped_at_t_max_and_grows() -> None:
 
 def test_paper_profile_has_no_table() -> None:
     m = CostModel(load_profile("paper-packet-128-64-128"), 1024, SCHEME_S)
+    assert m.tabulated(128)                      # nothing to build: no walk, no table
     m.tabulate(128)
     assert m.table is None
+
+
+def test_tabulated_says_when_tabulate_would_walk() -> None:
+    """The node lets SS's sampler go only before a walk: tabulated(n) is False exactly when
+    tabulate(n) has work (no table, a new cost version, more entries), True at t_max."""
+    m = CostModel(load_profile("ieee802154-6lowpan-coap"), 4096, SCHEME_S)
+    m.set_round(23)
+    assert not m.tabulated(10)
+    m.tabulate(10)
+    assert m.tabulated(10) and m.tabulated(9) and not m.tabulated(11)
+    m.set_round(24)                              # a new version: the table must be walked again
+    assert not m.tabulated(10)
+    m.tabulate(10)
+    assert m.tabulated(10)
+    m.tabulate(m.t_max)
+    assert m.tabulated(m.t_max + 1)              # clipped at t_max: nothing more to walk
+    bc = BoardCost(m, 0.1, 1e-5, 0.002)          # the energy-aware model forwards it
+    assert bc.tabulated(m.t_max)
+    bc.set_round(256)
+    assert not bc.tabulated(1)
 
 
 @pytest.mark.parametrize("scheme", [SCHEME_S, SCHEME_SQ, SCHEME_SS])
