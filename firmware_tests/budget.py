@@ -601,6 +601,14 @@ def print_phases(interps: list[tuple[harness.Interpreter, bool]], tmp: Path) -> 
             print(f"  {rnd or '-':>5} {name:40}{cells}")
 
 
+def missing(interp: harness.Interpreter) -> bool:
+    """True, after printing why and the command that builds it, when interp cannot run."""
+    problem = interp.problem()
+    if problem:
+        print(f"{problem}; build it with: {harness.MP32_BUILD_CMD}", file=sys.stderr)
+    return bool(problem)
+
+
 def kib_list(text: str) -> list[int]:
     """argparse type for --starts: comma-separated heaps in KiB, each 8..4096."""
     try:
@@ -664,11 +672,8 @@ def main(argv: list[str] | None = None) -> int:
         interps.append((harness.mp64(), False))
     if args.interp in ("mp32", "both"):
         interps.append((harness.mp32(), False))
-    for it, _ in interps:
-        problem = it.problem()
-        if problem:
-            print(f"{problem}; build it with: {harness.MP32_BUILD_CMD}", file=sys.stderr)
-            return 2
+    if any(missing(it) for it, _ in interps):
+        return 2
     if args.frozen:
         fz = frozen_interpreter(build=True)
         if fz is None:
@@ -735,8 +740,7 @@ def ef_section(tmp: Path) -> int:
     d-arrays than without it. The three lines the RAM goals name are the largest of S, S+Q and
     SS (each bisected as the rounds above, a real MemoryError just below)."""
     mp32 = harness.mp32()
-    if mp32.problem():
-        print(f"{mp32.problem()}; build it with: {harness.MP32_BUILD_CMD}", file=sys.stderr)
+    if missing(mp32):
         return 2
     fz = frozen_interpreter(build=True)
     if fz is None:
@@ -798,8 +802,7 @@ def start_matrix(interp: harness.Interpreter, tmp: Path, scheme: str, heaps: lis
 def starts_section(tmp: Path, heaps: list[int]) -> int:
     """--starts: error feedback on, .mpy at d = 4,096, S / S+Q / SS from each of STARTS."""
     mp32 = harness.mp32()
-    if mp32.problem():
-        print(f"{mp32.problem()}; build it with: {harness.MP32_BUILD_CMD}", file=sys.stderr)
+    if missing(mp32):
         return 2
     print(f"error feedback on, .mpy, d=4096: {ROUNDS} rounds from rounds {', '.join(map(str, STARTS))} "
           "of a fresh gateway each; + fits, - MemoryError")
