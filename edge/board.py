@@ -119,7 +119,7 @@ def make_link(cfg):
         from edge.links import CoapLink
         st = cfg["profile"].get("stack") or {}   # a walked CoAP profile: its block size and token
         bs = cfg.get("block_size") or st.get("block_size", 64)
-        # recvfrom(n) allocates n bytes per datagram: ask for what a block can be, not 1280
+        # the client's receive buffer is rx_size + 1 bytes: what a block can be, not 1280
         client = CoapClient(cfg["host"], cfg.get("port", 5683), ack_timeout=cfg.get("ack_timeout", 2.0),
                             block_size=bs, rx_size=cfg.get("rx_size", bs + RX_HEADROOM),
                             token_len=st.get("token_bytes", 4))

@@ -1,7 +1,7 @@
 """Small CoAP client (RFC 7252) with block-wise transfer (RFC 7959).
 
 Runs unchanged on MicroPython (1.25+) and CPython: it needs only ``socket``
-(UDP: getaddrinfo, settimeout, sendto, recvfrom), ``os.urandom`` (or
+(UDP: getaddrinfo, connect, settimeout, send, recv), ``os.urandom`` (or
 ``random.getrandbits``) for message ids and tokens, and a millisecond clock.
 
 What it does, with the RFC sections it follows:
@@ -22,7 +22,10 @@ What it does, with the RFC sections it follows:
 * Uri-Path / Uri-Query options from a path string (RFC 7252 §6.4 steps 8-9) and
   Content-Format (§5.10.3; 60 = application/cbor, RFC 8949 §9.5 / RFC 7049 §7.4).
 
-Outgoing messages are composed in one preallocated ``bytearray``. Counters
+Outgoing messages are composed in one preallocated ``bytearray``. The socket is
+connected to the server: the kernel drops datagrams from other endpoints (RFC 7252
+§5.3.2 wants the response from the request's destination), and ``recv`` allocates
+no sender address and tuple per datagram, as ``recvfrom`` does. Counters
 (``datagrams_sent``, ``bytes_sent``, ``retransmissions``, ``datagrams_received``,
 ``bytes_received``, ``exchanges``) let the edge report what the radio carried.
 """
@@ -99,7 +102,7 @@ _MAX_RETRANSMIT = const(4)
 
 # RFC 7252 §4.6: without knowledge of the path MTU, messages should fit 1152 bytes;
 # 1280 (the IPv6 minimum MTU) bounds what we accept in one datagram by default.
-# recvfrom(n) allocates n bytes (then a copy of what arrived) for every datagram: on a
+# recv(n) allocates n bytes (then a copy of what arrived) for every datagram: on a
 # board that is a transient contiguous block per block-wise step, so edge/board.py asks
 # for block_size + RX_HEADROOM instead (a server honouring our Block2 size never sends more).
 _RX_SIZE = const(1280)
@@ -224,17 +227,6 @@ def _split_path(path):
     return segs, qs
 
 
-def _same_endpoint(a, b):
-    # CPython and board ports give address tuples; the unix port gives raw sockaddr
-    # bytes from recvfrom but a bytearray from getaddrinfo
-    if a == b:
-        return True
-    try:
-        return tuple(a) == tuple(b)
-    except TypeError:
-        return False
-
-
 def _opts_len(segs):
     n = 0
     for s in segs:
@@ -284,6 +276,7 @@ class CoapClient:
         ai = ai[0]
         self._addr = ai[-1]
         self._sock = socket.socket(ai[0], socket.SOCK_DGRAM)
+        self._sock.connect(self._addr)
         self._buf = bytearray(_HDR_ROOM + block_size + 64)
         self._mv = memoryview(self._buf)
         self._empty = bytearray(4)  # empty ACK/RST, RFC 7252 §4.1
@@ -532,7 +525,14 @@ class CoapClient:
         return self._exchange(pos)
 
     def _send(self, data):
-        self._sock.sendto(data, self._addr)
+        try:
+            self._sock.send(data)
+        except OSError as e:
+            # a connected UDP socket reports an earlier ICMP port-unreachable on its next
+            # call (ECONNREFUSED, 111): this datagram was not sent; retransmission covers it
+            if not e.args or e.args[0] != 111:
+                raise
+            return
         self.datagrams_sent += 1
         self.bytes_sent += len(data)
 
@@ -552,7 +552,7 @@ class CoapClient:
         self._sock.settimeout(t / 1000)
         try:
             # one byte more than accepted: a datagram that fills it was cut by the kernel
-            data, addr = self._sock.recvfrom(self.rx_size + 1)
+            data = self._sock.recv(self.rx_size + 1)
         except OSError as e:
             code = e.args[0] if e.args else None
             # errnos that mean "nothing arrived in time": EAGAIN (11, unix MicroPython),
@@ -561,8 +561,6 @@ class CoapClient:
             if not isinstance(code, int) or code in (11, 110, 111, 116):
                 return None  # CPython's socket.timeout carries a str, not an errno
             raise CoapError("socket error %r" % (e,))
-        if not _same_endpoint(addr, self._addr):
-            return None  # not from our server endpoint (RFC 7252 §5.3.2)
         if len(data) > self.rx_size:
             raise CoapError("a datagram of more than rx_size=%d bytes arrived (does the server "
                             "ignore the Block2 size?)" % self.rx_size)

@@ -327,8 +327,9 @@ def test_timeout_after_max_retransmit() -> None:
 
 
 # ------------------------------------------- protocol edge cases (scripted peer)
-def _scripted_server(replies):
-    """A UDP endpoint that answers each request via ``replies(request) -> [datagrams]``.
+def _scripted_server(replies, peers: list | None = None):
+    """A UDP endpoint that answers each request via ``replies(request) -> [datagrams]``; the
+    address of each request's sender is appended to ``peers`` first, if given.
 
     Why scripted: RST, malformed and foreign datagrams cannot be provoked from a
     correct server; the byte layouts come from RFC 7252 §3."""
@@ -343,6 +344,8 @@ def _scripted_server(replies):
                 data, addr = s.recvfrom(2048)
             except OSError:
                 continue
+            if peers is not None:
+                peers.append(addr)
             for d in replies(data):
                 s.sendto(d, addr)
 
@@ -392,6 +395,30 @@ def test_scripted_replies(case: str) -> None:
         stop.set()
         t.join(2)
         s.close()
+
+
+def test_a_response_from_another_endpoint_never_reaches_the_client() -> None:
+    """RFC 7252 §5.3.2: the response comes from the request's destination. A matching ACK
+    (same Message ID and token) sent first from another port of the server's host is not
+    taken: the client's socket is connected to the server, so the kernel drops it."""
+    other = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    other.bind(("127.0.0.1", 0))
+    client_at: list = []
+
+    def replies(req: bytes) -> list[bytes]:
+        other.sendto(_ack_for(req, 0x45, b"forged"), client_at[-1])
+        return [_ack_for(req, 0x45, b"ok")]
+
+    s, stop, t = _scripted_server(replies, client_at)
+    try:
+        with CoapClient("127.0.0.1", s.getsockname()[1], **FAST) as c:
+            assert c.get("/x") == (coap.CONTENT, b"ok")
+            assert c.datagrams_received == 1 and c.retransmissions == 0
+    finally:
+        stop.set()
+        t.join(2)
+        s.close()
+        other.close()
 
 
 def test_block1_server_prefers_smaller_size() -> None:

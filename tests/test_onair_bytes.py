@@ -206,14 +206,14 @@ class _Tap:
     def __init__(self, sock, log: list) -> None:
         self.sock, self.log = sock, log
 
-    def sendto(self, data, addr):
+    def send(self, data):
         self.log.append((True, bytes(data)))
-        return self.sock.sendto(data, addr)
+        return self.sock.send(data)
 
-    def recvfrom(self, n):
-        data, addr = self.sock.recvfrom(n)
+    def recv(self, n):
+        data = self.sock.recv(n)
         self.log.append((False, bytes(data)))
-        return data, addr
+        return data
 
     def __getattr__(self, name):
         return getattr(self.sock, name)
