@@ -237,10 +237,11 @@ class EdgeNode:
         return self.version == rnd
 
     def _observer(self):
-        """catavg: Agreement.seen for the delta that follows this node's own update (still in
-        ws; allocated after round 0's snapshot), else None."""
+        """catavg: Agreement.seen for the delta that follows this node's own update (in ws,
+        or taken back from a sleep state: edge/sleep.py keeps it under the same condition;
+        allocated after round 0's snapshot), else None."""
         rule = self.rule
-        last = self.last      # no "T" after a restart from a sleep state: ws holds nothing
+        last = self.last
         if rule is None or rule.kind != _RULE_CATAVG or self.scheme == _SCHEME_SS or last is None \
                 or "T" not in last or not last["round"] == self.version == self.last_sent:
             return None
@@ -319,15 +320,14 @@ class EdgeNode:
                     g[j] = round_value(g[j], 1)
         else:
             rule = self.rule
-            if rule.kind == _RULE_CATAVG and self.scheme != _SCHEME_SS and rule.param > 1 \
-                    and self.sleep is None:
+            if rule.kind == _RULE_CATAVG and self.scheme != _SCHEME_SS and rule.param > 1:
                 ag = rule.agree(self.ws.k, d)
                 if not ag.n:
                     # no delta read yet (round 0, after a snapshot or missed rounds): weights
                     # from the node's own sampling noise, a second pass over its data at the K
-                    # candidates (edge/noiseprior.py; a board lets that code go after it). Not
-                    # on a node that deep-sleeps: its state file does not keep its update, so
-                    # it reads no delta against it and every wake would make the pass.
+                    # candidates (edge/noiseprior.py; a board lets that code go after it). A
+                    # node that deep-sleeps keeps its update (edge/sleep.py), so a wake that
+                    # reads the delta after it makes no such pass.
                     from edge.noiseprior import compute as prior
                     prior(ag, self.ws.vals, g, self.model, self.data, cfg["lam"], self.kind, rule.param)
                     del prior

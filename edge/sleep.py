@@ -9,7 +9,8 @@
 # file). Little-endian:
 #   0   4  magic "CATs"
 #   4   1  format (1)
-#   5   1  flags: 1 = the error-feedback residual follows the model
+#   5   1  flags: 1 = the error-feedback residual follows the model; 2 = the node's last
+#            update follows the frame (rule catavg on S and S+Q reads the next delta against it)
 #   6   2  node id
 #   8   4  job id
 #  12   4  n, floats in the model (d, or classes x d)
@@ -23,6 +24,10 @@
 #  44  4n  model, float32 (array('f') bytes: every supported port is little-endian)
 #   .  4n  residual, float32 (only with flag 1)
 #   .   L  the frame: the COSE-signed bytes sent for that round, resent as they are
+#   .   4  T, entries of the last update (only with flag 2)
+#   .  bT  its indices, ascending, b bytes each as in the node's index buffer (2 when d <= 65536,
+#            else 4: edge.topk.alloc_index)
+#   .  4T  its values, float32
 #   .  32  SHA-256 of every byte above
 #
 # <state>.sent: 16 bytes, rewritten in place twice a round: "SENT" before the frame leaves,
@@ -51,6 +56,8 @@ _CHUNK = const(128)       # floats per read/write: 512 bytes
 _MARK_LEN = const(16)
 MAGIC = b"CATs"
 _SENT = b"SENT"
+_SCHEME_SS = const(3)     # edge.cat's numbers (folded: no dict entries on a board)
+_RULE_CATAVG = const(5)
 _ACKD = b"ACKD"
 
 
@@ -75,6 +82,17 @@ def _sync(f):
         os.fsync(f.fileno())
 
 
+def _part(f, h, mv, nbytes, write):
+    """Write memoryview mv of nbytes bytes (or read exactly those into it), hashing it; False
+    when the file ends first."""
+    if write:
+        f.write(mv)
+    elif f.readinto(mv) != nbytes:
+        return False
+    h.update(mv)
+    return True
+
+
 def _arrays(f, h, arr, write):
     """Write (or read into) array('f') arr in place, _CHUNK floats at a time, hashing as it goes."""
     mv = memoryview(arr)
@@ -84,14 +102,43 @@ def _arrays(f, h, arr, write):
         j = i + _CHUNK
         if j > n:
             j = n
-        part = mv[i:j]
-        if write:
-            f.write(part)
-        elif f.readinto(part) != 4 * (j - i):
+        if not _part(f, h, mv[i:j], 4 * (j - i), write):
             return False
-        h.update(part)
         i = j
     return True
+
+
+def _keeps_update(node):
+    """True when the rule reads the next delta against the node's last update (catavg on S
+    and S+Q: the condition of EdgeNode._observer), which the state file then keeps."""
+    rule = node.rule
+    return rule is not None and rule.kind == _RULE_CATAVG and node.scheme != _SCHEME_SS
+
+
+def _flags(node):
+    """The header's flags for node: 1 with error feedback, 2 when it keeps its last update."""
+    return (1 if node.feedback is not None else 0) | (2 if _keeps_update(node) else 0)
+
+
+def _entry_bytes(arr):
+    """Bytes per entry of array arr (MicroPython's memoryview may lack itemsize)."""
+    return len(bytes(memoryview(arr)[:1]))
+
+
+def _update(f, h, ws, t, write):
+    """The node's last update, T = t entries of ws.idx and ws.vals, after its count: written,
+    or read into ws in place (t: the count the file's size implies, checked against the one
+    it holds). False when the file ends first or the counts differ."""
+    cnt = struct.pack("<I", t)
+    if write:
+        f.write(cnt)
+    else:
+        got = f.read(4)
+        if got != cnt:
+            return False
+    h.update(cnt)
+    return _part(f, h, memoryview(ws.idx)[:t], _entry_bytes(ws.idx) * t, write) \
+        and _part(f, h, memoryview(ws.vals)[:t], 4 * t, write)
 
 
 class SleepState:
@@ -138,10 +185,11 @@ class SleepState:
         node.frame_round; then mark the round as signed. Call before the frame is sent."""
         cfg = node.cfg
         ef = node.feedback is not None
+        keep = _keeps_update(node)
         tmp = self.path + ".tmp"
         h = hashlib.sha256()
         with open(tmp, "wb") as f:
-            hdr = struct.pack(_HDR, MAGIC, _FORMAT, 1 if ef else 0, node.node, node.job, len(node.model),
+            hdr = struct.pack(_HDR, MAGIC, _FORMAT, _flags(node), node.node, node.job, len(node.model),
                               node.scheme, cfg["fmt"], 1 if cfg["compact"] else 0, 0, cfg["k_cap"],
                               cfg["seed"] & 0xFFFFFFFF, node.version, node.frame_round, node.frame_len,
                               node.rng.s & 0xFFFFFFFF)
@@ -150,9 +198,9 @@ class SleepState:
             _arrays(f, h, node.model, True)
             if ef:
                 _arrays(f, h, node.grad, True)
-            fr = memoryview(node.buf)[:node.frame_len]
-            f.write(fr)
-            h.update(fr)
+            _part(f, h, memoryview(node.buf)[:node.frame_len], node.frame_len, True)
+            if keep:
+                _update(f, h, node.ws, node.last["T"], True)
             f.write(h.digest())
             _sync(f)
         self._commit(tmp)
@@ -184,7 +232,8 @@ class SleepState:
     # ------------------------------------------------------------------ restore
     def restore(self, node, cfg):
         """Take the state back after a boot, with the first config (the node's buffers are set
-        up for it). Sets node.version, model, residual, sampler, the frame and last_sent; or
+        up for it). Sets node.version, model, residual, sampler, the frame, the last update (in
+        ws) and last_sent; or
         starts afresh (version -1: the snapshot at the next sync, residual zero)."""
         self.pending = False
         path = self.path
@@ -239,20 +288,27 @@ class SleepState:
                 return "not a state file"
             if nd != node.node or job != node.job or fn != n or scheme != node.scheme or fmt != cfg["fmt"] \
                     or compact != (1 if cfg["compact"] else 0) or k_cap != cfg["k_cap"] \
-                    or seed != cfg["seed"] & 0xFFFFFFFF or flags != (1 if ef else 0):
+                    or seed != cfg["seed"] & 0xFFFFFFFF or flags != _flags(node):
                 # Another node, job or setting, or a flipped byte in these fields: tell which.
                 return "other" if self._intact(f, h, size) else "checksum"
-            body = _HDR_LEN + 4 * n * (2 if ef else 1) + flen + _DIGEST
-            if size != body or flen > len(node.buf):
+            t = -1
+            left = size - (_HDR_LEN + 4 * n * (2 if ef else 1) + flen + _DIGEST)
+            if flags & 2:       # the update's count, from the size: each entry an index and a float
+                left -= 4
+                per = _entry_bytes(node.ws.idx) + 4
+                t = left // per
+                if left >= 0 and t <= node.ws.cap:
+                    left -= t * per
+            if left != 0 or flen > len(node.buf):
                 return "size"
             if not _arrays(f, h, node.model, False):
                 return "truncated"
             if ef and not _arrays(f, h, node.grad, False):
                 return "truncated"
-            fr = memoryview(node.buf)[:flen]
-            if f.readinto(fr) != flen:
+            if not _part(f, h, memoryview(node.buf)[:flen], flen, False):
                 return "truncated"
-            h.update(fr)
+            if t >= 0 and not _update(f, h, node.ws, t, False):
+                return "checksum"       # the count the file holds is not the one its size implies
             if f.read(_DIGEST) != h.digest():
                 return "checksum"
         finally:
@@ -263,6 +319,8 @@ class SleepState:
         node.rng.s = rng
         if frnd >= 0:
             node.last = {"round": frnd, "bytes": flen, "resent": True}
+            if t >= 0:
+                node.last["T"] = t      # in ws: catavg reads the next delta against it
         return None
 
     def _intact(self, f, h, size):

@@ -36,10 +36,11 @@ class Sleepy:
     """A gateway and a device root for node 1 whose node.json asks for deep sleep; models[v] is
     the gateway's model of version v (recorded at every round close)."""
 
-    def __init__(self, tmp: Path, d: int, scheme: str, ef: bool, frozen: bool = False, sleep: bool = True):
+    def __init__(self, tmp: Path, d: int, scheme: str, ef: bool, frozen: bool = False, sleep: bool = True,
+                 rule: str = "cat"):
         self.models: dict[int, bytes] = {}
         self.gw, self.job, port = start_coap_gateway(
-            tmp, lambda st: make_job(st, d, k_cap=K, scheme=scheme, error_feedback=ef))
+            tmp, lambda st: make_job(st, d, k_cap=K, scheme=scheme, error_feedback=ef, rule=rule))
         agg = self.gw.svc.agg
         self.gw.call(lambda: self.models.__setitem__(0, agg.state.model.astype("<f4").tobytes()))
         self.gw.call(lambda: agg.listeners.append(
@@ -62,11 +63,14 @@ class Sleepy:
     def state(self) -> dict:
         raw = (self.root / "state.bin").read_bytes()
         h = struct.unpack(HDR, raw[:HDR_LEN])
-        n, version, frnd, flen = h[5], h[12], h[13], h[14]
+        n, flags, version, frnd, flen = h[5], h[2], h[12], h[13], h[14]
         off = HDR_LEN + 4 * n * (2 if self.ef else 1)
+        kept = 0
+        if flags & 2:                   # the last update (catavg): count, 2-byte indices, float32 values
+            kept = 4 + 6 * struct.unpack_from("<I", raw, off + flen)[0]
         return {"version": version, "round": frnd, "model": raw[HDR_LEN:HDR_LEN + 4 * n],
                 "residual": raw[HDR_LEN + 4 * n:off], "frame": raw[off:off + flen], "size": len(raw),
-                "ok": hashlib.sha256(raw[:-32]).digest() == raw[-32:]}
+                "kept": kept, "ok": hashlib.sha256(raw[:-32]).digest() == raw[-32:]}
 
     def node(self) -> dict:
         return self.gw.summary()["nodes"].get(1, {})
@@ -75,9 +79,10 @@ class Sleepy:
         self.gw.stop()
 
 
-def _reference_frames(interp, tmp: Path, d: int, scheme: str, ef: bool, rounds: int) -> dict[int, bytes]:
+def _reference_frames(interp, tmp: Path, d: int, scheme: str, ef: bool, rounds: int,
+                      rule: str = "cat") -> dict[int, bytes]:
     """The frames of the same job on the same interpreter, one process, no sleep."""
-    ref = Sleepy(tmp, d, scheme, ef, sleep=False)
+    ref = Sleepy(tmp, d, scheme, ef, sleep=False, rule=rule)
     try:
         r = harness.run(interp, ref.root, ROUND_SCRIPT, heap=HEAP[interp.name], timeout=180, precompile=True,
                         args=[str(rounds), "frames"])
@@ -92,14 +97,15 @@ def _reference_frames(interp, tmp: Path, d: int, scheme: str, ef: bool, rounds: 
         ref.close()
 
 
-@pytest.mark.parametrize("scheme,ef", [("sq", False), ("sq", True), ("ss", True)])
-def test_sleepy_rounds_equal_the_always_on_node(interp, tmp_path, scheme, ef):
+@pytest.mark.parametrize("scheme,ef,rule", [("sq", False, "cat"), ("sq", True, "cat"), ("ss", True, "cat"),
+                                            ("sq", True, "catavg")])
+def test_sleepy_rounds_equal_the_always_on_node(interp, tmp_path, scheme, ef, rule):
     """Four boots at d = 1,024, one round each (snapshot, then deltas): every frame equals the
     always-on node's, every saved model the gateway's of that version, and the gateway saw one
-    frame per round, no duplicate, no refusal."""
+    frame per round, no duplicate, no refusal. Rule catavg keeps the node's last update too."""
     d, rounds = 1024, 4
-    ref = _reference_frames(interp, tmp_path / "ref", d, scheme, ef, rounds)
-    s = Sleepy(tmp_path / "sleepy", d, scheme, ef)
+    ref = _reference_frames(interp, tmp_path / "ref", d, scheme, ef, rounds, rule)
+    s = Sleepy(tmp_path / "sleepy", d, scheme, ef, rule=rule)
     try:
         for r in range(rounds):
             run, out = s.wake(interp, HEAP[interp.name])
@@ -111,7 +117,8 @@ def test_sleepy_rounds_equal_the_always_on_node(interp, tmp_path, scheme, ef):
             assert st["frame"] == ref[r], f"round {r}: the sleepy node's frame differs"
             assert st["model"] == s.models[r]          # float32(x + delta) on both sides
             assert s.gw.wait_round(r + 1) == r + 1
-        assert st["size"] == HDR_LEN + 4 * d * (2 if ef else 1) + len(st["frame"]) + 32
+        assert st["size"] == HDR_LEN + 4 * d * (2 if ef else 1) + len(st["frame"]) + st["kept"] + 32
+        assert (st["kept"] > 4) == (rule == "catavg")
         node = s.node()
         assert node["frames"] == rounds and node["duplicates"] == 0
         assert s.gw.summary()["rejected"] == {}

@@ -77,16 +77,29 @@ def wake(d: Path, timeout: float = 60.0, code: str = WAKE) -> dict:
     return lines[0]
 
 
-def read_state(path: Path, ef: bool) -> dict:
+def read_state(path: Path) -> dict:
+    """The state file's parts; `update` is the kept update (indices, values) or None, and
+    `frame_at` / `update_at` where those start."""
     raw = path.read_bytes()
     h = struct.unpack(HDR, raw[:HDR_LEN])
-    n, version, frnd, flen = h[5], h[12], h[13], h[14]
+    n, flags, version, frnd, flen = h[5], h[2], h[12], h[13], h[14]
     off = HDR_LEN + 4 * n
     model = raw[HDR_LEN:off]
-    resid = raw[off:off + 4 * n] if ef else b""
+    resid = raw[off:off + 4 * n] if flags & 1 else b""     # error feedback's residual
     off += len(resid)
+    update = None
+    if flags & 2:                          # d <= 65536 here: 2-byte indices
+        (t,) = struct.unpack_from("<I", raw, off + flen)
+        at = off + flen + 4
+        update = (raw[at:at + 2 * t], raw[at + 2 * t:at + 6 * t])
     return {"version": version, "round": frnd, "model": model, "residual": resid,
-            "frame": raw[off:off + flen], "size": len(raw)}
+            "frame": raw[off:off + flen], "size": len(raw), "update": update,
+            "frame_at": off, "update_at": off + flen}
+
+
+def kept_bytes(st: dict) -> int:
+    """Bytes of the kept update in a state file: its count, 2-byte indices, float32 values."""
+    return 4 + sum(len(b) for b in st["update"]) if st["update"] else 0
 
 
 def reference(d: Path, job, port: int) -> tuple:
@@ -130,20 +143,74 @@ def test_sleepy_node_trains_exactly_like_one_that_never_sleeps(tmp_path, scheme,
             assert out["status"] == "sent" and out["sent"] == 1, out
             assert out["state"]["state"] == ("fresh" if r == 0 else "resumed"), out
             assert (out["snapshots"], out["deltas"]) == ((1, 0) if r == 0 else (0, 1)), out
-            st = read_state(d / "state.bin", ef)
+            st = read_state(d / "state.bin")
             assert (st["version"], st["round"]) == (r, r)
             send_round(ref, ref_link)
             assert st["frame"] == frames[r], f"round {r}: the sleepy node's frame differs"
             assert st["model"] == bytes(ref.model)
             if ef:
                 assert st["residual"] == bytes(ref.grad)
+            t = ref.last["T"]                  # catavg (S, S+Q) keeps the update it sent
+            assert st["update"] == (bytes(ref.ws.idx[:t]), bytes(ref.ws.vals[:t])) if scheme != "ss" \
+                else st["update"] is None
             e2e.wait_for(lambda: agg.state.round == r + 1, 10, f"round {r} closed")
         assert model_bytes(svc) == model_bytes(ref_svc)
         ns = agg.state.nodes[k]
         assert ns.frames == 5 and ns.duplicates == 0 and not agg.state.rejected
         if ef:
             assert np.abs(np.frombuffer(st["residual"], "<f4")).max() > 0   # unsent mass is kept
-        assert st["size"] == HDR_LEN + 4 * job.d * (2 if ef else 1) + len(st["frame"]) + 32
+        assert st["size"] == HDR_LEN + 4 * job.d * (2 if ef else 1) + len(st["frame"]) + kept_bytes(st) + 32
+    finally:
+        svc.stop()
+        ref_svc.stop()
+
+
+@pytest.mark.parametrize("scheme", ["sq", "s"])
+def test_a_sleepy_catavg_node_reads_each_delta_against_the_update_it_kept(tmp_path, scheme):
+    """Rule catavg on several nodes weighs each entry by what the gateway's average kept of the
+    node's last update, read from the delta that follows it; before any such delta (round 0) by
+    its own sampling noise. A node that deep-sleeps keeps that update in its state file: five
+    boots send byte for byte the frames of its always-on twin (a second gateway; the other nodes
+    always on at both), and sync as it does, reading the delta after its update."""
+    # Three nodes, K = d = 30 (no cap on T), error feedback on (a delta too large for the frame
+    # buffer comes as a message of its own: every round after the first syncs by delta). Here
+    # the weights move T: a node that forgets its update sends other frames from round 1 or 2 on.
+    layout = e2e.make_job(tmp_path / "job", nodes=3, rounds=20, quorum=1.0, scheme=scheme, k_cap=30,
+                          error_feedback=True)
+    job = load_job(layout.job_path)
+    a, *others = job.node_keys
+    svc, port = gateway(job)
+    ref_svc, ref_port = gateway(ref_job(layout))
+    try:
+        d = board_dir(tmp_path, layout, job, a, port)
+        ref, ref_link, frames = reference(d, job, ref_port)
+        peers = [[(board.make_node(board.load_config(str(board_dir(tmp_path, layout, job, b, port) / "node.json"))),
+                   CoapLink(CoapClient("127.0.0.1", p, ack_timeout=0.5), job.job_id)) for b in others]
+                 for p in (port, ref_port)]
+        deltas = 0
+        for r in range(5):
+            for nl in peers[0]:
+                send_round(*nl)                # the round then waits for the sleepy node
+            out = wake(d)
+            assert out["sent"] == 1 and out["state"]["state"] == ("fresh" if r == 0 else "resumed"), out
+            for nl in peers[1]:
+                send_round(*nl)
+            synced = (ref.snapshots, ref.deltas)
+            send_round(ref, ref_link)
+            by = (ref.snapshots - synced[0], ref.deltas - synced[1])
+            assert (out["snapshots"], out["deltas"]) == by, (r, out, by)
+            if by == (0, 1):                   # the twin weighed round r by the delta after its update
+                assert ref.rule.agreement.n == t, (r, ref.rule.agreement.n, t)
+                deltas += 1
+            t = ref.last["T"]
+            st = read_state(d / "state.bin")
+            assert st["frame"] == frames[r], f"round {r}: the sleepy node's frame differs"
+            assert st["update"] == (bytes(ref.ws.idx[:t]), bytes(ref.ws.vals[:t]))
+            for g in (svc, ref_svc):
+                e2e.wait_for(lambda g=g: g.service.agg.state.round == r + 1, 10, f"round {r} closed")
+        assert deltas == 4
+        assert model_bytes(svc) == model_bytes(ref_svc)
+        assert not svc.service.agg.state.rejected and svc.service.agg.state.nodes[a].duplicates == 0
     finally:
         svc.stop()
         ref_svc.stop()
@@ -176,14 +243,14 @@ def test_missed_rounds_resync_by_snapshot_and_few_by_delta(tmp_path):
         out = wake(d)
         assert out["state"]["state"] == "resumed" and out["state"]["version"] == 0
         assert (out["snapshots"], out["deltas"], out["version"]) == (1, 0, 6), out
-        st = read_state(d / "state.bin", True)
+        st = read_state(d / "state.bin")
         assert st["round"] == 6 and st["model"] == models[6]
         e2e.wait_for(lambda: agg.state.round == 7, 10, "round 6 closed")
         send_round(other, link)                       # node a sleeps through round 7
         e2e.wait_for(lambda: agg.state.round == 8, 10, "round 7 closed")
         out = wake(d)
         assert (out["snapshots"], out["deltas"], out["version"]) == (0, 2, 8), out
-        st = read_state(d / "state.bin", True)
+        st = read_state(d / "state.bin")
         assert st["round"] == 8 and st["model"] == models[8]
         ns = agg.state.nodes[a]
         assert ns.frames == 3 and ns.duplicates == 0 and not agg.state.rejected
@@ -191,7 +258,7 @@ def test_missed_rounds_resync_by_snapshot_and_few_by_delta(tmp_path):
         svc.stop()
 
 
-@pytest.mark.parametrize("where", ["model", "residual", "frame", "header"])
+@pytest.mark.parametrize("where", ["model", "residual", "frame", "header", "update"])
 def test_a_flipped_byte_in_the_state_file_means_a_snapshot_and_a_fresh_residual(tmp_path, where):
     """One flipped byte anywhere in a well-formed state file: the checksum catches it, the node
     says so on its console, takes the snapshot, starts the residual from zero and still sends
@@ -210,17 +277,18 @@ def test_a_flipped_byte_in_the_state_file_means_a_snapshot_and_a_fresh_residual(
             assert wake(d)["sent"] == 1
             e2e.wait_for(lambda: agg.state.round == r + 1, 10, f"round {r} closed")
         path = d / "state.bin"
+        st = read_state(path)
         raw = bytearray(path.read_bytes())
         n = job.d
         at = {"header": 30, "model": HDR_LEN + 4 * (n // 2) + 1, "residual": HDR_LEN + 4 * n + 7,
-              "frame": len(raw) - 40}[where]
+              "frame": st["frame_at"] + 20, "update": st["update_at"] + 4 + len(st["update"][0]) + 1}[where]  # its first value
         raw[at] ^= 0x10
         path.write_bytes(bytes(raw))
         out = wake(d)
         assert out["state"]["state"] == "corrupt" and out["state"]["why"] == "checksum", out
         assert out["state"]["resume_after"] == 1          # the marker: round 1 was signed and acked
         assert (out["snapshots"], out["deltas"], out["version"], out["sent"]) == (1, 0, 2, 1), out
-        st = read_state(path, True)
+        st = read_state(path)
         e2e.wait_for(lambda: agg.state.round == 3, 10, "round 2 closed")
         # The residual restarted from zero: frame and residual are those of a node that never
         # had one, computing round 2 at the model of version 2.
@@ -304,13 +372,13 @@ def test_a_cut_between_writing_and_renaming_keeps_the_old_state(tmp_path):
         r = boot(d, KILL_BEFORE_RENAME)
         assert r.returncode == -9, r.stdout + r.stderr
         assert (d / "state.bin").read_bytes() == old and (d / "state.bin.tmp").is_file()
-        assert read_state(d / "state.bin.tmp", True)["round"] == 1
+        assert read_state(d / "state.bin.tmp")["round"] == 1
         assert agg.state.round == 1 and agg.state.nodes[k].frames == 1     # nothing was sent
         out = wake(d)
         assert out["state"]["state"] == "resumed" and out["state"]["version"] == 0, out
         assert (out["deltas"], out["snapshots"], out["sent"]) == (1, 0, 1)
         send_round(ref, ref_link)
-        assert read_state(d / "state.bin", True)["frame"] == frames[1]
+        assert read_state(d / "state.bin")["frame"] == frames[1]
         e2e.wait_for(lambda: agg.state.round == 2, 10, "round 1 closed")
         assert model_bytes(svc) == model_bytes(ref_svc)
         assert agg.state.nodes[k].duplicates == 0 and not agg.state.rejected
@@ -334,13 +402,13 @@ def test_an_unacknowledged_frame_is_resent_as_is_and_an_acknowledged_one_never(t
                "CoapLink.send_update = lambda self, f: os.kill(os.getpid(), signal.SIGKILL)\nboard.main()\n")
         r = boot(d, cut)
         assert r.returncode == -9, r.stdout + r.stderr
-        saved = read_state(d / "state.bin", True)
+        saved = read_state(d / "state.bin")
         assert saved["round"] == 0 and (d / "state.bin.sent").read_bytes()[:4] == b"SENT"
         agg = svc.service.agg
         out = wake(d)
         assert out["state"] == {"state": "resumed", "version": 0, "frame_round": 0, "acked": False}, out
         assert out["sent"] == 1 and out["snapshots"] == 0 and out["deltas"] == 0
-        assert read_state(d / "state.bin", True) == saved              # not computed again
+        assert read_state(d / "state.bin") == saved              # not computed again
         assert (d / "state.bin.sent").read_bytes()[:4] == b"ACKD"
         out = wake(d)                                  # round 0 still open: nothing to send
         assert out["state"]["acked"] and out["sent"] == 0 and out["status"] == "idle", out
