@@ -28,6 +28,7 @@ def node(n, ef):
     nd.node = 1
     nd.job = 2
     nd.scheme = 3
+    nd.rule = None   # SS keeps no last update in the file (catavg on S and S+Q does)
     nd.model = array("f", [0.25] * n)
     nd.grad = array("f", [0.5] * n)
     nd.feedback = Feedback(nd.grad) if ef else None
