@@ -144,14 +144,6 @@ def _finish(ws, g, scheme, rule, cost, t_max, link_max, scale, rng, early_stop, 
     idx = ws.idx
     vals = ws.vals
     fmt = ws.fmt
-    if scheme == _SCHEME_S:
-        topk.sort_ascending(idx, t)
-        for i in range(t):
-            vals[i] = g[idx[i]] * scale
-        if fmt:
-            for i in range(t):
-                vals[i] = _round_f16(vals[i])
-        return Result(scheme, t, choice, d)
     if scheme == _SCHEME_SQ:
         a1 = 0.0
         for i in range(t):
@@ -166,10 +158,21 @@ def _finish(ws, g, scheme, rule, cost, t_max, link_max, scale, rng, early_stop, 
         for i in range(t):
             vals[i] = m if g[idx[i]] >= 0.0 else -m
         return Result(scheme, t, choice, d)
-    if scheme == _SCHEME_SS:
+    if scheme == _SCHEME_S:
+        topk.sort_ascending(idx, t)
+        for i in range(t):
+            vals[i] = g[idx[i]] * scale
+    elif scheme == _SCHEME_SS:
+        if rng is None:
+            raise ValueError(errmsg(149))
         from edge.ss import sample
         # The drawn count varies around T: never more than the buffer or the link takes.
         limit = ws.cap if ws.cap < link_max else link_max
-        return Result(scheme, sample(ws, g, choice, s1, scale, rng, d, limit), choice, d)
-    raise ValueError(errmsg(128, scheme))
+        t = sample(ws, g, choice, s1, scale, rng, d, limit)
+    else:
+        raise ValueError(errmsg(128, scheme))
+    if fmt:  # S's and SS's values as the wire carries them (S+Q rounds its one magnitude)
+        for i in range(t):
+            vals[i] = _round_f16(vals[i])
+    return Result(scheme, t, choice, d)
 

@@ -155,11 +155,12 @@ TEXT = (
     'config is for job %d, this node runs job %d',  # 146 node._setup
     'job uses cost profile %s, this node has %s',  # 147 node._setup
     'job model has d=%d, local data gives %d',  # 148 node._setup
-    'SS needs a random source (XorShift32)',  # 149 ss.sample
+    'SS needs a random source (XorShift32)',  # 149 compress._finish
     'the CoAP block_size must be a power of two from 16 to 1024 (RFC 7959 §2.2), got %r',  # 150 board.block_size_mismatch
     "the CoAP client's block_size is %d B but cost profile %s prices %d B blocks: use cost profile "
     '%s-b%d (or block_size %d)',  # 151 board.block_size_mismatch
     'transport %s, but cost profile %s prices nothing a node sends (no coap, mqtt or serial): '
     'give the node a %s profile',  # 152 board.transport_mismatch
     'transport %s, but cost profile %s prices %s messages: give the node a %s profile or transport %s',  # 153 board.transport_mismatch
+    'SS drew more than %d entries 8 times; lower K or use a link with larger frames',  # 154 ss.sample
 )

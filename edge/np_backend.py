@@ -18,7 +18,8 @@ import numpy as np
 from edge.cat import (RATIO_RTOL, RULE_ALISTARH, RULE_CAT, RULE_CATAVG, RULE_FIXED, RULE_HYBRID, RULE_IDENTITY,
                       SCHEME_IDENTITY, SCHEME_S, SCHEME_SQ, SCHEME_SS, Choice)
 from edge.compress import ss_headroom
-from edge.ss import SS_OVERFLOW, ss_t_max
+from edge.errtext import TEXT
+from edge.ss import ss_t_max
 from edge.topk import exponent
 
 
@@ -386,7 +387,7 @@ def _ss_values(g, ch, order, s1, scale, rng, fmt, cap, link_max):
         if idx.shape[0] <= limit:
             break
     else:
-        raise ValueError(SS_OVERFLOW % limit)
+        raise ValueError(TEXT[154] % limit)  # edge.ss.sample's
     vals = g[idx].astype(np.float64) / p[idx] * (ch.improvement * scale)
     return idx, _round(vals, fmt), ch
 

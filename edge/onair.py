@@ -142,25 +142,41 @@ class Walk:
         frags = fragments(st, u)
         f = frags[0]
         first, mid, last = frame_sizes(st, u, frags)
-        ack = st["ack_bytes"]
         if f == 1:
             onair = first
             idle = self._gaps(first)
         else:
             onair = first + (f - 2) * mid + last
             idle = self._gaps(first) + (f - 2) * self._gaps(mid) + self._gaps(last)
+        self._count(u, sending, times, f, onair)
+        self.idle_s += times * idle
+        if self.emit is not None:  # the host formats it (aggregator/lab/linkquery.py)
+            self.emit(self, u, sending, times, what, frags)
+
+    def _count(self, u, sending, times, f, onair):
+        # times datagrams of u bytes in f frames, onair bytes each, and the f link-layer acks
+        # (apart from datagram: shorter functions load into smaller holes of a board's heap)
+        ack = times * f * self.st["ack_bytes"]
         if sending:
             self.frames_tx += times * f
             self.udp_tx += times * u
             self.tx_bytes += times * onair
-            self.rx_bytes += times * f * ack
+            self.rx_bytes += ack
         else:
             self.frames_rx += times * f
             self.rx_bytes += times * onair
-            self.tx_bytes += times * f * ack
-        self.idle_s += times * idle
-        if self.emit is not None:  # the host formats it (aggregator/lab/linkquery.py)
-            self.emit(self, u, sending, times, what, frags)
+            self.tx_bytes += ack
+
+    def posts(self, u, num, cnt, n):
+        """cnt POSTs from Block1 NUM num (-1: no Block1), each u bytes of header and options and
+        n of payload after its marker."""
+        self.exchanges += cnt
+        self.datagram(u + 1 + n, True, cnt, ("POST" if num < 0 else "POST Block1", num, cnt, n))
+
+    def changed(self, u, num, reply):
+        """The server's 2.04 Changed to a POST (to its last block, NUM num; -1: no Block1): u bytes
+        of header and options, then the reply payload after its marker, if any."""
+        self.datagram(u + (1 + reply if reply else 0), False, 1, ("2.04", num, 1, reply))
 
     def _gaps(self, size):
         # idle time around one acknowledged data frame of `size` bytes on air
@@ -222,9 +238,8 @@ def coap_up(w, n, job=None):
     base = tk + _up_path(st, job)
     reply = st["reply_payload_bytes"]
     if n <= st["block_size"]:
-        w.exchanges += 1
-        w.datagram(base + 1 + n, True, 1, ("POST", -1, 1, n))
-        w.datagram(tk + (1 + reply if reply else 0), False, 1, ("2.04", -1, 1, reply))
+        w.posts(base, -1, 1, n)
+        w.changed(tk, -1, reply)
     else:
         _block1_up(w, n, tk, base, reply)
     return w.finish()
@@ -237,19 +252,16 @@ def _block1_up(w, n, tk, base, reply):
     bs = w.st["block_size"]
     szx = szx_of(bs)
     nb = (n + bs - 1) // bs
+    size1 = opt_len(_OPT_SIZE1 - _OPT_BLOCK1, uint_len(n))  # on block 0, a run of its own
     for num, cnt in block_runs(nb):
         more = num < nb - 1
         v = uint_len((num << 4) | (8 if more else 0) | szx)
-        b1 = opt_len(_OPT_BLOCK1 - _OPT_CF, v)
-        size1 = opt_len(_OPT_SIZE1 - _OPT_BLOCK1, uint_len(n)) if num == 0 else 0
-        body = bs if more else n - num * bs
-        w.exchanges += cnt
-        w.datagram(base + b1 + size1 + 1 + body, True, cnt, ("POST Block1", num, cnt, body))
-        rb1 = opt_len(_OPT_BLOCK1, v)
+        w.posts(base + opt_len(_OPT_BLOCK1 - _OPT_CF, v) + size1, num, cnt, bs if more else n - num * bs)
+        size1 = 0
+        u = tk + opt_len(_OPT_BLOCK1, v)
         if more:
-            w.datagram(tk + rb1, False, cnt, ("2.31 Continue", num, cnt, 0))
-        else:
-            w.datagram(tk + rb1 + (1 + reply if reply else 0), False, 1, ("2.04", num, 1, reply))
+            w.datagram(u, False, cnt, ("2.31 Continue", num, cnt, 0))
+    w.changed(u, num, reply)  # to the last block
 
 
 def udp_up(w, n):

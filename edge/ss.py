@@ -6,8 +6,6 @@ never loads it. MicroPython and CPython.
 
 from edge.cbor import errmsg
 
-SS_OVERFLOW = "SS drew more than %d entries 8 times; lower K or use a link with larger frames"
-
 
 def ss_budget(limit):
     """Largest expected count T whose draws stay within `limit` entries with 3 standard
@@ -39,41 +37,33 @@ def ss_level(g, idx, ns, s1, t):
 
 def sample(ws, g, choice, s1, scale, rng, d, limit):
     """Draw the SS sparsifier: p_j = min(1, c |g_j|), value (omega * scale) g_j / p_j, into
-    ws.idx / ws.vals (at most `limit` entries); returns the number drawn."""
-    if rng is None:
-        raise ValueError(errmsg(149))
+    ws.idx / ws.vals (at most `limit` entries); returns the number drawn. rng: an
+    edge.compress.XorShift32 (compress checks it is given)."""
     ns = choice.ns
     c = ss_level(g, ws.idx, ns, s1, choice.t)
     step = choice.improvement * scale
     for attempt in range(8):
-        n = _draw(ws, g, ns, c, step, rng, d, limit)
+        if ns > 0 and c == 0.0:  # the saturated candidates hold all the mass: p_j is 1 or 0
+            n = _draw_top(ws, g, abs(g[ws.idx[ns - 1]]), step, d, limit)
+        else:
+            n = _draw(ws, g, c, step, rng, d, limit)
         if n >= 0:
-            if ws.fmt:
-                from edge.f16 import round_value  # only float16 jobs load it
-                vals = ws.vals
-                for i in range(n):
-                    vals[i] = round_value(vals[i], 1)
-            return n
+            return n  # float16 jobs: compress rounds the values
     # Redrawing conditions on the count, a bias that is negligible while T sits a few
     # standard deviations (sqrt(T)) below the limit; CAT's t_max keeps it there in practice.
-    raise ValueError(SS_OVERFLOW % limit)
+    raise ValueError(errmsg(154, limit))
 
 
-def _draw(ws, g, ns, c, step, rng, d, limit):
+def _draw(ws, g, c, step, rng, d, limit):
     # One draw into ws.idx / ws.vals: the count, or -1 when it passes `limit`. Apart from
-    # sample, so that each function's bytecode fits a smaller hole in a board's heap.
+    # sample, and the saturated case apart from it (_draw_top), so that each function's
+    # bytecode fits a smaller hole in a board's heap.
     idx = ws.idx
     vals = ws.vals
     n = 0
     for j in range(d):
         v = g[j]
-        if v == 0.0:
-            continue
-        a = v if v > 0.0 else -v
-        if ns > 0 and c == 0.0:
-            p = 1.0 if a >= abs(g[idx[ns - 1]]) else 0.0
-        else:
-            p = c * a
+        p = c * abs(v)
         if p >= 1.0:
             q = v
         elif p > 0.0 and rng.random() < p:
@@ -84,5 +74,23 @@ def _draw(ws, g, ns, c, step, rng, d, limit):
             return -1
         idx[n] = j
         vals[n] = q * step
+        n += 1
+    return n
+
+
+def _draw_top(ws, g, c, step, d, limit):
+    # _draw when c = 0 and the saturated candidates hold all the mass: p_j is 1 for |g_j| >= c
+    # (here the last saturated |g|), else 0; no random number is drawn
+    idx = ws.idx
+    vals = ws.vals
+    n = 0
+    for j in range(d):
+        v = g[j]
+        if v == 0.0 or abs(v) < c:
+            continue
+        if n >= limit:
+            return -1
+        idx[n] = j
+        vals[n] = v * step
         n += 1
     return n
