@@ -56,9 +56,9 @@ _CHUNK = const(128)       # floats per read/write: 512 bytes
 _MARK_LEN = const(16)
 MAGIC = b"CATs"
 _SENT = b"SENT"
+_ACKD = b"ACKD"
 _SCHEME_SS = const(3)     # edge.cat's numbers (folded: no dict entries on a board)
 _RULE_CATAVG = const(5)
-_ACKD = b"ACKD"
 
 
 def _file_size(path):
@@ -233,8 +233,8 @@ class SleepState:
     def restore(self, node, cfg):
         """Take the state back after a boot, with the first config (the node's buffers are set
         up for it). Sets node.version, model, residual, sampler, the frame, the last update (in
-        ws) and last_sent; or
-        starts afresh (version -1: the snapshot at the next sync, residual zero)."""
+        ws) and last_sent; or starts afresh (version -1: the snapshot at the next sync, residual
+        zero)."""
         self.pending = False
         path = self.path
         if _file_size(path) < 0 and _file_size(path + ".tmp") >= 0:

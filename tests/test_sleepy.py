@@ -258,7 +258,7 @@ def test_missed_rounds_resync_by_snapshot_and_few_by_delta(tmp_path):
         svc.stop()
 
 
-@pytest.mark.parametrize("where", ["model", "residual", "frame", "header", "update"])
+@pytest.mark.parametrize("where", ["model", "residual", "frame", "header", "update", "count"])
 def test_a_flipped_byte_in_the_state_file_means_a_snapshot_and_a_fresh_residual(tmp_path, where):
     """One flipped byte anywhere in a well-formed state file: the checksum catches it, the node
     says so on its console, takes the snapshot, starts the residual from zero and still sends
@@ -281,7 +281,9 @@ def test_a_flipped_byte_in_the_state_file_means_a_snapshot_and_a_fresh_residual(
         raw = bytearray(path.read_bytes())
         n = job.d
         at = {"header": 30, "model": HDR_LEN + 4 * (n // 2) + 1, "residual": HDR_LEN + 4 * n + 7,
-              "frame": st["frame_at"] + 20, "update": st["update_at"] + 4 + len(st["update"][0]) + 1}[where]  # its first value
+              "frame": st["frame_at"] + 20,
+              "update": st["update_at"] + 4 + len(st["update"][0]) + 1,   # its first value
+              "count": st["update_at"]}[where]    # T, then not the count the file's size implies
         raw[at] ^= 0x10
         path.write_bytes(bytes(raw))
         out = wake(d)
