@@ -8,8 +8,8 @@
 For each interpreter and d in (1,024; 4,096) it prints the smallest heap (bisected, KiB)
 that completes ROUNDS full edge rounds, the time per round and the bytes of the frame; then
 the same round with a naive sorted()-based top-T instead of the bounded-heap kernel
-(heap and time ratio). --frozen adds the 32-bit build with edge/ frozen into the firmware.
-Then one line per RAM goal (docs/firmware.md) and deployment (met or not), then
+(heap and time ratio). --frozen adds the 32-bit build with edge/ frozen into the firmware,
+and the one running edge/ as .mpy files from a ROMFS image (romfs_interpreter). Then one line per RAM goal (docs/firmware.md) and deployment (met or not), then
 `min heap for d=4096 on 32-bit build: N KiB` (edge/ as .mpy). Then the emulated board (QEMU
 mps2-an385, edge/ frozen; firmware_tests/qemu_board.py): its smallest boot-time heap for the
 same rounds over SLIP on its UART1, next to the 32-bit unix build's (frozen, same rounds and
@@ -23,7 +23,8 @@ per d at the board's heap budget, QEMU_BUDGET_KIB). --phases prints instead wher
 gradient streamed from the file, CAT S+Q with K = 128 under the 802.15.4/6LoWPAN/CoAP
 profile, frame encode, CoAP POST to a real gateway (aggregator.gateway.service.Service with its
 aiocoap front on loopback). The edge is compiled to .mpy, as `cat-aggregator flash` deploys
-it, or frozen into the interpreter (frozen_interpreter).
+it, frozen into the interpreter (frozen_interpreter), or as .mpy in a ROMFS image
+(romfs_interpreter, what `cat-aggregator firmware romfs` writes for `mpremote romfs deploy`).
 
 The helpers (Gateway, make_data, make_job, round_setup, slip_rounds) are used by the firmware
 tests.
@@ -48,7 +49,7 @@ import numpy as np
 
 from aggregator.lab import datasets
 from aggregator.gateway.config import Job, parse_job
-from aggregator.ops.firmware import manifest_text
+from aggregator.ops.firmware import manifest_text, romfs_image
 from aggregator.ops.flash import board_modules, node_config
 from aggregator.gateway.service import Endpoints, Service
 from firmware_tests import harness
@@ -149,13 +150,50 @@ def frozen_interpreter(build: bool = True, jobs: int = 2) -> harness.Interpreter
     .cache/micropython32-frozen/build, so after the first build (~3 min on 2 cores) a
     change in edge/ only recompiles the frozen content and relinks (seconds). None when the
     source tree is missing (run build_mp32.sh) or build is False and it is not built yet."""
+    # the manifest `cat-aggregator firmware manifest` writes, on the unix port's asyncio
+    return _unix_build("mp32-frozen", _edge_digest(), build, jobs, lambda _out: manifest_text(
+        include="$(MPY_DIR)/extmod/asyncio", base_path=harness.REPO))
+
+
+#: The start-up of a board with a ROMFS partition (MicroPython 1.25, extmod/vfs.c
+#: mp_vfs_mount_romfs_protected): mount it at /rom, put /rom and /rom/lib on sys.path. The unix
+#: port has no ROMFS partition (vfs.rom_ioctl is off in its standard variant), so the image is a
+#: bytes constant frozen into the executable: read-only data outside the heap, as a partition
+#: is flash outside a board's heap, and VfsRom runs the .mpy files in it in place.
+ROMFS_BOOT = """\
+import sys, vfs
+vfs.mount(vfs.VfsRom(IMAGE), "/rom")
+sys.path.append("/rom")
+sys.path.append("/rom/lib")
+"""
+
+
+def romfs_interpreter(build: bool = True, jobs: int = 2) -> harness.Interpreter | None:
+    """The 32-bit build with a ROMFS image of edge/ as .mpy files (`cat-aggregator firmware
+    romfs`, what `mpremote romfs deploy` puts on a board) mounted at /rom before the driver
+    runs (Interpreter.prelude). Built as frozen_interpreter is, from the same object files,
+    with only the image frozen (module romfs_boot)."""
+    def manifest(out: Path) -> str:
+        boot = out / "romfs_boot.py"
+        boot.write_text(f"IMAGE = {romfs_image()!r}\n" + ROMFS_BOOT)
+        return f"include('$(MPY_DIR)/extmod/asyncio')\nmodule('romfs_boot.py', base_path={str(out)!r})\n"
+
+    return _unix_build("mp32-romfs", "romfs-" + _edge_digest(), build, jobs, manifest, prelude="import romfs_boot\n")
+
+
+def _unix_build(name: str, tag: str, build: bool, jobs: int, manifest: Callable[[Path], str],
+                prelude: str = "") -> harness.Interpreter | None:
+    """The 32-bit unix build (build_mp32.sh's flags) with a frozen manifest, cached in
+    .cache/micropython32-frozen/<tag>; manifest(out) writes what it freezes and returns the
+    manifest's text. The builds share one object dir: switching between them regenerates the
+    frozen content and relinks."""
     import fcntl
     import shutil
     import subprocess
 
-    out = FROZEN_CACHE / _edge_digest()
+    out = FROZEN_CACHE / tag
     binary = out / "micropython"
-    interp = harness.Interpreter("mp32-frozen", binary, pointer_bits=32, float_bits=32, native_arch="x86")
+    interp = harness.Interpreter(name, binary, pointer_bits=32, float_bits=32, native_arch="x86", prelude=prelude)
     if interp.available():
         return interp
     if not build:
@@ -172,9 +210,8 @@ def frozen_interpreter(build: bool = True, jobs: int = 2) -> harness.Interpreter
             return interp
         out.mkdir(parents=True, exist_ok=True)
         objdir = FROZEN_CACHE / "build"
-        manifest = objdir.parent / "manifest.py"
-        # the manifest `cat-aggregator firmware manifest` writes, on the unix port's asyncio
-        manifest.write_text(manifest_text(include="$(MPY_DIR)/extmod/asyncio", base_path=harness.REPO))
+        manifest_py = out / "manifest.py"
+        manifest_py.write_text(manifest(out))
         log = out / "build.log"
         with log.open("w") as fh:
             proc = subprocess.run(
@@ -182,15 +219,15 @@ def frozen_interpreter(build: bool = True, jobs: int = 2) -> harness.Interpreter
                  "VARIANT=standard", "MICROPY_FORCE_32BIT=1",
                  "CFLAGS_EXTRA=-DMICROPY_FLOAT_IMPL=MICROPY_FLOAT_IMPL_FLOAT", "LDFLAGS_EXTRA=-static",
                  "MICROPY_PY_FFI=0", "MICROPY_PY_BTREE=0", "MICROPY_PY_SSL=0",
-                 f"FROZEN_MANIFEST={manifest}", f"BUILD={objdir}"],
+                 f"FROZEN_MANIFEST={manifest_py}", f"BUILD={objdir}"],
                 stdout=fh, stderr=subprocess.STDOUT, timeout=1800)
         built = objdir / "micropython"
         if proc.returncode != 0 or not built.is_file():
-            raise RuntimeError(f"frozen build failed, see {log}")
+            raise RuntimeError(f"{name} build failed, see {log}")
         shutil.copy2(built, binary.with_suffix(".tmp"))
         binary.with_suffix(".tmp").replace(binary)
         for old in FROZEN_CACHE.iterdir():  # builds of earlier edge/ sources
-            if old not in (out, objdir) and old.is_dir():
+            if old.is_dir() and old != objdir and not old.name.endswith(_edge_digest()):
                 shutil.rmtree(old, ignore_errors=True)
     return interp
 
@@ -547,11 +584,15 @@ for m in sys.argv[1:]:
 """
 
 
-def module_heaps(tmp: Path) -> list[tuple[str, int, int]]:
+def module_heaps(tmp: Path, interp: harness.Interpreter | None = None) -> list[tuple[str, int, int]]:
     """(module, .mpy bytes, heap bytes) of each of ROUND_MODULES as .mpy on the 32-bit build:
-    gc.mem_alloc() around its import, after gc.collect(), its own imports already loaded."""
+    gc.mem_alloc() around its import, after gc.collect(), its own imports already loaded.
+    interp: the .mpy files on the device filesystem (None: harness.mp32()), or an interpreter
+    that has them elsewhere (romfs_interpreter: in a ROMFS image)."""
     root = harness.make_device_root(tmp, mode="mpy")
-    r = harness.run(harness.mp32(), root, MODULES_SCRIPT, heap="512k", precompile=True, args=list(ROUND_MODULES))
+    run_root = root if interp is None else harness.make_device_root(tmp, mode="mpy", packages=())
+    r = harness.run(interp or harness.mp32(), run_root, MODULES_SCRIPT, heap="512k", precompile=True,
+                    args=list(ROUND_MODULES))
     if not r.ok or len(r.results) != len(ROUND_MODULES):
         raise harness.HarnessError(r.describe())
     return [(m, (root / "edge" / f"{m}.mpy").stat().st_size, heap) for m, heap in zip(ROUND_MODULES, r.results)]
@@ -629,21 +670,24 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--layout", choices=("csr", "dense"), default=LAYOUT,
                     help=f"data file layout (default {LAYOUT}, {NNZ} nonzeros per row)")
     ap.add_argument("--frozen", action="store_true",
-                    help="also measure the 32-bit build with edge/ frozen into the firmware (builds it: "
-                         "~1 min the first time, seconds after a change in edge/)")
+                    help="also measure the 32-bit build with edge/ frozen into the firmware, and with "
+                         "edge/ as .mpy in a ROMFS image (builds them: ~3 min the first time, seconds "
+                         "after a change in edge/)")
     ap.add_argument("--quick", action="store_true", help="one timing run instead of the median of three")
     ap.add_argument("--phases", action="store_true",
                     help="only print where the heap goes, phase by phase (32-bit build; with --frozen "
                          "also the frozen build)")
     ap.add_argument("--ef", action="store_true",
                     help="only the error-feedback section: S, S+Q and SS with error feedback on the "
-                         "32-bit build, frozen (d = 1,024 and 4,096) and as .mpy (d = 4,096)")
+                         "32-bit build, frozen (d = 1,024 and 4,096) and as .mpy (d = 4,096), from the "
+                         "filesystem and from a ROMFS image")
     ap.add_argument("--starts", metavar="KIB,KIB", type=kib_list,
                     help="only S, S+Q and SS with error feedback as .mpy at d = 4,096 at these heaps, "
                          "each from several points of a job (fresh gateways: " + ", ".join(map(str, STARTS))
                     + "); the rounds a bisection on one gateway may miss, such as round 24's")
     ap.add_argument("--modules", action="store_true",
-                    help="only the heap of each edge/ module a CoAP round imports, as .mpy (32-bit build)")
+                    help="only the heap of each edge/ module a CoAP round imports, as .mpy (32-bit build): "
+                         "loaded from the filesystem, and run from a ROMFS image")
     ap.add_argument("--qemu", choices=("yes", "no", "only"), default="yes",
                     help="the emulated board's section (QEMU mps2-an385; builds its firmware with "
                          "build_qemu.sh): yes (default), no, or only that section")
@@ -659,11 +703,15 @@ def main(argv: list[str] | None = None) -> int:
             return starts_section(Path(tmp), args.starts)
     if args.modules:
         with tempfile.TemporaryDirectory(prefix="cat-budget-") as tmp:
-            rows = module_heaps(Path(tmp))
-        print("edge/ modules a CoAP round imports, as .mpy on the 32-bit build: file bytes, heap KiB")
+            rows = module_heaps(Path(tmp) / "fs")
+            rom = romfs_interpreter(build=True)
+            rom_heap = dict((m, h) for m, _, h in module_heaps(Path(tmp) / "rom", rom)) if rom else {}
+        print("edge/ modules a CoAP round imports, as .mpy on the 32-bit build: file bytes, heap KiB loaded "
+              "from the filesystem" + (", heap KiB run from a ROMFS image" if rom_heap else ""))
         for m, size, heap in sorted(rows, key=lambda r: -r[2]):
-            print(f"{m:10} {size:7,d} {heap / 1024:6.1f}")
-        print(f"{'total':10} {sum(r[1] for r in rows):7,d} {sum(r[2] for r in rows) / 1024:6.1f}")
+            print(f"{m:10} {size:7,d} {heap / 1024:6.1f}" + (f" {rom_heap[m] / 1024:6.1f}" if rom_heap else ""))
+        print(f"{'total':10} {sum(r[1] for r in rows):7,d} {sum(r[2] for r in rows) / 1024:6.1f}"
+              + (f" {sum(rom_heap.values()) / 1024:6.1f}" if rom_heap else ""))
         return 0
     if args.phases:
         args.interp = "mp32"
@@ -680,6 +728,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"no Debian source tree for the frozen build; run {harness.MP32_BUILD_CMD}", file=sys.stderr)
             return 2
         interps.append((fz, True))
+        if not args.phases:
+            interps.append((romfs_interpreter(build=True), True))  # built with fz (same source tree)
     if args.phases:
         with tempfile.TemporaryDirectory(prefix="cat-budget-") as tmp:
             print_phases(interps, Path(tmp))
@@ -717,7 +767,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"RAM goals: d=1024 within {GOAL_KIB[1024]} KiB, d=4096 within {GOAL_KIB[4096]} KiB of heap")
     for (name, d), kib in sorted(kernel_kib.items()):
         if name.startswith("mp32"):
-            how = "edge/ frozen into the firmware" if name.endswith("frozen") else "edge/ as .mpy files"
+            how = {"mp32-frozen": "edge/ frozen into the firmware",
+                   "mp32-romfs": "edge/ as .mpy files in a ROMFS image"}.get(name, "edge/ as .mpy files")
             verdict = "met" if kib <= GOAL_KIB[d] else f"not met by {kib - GOAL_KIB[d]} KiB"
             print(f"goal d={d} ({GOAL_KIB[d]} KiB), {how}: {kib} KiB, {verdict}")
     if last32 is not None:
@@ -738,7 +789,8 @@ QEMU_BUDGET_KIB = {1024: 52, 4096: 104}
 def ef_section(tmp: Path) -> int:
     """Error feedback on: the residual lives in the gradient array, so a round needs no more
     d-arrays than without it. The three lines the RAM goals name are the largest of S, S+Q and
-    SS (each bisected as the rounds above, a real MemoryError just below)."""
+    SS (each bisected as the rounds above, a real MemoryError just below); a fourth gives the
+    .mpy files run in place from a ROMFS image."""
     mp32 = harness.mp32()
     if missing(mp32):
         return 2
@@ -746,24 +798,24 @@ def ef_section(tmp: Path) -> int:
     if fz is None:
         print(f"no Debian source tree for the frozen build; run {harness.MP32_BUILD_CMD}", file=sys.stderr)
         return 2
-    cases = [(fz, True, 1024), (fz, True, 4096), (mp32, False, 4096)]
+    rom = romfs_interpreter(build=True)
+    cases = [(fz, "frozen", 1024), (fz, "frozen", 4096), (mp32, ".mpy", 4096), (rom, ".mpy from ROMFS", 4096)]
     print(f"error feedback on, {ROUNDS} rounds in a row against the gateway (the first syncs by snapshot); "
           "heap KiB bisected per scheme")
     print(f"{'interp':11} {'d':>5} " + " ".join(f"{s:>6}" for s in EF_SCHEMES))
-    worst: dict[tuple[bool, int], int] = {}
-    for it, frozen, d in cases:
+    worst: dict[tuple[str, int], int] = {}
+    for it, how, d in cases:
         kibs = []
         for scheme in EF_SCHEMES:
-            setup = round_setup(tmp / f"ef-{it.name}-{d}-{scheme}", d, mode="frozen" if frozen else "mpy",
+            setup = round_setup(tmp / f"ef-{it.name}-{d}-{scheme}", d, mode="mpy" if it is mp32 else "frozen",
                                 scheme=scheme, error_feedback=True)
             try:
                 kibs.append(bisect_round(it, setup, 8, 256))
             finally:
                 setup.close()
-        worst[(frozen, d)] = max(kibs)
+        worst[(how, d)] = max(kibs)
         print(f"{it.name:11} {d:5d} " + " ".join(f"{k:6d}" for k in kibs), flush=True)
-    for (frozen, d), kib in worst.items():
-        how = "frozen" if frozen else ".mpy"
+    for (how, d), kib in worst.items():
         print(f"min heap for d={d} with error feedback, {how}, 32-bit: {kib} KiB")
     return 0
 

@@ -33,7 +33,7 @@ def _require(interp: harness.Interpreter, how: str) -> harness.Interpreter:
 
 
 # Tests that run a real MicroPython interpreter are end-to-end (`make test-fast` leaves them out).
-INTERPRETERS = {"mp64", "mp32", "mp32_frozen", "interp"}
+INTERPRETERS = {"mp64", "mp32", "mp32_frozen", "mp32_romfs", "interp"}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -63,6 +63,21 @@ def mp32_frozen(mp32: harness.Interpreter) -> harness.Interpreter:
     interp = frozen_interpreter(build=True)
     if interp is None:
         msg = f"no MicroPython source tree for the frozen build; run {harness.MP32_BUILD_CMD}"
+        if _on_ci():
+            pytest.fail(f"CI is set and {msg}", pytrace=False)
+        pytest.skip(msg)
+    return _require(interp, harness.MP32_BUILD_CMD)
+
+
+@pytest.fixture(scope="session")
+def mp32_romfs(mp32: harness.Interpreter) -> harness.Interpreter:
+    """The 32-bit build running edge/ as .mpy files from a ROMFS image mounted at /rom
+    (firmware_tests/budget.py builds it as it builds mp32_frozen, from the same object files)."""
+    from firmware_tests.budget import romfs_interpreter
+
+    interp = romfs_interpreter(build=True)
+    if interp is None:
+        msg = f"no MicroPython source tree for the ROMFS build; run {harness.MP32_BUILD_CMD}"
         if _on_ci():
             pytest.fail(f"CI is set and {msg}", pytrace=False)
         pytest.skip(msg)

@@ -69,6 +69,9 @@ class Interpreter:
     pointer_bits: int
     float_bits: int
     native_arch: str  # mpy-cross -march for @micropython.native code on this host binary
+    # run before every driver: what a board's start-up does that this port does not (mounting
+    # a ROMFS image, firmware_tests/budget.py romfs_interpreter)
+    prelude: str = ""
 
     def available(self) -> bool:
         """True when the binary exists and is executable (a missing build is not an error here)."""
@@ -327,7 +330,7 @@ def run(
     root = Path(root).resolve()
     if not interp.available():
         raise HarnessError(f"{interp.name} interpreter missing at {interp.path}")
-    source = script.read_text() if isinstance(script, Path) else script
+    source = interp.prelude + (script.read_text() if isinstance(script, Path) else script)
     driver = root / f"{DRIVER_NAME}.py"
     compiled = root / f"{DRIVER_NAME}.mpy"
     for stale in (driver, compiled):

