@@ -10,6 +10,7 @@ demo: setup
 test: setup
 	bash firmware_tests/build_mp32.sh
 	bash firmware_tests/build_qemu.sh
+	QEMU_EDGE=none bash firmware_tests/build_qemu.sh
 	.venv/bin/python -m pytest -q
 
 # The inner loop: unit tests only, no real peers, processes or MicroPython (under 2 minutes).

@@ -472,14 +472,16 @@ def slip_root(tmp: Path, job: Job, data: Path, serial: dict, frozen: bool) -> Pa
 
 def slip_rounds(target: harness.Interpreter | Path, tmp: Path, make: Callable[[Path], Job], data: Path,
                 heap: str | int, args: tuple[str, ...] = (), rounds: int = ROUNDS,
-                timeout: float = 240.0) -> SlipRun:
+                timeout: float = 240.0, romfs: Path | None = None) -> SlipRun:
     """`rounds` full rounds of ROUND_SCRIPT over SLIP against a fresh gateway (its pyserial
     serial bridge), with the job `make(state_dir)` returns.
 
     target: a firmware image (Path) runs on the emulated board (firmware_tests/qemu_board.py),
     whose UART1 is a TCP socket of QEMU; an Interpreter runs the unix port on a pty relayed to
     a socket (virtual_board.PtySocket), as test_round_mp.py does. Either way the gateway opens
-    a socket:// URL, as it would a USB-serial adapter."""
+    a socket:// URL, as it would a USB-serial adapter. romfs: an image (`cat-aggregator
+    firmware romfs`) that `mpremote romfs deploy` puts in the emulated board's ROMFS partition
+    first; the firmware then has no edge/ frozen (qemu_board.firmware(edge="none"))."""
     import tempfile
 
     from firmware_tests.qemu_board import QemuBoard
@@ -500,6 +502,8 @@ def slip_rounds(target: harness.Interpreter | Path, tmp: Path, make: Callable[[P
             line.close()
     root = slip_root(tmp, job, data, {"uart": 1, "baud": SERIAL_BAUD}, frozen=True)
     with QemuBoard(target, heap) as board:
+        if romfs is not None:
+            board.romfs_deploy(romfs)
         with Gateway(job, Endpoints(serial=[(board.uart_url(1), SERIAL_BAUD)])) as gw:
             r = board.run(ROUND_SCRIPT, argv, timeout, root=root)
             return _slip_done(r, gw, rounds)
@@ -513,16 +517,16 @@ def _slip_done(r: harness.RunResult, gw: Gateway, rounds: int) -> SlipRun:
 
 
 def bisect_slip(target: harness.Interpreter | Path, tmp: Path, d: int, lo: int, hi: int,
-                rounds: int = ROUNDS) -> int:
+                rounds: int = ROUNDS, romfs: Path | None = None) -> int:
     """Smallest heap (KiB) in [lo, hi] in which `rounds` SLIP rounds of the budget's job (d, K,
     S+Q, PROFILE, CSR data) complete; each try has a fresh gateway (and, on the emulated
-    board, a fresh power-on)."""
+    board, a fresh power-on; with romfs, a deploy of that image first)."""
     tmp.mkdir(parents=True, exist_ok=True)
     data = make_data(tmp / f"slip-{d}.catd", d, layout=LAYOUT, nnz=NNZ)
     name = "qemu" if isinstance(target, Path) else target.name
     return harness.bisect_heap(
         lambda kib: slip_rounds(target, tmp / f"{name}-{kib}", lambda st: make_job(st, d, profile=SERIAL_PROFILE), data,
-                                kib * 1024, rounds=rounds).run,
+                                kib * 1024, rounds=rounds, romfs=romfs).run,
         lo, hi, f"{name} SLIP round at d={d}")
 
 
@@ -784,6 +788,9 @@ EF_SCHEMES = ("s", "sq", "ss")
 #: bisected minimum, because near it the heap is not monotone (a run that fits at N KiB can
 #: fail at N + 2 when a later collection leaves the snapshot's 4 d-byte block no room)
 QEMU_BUDGET_KIB = {1024: 52, 4096: 104}
+#: the same with edge/ as .mpy in its ROMFS partition (bisected 55 and 110 KiB): the code's
+#: function objects, dicts and qstr entries are in the heap, its bytecode is not
+QEMU_ROMFS_BUDGET_KIB = {1024: 64, 4096: 120}
 
 
 def ef_section(tmp: Path) -> int:
@@ -865,34 +872,45 @@ def starts_section(tmp: Path, heaps: list[int]) -> int:
 
 
 def qemu_section(tmp: Path) -> int:
-    """The emulated board (QEMU mps2-an385, edge/ frozen): its minimum heap for the budget's
-    rounds over SLIP, next to the 32-bit unix build with edge/ frozen running the same rounds
-    over the same link, then ROUNDS rounds at that minimum per d, counted by the gateway."""
+    """The emulated board (QEMU mps2-an385): its minimum heap for the budget's rounds over SLIP,
+    with edge/ frozen (next to the 32-bit unix build with edge/ frozen running the same rounds
+    over the same link) and with edge/ as .mpy in its ROMFS partition (a firmware without
+    edge/, the image put there by `mpremote romfs deploy`); then ROUNDS rounds at the board
+    budgets per d and deployment, counted by the gateway."""
     from firmware_tests.qemu_board import QemuError, firmware
 
     try:
         image = firmware(build=True)
+        bare = firmware(build=True, edge="none")
     except QemuError as exc:
         print(f"qemu mps2-an385: not available: {exc}", file=sys.stderr)
         return 2
     unix = frozen_interpreter(build=True)
-    print(f"emulated board: QEMU mps2-an385 (Cortex-M3, {image.name}), edge/ frozen; the rounds above over "
+    rom = tmp / "edge.romfs"
+    rom.write_bytes(romfs_image())
+    print(f"emulated board: QEMU mps2-an385 (Cortex-M3, {image.name}); the rounds above over "
           f"SLIP on its UART1 to the gateway's serial bridge (a node on serial also holds a 4 d + 256 byte "
-          f"frame buffer for the snapshot); heap = the board's boot-time heap size, bisected", flush=True)
+          f"frame buffer for the snapshot); heap = the board's boot-time heap size, bisected; edge/ frozen, "
+          f"or as .mpy in its ROMFS partition (mpremote romfs deploy, {rom.stat().st_size:,} bytes)", flush=True)
     accepted = attempted = 0
     for d in DIMS:
         kib = bisect_slip(image, tmp / f"qemu-{d}", d, 8, 512)
         ref = f"{bisect_slip(unix, tmp / f'unix-{d}', d, 8, 512)} KiB" if unix is not None else "not built"
         print(f"qemu mps2-an385 min heap for d={d}, SLIP, frozen: {kib} KiB "
               f"(32-bit unix build, frozen, same rounds: {ref})", flush=True)
+        kib = bisect_slip(bare, tmp / f"qemu-rom-{d}", d, 8, 512, romfs=rom)
+        print(f"qemu mps2-an385 min heap for d={d}, SLIP, .mpy from ROMFS: {kib} KiB", flush=True)
         data = make_data(tmp / f"qemu-{d}" / f"slip-{d}.catd", d, layout=LAYOUT, nnz=NNZ)
-        run = slip_rounds(image, tmp / f"qemu-{d}-final", lambda st: make_job(st, d, profile=SERIAL_PROFILE), data,
-                          QEMU_BUDGET_KIB[d] * 1024)
-        if not run.run.ok:
-            print(f"qemu mps2-an385 d={d} at {QEMU_BUDGET_KIB[d]} KiB failed: {run.run.error}", file=sys.stderr)
-        accepted += run.accepted
-        attempted += ROUNDS
-    print(f"qemu mps2-an385 rounds accepted: {accepted} of {attempted} (at the board budgets, {' / '.join(f'{v} KiB' for v in QEMU_BUDGET_KIB.values())})")
+        for fw, budgets, how in ((image, QEMU_BUDGET_KIB, "frozen"), (bare, QEMU_ROMFS_BUDGET_KIB, "ROMFS")):
+            run = slip_rounds(fw, tmp / f"qemu-{d}-{how}", lambda st: make_job(st, d, profile=SERIAL_PROFILE), data,
+                              budgets[d] * 1024, romfs=rom if fw is bare else None)
+            if not run.run.ok:
+                print(f"qemu mps2-an385 d={d} {how} at {budgets[d]} KiB failed: {run.run.error}", file=sys.stderr)
+            accepted += run.accepted
+            attempted += ROUNDS
+    print(f"qemu mps2-an385 rounds accepted: {accepted} of {attempted} (at the board budgets: frozen "
+          f"{' / '.join(f'{v} KiB' for v in QEMU_BUDGET_KIB.values())}, ROMFS "
+          f"{' / '.join(f'{v} KiB' for v in QEMU_ROMFS_BUDGET_KIB.values())})")
     return 0 if accepted == attempted else 1
 
 

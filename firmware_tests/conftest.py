@@ -32,8 +32,10 @@ def _require(interp: harness.Interpreter, how: str) -> harness.Interpreter:
     pytest.skip(msg)
 
 
-# Tests that run a real MicroPython interpreter are end-to-end (`make test-fast` leaves them out).
-INTERPRETERS = {"mp64", "mp32", "mp32_frozen", "mp32_romfs", "interp"}
+# Tests that run a real MicroPython interpreter or the emulated board are end-to-end (`make
+# test-fast` leaves them out); a test that picks its interpreter with request.getfixturevalue
+# carries the e2e mark itself.
+INTERPRETERS = {"mp64", "mp32", "mp32_frozen", "mp32_romfs", "interp", "qemu_image", "qemu_bare_image"}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -95,6 +97,21 @@ def qemu_image() -> Path:
         return firmware(build=True)
     except QemuError as exc:
         msg = f"emulated board unavailable: {exc}; build it with: {QEMU_BUILD_CMD}"
+        if _on_ci():
+            pytest.fail(f"CI is set and {msg}", pytrace=False)
+        pytest.skip(msg)
+
+
+@pytest.fixture(scope="session")
+def qemu_bare_image() -> Path:
+    """The same board without edge/ frozen (QEMU_EDGE=none build_qemu.sh): it gets the edge as
+    .mpy files in its ROMFS partition (`mpremote romfs deploy`) or on its filesystem."""
+    from firmware_tests.qemu_board import QEMU_BUILD_CMD, QemuError, firmware
+
+    try:
+        return firmware(build=True, edge="none")
+    except QemuError as exc:
+        msg = f"emulated board unavailable: {exc}; build it with: QEMU_EDGE=none {QEMU_BUILD_CMD}"
         if _on_ci():
             pytest.fail(f"CI is set and {msg}", pytrace=False)
         pytest.skip(msg)

@@ -44,17 +44,21 @@ class QemuError(RuntimeError):
     """The emulated board could not be built, started or talked to."""
 
 
-def firmware(build: bool = True, timeout: float = 1800.0) -> Path:
+def firmware(build: bool = True, timeout: float = 1800.0, edge: str = "frozen") -> Path:
     """The firmware image, built (or found up to date) by build_qemu.sh; QemuError with the
-    script's one-line reason when it cannot be built. build=False: the cached image or error."""
-    cached = Path(os.environ.get("QEMU_CACHE") or harness.REPO / ".cache" / "qemu-mps2") / "firmware.elf"
+    script's one-line reason when it cannot be built. build=False: the cached image or error.
+    edge="none": the same board without edge/ frozen (it gets the .mpy files on its filesystem
+    or in its ROMFS partition)."""
+    env = dict(os.environ, QEMU_EDGE=edge)
+    default = harness.REPO / ".cache" / ("qemu-mps2" if edge == "frozen" else "qemu-mps2-noedge")
+    cached = Path(env.get("QEMU_CACHE") or default) / "firmware.elf"
     if not build:
         if cached.is_file():
             return cached
-        raise QemuError(f"{cached} not built; run {QEMU_BUILD_CMD}")
+        raise QemuError(f"{cached} not built; run QEMU_EDGE={edge} {QEMU_BUILD_CMD}")
     try:
         proc = subprocess.run(["bash", str(BUILD_SCRIPT)], capture_output=True, text=True,
-                              timeout=timeout, stdin=subprocess.DEVNULL)
+                              timeout=timeout, stdin=subprocess.DEVNULL, env=env)
     except subprocess.TimeoutExpired:
         raise QemuError(f"{QEMU_BUILD_CMD} did not finish within {timeout:.0f} s") from None
     if proc.returncode != 0:
@@ -163,6 +167,24 @@ class QemuBoard:
     def reconnect(self, timeout: float = 30.0) -> None:
         """Take UART0 back after release_console() (the board keeps running)."""
         self._open_console(timeout)
+
+    def romfs_deploy(self, image: Path, timeout: float = 300.0) -> str:
+        """`mpremote romfs deploy IMAGE` on UART0, the command a user runs on a board with a
+        ROMFS partition; returns its output. The board keeps running: a soft reset mounts the
+        image at /rom."""
+        from aggregator.ops.flash import mpremote_cmd
+
+        self.release_console()
+        try:
+            proc = subprocess.run([*mpremote_cmd(), "connect", self.uart_url(0), "romfs", "deploy", str(image)],
+                                  capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+        except subprocess.TimeoutExpired:
+            raise QemuError(f"mpremote romfs deploy did not finish within {timeout:.0f} s") from None
+        finally:
+            self.reconnect()
+        if proc.returncode != 0 or "ROMFS image deployed" not in proc.stdout:
+            raise QemuError(f"mpremote romfs deploy: exit {proc.returncode}: {(proc.stdout + proc.stderr)[-500:]}")
+        return proc.stdout
 
     def boot_main(self, until: bytes, timeout: float = 120.0) -> str:
         """Ctrl-D at the friendly REPL, as in a terminal: a soft reset that runs _boot.py and

@@ -4,7 +4,8 @@ frozen into the firmware (firmware_tests/build_qemu.sh, board port in firmware_t
 What the board port supplies (tick source, UARTs, RAM disk, boot-time heap) is checked on its
 own first; then full rounds over SLIP on the board's UART1 against the real gateway (its
 pyserial serial bridge, aggregator.gateway.serial_front), compared frame by frame with the
-32-bit unix build on the same inputs; then `cat-aggregator flash` through mpremote.
+32-bit unix build on the same inputs; then `cat-aggregator flash` through mpremote; then the
+board without edge/ frozen, given the edge by `mpremote romfs deploy` into its ROMFS partition.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from aggregator import cli
 from aggregator.gateway import wire
 from aggregator.gateway.config import Job, load_job
 from aggregator.gateway.service import Endpoints
+from aggregator.ops import flash
 from firmware_tests import harness
 from firmware_tests.budget import SERIAL_PROFILE, Gateway, SlipRun, make_data, make_job, slip_rounds
 from firmware_tests.qemu_board import QemuBoard
@@ -70,7 +72,7 @@ def test_board_port_supplies_ticks_uarts_disk_and_heap(qemu_image):
         assert res["platform"] == "qemu" and res["path"] == ["", ".frozen", "/lib"]
         assert {"blob.bin", "_harness_main.mpy"} <= set(res["files"])
         assert res["slept_ms"] >= 30 and res["slept_us"] >= 30000
-        assert res["disk"] == 4 * 1024 * 1024
+        assert res["disk"] == 4 * 1024 * 1024 - 256 * 1024  # SSRAM2/3 less the ROMFS partition
         assert res["uart_errors"][0].startswith("UART(0) doesn't exist")  # UART0 is the REPL
         assert res["uart_errors"][1].startswith("UART(5) doesn't exist")
         assert res["uart_errors"][2:] == ["UART is 8N1 only", "UART pins are fixed"]
@@ -246,3 +248,43 @@ def test_cat_aggregator_flash_reaches_the_emulated_board(qemu_image, tmp_path, c
         assert r.ok, r.describe()
         files, n_edge = r.result
         assert {"main.py", "node.json", "node-1.catd", "edge"} <= set(files) and n_edge >= 15
+
+
+ROMFS_SCRIPT = harness.EMIT_SNIPPET + """\
+import os, sys, gc
+import edge.frame
+emit({"path": sys.path, "rom": sorted(os.listdir("/rom/edge")), "file": edge.frame.__file__,
+      "bits": edge.frame.index_bits(4096)})
+"""
+
+
+def test_romfs_deploy_puts_the_edge_in_the_partition_and_it_runs_from_there(qemu_bare_image, qemu_image, tmp_path,
+                                                                             capsys):
+    """`cat-aggregator firmware romfs`, then mpremote's own `romfs deploy` over the REPL UART, as
+    on a board with a ROMFS partition: after a soft reset the image is mounted at /rom, edge/
+    imports from it, and four rounds over SLIP end with the model of the firmware that has edge/
+    frozen (same job, keys and data)."""
+    rom = tmp_path / "edge.romfs"
+    assert cli.main(["firmware", "romfs", "--out", str(rom)]) == 0
+    capsys.readouterr()
+    with QemuBoard(qemu_bare_image, heap=HEAP) as board:
+        r = board.run("import sys\ntry:\n import edge\nexcept ImportError:\n print('@@RESULT', 1)\n")
+        assert r.ok and r.result == 1, r.describe()  # no edge/ anywhere before the deploy
+        out = board.romfs_deploy(rom)
+        assert f"Image size is {rom.stat().st_size} bytes" in out
+        r = board.run(ROMFS_SCRIPT)
+        assert r.ok, r.describe()
+        res = r.result
+        assert res["path"] == ["", ".frozen", "/rom", "/rom/lib", "/lib"]
+        assert res["rom"] == sorted(n[:-3] + ".mpy" for n in flash.board_modules())
+        assert res["file"] == "/rom/edge/frame.mpy" and res["bits"] == 12
+
+    data = make_data(tmp_path / "d.catd", 256, layout="csr", nnz=24)
+    make = _slip_job(256, "ss")
+    args = ("sync", "portable")
+    fromrom = slip_rounds(qemu_bare_image, tmp_path / "rom", make, data, HEAP, args=args, romfs=rom)
+    frozen = slip_rounds(qemu_image, tmp_path / "frozen", make, data, HEAP, args=args)
+    _check_accepted(fromrom)
+    _check_accepted(frozen)
+    assert fromrom.model == frozen.model
+

@@ -12,8 +12,9 @@
  *   sender is held back instead of losing data.
  * - The GC heap size, read once at boot from the semihosting command line (`heap=N`).
  * - mps2.RAMDisk: a block device (the extended protocol littlefs uses) over the 4 MiB ZBT
- *   SSRAM2/3 bank at 0x20000000. It lives outside the GC heap, so files survive a soft
- *   reset; QEMU zeroes it at power-on, and _boot.py then formats it.
+ *   SSRAM2/3 bank at 0x20000000, less its top 256 KiB. It lives outside the GC heap, so files
+ *   survive a soft reset; QEMU zeroes it at power-on, and _boot.py then formats it.
+ * - A ROMFS partition in those top 256 KiB (vfs.rom_ioctl), mounted at /rom at every reset.
  *
  * The stock port's start-up code (ports/qemu/mcu/arm/startup.c) has a 16-entry vector table
  * whose SysTick entry is a fault handler; uart_init (its set-up hook, called before main) copies
@@ -28,6 +29,7 @@
 #include "py/ringbuf.h"
 #include "py/stream.h"
 #include "py/mperrno.h"
+#include "py/objarray.h"
 #include "extmod/vfs.h"
 #include "board.h"
 
@@ -326,8 +328,9 @@ static size_t heap_from_cmdline(void) {
 
 // ---------------------------------------------------------------- RAM disk
 #define RAMDISK_BASE ((uint8_t *)0x20000000)
-#define RAMDISK_SIZE (4 * 1024 * 1024)
+#define RAMDISK_SIZE (4 * 1024 * 1024 - ROMFS_SIZE)  // SSRAM2/3 (4 MiB) less the ROMFS partition
 #define RAMDISK_BLOCK (512)
+#define ROMFS_SIZE (256 * 1024)
 
 typedef struct {
     mp_obj_base_t base;
@@ -413,6 +416,59 @@ static MP_DEFINE_CONST_OBJ_TYPE(
     make_new, mps2_ramdisk_make_new,
     locals_dict, &mps2_ramdisk_locals_dict
     );
+
+// ---------------------------------------------------------------- ROMFS partition
+// The top 256 KiB of SSRAM2/3, above the RAM disk: the board's ROMFS partition (MicroPython
+// 1.25's read-only filesystem, whose .mpy files run in place). mp_init mounts it at /rom and
+// puts /rom and /rom/lib on sys.path when it holds a valid image (extmod/vfs.c,
+// mp_vfs_mount_romfs_protected); `mpremote romfs deploy` writes it through vfs.rom_ioctl, the
+// protocol of extmod/vfs.h (MP_VFS_ROM_IOCTL_*), as on the ports with a flash partition
+// (ports/alif/vfs_rom_ioctl.c). It is RAM: blank after power-on, as the RAM disk is; a soft
+// reset keeps it.
+#define ROMFS_BASE ((uint8_t *)0x20000000 + 4 * 1024 * 1024 - ROMFS_SIZE)
+
+static MP_DEFINE_MEMORYVIEW_OBJ(mps2_romfs_obj, 'B', 0, ROMFS_SIZE, ROMFS_BASE);
+
+mp_obj_t mp_vfs_rom_ioctl(size_t n_args, const mp_obj_t *args) {
+    mp_int_t cmd = mp_obj_get_int(args[0]);
+    if (cmd == MP_VFS_ROM_IOCTL_GET_NUMBER_OF_SEGMENTS) {
+        return MP_OBJ_NEW_SMALL_INT(1);
+    }
+    if (n_args < 2 || mp_obj_get_int(args[1]) != 0) {
+        return MP_OBJ_NEW_SMALL_INT(-MP_EINVAL);
+    }
+    switch (cmd) {
+        case MP_VFS_ROM_IOCTL_GET_SEGMENT:
+            return MP_OBJ_FROM_PTR(&mps2_romfs_obj);
+        case MP_VFS_ROM_IOCTL_WRITE_PREPARE: {
+            // rom_ioctl(3, 0, len): erase the first len bytes (erased flash reads 0xff)
+            mp_int_t len = n_args == 3 ? mp_obj_get_int(args[2]) : -1;
+            if (len < 0 || len > ROMFS_SIZE) {
+                return MP_OBJ_NEW_SMALL_INT(-MP_EINVAL);
+            }
+            memset(ROMFS_BASE, 0xff, (size_t)len);
+            return MP_OBJ_NEW_SMALL_INT(4); // the smallest write, in bytes
+        }
+        case MP_VFS_ROM_IOCTL_WRITE: {
+            // rom_ioctl(4, 0, offset, buf)
+            if (n_args < 4) {
+                return MP_OBJ_NEW_SMALL_INT(-MP_EINVAL);
+            }
+            mp_int_t off = mp_obj_get_int(args[2]);
+            mp_buffer_info_t bufinfo;
+            mp_get_buffer_raise(args[3], &bufinfo, MP_BUFFER_READ);
+            if (off < 0 || (size_t)off > ROMFS_SIZE || bufinfo.len > ROMFS_SIZE - (size_t)off) {
+                return MP_OBJ_NEW_SMALL_INT(-MP_EINVAL);
+            }
+            memcpy(ROMFS_BASE + off, bufinfo.buf, bufinfo.len);
+            return MP_OBJ_NEW_SMALL_INT(0);
+        }
+        case MP_VFS_ROM_IOCTL_WRITE_COMPLETE:
+            return MP_OBJ_NEW_SMALL_INT(0);
+        default:
+            return MP_OBJ_NEW_SMALL_INT(-MP_EINVAL);
+    }
+}
 
 // ---------------------------------------------------------------- the mps2 module
 static mp_obj_t mps2_heap_size_obj_fn(void) {

@@ -2,8 +2,8 @@
 //
 // Starts from MicroPython's ports/qemu settings for this machine (same ROM level, float, long
 // ints, emitters) and adds what a board that runs the edge needs: `time` (SysTick ticks),
-// machine.UART (CMSDK UART1..4), and a littlefs filesystem (MICROPY_VFS_LFS2, set by the
-// Makefile) on a RAM disk. board.c and mps2_uart.c implement them.
+// machine.UART (CMSDK UART1..4), a littlefs filesystem (MICROPY_VFS_LFS2, set by the
+// Makefile) on a RAM disk, and a ROMFS partition (vfs.rom_ioctl). board.c and mps2_uart.c implement them.
 
 #include <stdint.h>
 
@@ -41,7 +41,7 @@
 
 #define MICROPY_VFS                 (1)
 #define MICROPY_VFS_ROM             (1)
-#define MICROPY_VFS_ROM_IOCTL       (0)
+#define MICROPY_VFS_ROM_IOCTL       (1)  // a ROMFS partition (board.c)
 
 // Ctrl-C reaches a running program: the UART0 receive interrupt schedules KeyboardInterrupt.
 #define MICROPY_KBD_EXCEPTION       (1)
