@@ -49,8 +49,8 @@ import numpy as np
 
 from aggregator.lab import datasets
 from aggregator.gateway.config import Job, parse_job
-from aggregator.ops.firmware import manifest_text, romfs_image
-from aggregator.ops.flash import board_modules, node_config
+from aggregator.ops.firmware import manifest_text
+from aggregator.ops.flash import board_modules, node_config, romfs_image
 from aggregator.gateway.service import Endpoints, Service
 from firmware_tests import harness
 
@@ -788,7 +788,7 @@ EF_SCHEMES = ("s", "sq", "ss")
 #: bisected minimum, because near it the heap is not monotone (a run that fits at N KiB can
 #: fail at N + 2 when a later collection leaves the snapshot's 4 d-byte block no room)
 QEMU_BUDGET_KIB = {1024: 52, 4096: 104}
-#: the same with edge/ as .mpy in its ROMFS partition (bisected 55 and 110 KiB): the code's
+#: the same with edge/ as .mpy in its ROMFS partition (bisected 55-56 and 110 KiB): the code's
 #: function objects, dicts and qstr entries are in the heap, its bytecode is not
 QEMU_ROMFS_BUDGET_KIB = {1024: 64, 4096: 120}
 

@@ -56,19 +56,26 @@ def mp32() -> harness.Interpreter:
     return _require(harness.mp32(), harness.MP32_BUILD_CMD)
 
 
+def _unavailable(msg: str) -> None:
+    """Fail on CI, skip elsewhere: a build the test needs could not be made."""
+    if _on_ci():
+        pytest.fail(f"CI is set and {msg}", pytrace=False)
+    pytest.skip(msg)
+
+
+def _unix_build(interp: harness.Interpreter | None, what: str) -> harness.Interpreter:
+    if interp is None:
+        _unavailable(f"no MicroPython source tree for the {what} build; run {harness.MP32_BUILD_CMD}")
+    return _require(interp, harness.MP32_BUILD_CMD)
+
+
 @pytest.fixture(scope="session")
 def mp32_frozen(mp32: harness.Interpreter) -> harness.Interpreter:
     """The 32-bit build with edge/ frozen into the firmware (firmware_tests/budget.py builds it
     from build_mp32.sh's source tree: ~1 min the first time, seconds after a change in edge/)."""
     from firmware_tests.budget import frozen_interpreter
 
-    interp = frozen_interpreter(build=True)
-    if interp is None:
-        msg = f"no MicroPython source tree for the frozen build; run {harness.MP32_BUILD_CMD}"
-        if _on_ci():
-            pytest.fail(f"CI is set and {msg}", pytrace=False)
-        pytest.skip(msg)
-    return _require(interp, harness.MP32_BUILD_CMD)
+    return _unix_build(frozen_interpreter(build=True), "frozen")
 
 
 @pytest.fixture(scope="session")
@@ -77,13 +84,18 @@ def mp32_romfs(mp32: harness.Interpreter) -> harness.Interpreter:
     (firmware_tests/budget.py builds it as it builds mp32_frozen, from the same object files)."""
     from firmware_tests.budget import romfs_interpreter
 
-    interp = romfs_interpreter(build=True)
-    if interp is None:
-        msg = f"no MicroPython source tree for the ROMFS build; run {harness.MP32_BUILD_CMD}"
-        if _on_ci():
-            pytest.fail(f"CI is set and {msg}", pytrace=False)
-        pytest.skip(msg)
-    return _require(interp, harness.MP32_BUILD_CMD)
+    return _unix_build(romfs_interpreter(build=True), "ROMFS")
+
+
+def _qemu_firmware(edge: str) -> Path:
+    from firmware_tests.qemu_board import QEMU_BUILD_CMD, QemuError, firmware
+
+    try:
+        return firmware(build=True, edge=edge)
+    except QemuError as exc:
+        env = "" if edge == "frozen" else f"QEMU_EDGE={edge} "
+        _unavailable(f"emulated board unavailable: {exc}; build it with: {env}{QEMU_BUILD_CMD}")
+        raise
 
 
 @pytest.fixture(scope="session")
@@ -91,30 +103,14 @@ def qemu_image() -> Path:
     """The emulated board's firmware (QEMU mps2-an385, edge/ frozen), built by build_qemu.sh:
     ~30 s the first time, a relink after a change in edge/, at once when cached. Fails on CI
     when it cannot be built, skips elsewhere (e.g. no root to install the toolchain)."""
-    from firmware_tests.qemu_board import QEMU_BUILD_CMD, QemuError, firmware
-
-    try:
-        return firmware(build=True)
-    except QemuError as exc:
-        msg = f"emulated board unavailable: {exc}; build it with: {QEMU_BUILD_CMD}"
-        if _on_ci():
-            pytest.fail(f"CI is set and {msg}", pytrace=False)
-        pytest.skip(msg)
+    return _qemu_firmware("frozen")
 
 
 @pytest.fixture(scope="session")
 def qemu_bare_image() -> Path:
     """The same board without edge/ frozen (QEMU_EDGE=none build_qemu.sh): it gets the edge as
     .mpy files in its ROMFS partition (`mpremote romfs deploy`) or on its filesystem."""
-    from firmware_tests.qemu_board import QEMU_BUILD_CMD, QemuError, firmware
-
-    try:
-        return firmware(build=True, edge="none")
-    except QemuError as exc:
-        msg = f"emulated board unavailable: {exc}; build it with: QEMU_EDGE=none {QEMU_BUILD_CMD}"
-        if _on_ci():
-            pytest.fail(f"CI is set and {msg}", pytrace=False)
-        pytest.skip(msg)
+    return _qemu_firmware("none")
 
 
 @pytest.fixture(params=["mp64", "mp32"])

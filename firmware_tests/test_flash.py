@@ -118,6 +118,25 @@ def test_edge_has_no_assert_or_debug_code():
         assert not bad, (path.name, bad)
 
 
+def test_stage_with_romfs_writes_the_image_instead_of_edge(tmp_path, capsys):
+    """--romfs: no edge/ among the files, the ROMFS image next to them (what `mpremote romfs
+    deploy` takes), holding the .mpy files of the edge/ that --stage alone writes."""
+    from mpremote.romfs import VfsRomWriter
+
+    job = write_job(tmp_path / "job.toml", 30, coap_port=5683)
+    data = make_data(tmp_path / "node-1.catd", 30, rows=8)
+    plain, rom = tmp_path / "plain", tmp_path / "rom"
+    for out, extra in ((plain, []), (rom, ["--romfs"])):
+        assert cli.main(["flash", str(job), "--node", "1", "--data", str(data), "--stage", str(out)] + extra) == 0
+    assert "edge.romfs for `mpremote romfs deploy`" in capsys.readouterr().out
+    files = sorted(p.relative_to(rom).as_posix() for p in rom.rglob("*") if p.is_file())
+    assert files == ["edge.romfs", "main.py", "node-1.catd", "node.json"]
+    image = (rom / "edge.romfs").read_bytes()
+    assert image.startswith(VfsRomWriter.ROMFS_HEADER)
+    for mpy in (plain / "edge").iterdir():  # each module's bytes are in the image verbatim
+        assert mpy.read_bytes() in image, mpy.name
+
+
 def test_flash_refuses_user_mistakes(tmp_path, capsys):
     job = write_job(tmp_path / "job.toml", 30)
     data = make_data(tmp_path / "n.catd", 30, rows=8)
@@ -138,6 +157,8 @@ def test_flash_refuses_user_mistakes(tmp_path, capsys):
          "node a mqtt profile or transport coap (shipped: wifi-tcp-mqtt-esp32)"),
         (["--node", "1", "--data", str(data), "--stage", "x", "--transport", "serial", "--uart", "1"],
          "(shipped: serial-slip-115200)"),
+        (["--node", "1", "--data", str(data), "--gateway", "h", "--stage", "x", "--romfs", "--no-edge"],
+         "--romfs puts edge/ on the board; --no-edge leaves it out: give one of them"),
     ]
     for args, msg in cases:
         assert cli.main(["flash", str(job)] + args) == 2

