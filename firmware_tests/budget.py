@@ -9,13 +9,15 @@ For each interpreter and d in (1,024; 4,096) it prints the smallest heap (bisect
 that completes ROUNDS full edge rounds, the time per round and the bytes of the frame; then
 the same round with a naive sorted()-based top-T instead of the bounded-heap kernel
 (heap and time ratio). --frozen adds the 32-bit build with edge/ frozen into the firmware,
-and the one running edge/ as .mpy files from a ROMFS image (romfs_interpreter). Then one line per RAM goal (docs/firmware.md) and deployment (met or not), then
+and the one running edge/ as .mpy files from a ROMFS image (romfs_interpreter). Then one
+line per RAM goal (docs/firmware.md) and deployment (met or not), then
 `min heap for d=4096 on 32-bit build: N KiB` (edge/ as .mpy). Then the emulated board (QEMU
-mps2-an385, edge/ frozen; firmware_tests/qemu_board.py): its smallest boot-time heap for the
-same rounds over SLIP on its UART1, next to the 32-bit unix build's (frozen, same rounds and
-link), and last `qemu mps2-an385 rounds accepted: A of B` (the gateway's count of ROUNDS rounds
-per d at the board's heap budget, QEMU_BUDGET_KIB). --phases prints instead where the heap goes, phase by phase
-(scripts/phases.py); --starts, for the heaps given, from which of several points of a job
+mps2-an385, edge/ frozen, and edge/ as .mpy in its ROMFS partition; firmware_tests/qemu_board.py):
+its smallest boot-time heap for the same rounds over SLIP on its UART1, next to the 32-bit unix
+build's (frozen, same rounds and link), and last `qemu mps2-an385 rounds accepted: A of B`
+(the gateway's count of ROUNDS rounds per d and deployment at the board's heap budgets,
+QEMU_BUDGET_KIB and QEMU_ROMFS_BUDGET_KIB). --phases prints instead where the heap goes, phase
+by phase (scripts/phases.py); --starts, for the heaps given, from which of several points of a job
 (STARTS, each on a fresh gateway) S, S+Q and SS with error feedback fit as .mpy at d = 4,096.
 
 "A full edge round" (what a flashed board does, edge/board.py): read node.json, open the

@@ -8,8 +8,8 @@
 * `firmware romfs` writes a ROMFS image (MicroPython 1.25+'s read-only filesystem) holding
   `edge/` as .mpy files, for `mpremote romfs deploy`. A board mounts its ROMFS partition at
   /rom and runs the bytecode in place from flash (py/persistentcode.c reads code, qstr text
-  and constants through mp_reader_try_read_rom): the code a round imports then costs ~26 KiB
-  of heap, not ~48 as .mpy files on the board's filesystem, and a code change needs no
+  and constants through mp_reader_try_read_rom): the code a round imports then needs ~23 KiB
+  of heap, not ~56 as .mpy files on the board's filesystem, and a code change needs no
   firmware build (docs/firmware.md, "ROMFS").
 * `firmware package-json` writes the package.json that `mpremote mip install` reads (from a
   local path or a repository URL); the repository's top-level package.json is this output.

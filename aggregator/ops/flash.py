@@ -349,8 +349,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "(frozen into the firmware, or `mpremote mip install` of package.json)")
     p.add_argument("--romfs", action="store_true",
                    help="put edge/ as .mpy into the board's ROMFS partition (`mpremote romfs deploy`; MicroPython "
-                        "1.25+ boards with one), where its bytecode runs from flash: ~25 KiB less heap than "
-                        ".mpy files on the filesystem")
+                        "1.25+ boards with one), where its bytecode runs from flash: a round needs ~24 KiB less "
+                        "heap than with .mpy files on the filesystem")
     p.add_argument("--reset", action="store_true", help="hard reset the board afterwards so main.py runs")
     p.add_argument("--stage", metavar="DIR", help="only build the board filesystem in DIR (no device needed)")
     p.add_argument("--deep-sleep", type=float, metavar="SECONDS",
