@@ -187,6 +187,19 @@ def board(tmp_path, mp64):
     vb.close()
 
 
+@pytest.mark.e2e
+def test_flash_romfs_to_a_board_without_a_partition_is_one_line(tmp_path, board, capsys):
+    """The unix port has VfsRom but no vfs.rom_ioctl (no partition): mpremote's `romfs deploy`
+    refuses, and flash says so in one line and copies nothing."""
+    job = write_job(tmp_path / "job.toml", 30, coap_port=5683)
+    data = make_data(tmp_path / "n.catd", 30, rows=8)
+    rc = cli.main(["flash", str(job), "--node", "1", "--data", str(data), "--device", board.url, "--romfs"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "ROMFS is not enabled on this device" in err and "Traceback" not in err, err
+    assert len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "board" / "node.json").exists()
+
+
 def _umqtt_cache() -> Path:
     try:
         return fetch_umqtt()
