@@ -425,7 +425,7 @@ static MP_DEFINE_CONST_OBJ_TYPE(
 // protocol of extmod/vfs.h (MP_VFS_ROM_IOCTL_*), as on the ports with a flash partition
 // (ports/alif/vfs_rom_ioctl.c). It is RAM: blank after power-on, as the RAM disk is; a soft
 // reset keeps it.
-#define ROMFS_BASE ((uint8_t *)0x20000000 + 4 * 1024 * 1024 - ROMFS_SIZE)
+#define ROMFS_BASE (RAMDISK_BASE + RAMDISK_SIZE)
 
 static MP_DEFINE_MEMORYVIEW_OBJ(mps2_romfs_obj, 'B', 0, ROMFS_SIZE, ROMFS_BASE);
 
