@@ -321,8 +321,10 @@ def run(
     """Run ``script`` (source text or a .py path) on ``interp`` with a fixed heap.
 
     The script is written into the device root as ``_harness_main.py`` and run with
-    cwd = root and MICROPYPATH = root, .frozen, root/lib (a board's sys.path order),
-    so the device root is first and the host user's ~/.micropython is not seen.
+    cwd = root and sys.path '', .frozen, lib (a board's: '' is the device root), so the host
+    user's ~/.micropython is not seen. The entries are relative, as a board's are short: the
+    unix port interns each as a qstr, so an absolute path would put the length of the test's
+    temporary directory into the heap (and into the count that grows the qstr pool).
     ``precompile=True`` compiles the driver to .mpy and imports it, so parsing the
     driver does not count against the heap (``__name__`` is then not ``__main__``).
     A timeout kills the interpreter and returns ``timed_out=True`` (not ok).
@@ -353,7 +355,7 @@ def run(
         cmd.append(driver.name)
     cmd += list(args)
     env = dict(os.environ)
-    env["MICROPYPATH"] = os.pathsep.join([str(root), ".frozen", str(root / "lib")])
+    env["MICROPYPATH"] = os.pathsep.join(["", ".frozen", "lib"])
     start = time.monotonic()
     try:
         proc = subprocess.run(cmd, cwd=root, env=env, capture_output=True, timeout=timeout,
