@@ -94,6 +94,12 @@ class FrameError(ValueError):
         self.detail = detail
 
 
+class DataFileError(ValueError):
+    """A CATD file is missing, truncated, corrupt or not a CATD file (edge.datafile's name for
+    it; here because edge.dataheader, which a board lets go after the file is open, raises it
+    too, and one class must outlive both)."""
+
+
 def head_len(v):
     """Bytes taken by a CBOR head whose argument is v (RFC 8949 §3: 1, 2, 3, 5 or 9)."""
     if v < 24:

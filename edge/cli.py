@@ -11,7 +11,7 @@ import argparse
 import json
 import sys
 
-from edge.board import BoardError, unhex
+from edge.startup import BoardError, unhex
 
 
 class CliError(Exception):
@@ -98,10 +98,10 @@ def _merge_config(args):
 
 
 def profiles_for(transport):
-    """The shipped link profiles that price a node on this transport (edge.board.transport_mismatch;
+    """The shipped link profiles that price a node on this transport (edge.startup.transport_mismatch;
     the paper's models, which price any, left out)."""
     from edge import profile
-    from edge.board import transport_mismatch
+    from edge.startup import transport_mismatch
     out = []
     for name in profile.list_profiles():
         try:
@@ -144,7 +144,7 @@ def run(args):
         prof = profile.load_profile(args.profile)
     except (ValueError, OSError) as exc:
         raise CliError("--profile: %s" % exc)
-    from edge.board import transport_mismatch
+    from edge.startup import transport_mismatch
     t = args.transport or "coap"
     why = transport_mismatch(prof, t)
     if why:

@@ -7,9 +7,9 @@ row is read with `readinto` straight into the memory of preallocated arrays
 (d for dense, the header's max nnz per row for CSR). Reading a row allocates
 nothing on MicroPython (its stream `readinto(buf, nbytes)` takes a length).
 
-Integrity is checked early: magic, version, a CRC-32 of the header, and the file
-size against the size the header implies (so a truncated copy fails at open, not
-mid-training). Each row is checked cheaply as it is read (nnz <= max nnz, label <
+Integrity is checked early, at open (edge/dataheader.py): magic, version, a CRC-32 of the
+header, and the file size against the size the header implies (so a truncated copy fails at
+open, not mid-training). Each row is checked cheaply as it is read (nnz <= max nnz, label <
 classes); edge.datatools.validate does a full pass (CRC-32 of the data, indices strictly
 ascending and < d, finite values, total nnz).
 
@@ -17,11 +17,10 @@ Runs unchanged on MicroPython and CPython. Assumes a little-endian host on
 MicroPython (all its ports are); CPython byte-swaps on big-endian hosts.
 """
 
-import struct
 import sys
 from array import array
 
-from edge.cbor import errmsg
+from edge.cbor import DataFileError, drop, errmsg
 
 try:
     from micropython import const
@@ -29,45 +28,13 @@ except ImportError:  # CPython
     def const(x):
         return x
 
-# private int constants: no dict entry on a board, public names on CPython (edge.cbor.publish;
-# edge.datatools, the writer, keeps its own copies)
-MAGIC = b"CATD"
-_CATD_VERSION = const(1)
-_HEADER_SIZE = const(48)
-# magic, version, header size, layout, label type, value type, reserved,
-# n, d, classes, max nnz, total nnz (u64), data crc32, reserved, header crc32
-HEADER_FMT = "<4sHHBBBBIIIIQIII"
-_HEADER_CRC_SPAN = const(44)  # the header CRC covers bytes [0, 44)
-
+# edge.dataheader's layout codes (folded there on MicroPython: no module attributes to import)
 _LAYOUT_DENSE = const(0)
 _LAYOUT_CSR = const(1)
 LAYOUT_NAMES = ("dense", "csr")
-_LABEL_U32 = const(1)  # uint32 class index in [0, classes)
-_VALUE_F32 = const(1)  # IEEE-754 binary32, little-endian
 
 _MP = sys.implementation.name == "micropython"
 _SWAP = sys.byteorder != "little"
-
-
-class DataFileError(ValueError):
-    """A CATD file is missing, truncated, corrupt or not a CATD file."""
-
-
-try:
-    import binascii
-
-    _crc = binascii.crc32
-    _crc(b"")
-except (ImportError, AttributeError):  # pragma: no cover - port without crc32
-    _crc = None
-
-
-def crc32(buf, crc=0):
-    """CRC-32 of a bytes-like object, continuing from `crc`."""
-    if _crc is not None:
-        return _crc(buf, crc) & 0xFFFFFFFF
-    from edge.crc32 import crc32_py  # only a port without binascii.crc32 loads it
-    return crc32_py(buf, crc)
 
 
 def zeros(typecode, n):
@@ -79,49 +46,6 @@ def zeros(typecode, n):
     for i in range(n):
         a[i] = 0
     return a
-
-
-def parse_header(head, where="datafile"):
-    """Decode and check 48 header bytes; returns a tuple
-    (layout, n, d, classes, max_nnz, total_nnz, data_crc, header_size)."""
-    if len(head) < _HEADER_SIZE:
-        raise DataFileError(errmsg(76, (where, len(head), _HEADER_SIZE)))
-    f = struct.unpack(HEADER_FMT, head[:_HEADER_SIZE])
-    if f[0] != MAGIC:
-        raise DataFileError(errmsg(77, (where, f[0], MAGIC)))
-    if f[1] != _CATD_VERSION:
-        raise DataFileError(errmsg(78, (where, f[1], _CATD_VERSION)))
-    if crc32(head[:_HEADER_CRC_SPAN]) != f[14]:
-        raise DataFileError(errmsg(79, where))
-    hsize, layout, ltype, vtype = f[2], f[3], f[4], f[5]
-    n, d, classes, max_nnz, total = f[7], f[8], f[9], f[10], f[11]
-    if hsize < _HEADER_SIZE:
-        raise DataFileError(errmsg(80, (where, hsize, _HEADER_SIZE)))
-    if layout != _LAYOUT_DENSE and layout != _LAYOUT_CSR:
-        raise DataFileError(errmsg(81, (where, layout)))
-    if ltype != _LABEL_U32:
-        raise DataFileError(errmsg(82, (where, ltype)))
-    if vtype != _VALUE_F32:
-        raise DataFileError(errmsg(83, (where, vtype)))
-    if d < 1:
-        raise DataFileError(errmsg(84, (where, d)))
-    if classes < 2:
-        raise DataFileError(errmsg(85, (where, classes)))
-    if max_nnz > d:
-        raise DataFileError(errmsg(86, (where, max_nnz, d)))
-    if layout == _LAYOUT_DENSE:
-        if max_nnz != d or total != n * d:
-            raise DataFileError(errmsg(87, where))
-    elif total > n * max_nnz:
-        raise DataFileError(errmsg(88, (where, total, n * max_nnz)))
-    return layout, n, d, classes, max_nnz, total, f[12], hsize
-
-
-def expected_size(layout, n, d, total_nnz, header_size=_HEADER_SIZE):
-    """File size in bytes that a header implies."""
-    if layout == _LAYOUT_DENSE:
-        return header_size + n * (4 + 4 * d)
-    return header_size + 8 * n + 8 * total_nnz
 
 
 class DataFile:
@@ -143,27 +67,14 @@ class DataFile:
 
     def __init__(self, path):
         self.path = path
+        # the header's checks run once, at open: a board lets their code go after
+        from edge.dataheader import read
         try:
-            f = open(path, "rb")
-        except OSError as e:
-            raise DataFileError(errmsg(93, (path, e)))
+            f, h, size = read(path)
+        finally:
+            drop("edge.dataheader", "dataheader")
         self._f = f
-        try:
-            head = f.read(_HEADER_SIZE)
-            h = parse_header(head, path)
-            size = f.seek(0, 2)
-            if size is None:  # pragma: no cover - very old stream API
-                size = f.tell()
-        except Exception:
-            f.close()
-            raise
         layout, n, d, classes, max_nnz, total, dcrc, hsize = h
-        exp = expected_size(layout, n, d, total, hsize)
-        if size != exp:
-            f.close()
-            if size < exp:
-                raise DataFileError(errmsg(94, (path, exp, size)))
-            raise DataFileError(errmsg(89, (path, size - exp, exp)))
         self._layout_code = layout
         self.layout = LAYOUT_NAMES[layout]
         self.n = n

@@ -4,9 +4,10 @@
 
 import struct
 
-from edge.datafile import HEADER_FMT, MAGIC, DataFileError, const, crc32
+from edge.datafile import DataFileError
+from edge.dataheader import HEADER_FMT, MAGIC, const, crc32
 
-# edge.datafile's header constants (folded there on MicroPython: no module attributes to import)
+# edge.dataheader's header constants (folded there on MicroPython: no module attributes to import)
 _CATD_VERSION = const(1)
 _HEADER_SIZE = const(48)
 _HEADER_CRC_SPAN = const(44)

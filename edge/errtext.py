@@ -82,25 +82,25 @@ TEXT = (
     'tag must be an 8-byte bstr',  # 73 cose.parse, snapshot.SnapshotSink
     '%d bytes after the message',  # 74 cose.parse, snapshot.SnapshotSink
     'MAC does not verify',  # 75 cose.verify, snapshot.SnapshotSink
-    '%s: not a CATD file: %d bytes, header needs %d',  # 76 datafile.parse_header
-    '%s: not a CATD file (magic %r, expected %r)',  # 77 datafile.parse_header
-    '%s: unsupported CATD version %d (this reader knows %d)',  # 78 datafile.parse_header
-    '%s: corrupt header (CRC-32 mismatch)',  # 79 datafile.parse_header
-    '%s: header size %d < %d',  # 80 datafile.parse_header
-    '%s: unknown layout code %d (0 dense, 1 csr)',  # 81 datafile.parse_header
-    '%s: unsupported label type %d (1 = uint32 class index)',  # 82 datafile.parse_header
-    '%s: unsupported value type %d (1 = float32)',  # 83 datafile.parse_header
-    '%s: d must be >= 1, header says %d',  # 84 datafile.parse_header
-    '%s: classes must be >= 2, header says %d',  # 85 datafile.parse_header
-    '%s: max nnz %d > d %d',  # 86 datafile.parse_header
-    '%s: dense header must have max nnz = d and total nnz = n*d',  # 87 datafile.parse_header
-    '%s: total nnz %d > n * max nnz %d',  # 88 datafile.parse_header
-    '%s: %d trailing bytes after the %d the header implies',  # 89 datafile.DataFile
+    '%s: not a CATD file: %d bytes, header needs %d',  # 76 dataheader.parse_header
+    '%s: not a CATD file (magic %r, expected %r)',  # 77 dataheader.parse_header
+    '%s: unsupported CATD version %d (this reader knows %d)',  # 78 dataheader.parse_header
+    '%s: corrupt header (CRC-32 mismatch)',  # 79 dataheader.parse_header
+    '%s: header size %d < %d',  # 80 dataheader.parse_header
+    '%s: unknown layout code %d (0 dense, 1 csr)',  # 81 dataheader.parse_header
+    '%s: unsupported label type %d (1 = uint32 class index)',  # 82 dataheader.parse_header
+    '%s: unsupported value type %d (1 = float32)',  # 83 dataheader.parse_header
+    '%s: d must be >= 1, header says %d',  # 84 dataheader.parse_header
+    '%s: classes must be >= 2, header says %d',  # 85 dataheader.parse_header
+    '%s: max nnz %d > d %d',  # 86 dataheader.parse_header
+    '%s: dense header must have max nnz = d and total nnz = n*d',  # 87 dataheader.parse_header
+    '%s: total nnz %d > n * max nnz %d',  # 88 dataheader.parse_header
+    '%s: %d trailing bytes after the %d the header implies',  # 89 dataheader.read
     '%s: file is closed',  # 90 datafile.DataFile
     '%s: truncated in row %d (file changed since open?)',  # 91 datafile.DataFile
     '%s: row %d has label %d >= classes %d',  # 92 datafile.DataFile
-    '%s: cannot open (%s)',  # 93 datafile.DataFile
-    '%s: truncated: header implies %d bytes, file has %d',  # 94 datafile.DataFile
+    '%s: cannot open (%s)',  # 93 dataheader.read
+    '%s: truncated: header implies %d bytes, file has %d',  # 94 dataheader.read
     '%s: row %d has nnz %d > header max %d',  # 95 datafile.DataFile
     'stage holds %d floats, the model has %d',  # 96 snapshot.SnapshotSink
     'a delta where a snapshot was expected',  # 97 snapshot.SnapshotSink
@@ -146,21 +146,21 @@ TEXT = (
     'gradient entry %d is not finite (%r)',  # 137 topk.select
     'identity is not sparse: send g * scale as a full update',  # 138 compress.compress
     'compress: empty gradient',  # 139 compress.compress
-    '%s: not hex',  # 140 board.unhex
-    '%s: must be 32 bytes (64 hex digits), got %d',  # 141 board.unhex
-    '%s: cannot read (%s)',  # 142 board.load_config
-    '%s: not JSON (%s)',  # 143 board.load_config
-    '%s: missing %r',  # 144 board.load_config
-    '%s: unknown transport %r (use coap, mqtt or serial)',  # 145 board.load_config
+    '%s: not hex',  # 140 startup.unhex
+    '%s: must be 32 bytes (64 hex digits), got %d',  # 141 startup.unhex
+    '%s: cannot read (%s)',  # 142 startup.load_config
+    '%s: not JSON (%s)',  # 143 startup.load_config
+    '%s: missing %r',  # 144 startup.load_config
+    '%s: unknown transport %r (use coap, mqtt or serial)',  # 145 startup.load_config
     'config is for job %d, this node runs job %d',  # 146 node._setup
     'job uses cost profile %s, this node has %s',  # 147 node._setup
     'job model has d=%d, local data gives %d',  # 148 node._setup
     'SS needs a random source (XorShift32)',  # 149 compress._finish
-    'the CoAP block_size must be a power of two from 16 to 1024 (RFC 7959 §2.2), got %r',  # 150 board.block_size_mismatch
+    'the CoAP block_size must be a power of two from 16 to 1024 (RFC 7959 §2.2), got %r',  # 150 startup.block_size_mismatch
     "the CoAP client's block_size is %d B but cost profile %s prices %d B blocks: use cost profile "
-    '%s-b%d (or block_size %d)',  # 151 board.block_size_mismatch
+    '%s-b%d (or block_size %d)',  # 151 startup.block_size_mismatch
     'transport %s, but cost profile %s prices nothing a node sends (no coap, mqtt or serial): '
-    'give the node a %s profile',  # 152 board.transport_mismatch
-    'transport %s, but cost profile %s prices %s messages: give the node a %s profile or transport %s',  # 153 board.transport_mismatch
+    'give the node a %s profile',  # 152 startup.transport_mismatch
+    'transport %s, but cost profile %s prices %s messages: give the node a %s profile or transport %s',  # 153 startup.transport_mismatch
     'SS drew more than %d entries 8 times; lower K or use a link with larger frames',  # 154 ss.sample
 )

@@ -196,7 +196,7 @@ def _link(c, raw, out):
     else:
         t = c.table(raw, "message", "message", True, _keys(_MESSAGE) + ["replies_acked", "transport"])
         msg = c.numbers(t, "message", _MESSAGE)
-        if "transport" in t:  # the node transport priced (edge/board.py transport_mismatch)
+        if "transport" in t:  # the node transport priced (edge/startup.py transport_mismatch)
             msg["transport"] = c.text(t, "message.transport", "transport", ("coap", "mqtt", "serial"))
         if msg["extra_packets"] > 0 and msg["extra_packet_bytes"] == 0:
             c.fail("message.extra_packet_bytes", "must be > 0 when extra_packets > 0")

@@ -199,7 +199,7 @@ def open_serial(s):
 
 
 def make_push_link(cfg):
-    """The link of a node.json whose transport is "mqtt" or "serial" (edge/board.py makes
+    """The link of a node.json whose transport is "mqtt" or "serial" (edge/startup.py makes
     CoAP links itself: a CoAP board never loads this module)."""
     job = cfg["job"]
     if cfg["transport"] == "mqtt":

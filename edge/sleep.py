@@ -343,7 +343,7 @@ class SleepState:
 # ---------------------------------------------------------------------- node.json, one boot
 def check(s, timeout=None):
     """node.json's "sleep", checked, with its defaults; a ValueError names what is wrong
-    (edge/board.py makes it a BoardError, `flash` a UserError)."""
+    (edge/startup.py makes it a BoardError, `flash` a UserError)."""
     if not isinstance(s, dict):
         raise ValueError('"sleep" must be an object like {"mode": "deep"}')
     for k in s:

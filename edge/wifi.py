@@ -1,5 +1,5 @@
 """Joining a WLAN (ESP32, Pico W): a module of its own, so a board on another link never
-loads its names (edge/board.py imports it only when node.json has "wifi").
+loads its names (edge/startup.py imports it only when node.json has "wifi").
 MicroPython and CPython (where it is a no-op: no `network` module). It imports nothing from
 edge/: the caller turns a failure into its own error.
 """

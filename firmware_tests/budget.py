@@ -62,7 +62,7 @@ ROUND_EXTRAS = SCRIPTS / "round_extras.py"  # imported by round.py only for its 
 # what a device root holds besides edge/ for round.py: its options and its report (loaded after the rounds)
 DRIVER_MODULES = (ROUND_EXTRAS, SCRIPTS / "round_report.py")
 PROFILE = "ieee802154-6lowpan-coap"
-# a node is priced for the stack it sends on (edge/board.py transport_mismatch): SLIP and MQTT runs
+# a node is priced for the stack it sends on (edge/startup.py transport_mismatch): SLIP and MQTT runs
 SERIAL_PROFILE = "serial-slip-115200"
 MQTT_PROFILE = "wifi-tcp-mqtt-esp32"
 ROWS = 64
@@ -571,7 +571,12 @@ def _measure(interp: harness.Interpreter, tmp: Path, d: int, naive: bool, quick:
 # The edge modules a CoAP round with error feedback imports (SS, d = 4,096: the budget's .mpy
 # round), each after the ones it imports, so that a module's heap is its own.
 ROUND_MODULES = ("__init__", "cbor", "cose", "frame", "learner", "topk", "compress", "cat", "onair", "cost",
-                 "links", "coap", "datafile", "node", "board", "snapshot", "ss", "feedback")
+                 "links", "coap", "datafile", "dataheader", "node", "board", "startup", "snapshot", "ss",
+                 "feedback")
+#: the ones a board lets go after use (edge.cbor.drop): the start-up code (node.json, the data
+#: file's header) once the node and link are made, the snapshot's after each sync by snapshot,
+#: the walk's after each cost table
+LET_GO = ("startup", "dataheader", "snapshot", "onair")
 MODULES_SCRIPT = """\
 import gc, sys
 class Q:
@@ -713,11 +718,15 @@ def main(argv: list[str] | None = None) -> int:
             rom = romfs_interpreter(build=True)
             rom_heap = dict((m, h) for m, _, h in module_heaps(Path(tmp) / "rom", rom)) if rom else {}
         print("edge/ modules a CoAP round imports, as .mpy on the 32-bit build: file bytes, heap KiB loaded "
-              "from the filesystem" + (", heap KiB run from a ROMFS image" if rom_heap else ""))
+              "from the filesystem" + (", heap KiB run from a ROMFS image" if rom_heap else "")
+              + "; * let go after use")
         for m, size, heap in sorted(rows, key=lambda r: -r[2]):
-            print(f"{m:10} {size:7,d} {heap / 1024:6.1f}" + (f" {rom_heap[m] / 1024:6.1f}" if rom_heap else ""))
-        print(f"{'total':10} {sum(r[1] for r in rows):7,d} {sum(r[2] for r in rows) / 1024:6.1f}"
-              + (f" {sum(rom_heap.values()) / 1024:6.1f}" if rom_heap else ""))
+            print(f"{m + ('*' if m in LET_GO else ''):11} {size:7,d} {heap / 1024:6.1f}"
+                  + (f" {rom_heap[m] / 1024:6.1f}" if rom_heap else ""))
+        for label, keep in (("total", lambda m: True), ("held", lambda m: m not in LET_GO)):
+            print(f"{label:11} {sum(r[1] for r in rows if keep(r[0])):7,d} "
+                  f"{sum(r[2] for r in rows if keep(r[0])) / 1024:6.1f}"
+                  + (f" {sum(h for m, h in rom_heap.items() if keep(m)) / 1024:6.1f}" if rom_heap else ""))
         return 0
     if args.phases:
         args.interp = "mp32"

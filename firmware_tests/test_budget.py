@@ -42,7 +42,7 @@ from firmware_tests.budget import (GOAL_KIB, K, LAYOUT, NNZ, QEMU_BUDGET_KIB, QE
 # contiguous blocks (edge/node.py: the arrays, the O(K) buffers, a snapshot sync); then 74 and
 # 98 as .mpy with the round's cost table (edge/cost.py CostModel.tabulate) and edge.onair and
 # edge.snapshot let go between uses; then 30 and 54 frozen, 71 and 96 as .mpy with edge.onair
-# loaded only to build the table (not at start-up: edge/board.py block_size_mismatch).
+# loaded only to build the table (not at start-up: edge/startup.py block_size_mismatch).
 # The budgets leave 2-3 KiB for run-to-run variation (gateway state) and small changes in edge/;
 # MARGIN_KIB below them the rounds must run out of memory.
 FROZEN_BUDGET_KIB = {1024: 32, 4096: 57}

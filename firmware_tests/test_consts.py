@@ -65,13 +65,14 @@ def test_private_consts_defined_before_use(module: str) -> None:
 
 
 def test_cpython_keeps_the_public_names() -> None:
-    from edge import cat, cbor, coap, cose, datafile, frame
+    from edge import cat, cbor, coap, cose, datafile, dataheader, frame
     assert (frame.K_MODEL, frame.SCHEME_SQ, frame.FMT_F16, frame.D_MAX, frame.SUFFIX) == (16, 2, 1, 2**32 - 1, 9)
     assert (cose.TAG_LEN, cose.PREFIX_LEN, cose.SUFFIX_LEN, cose.HDR_KID) == (8, 11, 9, 4)
     assert (cbor.MT_MAP, cbor.SIMPLE_TRUE) == (5, 21)
     assert (cat.SCHEME_SS, cat.RULE_IDENTITY) == (3, 4)
     assert (coap.CONTENT, coap.CHANGED, coap.OPT_BLOCK2, coap.RX_SIZE) == (0x45, 0x44, 23, 1280)
-    assert (datafile.CATD_VERSION, datafile.HEADER_SIZE, datafile.LAYOUT_CSR, datafile.VALUE_F32) == (1, 48, 1, 1)
+    assert (dataheader.CATD_VERSION, dataheader.HEADER_SIZE, dataheader.LAYOUT_CSR, dataheader.VALUE_F32) == (1, 48, 1, 1)
+    assert (datafile.LAYOUT_DENSE, datafile.LAYOUT_CSR) == (dataheader.LAYOUT_DENSE, dataheader.LAYOUT_CSR)
 
 
 def test_private_consts_agree_across_modules() -> None:

@@ -246,8 +246,8 @@ def test_flashed_board_runs_rounds(tmp_path, board, capsys):
 
 
 def test_board_config_is_checked(tmp_path):
-    """edge/board.py refuses an unusable node.json with one clear line (CPython run of the board code)."""
-    from edge import board
+    """edge/startup.py refuses an unusable node.json with one clear line (CPython run of the board code)."""
+    from edge import startup
     from edge.profile import load_profile
     coap = flash.board_profile(load_profile("ieee802154-6lowpan-coap"))
     good = {"node": 1, "job": 2, "key": "ab" * 32, "downlink_key": "cd" * 32, "profile": coap, "data": "x.catd"}
@@ -269,21 +269,21 @@ def test_board_config_is_checked(tmp_path):
     for cfg, msg in cases:
         p = tmp_path / "node.json"
         p.write_text(json.dumps(cfg))
-        with pytest.raises(board.BoardError, match=msg):
-            board.load_config(str(p))
+        with pytest.raises(startup.BoardError, match=msg):
+            startup.load_config(str(p))
     (tmp_path / "bad.json").write_text("{")
-    with pytest.raises(board.BoardError, match="not JSON"):
-        board.load_config(str(tmp_path / "bad.json"))
-    with pytest.raises(board.BoardError, match="cannot read"):
-        board.load_config(str(tmp_path / "none.json"))
+    with pytest.raises(startup.BoardError, match="not JSON"):
+        startup.load_config(str(tmp_path / "bad.json"))
+    with pytest.raises(startup.BoardError, match="cannot read"):
+        startup.load_config(str(tmp_path / "none.json"))
     p.write_text(json.dumps(good))
-    cfg = board.load_config(str(p))
+    cfg = startup.load_config(str(p))
     assert cfg["key"] == bytes.fromhex("ab" * 32) and cfg["transport"] == "coap"
     # each transport with its own profile, and the paper's models (no stack) with any
     for t, name in (("mqtt", "wifi-tcp-mqtt-esp32"), ("serial", "serial-slip-115200"), ("coap", "paper-payload-fpp32"),
                     ("mqtt", "paper-packet-128-64-128"), ("coap", "ieee802154-thread-coap-mesh-b1024")):
         p.write_text(json.dumps({**good, "transport": t, "profile": flash.board_profile(load_profile(name))}))
-        assert board.load_config(str(p))["transport"] == t
+        assert startup.load_config(str(p))["transport"] == t
 
 
 def test_stage_with_a_board_profile_writes_its_cpu_cost(tmp_path, capsys):

@@ -10,16 +10,16 @@ from __future__ import annotations
 
 import numpy as np
 
-from edge import board
+from edge import startup
 from firmware_tests.budget import round_setup
 
 
 def test_coap_link_writes_messages_into_a_buffer(tmp_path):
     s = round_setup(tmp_path, 256)
     try:
-        cfg = board.load_config(str(s.root / "node.json"))
+        cfg = startup.load_config(str(s.root / "node.json"))
         cfg["data"] = str(s.root / "data.catd")
-        node, link = board.make(cfg)
+        node, link = startup.make(cfg)
         raw = link.get_config()
         assert raw is not None and len(raw) > 64   # more than one Block2 block
         assert bytes(link.get_config_into(bytearray(4096))) == raw
@@ -41,9 +41,9 @@ def test_coap_link_writes_messages_into_a_buffer(tmp_path):
 def test_node_stages_in_the_gradient_buffer_and_falls_back(tmp_path):
     s = round_setup(tmp_path, 256)
     try:
-        cfg = board.load_config(str(s.root / "node.json"))
+        cfg = startup.load_config(str(s.root / "node.json"))
         cfg["data"] = str(s.root / "data.catd")
-        node, link = board.make(cfg)
+        node, link = startup.make(cfg)
         assert len(node.stage) == 4 * len(node.grad)   # the gradient's bytes, no copy
         assert node.step(link) == "sent"
         assert (node.snapshots, node.deltas) == (1, 0)

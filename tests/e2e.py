@@ -24,7 +24,7 @@ PY = sys.executable
 
 
 # the job's cost profile by the transport its edges use: a node is refused a profile of another
-# transport (edge/board.py transport_mismatch); edges on both price with a paper model (any)
+# transport (edge/startup.py transport_mismatch); edges on both price with a paper model (any)
 PROFILES = {"coap": "ieee802154-6lowpan-coap", "mqtt": "wifi-tcp-mqtt-esp32", "both": "paper-payload-fpp32"}
 
 

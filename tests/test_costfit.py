@@ -107,7 +107,7 @@ def test_measure_mqtt_loopback(tmp_path, mosquitto_broker, capsys) -> None:
     assert main(["fit-cost", str(out / "measurements.csv"), "--name", "mqtt-loopback", "--out",
                  str(tmp_path / "fit")]) == 0
     prof = load(tmp_path / "fit" / "mqtt-loopback.toml")
-    assert prof["message"]["transport"] == "mqtt"  # a node on MQTT may use it (edge/board.py transport_mismatch)
+    assert prof["message"]["transport"] == "mqtt"  # a node on MQTT may use it (edge/startup.py transport_mismatch)
 
 
 def test_measure_coap_loopback(tmp_path, aiocoap_server_factory) -> None:

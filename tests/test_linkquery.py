@@ -7,7 +7,7 @@ import re
 import pytest
 
 from aggregator.cli import main
-from edge.board import make
+from edge.startup import make
 from edge.profile import load_profile
 
 LINE = re.compile(r"^link cost: (\d+) B -> (\d+) frames sent, tx (\d+) B, rx (\d+) B, ([\d.]+) ms radio on, (\d+) uJ$")

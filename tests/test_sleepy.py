@@ -20,7 +20,7 @@ from aggregator.gateway.config import load_job
 from aggregator.gateway.service import Endpoints
 from aggregator.ops.demo import ServiceThread, free_udp_port
 from aggregator.ops.flash import node_config
-from edge import board, frame
+from edge import frame, startup
 from edge.coap import CoapClient
 from edge.links import CoapLink
 
@@ -105,7 +105,7 @@ def kept_bytes(st: dict) -> int:
 def reference(d: Path, job, port: int) -> tuple:
     """The always-on twin of the board in d (same node.json) on the gateway at port: node,
     link, and the frames it records by round."""
-    ref = board.make_node(board.load_config(str(d / "node.json")))
+    ref = startup.make_node(startup.load_config(str(d / "node.json")))
     link = CoapLink(CoapClient("127.0.0.1", port, ack_timeout=0.5), job.job_id)
     frames: dict[int, bytes] = {}
     ref.record = lambda r, mv: frames.__setitem__(r, bytes(mv))
@@ -184,7 +184,7 @@ def test_a_sleepy_catavg_node_reads_each_delta_against_the_update_it_kept(tmp_pa
     try:
         d = board_dir(tmp_path, layout, job, a, port)
         ref, ref_link, frames = reference(d, job, ref_port)
-        peers = [[(board.make_node(board.load_config(str(board_dir(tmp_path, layout, job, b, port) / "node.json"))),
+        peers = [[(startup.make_node(startup.load_config(str(board_dir(tmp_path, layout, job, b, port) / "node.json"))),
                    CoapLink(CoapClient("127.0.0.1", p, ack_timeout=0.5), job.job_id)) for b in others]
                  for p in (port, ref_port)]
         deltas = 0
@@ -231,7 +231,7 @@ def test_missed_rounds_resync_by_snapshot_and_few_by_delta(tmp_path):
     svc.service.agg.listeners.append(lambda rc: models.__setitem__(rc.round + 1, model_bytes(svc)))
     try:
         d = board_dir(tmp_path, layout, job, a, port)
-        other = board.make_node(board.load_config(str(board_dir(tmp_path, layout, job, b, port) / "node.json")))
+        other = startup.make_node(startup.load_config(str(board_dir(tmp_path, layout, job, b, port) / "node.json")))
         link = CoapLink(CoapClient("127.0.0.1", port, ack_timeout=0.5), job.job_id)
         agg = svc.service.agg
         models[0] = model_bytes(svc)
@@ -294,7 +294,7 @@ def test_a_flipped_byte_in_the_state_file_means_a_snapshot_and_a_fresh_residual(
         e2e.wait_for(lambda: agg.state.round == 3, 10, "round 2 closed")
         # The residual restarted from zero: frame and residual are those of a node that never
         # had one, computing round 2 at the model of version 2.
-        fresh = board.make_node(board.load_config(str(d / "node.json")))
+        fresh = startup.make_node(startup.load_config(str(d / "node.json")))
         link = CoapLink(CoapClient("127.0.0.1", port, ack_timeout=0.5), job.job_id)
         fresh._setup(frame.decode_config(link.get_config(), fresh.downlink_key))
         memoryview(fresh.model).cast("B")[:] = models[2]
@@ -433,10 +433,10 @@ def test_node_json_sleep_setting_is_checked(tmp_path):
                      ("deep", '"sleep" must be an object')]:
         p = tmp_path / "node.json"
         p.write_text(json.dumps({**base, "sleep": bad}))
-        with pytest.raises(board.BoardError, match=msg.replace("(", r"\(")):
-            board.load_config(str(p))
+        with pytest.raises(startup.BoardError, match=msg.replace("(", r"\(")):
+            startup.load_config(str(p))
     p.write_text(json.dumps({**base, "sleep": {"mode": "deep"}, "timeout": 12}))
-    assert board.load_config(str(p))["sleep"] == {"mode": "deep", "state": "state.bin", "interval": 60.0,
+    assert startup.load_config(str(p))["sleep"] == {"mode": "deep", "state": "state.bin", "interval": 60.0,
                                                   "wait": 12.0}
 
 
@@ -452,7 +452,7 @@ def test_flash_writes_the_sleep_setting_and_names_a_bad_one(tmp_path, capsys):
     cfg = json.loads((out / "node.json").read_text())
     assert cfg["sleep"] == {"mode": "deep", "state": "state.bin", "interval": 300.0, "wait": 20.0}
     assert (out / "edge" / "sleep.mpy").is_file()
-    assert board.load_config(str(out / "node.json"))["sleep"] == cfg["sleep"]
+    assert startup.load_config(str(out / "node.json"))["sleep"] == cfg["sleep"]
     assert cli.main(base + ["--stage", str(tmp_path / "s2"), "--deep-sleep", "60", "--sleep-state", "nv.bin"]) == 0
     assert json.loads((tmp_path / "s2" / "node.json").read_text())["sleep"]["state"] == "nv.bin"
     capsys.readouterr()

@@ -20,7 +20,8 @@ import scipy.optimize
 import scipy.sparse as sp
 from scipy.special import expit, logsumexp
 
-from edge import datafile as edf, datatools
+from edge import dataheader, datatools
+from edge import datafile as edf
 
 #: files below this density are written as CSR when layout="auto" (the CSR row costs
 #: 8 bytes per entry against 4 per feature for dense, so CSR wins below 0.5; 0.25
@@ -128,7 +129,7 @@ def write_datafile(path, X, y, classes: int | None = None, layout: str = "auto",
     path = Path(path)
     crc = 0
     with open(path, "wb") as f:
-        f.write(bytes(edf.HEADER_SIZE))  # placeholder, rewritten with the CRC below
+        f.write(bytes(dataheader.HEADER_SIZE))  # placeholder, rewritten with the CRC below
         if layout == "dense":
             rec = np.dtype([("y", "<u4"), ("x", "<f4", (d,))])
             for r0 in range(0, n, chunk_rows):
@@ -139,7 +140,7 @@ def write_datafile(path, X, y, classes: int | None = None, layout: str = "auto",
                 b = buf.tobytes()
                 crc = zlib.crc32(b, crc)
                 f.write(b)
-            code, max_nnz, total = edf.LAYOUT_DENSE, d, n * d
+            code, max_nnz, total = dataheader.LAYOUT_DENSE, d, n * d
         else:
             if X.nnz and not np.all(X.data):  # explicit zeros: drop them from a copy
                 X = X.copy()
@@ -169,7 +170,7 @@ def write_datafile(path, X, y, classes: int | None = None, layout: str = "auto",
                 b = words.tobytes()
                 crc = zlib.crc32(b, crc)
                 f.write(b)
-            code = edf.LAYOUT_CSR
+            code = dataheader.LAYOUT_CSR
         f.seek(0)
         f.write(datatools.pack_header(code, n, d, classes, max_nnz, total, crc))
     return path
@@ -179,8 +180,8 @@ def read_datafile(path, verify_crc: bool = True) -> Dataset:
     """Read a whole CATD file into memory (gateway side; boards stream with DataFile)."""
     path = Path(path)
     raw = path.read_bytes()
-    layout, n, d, classes, max_nnz, total, dcrc, hsize = edf.parse_header(raw[:edf.HEADER_SIZE], str(path))
-    exp = edf.expected_size(layout, n, d, total, hsize)
+    layout, n, d, classes, max_nnz, total, dcrc, hsize = dataheader.parse_header(raw[:dataheader.HEADER_SIZE], str(path))
+    exp = dataheader.expected_size(layout, n, d, total, hsize)
     if len(raw) < exp:
         raise edf.DataFileError(f"{path}: truncated: header implies {exp} bytes, file has {len(raw)}")
     if len(raw) > exp:
@@ -188,7 +189,7 @@ def read_datafile(path, verify_crc: bool = True) -> Dataset:
     body = memoryview(raw)[hsize:]
     if verify_crc and zlib.crc32(body) != dcrc:
         raise edf.DataFileError(f"{path}: data CRC-32 mismatch (file corrupt)")
-    if layout == edf.LAYOUT_DENSE:
+    if layout == dataheader.LAYOUT_DENSE:
         rec = np.dtype([("y", "<u4"), ("x", "<f4", (d,))])
         arr = np.frombuffer(body, dtype=rec, count=n)
         X = np.array(arr["x"], dtype=np.float32)
@@ -556,7 +557,7 @@ def write_partition(directory, parts: Sequence[tuple], classes: int, layout: str
         counts = np.bincount(np.asarray(yk, dtype=np.int64), minlength=classes)
         nodes.append({"node": k, "file": pth.name, "rows": int(Xk.shape[0]),
                       "class_counts": [int(c) for c in counts]})
-    manifest = {"format": "CATD", "version": edf.CATD_VERSION, "d": int(d), "classes": int(classes),
+    manifest = {"format": "CATD", "version": dataheader.CATD_VERSION, "d": int(d), "classes": int(classes),
                 "layout": layout, "nodes": nodes, "meta": meta or {}}
     tmp = directory / "partition.json.tmp"
     tmp.write_text(json.dumps(manifest, indent=1, sort_keys=True))

@@ -418,7 +418,7 @@ def run(args: argparse.Namespace) -> int:
     from aggregator.lab.pricing import profile_dict
     from aggregator.ops import flash, jobs
     from aggregator.ops.serve import host_port
-    from edge.board import transport_mismatch
+    from edge.startup import transport_mismatch
     if args.nodes < 1 or args.rounds < 1:
         raise UserError("--nodes and --rounds must be >= 1")
     broker = host_port(args.broker, "--broker") if args.broker else None

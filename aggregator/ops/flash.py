@@ -28,8 +28,8 @@ from typing import Any
 
 import edge
 from aggregator.errors import UserError
-from edge.board import transport_mismatch
-from edge.board import block_size_mismatch
+from edge.startup import transport_mismatch
+from edge.startup import block_size_mismatch
 
 EDGE_DIR = Path(edge.__file__).resolve().parent
 # mpy-cross -march values for the boards we target; "none" = portable bytecode (any port).
@@ -48,7 +48,7 @@ MAIN_PY = ("# cat-iot edge: written by `cat-aggregator flash`\n"
            "board.main()\n")
 UMQTT_MIP = "umqtt.simple"
 # the shipped cost profile of each node transport: what `init` and `demo` give a job whose
-# --profile is not given (a node is refused a profile of another transport: edge/board.py)
+# --profile is not given (a node is refused a profile of another transport: edge/startup.py)
 DEFAULT_PROFILES = {"coap": "ieee802154-6lowpan-coap", "mqtt": "wifi-tcp-mqtt-esp32", "serial": "serial-slip-115200"}
 
 
@@ -82,10 +82,10 @@ def node_config(job: Any, node: int, data_name: str, transport: str = "coap",
                 timeout: float | None = None, block_size: int | None = None, ack_timeout: float = 2.0,
                 username: str | None = None, password: str | None = None,
                 sleep: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The node.json a board reads (edge/board.py): everything to run one node of `job`.
+    """The node.json a board reads (edge/startup.py): everything to run one node of `job`.
     sleep: node.json's "sleep" (sleep_setting): one round per boot, deep sleep in between.
     block_size: the CoAP client's; None takes the profile's (64 B without a walked CoAP one).
-    The transport must be the one the job's profile prices (edge.board.transport_mismatch)."""
+    The transport must be the one the job's profile prices (edge.startup.transport_mismatch)."""
     if node not in job.node_keys:
         raise UserError(f"node {node} is not in the job's [nodes] (known: {', '.join(map(str, job.nodes))})")
     if transport not in ("coap", "mqtt", "serial"):
@@ -131,7 +131,7 @@ def profiles_hint(transport: str) -> str:
 
 def sleep_setting(interval: float, state: str = "state.bin", data_name: str = "",
                   wait: float | None = None) -> dict[str, Any]:
-    """node.json's "sleep" for `flash --deep-sleep SECONDS [--sleep-state FILE]` (edge/board.py,
+    """node.json's "sleep" for `flash --deep-sleep SECONDS [--sleep-state FILE]` (edge/startup.py,
     edge/sleep.py); a UserError names what is wrong in one line."""
     from edge.sleep import check
 

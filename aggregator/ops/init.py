@@ -111,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
                          node_extra={"transport": args.transport, "host": host, "port": port})
     except (KeyError, ValueError, OSError) as exc:
         raise UserError(f"cannot lay out the job: {exc}") from None
-    from edge.board import transport_mismatch
+    from edge.startup import transport_mismatch
     why = transport_mismatch(plan.job.profile, args.transport)
     if why:  # before anything is written or an old job cleared: its nodes would all be refused
         raise UserError(f"--profile: {why}{flash.profiles_hint(args.transport)}")

@@ -37,18 +37,23 @@ def wrap(name, fn):
 
 
 start()
-from edge import board  # noqa: E402
-mark("import edge.board")
+from edge import startup  # noqa: E402  (edge.board.start's steps, one phase each)
+mark("import edge.startup")
 start()
-cfg = board.load_config("node.json")
+cfg = startup.load_config("node.json")
 mark("read node.json")
 start()
-node = board.make_node(cfg)
+node = startup.make_node(cfg)
 mark("make node (imports; model + gradient)")
 start()
-link = board.make_link(cfg)
+link = startup.make_link(cfg)
 del cfg
 mark("make link (imports; CoAP client)")
+start()
+startup = None
+from edge.cbor import drop  # noqa: E402
+drop("edge.startup", "startup")
+mark("let the start-up code go")
 
 from edge import frame, learner  # noqa: E402  (loaded already: no cost)
 import edge.node  # noqa: E402

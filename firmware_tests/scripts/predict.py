@@ -10,9 +10,7 @@ from binascii import crc32
 
 from edge import board, predict
 
-cfg = board.load_config("node.json")
-node, link = board.make(cfg)
-del cfg
+node, link = board.start("node.json")[:2]
 sent = node.run(link, timeout=60)
 data = node.data
 classes = predict.classes_of(node.model, data.d)

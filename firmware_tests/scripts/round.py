@@ -29,9 +29,7 @@ def run(argv):
         extras = round_extras
         extras.run(argv, None, None)  # before the node is made ("naive")
     from edge import board
-    cfg = board.load_config("node.json")
-    node, link = board.make(cfg)
-    del cfg
+    node, link = board.start("node.json")[:2]
     if extras is not None:
         extras.run(argv, node, link)  # "frames", "portable"
     gc.collect()
@@ -54,11 +52,16 @@ def run(argv):
     last = node.last
     extra = {} if extras is None else extras.run(argv, node, link, last["round"])  # "sync"
     gc.collect()
-    res = (st, last, comp, ms, node.version, node.snapshots, code, gc.mem_free(), gc.mem_alloc(), base, extra)
-    node = link = extras = None
+    return (st, last, comp, ms, node.version, node.snapshots, code, gc.mem_free(), gc.mem_alloc(), base, extra)
+
+
+def report(res):
+    # run's frame is gone (MicroPython frees a call's heap-allocated state on return), and with
+    # it every reference to the node: a local set to None could still be reached from a stale
+    # slot of that frame's value stack, which the collector scans whole
     gc.collect()
     import round_report
     round_report.report(res)
 
 
-run([a for a in sys.argv[1:] if a != "-c"])
+report(run([a for a in sys.argv[1:] if a != "-c"]))
