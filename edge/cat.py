@@ -279,7 +279,6 @@ class Rule:
         return Choice(t, imp, imp / c, c, False, ns)
 
 
-if "_SCHEME_SQ" in globals():  # CPython: the constants by their public names
-    from edge.cbor import publish
-    publish(globals())
-    del publish
+from edge.cbor import publish  # noqa: E402
+publish(globals())  # CPython: the constants by their public names
+del publish

@@ -42,7 +42,12 @@ _SIMPLE_TRUE = const(21)
 
 
 def publish(g):
-    """CPython: every private int constant `_NAME` in the module globals g also as NAME."""
+    """CPython: every private int constant `_NAME` in the module globals g also as NAME. A
+    module calls it last, unguarded: on MicroPython the constants are folded away (there is
+    nothing to publish), and a guard naming one of them would intern that name as a qstr."""
+    import sys
+    if sys.implementation.name == "micropython":
+        return
     for n in list(g):
         if n[:1] == "_" and n[1:2] != "_" and n[1:].isupper() and type(g[n]) is int:
             g[n[1:]] = g[n]
@@ -240,5 +245,4 @@ def read_bool(data, off, what):
     return v == _SIMPLE_TRUE, off
 
 
-if "_MT_MAP" in globals():  # CPython (on MicroPython the constants are folded away)
-    publish(globals())
+publish(globals())  # CPython: the constants by their public names

@@ -31,6 +31,7 @@ no sender address and tuple per datagram, as ``recvfrom`` does. Counters
 """
 
 import socket
+from array import array
 
 from edge.cbor import errmsg
 
@@ -92,6 +93,16 @@ _OPT_BLOCK1 = const(27)
 _OPT_SIZE2 = const(28)
 _OPT_SIZE1 = const(60)
 
+# Where the last parsed message's fields are in CoapClient._r
+_R_TYPE = const(0)
+_R_CODE = const(1)
+_R_MID = const(2)
+_R_TKL = const(3)
+_R_PAY = const(4)
+_R_BLOCK1 = const(5)
+_R_BLOCK2 = const(6)
+_R_CRIT = const(7)
+
 # Content-Format registry, RFC 7252 §12.3; application/cbor = 60 (RFC 7049 §7.4)
 _CF_CBOR = const(60)
 
@@ -103,7 +114,7 @@ _MAX_RETRANSMIT = const(4)
 # RFC 7252 §4.6: without knowledge of the path MTU, messages should fit 1152 bytes;
 # 1280 (the IPv6 minimum MTU) bounds what we accept in one datagram by default.
 # recv(n) allocates n bytes (then a copy of what arrived) for every datagram: on a
-# board that is a transient contiguous block per block-wise step, so edge/board.py asks
+# board that is a transient contiguous block per block-wise step, so edge/startup.py asks
 # for block_size + RX_HEADROOM instead (a server honouring our Block2 size never sends more).
 _RX_SIZE = const(1280)
 # header, token and options of a response: 14 bytes measured (64-byte blocks, the gateway); 47
@@ -288,16 +299,11 @@ class CoapClient:
         r = self._rand(2)
         self._mid = (r[0] << 8) | r[1]  # random initial Message ID, RFC 7252 §4.4
         self._last_sep_mid = -1
-        # fields of the last parsed message
-        self._r_type = 0
-        self._r_code = 0
-        self._r_mid = 0
-        self._r_tkl = 0
-        self._r_pay = 0
-        self._r_block1 = -1
-        self._r_block2 = -1
+        # the last parsed message: its header fields and options in one array (_R_TYPE ...
+        # _R_CRIT), one name where eight attributes would each intern a qstr and take a slot
+        # in this object's dict on a board; its ETag (bytes or None) beside it
+        self._r = array("i", (0, 0, 0, 0, 0, -1, -1, 0))
         self._r_etag = None
-        self._r_crit = 0
         self.reset_counters()
 
     # ---------------------------------------------------------------- counters
@@ -378,8 +384,8 @@ class CoapClient:
             num = off >> (szx + 4)
             blk = (num << 4) | (8 if more else 0) | szx
             data = self._do(method, segs, qs, cf, -1, blk, total if off == 0 else -1, mv, off, n)
-            code = self._r_code
-            rb = self._r_block1
+            code = self._r[_R_CODE]
+            rb = self._r[_R_BLOCK1]
             if (code == _REQUEST_ENTITY_TOO_LARGE and rb >= 0 and (rb & 7) < szx
                     and not restarted):
                 # §2.9.3: 4.13 with a Block1 option proposes a block size; start over with it
@@ -413,11 +419,12 @@ class CoapClient:
         blocks."""
         data = self._rx
         self._rx = None
-        code = self._r_code
+        r = self._r
+        code = r[_R_CODE]
         if code >> 5 != 2:
             sink = None  # an error response's text is returned, not streamed
-        pay = memoryview(data)[self._r_pay:]  # no copy until the caller's bytes
-        b2 = self._r_block2
+        pay = memoryview(data)[r[_R_PAY]:]  # no copy until the caller's bytes
+        b2 = r[_R_BLOCK2]
         if b2 < 0 or not (b2 & 8):
             if b2 >= 0 and (b2 >> 4) != 0:
                 raise CoapError(errmsg(113, b2 >> 4))
@@ -447,23 +454,23 @@ class CoapClient:
             nxt = ((off >> (bszx + 4)) << 4) | bszx
             data = None
             data = self._do(method, segs, qs, None, nxt, -1, -1, None, 0, 0)
-            if self._r_code >> 5 != 2:
-                raise CoapError(errmsg(116, (off, code_str(self._r_code))))
-            b2 = self._r_block2
+            if r[_R_CODE] >> 5 != 2:
+                raise CoapError(errmsg(116, (off, code_str(r[_R_CODE]))))
+            b2 = r[_R_BLOCK2]
             if b2 < 0:
                 raise CoapError(errmsg(117))
             if (b2 >> 4) << ((b2 & 7) + 4) != off:
                 raise CoapError(errmsg(118, ((b2 >> 4) << ((b2 & 7) + 4), off)))
             if self._r_etag != etag:  # RFC 7959 §2.4: the representation changed
                 raise CoapError(errmsg(119))
-            if off + len(data) - self._r_pay > self.max_body:
+            if off + len(data) - r[_R_PAY] > self.max_body:
                 raise CoapError(errmsg(120, self.max_body))
             if body is None:
-                sink(memoryview(data)[self._r_pay:])
+                sink(memoryview(data)[r[_R_PAY]:])
             else:
-                body.extend(memoryview(data)[self._r_pay:])
-            got += len(data) - self._r_pay
-            code = self._r_code
+                body.extend(memoryview(data)[r[_R_PAY]:])
+            got += len(data) - r[_R_PAY]
+            code = r[_R_CODE]
         if body is None:
             return code, b""
         return code, bytes(body)
@@ -582,15 +589,16 @@ class CoapClient:
         tkl = b0 & 0x0F
         if tkl > 8 or 4 + tkl > n:  # TKL 9-15 reserved, RFC 7252 §3
             return False
-        self._r_type = (b0 >> 4) & 3
-        self._r_code = data[1]
-        self._r_mid = (data[2] << 8) | data[3]
-        self._r_tkl = tkl
-        self._r_block1 = -1
-        self._r_block2 = -1
+        r = self._r
+        r[_R_TYPE] = (b0 >> 4) & 3
+        r[_R_CODE] = data[1]
+        r[_R_MID] = (data[2] << 8) | data[3]
+        r[_R_TKL] = tkl
+        r[_R_BLOCK1] = -1
+        r[_R_BLOCK2] = -1
+        r[_R_CRIT] = 0
+        r[_R_PAY] = n
         self._r_etag = None
-        self._r_crit = 0
-        self._r_pay = n
         pos = 4 + tkl
         num = 0
         try:
@@ -600,7 +608,7 @@ class CoapClient:
                 if b == 0xFF:
                     if pos == n:  # marker with empty payload is a format error (§3)
                         return False
-                    self._r_pay = pos
+                    r[_R_PAY] = pos
                     break
                 d = b >> 4
                 ln = b & 0x0F
@@ -622,13 +630,13 @@ class CoapClient:
                     return False
                 num += d
                 if num == _OPT_BLOCK1:
-                    self._r_block1 = _uint(data, pos, ln)
+                    r[_R_BLOCK1] = _uint(data, pos, ln)
                 elif num == _OPT_BLOCK2:
-                    self._r_block2 = _uint(data, pos, ln)
+                    r[_R_BLOCK2] = _uint(data, pos, ln)
                 elif num == _OPT_ETAG:
                     self._r_etag = bytes(data[pos:pos + ln])
-                elif num & 1 and not self._r_crit:
-                    self._r_crit = num  # unrecognised critical option (§5.4.1)
+                elif num & 1 and not r[_R_CRIT]:
+                    r[_R_CRIT] = num  # unrecognised critical option (§5.4.1)
                 pos += ln
         except IndexError:
             return False
@@ -636,7 +644,7 @@ class CoapClient:
 
     def _token_ok(self, data):
         tkl = self.token_len
-        if self._r_tkl != tkl:
+        if self._r[_R_TKL] != tkl:
             return False
         t = self._token
         for i in range(tkl):
@@ -649,10 +657,11 @@ class CoapClient:
         response."""
         msg = self._mv[:n]
         mid = self._mid
+        r = self._r
         self.exchanges += 1
         # RFC 7252 §4.2: initial timeout random in [ACK_TIMEOUT, ACK_TIMEOUT*ACK_RANDOM_FACTOR]
-        r = self._rand(2)
-        frac = ((r[0] << 8) | r[1]) / 65536
+        rnd = self._rand(2)
+        frac = ((rnd[0] << 8) | rnd[1]) / 65536
         timeout = int(self.ack_timeout * 1000 * (1 + (self.random_factor - 1) * frac))
         if timeout < 1:
             timeout = 1
@@ -680,13 +689,13 @@ class CoapClient:
             data = self._recv(remaining)
             if data is None or not self._parse(data):
                 continue  # timeout slice, foreign or malformed datagram: ignore (§4.2)
-            t = self._r_type
+            t = r[_R_TYPE]
             if t == _ACK or t == _RST:
-                if self._r_mid != mid:
+                if r[_R_MID] != mid:
                     continue  # duplicate/stale ACK of an earlier exchange
                 if t == _RST:
                     raise CoapError("server reset the request (RST, mid %d)" % mid)
-                if self._r_code == 0:  # empty ACK: a separate response follows (§5.2.2)
+                if r[_R_CODE] == 0:  # empty ACK: a separate response follows (§5.2.2)
                     if not acked:
                         acked = True
                         start = ticks_ms()
@@ -697,29 +706,28 @@ class CoapClient:
                 self._check_crit()
                 return data
             # CON or NON sent by the server
-            if self._r_code == 0:
+            if r[_R_CODE] == 0:
                 if t == _CON:  # CoAP ping: answer with RST (§4.3)
-                    self._send_empty(_RST, self._r_mid)
+                    self._send_empty(_RST, r[_R_MID])
                 continue
-            if self._r_code >> 5 >= 2 and self._token_ok(data):
+            if r[_R_CODE] >> 5 >= 2 and self._token_ok(data):
                 if t == _CON:  # acknowledge a confirmable separate response (§5.2.2)
-                    self._send_empty(_ACK, self._r_mid)
-                    self._last_sep_mid = self._r_mid
+                    self._send_empty(_ACK, r[_R_MID])
+                    self._last_sep_mid = r[_R_MID]
                 self._check_crit()
                 return data
             if t == _CON:
-                if self._r_mid == self._last_sep_mid:
-                    self._send_empty(_ACK, self._r_mid)  # duplicate: ACK each copy (§4.5)
+                if r[_R_MID] == self._last_sep_mid:
+                    self._send_empty(_ACK, r[_R_MID])  # duplicate: ACK each copy (§4.5)
                 else:
-                    self._send_empty(_RST, self._r_mid)  # unexpected CON: reject (§4.2)
+                    self._send_empty(_RST, r[_R_MID])  # unexpected CON: reject (§4.2)
             # an unexpected NON is silently ignored (§4.3)
 
     def _check_crit(self):
-        if self._r_crit:
-            raise CoapError(errmsg(121, self._r_crit))
+        if self._r[_R_CRIT]:
+            raise CoapError(errmsg(121, self._r[_R_CRIT]))
 
 
-if "_CONTENT" in globals():  # CPython: the constants by their public names
-    from edge.cbor import publish
-    publish(globals())
-    del publish
+from edge.cbor import publish  # noqa: E402
+publish(globals())  # CPython: the constants by their public names
+del publish

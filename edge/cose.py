@@ -227,7 +227,6 @@ def verify(data, key, kid=None):
     return got_kid, pay, plen
 
 
-if "_TAG_LEN" in globals():  # CPython: the constants by their public names
-    from edge.cbor import publish
-    publish(globals())
-    del publish
+from edge.cbor import publish  # noqa: E402
+publish(globals())  # CPython: the constants by their public names
+del publish

@@ -38,10 +38,8 @@ _SWAP = sys.byteorder != "little"
 
 
 def zeros(typecode, n):
-    """A zero-filled array of n items (MicroPython has no array(tc, int)); sized from
-    len(range(n)), so no n-item temporary doubles the peak on a board."""
-    if typecode in "bBhH":  # range(n) would overflow these; they are never d-sized here
-        return array(typecode, bytes((1 if typecode in "bB" else 2) * n))
+    """A zero-filled array('f') or array('I') of n items (MicroPython has no array(tc, int));
+    sized from len(range(n)), so no n-item temporary doubles the peak on a board."""
     a = array(typecode, range(n))
     for i in range(n):
         a[i] = 0

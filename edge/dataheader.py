@@ -116,7 +116,6 @@ def read(path):
     return f, h, size
 
 
-if "_HEADER_SIZE" in globals():  # CPython: the constants by their public names
-    from edge.cbor import publish
-    publish(globals())
-    del publish
+from edge.cbor import publish  # noqa: E402
+publish(globals())  # CPython: the constants by their public names
+del publish

@@ -163,4 +163,6 @@ TEXT = (
     'give the node a %s profile',  # 152 startup.transport_mismatch
     'transport %s, but cost profile %s prices %s messages: give the node a %s profile or transport %s',  # 153 startup.transport_mismatch
     'SS drew more than %d entries 8 times; lower K or use a link with larger frames',  # 154 ss.sample
+    'd=%d',  # 155 frame._check_d
+    'fmt %d',  # 156 frame.apply_model
 )

@@ -177,12 +177,12 @@ def frame_length(d, T, scheme, fmt, telemetry=False, job=0, node=0, rnd=0, compa
     return cose.overhead(p) + p
 
 
-def buffer_size(d, K, scheme, fmt):
-    """A bytearray size that holds any update frame with T <= K (telemetry included,
+def buffer_size(d, k, scheme, fmt):
+    """A bytearray size that holds any update frame with T <= k (telemetry included,
     job and round < 2**32): frame_length is non-decreasing in every argument."""
     if scheme == _SCHEME_IDENTITY:
-        K = d
-    return frame_length(d, K, scheme, fmt, True, _D_MAX, _NODE_MAX, _D_MAX)
+        k = d
+    return frame_length(d, k, scheme, fmt, True, _D_MAX, _NODE_MAX, _D_MAX)
 
 
 # ---------------------------------------------------------------------------- floats
@@ -518,7 +518,7 @@ def _config(data, off):
 
 def _check_d(d):
     if d < 1 or d > _D_MAX:
-        raise FrameError('bad_d', 'd=%d' % d)
+        raise FrameError('bad_d', errmsg(155, d))
 
 
 def _model_keys(f, job, model_d):
@@ -650,7 +650,7 @@ def apply_model(data, key, model, version, job=None, observe=None):
     T = f[_K_T]
     fmt = f[_K_FMT]
     if fmt > _FMT_F16:
-        raise FrameError('bad_fmt', 'fmt %d' % fmt)
+        raise FrameError('bad_fmt', errmsg(156, fmt))
     if T > d:
         raise FrameError('t_gt_d', errmsg(24, (T, d)))
     code, nbytes = index_code(d, T)
@@ -704,7 +704,6 @@ def apply_model(data, key, model, version, job=None, observe=None):
     return rnd + 1
 
 
-if "_K_MODEL" in globals():  # CPython: the constants by their public names
-    from edge.cbor import publish
-    publish(globals())
-    del publish
+from edge.cbor import publish  # noqa: E402
+publish(globals())  # CPython: the constants by their public names
+del publish

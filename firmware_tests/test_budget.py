@@ -26,6 +26,7 @@ really need (python firmware_tests/budget.py --frozen bisects the exact figures)
 from __future__ import annotations
 
 import argparse
+import re
 
 import pytest
 
@@ -120,6 +121,30 @@ def test_error_feedback_round_meets_the_ram_goal(mp32_frozen, d, scheme, tmp_pat
         _dies(mp32_frozen, s, EF_FLOOR_KIB[d])
     finally:
         s.close()
+
+
+# MicroPython 1.25 holds the qstrs a board interns in pools of 20, 40, 80, 160 and 320 slots
+# (py/qstr.c: each pool twice the last); the 621st allocates one of 640 slots, 4.4 KiB, in the
+# middle of a round (docs/firmware.md, "The qstr pools"). The budget's round must leave room
+# below it: for the names of a board's own main.py, and for a port with fewer of the edge's
+# names built in than the unix port has.
+QSTR_POOLS = 20 + 40 + 80 + 160 + 320
+QSTR_SPARE = 10
+
+
+def test_the_round_leaves_the_qstr_pools_room(mp32, tmp_path):
+    """The budget's .mpy round (SS, error feedback, d = 4,096: the round that loads the most
+    code) interns at most QSTR_POOLS - QSTR_SPARE qstrs, the round driver's own included."""
+    s = round_setup(tmp_path / "qstrs", 4096, mode="mpy", scheme="ss", error_feedback=True)
+    try:
+        r = run_round(mp32, s, "256k")
+    finally:
+        s.close()
+    assert r.ok, r.describe()[-3000:]
+    pools = re.search(r"qstr pool: n_pool=(\d+), n_qstr=(\d+)", r.stdout)
+    assert pools, r.stdout[-2000:]
+    n_pool, n_qstr = int(pools[1]), int(pools[2])
+    assert n_qstr <= QSTR_POOLS - QSTR_SPARE and n_pool == 5, (n_pool, n_qstr)
 
 
 # The same rounds with edge/ as .mpy files at d = 4,096, against the goal of 96 KiB: measured

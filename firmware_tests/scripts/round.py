@@ -15,6 +15,7 @@
 # printed by round_report.report, loaded after the rounds with the node let go (its format
 # string and code are not in the heap while the rounds run).
 import gc
+import micropython
 import sys
 import time
 
@@ -49,6 +50,9 @@ def run(argv):
             raise RuntimeError("job finished before the round")
         else:
             link.wait(0.05)
+    # "qstr pool: n_pool=5, n_qstr=...": what the rounds interned (test_budget.py holds the
+    # count below the 621st, where MicroPython allocates a 640-slot pool)
+    micropython.qstr_info()
     last = node.last
     extra = {} if extras is None else extras.run(argv, node, link, last["round"])  # "sync"
     gc.collect()
