@@ -629,10 +629,10 @@ class CoapClient:
                 if pos + ln > n:
                     return False
                 num += d
-                if num == _OPT_BLOCK1:
-                    r[_R_BLOCK1] = _uint(data, pos, ln)
-                elif num == _OPT_BLOCK2:
-                    r[_R_BLOCK2] = _uint(data, pos, ln)
+                if num == _OPT_BLOCK1 or num == _OPT_BLOCK2:
+                    if ln > 3:  # RFC 7959 §2.2: a Block option's value is 0-3 bytes
+                        return False
+                    r[_R_BLOCK1 if num == _OPT_BLOCK1 else _R_BLOCK2] = _uint(data, pos, ln)
                 elif num == _OPT_ETAG:
                     self._r_etag = bytes(data[pos:pos + ln])
                 elif num & 1 and not r[_R_CRIT]:

@@ -361,7 +361,7 @@ def _ack_for(req: bytes, code: int, payload: bytes = b"", options: bytes = b"") 
 
 
 @pytest.mark.parametrize("case", ["rst", "crit", "junk-then-ok", "wrong-token-then-ok",
-                                  "stale-mid-then-ok"])
+                                  "stale-mid-then-ok", "long-block2-then-ok"])
 def test_scripted_replies(case: str) -> None:
     def replies(req: bytes) -> list[bytes]:
         if case == "rst":
@@ -371,6 +371,8 @@ def test_scripted_replies(case: str) -> None:
         ok = _ack_for(req, 0x45, b"ok")
         if case == "junk-then-ok":
             return [b"\x00", b"\x5f\x45\x00\x00", ok]  # too short; version 1 but TKL 15
+        if case == "long-block2-then-ok":  # Block2 (option 23) with a 4-byte value: malformed
+            return [_ack_for(req, 0x45, b"x", options=bytes([0xD4, 23 - 13, 0xFF, 0xFF, 0xFF, 0xFF])), ok]
         if case == "wrong-token-then-ok":
             bad = bytearray(ok)
             bad[4] ^= 0xFF
